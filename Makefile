@@ -1,0 +1,43 @@
+# The README's commands. Everything a fresh clone needs is installed from the project's files.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The exact torch pin used here: the CPU wheel that lies on this machine's disk (/opt/wheels).
+# pyproject.toml only declares a compatible range; never let pip resolve an unpinned torch.
+TORCH_PIN   ?= torch==2.13.0
+TORCH_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast test-slow bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)"
+	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/unetkit demo --out demo-output --overwrite
+
+# Default suite (fast tests), then the slow end-to-end checks.
+test: setup
+	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m slow -q
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: setup
+	$(PY) -m pytest -m slow -q
+
+bench: setup
+	$(PY) bench/run_all.py
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+clean:
+	rm -rf $(VENV) demo-output build *.egg-info src/*.egg-info .pytest_cache

@@ -1,0 +1,49 @@
+"""unetkit: U-Nets for segmentation, from the 2015 paper to images of any size.
+
+Example:
+    >>> import unetkit
+    >>> unetkit.synthesize_dataset("nuclei", n=20)
+    >>> result = unetkit.train("nuclei", "run")
+    >>> mask = unetkit.predict(result.best_checkpoint, image)
+"""
+
+__version__ = "0.1.0"
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import DataConfig, ModelConfig, PredictConfig, RunConfig, TrainConfig, load_config
+from .data import read_image, synth_nuclei, synthesize_dataset, write_image
+from .errors import CheckpointError, ConfigError, DataError, UnetkitError
+from .inference import Predictor, predict, predict_files
+from .metrics.evaluate import Evaluation, evaluate
+from .models import UNet, create_model, list_models
+from .training import TrainResult, train
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "Evaluation",
+    "ModelConfig",
+    "PredictConfig",
+    "Predictor",
+    "RunConfig",
+    "TrainConfig",
+    "TrainResult",
+    "UNet",
+    "UnetkitError",
+    "__version__",
+    "create_model",
+    "evaluate",
+    "list_models",
+    "load_checkpoint",
+    "load_config",
+    "predict",
+    "predict_files",
+    "read_image",
+    "save_checkpoint",
+    "synth_nuclei",
+    "synthesize_dataset",
+    "train",
+    "write_image",
+]

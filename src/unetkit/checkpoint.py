@@ -1,0 +1,112 @@
+"""One self-describing checkpoint file: weights plus everything needed to rebuild model and preprocessing.
+
+Written atomically (temporary file, fsync, rename), read with ``torch.load(weights_only=True)``: only
+tensors and plain containers are ever unpickled, never arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import CheckpointError
+from .models import create_model
+
+__all__ = ["FORMAT", "build_model", "load_checkpoint", "save_checkpoint"]
+
+FORMAT = "unetkit.checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    model_name: str,
+    preprocessing: dict[str, Any],
+    training: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` and its metadata to ``path`` atomically.
+
+    ``model`` must expose ``hparams`` (its constructor arguments). ``preprocessing`` holds in_channels,
+    normalisation, mask encoding and class names; ``training`` the run's settings and scores; ``state``
+    optional optimiser/scheduler state for resuming.
+    """
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "unetkit_version": __version__,
+        "model": {"name": model_name, "hparams": dict(model.hparams)},  # type: ignore[arg-type]
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "preprocessing": preprocessing,
+        "training": training or {},
+        "state": state or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and validate a unetkit checkpoint; raise :class:`CheckpointError` with the reason otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: no such checkpoint file (a training run writes RUN/best.pt and RUN/last.pt)"
+        )
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refusing to load: it holds Python objects other than tensors and plain data, so it is "
+            f"not a unetkit checkpoint and loading it could run arbitrary code ({str(exc).splitlines()[0]})"
+        ) from None
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint: the file is damaged or truncated, or not a PyTorch file "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); use another checkpoint, "
+            "e.g. RUN/last.pt"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        keys = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(
+            f"{path}: not a unetkit checkpoint (found {keys}); train with `unetkit train` to make one"
+        )
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: written by unetkit {payload.get('unetkit_version')} in checkpoint format "
+            f"{payload['format_version']}; this unetkit ({__version__}) reads format {FORMAT_VERSION}: upgrade unetkit"
+        )
+    for key in ("model", "state_dict", "preprocessing"):
+        if key not in payload:
+            raise CheckpointError(f"{path}: damaged unetkit checkpoint: the '{key}' entry is missing")
+    return payload
+
+
+def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
+    """Rebuild the model stored in a loaded checkpoint, weights included."""
+    spec = payload["model"]
+    try:
+        model = create_model(spec["name"], **spec["hparams"])
+        model.load_state_dict(payload["state_dict"])
+    except (ValueError, RuntimeError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{source}: the stored model cannot be rebuilt ({exc})") from None
+    return model

@@ -1,0 +1,121 @@
+"""``unetkit train``: train a U-Net on a dataset folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import RunConfig, load_config, replace
+from ..models import list_models
+from ..training.trainer import train
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a U-Net on images/ + masks/",
+        description=(
+            "Train on DATA/images + DATA/masks (paired by file name) and write OUT/best.pt, last.pt, "
+            "config.yaml, metrics.csv, tb/ (TensorBoard) and curves.png. Settings come from the defaults, "
+            "then --config, then the flags given here."
+        ),
+    )
+    p.add_argument("data", metavar="DATA", help="dataset folder with images/ and masks/ (or labels/)")
+    p.add_argument("--out", "-o", required=True, help="run folder to write")
+    p.add_argument("--config", help="YAML file with model/data/train sections (see OUT/config.yaml of a run)")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, help="maximum number of epochs (default: 40)")
+    g.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch (default: 25)")
+    g.add_argument("--batch", type=int, help="patches per step (default: 8)")
+    g.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-3)")
+    g.add_argument("--loss", help="auto, bce, ce, dice, bce_dice, ce_dice (default: auto)")
+    g.add_argument(
+        "--patience", type=int, help="early stopping: epochs without a better validation Dice (default: 10)"
+    )
+    g.add_argument("--seed", type=int, help="random seed (default: 0)")
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto: CUDA when present)")
+    g.add_argument("--workers", type=int, help="DataLoader worker processes (default: 0)")
+    g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    d = p.add_argument_group("data")
+    d.add_argument(
+        "--patch", type=int, help="training patch size = network input size in pixels (default: 256)"
+    )
+    d.add_argument(
+        "--val-fraction",
+        type=float,
+        help="fraction of images (or rows, for < 4 images) held out (default: 0.2)",
+    )
+    d.add_argument("--normalization", help="percentile, minmax, zscore or none (default: percentile 1-99.8)")
+    d.add_argument("--no-augment", action="store_true", help="no random flips and rotations")
+    m = p.add_argument_group("model")
+    m.add_argument("--arch", help=f"architecture: {', '.join(list_models())} (default: unet)")
+    m.add_argument(
+        "--num-classes", type=int, help="1: sigmoid output (default); 2: softmax over background/foreground"
+    )
+    m.add_argument("--depth", type=int, help="number of poolings (default: 4, as the paper)")
+    m.add_argument(
+        "--base-channels", type=int, help="channels at the first level, doubling per level (default: 16)"
+    )
+    m.add_argument(
+        "--padding", choices=("same", "valid"), help="same: any size; valid: the paper's unpadded net"
+    )
+    m.add_argument(
+        "--up", choices=("transpose", "bilinear"), help="up-sampling (default: transpose, as the paper)"
+    )
+    m.add_argument(
+        "--norm", choices=("batch", "instance", "group", "none"), help="normalisation (default: batch)"
+    )
+    m.add_argument("--dropout", type=float, help="dropout at the end of the contracting path (paper: 0.5)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in OUT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    cfg = load_config(args.config) if args.config else RunConfig()
+    cfg.model = replace(
+        cfg.model,
+        name=args.arch,
+        num_classes=args.num_classes,
+        depth=args.depth,
+        base_channels=args.base_channels,
+        padding=args.padding,
+        up=args.up,
+        dropout=args.dropout,
+    )
+    if args.norm is not None:
+        cfg.model = replace(cfg.model, norm=None if args.norm == "none" else args.norm)
+    cfg.data = replace(
+        cfg.data,
+        patch_size=args.patch,
+        val_fraction=args.val_fraction,
+        normalization=args.normalization,
+        augment=False if args.no_augment else None,
+    )
+    cfg.train = replace(
+        cfg.train,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch,
+        lr=args.lr,
+        loss=args.loss,
+        patience=args.patience,
+        seed=args.seed,
+        device=args.device,
+        num_workers=args.workers,
+        amp=False if args.no_amp else None,
+    )
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    result = train(
+        args.data, args.out, config_from_args(args), overwrite=args.overwrite, progress=not args.no_progress
+    )
+    stop = "stopped early" if result.stopped_early else "finished"
+    print(
+        f"training {stop} after {len(result.history)} epoch(s); best validation Dice "
+        f"{result.best_score:.4f} at epoch {result.best_epoch}\n"
+        f"  best checkpoint: {result.best_checkpoint}\n  curves: {result.run_dir / 'curves.png'}\n"
+        f"  TensorBoard: tensorboard --logdir {result.run_dir / 'tb'}"
+    )
+    return 0

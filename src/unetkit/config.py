@@ -1,0 +1,186 @@
+"""Typed configuration: dataclasses with defaults, saved as YAML next to every run.
+
+``None`` means "derive from the data" (for example ``ModelConfig.in_channels``). Loading rejects unknown
+keys with the list of valid ones, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["DataConfig", "ModelConfig", "PredictConfig", "RunConfig", "TrainConfig", "load_config"]
+
+
+@dataclass
+class ModelConfig:
+    """The network. Defaults: a small, batch-normalised, padded U-Net that trains in minutes on a CPU.
+
+    The paper's network is ``base_channels=64, depth=4, padding="valid", norm=None, num_classes=2``.
+    """
+
+    name: str = "unet"
+    in_channels: int | None = None  # None: taken from the training images
+    num_classes: int = 1  # 1: binary (sigmoid); >= 2: softmax over classes
+    depth: int = 4
+    base_channels: int = 16
+    padding: str = "same"
+    up: str = "transpose"
+    norm: str | None = "batch"
+    act: str = "relu"
+    dropout: float = 0.0
+    level_dropout: list[float] | None = None
+
+
+@dataclass
+class DataConfig:
+    """How images and masks are read, normalised, split and sampled."""
+
+    layout: str = "paired"
+    mask_encoding: str = "binary"  # instance / label masks → foreground vs background
+    normalization: str = "percentile"  # percentile | minmax | zscore | none (per image and channel)
+    norm_low: float = 1.0  # percentile mapped to 0
+    norm_high: float = 99.8  # percentile mapped to 1
+    val_fraction: float = 0.2
+    patch_size: int = 256
+    augment: bool = True  # random flips and 90-degree rotations
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop."""
+
+    epochs: int = 40
+    batch_size: int = 8
+    steps_per_epoch: int = 25
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    loss: str = "auto"  # auto: bce_dice for 1 class, ce_dice for >= 2
+    patience: int = 10  # early stopping: epochs without a better validation Dice
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: bool = True  # mixed precision on CUDA (ignored on the CPU)
+    num_workers: int = 0
+
+
+@dataclass
+class PredictConfig:
+    """Tiled inference."""
+
+    tile: int = 512  # network input size per tile
+    halo: int | None = None  # context discarded at tile borders; None: the network's own margin or 32
+    batch_size: int = 4
+    threshold: float = 0.5
+    device: str = "auto"
+
+
+@dataclass
+class RunConfig:
+    """Every setting of one training run; written to ``RUN/config.yaml``."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
+        if not isinstance(raw, dict):
+            raise ConfigError(
+                f"{source}: expected a mapping with sections model/data/train, got {type(raw).__name__}"
+            )
+        unknown = set(raw) - {"model", "data", "train"}
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown section(s) {sorted(unknown)}; valid sections are model, data, train"
+            )
+        return cls(
+            model=_build(ModelConfig, raw.get("model") or {}, f"{source}: model"),
+            data=_build(DataConfig, raw.get("data") or {}, f"{source}: data"),
+            train=_build(TrainConfig, raw.get("train") or {}, f"{source}: train"),
+        )
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        return load_config(path)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a YAML run configuration (any subset of keys; the rest keep their defaults)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML ({exc})") from None
+    return RunConfig.from_dict(raw, source=str(path))
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys are {sorted(names)}")
+    values = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()}
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check (and gently coerce, e.g. 1 → 1.0) a YAML value against a dataclass field's type."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} is not a valid {hint}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_coerce(v, item, where) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def replace(obj: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` that ignores ``None`` values (unset CLI flags)."""
+    return dataclasses.replace(obj, **{k: v for k, v in changes.items() if v is not None})

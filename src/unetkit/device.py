@@ -1,0 +1,54 @@
+"""Device selection and mixed precision, in one place."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from .errors import ConfigError
+
+__all__ = ["autocast", "resolve_device"]
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` → CUDA when present, else Apple MPS, else the CPU. Explicit names are checked."""
+    if isinstance(name, torch.device):
+        return name
+    name = name or "auto"
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {name}: MPS is not available on this machine; use --device cpu or auto")
+    return device
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype used on ``device`` (``None``: full float32). bfloat16 where CUDA supports it."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """Mixed precision on CUDA; a no-op elsewhere."""
+    dtype = amp_dtype(device)
+    if enabled and dtype is not None:
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            yield
+    else:
+        yield

@@ -1,0 +1,109 @@
+"""Overlap-tile geometry, kept pure: no model, no I/O.
+
+A tile has a *read window* (the network's input: its output window plus context on every side, which may
+reach beyond the image, where it is filled by mirroring, paper Fig. 2) and a *write window* (the part of
+the image this tile is responsible for). Write windows partition the image: every pixel is written exactly
+once, from inside its tile's valid (non-halo) region.
+
+Per axis, with ``core`` the number of output pixels a tile keeps, ``halo`` extra output pixels computed and
+discarded at each side (to hide border effects of padded networks), and ``margin`` the context a
+``valid`` network consumes: the read window is ``[s - halo - margin, s + core + halo + margin)``. Tile starts
+``s`` are multiples of ``align`` (``2**depth`` keeps every tile on the same pooling grid as a full-image
+pass), spaced by the largest multiple of ``align`` not above ``core``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["AxisTile", "Tile", "plan_axis", "plan_tiles", "read_window", "reflect_indices"]
+
+
+@dataclass(frozen=True)
+class AxisTile:
+    read_start: int  # network input window, image coordinates (may be < 0 or > length)
+    read_stop: int
+    write_start: int  # image pixels this tile writes
+    write_stop: int
+    crop_start: int  # where write_start lies in the network's output for this tile
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One N-D tile: the product of one :class:`AxisTile` per spatial axis."""
+
+    axes: tuple[AxisTile, ...]
+
+    @property
+    def read(self) -> tuple[tuple[int, int], ...]:
+        return tuple((a.read_start, a.read_stop) for a in self.axes)
+
+    @property
+    def write(self) -> tuple[slice, ...]:
+        return tuple(slice(a.write_start, a.write_stop) for a in self.axes)
+
+    @property
+    def crop(self) -> tuple[slice, ...]:
+        return tuple(slice(a.crop_start, a.crop_start + a.write_stop - a.write_start) for a in self.axes)
+
+
+def plan_axis(length: int, core: int, halo: int = 0, margin: int = 0, align: int = 1) -> list[AxisTile]:
+    """Tiles along one axis of ``length`` pixels (see the module docstring for the terms)."""
+    if length < 1 or core < 1 or halo < 0 or margin < 0 or align < 1:
+        raise ValueError(f"bad tiling: length={length} core={core} halo={halo} margin={margin} align={align}")
+    step = max(align, core // align * align)
+    if step > core:
+        raise ValueError(f"tile core {core} is smaller than the alignment {align}")
+    count = 1 if length <= core else -(-(length - core) // step) + 1
+    starts = [i * step for i in range(count)]
+    # Split each overlap in the middle so that write windows partition [0, length).
+    bounds = [0] + [(starts[i + 1] + starts[i] + core) // 2 for i in range(count - 1)] + [length]
+    context = halo + margin
+    return [
+        AxisTile(
+            read_start=s - context,
+            read_stop=s + core + context,
+            write_start=bounds[i],
+            write_stop=bounds[i + 1],
+            crop_start=bounds[i] - s + halo,
+        )
+        for i, s in enumerate(starts)
+    ]
+
+
+def plan_tiles(
+    shape: Sequence[int], core: Sequence[int], halo: int = 0, margin: int = 0, align: int = 1
+) -> list[Tile]:
+    """All tiles of an image of spatial ``shape`` (row-major order)."""
+    per_axis = [plan_axis(n, c, halo, margin, align) for n, c in zip(shape, core, strict=True)]
+    return [Tile(axes) for axes in itertools.product(*per_axis)]
+
+
+def reflect_indices(start: int, stop: int, length: int) -> np.ndarray:
+    """Indices ``start..stop-1`` mirrored into ``[0, length)`` without repeating the edge pixel
+    (NumPy's ``reflect`` mode, applied as often as needed)."""
+    idx = np.arange(start, stop)
+    if length == 1:
+        return np.zeros_like(idx)
+    period = 2 * length - 2
+    idx = np.mod(idx, period)
+    return np.where(idx >= length, period - idx, idx)
+
+
+def read_window(array: np.ndarray, window: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Read ``window`` (one ``(start, stop)`` per trailing spatial axis) from ``array``, mirroring outside.
+
+    Only the bounding box of the needed pixels is sliced from ``array``, so memory-mapped or lazy arrays
+    are read in part. Leading axes (channels) are kept whole.
+    """
+    spatial = array.shape[-len(window) :]
+    if all(0 <= a and b <= n for (a, b), n in zip(window, spatial, strict=True)):
+        return np.asarray(array[(..., *(slice(a, b) for a, b in window))])
+    indices = [reflect_indices(a, b, n) for (a, b), n in zip(window, spatial, strict=True)]
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in indices)
+    block = np.asarray(array[(..., *box)])
+    return block[(..., *np.ix_(*(i - s.start for i, s in zip(indices, box, strict=True))))]

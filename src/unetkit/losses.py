@@ -1,0 +1,72 @@
+"""Segmentation losses, selected by name (``LOSSES``).
+
+Binary models (1 output channel) take float targets ``(N, 1, H, W)`` in {0, 1}; multi-class models
+(C >= 2 channels, softmax) take integer targets ``(N, H, W)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+
+__all__ = ["LOSSES", "get_loss", "soft_dice_loss"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _probs_and_onehot(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits), target.float()
+    probs = torch.softmax(logits, dim=1)
+    onehot = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).float()
+    return probs, onehot
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice, computed over the whole batch per class and averaged over classes.
+
+    For softmax outputs the background class is left out (it dominates and says little).
+    """
+    probs, onehot = _probs_and_onehot(logits, target)
+    if probs.shape[1] > 1:
+        probs, onehot = probs[:, 1:], onehot[:, 1:]
+    dims = (0, *range(2, probs.ndim))
+    inter = (probs * onehot).sum(dims)
+    denom = probs.sum(dims) + onehot.sum(dims)
+    return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
+
+
+def _bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, target.float())
+
+
+def _ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, target.long())
+
+
+LOSSES: dict[str, LossFn] = {
+    "bce": _bce,
+    "ce": _ce,
+    "dice": soft_dice_loss,
+    "bce_dice": lambda lg, t: _bce(lg, t) + soft_dice_loss(lg, t),
+    "ce_dice": lambda lg, t: _ce(lg, t) + soft_dice_loss(lg, t),
+}
+
+
+def get_loss(name: str, num_classes: int) -> LossFn:
+    """The loss called ``name``; ``"auto"`` is bce_dice for one output channel and ce_dice otherwise."""
+    if name == "auto":
+        name = "bce_dice" if num_classes == 1 else "ce_dice"
+    if name not in LOSSES:
+        raise ConfigError(f"train.loss {name!r} is unknown; choose auto or one of {', '.join(LOSSES)}")
+    if num_classes == 1 and name.startswith("ce"):
+        raise ConfigError(f"train.loss {name!r} needs num_classes >= 2; use bce_dice for a binary model")
+    if num_classes > 1 and name.startswith("bce"):
+        raise ConfigError(
+            f"train.loss {name!r} needs num_classes == 1; use ce_dice for {num_classes} classes"
+        )
+    return LOSSES[name]

@@ -1,0 +1,6 @@
+"""U-Net models, built by name through one registry."""
+
+from .registry import create_model, list_models, register_model
+from .unet import InvalidSizeError, UNet, ValidGeometry
+
+__all__ = ["InvalidSizeError", "UNet", "ValidGeometry", "create_model", "list_models", "register_model"]

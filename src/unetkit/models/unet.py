@@ -1,0 +1,236 @@
+"""The U-Net of Ronneberger, Fischer & Brox (2015) and its padded variant.
+
+``UNet(padding="valid")`` is the paper's network: unpadded 3x3 convolutions, 2x2 max-pooling,
+2x2 up-convolutions halving the channels, crop-and-concatenate skips, a final 1x1 convolution; a
+572x572 input gives a 388x388 output. ``UNet(padding="same")`` pads every convolution and pads the
+input internally to a multiple of ``2**depth``, so it accepts any size and returns the same size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .blocks import DoubleConv, Down, Up, he_init_, pad_to_multiple
+from .registry import register_model
+
+__all__ = ["InvalidSizeError", "UNet", "ValidGeometry"]
+
+
+class InvalidSizeError(ValueError):
+    """An input size that a ``padding='valid'`` U-Net cannot process."""
+
+
+@dataclass(frozen=True)
+class ValidGeometry:
+    """Size arithmetic of an unpadded U-Net of a given ``depth`` (per spatial axis).
+
+    Every level's two 3x3 convolutions remove 4 pixels; every pooling needs an even size. The valid
+    input sizes are ``2**depth * b + in_offset`` for a bottleneck size ``b`` >= 1 with a positive output
+    ``2**depth * b - out_offset``. For the paper (depth 4): 572 → 388, margin 92 on each side.
+    """
+
+    depth: int
+
+    def output_size(self, size: int) -> int:
+        """Output length for an input length; raises :class:`InvalidSizeError` if it does not fit."""
+        s = size
+        for level in range(self.depth):
+            s -= 4
+            if s <= 0 or s % 2:
+                raise InvalidSizeError(self._message(size, f"the size before pooling {level + 1} is {s}"))
+            s //= 2
+        s -= 4
+        if s <= 0:
+            raise InvalidSizeError(self._message(size, "the bottleneck would be empty"))
+        for _ in range(self.depth):
+            s = s * 2 - 4
+        if s <= 0:
+            raise InvalidSizeError(self._message(size, "the output would be empty"))
+        return s
+
+    def input_size(self, output_size: int) -> int:
+        """Smallest valid input length whose output is at least ``output_size``."""
+        b = max(self._min_bottleneck, -(-(output_size + self.out_offset) // 2**self.depth))
+        return self._in_of_b(b)
+
+    def is_valid(self, size: int) -> bool:
+        step = 2**self.depth
+        b, rest = divmod(size - self.in_offset, step)
+        return rest == 0 and b >= self._min_bottleneck
+
+    def nearest_valid(self, size: int) -> tuple[int | None, int]:
+        """The nearest valid input lengths at or below ``size`` (``None`` if none) and above it."""
+        b = (size - self.in_offset) // 2**self.depth
+        below = self._in_of_b(b) if b >= self._min_bottleneck else None
+        above = self._in_of_b(max(b + 1, self._min_bottleneck))
+        return below, above
+
+    @property
+    def in_offset(self) -> int:
+        return self._in_of_b(0)
+
+    @property
+    def out_offset(self) -> int:
+        return -self._out_of_b(0)
+
+    @property
+    def margin(self) -> int:
+        """Context lost on each side: (input - output) / 2 (92 for the paper's depth 4)."""
+        return (self.in_offset + self.out_offset) // 2
+
+    @property
+    def _min_bottleneck(self) -> int:
+        b = 1
+        while self._out_of_b(b) <= 0:
+            b += 1
+        return b
+
+    def _in_of_b(self, b: int) -> int:
+        s = b + 4
+        for _ in range(self.depth):
+            s = s * 2 + 4
+        return s
+
+    def _out_of_b(self, b: int) -> int:
+        s = b
+        for _ in range(self.depth):
+            s = s * 2 - 4
+        return s
+
+    def _message(self, size: int, why: str) -> str:
+        below, above = self.nearest_valid(size)
+        options = f"{below} or {above}" if below is not None else f"{above}"
+        return (
+            f"input size {size} does not fit a padding='valid' U-Net of depth {self.depth} ({why}); "
+            f"use {options} (valid sizes are {2**self.depth}*k + {self.in_offset}), or padding='same'"
+        )
+
+
+@register_model("unet")
+class UNet(nn.Module):
+    """U-Net for 2-D images (Ronneberger et al. 2015), configurable beyond the paper.
+
+    Args:
+        in_channels: image channels (1 for grayscale).
+        num_classes: output channels; 1 means a binary sigmoid output, >= 2 a softmax over classes.
+        depth: number of poolings (paper: 4).
+        base_channels: channels at the first level, doubling per level (paper: 64; Keras tutorial: 16).
+        padding: ``"valid"`` (paper, output smaller than input) or ``"same"`` (any size in, same size out).
+        up: ``"transpose"`` (paper's 2x2 up-convolution) or ``"bilinear"``.
+        norm: ``None`` (paper), ``"batch"``, ``"instance"`` or ``"group"``.
+        act: activation name (paper: ``"relu"``).
+        dropout: dropout rate at the end of the contracting path (paper: 0.5 at the bottleneck).
+        level_dropout: optional per-level rates (``depth + 1`` values, top to bottom), applied between the
+            two convolutions of each level in encoder and decoder, as in the Keras tutorial.
+
+    Shapes: ``(N, in_channels, H, W)`` → ``(N, num_classes, H', W')`` with ``H' = H`` for ``"same"`` and
+    ``H' = output_size(H)`` for ``"valid"``.
+
+    Example:
+        >>> net = UNet(in_channels=1, num_classes=2, padding="valid")  # the paper's 31,030,658 parameters
+        >>> net(torch.zeros(1, 1, 572, 572)).shape
+        torch.Size([1, 2, 388, 388])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 1,
+        depth: int = 4,
+        base_channels: int = 64,
+        padding: str = "same",
+        up: str = "transpose",
+        norm: str | None = None,
+        act: str = "relu",
+        dropout: float = 0.0,
+        level_dropout: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        if level_dropout is not None and len(level_dropout) != depth + 1:
+            raise ValueError(f"level_dropout needs depth + 1 = {depth + 1} values, got {len(level_dropout)}")
+        self.hparams: dict[str, Any] = {
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "depth": depth,
+            "base_channels": base_channels,
+            "padding": padding,
+            "up": up,
+            "norm": norm,
+            "act": act,
+            "dropout": dropout,
+            "level_dropout": list(level_dropout) if level_dropout is not None else None,
+        }
+        self.padding = padding
+        self.depth = depth
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        rates = list(level_dropout) if level_dropout is not None else [0.0] * (depth + 1)
+        pad = 1 if padding == "same" else 0
+        widths = [base_channels * 2**i for i in range(depth + 1)]
+
+        def conv_kw(level: int) -> dict[str, Any]:
+            return {"padding": pad, "norm": norm, "act": act, "dropout": rates[level]}
+
+        self.inc = DoubleConv(in_channels, widths[0], **conv_kw(0))
+        self.downs = nn.ModuleList(Down(widths[i], widths[i + 1], **conv_kw(i + 1)) for i in range(depth))
+        self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.ups = nn.ModuleList(
+            Up(widths[i + 1], widths[i], mode=up, **conv_kw(i)) for i in reversed(range(depth))
+        )
+        self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
+        he_init_(self)
+
+    @property
+    def geometry(self) -> ValidGeometry:
+        return ValidGeometry(self.depth)
+
+    @property
+    def size_multiple(self) -> int:
+        """Inputs of a ``"same"`` network are padded internally to a multiple of this."""
+        return 2**self.depth
+
+    def output_size(self, size: int) -> int:
+        """Output length (per axis) for an input length."""
+        return size if self.padding == "same" else self.geometry.output_size(size)
+
+    def valid_input_size(self, output_size: int) -> int:
+        """Smallest input length giving at least ``output_size`` outputs (``"same"``: unchanged)."""
+        return output_size if self.padding == "same" else self.geometry.input_size(output_size)
+
+    @property
+    def margin(self) -> int:
+        """Pixels of context lost on each side (0 for ``"same"``; 92 for the paper's network)."""
+        return 0 if self.padding == "same" else self.geometry.margin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"UNet expects a (N, {self.in_channels}, H, W) tensor, got shape {tuple(x.shape)}"
+            )
+        if self.padding == "valid":
+            for axis_size in x.shape[-2:]:
+                self.geometry.output_size(int(axis_size))  # raises InvalidSizeError with the fix
+            return self._forward(x)
+        x, (h, w) = pad_to_multiple(x, self.size_multiple)
+        y = self._forward(x)
+        top = (y.shape[-2] - h) // 2
+        left = (y.shape[-1] - w) // 2
+        return y[..., top : top + h, left : left + w]
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.inc(x)]
+        for down in self.downs:
+            skips.append(down(skips[-1]))
+        x = self.drop(skips.pop())  # dropout at the end of the contracting path
+        for up in self.ups:
+            x = up(x, skips.pop())
+        return self.head(x)

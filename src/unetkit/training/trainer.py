@@ -1,0 +1,369 @@
+"""The fit loop: random patches → model → loss; validation by tiled prediction; checkpoints and logs.
+
+A run directory holds everything needed to understand the run: ``best.pt``, ``last.pt``, ``config.yaml``,
+``metrics.csv``, ``tb/`` (TensorBoard) and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..checkpoint import save_checkpoint
+from ..config import RunConfig, load_config
+from ..data.dataset import LoadedImage, PatchDataset, load_samples, split_samples
+from ..data.layouts import paired_folders
+from ..data.masks import ENCODINGS
+from ..data.normalize import METHODS
+from ..device import amp_dtype, autocast, resolve_device
+from ..errors import ConfigError, DataError
+from ..inference.predictor import Predictor
+from ..losses import get_loss
+from ..metrics import dice_iou
+from ..models import InvalidSizeError, create_model
+from ..viz import save_curves
+
+__all__ = ["RUN_FILES", "TrainResult", "train"]
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("best.pt", "last.pt", "config.yaml", "metrics.csv", "curves.png")
+CSV_FIELDS = ("epoch", "train_loss", "val_ce", "val_dice", "val_iou", "lr", "seconds")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced."""
+
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_score: float  # best validation Dice
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    config: RunConfig | str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a U-Net on a paired-folder dataset and write a run directory.
+
+    Args:
+        data: dataset folder (``DATA/images`` + ``DATA/masks``).
+        out: run directory to create (``best.pt``, ``last.pt``, ``config.yaml``, ``metrics.csv``, ``tb/``,
+            ``curves.png``).
+        config: a :class:`RunConfig`, a YAML file, or ``None`` for the defaults.
+        overwrite: replace an existing run in ``out``.
+        progress: show a progress bar.
+
+    Example:
+        >>> result = train("nuclei/", "run/", RunConfig(train=TrainConfig(epochs=5)))
+        >>> result.best_checkpoint
+        PosixPath('run/best.pt')
+    """
+    cfg = config if isinstance(config, RunConfig) else (load_config(config) if config else RunConfig())
+    cfg = dataclasses.replace(cfg)  # never mutate the caller's object
+    out = Path(out)
+    _check_config(cfg)
+    device = resolve_device(cfg.train.device)
+    _prepare_run_dir(out, overwrite)
+
+    # Data: everything is checked before any compute is spent.
+    samples = paired_folders(data)
+    items = load_samples(
+        samples,
+        in_channels=cfg.model.in_channels,
+        encoding=cfg.data.mask_encoding,
+        normalization=cfg.data.normalization,
+        low=cfg.data.norm_low,
+        high=cfg.data.norm_high,
+    )
+    in_channels = items[0].image.shape[0]
+    cfg.model = dataclasses.replace(cfg.model, in_channels=in_channels)
+    train_items, val_items, note = split_samples(items, cfg.data.val_fraction, cfg.train.seed)
+    log.info("%s", note)
+
+    torch.manual_seed(cfg.train.seed)
+    model_kw = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "name"}
+    try:
+        model = create_model(cfg.model.name, **model_kw).to(device)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model: {exc}") from None
+    patch_in, patch_out = _patch_sizes(model, cfg.data.patch_size)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "training %s (%s parameters) on %s, %d training / %d validation images, patches %d→%d",
+        cfg.model.name,
+        f"{n_params:,}",
+        device,
+        len(train_items),
+        len(val_items),
+        patch_in,
+        patch_out,
+    )
+
+    loss_fn = get_loss(cfg.train.loss, cfg.model.num_classes)
+    dataset = PatchDataset(
+        train_items,
+        patch_in,
+        patch_out,
+        cfg.train.steps_per_epoch * cfg.train.batch_size,
+        augment=cfg.data.augment,
+        seed=cfg.train.seed,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        shuffle=False,
+        num_workers=cfg.train.num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)),
+    )
+    use_scaler = cfg.train.amp and amp_dtype(device) == torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+    cfg.to_yaml(out / "config.yaml")
+    preprocessing = {
+        "in_channels": in_channels,
+        "num_classes": cfg.model.num_classes,
+        "normalization": cfg.data.normalization,
+        "norm_low": cfg.data.norm_low,
+        "norm_high": cfg.data.norm_high,
+        "mask_encoding": cfg.data.mask_encoding,
+        "class_names": ["background", "foreground"]
+        if cfg.model.num_classes <= 2
+        else [f"class_{i}" for i in range(cfg.model.num_classes)],
+    }
+    from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
+
+    writer = SummaryWriter(log_dir=str(out / "tb"))
+    history: list[dict[str, float]] = []
+    best_score, best_epoch, stopped_early = -1.0, 0, False
+    bar = tqdm(total=total_steps, disable=not progress, unit="step", dynamic_ncols=True)
+    try:
+        with open(out / "metrics.csv", "w", newline="") as fh:
+            csv_writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+            csv_writer.writeheader()
+            for epoch in range(1, cfg.train.epochs + 1):
+                t0 = time.perf_counter()
+                bar.set_description(f"epoch {epoch}/{cfg.train.epochs}")
+                dataset.set_epoch(epoch)
+                model.train()
+                losses = []
+                for x, y in loader:
+                    x = x.to(device, non_blocking=True)
+                    y = y.to(device, non_blocking=True)
+                    target = y[:, None].float() if cfg.model.num_classes == 1 else y.long()
+                    with autocast(device, cfg.train.amp):
+                        logits = model(x)
+                    loss = loss_fn(logits.float(), target)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"the loss became {loss.item()} at epoch {epoch}; lower train.lr (now {cfg.train.lr})"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    losses.append(loss.item())
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", val_dice=f"{max(best_score, 0):.3f}")
+                val = _validate(model, preprocessing, val_items, device, cfg.train.amp)
+                row = {
+                    "epoch": epoch,
+                    "train_loss": float(np.mean(losses)),
+                    **val,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "seconds": time.perf_counter() - t0,
+                }
+                history.append(row)
+                csv_writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+                fh.flush()
+                for key, tag in (
+                    ("train_loss", "loss/train"),
+                    ("val_ce", "loss/val_ce"),
+                    ("val_dice", "dice/val"),
+                    ("val_iou", "iou/val"),
+                    ("lr", "lr"),
+                ):
+                    writer.add_scalar(tag, row[key], epoch)
+                writer.flush()
+
+                training_meta = {
+                    "config": cfg.to_dict(),
+                    "epoch": epoch,
+                    "val_dice": row["val_dice"],
+                    "patch_in": patch_in,
+                    "patch_out": patch_out,
+                    "data": str(data),
+                    "split": note,
+                }
+                improved = row["val_dice"] > best_score
+                if improved:
+                    best_score, best_epoch = row["val_dice"], epoch
+                    save_checkpoint(
+                        out / "best.pt",
+                        model,
+                        model_name=cfg.model.name,
+                        preprocessing=preprocessing,
+                        training=training_meta,
+                    )
+                save_checkpoint(
+                    out / "last.pt",
+                    model,
+                    model_name=cfg.model.name,
+                    preprocessing=preprocessing,
+                    training={**training_meta, "best_val_dice": best_score, "best_epoch": best_epoch},
+                    state={
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "epoch": epoch,
+                    },
+                )
+                save_curves(history, out / "curves.png")
+                bar.set_postfix(
+                    loss=f"{row['train_loss']:.3f}",
+                    val_dice=f"{row['val_dice']:.3f}",
+                    best=f"{best_score:.3f}@{best_epoch}",
+                )
+                log.debug("epoch %d: %s", epoch, row)
+                if epoch - best_epoch >= cfg.train.patience:
+                    stopped_early = True
+                    log.info("early stopping: no better validation Dice for %d epochs", cfg.train.patience)
+                    break
+    finally:
+        bar.close()
+        writer.close()
+    return TrainResult(out, out / "best.pt", out / "last.pt", best_score, best_epoch, history, stopped_early)
+
+
+def _validate(
+    model: torch.nn.Module,
+    preprocessing: dict[str, Any],
+    items: list[LoadedImage],
+    device: torch.device,
+    amp: bool,
+) -> dict[str, float]:
+    """Tiled prediction of each validation image; mean Dice, IoU and cross-entropy over images."""
+    predictor = Predictor(model, preprocessing, device=device, amp=amp)
+    dices, ious, losses = [], [], []
+    for it in items:
+        probs = predictor.predict_proba(it.image, it.name, prepared=True)
+        labels = predictor.to_labels(probs)
+        if probs.shape[0] == 1:
+            p_true = np.where(it.target == 1, probs[0], 1 - probs[0])
+            d, i = dice_iou(labels, it.target)
+        else:
+            p_true = np.take_along_axis(probs, it.target[None].astype(np.int64), 0)[0]
+            scores = [dice_iou(labels == c, it.target == c) for c in range(1, probs.shape[0])]
+            d, i = float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+        losses.append(float(-np.log(np.clip(p_true, 1e-7, 1)).mean()))
+        dices.append(d)
+        ious.append(i)
+    model.train()
+    return {
+        "val_ce": float(np.mean(losses)),
+        "val_dice": float(np.mean(dices)),
+        "val_iou": float(np.mean(ious)),
+    }
+
+
+def _patch_sizes(model: torch.nn.Module, patch: int) -> tuple[int, int]:
+    """Network input and target sizes for a requested patch size (input size)."""
+    if model.padding == "same":  # type: ignore[union-attr]
+        return patch, patch
+    geometry = model.geometry  # type: ignore[union-attr]
+    below, above = geometry.nearest_valid(patch)
+    patch_in = below if below is not None else above
+    if patch_in != patch:
+        log.info(
+            "data.patch_size %d is not a valid input size for a padding='valid' U-Net; using %d",
+            patch,
+            patch_in,
+        )
+    try:
+        return patch_in, geometry.output_size(patch_in)
+    except InvalidSizeError as exc:
+        raise ConfigError(f"data.patch_size: {exc}") from None
+
+
+def _check_config(cfg: RunConfig) -> None:
+    """Reject bad settings by name before anything is read or computed."""
+    t, d, m = cfg.train, cfg.data, cfg.model
+    checks = [
+        (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
+        (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
+        (t.steps_per_epoch >= 1, f"train.steps_per_epoch must be >= 1, got {t.steps_per_epoch}"),
+        (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
+        (t.patience >= 1, f"train.patience must be >= 1, got {t.patience}"),
+        (t.num_workers >= 0, f"train.num_workers must be >= 0, got {t.num_workers}"),
+        (
+            d.patch_size >= 2**m.depth,
+            f"data.patch_size {d.patch_size} is smaller than 2**depth = {2**m.depth}",
+        ),
+        (
+            d.normalization in METHODS,
+            f"data.normalization {d.normalization!r} is unknown; choose one of {METHODS}",
+        ),
+        (
+            d.mask_encoding in ENCODINGS,
+            f"data.mask_encoding {d.mask_encoding!r} is unknown; choose one of {ENCODINGS}",
+        ),
+        (
+            m.num_classes in (1, 2),
+            f"model.num_classes {m.num_classes}: the binary mask encoding needs 1 or 2",
+        ),
+        (
+            0 <= d.norm_low < d.norm_high <= 100,
+            "data.norm_low and norm_high must satisfy 0 <= low < high <= 100",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    get_loss(t.loss, m.num_classes)
+
+
+def _prepare_run_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: exists and is not a folder")
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing and not overwrite:
+        raise DataError(
+            f"--out {out}: already holds a run ({', '.join(existing)}); pass --overwrite to replace it "
+            "or choose another folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        for name in existing:
+            (out / name).unlink()
+        tb = out / "tb"
+        if tb.is_dir():
+            for f in tb.iterdir():
+                if f.is_file() and f.name.startswith("events.out.tfevents"):
+                    f.unlink()

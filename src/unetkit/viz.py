@@ -1,0 +1,103 @@
+"""Pictures people would rather see than read: overlays and training curves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+__all__ = ["overlay_panel", "save_curves"]
+
+TRUTH = np.array([60, 220, 60], np.float32)  # green
+PRED = np.array([230, 60, 230], np.float32)  # magenta
+FP = np.array([255, 70, 50], np.float32)  # red: predicted, not true
+FN = np.array([60, 140, 255], np.float32)  # blue: true, missed
+
+
+def _gray_rgb(image: np.ndarray) -> np.ndarray:
+    img = image.astype(np.float32)
+    if img.ndim == 3:
+        img = img[..., :3].mean(-1) if img.shape[-1] in (3, 4) else img[..., 0]
+    lo, hi = np.percentile(img, [1, 99.8])
+    img = np.clip((img - lo) / max(hi - lo, 1e-8), 0, 1) * 255
+    return np.repeat(img[..., None], 3, axis=-1)
+
+
+def _tint(rgb: np.ndarray, mask: np.ndarray, colour: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    out = rgb.copy()
+    out[mask] = (1 - alpha) * out[mask] + alpha * colour
+    return out
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    m = mask.astype(bool)
+    edge = np.zeros_like(m)
+    edge[:-1] |= m[:-1] != m[1:]
+    edge[:, :-1] |= m[:, :-1] != m[:, 1:]
+    return edge & m
+
+
+def overlay_panel(
+    image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, title: str = ""
+) -> np.ndarray:
+    """Side-by-side RGB panel: image | truth (green) | prediction (magenta) | errors (red FP, blue FN).
+
+    ``truth`` may be ``None`` (prediction only). Returns ``uint8 (H + caption, k * W, 3)``.
+    """
+    base = _gray_rgb(image)
+    panels = [("image", base)]
+    p = pred.astype(bool)
+    if truth is not None:
+        t = truth.astype(bool)
+        panels.append(("truth", _tint(base, t, TRUTH)))
+    pr = _tint(base, p, PRED)
+    pr[_outline(p)] = PRED
+    panels.append(("prediction", pr))
+    if truth is not None:
+        err = _tint(_tint(base, p & ~t, FP, 0.7), t & ~p, FN, 0.7)
+        panels.append(("errors: FP red, FN blue", err))
+    h, w = base.shape[:2]
+    gap, caption = 4, 16
+    canvas = np.full((h + caption, len(panels) * (w + gap) - gap, 3), 255, np.uint8)
+    for i, (_, rgb) in enumerate(panels):
+        canvas[caption:, i * (w + gap) : i * (w + gap) + w] = np.clip(rgb, 0, 255).astype(np.uint8)
+    pil = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(pil)
+    for i, (label, _) in enumerate(panels):
+        text = f"{title}  {label}" if i == 0 and title else label
+        draw.text((i * (w + gap) + 2, 2), text, fill=(0, 0, 0))
+    return np.asarray(pil)
+
+
+def save_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
+    """Loss and validation Dice/IoU per epoch as a PNG (matplotlib, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="training loss (patches)")
+    if any("val_ce" in h for h in history):
+        ax1.plot(epochs, [h.get("val_ce", np.nan) for h in history], "o-", label="validation cross-entropy")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax1.grid(alpha=0.3)
+    ax2.plot(epochs, [h["val_dice"] for h in history], "o-", label="validation Dice")
+    ax2.plot(epochs, [h["val_iou"] for h in history], "o-", label="validation IoU")
+    best = int(np.argmax([h["val_dice"] for h in history]))
+    ax2.axvline(epochs[best], color="gray", ls="--", lw=1, label=f"best (epoch {epochs[best]})")
+    ax2.set_xlabel("epoch")
+    low = min(min(h["val_iou"] for h in history), min(h["val_dice"] for h in history))
+    ax2.set_ylim(max(0.0, low - 0.05), 1.0)
+    ax2.legend(loc="lower right")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny synthetic datasets and one tiny trained run, built once per session."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from unetkit import DataConfig, ModelConfig, RunConfig, TrainConfig, synthesize_dataset, train
+
+torch.set_num_threads(2)
+
+
+def tiny_config(**train_kw) -> RunConfig:
+    """A U-Net small enough to train for a few steps in about a second."""
+    return RunConfig(
+        model=ModelConfig(base_channels=4, depth=2),
+        data=DataConfig(patch_size=48),
+        train=TrainConfig(**{"epochs": 2, "batch_size": 2, "steps_per_epoch": 3, **train_kw}),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """Six 64x64 synthetic images in the paired-folder layout."""
+    return synthesize_dataset(tmp_path_factory.mktemp("data") / "tiny", n=6, size=64, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory):
+    """A two-epoch training run on ``tiny_data``."""
+    return train(tiny_data, tmp_path_factory.mktemp("runs") / "tiny", tiny_config(), progress=False)
+
+
+@pytest.fixture(scope="session")
+def unetkit_exe() -> str:
+    """The installed console script (the real entry point), next to this interpreter."""
+    exe = Path(sys.executable).with_name("unetkit")
+    found = str(exe) if exe.exists() else shutil.which("unetkit")
+    assert found, "the unetkit console script is not installed; run `make test`"
+    return found

@@ -1,0 +1,142 @@
+"""The command line end to end, through the installed `unetkit` entry point."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import tifffile
+
+from unetkit import read_image, synth_nuclei, write_image
+
+
+def run(exe, *args, ok=True):
+    proc = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=600)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.mark.parametrize("command", [None, "demo", "synth", "train", "predict", "evaluate"])
+def test_help_explains_every_option(unetkit_exe, command):
+    proc = run(unetkit_exe, *([command] if command else []), "--help")
+    assert "usage: unetkit" in proc.stdout
+    if command == "train":
+        for flag in (
+            "--out",
+            "--epochs",
+            "--patch",
+            "--batch",
+            "--config",
+            "--device",
+            "--padding",
+            "--overwrite",
+        ):
+            assert flag in proc.stdout
+    if command == "predict":
+        for flag in ("--out", "--save-probs", "--tile", "--threshold"):
+            assert flag in proc.stdout
+
+
+def test_synth_train_predict_evaluate(unetkit_exe, tmp_path):
+    data = tmp_path / "data"
+    run(unetkit_exe, "synth", data, "--n", 5, "--size", 64, "--seed", 0)
+    assert len(list((data / "images").glob("*.png"))) == 5
+    assert read_image(data / "masks" / "synth_000.png").dtype == np.uint16
+
+    run_dir = tmp_path / "run"
+    proc = run(
+        unetkit_exe,
+        "train",
+        data,
+        "--out",
+        run_dir,
+        "--epochs",
+        2,
+        "--steps-per-epoch",
+        3,
+        "--batch",
+        2,
+        "--patch",
+        48,
+        "--base-channels",
+        4,
+        "--depth",
+        2,
+        "--device",
+        "cpu",
+    )
+    assert "best validation Dice" in proc.stdout
+    assert "epoch 2/2" in proc.stderr  # the progress bar
+    for name in ("best.pt", "last.pt", "config.yaml", "metrics.csv", "curves.png"):
+        assert (run_dir / name).is_file()
+    assert list((run_dir / "tb").glob("events.out.tfevents*"))
+
+    image, _ = synth_nuclei((300, 517), seed=9)
+    write_image(tmp_path / "big" / "odd.png", image)
+    pred = tmp_path / "pred"
+    run(
+        unetkit_exe,
+        "predict",
+        run_dir / "best.pt",
+        tmp_path / "big",
+        data / "images" / "synth_000.png",
+        "--out",
+        pred,
+        "--save-probs",
+        "--tile",
+        64,
+    )
+    assert read_image(pred / "odd.png").shape == (300, 517)
+    assert tifffile.imread(pred / "odd_probs.tif").shape == (300, 517)
+
+    proc = run(unetkit_exe, "evaluate", pred, data, "--json", tmp_path / "scores.json", ok=False)
+    assert proc.returncode == 2 and "no ground truth" in proc.stderr  # odd.png has no ground truth
+    (pred / "odd.png").unlink()
+    proc = run(unetkit_exe, "evaluate", pred, data, "--json", tmp_path / "scores.json")
+    assert "synth_000" in proc.stdout and "mean" in proc.stdout
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["images"][0]["name"] == "synth_000" and 0 <= scores["mean"]["dice"] <= 1
+
+
+def test_user_mistakes_give_one_clear_line_not_a_traceback(unetkit_exe, tmp_path):
+    cases = [
+        (["train", tmp_path / "missing", "--out", tmp_path / "r"], "missing: no such dataset folder"),
+        (["train", tmp_path, "--out", tmp_path / "r"], "expected the paired-folder layout"),
+        (["predict", tmp_path / "none.pt", tmp_path, "--out", tmp_path / "p"], "no such checkpoint"),
+        (["evaluate", tmp_path / "a", tmp_path / "b"], "PRED"),
+        (["train", tmp_path, "--out", tmp_path / "r", "--device", "cuda:7"], "--device"),
+    ]
+    (tmp_path / "fake.pt").write_text("not a checkpoint")
+    write_image(tmp_path / "x.png", np.zeros((9, 9), np.uint8))
+    cases.append((["predict", tmp_path / "fake.pt", tmp_path / "x.png", "--out", tmp_path / "p"], "fake.pt"))
+    for args, message in cases:
+        proc = run(unetkit_exe, *args, ok=False)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert message in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+def test_train_reads_a_config_file_and_flags_win(unetkit_exe, tiny_data, tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "model:\n  base_channels: 4\n  depth: 2\ntrain:\n  epochs: 5\n  steps_per_epoch: 2\n"
+        "  batch_size: 2\ndata:\n  patch_size: 32\n"
+    )
+    run(
+        unetkit_exe,
+        "train",
+        tiny_data,
+        "--out",
+        tmp_path / "run",
+        "--config",
+        cfg,
+        "--epochs",
+        1,
+        "--no-progress",
+    )
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "epochs: 1" in saved and "base_channels: 4" in saved and "patch_size: 32" in saved
+    cfg.write_text("train:\n  epoch: 1\n")
+    proc = run(unetkit_exe, "train", tiny_data, "--out", tmp_path / "run2", "--config", cfg, ok=False)
+    assert proc.returncode == 2 and "unknown key(s) ['epoch']" in proc.stderr

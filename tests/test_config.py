@@ -1,0 +1,46 @@
+import pytest
+
+from unetkit import ConfigError, RunConfig, load_config
+from unetkit.config import replace
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = RunConfig()
+    cfg.model.level_dropout = [0.1, 0.1, 0.2, 0.2, 0.3]
+    cfg.model.norm = None
+    cfg.to_yaml(tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_partial_config_keeps_defaults_and_coerces_numbers(tmp_path):
+    (tmp_path / "c.yaml").write_text("train:\n  lr: 1\nmodel:\n  padding: valid\n")
+    cfg = load_config(tmp_path / "c.yaml")
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    assert cfg.model.padding == "valid" and cfg.train.epochs == RunConfig().train.epochs
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train:\n  epoch: 3\n", r"train: unknown key\(s\) \['epoch'\]; valid keys are .*'epochs'"),
+        ("training:\n  epochs: 3\n", "unknown section"),
+        ("train:\n  epochs: three\n", "train.epochs: expected an integer"),
+        ("data:\n  augment: 1\n", "data.augment: expected true or false"),
+        ("train: [1, 2\n", "not valid YAML"),
+    ],
+)
+def test_bad_configs_name_the_key_and_the_fix(tmp_path, text, message):
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_replace_ignores_unset_flags():
+    cfg = RunConfig().train
+    assert replace(cfg, epochs=None, lr=0.5).epochs == cfg.epochs
+    assert replace(cfg, epochs=None, lr=0.5).lr == 0.5

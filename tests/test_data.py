@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+
+from unetkit import DataError, read_image, synth_nuclei, synthesize_dataset, write_image
+from unetkit.data.dataset import LoadedImage, PatchDataset, load_samples, split_samples
+from unetkit.data.io import to_channels_first
+from unetkit.data.layouts import paired_folders
+from unetkit.data.masks import encode_mask
+from unetkit.data.normalize import normalize
+from unetkit.data.synthetic import count_touching_pairs
+
+
+def test_synthetic_is_deterministic_and_has_touching_nuclei():
+    a_img, a_lab = synth_nuclei((96, 130), seed=4)
+    b_img, b_lab = synth_nuclei((96, 130), seed=4)
+    np.testing.assert_array_equal(a_img, b_img)
+    np.testing.assert_array_equal(a_lab, b_lab)
+    assert a_img.dtype == np.uint8 and a_lab.dtype == np.uint16 and a_img.shape == (96, 130)
+    assert not np.array_equal(synth_nuclei((96, 130), seed=5)[0], a_img)
+    touching = sum(count_touching_pairs(synth_nuclei(256, seed=s)[1]) for s in range(5))
+    assert touching >= 10  # clusters of touching nuclei are the hard case a U-Net must learn
+
+
+def test_synthetic_labels_and_intensities_are_plausible():
+    image, labels = synth_nuclei(256, seed=0)
+    ids = np.unique(labels)
+    assert ids[0] == 0 and 10 <= len(ids) - 1 <= 80
+    sizes = np.bincount(labels.ravel())[1:]
+    assert sizes[sizes > 0].min() >= 12 and np.median(sizes[sizes > 0]) > 100
+    fg, bg = image[labels > 0].mean(), image[labels == 0].mean()
+    assert fg > 2 * bg  # nuclei are brighter than background ...
+    assert image[labels == 0].std() > 0.5  # ... which is noisy, not flat
+
+
+def test_synthesize_dataset_layout_and_16bit_masks(tmp_path):
+    out = synthesize_dataset(tmp_path / "d", n=3, size=(40, 50), seed=2, mask_format="tif")
+    samples = paired_folders(out)
+    assert [s.name for s in samples] == ["synth_000", "synth_001", "synth_002"]
+    mask = read_image(samples[0].mask)
+    np.testing.assert_array_equal(mask, synth_nuclei((40, 50), np.random.SeedSequence([2, 0]))[1])
+    with pytest.raises(DataError, match="--overwrite"):
+        synthesize_dataset(tmp_path / "d", n=1, size=32)
+
+
+def test_16bit_png_round_trip(tmp_path):
+    labels = (np.arange(30 * 20, dtype=np.uint16).reshape(30, 20) * 97) % 65000
+    write_image(tmp_path / "l.png", labels)
+    back = read_image(tmp_path / "l.png")
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, labels)
+    with pytest.raises(DataError, match="already exists"):
+        write_image(tmp_path / "l.png", labels)
+
+
+def test_paired_folders_matches_suffixes_and_reports_missing_masks(tmp_path):
+    img = np.zeros((8, 8), np.uint8)
+    for name in ("a", "b", "c"):
+        write_image(tmp_path / "images" / f"{name}.png", img)
+    write_image(tmp_path / "labels" / "a_mask.png", img)
+    write_image(tmp_path / "labels" / "b_label.tif", img)
+    with pytest.raises(DataError, match=r"no mask for 1 image\(s\), e.g. \['c.png'\]"):
+        paired_folders(tmp_path)
+    write_image(tmp_path / "labels" / "c.png", img)
+    assert [s.mask.name for s in paired_folders(tmp_path)] == ["a_mask.png", "b_label.tif", "c.png"]
+    with pytest.raises(DataError, match="paired-folder layout"):
+        paired_folders(tmp_path / "labels")
+
+
+def test_normalisation_does_not_depend_on_bit_depth():
+    img8 = synth_nuclei(64, seed=1)[0][None]
+    img16 = img8.astype(np.uint16) * 257
+    np.testing.assert_allclose(normalize(img8), normalize(img16), atol=1e-5)
+    z = normalize(img16, "zscore")
+    assert abs(z.mean()) < 1e-4 and z.std() == pytest.approx(1, abs=1e-3)
+    assert (normalize(np.full((1, 4, 4), 7)) == 0).all()  # constant image: no division by zero
+
+
+def test_channels_first_conversions():
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert to_channels_first(gray, 1).shape == (1, 3, 4)
+    rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
+    assert to_channels_first(rgba, 3).shape == (3, 3, 4)
+    np.testing.assert_array_equal(to_channels_first(rgba, 1)[0], gray)
+    with pytest.raises(DataError, match="convert the image"):
+        to_channels_first(np.dstack([gray, gray + 1, gray]), 1, "x.png")
+
+
+def test_binary_mask_encoding_covers_0_1_0_255_and_instances():
+    for mask in (np.array([[0, 1]]), np.array([[0, 255]]), np.array([[0, 4711]], np.uint16)):
+        np.testing.assert_array_equal(encode_mask(mask), [[0, 1]])
+    with pytest.raises(DataError, match="colour mask"):
+        encode_mask(np.dstack([np.eye(2), np.zeros((2, 2)), np.zeros((2, 2))]), name="m.png")
+
+
+def test_mask_and_image_of_different_size_is_reported(tmp_path):
+    write_image(tmp_path / "images" / "a.png", np.zeros((8, 9), np.uint8))
+    write_image(tmp_path / "masks" / "a.png", np.zeros((9, 8), np.uint8))
+    with pytest.raises(DataError, match="mask is 9x8 but its image .* is 8x9"):
+        load_samples(
+            paired_folders(tmp_path),
+            in_channels=None,
+            encoding="binary",
+            normalization="percentile",
+            low=1,
+            high=99.8,
+        )
+
+
+def _items(n, h=40, w=30):
+    rng = np.random.default_rng(0)
+    return [
+        LoadedImage(
+            f"i{k}", rng.random((1, h, w), dtype=np.float32), (rng.random((h, w)) > 0.5).astype(np.uint8)
+        )
+        for k in range(n)
+    ]
+
+
+def test_split_by_images_or_by_region_for_few_images():
+    train, val, note = split_samples(_items(10), 0.2, seed=0)
+    assert len(val) == 2 and len(train) == 8
+    assert not {t.name for t in train} & {v.name for v in val}
+    train, val, note = split_samples(_items(2), 0.25, seed=0)
+    assert "only 2 image(s)" in note
+    assert train[0].image.shape == (1, 30, 30) and val[0].image.shape == (1, 10, 30)
+    np.testing.assert_array_equal(np.concatenate([train[0].target, val[0].target]), _items(2)[0].target)
+
+
+@pytest.mark.parametrize(("patch_in", "patch_out"), [(16, 16), (64, 64), (44, 4)])
+def test_patch_dataset_shapes_determinism_and_pairing(patch_in, patch_out):
+    items = [
+        LoadedImage(
+            "a",
+            np.arange(40 * 30, dtype=np.float32).reshape(1, 40, 30),
+            (np.arange(40 * 30).reshape(40, 30) % 2).astype(np.uint8),
+        )
+    ]
+    ds = PatchDataset(items, patch_in, patch_out, length=5, augment=True, seed=3)
+    x, y = ds[2]
+    assert x.shape == (1, patch_in, patch_in) and y.shape == (patch_out, patch_out)
+    x2, y2 = ds[2]
+    assert np.array_equal(x.numpy(), x2.numpy()) and np.array_equal(y.numpy(), y2.numpy())
+    ds.set_epoch(1)
+    assert not np.array_equal(ds[2][0].numpy(), x.numpy())
+    # image and target stay aligned through cropping, mirroring and augmentation: the target is the
+    # parity of the image value at the same place.
+    m = (patch_in - patch_out) // 2
+    centre = x.numpy()[0, m : m + patch_out, m : m + patch_out]
+    np.testing.assert_array_equal(centre % 2, y.numpy())

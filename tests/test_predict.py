@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from unetkit import DataError, Predictor, UNet, predict, predict_files, read_image, synth_nuclei, write_image
+from unetkit.inference.tiling import read_window
+
+PREP = {"in_channels": 1, "normalization": "percentile", "norm_low": 1.0, "norm_high": 99.8}
+
+
+def test_predict_any_size_returns_same_height_and_width(tiny_run):
+    image, _ = synth_nuclei((300, 517), seed=5)
+    mask, probs = predict(tiny_run.best_checkpoint, image, return_probs=True, tile=64)
+    assert mask.shape == (300, 517) and probs.shape == (1, 300, 517)
+    assert set(np.unique(mask)) <= {0, 1}
+    assert probs.min() >= 0 and probs.max() <= 1
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (33, 90), (130, 70)])
+def test_valid_network_tiled_output_equals_full_image_pass(shape):
+    """Overlap-tile with mirroring (paper Fig. 2): tiles reproduce one pass over the mirrored image."""
+    torch.manual_seed(0)
+    net = UNet(depth=2, base_channels=4, padding="valid", norm="batch").eval()
+    image = np.random.default_rng(1).random(shape).astype(np.float32) * 100
+    predictor = Predictor(net, PREP, device="cpu", tile=net.valid_input_size(12), batch_size=3)
+    probs = predictor.predict_proba(image)
+
+    x = predictor.prepare(image)
+    m, h, w = net.margin, *shape
+    full_in = [net.valid_input_size(n) for n in (h, w)]
+    window = read_window(x, [(-m, full_in[0] - m), (-m, full_in[1] - m)])
+    with torch.no_grad():
+        ref = torch.sigmoid(net(torch.from_numpy(window)[None]))[0, :, :h, :w].numpy()
+    np.testing.assert_allclose(probs, ref, atol=1e-5)
+
+
+def test_same_network_small_and_large_images():
+    net = UNet(depth=3, base_channels=4, norm="batch").eval()
+    predictor = Predictor(net, PREP, device="cpu", tile=64, halo=8)
+    for shape in [(1, 1), (5, 300), (200, 130)]:
+        image = np.random.default_rng(0).random(shape)
+        assert predictor.predict(image).shape == shape
+
+
+def test_channel_mismatch_is_a_clear_error_and_gray_rgb_is_accepted():
+    predictor = Predictor(UNet(depth=1, base_channels=2), PREP, device="cpu", tile=32, halo=4)
+    gray = np.random.default_rng(0).integers(0, 255, (20, 30), dtype=np.uint8)
+    rgb_gray = np.repeat(gray[..., None], 3, axis=-1)
+    np.testing.assert_array_equal(predictor.predict_proba(rgb_gray), predictor.predict_proba(gray))
+    colour = np.random.default_rng(1).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    with pytest.raises(DataError, match="has 3 channel\\(s\\) but 1 are expected"):
+        predictor.predict(colour, name="photo.png")
+
+
+def test_predict_files_writes_masks_and_probs_and_refuses_to_overwrite(tiny_run, tmp_path):
+    image, _ = synth_nuclei((61, 97), seed=2)
+    src = write_image(tmp_path / "in" / "odd.png", image)
+    out = tmp_path / "pred"
+    (res,) = predict_files(tiny_run.best_checkpoint, [src], out, save_probs=True, progress=False)
+    mask = read_image(res.mask)
+    assert mask.shape == (61, 97) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+    probs = tifffile.imread(res.probs)
+    assert probs.dtype == np.float32 and probs.shape == (61, 97)
+    np.testing.assert_array_equal(mask == 255, probs >= 0.5)
+    with pytest.raises(DataError, match="already exists"):
+        predict_files(tiny_run.best_checkpoint, [src], out, progress=False)
+    predict_files(tiny_run.best_checkpoint, [src.parent], out, overwrite=True, progress=False)
+
+
+def test_predict_files_rejects_missing_and_non_image_inputs(tiny_run, tmp_path):
+    with pytest.raises(DataError, match="no such file or folder"):
+        predict_files(tiny_run.best_checkpoint, [tmp_path / "nope.png"], tmp_path / "o", progress=False)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="not an image file"):
+        predict_files(tiny_run.best_checkpoint, [tmp_path / "notes.txt"], tmp_path / "o", progress=False)
