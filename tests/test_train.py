@@ -121,3 +121,13 @@ def test_training_is_reproducible(tiny_data, tmp_path):
     sb = load_checkpoint(b.last_checkpoint)["state_dict"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert np.isfinite(a.best_score)
+
+
+def test_early_stopping_when_validation_stops_improving(tiny_data, tmp_path):
+    # With no normalisation layers and a vanishing learning rate the predictions cannot change, so the
+    # validation Dice never improves after epoch 1 and patience 2 stops the run after epoch 3.
+    cfg = tiny_config(epochs=10, lr=1e-12, patience=2)
+    cfg.model.norm = None
+    result = train(tiny_data, tmp_path / "run", cfg, progress=False)
+    assert result.stopped_early and result.best_epoch == 1
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]

@@ -61,8 +61,9 @@ class Predictor:
         self.margin: int = model.margin  # type: ignore[assignment]
         if model.padding == "valid":
             self.halo = 0
-            self.tile_in = max(tile, model.valid_input_size(1))  # type: ignore[operator]
-            self.tile_in = model.geometry.nearest_valid(self.tile_in)[0] or model.valid_input_size(1)  # type: ignore[union-attr]
+            # the largest valid input size not above `tile` (at least the smallest valid one)
+            smallest = model.valid_input_size(1)  # type: ignore[operator]
+            self.tile_in = model.geometry.nearest_valid(max(tile, smallest))[0]  # type: ignore[union-attr]
             self.core = model.output_size(self.tile_in)  # type: ignore[operator]
         else:
             self.halo = 32 if halo is None else int(halo)
@@ -120,10 +121,19 @@ class Predictor:
         return torch.sigmoid(logits) if self.num_classes == 1 else torch.softmax(logits, dim=1)
 
     def _core_for(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Per-axis core size: the configured one, shrunk (padded nets only) for small images."""
-        if self.halo == 0 and self.margin > 0:
+        """Per-axis core size: as few tiles as the configured core allows, each no larger than needed.
+
+        A 512-pixel axis with a 448-pixel core gets two 256-pixel cores rather than two 448-pixel ones.
+        Valid networks keep their configured core (it fixes a valid input size).
+        """
+        if self.margin > 0:
             return (self.core,) * len(shape)
-        return tuple(min(self.core, -(-n // self.align) * self.align) for n in shape)
+        cores = []
+        for n in shape:
+            count = -(-n // self.core)
+            per_tile = -(-n // count)
+            cores.append(min(self.core, -(-per_tile // self.align) * self.align))
+        return tuple(cores)
 
 
 def _batched(items: Iterable[Tile], n: int) -> Iterator[list[Tile]]:

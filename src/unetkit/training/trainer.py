@@ -162,6 +162,7 @@ def train(
     writer = SummaryWriter(log_dir=str(out / "tb"))
     history: list[dict[str, float]] = []
     best_score, best_epoch, stopped_early = -1.0, 0, False
+    last_val = "-"  # shown in the progress bar until the first validation
     bar = tqdm(total=total_steps, disable=not progress, unit="step", dynamic_ncols=True)
     try:
         with open(out / "metrics.csv", "w", newline="") as fh:
@@ -191,7 +192,7 @@ def train(
                     scheduler.step()
                     losses.append(loss.item())
                     bar.update(1)
-                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", val_dice=f"{max(best_score, 0):.3f}")
+                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", val_dice=last_val)
                 val = _validate(model, preprocessing, val_items, device, cfg.train.amp)
                 row = {
                     "epoch": epoch,
@@ -246,11 +247,8 @@ def train(
                     },
                 )
                 save_curves(history, out / "curves.png")
-                bar.set_postfix(
-                    loss=f"{row['train_loss']:.3f}",
-                    val_dice=f"{row['val_dice']:.3f}",
-                    best=f"{best_score:.3f}@{best_epoch}",
-                )
+                last_val = f"{row['val_dice']:.3f} (best {best_score:.3f} @ {best_epoch})"
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_dice=last_val)
                 log.debug("epoch %d: %s", epoch, row)
                 if epoch - best_epoch >= cfg.train.patience:
                     stopped_early = True
