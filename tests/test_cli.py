@@ -102,7 +102,7 @@ def test_synth_train_predict_evaluate(unetkit_exe, tmp_path):
 def test_user_mistakes_give_one_clear_line_not_a_traceback(unetkit_exe, tmp_path):
     cases = [
         (["train", tmp_path / "missing", "--out", tmp_path / "r"], "missing: no such dataset folder"),
-        (["train", tmp_path, "--out", tmp_path / "r"], "expected the paired-folder layout"),
+        (["train", tmp_path, "--out", tmp_path / "r"], "no known dataset layout"),
         (["predict", tmp_path / "none.pt", tmp_path, "--out", tmp_path / "p"], "no such checkpoint"),
         (["evaluate", tmp_path / "a", tmp_path / "b"], "PRED"),
         (["train", tmp_path, "--out", tmp_path / "r", "--device", "cuda:7"], "--device"),

@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 
 from unetkit import DataError, read_image, synth_nuclei, synthesize_dataset, write_image
-from unetkit.data.dataset import LoadedImage, PatchDataset, load_samples, split_samples
+from unetkit.data.checks import check_dataset
+from unetkit.data.dataset import PatchDataset, SampleStore, split_views
 from unetkit.data.io import to_channels_first
 from unetkit.data.layouts import paired_folders
-from unetkit.data.masks import encode_mask
-from unetkit.data.normalize import normalize
+from unetkit.data.masks import MaskEncoding
+from unetkit.data.normalize import Normalizer, normalize
 from unetkit.data.synthetic import count_touching_pairs
 
 
@@ -58,7 +59,7 @@ def test_paired_folders_matches_suffixes_and_reports_missing_masks(tmp_path):
         write_image(tmp_path / "images" / f"{name}.png", img)
     write_image(tmp_path / "labels" / "a_mask.png", img)
     write_image(tmp_path / "labels" / "b_label.tif", img)
-    with pytest.raises(DataError, match=r"no mask for 1 image\(s\), e.g. \['c.png'\]"):
+    with pytest.raises(DataError, match=r"images/c.png: image without mask"):
         paired_folders(tmp_path)
     write_image(tmp_path / "labels" / "c.png", img)
     assert [s.mask.name for s in paired_folders(tmp_path)] == ["a_mask.png", "b_label.tif", "c.png"]
@@ -87,55 +88,54 @@ def test_channels_first_conversions():
 
 def test_binary_mask_encoding_covers_0_1_0_255_and_instances():
     for mask in (np.array([[0, 1]]), np.array([[0, 255]]), np.array([[0, 4711]], np.uint16)):
-        np.testing.assert_array_equal(encode_mask(mask), [[0, 1]])
+        np.testing.assert_array_equal(MaskEncoding("binary").encode(mask), [[0, 1]])
     with pytest.raises(DataError, match="colour mask"):
-        encode_mask(np.dstack([np.eye(2), np.zeros((2, 2)), np.zeros((2, 2))]), name="m.png")
-
-
-def test_mask_and_image_of_different_size_is_reported(tmp_path):
-    write_image(tmp_path / "images" / "a.png", np.zeros((8, 9), np.uint8))
-    write_image(tmp_path / "masks" / "a.png", np.zeros((9, 8), np.uint8))
-    with pytest.raises(DataError, match="mask is 9x8 but its image .* is 8x9"):
-        load_samples(
-            paired_folders(tmp_path),
-            in_channels=None,
-            encoding="binary",
-            normalization="percentile",
-            low=1,
-            high=99.8,
+        MaskEncoding("binary").encode(
+            np.dstack([np.eye(2), np.zeros((2, 2)), np.zeros((2, 2))]), name="m.png"
         )
 
 
-def _items(n, h=40, w=30):
+def _store(tmp_path, n, h=40, w=30):
     rng = np.random.default_rng(0)
-    return [
-        LoadedImage(
-            f"i{k}", rng.random((1, h, w), dtype=np.float32), (rng.random((h, w)) > 0.5).astype(np.uint8)
-        )
-        for k in range(n)
-    ]
+    for k in range(n):
+        write_image(tmp_path / "images" / f"i{k}.npy", rng.random((h, w), dtype=np.float32))
+        write_image(tmp_path / "masks" / f"i{k}.png", (rng.random((h, w)) > 0.5).astype(np.uint8))
+    return SampleStore(paired_folders(tmp_path), MaskEncoding("binary"), Normalizer("none"), 1)
 
 
-def test_split_by_images_or_by_region_for_few_images():
-    train, val, note = split_samples(_items(10), 0.2, seed=0)
+def test_split_by_images_or_by_region_for_few_images(tmp_path):
+    store = _store(tmp_path / "a", 10)
+    train, val, note = split_views(store, [40] * 10, 0.2, seed=0)
     assert len(val) == 2 and len(train) == 8
-    assert not {t.name for t in train} & {v.name for v in val}
-    train, val, note = split_samples(_items(2), 0.25, seed=0)
+    assert not {t.index for t in train} & {v.index for v in val}
+    store = _store(tmp_path / "b", 2)
+    train, val, note = split_views(store, [40, 40], 0.25, seed=0)
     assert "only 2 image(s)" in note
-    assert train[0].image.shape == (1, 30, 30) and val[0].image.shape == (1, 10, 30)
-    np.testing.assert_array_equal(np.concatenate([train[0].target, val[0].target]), _items(2)[0].target)
+    (ti, tt), (vi, vt) = train[0].read(store), val[0].read(store)
+    assert ti.shape == (1, 30, 30) and vi.shape == (1, 10, 30)
+    np.testing.assert_array_equal(np.concatenate([tt, vt]), store[0][1])
+
+
+def test_store_reads_lazily_and_keeps_within_its_memory_budget(tmp_path):
+    store = _store(tmp_path, 4)
+    assert store.reads == 0  # nothing is read up front
+    store[0], store[0]
+    assert store.reads == 1  # cached
+    tiny = SampleStore(store.samples, store.encoding, store.normalizer, 1, cache_mb=40 * 30 * 5 / 2**20 * 1.5)
+    for i in (0, 1, 0, 1):
+        tiny[i]
+    assert tiny.reads == 4 and tiny._bytes <= tiny.budget  # room for one sample only: re-read from disk
 
 
 @pytest.mark.parametrize(("patch_in", "patch_out"), [(16, 16), (64, 64), (44, 4)])
-def test_patch_dataset_shapes_determinism_and_pairing(patch_in, patch_out):
-    items = [
-        LoadedImage(
-            "a",
-            np.arange(40 * 30, dtype=np.float32).reshape(1, 40, 30),
-            (np.arange(40 * 30).reshape(40, 30) % 2).astype(np.uint8),
-        )
-    ]
-    ds = PatchDataset(items, patch_in, patch_out, length=5, augment=True, seed=3)
+def test_patch_dataset_shapes_determinism_and_pairing(tmp_path, patch_in, patch_out):
+    write_image(tmp_path / "images" / "a.npy", np.arange(40 * 30, dtype=np.float32).reshape(40, 30))
+    write_image(tmp_path / "masks" / "a.png", (np.arange(40 * 30).reshape(40, 30) % 2).astype(np.uint8))
+    store = SampleStore(
+        paired_folders(tmp_path), MaskEncoding("classes", values=(0, 1)), Normalizer("none"), 1
+    )
+    views, _, _ = split_views(store, [40], 0.1, seed=0)
+    ds = PatchDataset(store, views, [(40, 30)], patch_in, patch_out, length=5, augment=True, seed=3)
     x, y = ds[2]
     assert x.shape == (1, patch_in, patch_in) and y.shape == (patch_out, patch_out)
     x2, y2 = ds[2]
@@ -147,3 +147,11 @@ def test_patch_dataset_shapes_determinism_and_pairing(patch_in, patch_out):
     m = (patch_in - patch_out) // 2
     centre = x.numpy()[0, m : m + patch_out, m : m + patch_out]
     np.testing.assert_array_equal(centre % 2, y.numpy())
+
+
+def test_mask_and_image_of_different_size_is_reported(tmp_path):
+    write_image(tmp_path / "images" / "a.png", np.zeros((8, 9), np.uint8))
+    write_image(tmp_path / "masks" / "a.png", np.zeros((9, 8), np.uint8))
+    report = check_dataset(tmp_path)
+    assert not report.ok
+    assert any("mask is 9x8 but its image" in p and "a.png" in p for p in report.problems)

@@ -44,3 +44,11 @@ def test_evaluate_pairs_files_and_writes_json(tmp_path):
     write_image(tmp_path / "pred" / "c.png", pred)
     with pytest.raises(DataError, match=r"no ground truth for 1 prediction\(s\), e.g. \['c'\]"):
         evaluate(tmp_path / "pred", tmp_path / "gt")
+
+
+def test_evaluate_colour_masks_count_every_non_black_pixel(tmp_path):
+    truth = np.zeros((6, 6, 3), np.uint8)
+    truth[:3, :, 2] = 255  # a blue class: red channel empty
+    write_image(tmp_path / "gt" / "a.png", truth)
+    write_image(tmp_path / "pred" / "a.png", truth)
+    assert evaluate(tmp_path / "pred", tmp_path / "gt").images[0].dice == 1.0

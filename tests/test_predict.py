@@ -6,7 +6,7 @@ import torch
 from unetkit import DataError, Predictor, UNet, predict, predict_files, read_image, synth_nuclei, write_image
 from unetkit.inference.tiling import read_window
 
-PREP = {"in_channels": 1, "normalization": "percentile", "norm_low": 1.0, "norm_high": 99.8}
+PREP = {"in_channels": 1, "normalization": {"method": "percentile", "low": 1.0, "high": 99.8}}
 
 
 def test_predict_any_size_returns_same_height_and_width(tiny_run):

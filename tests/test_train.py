@@ -37,9 +37,10 @@ def test_best_checkpoint_is_the_best_epoch_and_last_has_resume_state(tiny_run):
     assert best["training"]["val_dice"] == pytest.approx(max(h["val_dice"] for h in tiny_run.history))
     assert best["training"]["epoch"] == tiny_run.best_epoch
     assert last["training"]["epoch"] == 2 and "optimizer" in last["state"]
-    assert (
-        best["preprocessing"]["normalization"] == "percentile" and best["preprocessing"]["in_channels"] == 1
-    )
+    assert best["preprocessing"]["normalization"]["method"] == "percentile"
+    assert best["preprocessing"]["in_channels"] == 1
+    # the synthetic dataset describes its masks as instance labels (DATA/dataset.yaml)
+    assert best["preprocessing"]["encoding"]["name"] == "instances"
     assert best["training"]["config"]["model"]["base_channels"] == 4
 
 

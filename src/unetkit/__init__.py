@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DataConfig, ModelConfig, PredictConfig, RunConfig, TrainConfig, load_config
-from .data import read_image, synth_nuclei, synthesize_dataset, write_image
+from .data import check_dataset, read_image, synth_nuclei, synthesize_dataset, write_image
 from .errors import CheckpointError, ConfigError, DataError, UnetkitError
 from .inference import Predictor, predict, predict_files
 from .metrics.evaluate import Evaluation, evaluate
@@ -33,6 +33,7 @@ __all__ = [
     "UNet",
     "UnetkitError",
     "__version__",
+    "check_dataset",
     "create_model",
     "evaluate",
     "list_models",

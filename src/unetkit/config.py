@@ -29,7 +29,7 @@ class ModelConfig:
 
     name: str = "unet"
     in_channels: int | None = None  # None: taken from the training images
-    num_classes: int = 1  # 1: binary (sigmoid); >= 2: softmax over classes
+    num_classes: int | None = None  # None: from the mask encoding (1 sigmoid output for 2 classes)
     depth: int = 4
     base_channels: int = 16
     padding: str = "same"
@@ -42,16 +42,24 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """How images and masks are read, normalised, split and sampled."""
+    """How the dataset is found and read, how masks become targets, normalisation, split and patches."""
 
-    layout: str = "paired"
-    mask_encoding: str = "binary"  # instance / label masks → foreground vs background
-    normalization: str = "percentile"  # percentile | minmax | zscore | none (per image and channel)
+    layout: str = "auto"  # auto | paired | dsb | isbi | ctc | list
+    mask_pattern: str | None = None  # paired layout: mask stem from the image stem, e.g. "{stem}_gt"
+    mask_encoding: str = "auto"  # auto | binary | classes | rgb | instances
+    class_values: list[int] | None = None  # classes: the mask value of each class
+    class_colors: list[list[int]] | None = None  # rgb: the colour of each class
+    class_names: list[str] | None = None
+    target: str = "foreground"  # instances: foreground | border (background/interior/border)
+    ignore_index: int | None = None  # mask value of unlabelled pixels (left out of loss and metrics)
+    normalization: str = "percentile"  # percentile | fixed | dataset | minmax | zscore | none
     norm_low: float = 1.0  # percentile mapped to 0
     norm_high: float = 99.8  # percentile mapped to 1
+    norm_scale: float = 255.0  # fixed: divide by this
     val_fraction: float = 0.2
     patch_size: int = 256
     augment: bool = True  # random flips and 90-degree rotations
+    cache_mb: int = 2048  # decoded images kept in memory (per process); the rest is re-read from disk
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Segmentation losses, selected by name (``LOSSES``).
 
-Binary models (1 output channel) take float targets ``(N, 1, H, W)`` in {0, 1}; multi-class models
-(C >= 2 channels, softmax) take integer targets ``(N, H, W)``.
+Binary models (1 output channel) take targets ``(N, 1, H, W)`` in {0, 1}; multi-class models (C >= 2
+channels, softmax) take integer targets ``(N, H, W)``. Target value 255 (``IGNORE``) marks unlabelled pixels,
+which no loss counts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from .data.masks import IGNORE
 from .errors import ConfigError
 
 __all__ = ["LOSSES", "get_loss", "soft_dice_loss"]
@@ -18,18 +20,26 @@ __all__ = ["LOSSES", "get_loss", "soft_dice_loss"]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _valid(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(target with ignored pixels set to 0, valid mask)``; ``IGNORE`` (255) marks unlabelled pixels."""
+    valid = target != IGNORE
+    return torch.where(valid, target, torch.zeros_like(target)), valid
+
+
 def _probs_and_onehot(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    target, valid = _valid(target)
     if logits.shape[1] == 1:
-        return torch.sigmoid(logits), target.float()
-    probs = torch.softmax(logits, dim=1)
-    onehot = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).float()
+        return torch.sigmoid(logits) * valid, target.float() * valid
+    probs = torch.softmax(logits, dim=1) * valid[:, None]
+    onehot = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).float() * valid[:, None]
     return probs, onehot
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     """1 - soft Dice, computed over the whole batch per class and averaged over classes.
 
-    For softmax outputs the background class is left out (it dominates and says little).
+    For softmax outputs the background class is left out (it dominates and says little). Pixels whose
+    target is ``IGNORE`` (255) do not count.
     """
     probs, onehot = _probs_and_onehot(logits, target)
     if probs.shape[1] > 1:
@@ -41,11 +51,15 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
 
 
 def _bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, target.float())
+    target, valid = _valid(target)
+    per_pixel = F.binary_cross_entropy_with_logits(logits, target.float(), reduction="none")
+    return (per_pixel * valid).sum() / valid.sum().clamp(min=1)
 
 
 def _ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, target.long())
+    if bool((target == IGNORE).all()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, target.long(), ignore_index=IGNORE)
 
 
 LOSSES: dict[str, LossFn] = {

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import UnetkitError
-from . import demo, evaluate, predict, synth, train
+from . import check_data, demo, evaluate, predict, synth, train
 
-COMMANDS = (demo, synth, train, predict, evaluate)
+COMMANDS = (demo, synth, check_data, train, predict, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import RunConfig, load_config, replace
+from ..config import RunConfig, replace
 from ..models import list_models
 from ..training.trainer import train
+from .common import add_data_args, config_with_data_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,14 +15,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a U-Net on images/ + masks/",
         description=(
-            "Train on DATA/images + DATA/masks (paired by file name) and write OUT/best.pt, last.pt, "
+            "Check the dataset (as check-data), train, and write OUT/best.pt, last.pt, "
             "config.yaml, metrics.csv, tb/ (TensorBoard) and curves.png. Settings come from the defaults, "
             "then --config, then the flags given here."
         ),
     )
-    p.add_argument("data", metavar="DATA", help="dataset folder with images/ and masks/ (or labels/)")
+    p.add_argument(
+        "data", metavar="DATA", help="dataset folder (any layout of `check-data`), or a .csv/.json list"
+    )
     p.add_argument("--out", "-o", required=True, help="run folder to write")
-    p.add_argument("--config", help="YAML file with model/data/train sections (see OUT/config.yaml of a run)")
+    add_data_args(p)
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, help="maximum number of epochs (default: 40)")
     g.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch (default: 25)")
@@ -35,22 +38,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto: CUDA when present)")
     g.add_argument("--workers", type=int, help="DataLoader worker processes (default: 0)")
     g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
-    d = p.add_argument_group("data")
-    d.add_argument(
-        "--patch", type=int, help="training patch size = network input size in pixels (default: 256)"
-    )
-    d.add_argument(
+    g.add_argument(
         "--val-fraction",
         type=float,
         help="fraction of images (or rows, for < 4 images) held out (default: 0.2)",
     )
-    d.add_argument("--normalization", help="percentile, minmax, zscore or none (default: percentile 1-99.8)")
-    d.add_argument("--no-augment", action="store_true", help="no random flips and rotations")
+    g.add_argument("--no-augment", action="store_true", help="no random flips and rotations")
     m = p.add_argument_group("model")
     m.add_argument("--arch", help=f"architecture: {', '.join(list_models())} (default: unet)")
-    m.add_argument(
-        "--num-classes", type=int, help="1: sigmoid output (default); 2: softmax over background/foreground"
-    )
     m.add_argument("--depth", type=int, help="number of poolings (default: 4, as the paper)")
     m.add_argument(
         "--base-channels", type=int, help="channels at the first level, doubling per level (default: 16)"
@@ -71,11 +66,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    cfg = load_config(args.config) if args.config else RunConfig()
+    cfg = config_with_data_args(args)
     cfg.model = replace(
         cfg.model,
         name=args.arch,
-        num_classes=args.num_classes,
         depth=args.depth,
         base_channels=args.base_channels,
         padding=args.padding,
@@ -84,13 +78,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
     if args.norm is not None:
         cfg.model = replace(cfg.model, norm=None if args.norm == "none" else args.norm)
-    cfg.data = replace(
-        cfg.data,
-        patch_size=args.patch,
-        val_fraction=args.val_fraction,
-        normalization=args.normalization,
-        augment=False if args.no_augment else None,
-    )
+    cfg.data = replace(cfg.data, val_fraction=args.val_fraction, augment=False if args.no_augment else None)
     cfg.train = replace(
         cfg.train,
         epochs=args.epochs,

@@ -1,7 +1,24 @@
-"""Data: reading, layouts, mask encodings, normalisation, synthetic nuclei, patch datasets."""
+"""Data: reading, layouts, checks, mask encodings, normalisation, synthetic nuclei, patch datasets."""
 
+from .checks import DataReport, check_dataset
 from .io import read_image, write_image
-from .layouts import Sample, paired_folders
+from .layouts import LAYOUTS, Sample, load_layout, paired_folders
+from .masks import ENCODINGS, MaskEncoding
+from .normalize import Normalizer
 from .synthetic import synth_nuclei, synthesize_dataset
 
-__all__ = ["Sample", "paired_folders", "read_image", "synth_nuclei", "synthesize_dataset", "write_image"]
+__all__ = [
+    "ENCODINGS",
+    "LAYOUTS",
+    "DataReport",
+    "MaskEncoding",
+    "Normalizer",
+    "Sample",
+    "check_dataset",
+    "load_layout",
+    "paired_folders",
+    "read_image",
+    "synth_nuclei",
+    "synthesize_dataset",
+    "write_image",
+]

@@ -1,10 +1,15 @@
-"""Training samples in memory and the random-patch dataset drawn from them."""
+"""Lazily read training samples and the random-patch dataset drawn from them.
+
+Nothing is loaded up front: a :class:`SampleStore` decodes, normalises and encodes a sample when a patch
+needs it and keeps at most ``cache_mb`` of them in memory (least recently used are dropped), so a dataset
+larger than RAM trains.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,80 +17,106 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from ..inference.tiling import read_window
-from .io import read_image, to_channels_first
-from .layouts import Sample
-from .masks import encode_mask
-from .normalize import normalize
+from .io import to_channels_first
+from .layouts import Sample, read_sample_image, read_sample_mask
+from .masks import MaskEncoding
+from .normalize import Normalizer
 
-__all__ = ["LoadedImage", "PatchDataset", "load_samples", "split_samples"]
+__all__ = ["PatchDataset", "SampleStore", "View", "split_views"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class LoadedImage:
-    """A normalised image ``(C, H, W)`` float32 with its class-index target ``(H, W)`` uint8."""
+class SampleStore:
+    """Decoded samples on demand: ``store[i]`` → normalised image ``(C, H, W)`` float32, target ``(H, W)`` uint8."""
 
+    def __init__(
+        self,
+        samples: list[Sample],
+        encoding: MaskEncoding,
+        normalizer: Normalizer,
+        in_channels: int,
+        cache_mb: float = 2048,
+    ) -> None:
+        self.samples = samples
+        self.encoding = encoding
+        self.normalizer = normalizer
+        self.in_channels = in_channels
+        self.budget = int(cache_mb * 2**20)
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._bytes = 0
+        self.reads = 0  # decodes from disk (for tests and diagnostics)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i]
+        s = self.samples[i]
+        image = self.normalizer(to_channels_first(read_sample_image(s), self.in_channels, s.image_label))
+        target = self.encoding.encode(read_sample_mask(s), s.mask_label)
+        self.reads += 1
+        size = image.nbytes + target.nbytes
+        while self._cache and self._bytes + size > self.budget:
+            _, (a, b) = self._cache.popitem(last=False)
+            self._bytes -= a.nbytes + b.nbytes
+        if size <= self.budget:
+            self._cache[i] = (image, target)
+            self._bytes += size
+        return image, target
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cache"], state["_bytes"] = OrderedDict(), 0  # workers start with an empty cache
+        return state
+
+
+@dataclass(frozen=True)
+class View:
+    """Sample ``index`` of a store, restricted to rows ``[row0, row1)`` (``None``: all rows)."""
+
+    index: int
     name: str
-    image: np.ndarray
-    target: np.ndarray
+    rows: tuple[int, int] | None = None
+
+    def read(self, store: SampleStore) -> tuple[np.ndarray, np.ndarray]:
+        image, target = store[self.index]
+        if self.rows is None:
+            return image, target
+        r0, r1 = self.rows
+        return image[:, r0:r1], target[r0:r1]
 
 
-def load_samples(
-    samples: list[Sample],
-    *,
-    in_channels: int | None,
-    encoding: str,
-    normalization: str,
-    low: float,
-    high: float,
-) -> list[LoadedImage]:
-    """Read, check and normalise every sample. Shape mismatches are reported with both file names."""
-    loaded = []
-    for s in samples:
-        raw = read_image(s.image)
-        chw = to_channels_first(raw, in_channels, s.image)
-        if in_channels is None:
-            in_channels = chw.shape[0]
-        mask = read_image(s.mask)
-        if mask.shape[:2] != chw.shape[1:]:
-            raise DataError(
-                f"{s.mask}: mask is {mask.shape[0]}x{mask.shape[1]} but its image {s.image} is "
-                f"{chw.shape[1]}x{chw.shape[2]}; masks must have the image's height and width"
-            )
-        target = encode_mask(mask, encoding, s.mask)
-        loaded.append(LoadedImage(s.name, normalize(chw, normalization, low, high), target))
-    return loaded
-
-
-def split_samples(
-    items: list[LoadedImage], val_fraction: float, seed: int
-) -> tuple[list[LoadedImage], list[LoadedImage], str]:
-    """Hold out whole images for validation, or, with fewer than 4 images, a region of each image.
+def split_views(
+    store: SampleStore, heights: list[int], val_fraction: float, seed: int
+) -> tuple[list[View], list[View], str]:
+    """Hold out whole images for validation, or, with fewer than 4 images, the last rows of each image.
 
     Returns ``(train, val, note)``; the note says which split was used.
     """
     if not 0 < val_fraction < 1:
         raise DataError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
-    if len(items) >= 4:
-        order = np.random.default_rng(seed).permutation(len(items))
-        n_val = max(1, round(len(items) * val_fraction))
-        val = [items[i] for i in sorted(order[:n_val])]
-        train = [items[i] for i in sorted(order[n_val:])]
-        return train, val, f"validating on {n_val} of {len(items)} images"
-    # Few annotated images is the normal case in this field: validate on the last rows of each image.
+    names = [s.name for s in store.samples]
+    n = len(names)
+    if n >= 4:
+        order = np.random.default_rng(seed).permutation(n)
+        n_val = max(1, round(n * val_fraction))
+        val = [View(int(i), names[i]) for i in sorted(order[:n_val])]
+        train = [View(int(i), names[i]) for i in sorted(order[n_val:])]
+        return train, val, f"validating on {n_val} of {n} images"
     train, val = [], []
-    for it in items:
-        h = it.image.shape[1]
+    for i, h in enumerate(heights):
         cut = h - max(1, round(h * val_fraction))
         if cut < 1:
             raise DataError(
-                f"{it.name}: image of {h} rows is too small to split into training and validation"
+                f"{names[i]}: an image of {h} rows is too small to split into training and validation"
             )
-        train.append(LoadedImage(it.name, it.image[:, :cut], it.target[:cut]))
-        val.append(LoadedImage(f"{it.name}[rows {cut}:]", it.image[:, cut:], it.target[cut:]))
+        train.append(View(i, names[i], (0, cut)))
+        val.append(View(i, f"{names[i]}[rows {cut}:]", (cut, h)))
     note = (
-        f"only {len(items)} image(s): validating on the bottom {val_fraction:.0%} of each image "
+        f"only {n} image(s): validating on the bottom {val_fraction:.0%} of each image "
         "(rows held out from training); add images for a more reliable validation score"
     )
     return train, val, note
@@ -97,12 +128,14 @@ class PatchDataset(Dataset):
     ``patch_in`` is the network's input size; ``patch_out`` the size of the target it is compared with
     (smaller for a ``valid`` network, whose input is the target window plus its margin on every side).
     Windows beyond an image (small images) are filled by mirroring. With ``augment``, each patch is
-    flipped and rotated by a multiple of 90 degrees at random.
+    flipped and rotated by a multiple of 90 degrees at random. Images are drawn in proportion to their area.
     """
 
     def __init__(
         self,
-        items: list[LoadedImage],
+        store: SampleStore,
+        views: list[View],
+        shapes: list[tuple[int, int]],
         patch_in: int,
         patch_out: int,
         length: int,
@@ -110,17 +143,20 @@ class PatchDataset(Dataset):
         augment: bool = True,
         seed: int = 0,
     ) -> None:
-        if not items:
+        if not views:
             raise DataError("no training images")
-        self.items = items
+        self.store, self.views = store, views
+        self.shapes = [
+            (v.rows[1] - v.rows[0], shapes[v.index][1]) if v.rows else shapes[v.index] for v in views
+        ]
         self.patch_in, self.patch_out = patch_in, patch_out
         self.margin = (patch_in - patch_out) // 2
         self.length = length
         self.augment = augment
         self.seed = seed
         self.epoch = 0
-        areas = np.array([it.target.size for it in items], np.float64)
-        self.weights = areas / areas.sum()  # sample images in proportion to their area
+        areas = np.array([h * w for h, w in self.shapes], np.float64)
+        self.weights = areas / areas.sum()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -130,28 +166,17 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        item = self.items[int(rng.choice(len(self.items), p=self.weights))]
-        h, w = item.target.shape
+        k = int(rng.choice(len(self.views), p=self.weights))
+        image, target = self.views[k].read(self.store)
+        h, w = target.shape
         y = int(rng.integers(0, max(0, h - self.patch_out) + 1))
         x = int(rng.integers(0, max(0, w - self.patch_out) + 1))
         m, po = self.margin, self.patch_out
-        image = read_window(item.image, [(y - m, y + po + m), (x - m, x + po + m)])
-        target = read_window(item.target, [(y, y + po), (x, x + po)])
+        image = read_window(image, [(y - m, y + po + m), (x - m, x + po + m)])
+        target = read_window(target, [(y, y + po), (x, x + po)])
         if self.augment:
             k = int(rng.integers(4))
             image, target = np.rot90(image, k, axes=(-2, -1)), np.rot90(target, k)
             if rng.random() < 0.5:
                 image, target = image[..., ::-1], target[..., ::-1]
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(target))
-
-
-def describe(items: list[LoadedImage]) -> str:
-    shapes = {it.image.shape for it in items}
-    return f"{len(items)} image(s), shapes {sorted(shapes)[:3]}{'...' if len(shapes) > 3 else ''}"
-
-
-def check_path(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder")
-    return path

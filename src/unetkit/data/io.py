@@ -17,43 +17,104 @@ from PIL import Image
 
 from ..errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "read_image", "to_channels_first", "write_image"]
+__all__ = ["IMAGE_SUFFIXES", "count_planes", "read_image", "to_channels_first", "write_image"]
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".npy")
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, page: int | None = None) -> np.ndarray:
     """Read one 2-D image (grayscale or multi-channel) without changing its values.
 
-    Returns ``(H, W)`` or ``(H, W, C)``. Palette PNGs return their indices; 16-bit PNGs keep 16 bits.
+    Returns ``(H, W)`` or ``(H, W, C)``. Palette PNGs return their indices; 16-bit PNGs keep 16 bits. A TIFF
+    is read by its axes metadata: samples/channels become the last axis; a multi-page TIFF needs ``page``
+    (one plane per sample, as in the ISBI layout).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (0 bytes); replace it or remove it from the dataset")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
+            if page is not None:
+                arr = arr[page]
+            elif arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] > 4:
+                arr = np.moveaxis(arr, 0, -1)  # stored channels-first
         elif suffix in (".tif", ".tiff"):
-            arr = tifffile.imread(path)
+            arr = _read_tiff(path, page)
         else:
             with Image.open(path) as im:
+                if page:
+                    im.seek(page)
                 arr = _pil_to_array(im)
-    except (OSError, ValueError, tifffile.TiffFileError) as exc:
-        raise DataError(f"{path}: cannot be read as an image ({exc})") from None
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(
+            f"{path}: cannot be read as an image, the file is damaged or truncated ({exc})"
+        ) from None
     arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] > 4:
-        arr = np.moveaxis(arr, 0, -1)  # TIFF/NumPy stored channels-first
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3):
         raise DataError(
             f"{path}: expected a 2-D image (H, W) or (H, W, C), found shape {arr.shape}; "
-            "3-D stacks are not supported yet: save each plane as its own image"
+            "for a stack with one sample per plane use the ISBI layout (--layout isbi)"
         )
     return arr
+
+
+def _plane_axes(axes: str, stack: bool) -> list[str]:
+    """Axes that enumerate 2-D planes. In a known stack (``stack``), a leading planar sample axis (how
+    tifffile stores a (3|4, H, W) array by default) counts as planes too."""
+    planes = [a for a in axes if a not in "YXSC"]
+    if stack and not planes and axes[:1] in ("S", "C") and len(axes) == 3:
+        planes = [axes[0]]
+    return planes
+
+
+def _read_tiff(path: Path, page: int | None) -> np.ndarray:
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        axes = series.axes
+        planes = _plane_axes(axes, stack=page is not None)
+        n_planes = int(np.prod([series.shape[axes.index(a)] for a in planes])) if planes else 1
+        if page is None and n_planes > 1:
+            raise DataError(
+                f"{path}: multi-page TIFF with {n_planes} planes (axes {axes}); use one file per image, or the "
+                "ISBI layout (--layout isbi) for a stack with one sample per page"
+            )
+        if page is not None and not 0 <= page < n_planes:
+            raise DataError(f"{path}: has {n_planes} plane(s); page {page} does not exist")
+        arr = series.asarray()
+    if planes:
+        arr = arr.reshape(-1, *arr.shape[len(planes) :])[page or 0]
+        axes = axes[len(planes) :]
+    for ch in "SC":
+        if ch in axes and arr.ndim == 3:
+            arr = np.moveaxis(arr, axes.index(ch), -1)
+    return arr
+
+
+def count_planes(path: str | Path, stack: bool = False) -> int:
+    """Number of 2-D planes in an image file (pages of a multi-page TIFF; 1 for other files).
+
+    ``stack``: the file is known to hold grayscale planes (see :func:`_plane_axes`).
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return 1
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            planes = _plane_axes(series.axes, stack)
+            return int(np.prod([series.shape[series.axes.index(a)] for a in planes]))
+    except Exception as exc:
+        raise DataError(f"{path}: cannot be read as a TIFF ({exc})") from None
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:
@@ -83,6 +144,8 @@ def to_channels_first(image: np.ndarray, channels: int | None, name: str | Path 
         return arr
     if channels == 1 and all(np.array_equal(arr[0], arr[c]) for c in range(1, arr.shape[0])):
         return arr[:1]
+    if arr.shape[0] == 1 and channels == 3:
+        return np.repeat(arr, 3, axis=0)  # a grayscale image among colour ones
     raise DataError(
         f"{name}: has {arr.shape[0]} channel(s) but {channels} are expected (the model's in_channels); "
         f"convert the image, or train a model with in_channels={arr.shape[0]}"
@@ -103,7 +166,9 @@ def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False)
     os.close(fd)
     try:
         if suffix in (".tif", ".tiff"):
-            tifffile.imwrite(tmp, array, compression="zlib")
+            # explicit photometric: (H, W, 3|4) is a colour image, anything else grayscale planes
+            rgb = array.ndim == 3 and array.shape[-1] in (3, 4)
+            tifffile.imwrite(tmp, array, compression="zlib", photometric="rgb" if rgb else "minisblack")
         elif suffix == ".png":
             if array.dtype not in (np.uint8, np.uint16):
                 raise DataError(f"{path}: PNG holds uint8 or uint16, got {array.dtype}; use .tif")

@@ -1,31 +1,284 @@
-"""Mask encodings → training targets, identical at training and evaluation time."""
+"""Mask encodings → training targets. Explicit, stored in the checkpoint, applied identically everywhere.
+
+A target is a ``(H, W)`` uint8 array of class indices with :data:`IGNORE` (255) for unlabelled pixels.
+
+Encodings:
+- ``binary``: 0 is background, every other value foreground (0/1, 0/255, instance labels).
+- ``classes``: integer class values (palette PNGs give their indices). Class ``i`` is the mask value
+  ``values[i]`` (default ``i``); any other value is an error, never a guess (``255`` in a 2-class set too).
+- ``rgb``: colour masks; class ``i`` is the colour ``colors[i]``; an unknown colour is an error.
+- ``instances``: integer instance labels (0 = background). The target is the foreground (``target=
+  "foreground"``), or background / interior / border (``target="border"``), the 3-class target used to
+  separate touching objects.
+``ignore_value``: mask pixels with this raw value are left out of the loss and the metrics.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
+from scipy import ndimage as ndi
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
-__all__ = ["ENCODINGS", "encode_mask"]
+__all__ = [
+    "ENCODINGS",
+    "IGNORE",
+    "TARGETS",
+    "MaskEncoding",
+    "border_target",
+    "load_class_map",
+    "parse_class_map",
+    "suggest_encoding",
+]
 
-ENCODINGS = ("binary",)
+ENCODINGS = ("binary", "classes", "rgb", "instances")
+TARGETS = ("foreground", "border")
+IGNORE = 255
 
 
-def encode_mask(mask: np.ndarray, encoding: str = "binary", name: str | Path = "mask") -> np.ndarray:
-    """Decode a stored mask into a class-index target ``(H, W)`` uint8.
+@dataclass(frozen=True)
+class MaskEncoding:
+    """How a stored mask becomes a class-index target (see the module docstring)."""
 
-    ``binary``: 0 is background, any non-zero value foreground (covers 0/1, 0/255 and instance labels).
-    """
-    if encoding not in ENCODINGS:
-        raise DataError(f"mask encoding {encoding!r} is unknown; choose one of {', '.join(ENCODINGS)}")
-    if mask.ndim == 3:
-        if mask.shape[-1] in (3, 4) and all(np.array_equal(mask[..., 0], mask[..., c]) for c in range(1, 3)):
-            mask = mask[..., 0]
-        else:
-            raise DataError(
-                f"{name}: a colour mask (shape {mask.shape}) cannot be read as '{encoding}'; save masks as "
-                "single-channel label images"
+    name: str = "binary"
+    values: tuple[int, ...] | None = None  # classes: mask value of each class
+    colors: tuple[tuple[int, int, int], ...] | None = None  # rgb: colour of each class
+    class_names: tuple[str, ...] | None = None
+    target: str = "foreground"  # instances: foreground | border
+    ignore_value: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in ENCODINGS:
+            raise ConfigError(f"mask encoding {self.name!r} is unknown; choose one of {', '.join(ENCODINGS)}")
+        if self.target not in TARGETS:
+            raise ConfigError(f"data.target {self.target!r} is unknown; choose one of {', '.join(TARGETS)}")
+        if self.target == "border" and self.name != "instances":
+            raise ConfigError("data.target 'border' needs instance masks (--mask-encoding instances)")
+        if self.name == "classes" and not self.values:
+            raise ConfigError(
+                "mask encoding 'classes' needs the number of classes (--num-classes N) or a class map "
+                "(--class-map FILE listing each class's mask value)"
             )
-    return (mask != 0).astype(np.uint8)
+        if self.name == "rgb" and not self.colors:
+            raise ConfigError(
+                "mask encoding 'rgb' needs a colour table: --class-map FILE with a colour per class"
+            )
+        if self.num_classes > IGNORE - 1:
+            raise ConfigError(f"at most {IGNORE - 1} classes are supported, got {self.num_classes}")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ConfigError(f"{len(self.class_names)} class names given for {self.num_classes} classes")
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the target, background included."""
+        if self.name == "classes":
+            return len(self.values or ())
+        if self.name == "rgb":
+            return len(self.colors or ())
+        return 3 if self.target == "border" else 2
+
+    @property
+    def names(self) -> list[str]:
+        if self.class_names:
+            return list(self.class_names)
+        if self.target == "border":
+            return ["background", "interior", "border"]
+        if self.name in ("binary", "instances"):
+            return ["background", "foreground"]
+        return [f"class_{i}" for i in range(self.num_classes)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "values": list(self.values) if self.values else None,
+            "colors": [list(c) for c in self.colors] if self.colors else None,
+            "class_names": self.names,
+            "target": self.target,
+            "ignore_value": self.ignore_value,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MaskEncoding:
+        return cls(
+            name=d["name"],
+            values=tuple(d["values"]) if d.get("values") else None,
+            colors=tuple(tuple(c) for c in d["colors"]) if d.get("colors") else None,
+            class_names=tuple(d["class_names"]) if d.get("class_names") else None,
+            target=d.get("target", "foreground"),
+            ignore_value=d.get("ignore_value"),
+        )
+
+    # -- decoding ---------------------------------------------------------------------------------------
+
+    def encode(self, mask: np.ndarray, name: str | Path = "mask") -> np.ndarray:
+        """Stored mask → target ``(H, W)`` uint8 (``IGNORE`` where unlabelled). Raises on unexpected content."""
+        mask = self._check_shape(np.asarray(mask), name)
+        if self.name == "rgb":
+            return self._encode_rgb(mask, name)
+        ignore = (mask == self.ignore_value) if self.ignore_value is not None else None
+        if self.name == "binary":
+            target = (mask != 0).astype(np.uint8)
+        elif self.name == "instances":
+            if ignore is not None:
+                mask = np.where(ignore, 0, mask)
+            target = border_target(mask) if self.target == "border" else (mask != 0).astype(np.uint8)
+        else:
+            target = self._encode_classes(mask, ignore, name)
+        if ignore is not None:
+            target[ignore] = IGNORE
+        return target
+
+    def decode(self, labels: np.ndarray) -> np.ndarray:
+        """Predicted class indices → a mask in this encoding (the inverse of :meth:`encode`, for writing)."""
+        if self.name == "classes" and self.values:
+            lut = np.asarray(self.values, dtype=np.int64)
+            out = lut[labels]
+            return out.astype(np.uint8 if out.max(initial=0) < 256 else np.uint16)
+        if self.name == "rgb" and self.colors:
+            return np.asarray(self.colors, np.uint8)[labels]
+        return labels.astype(np.uint8)
+
+    def _check_shape(self, mask: np.ndarray, name: str | Path) -> np.ndarray:
+        if self.name == "rgb":
+            if mask.ndim != 3 or mask.shape[-1] not in (3, 4):
+                raise DataError(
+                    f"{name}: expected an RGB colour mask for encoding 'rgb', found shape {mask.shape}"
+                )
+            return mask[..., :3]
+        if mask.ndim == 3:
+            if mask.shape[-1] in (3, 4) and all(np.array_equal(mask[..., 0], mask[..., c]) for c in (1, 2)):
+                return mask[..., 0]
+            raise DataError(
+                f"{name}: a colour mask (shape {mask.shape}) cannot be read as '{self.name}'; use "
+                "--mask-encoding rgb with a colour table (--class-map), or save single-channel label images"
+            )
+        if np.issubdtype(mask.dtype, np.floating):
+            if not np.isfinite(mask).all() or not np.array_equal(mask, np.round(mask)):
+                raise DataError(f"{name}: mask holds non-integer values; masks must hold integer labels")
+            mask = mask.astype(np.int64)
+        if self.name != "binary" and mask.min(initial=0) < 0:
+            raise DataError(f"{name}: mask holds negative values (min {mask.min()}); labels must be >= 0")
+        return mask
+
+    def _encode_classes(self, mask: np.ndarray, ignore: np.ndarray | None, name: str | Path) -> np.ndarray:
+        values = self.values or ()
+        found = np.unique(mask if ignore is None else mask[~ignore])
+        unknown = sorted(set(found.tolist()) - set(values))
+        if unknown:
+            hint = ""
+            if set(found.tolist()) <= {0, 255} and 255 in unknown:
+                hint = " (0/255 looks like a binary mask: use --mask-encoding binary)"
+            elif len(values) == 2 and 255 in unknown:
+                hint = " (255 often marks unlabelled pixels: --ignore-index 255)"
+            raise DataError(
+                f"{name}: mask value(s) {unknown[:8]} are outside the class map {list(values)}{hint}; fix the mask, "
+                "or list every value in --class-map / raise --num-classes"
+            )
+        lut = np.full(int(max(found.max(initial=0), max(values))) + 1, IGNORE, np.uint8)
+        lut[list(values)] = np.arange(len(values), dtype=np.uint8)
+        return lut[np.where(ignore, 0, mask) if ignore is not None else mask]
+
+    def _encode_rgb(self, mask: np.ndarray, name: str | Path) -> np.ndarray:
+        packed = (mask[..., 0].astype(np.int64) << 16) | (mask[..., 1].astype(np.int64) << 8) | mask[..., 2]
+        keys = np.array([(r << 16) | (g << 8) | b for r, g, b in self.colors or ()], np.int64)
+        colours, inverse = np.unique(packed, return_inverse=True)
+        index = {int(k): i for i, k in enumerate(keys)}
+        unknown = [int(c) for c in colours if int(c) not in index]
+        if unknown:
+            shown = [f"#{c:06x}" for c in unknown[:6]]
+            raise DataError(
+                f"{name}: colour(s) {shown} are not in the colour table "
+                f"{[f'#{int(k):06x}' for k in keys]}; add them to --class-map or fix the mask"
+            )
+        return np.array([index[int(c)] for c in colours], np.uint8)[inverse.reshape(packed.shape)]
+
+
+def border_target(labels: np.ndarray, width: int = 1) -> np.ndarray:
+    """Instance labels → 0 background, 1 interior, 2 border (the object's outermost ``width`` pixels,
+    including every pixel that touches another object). Touching objects are thereby separated by border."""
+    footprint = ndi.generate_binary_structure(2, 1)
+    hi = ndi.grey_dilation(labels, footprint=footprint, mode="nearest")
+    lo = ndi.grey_erosion(labels, footprint=footprint, mode="nearest")
+    edge = (hi != lo) & (labels > 0)
+    if width > 1:
+        edge = ndi.binary_dilation(edge, footprint, iterations=width - 1) & (labels > 0)
+    target = (labels > 0).astype(np.uint8)
+    target[edge] = 2
+    return target
+
+
+def suggest_encoding(values: set[int], rgb: bool, max_value: int) -> str:
+    """A suggestion (never applied silently) of the encoding that fits a set of mask values."""
+    if rgb:
+        return "rgb (with a colour table in --class-map)"
+    nonzero = values - {0}
+    if len(nonzero) <= 1:
+        return "binary"
+    if max_value > 255 or len(nonzero) > 20:
+        return "instances"
+    return f"classes (--num-classes {max(values) + 1}) if the values are classes, or instances if they label objects"
+
+
+def parse_color(value: Any, where: str) -> tuple[int, int, int]:
+    if isinstance(value, str) and re.fullmatch(r"#?[0-9a-fA-F]{6}", value.strip()):
+        h = value.strip().lstrip("#")
+        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 3
+        and all(isinstance(v, int) and 0 <= v < 256 for v in value)
+    ):
+        return int(value[0]), int(value[1]), int(value[2])
+    raise ConfigError(f"{where}: colour {value!r} is not '#rrggbb' or [r, g, b]")
+
+
+def parse_class_map(raw: Any, where: str) -> tuple[list[int] | None, list[list[int]] | None, list[str]]:
+    """A class map → ``(values, colors, names)``; class ``i`` is the ``i``-th entry.
+
+    Accepted forms (YAML or JSON):
+    ``{0: background, 1: nucleus}`` (mask value → name);
+    ``[{name: background, value: 0}, {name: nucleus, value: 128}]`` (classes);
+    ``[{name: background, color: "#000000"}, {name: tumour, color: [255, 0, 0]}]`` (rgb).
+    """
+    if isinstance(raw, dict):
+        try:
+            items = sorted((int(k), str(v)) for k, v in raw.items())
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{where}: a mapping class map needs integer mask values as keys, got {raw!r}"
+            ) from None
+        return [k for k, _ in items], None, [v for _, v in items]
+    if not isinstance(raw, list) or not raw or not all(isinstance(e, dict) and "name" in e for e in raw):
+        raise ConfigError(
+            f"{where}: expected a mapping {{value: name}} or a list of {{name, value|color}} entries"
+        )
+    names = [str(e["name"]) for e in raw]
+    if all("color" in e for e in raw):
+        colors = [list(parse_color(e["color"], where)) for e in raw]
+        if len({tuple(c) for c in colors}) != len(colors):
+            raise ConfigError(f"{where}: two classes share a colour")
+        return None, colors, names
+    if all("value" in e and isinstance(e["value"], int) for e in raw):
+        values = [int(e["value"]) for e in raw]
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{where}: two classes share a mask value")
+        return values, None, names
+    raise ConfigError(f"{where}: every entry needs an integer 'value' (classes) or a 'color' (rgb)")
+
+
+def load_class_map(path: str | Path) -> tuple[list[int] | None, list[list[int]] | None, list[str]]:
+    """Read a class map file (YAML or JSON, see :func:`parse_class_map`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--class-map {path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--class-map {path}: not valid YAML/JSON ({exc})") from None
+    return parse_class_map(raw, f"--class-map {path}")

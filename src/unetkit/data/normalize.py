@@ -1,45 +1,96 @@
 """Explicit intensity normalisation, recorded in the checkpoint and applied identically at predict time.
 
-Never "divide by 255 if the maximum exceeds 1": the same scheme maps 8-bit, 16-bit and float images to
-the same range, per image and channel.
+Never "divide by 255 if the maximum exceeds 1": each scheme is chosen by name and its statistics are stored.
+- ``percentile`` (default): per image and channel, the ``low`` and ``high`` percentiles map to 0 and 1
+  (robust to hot pixels and to 8/16-bit data; as StarDist and Cellpose). Values outside are not clipped.
+- ``fixed``: divide by ``scale`` (255: the Keras tutorial's scaling of 8-bit images).
+- ``dataset``: subtract the training set's per-channel mean, divide by its standard deviation (both
+  measured by the data check and stored).
+- ``minmax``: per image minimum → 0, maximum → 1. ``zscore``: per image zero mean, unit variance.
+- ``none``: values as stored.
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["METHODS", "normalize"]
+__all__ = ["METHODS", "Normalizer", "normalize"]
 
-METHODS = ("percentile", "minmax", "zscore", "none")
+METHODS = ("percentile", "fixed", "dataset", "minmax", "zscore", "none")
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    method: str = "percentile"
+    low: float = 1.0
+    high: float = 99.8
+    scale: float = 255.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(
+                f"data.normalization {self.method!r} is unknown; choose one of {', '.join(METHODS)}"
+            )
+        if self.method == "percentile" and not 0 <= self.low < self.high <= 100:
+            raise ConfigError("data.norm_low and norm_high must satisfy 0 <= low < high <= 100")
+        if self.method == "fixed" and self.scale <= 0:
+            raise ConfigError(f"data.norm_scale must be > 0, got {self.scale}")
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Normalise a ``(C, H, W)`` image; returns float32."""
+        x = image.astype(np.float32, copy=True)
+        if self.method == "none":
+            return x
+        if self.method == "fixed":
+            x /= np.float32(self.scale)
+            return x
+        if self.method == "dataset":
+            if self.mean is None or self.std is None or len(self.mean) != x.shape[0]:
+                raise ConfigError(
+                    "normalization 'dataset' needs per-channel mean/std measured on the training set"
+                )
+            lo = np.asarray(self.mean, np.float32)
+            scale = np.maximum(np.asarray(self.std, np.float32), 1e-8)
+        else:
+            flat = x.reshape(x.shape[0], -1)
+            if self.method == "percentile":
+                lo, hi = np.percentile(flat, [self.low, self.high], axis=1)
+            elif self.method == "minmax":
+                lo, hi = flat.min(axis=1), flat.max(axis=1)
+            else:
+                lo, hi = flat.mean(axis=1), flat.mean(axis=1) + flat.std(axis=1)
+            scale = np.where(hi - lo > 1e-8, hi - lo, 1.0)
+        x -= np.asarray(lo, np.float32)[:, None, None]
+        x /= np.asarray(scale, np.float32)[:, None, None]
+        return x
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"] = list(self.mean) if self.mean is not None else None
+        d["std"] = list(self.std) if self.std is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Normalizer:
+        return cls(
+            method=d["method"],
+            low=d.get("low", 1.0),
+            high=d.get("high", 99.8),
+            scale=d.get("scale", 255.0),
+            mean=tuple(d["mean"]) if d.get("mean") is not None else None,
+            std=tuple(d["std"]) if d.get("std") is not None else None,
+        )
 
 
 def normalize(
     image: np.ndarray, method: str = "percentile", low: float = 1.0, high: float = 99.8
 ) -> np.ndarray:
-    """Normalise a ``(C, H, W)`` image per channel and return float32.
-
-    - ``percentile``: the ``low`` and ``high`` percentiles map to 0 and 1 (robust to hot pixels; the
-      default of StarDist and Cellpose). Values outside are not clipped.
-    - ``minmax``: minimum → 0, maximum → 1.
-    - ``zscore``: zero mean, unit standard deviation.
-    - ``none``: values as stored, as float32.
-    A constant channel maps to 0.
-    """
-    if method not in METHODS:
-        raise ConfigError(f"normalization {method!r} is unknown; choose one of {', '.join(METHODS)}")
-    x = image.astype(np.float32, copy=True)
-    if method == "none":
-        return x
-    flat = x.reshape(x.shape[0], -1)
-    if method == "percentile":
-        lo, hi = np.percentile(flat, [low, high], axis=1)
-    elif method == "minmax":
-        lo, hi = flat.min(axis=1), flat.max(axis=1)
-    else:
-        lo, hi = flat.mean(axis=1), flat.mean(axis=1) + flat.std(axis=1)
-    scale = np.where(hi - lo > 1e-8, hi - lo, 1.0).astype(np.float32)
-    x -= lo.astype(np.float32)[:, None, None]
-    x /= scale[:, None, None]
-    return x
+    """Normalise a ``(C, H, W)`` image per channel with a per-image method (see :class:`Normalizer`)."""
+    return Normalizer(method, low, high)(image)

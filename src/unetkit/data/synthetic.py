@@ -17,6 +17,7 @@ from scipy import ndimage as ndi
 
 from ..errors import DataError
 from .io import write_image
+from .layouts import DESCRIPTOR
 
 __all__ = ["SynthParams", "count_touching_pairs", "synth_nuclei", "synthesize_dataset"]
 
@@ -209,5 +210,9 @@ def synthesize_dataset(
         name = f"synth_{i:0{width}d}"
         write_image(out / "images" / f"{name}.png", image, overwrite=True)
         write_image(out / "masks" / f"{name}.{mask_format}", labels, overwrite=True)
+    (out / DESCRIPTOR).write_text(
+        "# written by unetkit synth: masks hold instance labels (0 = background)\n"
+        "layout: paired\nmask_encoding: instances\n"
+    )
     log.info("wrote %d synthetic images to %s", n, out)
     return out

@@ -83,8 +83,8 @@ def predict_files(
 ) -> list[PredictedFile]:
     """Segment image files (or folders of them) and write one mask per input to ``out``.
 
-    Masks are ``OUT/NAME.png``: 0/255 for a binary model, class indices otherwise, with the input's height
-    and width. ``save_probs`` also writes ``OUT/NAME_probs.tif`` (float32; ``(H, W)`` foreground
+    Masks are ``OUT/NAME.png`` with the input's height and width: 0/255 for a binary model, otherwise in the
+    training masks' encoding (class values, colours, or background/interior/border indices 0/1/2). ``save_probs`` also writes ``OUT/NAME_probs.tif`` (float32; ``(H, W)`` foreground
     probability for a binary model, ``(C, H, W)`` otherwise). Existing files are kept unless ``overwrite``.
     """
     files = collect_inputs(inputs)
@@ -99,7 +99,7 @@ def predict_files(
         image = read_image(f)
         probs = predictor.predict_proba(image, f)
         labels = predictor.to_labels(probs)
-        mask = labels * np.uint8(255) if predictor.num_classes == 1 else labels
+        mask = predictor.to_mask(labels)
         mask_path = write_image(out / f"{f.stem}.png", mask, overwrite=True)
         probs_path = None
         if save_probs:

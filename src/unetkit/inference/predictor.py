@@ -13,7 +13,8 @@ from torch import nn
 
 from ..checkpoint import build_model, load_checkpoint
 from ..data.io import to_channels_first
-from ..data.normalize import normalize
+from ..data.masks import MaskEncoding
+from ..data.normalize import Normalizer
 from ..device import autocast, resolve_device
 from .tiling import Tile, plan_tiles, read_window
 
@@ -52,6 +53,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.preprocessing = dict(preprocessing)
+        self.normalizer = Normalizer.from_dict(self.preprocessing["normalization"])
         self.batch_size = max(1, int(batch_size))
         self.threshold = float(threshold)
         self.amp = amp
@@ -83,11 +85,21 @@ class Predictor:
     def in_channels(self) -> int:
         return int(self.preprocessing["in_channels"])
 
+    @property
+    def encoding(self) -> MaskEncoding:
+        """The training masks' encoding: predicted class indices are written back in it."""
+        return MaskEncoding.from_dict(self.preprocessing.get("encoding") or {"name": "binary"})
+
     def prepare(self, image: np.ndarray, name: str | Path = "image") -> np.ndarray:
         """Raw ``(H, W[, C])`` image → normalised float32 ``(C, H, W)``, exactly as in training."""
-        p = self.preprocessing
         chw = to_channels_first(np.asarray(image), self.in_channels, name)
-        return normalize(chw, p["normalization"], p["norm_low"], p["norm_high"])
+        return self.normalizer(chw)
+
+    def to_mask(self, labels: np.ndarray) -> np.ndarray:
+        """Class indices → the mask written to disk: 0/255 for a binary model, else the training encoding."""
+        if self.num_classes == 1:
+            return labels * np.uint8(255)
+        return self.encoding.decode(labels)
 
     @torch.inference_mode()
     def predict_proba(

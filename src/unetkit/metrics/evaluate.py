@@ -100,11 +100,8 @@ def evaluate(pred: str | Path, truth: str | Path) -> Evaluation:
     """
     result = Evaluation()
     for name, p, t in pair_masks(pred, truth):
-        pm, tm = read_image(p), read_image(t)
-        if pm.ndim == 3:
-            pm = pm[..., 0]
-        if tm.ndim == 3:
-            tm = tm[..., 0]
+        # foreground = non-zero; in a colour mask, any non-black pixel
+        pm, tm = (m.any(axis=-1) if m.ndim == 3 else m for m in (read_image(p), read_image(t)))
         if pm.shape != tm.shape:
             raise DataError(
                 f"{p}: prediction is {pm.shape[0]}x{pm.shape[1]} but {t} is {tm.shape[0]}x{tm.shape[1]}"

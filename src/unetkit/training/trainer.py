@@ -22,14 +22,15 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import save_checkpoint
 from ..config import RunConfig, load_config
-from ..data.dataset import LoadedImage, PatchDataset, load_samples, split_samples
-from ..data.layouts import paired_folders
-from ..data.masks import ENCODINGS
-from ..data.normalize import METHODS
+from ..data.checks import check_dataset
+from ..data.dataset import PatchDataset, SampleStore, View, split_views
+from ..data.layouts import LAYOUTS
+from ..data.masks import ENCODINGS, IGNORE, MaskEncoding
+from ..data.normalize import Normalizer
 from ..device import amp_dtype, autocast, resolve_device
 from ..errors import ConfigError, DataError
 from ..inference.predictor import Predictor
-from ..losses import get_loss
+from ..losses import LOSSES, get_loss
 from ..metrics import dice_iou
 from ..models import InvalidSizeError, create_model
 from ..viz import save_curves
@@ -83,21 +84,35 @@ def train(
     out = Path(out)
     _check_config(cfg)
     device = resolve_device(cfg.train.device)
+
+    # Data: every file is checked before any compute is spent, and before the run folder is made.
+    report = check_dataset(
+        data, cfg.data, num_classes=cfg.model.num_classes, in_channels=cfg.model.in_channels
+    )
+    report.raise_if_problems()
+    for note in report.notes:
+        log.info("%s", note)
+    encoding = report.encoding
+    assert encoding is not None and report.in_channels is not None
+    in_channels = report.in_channels
+    num_classes = _num_classes(cfg.model.num_classes, encoding)
+    cfg.model = dataclasses.replace(cfg.model, in_channels=in_channels, num_classes=num_classes)
+    cfg.data = dataclasses.replace(  # record what was resolved from the data
+        cfg.data,
+        layout=report.layout,
+        mask_encoding=encoding.name,
+        class_values=list(encoding.values) if encoding.values else None,
+        class_colors=[list(c) for c in encoding.colors] if encoding.colors else None,
+        class_names=encoding.names,
+        ignore_index=encoding.ignore_value,
+    )
+    normalizer = report.normalizer(cfg.data)
     _prepare_run_dir(out, overwrite)
 
-    # Data: everything is checked before any compute is spent.
-    samples = paired_folders(data)
-    items = load_samples(
-        samples,
-        in_channels=cfg.model.in_channels,
-        encoding=cfg.data.mask_encoding,
-        normalization=cfg.data.normalization,
-        low=cfg.data.norm_low,
-        high=cfg.data.norm_high,
+    store = SampleStore(report.samples, encoding, normalizer, in_channels, cfg.data.cache_mb)
+    train_views, val_views, note = split_views(
+        store, [h for h, _ in report.shapes], cfg.data.val_fraction, cfg.train.seed
     )
-    in_channels = items[0].image.shape[0]
-    cfg.model = dataclasses.replace(cfg.model, in_channels=in_channels)
-    train_items, val_items, note = split_samples(items, cfg.data.val_fraction, cfg.train.seed)
     log.info("%s", note)
 
     torch.manual_seed(cfg.train.seed)
@@ -113,15 +128,17 @@ def train(
         cfg.model.name,
         f"{n_params:,}",
         device,
-        len(train_items),
-        len(val_items),
+        len(train_views),
+        len(val_views),
         patch_in,
         patch_out,
     )
 
-    loss_fn = get_loss(cfg.train.loss, cfg.model.num_classes)
+    loss_fn = get_loss(cfg.train.loss, num_classes)
     dataset = PatchDataset(
-        train_items,
+        store,
+        train_views,
+        report.shapes,
         patch_in,
         patch_out,
         cfg.train.steps_per_epoch * cfg.train.batch_size,
@@ -148,14 +165,10 @@ def train(
     cfg.to_yaml(out / "config.yaml")
     preprocessing = {
         "in_channels": in_channels,
-        "num_classes": cfg.model.num_classes,
-        "normalization": cfg.data.normalization,
-        "norm_low": cfg.data.norm_low,
-        "norm_high": cfg.data.norm_high,
-        "mask_encoding": cfg.data.mask_encoding,
-        "class_names": ["background", "foreground"]
-        if cfg.model.num_classes <= 2
-        else [f"class_{i}" for i in range(cfg.model.num_classes)],
+        "num_classes": num_classes,
+        "normalization": normalizer.to_dict(),
+        "encoding": encoding.to_dict(),
+        "class_names": encoding.names,
     }
     from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
 
@@ -177,7 +190,7 @@ def train(
                 for x, y in loader:
                     x = x.to(device, non_blocking=True)
                     y = y.to(device, non_blocking=True)
-                    target = y[:, None].float() if cfg.model.num_classes == 1 else y.long()
+                    target = y[:, None] if num_classes == 1 else y.long()
                     with autocast(device, cfg.train.amp):
                         logits = model(x)
                     loss = loss_fn(logits.float(), target)
@@ -193,7 +206,7 @@ def train(
                     losses.append(loss.item())
                     bar.update(1)
                     bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", val_dice=last_val)
-                val = _validate(model, preprocessing, val_items, device, cfg.train.amp)
+                val = _validate(model, preprocessing, store, val_views, device, cfg.train.amp)
                 row = {
                     "epoch": epoch,
                     "train_loss": float(np.mean(losses)),
@@ -263,24 +276,32 @@ def train(
 def _validate(
     model: torch.nn.Module,
     preprocessing: dict[str, Any],
-    items: list[LoadedImage],
+    store: SampleStore,
+    views: list[View],
     device: torch.device,
     amp: bool,
 ) -> dict[str, float]:
-    """Tiled prediction of each validation image; mean Dice, IoU and cross-entropy over images."""
+    """Tiled prediction of each validation image; mean Dice, IoU and cross-entropy over images.
+
+    Unlabelled (ignored) pixels are left out; with several classes, Dice and IoU are averaged over the
+    foreground classes.
+    """
     predictor = Predictor(model, preprocessing, device=device, amp=amp)
     dices, ious, losses = [], [], []
-    for it in items:
-        probs = predictor.predict_proba(it.image, it.name, prepared=True)
+    for view in views:
+        image, target = view.read(store)
+        probs = predictor.predict_proba(image, view.name, prepared=True)
         labels = predictor.to_labels(probs)
+        valid = target != IGNORE
+        t = np.where(valid, target, 0)
         if probs.shape[0] == 1:
-            p_true = np.where(it.target == 1, probs[0], 1 - probs[0])
-            d, i = dice_iou(labels, it.target)
+            p_true = np.where(t == 1, probs[0], 1 - probs[0])
+            d, i = dice_iou(labels[valid], t[valid])
         else:
-            p_true = np.take_along_axis(probs, it.target[None].astype(np.int64), 0)[0]
-            scores = [dice_iou(labels == c, it.target == c) for c in range(1, probs.shape[0])]
+            p_true = np.take_along_axis(probs, t[None].astype(np.int64), 0)[0]
+            scores = [dice_iou(labels[valid] == c, t[valid] == c) for c in range(1, probs.shape[0])]
             d, i = float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
-        losses.append(float(-np.log(np.clip(p_true, 1e-7, 1)).mean()))
+        losses.append(float(-np.log(np.clip(p_true[valid], 1e-7, 1)).mean()) if valid.any() else 0.0)
         dices.append(d)
         ious.append(i)
     model.train()
@@ -289,6 +310,19 @@ def _validate(
         "val_dice": float(np.mean(dices)),
         "val_iou": float(np.mean(ious)),
     }
+
+
+def _num_classes(requested: int | None, encoding: MaskEncoding) -> int:
+    """Output channels: one sigmoid channel for two classes unless two softmax channels are asked for."""
+    classes = encoding.num_classes
+    if requested is None:
+        return 1 if classes == 2 else classes
+    if requested == classes or (requested == 1 and classes == 2):
+        return requested
+    raise ConfigError(
+        f"model.num_classes {requested} does not fit the '{encoding.name}' masks, which have {classes} classes "
+        f"{encoding.names}; use --num-classes {classes}" + (" or 1" if classes == 2 else "")
+    )
 
 
 def _patch_sizes(model: torch.nn.Module, patch: int) -> tuple[int, int]:
@@ -325,26 +359,24 @@ def _check_config(cfg: RunConfig) -> None:
             f"data.patch_size {d.patch_size} is smaller than 2**depth = {2**m.depth}",
         ),
         (
-            d.normalization in METHODS,
-            f"data.normalization {d.normalization!r} is unknown; choose one of {METHODS}",
+            d.layout in ("auto", *LAYOUTS),
+            f"data.layout {d.layout!r} is unknown; choose auto or one of {LAYOUTS}",
         ),
         (
-            d.mask_encoding in ENCODINGS,
-            f"data.mask_encoding {d.mask_encoding!r} is unknown; choose one of {ENCODINGS}",
+            d.mask_encoding in ("auto", *ENCODINGS),
+            f"data.mask_encoding {d.mask_encoding!r} is unknown; choose auto or one of {ENCODINGS}",
         ),
-        (
-            m.num_classes in (1, 2),
-            f"model.num_classes {m.num_classes}: the binary mask encoding needs 1 or 2",
-        ),
-        (
-            0 <= d.norm_low < d.norm_high <= 100,
-            "data.norm_low and norm_high must satisfy 0 <= low < high <= 100",
-        ),
+        (d.cache_mb >= 0, f"data.cache_mb must be >= 0, got {d.cache_mb}"),
+        (m.num_classes is None or m.num_classes >= 1, f"model.num_classes must be >= 1, got {m.num_classes}"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-    get_loss(t.loss, m.num_classes)
+    Normalizer(d.normalization, d.norm_low, d.norm_high, d.norm_scale)  # raises ConfigError with the fix
+    if m.num_classes is not None:
+        get_loss(t.loss, m.num_classes)
+    elif t.loss not in ("auto", *LOSSES):
+        get_loss(t.loss, 1)
 
 
 def _prepare_run_dir(out: Path, overwrite: bool) -> None:

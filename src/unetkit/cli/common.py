@@ -1,0 +1,74 @@
+"""Options shared by commands that read a dataset (``train``, ``check-data``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import RunConfig, load_config, replace
+from ..data.layouts import LAYOUTS
+from ..data.masks import ENCODINGS, TARGETS, load_class_map
+from ..data.normalize import METHODS
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file with model/data/train sections (see RUN/config.yaml of a run)")
+    d = p.add_argument_group("dataset and masks")
+    d.add_argument("--layout", choices=("auto", *LAYOUTS), help="dataset layout (default: auto, detected)")
+    d.add_argument(
+        "--mask-pattern", help="paired layout: mask file stem from the image stem, e.g. '{stem}_gt'"
+    )
+    d.add_argument(
+        "--mask-encoding",
+        choices=("auto", *ENCODINGS),
+        help="how masks are read (default: auto: DATA/dataset.yaml, the layout, or 0/x masks as binary; never a guess)",
+    )
+    d.add_argument(
+        "--class-map",
+        metavar="FILE",
+        help="YAML/JSON naming the classes: {0: background, 1: cell}, or [{name, value}] (classes), "
+        "or [{name, color: '#ff0000'}] (rgb)",
+    )
+    d.add_argument(
+        "--num-classes", type=int, help="number of classes (classes encoding); output channels of the model"
+    )
+    d.add_argument(
+        "--target", choices=TARGETS, help="instance masks: foreground (default) or border (3 classes)"
+    )
+    d.add_argument(
+        "--ignore-index", type=int, help="mask value of unlabelled pixels, left out of loss and metrics"
+    )
+    d.add_argument(
+        "--normalization",
+        choices=METHODS,
+        help="percentile (default, 1-99.8 per image), fixed (/--norm-scale), dataset (mean/std), minmax, zscore, none",
+    )
+    d.add_argument("--norm-scale", type=float, help="fixed normalization: divide by this (default: 255)")
+    d.add_argument(
+        "--patch", type=int, help="training patch size = network input size in pixels (default: 256)"
+    )
+
+
+def config_with_data_args(args: argparse.Namespace) -> RunConfig:
+    cfg = load_config(args.config) if args.config else RunConfig()
+    values = colors = names = None
+    if args.class_map:
+        values, colors, names = load_class_map(args.class_map)
+    encoding = args.mask_encoding
+    if encoding in (None, "auto") and cfg.data.mask_encoding == "auto" and (values or colors):
+        encoding = "rgb" if colors else "classes"
+    cfg.data = replace(
+        cfg.data,
+        layout=args.layout,
+        mask_pattern=args.mask_pattern,
+        mask_encoding=encoding,
+        class_values=values,
+        class_colors=colors,
+        class_names=names,
+        target=args.target,
+        ignore_index=args.ignore_index,
+        normalization=args.normalization,
+        norm_scale=args.norm_scale,
+        patch_size=args.patch,
+    )
+    cfg.model = replace(cfg.model, num_classes=args.num_classes)
+    return cfg

@@ -1,0 +1,262 @@
+"""``check-data``: every problem with a dataset, found in one pass before any training starts.
+
+The same pass measures what training needs to know: the number of input channels, the mask encoding when it
+is unambiguous, class frequencies, instances per image and (for ``normalization: dataset``) the per-channel
+mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import ConfigError, DataError
+from .io import to_channels_first
+from .layouts import Sample, load_layout, read_descriptor, read_sample_image, read_sample_mask
+from .masks import IGNORE, MaskEncoding, parse_class_map, suggest_encoding
+from .normalize import Normalizer
+
+__all__ = ["DataReport", "check_dataset", "resolve_encoding"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataReport:
+    """What :func:`check_dataset` found. ``ok`` is true only if training would succeed."""
+
+    root: Path
+    layout: str
+    samples: list[Sample]
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    encoding: MaskEncoding | None = None
+    in_channels: int | None = None
+    shapes: list[tuple[int, int]] = field(default_factory=list)
+    dtypes: set[str] = field(default_factory=set)
+    class_pixels: np.ndarray | None = None
+    instances: list[int] = field(default_factory=list)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and bool(self.samples) and self.encoding is not None
+
+    def raise_if_problems(self) -> None:
+        if not self.ok:
+            listed = self.problems or [f"{self.root}: no usable samples"]
+            raise DataError(
+                f"{self.root}: {len(listed)} problem(s) in the dataset; nothing was trained. Fix them "
+                f"(`unetkit check-data {self.root}` lists them all):\n  " + "\n  ".join(listed)
+            )
+
+    def summary(self) -> str:
+        rows = [("dataset", f"{self.root} (layout {self.layout})"), ("samples", str(len(self.samples)))]
+        if self.shapes:
+            hs, ws = [s[0] for s in self.shapes], [s[1] for s in self.shapes]
+            rows.append(("image size", f"{min(hs)}x{min(ws)} … {max(hs)}x{max(ws)} (H x W, min … max)"))
+        rows.append(("channels", f"{self.in_channels} ({', '.join(sorted(self.dtypes))})"))
+        if self.encoding is not None:
+            enc = self.encoding
+            what = f"{enc.name}" + (f" → {enc.target}" if enc.name == "instances" else "")
+            ignore = f", ignoring value {enc.ignore_value}" if enc.ignore_value is not None else ""
+            rows.append(("mask encoding", f"{what}: {enc.num_classes} classes {enc.names}{ignore}"))
+        if self.class_pixels is not None and self.class_pixels.sum() > 0 and self.encoding is not None:
+            freq = self.class_pixels / self.class_pixels.sum()
+            rows.append(
+                (
+                    "class pixels",
+                    ", ".join(f"{n} {f:.1%}" for n, f in zip(self.encoding.names, freq, strict=True)),
+                )
+            )
+        if self.instances:
+            rows.append(
+                (
+                    "objects/image",
+                    f"{min(self.instances)} … {max(self.instances)} (mean {np.mean(self.instances):.1f})",
+                )
+            )
+        if self.mean is not None and self.std is not None:
+            rows.append(
+                (
+                    "intensity",
+                    "mean "
+                    + ", ".join(f"{m:.4g}" for m in self.mean)
+                    + "; std "
+                    + ", ".join(f"{s:.4g}" for s in self.std),
+                )
+            )
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+    def normalizer(self, cfg: DataConfig) -> Normalizer:
+        return Normalizer(cfg.normalization, cfg.norm_low, cfg.norm_high, cfg.norm_scale, self.mean, self.std)
+
+
+def resolve_encoding(
+    cfg: DataConfig, root: Path, layout_defaults: dict, num_classes: int | None
+) -> MaskEncoding | None:
+    """The mask encoding from the config, else ``DATA/dataset.yaml``, else the layout; ``None``: decide from the data."""
+    descriptor = read_descriptor(root)
+    name = cfg.mask_encoding
+    if name == "auto":
+        name = descriptor.get("mask_encoding") or layout_defaults.get("mask_encoding") or "auto"
+    values, colors, names = cfg.class_values, cfg.class_colors, cfg.class_names
+    if values is None and colors is None and descriptor.get("classes") is not None:
+        values, colors, names = parse_class_map(descriptor["classes"], f"{root}/dataset.yaml: classes")
+    ignore = cfg.ignore_index if cfg.ignore_index is not None else descriptor.get("ignore_index")
+    if name == "auto":
+        return None
+    if name == "classes" and values is None and num_classes is not None:
+        values = list(range(max(num_classes, 2)))
+    return MaskEncoding(
+        name=name,
+        values=tuple(values) if values else None,
+        colors=tuple(tuple(c) for c in colors) if colors else None,  # type: ignore[misc]
+        class_names=tuple(names) if names else None,
+        target=cfg.target,
+        ignore_value=ignore,
+    )
+
+
+def check_dataset(
+    root: str | Path,
+    cfg: DataConfig | None = None,
+    *,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+) -> DataReport:
+    """Read every image and mask once and report every problem (see the module docstring)."""
+    cfg = cfg or DataConfig()
+    root = Path(root)
+    layout = load_layout(root, cfg.layout, cfg.mask_pattern)
+    report = DataReport(root, layout.name, layout.samples, list(layout.problems))
+    try:
+        encoding = resolve_encoding(cfg, root, layout.defaults, num_classes)
+    except ConfigError as exc:
+        report.problems.append(str(exc))
+        return report
+    channel_of: dict[str, int] = {}
+    stats: list[tuple[int, np.ndarray, np.ndarray, int]] = []
+    raw_values: set[int] = set()
+    raw_rgb: list[str] = []
+    raw_counts = np.zeros(2, np.int64)
+    n_classes = encoding.num_classes if encoding else 2
+    class_pixels = np.zeros(n_classes, np.int64)
+    alpha_noted = small_noted = False
+    usable = []
+    for s in layout.samples:
+        image = mask = None
+        try:
+            image = read_sample_image(s)
+        except DataError as exc:
+            report.problems.append(str(exc))
+        try:
+            mask = read_sample_mask(s)
+        except DataError as exc:
+            report.problems.append(str(exc))
+        if image is None or mask is None:
+            continue
+        report.dtypes.add(str(image.dtype))
+        if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+            bad = int((~np.isfinite(image)).sum())
+            report.problems.append(
+                f"{s.image_label}: {bad} NaN or Inf pixel value(s); fix or remove the image"
+            )
+            continue
+        chw = to_channels_first(image, None)
+        if chw.shape[0] in (2, 4) and not alpha_noted:
+            report.notes.append(f"{s.image_label}: has an alpha channel, which is dropped")
+            alpha_noted = True
+        chw = chw[:-1] if chw.shape[0] in (2, 4) else chw
+        if chw.shape[0] == 3 and np.array_equal(chw[0], chw[1]) and np.array_equal(chw[0], chw[2]):
+            chw = chw[:1]  # grayscale stored as RGB
+        channel_of[s.image_label] = chw.shape[0]
+        h, w = chw.shape[1:]
+        if mask.shape[:2] != (h, w):
+            report.problems.append(
+                f"{s.mask_label}: mask is {mask.shape[0]}x{mask.shape[1]} but its image {s.image_label} is {h}x{w}; "
+                "masks must have the image's height and width"
+            )
+            continue
+        report.shapes.append((h, w))
+        if min(h, w) < cfg.patch_size and not small_noted:
+            report.notes.append(
+                f"{s.image_label}: {h}x{w} is smaller than the training patch {cfg.patch_size}; it is padded by mirroring"
+            )
+            small_noted = True
+        if cfg.normalization == "dataset":
+            flat = chw.reshape(chw.shape[0], -1).astype(np.float64)
+            stats.append((chw.shape[0], flat.sum(1), (flat**2).sum(1), flat.shape[1]))
+        if encoding is not None:
+            try:
+                target = encoding.encode(mask, s.mask_label)
+            except DataError as exc:
+                report.problems.append(str(exc))
+                continue
+            class_pixels += np.bincount(target[target != IGNORE].ravel(), minlength=n_classes)[:n_classes]
+            if encoding.name == "instances":
+                report.instances.append(int(len(np.unique(mask)) - (1 if (mask == 0).any() else 0)))
+        else:
+            if mask.ndim == 3 and not all(np.array_equal(mask[..., 0], mask[..., c]) for c in (1, 2)):
+                raw_rgb.append(s.mask_label)
+            else:
+                m = mask[..., 0] if mask.ndim == 3 else mask
+                if len(raw_values) < 1000:
+                    raw_values.update(np.unique(m).tolist())
+                nz = int(np.count_nonzero(m))
+                raw_counts += (m.size - nz, nz)
+        usable.append(s)
+
+    counts = set(channel_of.values())
+    if in_channels is not None and counts - {in_channels} and not (in_channels == 3 and counts <= {1, 3}):
+        example = next(k for k, v in channel_of.items() if v != in_channels)
+        report.problems.append(
+            f"{example}: has {channel_of[example]} channel(s) but the model expects {in_channels}"
+        )
+    elif counts <= {1, 3} and counts:
+        report.in_channels = in_channels or max(counts)
+    elif counts:
+        examples = {v: k for k, v in channel_of.items()}
+        report.problems.append(
+            "mixed channel counts: "
+            + ", ".join(f"{f} has {c}" for c, f in sorted(examples.items()))
+            + "; convert the images to one channel count"
+        )
+    if report.in_channels and stats:
+        total = sum(n for *_, n in stats)
+        ch = report.in_channels
+        s1 = sum(np.broadcast_to(a, (ch,)) * 1.0 for _, a, _, _ in stats)
+        s2 = sum(np.broadcast_to(b, (ch,)) * 1.0 for _, _, b, _ in stats)
+        mean = s1 / total
+        report.mean = tuple(float(v) for v in mean)
+        report.std = tuple(float(v) for v in np.sqrt(np.maximum(s2 / total - mean**2, 0)))
+
+    if encoding is None and not report.problems:
+        if raw_rgb:
+            report.problems.append(
+                f"{raw_rgb[0]}: colour mask ({len(raw_rgb)} in all); pass --mask-encoding rgb with a colour table "
+                "(--class-map FILE)"
+            )
+        elif len(raw_values - {0}) <= 1:
+            encoding = MaskEncoding("binary", target=cfg.target, ignore_value=cfg.ignore_index)
+            report.notes.append(
+                f"masks hold only the values {sorted(raw_values)}: reading them as binary (foreground = non-zero); "
+                "pass --mask-encoding to choose otherwise"
+            )
+            class_pixels = raw_counts
+        else:
+            shown = sorted(raw_values)[:10]
+            report.problems.append(
+                f"{root}: cannot tell what the mask values {shown}{'…' if len(raw_values) > 10 else ''} mean; pass "
+                f"--mask-encoding: {suggest_encoding(raw_values, False, max(raw_values))}"
+            )
+    report.encoding = encoding
+    report.class_pixels = class_pixels
+    report.samples = usable if not report.problems else layout.samples
+    return report
