@@ -52,6 +52,10 @@ class DataConfig:
     class_names: list[str] | None = None
     target: str = "foreground"  # instances: foreground | border (background/interior/border)
     ignore_index: int | None = None  # mask value of unlabelled pixels (left out of loss and metrics)
+    border_gap: int = 0  # instances: background gap (1 or 2 px) cut between touching objects; 0: none
+    weight_map: bool = False  # the paper's pixel weights (class balance + separation term) in the loss
+    w0: float = 10.0  # weight map: separation weight (paper: 10)
+    sigma: float = 5.0  # weight map: decay in pixels (paper: 5)
     normalization: str = "percentile"  # percentile | fixed | dataset | minmax | zscore | none
     norm_low: float = 1.0  # percentile mapped to 0
     norm_high: float = 99.8  # percentile mapped to 1

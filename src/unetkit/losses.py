@@ -17,7 +17,7 @@ from .errors import ConfigError
 
 __all__ = ["LOSSES", "get_loss", "soft_dice_loss"]
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[..., torch.Tensor]
 
 
 def _valid(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,25 +50,36 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
     return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
 
 
-def _bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _weighted_mean(per_pixel: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    w = valid.float() if weight is None else weight * valid
+    return (per_pixel * w).sum() / valid.sum().clamp(min=1)
+
+
+def _bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     target, valid = _valid(target)
     per_pixel = F.binary_cross_entropy_with_logits(logits, target.float(), reduction="none")
-    return (per_pixel * valid).sum() / valid.sum().clamp(min=1)
+    return _weighted_mean(per_pixel, valid, None if weight is None else weight.reshape(valid.shape))
 
 
-def _ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if bool((target == IGNORE).all()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits, target.long(), ignore_index=IGNORE)
+def _ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    target, valid = _valid(target)
+    per_pixel = F.cross_entropy(logits, target.long(), reduction="none")
+    return _weighted_mean(per_pixel, valid, weight)
+
+
+def _dice(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    return soft_dice_loss(logits, target)
 
 
 LOSSES: dict[str, LossFn] = {
     "bce": _bce,
     "ce": _ce,
-    "dice": soft_dice_loss,
-    "bce_dice": lambda lg, t: _bce(lg, t) + soft_dice_loss(lg, t),
-    "ce_dice": lambda lg, t: _ce(lg, t) + soft_dice_loss(lg, t),
+    "dice": _dice,
+    "bce_dice": lambda lg, t, w=None: _bce(lg, t, w) + soft_dice_loss(lg, t),
+    "ce_dice": lambda lg, t, w=None: _ce(lg, t, w) + soft_dice_loss(lg, t),
 }
+"""Each loss is ``loss(logits, target, weight=None)``; ``weight`` ``(N, H, W)`` weights the cross-entropy
+term per pixel (the paper's weight maps: mean of ``w(x) * CE(x)`` over labelled pixels)."""
 
 
 def get_loss(name: str, num_classes: int) -> LossFn:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["overlay_panel", "save_curves"]
+__all__ = ["heatmap", "overlay_panel", "save_curves"]
 
 TRUTH = np.array([60, 220, 60], np.float32)  # green
 PRED = np.array([230, 60, 230], np.float32)  # magenta
@@ -101,3 +101,12 @@ def save_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def heatmap(values: np.ndarray, vmax: float | None = None) -> np.ndarray:
+    """A float map as an RGB uint8 picture (matplotlib's 'magma' colour map, 0 → black)."""
+    from matplotlib import colormaps
+
+    top = float(vmax if vmax is not None else max(float(values.max()), 1e-8))
+    rgba = colormaps["magma"](np.clip(values / top, 0, 1))
+    return (rgba[..., :3] * 255).astype(np.uint8)

@@ -46,6 +46,20 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     d.add_argument(
         "--patch", type=int, help="training patch size = network input size in pixels (default: 256)"
     )
+    w = p.add_argument_group("the paper's weight maps and separation borders")
+    w.add_argument(
+        "--border-gap",
+        type=int,
+        choices=(0, 1, 2),
+        help="instances: cut a 1- or 2-pixel background gap between touching objects (default: 0)",
+    )
+    w.add_argument(
+        "--weight-map",
+        action="store_true",
+        help="weight the cross-entropy per pixel: class balance + w0*exp(-(d1+d2)^2/(2 sigma^2))",
+    )
+    w.add_argument("--w0", type=float, help="weight map: separation weight (default: 10, as the paper)")
+    w.add_argument("--sigma", type=float, help="weight map: decay in pixels (default: 5, as the paper)")
 
 
 def config_with_data_args(args: argparse.Namespace) -> RunConfig:
@@ -69,6 +83,10 @@ def config_with_data_args(args: argparse.Namespace) -> RunConfig:
         normalization=args.normalization,
         norm_scale=args.norm_scale,
         patch_size=args.patch,
+        border_gap=args.border_gap,
+        weight_map=True if args.weight_map else None,
+        w0=args.w0,
+        sigma=args.sigma,
     )
     cfg.model = replace(cfg.model, num_classes=args.num_classes)
     return cfg

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import UnetkitError
-from . import check_data, demo, evaluate, predict, synth, train
+from ..training.trainer import TrainingInterrupted
+from . import check_data, demo, evaluate, predict, synth, train, weights
 
-COMMANDS = (demo, synth, check_data, train, predict, evaluate)
+COMMANDS = (demo, synth, check_data, weights, train, predict, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.setLevel(level)
     try:
         return int(args.run(args) or 0)
+    except TrainingInterrupted as exc:
+        print(f"unetkit {args.command}: {exc}", file=sys.stderr)
+        return 130
     except UnetkitError as exc:
         print(f"unetkit {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import RunConfig, replace
+from ..errors import ConfigError
 from ..models import list_models
 from ..training.trainer import train
 from .common import add_data_args, config_with_data_args
@@ -23,7 +24,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "data", metavar="DATA", help="dataset folder (any layout of `check-data`), or a .csv/.json list"
     )
-    p.add_argument("--out", "-o", required=True, help="run folder to write")
+    p.add_argument("--out", "-o", help="run folder to write")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run in RUN from RUN/last.pt with its own settings (only --epochs may change); "
+        "the result is identical to an uninterrupted run",
+    )
     add_data_args(p)
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, help="maximum number of epochs (default: 40)")
@@ -95,10 +102,32 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return cfg
 
 
+RESUME_ALLOWED = {"data", "resume", "epochs", "no_progress", "out", "run", "command", "verbose", "quiet"}
+
+
 def run(args: argparse.Namespace) -> int:
-    result = train(
-        args.data, args.out, config_from_args(args), overwrite=args.overwrite, progress=not args.no_progress
-    )
+    if args.resume:
+        given = sorted(k for k, v in vars(args).items() if k not in RESUME_ALLOWED and v not in (None, False))
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise ConfigError(
+                f"--resume uses the run's own settings; drop {flags} (only --epochs may change)"
+            )
+        if args.out and args.out != args.resume:
+            raise ConfigError(f"--resume {args.resume} continues that folder; drop --out {args.out}")
+        result = train(args.data, args.resume, resume=True, epochs=args.epochs, progress=not args.no_progress)
+    else:
+        if not args.out:
+            raise ConfigError(
+                "--out RUN is required (the run folder to write), or --resume RUN to continue one"
+            )
+        result = train(
+            args.data,
+            args.out,
+            config_from_args(args),
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
     stop = "stopped early" if result.stopped_early else "finished"
     print(
         f"training {stop} after {len(result.history)} epoch(s); best validation Dice "

@@ -121,6 +121,7 @@ def resolve_encoding(
         class_names=tuple(names) if names else None,
         target=cfg.target,
         ignore_value=ignore,
+        border_gap=cfg.border_gap,
     )
 
 

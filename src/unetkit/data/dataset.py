@@ -37,35 +37,42 @@ class SampleStore:
         normalizer: Normalizer,
         in_channels: int,
         cache_mb: float = 2048,
+        weights: tuple[float, float] | None = None,
     ) -> None:
         self.samples = samples
+        self.weights = weights  # (w0, sigma): also compute the paper's weight map per sample
         self.encoding = encoding
         self.normalizer = normalizer
         self.in_channels = in_channels
         self.budget = int(cache_mb * 2**20)
-        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache: OrderedDict[int, tuple[np.ndarray, ...]] = OrderedDict()
         self._bytes = 0
         self.reads = 0  # decodes from disk (for tests and diagnostics)
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, i: int) -> tuple[np.ndarray, ...]:
+        """``(image, target)``, or ``(image, target, weights)`` when weight maps are on (cached together)."""
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
         s = self.samples[i]
         image = self.normalizer(to_channels_first(read_sample_image(s), self.in_channels, s.image_label))
-        target = self.encoding.encode(read_sample_mask(s), s.mask_label)
+        mask = read_sample_mask(s)
+        target = self.encoding.encode(mask, s.mask_label)
+        item: tuple[np.ndarray, ...] = (image, target)
+        if self.weights is not None:
+            item = (image, target, self.encoding.weights(mask, target, *self.weights))
         self.reads += 1
-        size = image.nbytes + target.nbytes
+        size = sum(a.nbytes for a in item)
         while self._cache and self._bytes + size > self.budget:
-            _, (a, b) = self._cache.popitem(last=False)
-            self._bytes -= a.nbytes + b.nbytes
+            _, old = self._cache.popitem(last=False)
+            self._bytes -= sum(a.nbytes for a in old)
         if size <= self.budget:
-            self._cache[i] = (image, target)
+            self._cache[i] = item
             self._bytes += size
-        return image, target
+        return item
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -81,12 +88,12 @@ class View:
     name: str
     rows: tuple[int, int] | None = None
 
-    def read(self, store: SampleStore) -> tuple[np.ndarray, np.ndarray]:
-        image, target = store[self.index]
+    def read(self, store: SampleStore) -> tuple[np.ndarray, ...]:
+        item = store[self.index]
         if self.rows is None:
-            return image, target
+            return item
         r0, r1 = self.rows
-        return image[:, r0:r1], target[r0:r1]
+        return (item[0][:, r0:r1], *(a[r0:r1] for a in item[1:]))
 
 
 def split_views(
@@ -156,7 +163,7 @@ class PatchDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         areas = np.array([h * w for h, w in self.shapes], np.float64)
-        self.weights = areas / areas.sum()
+        self.area_weights = areas / areas.sum()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -164,19 +171,22 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        """``(image, target)`` or ``(image, target, weights)``: one random patch, every array transformed alike."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        k = int(rng.choice(len(self.views), p=self.weights))
-        image, target = self.views[k].read(self.store)
-        h, w = target.shape
+        k = int(rng.choice(len(self.views), p=self.area_weights))
+        image, *labels = self.views[k].read(self.store)
+        h, w = labels[0].shape
         y = int(rng.integers(0, max(0, h - self.patch_out) + 1))
         x = int(rng.integers(0, max(0, w - self.patch_out) + 1))
         m, po = self.margin, self.patch_out
         image = read_window(image, [(y - m, y + po + m), (x - m, x + po + m)])
-        target = read_window(target, [(y, y + po), (x, x + po)])
+        labels = [read_window(a, [(y, y + po), (x, x + po)]) for a in labels]
         if self.augment:
             k = int(rng.integers(4))
-            image, target = np.rot90(image, k, axes=(-2, -1)), np.rot90(target, k)
-            if rng.random() < 0.5:
-                image, target = image[..., ::-1], target[..., ::-1]
-        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(target))
+            flip = rng.random() < 0.5
+            image = np.rot90(image, k, axes=(-2, -1))
+            labels = [np.rot90(a, k) for a in labels]
+            if flip:
+                image, labels = image[..., ::-1], [a[..., ::-1] for a in labels]
+        return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (image, *labels))

@@ -52,12 +52,19 @@ class MaskEncoding:
     class_names: tuple[str, ...] | None = None
     target: str = "foreground"  # instances: foreground | border
     ignore_value: int | None = None
+    border_gap: int = 0  # instances: background gap cut between touching objects (paper's separation borders)
 
     def __post_init__(self) -> None:
         if self.name not in ENCODINGS:
             raise ConfigError(f"mask encoding {self.name!r} is unknown; choose one of {', '.join(ENCODINGS)}")
         if self.target not in TARGETS:
             raise ConfigError(f"data.target {self.target!r} is unknown; choose one of {', '.join(TARGETS)}")
+        if self.border_gap not in (0, 1, 2):
+            raise ConfigError(f"data.border_gap must be 0, 1 or 2, got {self.border_gap}")
+        if self.border_gap and self.name != "instances":
+            raise ConfigError(
+                "data.border_gap separates touching objects: it needs --mask-encoding instances"
+            )
         if self.target == "border" and self.name != "instances":
             raise ConfigError("data.target 'border' needs instance masks (--mask-encoding instances)")
         if self.name == "classes" and not self.values:
@@ -101,6 +108,7 @@ class MaskEncoding:
             "class_names": self.names,
             "target": self.target,
             "ignore_value": self.ignore_value,
+            "border_gap": self.border_gap,
         }
 
     @classmethod
@@ -112,6 +120,7 @@ class MaskEncoding:
             class_names=tuple(d["class_names"]) if d.get("class_names") else None,
             target=d.get("target", "foreground"),
             ignore_value=d.get("ignore_value"),
+            border_gap=d.get("border_gap", 0),
         )
 
     # -- decoding ---------------------------------------------------------------------------------------
@@ -125,14 +134,33 @@ class MaskEncoding:
         if self.name == "binary":
             target = (mask != 0).astype(np.uint8)
         elif self.name == "instances":
-            if ignore is not None:
-                mask = np.where(ignore, 0, mask)
+            mask = self.instance_labels(mask, ignore)
             target = border_target(mask) if self.target == "border" else (mask != 0).astype(np.uint8)
         else:
             target = self._encode_classes(mask, ignore, name)
         if ignore is not None:
             target[ignore] = IGNORE
         return target
+
+    def instance_labels(self, mask: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
+        """Instance labels as training sees them: ignored pixels cleared, touching objects separated."""
+        from .weights import separate_touching
+
+        if ignore is not None:
+            mask = np.where(ignore, 0, mask)
+        return separate_touching(mask, self.border_gap) if self.border_gap else mask
+
+    def weights(self, mask: np.ndarray, target: np.ndarray, w0: float, sigma: float) -> np.ndarray:
+        """The paper's weight map for this mask: class balance, plus the separation term for instances."""
+        from .weights import weight_map
+
+        mask = self._check_shape(np.asarray(mask), "mask")
+        if self.name == "instances":
+            ignore = (mask == self.ignore_value) if self.ignore_value is not None else None
+            labels = self.instance_labels(mask, ignore)
+        else:
+            labels = np.zeros(target.shape, np.int32)  # no objects: the class-balance term only
+        return weight_map(labels, target, self.num_classes, w0=w0, sigma=sigma)
 
     def decode(self, labels: np.ndarray) -> np.ndarray:
         """Predicted class indices → a mask in this encoding (the inverse of :meth:`encode`, for writing)."""

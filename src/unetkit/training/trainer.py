@@ -10,6 +10,9 @@ import csv
 import dataclasses
 import logging
 import math
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..checkpoint import save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import RunConfig, load_config
 from ..data.checks import check_dataset
 from ..data.dataset import PatchDataset, SampleStore, View, split_views
@@ -28,14 +31,14 @@ from ..data.layouts import LAYOUTS
 from ..data.masks import ENCODINGS, IGNORE, MaskEncoding
 from ..data.normalize import Normalizer
 from ..device import amp_dtype, autocast, resolve_device
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, UnetkitError
 from ..inference.predictor import Predictor
 from ..losses import LOSSES, get_loss
 from ..metrics import dice_iou
 from ..models import InvalidSizeError, create_model
 from ..viz import save_curves
 
-__all__ = ["RUN_FILES", "TrainResult", "train"]
+__all__ = ["RUN_FILES", "TrainResult", "TrainingInterrupted", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,8 @@ def train(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    resume: bool = False,
+    epochs: int | None = None,
 ) -> TrainResult:
     """Train a U-Net on a paired-folder dataset and write a run directory.
 
@@ -73,15 +78,30 @@ def train(
         config: a :class:`RunConfig`, a YAML file, or ``None`` for the defaults.
         overwrite: replace an existing run in ``out``.
         progress: show a progress bar.
+        resume: continue the run in ``out`` from ``out/last.pt`` with its own settings (``config`` must be
+            ``None``): model, optimiser, scheduler, epoch and step, early-stopping state and random streams are
+            restored, so the result is identical to an uninterrupted run.
+        epochs: override ``train.epochs`` (with ``resume``: extend a finished run).
 
     Example:
         >>> result = train("nuclei/", "run/", RunConfig(train=TrainConfig(epochs=5)))
         >>> result.best_checkpoint
         PosixPath('run/best.pt')
     """
-    cfg = config if isinstance(config, RunConfig) else (load_config(config) if config else RunConfig())
-    cfg = dataclasses.replace(cfg)  # never mutate the caller's object
     out = Path(out)
+    payload = None
+    if resume:
+        if config is not None or overwrite:
+            raise ConfigError(
+                "--resume continues a run with its own settings: give no --config or --overwrite"
+            )
+        payload = _load_resume(out)
+        cfg = RunConfig.from_dict(payload["training"]["config"], source=f"{out / 'last.pt'}")
+    else:
+        cfg = config if isinstance(config, RunConfig) else (load_config(config) if config else RunConfig())
+        cfg = dataclasses.replace(cfg)  # never mutate the caller's object
+    if epochs is not None:
+        cfg.train = dataclasses.replace(cfg.train, epochs=epochs)
     _check_config(cfg)
     device = resolve_device(cfg.train.device)
 
@@ -107,9 +127,17 @@ def train(
         ignore_index=encoding.ignore_value,
     )
     normalizer = report.normalizer(cfg.data)
-    _prepare_run_dir(out, overwrite)
+    if payload is None:
+        _prepare_run_dir(out, overwrite)
 
-    store = SampleStore(report.samples, encoding, normalizer, in_channels, cfg.data.cache_mb)
+    store = SampleStore(
+        report.samples,
+        encoding,
+        normalizer,
+        in_channels,
+        cfg.data.cache_mb,
+        weights=(cfg.data.w0, cfg.data.sigma) if cfg.data.weight_map else None,
+    )
     train_views, val_views, note = split_views(
         store, [h for h, _ in report.shapes], cfg.data.val_fraction, cfg.train.seed
     )
@@ -145,14 +173,6 @@ def train(
         augment=cfg.data.augment,
         seed=cfg.train.seed,
     )
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.train.batch_size,
-        shuffle=False,
-        num_workers=cfg.train.num_workers,
-        pin_memory=device.type == "cuda",
-        drop_last=True,
-    )
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -162,7 +182,6 @@ def train(
     use_scaler = cfg.train.amp and amp_dtype(device) == torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
-    cfg.to_yaml(out / "config.yaml")
     preprocessing = {
         "in_channels": in_channels,
         "num_classes": num_classes,
@@ -170,107 +189,211 @@ def train(
         "encoding": encoding.to_dict(),
         "class_names": encoding.names,
     }
+    meta = {"patch_in": patch_in, "patch_out": patch_out, "data": str(data), "split": note}
+    # The loop's own state: everything `last.pt` must hold for an exact resume.
+    st = {
+        "epoch": 0,
+        "step_in_epoch": 0,
+        "epoch_losses": [],
+        "history": [],
+        "best_score": -1.0,
+        "best_epoch": 0,
+    }
+    if payload is not None:
+        model.load_state_dict(payload["state_dict"])
+        saved = payload["state"]
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["torch_rng"])
+        if device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"])
+        st = {k: saved[k] for k in st}
+        log.info("resuming %s after epoch %d (step %d of the next)", out, st["epoch"], st["step_in_epoch"])
+    history: list[dict[str, float]] = st["history"]
+    cfg.to_yaml(out / "config.yaml")
+
+    def save_last() -> None:
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+            **st,
+        }
+        save_checkpoint(
+            out / "last.pt",
+            model,
+            model_name=cfg.model.name,
+            preprocessing=preprocessing,
+            training={
+                **meta,
+                "config": cfg.to_dict(),
+                "epoch": st["epoch"],
+                "best_val_dice": st["best_score"],
+                "best_epoch": st["best_epoch"],
+            },
+            state=state,
+        )
+
     from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
 
-    writer = SummaryWriter(log_dir=str(out / "tb"))
-    history: list[dict[str, float]] = []
-    best_score, best_epoch, stopped_early = -1.0, 0, False
-    last_val = "-"  # shown in the progress bar until the first validation
-    bar = tqdm(total=total_steps, disable=not progress, unit="step", dynamic_ncols=True)
+    # On resume, events of epochs after the checkpoint (logged before a kill) are purged.
+    writer = SummaryWriter(
+        log_dir=str(out / "tb"), purge_step=st["epoch"] + 1 if payload is not None else None
+    )
+    _write_csv(out / "metrics.csv", history)  # rewritten from the checkpoint's history on resume
+    stopped_early = False
+    last_val = "-" if not history else f"{history[-1]['val_dice']:.3f}"
+    done = st["epoch"] * cfg.train.steps_per_epoch + st["step_in_epoch"]
+    bar = tqdm(total=total_steps, initial=done, disable=not progress, unit="step", dynamic_ncols=True)
+    batch = cfg.train.batch_size
+    stop = _StopRequest()
     try:
-        with open(out / "metrics.csv", "w", newline="") as fh:
-            csv_writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-            csv_writer.writeheader()
-            for epoch in range(1, cfg.train.epochs + 1):
-                t0 = time.perf_counter()
-                bar.set_description(f"epoch {epoch}/{cfg.train.epochs}")
-                dataset.set_epoch(epoch)
-                model.train()
-                losses = []
-                for x, y in loader:
-                    x = x.to(device, non_blocking=True)
-                    y = y.to(device, non_blocking=True)
-                    target = y[:, None] if num_classes == 1 else y.long()
-                    with autocast(device, cfg.train.amp):
-                        logits = model(x)
-                    loss = loss_fn(logits.float(), target)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"the loss became {loss.item()} at epoch {epoch}; lower train.lr (now {cfg.train.lr})"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    losses.append(loss.item())
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", val_dice=last_val)
-                val = _validate(model, preprocessing, store, val_views, device, cfg.train.amp)
-                row = {
-                    "epoch": epoch,
-                    "train_loss": float(np.mean(losses)),
-                    **val,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "seconds": time.perf_counter() - t0,
-                }
-                history.append(row)
-                csv_writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-                fh.flush()
-                for key, tag in (
-                    ("train_loss", "loss/train"),
-                    ("val_ce", "loss/val_ce"),
-                    ("val_dice", "dice/val"),
-                    ("val_iou", "iou/val"),
-                    ("lr", "lr"),
-                ):
-                    writer.add_scalar(tag, row[key], epoch)
-                writer.flush()
-
-                training_meta = {
-                    "config": cfg.to_dict(),
-                    "epoch": epoch,
-                    "val_dice": row["val_dice"],
-                    "patch_in": patch_in,
-                    "patch_out": patch_out,
-                    "data": str(data),
-                    "split": note,
-                }
-                improved = row["val_dice"] > best_score
-                if improved:
-                    best_score, best_epoch = row["val_dice"], epoch
-                    save_checkpoint(
-                        out / "best.pt",
-                        model,
-                        model_name=cfg.model.name,
-                        preprocessing=preprocessing,
-                        training=training_meta,
+        for epoch in range(st["epoch"] + 1, cfg.train.epochs + 1):
+            t0 = time.perf_counter()
+            bar.set_description(f"epoch {epoch}/{cfg.train.epochs}")
+            dataset.set_epoch(epoch)
+            model.train()
+            # Patches are a pure function of (seed, epoch, index): resuming mid-epoch starts at the next index.
+            loader = DataLoader(
+                dataset,
+                batch_size=batch,
+                sampler=range(st["step_in_epoch"] * batch, len(dataset)),
+                num_workers=cfg.train.num_workers,
+                pin_memory=device.type == "cuda",
+                drop_last=True,
+                generator=torch.Generator().manual_seed(cfg.train.seed + epoch),  # never the global stream
+            )
+            for x, y, *w in loader:
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
+                weight = w[0].to(device, non_blocking=True) if w else None
+                target = y[:, None] if num_classes == 1 else y.long()
+                with autocast(device, cfg.train.amp):
+                    logits = model(x)
+                loss = loss_fn(logits.float(), target, weight)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the loss became {loss.item()} at epoch {epoch}; lower train.lr (now {cfg.train.lr})"
                     )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                st["epoch_losses"].append(loss.item())
+                st["step_in_epoch"] += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(st['epoch_losses'][-20:]):.3f}", val_dice=last_val)
+                if stop.requested:
+                    raise KeyboardInterrupt
+            val = _validate(model, preprocessing, store, val_views, device, cfg.train.amp)
+            row = {
+                "epoch": epoch,
+                "train_loss": float(np.mean(st["epoch_losses"])),
+                **val,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t0,
+            }
+            history.append(row)
+            st.update(epoch=epoch, step_in_epoch=0, epoch_losses=[])
+            if row["val_dice"] > st["best_score"]:
+                st["best_score"], st["best_epoch"] = row["val_dice"], epoch
                 save_checkpoint(
-                    out / "last.pt",
+                    out / "best.pt",
                     model,
                     model_name=cfg.model.name,
                     preprocessing=preprocessing,
-                    training={**training_meta, "best_val_dice": best_score, "best_epoch": best_epoch},
-                    state={
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "epoch": epoch,
-                    },
+                    training={**meta, "config": cfg.to_dict(), "epoch": epoch, "val_dice": row["val_dice"]},
                 )
-                save_curves(history, out / "curves.png")
-                last_val = f"{row['val_dice']:.3f} (best {best_score:.3f} @ {best_epoch})"
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_dice=last_val)
-                log.debug("epoch %d: %s", epoch, row)
-                if epoch - best_epoch >= cfg.train.patience:
-                    stopped_early = True
-                    log.info("early stopping: no better validation Dice for %d epochs", cfg.train.patience)
-                    break
+            save_last()
+            _write_csv(out / "metrics.csv", history)
+            for key, tag in (
+                ("train_loss", "loss/train"),
+                ("val_ce", "loss/val_ce"),
+                ("val_dice", "dice/val"),
+                ("val_iou", "iou/val"),
+                ("lr", "lr"),
+            ):
+                writer.add_scalar(tag, row[key], epoch)
+            writer.flush()
+            save_curves(history, out / "curves.png")
+            last_val = f"{row['val_dice']:.3f} (best {st['best_score']:.3f} @ {st['best_epoch']})"
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_dice=last_val)
+            log.debug("epoch %d: %s", epoch, row)
+            if stop.requested:
+                raise KeyboardInterrupt
+            if epoch - st["best_epoch"] >= cfg.train.patience:
+                stopped_early = True
+                log.info("early stopping: no better validation Dice for %d epochs", cfg.train.patience)
+                break
+    except KeyboardInterrupt:
+        bar.close()
+        save_last()  # the exact position, mid-epoch included
+        raise TrainingInterrupted(
+            f"interrupted during epoch {st['epoch'] + 1} at step {st['step_in_epoch']}; {out / 'last.pt'} holds "
+            f"this point. Continue with: unetkit train {data} --resume {out}"
+        ) from None
     finally:
+        stop.restore()
         bar.close()
         writer.close()
+    best_score, best_epoch = st["best_score"], st["best_epoch"]
     return TrainResult(out, out / "best.pt", out / "last.pt", best_score, best_epoch, history, stopped_early)
+
+
+class _StopRequest:
+    """Ctrl-C during training is deferred to the end of the current step, so the saved position always
+    matches the saved weights; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stopping after this step (Ctrl-C again to stop at once)")
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class TrainingInterrupted(UnetkitError):
+    """Ctrl-C during training: ``last.pt`` was saved at the exact position; the message says how to resume."""
+
+
+def _load_resume(out: Path) -> dict[str, Any]:
+    for stale in out.glob(".*.pt.*.tmp"):  # a write cut short by a kill; the real file is intact
+        stale.unlink()
+    last = out / "last.pt"
+    if not last.is_file():
+        raise DataError(
+            f"--resume {out}: no {last.name} there; give the folder of an earlier `unetkit train` run"
+        )
+    payload = load_checkpoint(last)
+    if "torch_rng" not in payload.get("state", {}):
+        raise DataError(f"--resume {last}: holds no training state to resume from")
+    return payload
+
+
+def _write_csv(path: Path, history: list[dict[str, float]]) -> None:
+    """metrics.csv rewritten whole from the history, atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        for row in history:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def _validate(
@@ -289,7 +412,7 @@ def _validate(
     predictor = Predictor(model, preprocessing, device=device, amp=amp)
     dices, ious, losses = [], [], []
     for view in views:
-        image, target = view.read(store)
+        image, target, *_ = view.read(store)
         probs = predictor.predict_proba(image, view.name, prepared=True)
         labels = predictor.to_labels(probs)
         valid = target != IGNORE
@@ -373,6 +496,12 @@ def _check_config(cfg: RunConfig) -> None:
         if not ok:
             raise ConfigError(message)
     Normalizer(d.normalization, d.norm_low, d.norm_high, d.norm_scale)  # raises ConfigError with the fix
+    if d.weight_map and t.loss == "dice":
+        raise ConfigError(
+            "data.weight_map weights the cross-entropy term; use a loss with one (ce, bce, ce_dice, bce_dice)"
+        )
+    if d.weight_map and (d.w0 < 0 or d.sigma <= 0):
+        raise ConfigError(f"data.w0 must be >= 0 and data.sigma > 0, got w0={d.w0}, sigma={d.sigma}")
     if m.num_classes is not None:
         get_loss(t.loss, m.num_classes)
     elif t.loss not in ("auto", *LOSSES):

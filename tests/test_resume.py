@@ -1,0 +1,125 @@
+"""Nothing lost: a real training process killed (SIGKILL) or interrupted (SIGINT) and resumed ends with
+weights bitwise identical to an uninterrupted run of the same length."""
+
+import csv
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from unetkit import load_checkpoint
+
+EPOCHS = 3
+
+
+def args(exe, data, run):
+    return [
+        exe,
+        "train",
+        str(data),
+        "--out",
+        str(run),
+        "--epochs",
+        str(EPOCHS),
+        "--steps-per-epoch",
+        "60",
+        "--batch",
+        "4",
+        "--patch",
+        "48",
+        "--base-channels",
+        "4",
+        "--depth",
+        "2",
+        "--dropout",
+        "0.3",
+        "--patience",
+        "10",
+        "--seed",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+
+
+@pytest.fixture(scope="module")
+def reference(unetkit_exe, tiny_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("ref") / "run"
+    subprocess.run(args(unetkit_exe, tiny_data, run), check=True, capture_output=True, timeout=600)
+    return run
+
+
+def wait_for(path, proc, timeout=300):
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.time() - t0 < timeout
+        time.sleep(0.01)
+
+
+def same_weights(a, b):
+    sa, sb = load_checkpoint(a)["state_dict"], load_checkpoint(b)["state_dict"]
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def rows(run):
+    with open(run / "metrics.csv") as fh:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(fh)]
+
+
+def test_sigkill_mid_training_then_resume_is_bitwise_identical(unetkit_exe, tiny_data, tmp_path, reference):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(args(unetkit_exe, tiny_data, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(run / "curves.png", proc)  # epoch 1 is done (the curves are drawn last)
+    time.sleep(0.4)  # into epoch 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = load_checkpoint(run / "last.pt")["training"]["epoch"]  # never truncated: it loads
+    assert killed_at < EPOCHS, "the kill came too late to test anything"
+
+    done = subprocess.run(
+        [unetkit_exe, "train", str(tiny_data), "--resume", str(run), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"resuming {run} after epoch {killed_at}" in done.stderr
+    assert same_weights(run / "last.pt", reference / "last.pt")
+    assert same_weights(run / "best.pt", reference / "best.pt")
+    assert rows(run) == rows(reference)
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("dice/val")] == list(range(1, EPOCHS + 1))  # no duplicated epochs
+
+
+def test_ctrl_c_saves_the_exact_position_and_says_how_to_resume(unetkit_exe, tiny_data, tmp_path, reference):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        args(unetkit_exe, tiny_data, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for(run / "curves.png", proc)
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"--resume {run}" in err and "Traceback" not in err
+    state = load_checkpoint(run / "last.pt")["state"]
+    assert state["epoch"] < EPOCHS
+    assert state["step_in_epoch"] > 0  # saved mid-epoch, not only at the last epoch end
+
+    done = subprocess.run(
+        [unetkit_exe, "train", str(tiny_data), "--resume", str(run), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert same_weights(run / "last.pt", reference / "last.pt")
+    assert rows(run) == rows(reference)
