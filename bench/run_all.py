@@ -10,17 +10,23 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from unetkit import Predictor, create_model, synth_nuclei
-from unetkit.data.dataset import LoadedImage, PatchDataset
-from unetkit.data.normalize import normalize
+from unetkit import Predictor, create_model, synth_nuclei, synthesize_dataset
+from unetkit.data.augment import Augmenter
+from unetkit.data.dataset import PatchDataset, SampleStore, View
+from unetkit.data.layouts import paired_folders
+from unetkit.data.masks import MaskEncoding
+from unetkit.data.normalize import Normalizer, normalize
 from unetkit.data.synthetic import SynthParams
 from unetkit.data.weights import separate_touching, weight_map
 from unetkit.demo import DEMO_CONFIG
+from unetkit.inference.tiling import read_window
 from unetkit.losses import get_loss
 
 
@@ -56,35 +62,61 @@ def bench_weights(rows: list[tuple[str, str, str]]) -> None:
     )
 
 
+def bench_augment(rows: list[tuple[str, str, str]]) -> None:
+    """Per-sample cost of drawing one augmented 128² training patch (image, target and weight map)."""
+    image, labels = synth_nuclei(256, 0)
+    target = (labels > 0).astype(np.uint8)
+    item = (normalize(image[None]), target, weight_map(labels, target, 2))
+    configs = {
+        "flips/rot90 only": Augmenter(),
+        "+ elastic (3x3 grid, 10 px)": Augmenter(elastic=True),
+        "+ elastic, rotation, scaling, intensity, noise, blur": Augmenter(
+            elastic=True, rotate=180, scale=0.2, intensity=0.2, noise=0.05, blur=1.0
+        ),
+    }
+    for name, aug in configs.items():
+        rng = np.random.default_rng(0)
+        pad = aug.context(128)
+
+        def one(aug=aug, rng=rng, pad=pad) -> None:
+            window = [(64 - pad, 192 + pad)] * 2
+            aug(rng, read_window(item[0], window), [read_window(a, window) for a in item[1:]], 0, pad)
+
+        t = timeit(one, 30)
+        rows.append(
+            (f"augment 128² patch: {name}", f"{t * 1e3:.1f} ms/sample", "x batch per step in the main process; --workers N moves it off the step")
+        )
+
+
 def demo_model() -> torch.nn.Module:
     kw = {k: v for k, v in vars(DEMO_CONFIG.model).items() if k != "name"}
-    return create_model("unet", **{**kw, "in_channels": 1})
+    return create_model("unet", **{**kw, "in_channels": 1, "num_classes": 1})
 
 
 def bench_train(rows: list[tuple[str, str, str]], steps: int) -> None:
     patch, batch = DEMO_CONFIG.data.patch_size, DEMO_CONFIG.train.batch_size
-    items = []
-    for s in range(8):
-        image, labels = synth_nuclei(256, s)
-        items.append(LoadedImage(str(s), normalize(image[None]), (labels > 0).astype(np.uint8)))
-    ds = PatchDataset(items, patch, patch, steps * batch, seed=0)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch)
-    model = demo_model().train()
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    loss_fn = get_loss("auto", 1)
-    wait = compute = 0.0
-    for i, (x, y) in enumerate(_timed(loader)):
-        t_data, (x, y) = x, y
-        t0 = time.perf_counter()
-        loss = loss_fn(model(x), y[:, None].float())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i > 0:  # first step is warm-up
-            wait += t_data
-            compute += time.perf_counter() - t0
-    n = steps - 1
-    step = (wait + compute) / n
+    with tempfile.TemporaryDirectory() as tmp:
+        data = synthesize_dataset(Path(tmp) / "d", n=8, size=256, seed=0)
+        store = SampleStore(paired_folders(data), MaskEncoding("instances"), Normalizer(), 1)
+        views = [View(i, s.name) for i, s in enumerate(store.samples)]
+        ds = PatchDataset(
+            store, views, [(256, 256)] * 8, patch, patch, steps * batch, seed=0, fg_fraction=0.33
+        )
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch)
+        model = demo_model().train()
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
+        loss_fn = get_loss("auto", 1)
+        wait = compute = 0.0
+        for i, (t_data, (x, y)) in enumerate(_timed(loader)):
+            t0 = time.perf_counter()
+            loss = loss_fn(model(x), y[:, None])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i > 0:  # first step is warm-up
+                wait += t_data
+                compute += time.perf_counter() - t0
+    step = (wait + compute) / (steps - 1)
     rows.append(
         (
             f"train step, demo U-Net, batch {batch} x {patch}²",
@@ -106,7 +138,7 @@ def _timed(loader):
 
 
 def bench_predict(rows: list[tuple[str, str, str]]) -> None:
-    prep = {"in_channels": 1, "normalization": "percentile", "norm_low": 1.0, "norm_high": 99.8}
+    prep = {"in_channels": 1, "normalization": Normalizer().to_dict()}
     predictor = Predictor(demo_model().eval(), prep, device="cpu", tile=512, batch_size=4)
     for size, repeat in ((512, 3), (2048, 1)):
         image = synth_nuclei(size, 0)[0]
@@ -135,6 +167,7 @@ def main() -> None:
     rows: list[tuple[str, str, str]] = []
     bench_synth(rows)
     bench_weights(rows)
+    bench_augment(rows)
     bench_train(rows, args.steps)
     bench_predict(rows)
     print(

@@ -29,3 +29,22 @@ def test_loss_names_are_checked_against_the_output():
         get_loss("ce_dice", 1)
     with pytest.raises(ConfigError, match="needs num_classes == 1"):
         get_loss("bce", 2)
+
+
+def test_focal_and_class_weights_match_hand_computed_values():
+    import math
+
+    logits = torch.tensor([[[[2.0, -1.0]], [[0.0, 1.0]]]])
+    target = torch.tensor([[[0, 1]]])
+    ce0 = -math.log(math.exp(2) / (math.exp(2) + 1))
+    ce1 = -math.log(math.exp(1) / (math.exp(-1) + math.exp(1)))
+    focal = [(1 - math.exp(-c)) ** 2 * c for c in (ce0, ce1)]
+    assert LOSSES["focal"](logits, target).item() == pytest.approx(sum(focal) / 2, rel=1e-5)
+    weighted = get_loss("ce", 2, class_weights=[0.5, 4.0])
+    assert weighted(logits, target).item() == pytest.approx((0.5 * ce0 + 4 * ce1) / 2, rel=1e-6)
+    binary = get_loss("bce", 1, class_weights=[1.0, 3.0])
+    z, t = torch.tensor([[[[0.5, -2.0]]]]), torch.tensor([[[[1, 0]]]])
+    b0, b1 = math.log(1 + math.exp(-0.5)), math.log(1 + math.exp(-2.0))
+    assert binary(z, t).item() == pytest.approx((3 * b0 + 1 * b1) / 2, rel=1e-6)
+    with pytest.raises(ConfigError, match="needs 3 non-negative values"):
+        get_loss("ce", 3, class_weights=[1.0, 2.0])

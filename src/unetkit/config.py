@@ -63,6 +63,15 @@ class DataConfig:
     val_fraction: float = 0.2
     patch_size: int = 256
     augment: bool = True  # random flips and 90-degree rotations
+    elastic: bool = False  # the paper's elastic deformation (3x3 grid, elastic_sigma px)
+    elastic_sigma: float = 10.0
+    elastic_points: int = 3
+    rotate: float = 0.0  # free rotation, up to this many degrees
+    scale: float = 0.0  # scaling by up to this fraction
+    intensity: float = 0.0  # brightness/contrast/gamma jitter strength
+    noise: float = 0.0  # Gaussian noise std (normalised units)
+    blur: float = 0.0  # Gaussian blur sigma, up to
+    fg_fraction: float = 0.33  # share of patches centred near a labelled object
     cache_mb: int = 2048  # decoded images kept in memory (per process); the rest is re-read from disk
 
 
@@ -75,7 +84,13 @@ class TrainConfig:
     steps_per_epoch: int = 25
     lr: float = 1e-3
     weight_decay: float = 0.0
-    loss: str = "auto"  # auto: bce_dice for 1 class, ce_dice for >= 2
+    optimizer: str = "adam"  # adam | adamw | sgd
+    momentum: float = 0.99  # sgd (the paper's 0.99)
+    schedule: str = "cosine"  # cosine | poly | constant (per step, to 1% of lr)
+    warmup: int = 0  # linear warm-up steps
+    loss: str = "auto"  # auto: bce_dice for 1 class, ce_dice for >= 2; also bce, ce, dice, focal, focal_dice
+    class_weights: list[float] | None = None  # one per class, for the cross-entropy term
+    compile: bool = False  # torch.compile the model
     patience: int = 10  # early stopping: epochs without a better validation Dice
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps

@@ -50,40 +50,77 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
     return 1.0 - ((2 * inter + eps) / (denom + eps)).mean()
 
 
-def _weighted_mean(per_pixel: torch.Tensor, valid: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    w = valid.float() if weight is None else weight * valid
-    return (per_pixel * w).sum() / valid.sum().clamp(min=1)
+def _pixel_ce(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pixel cross-entropy ``(N, H, W)`` (sigmoid for one channel, softmax otherwise), the target as
+    class indices ``(N, H, W)`` with ignored pixels set to 0, and the mask of labelled pixels."""
+    t, valid = _valid(target)
+    if logits.shape[1] == 1:
+        t, valid = (
+            t.reshape(logits.shape[0], *logits.shape[2:]),
+            valid.reshape(logits.shape[0], *logits.shape[2:]),
+        )
+        ce = F.binary_cross_entropy_with_logits(logits[:, 0], t.float(), reduction="none")
+    else:
+        ce = F.cross_entropy(logits, t.long(), reduction="none")
+    return ce, t.long(), valid
 
 
-def _bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    target, valid = _valid(target)
-    per_pixel = F.binary_cross_entropy_with_logits(logits, target.float(), reduction="none")
-    return _weighted_mean(per_pixel, valid, None if weight is None else weight.reshape(valid.shape))
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    class_weights: torch.Tensor | None = None,
+    gamma: float = 0.0,
+) -> torch.Tensor:
+    """Mean over labelled pixels of ``w(x) * c(class) * (1 - p_t)^gamma * CE(x)``.
+
+    ``weight``: per-pixel weights ``(N, H, W)`` (the paper's weight maps); ``class_weights``: one per class;
+    ``gamma > 0``: focal loss (Lin et al. 2017), ``gamma = 0``: plain (weighted) cross-entropy.
+    """
+    ce, t, valid = _pixel_ce(logits, target)
+    if gamma:
+        ce = (1 - torch.exp(-ce)).pow(gamma) * ce
+    w = valid.float()
+    if weight is not None:
+        w = w * weight.reshape(w.shape)
+    if class_weights is not None:
+        w = w * class_weights.to(ce.device)[t]
+    return (ce * w).sum() / valid.sum().clamp(min=1)
 
 
-def _ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    target, valid = _valid(target)
-    per_pixel = F.cross_entropy(logits, target.long(), reduction="none")
-    return _weighted_mean(per_pixel, valid, weight)
+def _make(gamma: float | None, dice: bool, class_weights: torch.Tensor | None = None) -> LossFn:
+    def loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        total = logits.new_zeros(())
+        if gamma is not None:
+            total = total + cross_entropy(logits, target, weight, class_weights=class_weights, gamma=gamma)
+        if dice:
+            total = total + soft_dice_loss(logits, target)
+        return total
+
+    return loss
 
 
-def _dice(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    return soft_dice_loss(logits, target)
-
-
-LOSSES: dict[str, LossFn] = {
-    "bce": _bce,
-    "ce": _ce,
-    "dice": _dice,
-    "bce_dice": lambda lg, t, w=None: _bce(lg, t, w) + soft_dice_loss(lg, t),
-    "ce_dice": lambda lg, t, w=None: _ce(lg, t, w) + soft_dice_loss(lg, t),
+_SPEC: dict[str, tuple[float | None, bool]] = {
+    "bce": (0.0, False),
+    "ce": (0.0, False),
+    "dice": (None, True),
+    "bce_dice": (0.0, True),
+    "ce_dice": (0.0, True),
+    "focal": (2.0, False),
+    "focal_dice": (2.0, True),
 }
+LOSSES: dict[str, LossFn] = {name: _make(*spec) for name, spec in _SPEC.items()}
 """Each loss is ``loss(logits, target, weight=None)``; ``weight`` ``(N, H, W)`` weights the cross-entropy
-term per pixel (the paper's weight maps: mean of ``w(x) * CE(x)`` over labelled pixels)."""
+term per pixel (the paper's weight maps: mean of ``w(x) * CE(x)`` over labelled pixels). Binary mode: one
+output channel, sigmoid; multiclass mode: C channels, softmax."""
 
 
-def get_loss(name: str, num_classes: int) -> LossFn:
-    """The loss called ``name``; ``"auto"`` is bce_dice for one output channel and ce_dice otherwise."""
+def get_loss(name: str, num_classes: int, class_weights: list[float] | None = None) -> LossFn:
+    """The loss called ``name``; ``"auto"`` is bce_dice for one output channel and ce_dice otherwise.
+
+    ``class_weights``: one weight per class (2 for a one-channel binary model: background, foreground).
+    """
     if name == "auto":
         name = "bce_dice" if num_classes == 1 else "ce_dice"
     if name not in LOSSES:
@@ -94,4 +131,13 @@ def get_loss(name: str, num_classes: int) -> LossFn:
         raise ConfigError(
             f"train.loss {name!r} needs num_classes == 1; use ce_dice for {num_classes} classes"
         )
-    return LOSSES[name]
+    if class_weights is None:
+        return LOSSES[name]
+    expected = max(num_classes, 2)
+    if len(class_weights) != expected or min(class_weights) < 0:
+        raise ConfigError(
+            f"train.class_weights needs {expected} non-negative values (one per class), got {class_weights}"
+        )
+    if name == "dice":
+        raise ConfigError("train.class_weights weight the cross-entropy term; the dice loss has none")
+    return _make(*_SPEC[name], class_weights=torch.tensor(class_weights, dtype=torch.float32))

@@ -51,6 +51,32 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="fraction of images (or rows, for < 4 images) held out (default: 0.2)",
     )
     g.add_argument("--no-augment", action="store_true", help="no random flips and rotations")
+    a = p.add_argument_group("augmentation (image, mask and weight map alike; seeded)")
+    a.add_argument(
+        "--elastic", action="store_true", help="the paper's elastic deformation: 3x3 grid, 10 px std"
+    )
+    a.add_argument("--elastic-sigma", type=float, help="elastic displacement std in pixels (default: 10)")
+    a.add_argument("--rotate", type=float, help="free rotation up to this many degrees (default: 0)")
+    a.add_argument("--scale", type=float, help="scaling by up to this fraction, e.g. 0.2 (default: 0)")
+    a.add_argument(
+        "--intensity", type=float, help="brightness/contrast/gamma jitter strength, e.g. 0.2 (default: 0)"
+    )
+    a.add_argument("--noise", type=float, help="Gaussian noise std in normalised units (default: 0)")
+    a.add_argument("--blur", type=float, help="Gaussian blur sigma up to this (default: 0)")
+    a.add_argument(
+        "--fg-fraction", type=float, help="share of patches centred near an object (default: 0.33)"
+    )
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), help="default adam; sgd uses --momentum")
+    o.add_argument("--momentum", type=float, help="SGD momentum (default: 0.99, as the paper)")
+    o.add_argument(
+        "--schedule", choices=("cosine", "poly", "constant"), help="learning-rate schedule (default: cosine)"
+    )
+    o.add_argument("--warmup", type=int, help="linear warm-up steps (default: 0)")
+    o.add_argument(
+        "--class-weights", type=float, nargs="+", metavar="W", help="one weight per class for the CE term"
+    )
+    o.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slower start)")
     m = p.add_argument_group("model")
     m.add_argument("--arch", help=f"architecture: {', '.join(list_models())} (default: unet)")
     m.add_argument("--depth", type=int, help="number of poolings (default: 4, as the paper)")
@@ -85,7 +111,19 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
     if args.norm is not None:
         cfg.model = replace(cfg.model, norm=None if args.norm == "none" else args.norm)
-    cfg.data = replace(cfg.data, val_fraction=args.val_fraction, augment=False if args.no_augment else None)
+    cfg.data = replace(
+        cfg.data,
+        val_fraction=args.val_fraction,
+        augment=False if args.no_augment else None,
+        elastic=True if args.elastic else None,
+        elastic_sigma=args.elastic_sigma,
+        rotate=args.rotate,
+        scale=args.scale,
+        intensity=args.intensity,
+        noise=args.noise,
+        blur=args.blur,
+        fg_fraction=args.fg_fraction,
+    )
     cfg.train = replace(
         cfg.train,
         epochs=args.epochs,
@@ -98,6 +136,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         device=args.device,
         num_workers=args.workers,
         amp=False if args.no_amp else None,
+        optimizer=args.optimizer,
+        momentum=args.momentum,
+        schedule=args.schedule,
+        warmup=args.warmup,
+        class_weights=args.class_weights,
+        compile=True if args.compile else None,
     )
     return cfg
 

@@ -17,9 +17,10 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from ..inference.tiling import read_window
+from .augment import Augmenter
 from .io import to_channels_first
 from .layouts import Sample, read_sample_image, read_sample_mask
-from .masks import MaskEncoding
+from .masks import IGNORE, MaskEncoding
 from .normalize import Normalizer
 
 __all__ = ["PatchDataset", "SampleStore", "View", "split_views"]
@@ -134,8 +135,10 @@ class PatchDataset(Dataset):
 
     ``patch_in`` is the network's input size; ``patch_out`` the size of the target it is compared with
     (smaller for a ``valid`` network, whose input is the target window plus its margin on every side).
-    Windows beyond an image (small images) are filled by mirroring. With ``augment``, each patch is
-    flipped and rotated by a multiple of 90 degrees at random. Images are drawn in proportion to their area.
+    Windows beyond an image (small images) are filled by mirroring. Images are drawn in proportion to their
+    area; with probability ``fg_fraction`` the patch is centred near a random labelled object pixel, so sparse
+    objects are seen. ``augment`` (an :class:`Augmenter`, or True for flips and 90-degree rotations) is
+    applied identically to image, target and weight map.
     """
 
     def __init__(
@@ -147,11 +150,14 @@ class PatchDataset(Dataset):
         patch_out: int,
         length: int,
         *,
-        augment: bool = True,
+        augment: bool | Augmenter = True,
+        fg_fraction: float = 0.0,
         seed: int = 0,
     ) -> None:
         if not views:
             raise DataError("no training images")
+        if not 0 <= fg_fraction <= 1:
+            raise DataError(f"data.fg_fraction must be between 0 and 1, got {fg_fraction}")
         self.store, self.views = store, views
         self.shapes = [
             (v.rows[1] - v.rows[0], shapes[v.index][1]) if v.rows else shapes[v.index] for v in views
@@ -159,7 +165,8 @@ class PatchDataset(Dataset):
         self.patch_in, self.patch_out = patch_in, patch_out
         self.margin = (patch_in - patch_out) // 2
         self.length = length
-        self.augment = augment
+        self.augmenter = augment if isinstance(augment, Augmenter) else Augmenter(flips=bool(augment))
+        self.fg_fraction = fg_fraction
         self.seed = seed
         self.epoch = 0
         areas = np.array([h * w for h, w in self.shapes], np.float64)
@@ -171,22 +178,28 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def _corner(self, rng: np.random.Generator, target: np.ndarray) -> tuple[int, int]:
+        h, w = target.shape
+        po = self.patch_out
+        if self.fg_fraction and rng.random() < self.fg_fraction:
+            objects = np.flatnonzero((target != 0) & (target != IGNORE))
+            if objects.size:
+                py, px = divmod(int(objects[rng.integers(objects.size)]), w)
+                y = min(max(0, py - int(rng.integers(po))), max(0, h - po))
+                x = min(max(0, px - int(rng.integers(po))), max(0, w - po))
+                return y, x
+        return int(rng.integers(0, max(0, h - po) + 1)), int(rng.integers(0, max(0, w - po) + 1))
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         """``(image, target)`` or ``(image, target, weights)``: one random patch, every array transformed alike."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
         k = int(rng.choice(len(self.views), p=self.area_weights))
         image, *labels = self.views[k].read(self.store)
-        h, w = labels[0].shape
-        y = int(rng.integers(0, max(0, h - self.patch_out) + 1))
-        x = int(rng.integers(0, max(0, w - self.patch_out) + 1))
+        y, x = self._corner(rng, labels[0])
         m, po = self.margin, self.patch_out
-        image = read_window(image, [(y - m, y + po + m), (x - m, x + po + m)])
-        labels = [read_window(a, [(y, y + po), (x, x + po)]) for a in labels]
-        if self.augment:
-            k = int(rng.integers(4))
-            flip = rng.random() < 0.5
-            image = np.rot90(image, k, axes=(-2, -1))
-            labels = [np.rot90(a, k) for a in labels]
-            if flip:
-                image, labels = image[..., ::-1], [a[..., ::-1] for a in labels]
+        pad = self.augmenter.context(self.patch_in)
+        window = [(y - m - pad, y + po + m + pad), (x - m - pad, x + po + m + pad)]
+        image, labels = self.augmenter(
+            rng, read_window(image, window), [read_window(a, window) for a in labels], m, pad
+        )
         return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (image, *labels))

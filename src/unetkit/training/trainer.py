@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import RunConfig, load_config
+from ..data.augment import Augmenter
 from ..data.checks import check_dataset
 from ..data.dataset import PatchDataset, SampleStore, View, split_views
 from ..data.layouts import LAYOUTS
@@ -162,7 +163,7 @@ def train(
         patch_out,
     )
 
-    loss_fn = get_loss(cfg.train.loss, num_classes)
+    loss_fn = get_loss(cfg.train.loss, num_classes, cfg.train.class_weights)
     dataset = PatchDataset(
         store,
         train_views,
@@ -170,15 +171,28 @@ def train(
         patch_in,
         patch_out,
         cfg.train.steps_per_epoch * cfg.train.batch_size,
-        augment=cfg.data.augment,
+        augment=Augmenter(
+            flips=cfg.data.augment,
+            elastic=cfg.data.elastic,
+            elastic_sigma=cfg.data.elastic_sigma,
+            elastic_points=cfg.data.elastic_points,
+            rotate=cfg.data.rotate,
+            scale=cfg.data.scale,
+            intensity=cfg.data.intensity,
+            noise=cfg.data.noise,
+            blur=cfg.data.blur,
+        ),
+        fg_fraction=cfg.data.fg_fraction,
         seed=cfg.train.seed,
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = _optimizer(model, cfg)
     total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)),
+        optimizer, _schedule(cfg.train.schedule, cfg.train.warmup, total_steps)
     )
+    forward = model
+    if cfg.train.compile:
+        forward = torch.compile(model)  # weights are shared: checkpoints save `model`
     use_scaler = cfg.train.amp and amp_dtype(device) == torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
@@ -272,7 +286,7 @@ def train(
                 weight = w[0].to(device, non_blocking=True) if w else None
                 target = y[:, None] if num_classes == 1 else y.long()
                 with autocast(device, cfg.train.amp):
-                    logits = model(x)
+                    logits = forward(x)
                 loss = loss_fn(logits.float(), target, weight)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
@@ -435,6 +449,36 @@ def _validate(
     }
 
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "poly", "constant")
+
+
+def _optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = model.parameters()
+    if t.optimizer == "sgd":  # the paper: SGD with momentum 0.99
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def _schedule(name: str, warmup: int, total: int):
+    """Learning-rate factor per step: linear warm-up, then cosine or poly (0.9) decay to 1%, or constant."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if name == "cosine":
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+        if name == "poly":
+            return max(0.01, (1 - progress) ** 0.9)
+        return 1.0
+
+    return factor
+
+
 def _num_classes(requested: int | None, encoding: MaskEncoding) -> int:
     """Output channels: one sigmoid channel for two classes unless two softmax channels are asked for."""
     classes = encoding.num_classes
@@ -490,6 +534,19 @@ def _check_config(cfg: RunConfig) -> None:
             f"data.mask_encoding {d.mask_encoding!r} is unknown; choose auto or one of {ENCODINGS}",
         ),
         (d.cache_mb >= 0, f"data.cache_mb must be >= 0, got {d.cache_mb}"),
+        (
+            t.optimizer in OPTIMIZERS,
+            f"train.optimizer {t.optimizer!r} is unknown; choose one of {OPTIMIZERS}",
+        ),
+        (t.schedule in SCHEDULES, f"train.schedule {t.schedule!r} is unknown; choose one of {SCHEDULES}"),
+        (t.warmup >= 0, f"train.warmup must be >= 0 steps, got {t.warmup}"),
+        (0 <= t.momentum < 1, f"train.momentum must be in [0, 1), got {t.momentum}"),
+        (0 <= d.fg_fraction <= 1, f"data.fg_fraction must be in [0, 1], got {d.fg_fraction}"),
+        (
+            min(d.rotate, d.scale, d.intensity, d.noise, d.blur, d.elastic_sigma) >= 0,
+            "augmentation strengths must be >= 0",
+        ),
+        (d.scale < 1, f"data.scale must be < 1, got {d.scale}"),
         (m.num_classes is None or m.num_classes >= 1, f"model.num_classes must be >= 1, got {m.num_classes}"),
     ]
     for ok, message in checks:
