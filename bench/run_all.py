@@ -84,7 +84,11 @@ def bench_augment(rows: list[tuple[str, str, str]]) -> None:
 
         t = timeit(one, 30)
         rows.append(
-            (f"augment 128² patch: {name}", f"{t * 1e3:.1f} ms/sample", "x batch per step in the main process; --workers N moves it off the step")
+            (
+                f"augment 128² patch: {name}",
+                f"{t * 1e3:.1f} ms/sample",
+                "x batch per step in the main process; --workers N moves it off the step",
+            )
         )
 
 

@@ -25,7 +25,7 @@ def test_multiclass_losses_take_index_targets():
 def test_loss_names_are_checked_against_the_output():
     with pytest.raises(ConfigError, match="unknown"):
         get_loss("hinge", 1)
-    with pytest.raises(ConfigError, match="needs num_classes >= 2"):
+    with pytest.raises(ConfigError, match="is a softmax loss"):
         get_loss("ce_dice", 1)
     with pytest.raises(ConfigError, match="needs num_classes == 1"):
         get_loss("bce", 2)
@@ -48,3 +48,18 @@ def test_focal_and_class_weights_match_hand_computed_values():
     assert binary(z, t).item() == pytest.approx((3 * b0 + 1 * b1) / 2, rel=1e-6)
     with pytest.raises(ConfigError, match="needs 3 non-negative values"):
         get_loss("ce", 3, class_weights=[1.0, 2.0])
+
+
+def test_multilabel_mode_is_independent_sigmoids():
+    import math
+
+    logits = torch.tensor([[[[1.0]], [[-2.0]]]])  # (N=1, C=2, 1, 1): two overlapping labels
+    target = torch.tensor([[[[1]], [[1]]]])
+    b = [math.log(1 + math.exp(-1.0)), math.log(1 + math.exp(2.0))]
+    assert LOSSES["bce"](logits, target).item() == pytest.approx(sum(b) / 2, rel=1e-6)
+    weighted = get_loss("bce", 2, class_weights=[1.0, 3.0], multilabel=True)
+    assert weighted(logits, target).item() == pytest.approx((b[0] + 3 * b[1]) / 2, rel=1e-6)
+    ignore = torch.tensor([[[[1]], [[255]]]])
+    assert LOSSES["bce"](logits, ignore).item() == pytest.approx(b[0], rel=1e-6)
+    perfect = (torch.tensor([[[[1, 0]], [[1, 1]]]]) * 2 - 1) * 30.0
+    assert LOSSES["bce_dice"](perfect, torch.tensor([[[[1, 0]], [[1, 1]]]])).item() < 1e-3

@@ -26,8 +26,15 @@ def _valid(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(valid, target, torch.zeros_like(target)), valid
 
 
+def _multilabel(logits: torch.Tensor, target: torch.Tensor) -> bool:
+    """Multilabel mode: C > 1 independent sigmoid channels with a target of the same shape."""
+    return logits.shape[1] > 1 and target.shape == logits.shape
+
+
 def _probs_and_onehot(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     target, valid = _valid(target)
+    if _multilabel(logits, target):
+        return torch.sigmoid(logits) * valid, target.float() * valid
     if logits.shape[1] == 1:
         return torch.sigmoid(logits) * valid, target.float() * valid
     probs = torch.softmax(logits, dim=1) * valid[:, None]
@@ -38,11 +45,11 @@ def _probs_and_onehot(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     """1 - soft Dice, computed over the whole batch per class and averaged over classes.
 
-    For softmax outputs the background class is left out (it dominates and says little). Pixels whose
-    target is ``IGNORE`` (255) do not count.
+    For softmax outputs the background class is left out (it dominates and says little); multilabel
+    outputs keep every channel. Pixels whose target is ``IGNORE`` (255) do not count.
     """
     probs, onehot = _probs_and_onehot(logits, target)
-    if probs.shape[1] > 1:
+    if probs.shape[1] > 1 and not _multilabel(logits, target):
         probs, onehot = probs[:, 1:], onehot[:, 1:]
     dims = (0, *range(2, probs.ndim))
     inter = (probs * onehot).sum(dims)
@@ -78,6 +85,17 @@ def cross_entropy(
     ``weight``: per-pixel weights ``(N, H, W)`` (the paper's weight maps); ``class_weights``: one per class;
     ``gamma > 0``: focal loss (Lin et al. 2017), ``gamma = 0``: plain (weighted) cross-entropy.
     """
+    if _multilabel(logits, target):
+        t, valid = _valid(target)
+        ce = F.binary_cross_entropy_with_logits(logits, t.float(), reduction="none")
+        if gamma:
+            ce = (1 - torch.exp(-ce)).pow(gamma) * ce
+        w = valid.float()
+        if weight is not None:
+            w = w * weight.reshape(w.shape[0], 1, *w.shape[2:])
+        if class_weights is not None:
+            w = w * class_weights.to(ce.device).view(1, -1, *([1] * (ce.ndim - 2)))
+        return (ce * w).sum() / valid.sum().clamp(min=1)
     ce, t, valid = _pixel_ce(logits, target)
     if gamma:
         ce = (1 - torch.exp(-ce)).pow(gamma) * ce
@@ -112,28 +130,34 @@ _SPEC: dict[str, tuple[float | None, bool]] = {
 }
 LOSSES: dict[str, LossFn] = {name: _make(*spec) for name, spec in _SPEC.items()}
 """Each loss is ``loss(logits, target, weight=None)``; ``weight`` ``(N, H, W)`` weights the cross-entropy
-term per pixel (the paper's weight maps: mean of ``w(x) * CE(x)`` over labelled pixels). Binary mode: one
-output channel, sigmoid; multiclass mode: C channels, softmax."""
+term per pixel (the paper's weight maps: mean of ``w(x) * CE(x)`` over labelled pixels). Modes, by shapes:
+binary: one sigmoid channel, target ``(N, 1, H, W)``; multiclass: C softmax channels, target ``(N, H, W)``;
+multilabel: C independent sigmoid channels, target ``(N, C, H, W)`` (use the ``bce*`` or ``focal*`` names)."""
 
 
-def get_loss(name: str, num_classes: int, class_weights: list[float] | None = None) -> LossFn:
-    """The loss called ``name``; ``"auto"`` is bce_dice for one output channel and ce_dice otherwise.
+def get_loss(
+    name: str, num_classes: int, class_weights: list[float] | None = None, *, multilabel: bool = False
+) -> LossFn:
+    """The loss called ``name``; ``"auto"`` is bce_dice for one output channel (or multilabel) and ce_dice
+    otherwise.
 
-    ``class_weights``: one weight per class (2 for a one-channel binary model: background, foreground).
+    ``class_weights``: one weight per class (2 for a one-channel binary model: background, foreground; one per
+    channel in multilabel mode).
     """
+    sigmoid = num_classes == 1 or multilabel
     if name == "auto":
-        name = "bce_dice" if num_classes == 1 else "ce_dice"
+        name = "bce_dice" if sigmoid else "ce_dice"
     if name not in LOSSES:
         raise ConfigError(f"train.loss {name!r} is unknown; choose auto or one of {', '.join(LOSSES)}")
-    if num_classes == 1 and name.startswith("ce"):
-        raise ConfigError(f"train.loss {name!r} needs num_classes >= 2; use bce_dice for a binary model")
-    if num_classes > 1 and name.startswith("bce"):
+    if sigmoid and name.startswith("ce"):
+        raise ConfigError(f"train.loss {name!r} is a softmax loss; use bce_dice for sigmoid outputs")
+    if not sigmoid and name.startswith("bce"):
         raise ConfigError(
             f"train.loss {name!r} needs num_classes == 1; use ce_dice for {num_classes} classes"
         )
     if class_weights is None:
         return LOSSES[name]
-    expected = max(num_classes, 2)
+    expected = num_classes if multilabel else max(num_classes, 2)
     if len(class_weights) != expected or min(class_weights) < 0:
         raise ConfigError(
             f"train.class_weights needs {expected} non-negative values (one per class), got {class_weights}"
