@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
@@ -71,15 +72,8 @@ def run_demo(
     synthesize_dataset(out / "data", n=n_train, size=256, seed=seed)
     synthesize_dataset(out / "test", n=n_test, size=(288, 352), seed=seed + 10_000)
 
-    cfg = RunConfig(model=DEMO_CONFIG.model, data=DEMO_CONFIG.data, train=DEMO_CONFIG.train)
-    cfg.train = TrainConfig(
-        **{
-            **vars(DEMO_CONFIG.train),
-            "device": device,
-            "seed": seed,
-            **({"epochs": epochs} if epochs else {}),
-        }
-    )
+    overrides = {"device": device, "seed": seed, **({"epochs": epochs} if epochs else {})}
+    cfg = dataclasses.replace(DEMO_CONFIG, train=dataclasses.replace(DEMO_CONFIG.train, **overrides))
     result = train(out / "data", out / "run", cfg, progress=progress)
 
     predict_files(
