@@ -14,6 +14,26 @@ from unetkit import DataConfig, ModelConfig, RunConfig, TrainConfig, synthesize_
 torch.set_num_threads(2)
 
 
+#: CLI flags for a U-Net small enough to train one or two steps in about a second.
+TINY_CLI = [
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "2",
+    "--batch",
+    "2",
+    "--patch",
+    "32",
+    "--base-channels",
+    "2",
+    "--depth",
+    "1",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
+
+
 def tiny_config(**train_kw) -> RunConfig:
     """A U-Net small enough to train for a few steps in about a second."""
     return RunConfig(

@@ -7,28 +7,11 @@ import pytest
 import tifffile
 from PIL import Image
 
+from conftest import TINY_CLI
 from unetkit import load_checkpoint, read_image, synth_nuclei, write_image
 from unetkit.cli.main import main
 from unetkit.data.checks import check_dataset
 from unetkit.data.layouts import detect_layout, load_layout, read_sample_mask
-
-TINY = [
-    "--epochs",
-    "1",
-    "--steps-per-epoch",
-    "1",
-    "--batch",
-    "2",
-    "--patch",
-    "32",
-    "--base-channels",
-    "2",
-    "--depth",
-    "1",
-    "--no-progress",
-    "--device",
-    "cpu",
-]
 
 
 def nuclei(seed, shape=(40, 48)):
@@ -36,7 +19,7 @@ def nuclei(seed, shape=(40, 48)):
 
 
 def train_one_step(data, run, *extra):
-    rc = main(["train", str(data), "--out", str(run), *TINY, *map(str, extra)])
+    rc = main(["train", str(data), "--out", str(run), *TINY_CLI, *map(str, extra)])
     assert rc == 0
     return load_checkpoint(run / "best.pt")
 

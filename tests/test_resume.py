@@ -62,6 +62,15 @@ def wait_for(path, proc, timeout=300):
         time.sleep(0.01)
 
 
+def resume(exe, data, run):
+    return subprocess.run(
+        [exe, "train", str(data), "--resume", str(run), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def same_weights(a, b):
     sa, sb = load_checkpoint(a)["state_dict"], load_checkpoint(b)["state_dict"]
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -83,12 +92,7 @@ def test_sigkill_mid_training_then_resume_is_bitwise_identical(unetkit_exe, tiny
     killed_at = load_checkpoint(run / "last.pt")["training"]["epoch"]  # never truncated: it loads
     assert killed_at < EPOCHS, "the kill came too late to test anything"
 
-    done = subprocess.run(
-        [unetkit_exe, "train", str(tiny_data), "--resume", str(run), "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = resume(unetkit_exe, tiny_data, run)
     assert done.returncode == 0, done.stderr
     assert f"resuming {run} after epoch {killed_at}" in done.stderr
     assert same_weights(run / "last.pt", reference / "last.pt")
@@ -114,12 +118,7 @@ def test_ctrl_c_saves_the_exact_position_and_says_how_to_resume(unetkit_exe, tin
     assert state["epoch"] < EPOCHS
     assert state["step_in_epoch"] > 0  # saved mid-epoch, not only at the last epoch end
 
-    done = subprocess.run(
-        [unetkit_exe, "train", str(tiny_data), "--resume", str(run), "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = resume(unetkit_exe, tiny_data, run)
     assert done.returncode == 0, done.stderr
     assert same_weights(run / "last.pt", reference / "last.pt")
     assert rows(run) == rows(reference)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
+from conftest import TINY_CLI
 from unetkit import read_image, synth_nuclei, write_image
 from unetkit.cli.main import main
 from unetkit.data.dataset import PatchDataset, SampleStore, split_views
@@ -147,19 +148,7 @@ def test_weights_command_and_training_with_weight_maps(tmp_path, capsys):
             "2",
             "--num-classes",
             "2",
-            "--epochs",
-            "1",
-            "--steps-per-epoch",
-            "2",
-            "--batch",
-            "2",
-            "--patch",
-            "32",
-            "--base-channels",
-            "2",
-            "--depth",
-            "1",
-            "--no-progress",
+            *TINY_CLI,
         ]
     )
     assert rc == 0
