@@ -34,7 +34,7 @@ def test_help_explains_every_option(unetkit_exe, command):
         ):
             assert flag in proc.stdout
     if command == "predict":
-        for flag in ("--out", "--save-probs", "--tile", "--threshold"):
+        for flag in ("--out", "--save-probs", "--tile", "--threshold", "--tta"):
             assert flag in proc.stdout
 
 

@@ -74,3 +74,42 @@ def test_predict_files_rejects_missing_and_non_image_inputs(tiny_run, tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(DataError, match="not an image file"):
         predict_files(tiny_run.best_checkpoint, [tmp_path / "notes.txt"], tmp_path / "o", progress=False)
+
+
+def test_tta_averages_the_eight_flips_and_rotations_on_non_square_images():
+    torch.manual_seed(0)
+    net = UNet(depth=2, base_channels=4, norm="batch").eval()
+    predictor = Predictor(net, PREP, device="cpu", tile=64, halo=8)
+    image = np.random.default_rng(2).random((37, 53)).astype(np.float32)
+    x = predictor.prepare(image)
+    manual = np.zeros((1, 37, 53))
+    for k in range(4):
+        for flip in (False, True):
+            view = np.rot90(x[..., ::-1] if flip else x, k, axes=(-2, -1))
+            p = np.rot90(
+                predictor.predict_proba(np.ascontiguousarray(view), prepared=True), -k, axes=(-2, -1)
+            )
+            manual += (p[..., ::-1] if flip else p) / 8
+    tta = predictor.predict_proba(image, tta=True)
+    assert tta.shape == (1, 37, 53)
+    np.testing.assert_allclose(tta, manual, atol=1e-6)
+    assert not np.allclose(
+        tta, predictor.predict_proba(image), atol=1e-4
+    )  # an untrained net is not symmetric
+    # averaging over the whole dihedral group makes the output equivariant: a flipped input gives the flipped output
+    np.testing.assert_allclose(
+        predictor.predict_proba(image[:, ::-1].copy(), tta=True), tta[..., ::-1], atol=1e-5
+    )
+
+
+def test_predict_files_with_tta(tiny_run, tmp_path):
+    image, _ = synth_nuclei((40, 56), seed=3)
+    src = write_image(tmp_path / "in" / "x.png", image)
+    (res,) = predict_files(
+        tiny_run.best_checkpoint, [src], tmp_path / "p", save_probs=True, tta=True, progress=False
+    )
+    probs = tifffile.imread(res.probs)
+    direct = Predictor.from_checkpoint(tiny_run.best_checkpoint, device="cpu").predict_proba(image, tta=True)[
+        0
+    ]
+    np.testing.assert_allclose(probs, direct, atol=1e-6)

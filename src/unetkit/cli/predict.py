@@ -47,6 +47,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=DEFAULTS.threshold,
         help=f"foreground probability threshold of a binary model (default: {DEFAULTS.threshold})",
     )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average over 8 flips/rotations (8x the time)",
+    )
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--overwrite", action="store_true", help="replace existing masks in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -66,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch,
         threshold=args.threshold,
         device=args.device,
+        tta=args.tta,
     )
     print(f"wrote {len(results)} mask(s) to {args.out}")
     return 0

@@ -36,6 +36,7 @@ class Predictor:
         >>> predictor = Predictor.from_checkpoint("run/best.pt")
         >>> mask = predictor.predict(image)             # (H, W) uint8 labels
         >>> probs = predictor.predict_proba(image)      # (C, H, W) float32
+        >>> probs = predictor.predict_proba(image, tta=True)  # averaged over 8 flips/rotations
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class Predictor:
         batch_size: int = 4,
         threshold: float = 0.5,
         amp: bool = True,
+        tta: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -56,6 +58,7 @@ class Predictor:
         self.normalizer = Normalizer.from_dict(self.preprocessing["normalization"])
         self.batch_size = max(1, int(batch_size))
         self.threshold = float(threshold)
+        self.tta = tta
         self.amp = amp
         self.num_classes: int = model.num_classes  # type: ignore[assignment]
         depth: int = model.depth  # type: ignore[assignment]
@@ -101,12 +104,32 @@ class Predictor:
             return labels * np.uint8(255)
         return self.encoding.decode(labels)
 
-    @torch.inference_mode()
     def predict_proba(
-        self, image: np.ndarray, name: str | Path = "image", *, prepared: bool = False
+        self,
+        image: np.ndarray,
+        name: str | Path = "image",
+        *,
+        prepared: bool = False,
+        tta: bool | None = None,
     ) -> np.ndarray:
-        """Class probabilities ``(C, H, W)`` (``C = 1``: foreground probability of a binary model)."""
+        """Class probabilities ``(C, H, W)`` (``C = 1``: foreground probability of a binary model).
+
+        ``tta`` (default: the predictor's ``tta``): average the probabilities over the 8 flips and 90-degree
+        rotations of the image (the paper averaged rotated versions), each mapped back, before thresholding.
+        """
         x = image if prepared else self.prepare(image, name)
+        if not (self.tta if tta is None else tta):
+            return self._predict_tiles(x)
+        total = np.zeros((self.num_classes, *x.shape[-2:]), np.float64)
+        for k in range(4):
+            for flip in (False, True):
+                view = np.rot90(x[..., ::-1] if flip else x, k, axes=(-2, -1))
+                probs = np.rot90(self._predict_tiles(np.ascontiguousarray(view)), -k, axes=(-2, -1))
+                total += probs[..., ::-1] if flip else probs
+        return (total / 8).astype(np.float32)
+
+    @torch.inference_mode()
+    def _predict_tiles(self, x: np.ndarray) -> np.ndarray:
         h, w = x.shape[-2:]
         out = np.zeros((self.num_classes, h, w), np.float32)
         tiles = plan_tiles((h, w), self._core_for((h, w)), self.halo, self.margin, self.align)
