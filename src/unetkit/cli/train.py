@@ -14,7 +14,7 @@ from .common import add_data_args, config_with_data_args
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train a U-Net on images/ + masks/",
+        help="train a U-Net on a dataset (paired, DSB, ISBI, CTC or a list; see check-data)",
         description=(
             "Check the dataset (as check-data), train, and write OUT/best.pt, last.pt, "
             "config.yaml, metrics.csv, tb/ (TensorBoard) and curves.png. Settings come from the defaults, "
