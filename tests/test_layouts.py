@@ -94,6 +94,7 @@ def test_dsb_object_masks_merge_into_instances(tmp_path):
     assert layout.name == "dsb" and len(layout.samples) == 2
     merged = read_sample_mask(layout.samples[0])
     np.testing.assert_array_equal(merged, nuclei(0)[1])  # each object file becomes one label, in name order
+    assert any("alpha channel, which is dropped" in n for n in check_dataset(data).notes)
     ckpt = train_one_step(data, tmp_path / "run")
     assert ckpt["preprocessing"]["encoding"]["name"] == "instances"
     assert ckpt["preprocessing"]["in_channels"] == 1  # grayscale stored as RGBA

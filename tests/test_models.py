@@ -58,6 +58,12 @@ def test_paper_network_572_to_388_and_parameter_count():
         assert net.eval()(torch.zeros(1, 1, 572, 572)).shape == (1, 2, 388, 388)
 
 
+def test_fit_gives_the_largest_valid_size_not_above():
+    geom = ValidGeometry(4)
+    assert geom.fit(572) == 572 and geom.fit(587) == 572 and geom.fit(588) == 588
+    assert geom.fit(10) == geom.input_size(1)  # nothing fits below: the smallest valid size
+
+
 def test_invalid_size_error_names_nearest_valid_sizes():
     net = UNet(depth=4, base_channels=2, padding="valid")
     with pytest.raises(InvalidSizeError, match=r"use 556 or 572") as info:

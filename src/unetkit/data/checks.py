@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from .io import to_channels_first
+from .io import collapse_gray, has_alpha, to_channels_first
 from .layouts import Sample, load_layout, read_descriptor, read_sample_image, read_sample_mask
 from .masks import IGNORE, MaskEncoding, parse_class_map, suggest_encoding
 from .normalize import Normalizer
@@ -170,13 +170,10 @@ def check_dataset(
                 f"{s.image_label}: {bad} NaN or Inf pixel value(s); fix or remove the image"
             )
             continue
-        chw = to_channels_first(image, None)
-        if chw.shape[0] in (2, 4) and not alpha_noted:
+        if has_alpha(image) and not alpha_noted:
             report.notes.append(f"{s.image_label}: has an alpha channel, which is dropped")
             alpha_noted = True
-        chw = chw[:-1] if chw.shape[0] in (2, 4) else chw
-        if chw.shape[0] == 3 and np.array_equal(chw[0], chw[1]) and np.array_equal(chw[0], chw[2]):
-            chw = chw[:1]  # grayscale stored as RGB
+        chw = collapse_gray(to_channels_first(image, None))  # alpha dropped; grayscale stored as RGB → 1
         channel_of[s.image_label] = chw.shape[0]
         h, w = chw.shape[1:]
         if mask.shape[:2] != (h, w):

@@ -17,7 +17,15 @@ from PIL import Image
 
 from ..errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "count_planes", "read_image", "to_channels_first", "write_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "collapse_gray",
+    "count_planes",
+    "has_alpha",
+    "read_image",
+    "to_channels_first",
+    "write_image",
+]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +138,18 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
+def has_alpha(image: np.ndarray) -> bool:
+    """An ``(H, W, 2|4)`` image: gray or RGB plus an alpha channel."""
+    return image.ndim == 3 and image.shape[-1] in (2, 4)
+
+
+def collapse_gray(chw: np.ndarray) -> np.ndarray:
+    """A ``(C, H, W)`` image whose channels are all equal (grayscale stored as colour) as one channel."""
+    if chw.shape[0] > 1 and all(np.array_equal(chw[0], chw[c]) for c in range(1, chw.shape[0])):
+        return chw[:1]
+    return chw
+
+
 def to_channels_first(image: np.ndarray, channels: int | None, name: str | Path = "image") -> np.ndarray:
     """``(H, W[, C])`` → ``(C, H, W)`` matching ``channels`` (``None``: keep what the image has).
 
@@ -137,12 +157,12 @@ def to_channels_first(image: np.ndarray, channels: int | None, name: str | Path 
     grayscale data saved as RGB) becomes one channel when one is wanted. Any other mismatch is an error.
     """
     arr = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
-    if arr.shape[0] in (2, 4) and channels != arr.shape[0]:
+    if has_alpha(image) and channels != arr.shape[0]:
         log.info("%s: dropping the alpha channel", name)
         arr = arr[:-1]
     if channels is None or arr.shape[0] == channels:
         return arr
-    if channels == 1 and all(np.array_equal(arr[0], arr[c]) for c in range(1, arr.shape[0])):
+    if channels == 1 and collapse_gray(arr).shape[0] == 1:
         return arr[:1]
     if arr.shape[0] == 1 and channels == 3:
         return np.repeat(arr, 3, axis=0)  # a grayscale image among colour ones

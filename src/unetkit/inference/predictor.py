@@ -66,9 +66,7 @@ class Predictor:
         self.margin: int = model.margin  # type: ignore[assignment]
         if model.padding == "valid":
             self.halo = 0
-            # the largest valid input size not above `tile` (at least the smallest valid one)
-            smallest = model.valid_input_size(1)  # type: ignore[operator]
-            self.tile_in = model.geometry.nearest_valid(max(tile, smallest))[0]  # type: ignore[union-attr]
+            self.tile_in = model.geometry.fit(tile)  # type: ignore[union-attr]
             self.core = model.output_size(self.tile_in)  # type: ignore[operator]
         else:
             self.halo = 32 if halo is None else int(halo)

@@ -70,6 +70,11 @@ class ValidGeometry:
         above = self._in_of_b(max(b + 1, self._min_bottleneck))
         return below, above
 
+    def fit(self, size: int) -> int:
+        """The largest valid input length not above ``size``, or the smallest valid one if none is."""
+        below, above = self.nearest_valid(size)
+        return below if below is not None else above
+
     @property
     def in_offset(self) -> int:
         return self._in_of_b(0)

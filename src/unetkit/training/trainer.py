@@ -497,8 +497,7 @@ def _patch_sizes(model: torch.nn.Module, patch: int) -> tuple[int, int]:
     if model.padding == "same":  # type: ignore[union-attr]
         return patch, patch
     geometry = model.geometry  # type: ignore[union-attr]
-    below, above = geometry.nearest_valid(patch)
-    patch_in = below if below is not None else above
+    patch_in = geometry.fit(patch)
     if patch_in != patch:
         log.info(
             "data.patch_size %d is not a valid input size for a padding='valid' U-Net; using %d",
