@@ -37,14 +37,14 @@ def test_valid_network_tiled_output_equals_full_image_pass(shape):
 
 def test_same_network_small_and_large_images():
     net = UNet(depth=3, base_channels=4, norm="batch").eval()
-    predictor = Predictor(net, PREP, device="cpu", tile=64, halo=8)
+    predictor = Predictor(net, PREP, device="cpu", tile=64, overlap=0.25)
     for shape in [(1, 1), (5, 300), (200, 130)]:
         image = np.random.default_rng(0).random(shape)
         assert predictor.predict(image).shape == shape
 
 
 def test_channel_mismatch_is_a_clear_error_and_gray_rgb_is_accepted():
-    predictor = Predictor(UNet(depth=1, base_channels=2), PREP, device="cpu", tile=32, halo=4)
+    predictor = Predictor(UNet(depth=1, base_channels=2), PREP, device="cpu", tile=32)
     gray = np.random.default_rng(0).integers(0, 255, (20, 30), dtype=np.uint8)
     rgb_gray = np.repeat(gray[..., None], 3, axis=-1)
     np.testing.assert_array_equal(predictor.predict_proba(rgb_gray), predictor.predict_proba(gray))
@@ -57,7 +57,7 @@ def test_predict_files_writes_masks_and_probs_and_refuses_to_overwrite(tiny_run,
     image, _ = synth_nuclei((61, 97), seed=2)
     src = write_image(tmp_path / "in" / "odd.png", image)
     out = tmp_path / "pred"
-    (res,) = predict_files(tiny_run.best_checkpoint, [src], out, save_probs=True, progress=False)
+    (res,) = predict_files(tiny_run.best_checkpoint, [src], out, save_probs="float32", progress=False)
     mask = read_image(res.mask)
     assert mask.shape == (61, 97) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
     probs = tifffile.imread(res.probs)
@@ -77,12 +77,15 @@ def test_predict_files_rejects_missing_and_non_image_inputs(tiny_run, tmp_path):
 
 
 def test_tta_averages_the_eight_flips_and_rotations_on_non_square_images():
+    """TTA runs per tile; the evenly spaced, flush tile plan is symmetric under flips and transposition,
+    so it equals averaging the predictions of the 8 transformed images."""
     torch.manual_seed(0)
     net = UNet(depth=2, base_channels=4, norm="batch").eval()
-    predictor = Predictor(net, PREP, device="cpu", tile=64, halo=8)
-    image = np.random.default_rng(2).random((37, 53)).astype(np.float32)
+    predictor = Predictor(net, PREP, device="cpu", tile=64, overlap=0.25)
+    image = np.random.default_rng(2).random((36, 100)).astype(np.float32)
+    assert len(predictor.plan(image.shape)) == 2  # two overlapping tiles along the long axis
     x = predictor.prepare(image)
-    manual = np.zeros((1, 37, 53))
+    manual = np.zeros((1, 36, 100))
     for k in range(4):
         for flip in (False, True):
             view = np.rot90(x[..., ::-1] if flip else x, k, axes=(-2, -1))
@@ -91,7 +94,7 @@ def test_tta_averages_the_eight_flips_and_rotations_on_non_square_images():
             )
             manual += (p[..., ::-1] if flip else p) / 8
     tta = predictor.predict_proba(image, tta=True)
-    assert tta.shape == (1, 37, 53)
+    assert tta.shape == (1, 36, 100)
     np.testing.assert_allclose(tta, manual, atol=1e-6)
     assert not np.allclose(
         tta, predictor.predict_proba(image), atol=1e-4
@@ -106,7 +109,7 @@ def test_predict_files_with_tta(tiny_run, tmp_path):
     image, _ = synth_nuclei((40, 56), seed=3)
     src = write_image(tmp_path / "in" / "x.png", image)
     (res,) = predict_files(
-        tiny_run.best_checkpoint, [src], tmp_path / "p", save_probs=True, tta=True, progress=False
+        tiny_run.best_checkpoint, [src], tmp_path / "p", save_probs="float32", tta=True, progress=False
     )
     probs = tifffile.imread(res.probs)
     direct = Predictor.from_checkpoint(tiny_run.best_checkpoint, device="cpu").predict_proba(image, tta=True)[

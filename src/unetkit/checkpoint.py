@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .data.io import publish
 from .errors import CheckpointError
 from .models import create_model
 
@@ -58,7 +59,7 @@ def save_checkpoint(
             torch.save(payload, fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -102,8 +102,9 @@ class TrainConfig:
 class PredictConfig:
     """Tiled inference."""
 
-    tile: int = 512  # network input size per tile
-    halo: int | None = None  # context discarded at tile borders; None: the network's own margin or 32
+    tile: int | None = None  # network input size per tile; None: the training patch size (at least 256)
+    overlap: float = 0.25  # fraction of a tile shared with each neighbour (padded networks)
+    blend: str | None = None  # gaussian | taper | constant | crop; None: gaussian, or exact crop for valid
     batch_size: int = 4
     threshold: float = 0.5
     device: str = "auto"

@@ -6,6 +6,8 @@ import argparse
 
 from ..config import PredictConfig
 from ..inference.api import predict_files
+from ..inference.predictor import BLENDS
+from ..inference.writers import FORMATS, PROBS_DTYPES
 
 DEFAULTS = PredictConfig()
 
@@ -13,27 +15,36 @@ DEFAULTS = PredictConfig()
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
-        help="segment images with a trained model",
+        help="segment images of any size with a trained model",
         description=(
-            "Segment images of any size, tile by tile with mirrored context at the borders, and write "
-            "OUT/NAME.png per input (0/255 for a binary model, class indices otherwise) with the input's "
-            "height and width."
+            "Segment images of any size tile by tile (overlap-tile with mirrored context at the borders, "
+            "Gaussian blending for padded networks), in bounded memory: large TIFF and zarr inputs are read "
+            "lazily and large outputs written tile by tile. Writes OUT/NAME.png (or .tif / .zarr) per input "
+            "with the input's height and width: 0/255 for a binary model, the training masks' encoding "
+            "otherwise."
         ),
     )
     p.add_argument("model", metavar="MODEL", help="checkpoint written by 'unetkit train' (RUN/best.pt)")
-    p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+", help="image files or folders of images")
-    p.add_argument("--out", "-o", required=True, help="folder for the masks")
     p.add_argument(
-        "--save-probs", action="store_true", help="also write NAME_probs.tif (float32 probabilities)"
+        "inputs", metavar="IMAGE_OR_DIR", nargs="+", help="image files, .zarr arrays or folders of images"
     )
+    p.add_argument("--out", "-o", required=True, help="folder for the results")
     p.add_argument(
         "--tile",
         type=int,
-        default=DEFAULTS.tile,
-        help=f"network input size per tile (default: {DEFAULTS.tile})",
+        help="network input size per tile (default: the model's training patch size, at least 256)",
     )
     p.add_argument(
-        "--halo", type=int, help="context pixels discarded at tile borders (default: 32 for padded nets)"
+        "--overlap",
+        type=float,
+        default=DEFAULTS.overlap,
+        help=f"fraction of a tile shared with each neighbour, padded networks (default: {DEFAULTS.overlap})",
+    )
+    p.add_argument(
+        "--blend",
+        choices=BLENDS,
+        help="how overlapping tiles are combined: gaussian (default), taper, constant, or crop (cut at the "
+        "middle of each overlap); valid networks are always tiled exactly",
     )
     p.add_argument(
         "--batch",
@@ -50,10 +61,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tta",
         action="store_true",
-        help="test-time augmentation: average over 8 flips/rotations (8x the time)",
+        help="test-time augmentation: average over 8 flips/rotations of each tile (8x the time)",
+    )
+    p.add_argument(
+        "--instances",
+        action="store_true",
+        help="also write NAME_instances.tif: one label per object (interior components for a 3-class "
+        "border model, distance-transform watershed for a binary one)",
+    )
+    p.add_argument("--min-size", type=int, default=8, help="drop objects under this many pixels (default: 8)")
+    p.add_argument(
+        "--object-context",
+        type=int,
+        default=128,
+        help="largest object size in pixels that keeps one ID when a large image is labelled in blocks "
+        "(default: 128)",
+    )
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="png (default), tiff (tiled, compressed; the default for images over 64 megapixels) or zarr "
+        "(one NAME.zarr group with mask, probs and instances)",
+    )
+    p.add_argument(
+        "--overlay", action="store_true", help="also write NAME_overlay.png: contours on the image"
+    )
+    p.add_argument(
+        "--save-probs",
+        nargs="?",
+        const="float16",
+        choices=PROBS_DTYPES,
+        help="also write the probabilities (NAME_probs.tif): float16 (default), float32, or uint8 (p x 255)",
     )
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing masks in OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -63,15 +104,23 @@ def run(args: argparse.Namespace) -> int:
         args.model,
         args.inputs,
         args.out,
-        save_probs=args.save_probs,
+        format=args.format,
+        save_probs=args.save_probs or False,
+        instances=args.instances,
+        overlay=args.overlay,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        object_context=args.object_context,
         tile=args.tile,
-        halo=args.halo,
+        overlap=args.overlap,
+        blend=args.blend,
         batch_size=args.batch,
         threshold=args.threshold,
         device=args.device,
         tta=args.tta,
+        min_size=args.min_size,
     )
-    print(f"wrote {len(results)} mask(s) to {args.out}")
+    objects = [r.objects for r in results if r.objects is not None]
+    extra = f", {sum(objects)} object(s)" if objects else ""
+    print(f"wrote results for {len(results)} image(s) to {args.out}{extra}")
     return 0

@@ -19,6 +19,7 @@ from ..errors import DataError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "channel_indices",
     "collapse_gray",
     "count_planes",
     "has_alpha",
@@ -50,8 +51,8 @@ def read_image(path: str | Path, page: int | None = None) -> np.ndarray:
             arr = np.load(path, allow_pickle=False)
             if page is not None:
                 arr = arr[page]
-            elif arr.ndim == 3 and arr.shape[0] in (1, 2, 3, 4) and arr.shape[-1] > 4:
-                arr = np.moveaxis(arr, 0, -1)  # stored channels-first
+            elif stored_channels_first(arr.shape):
+                arr = np.moveaxis(arr, 0, -1)
         elif suffix in (".tif", ".tiff"):
             arr = _read_tiff(path, page)
         else:
@@ -62,9 +63,7 @@ def read_image(path: str | Path, page: int | None = None) -> np.ndarray:
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(
-            f"{path}: cannot be read as an image, the file is damaged or truncated ({exc})"
-        ) from None
+        raise unreadable(path, exc) from None
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
@@ -74,6 +73,25 @@ def read_image(path: str | Path, page: int | None = None) -> np.ndarray:
             "for a stack with one sample per plane use the ISBI layout (--layout isbi)"
         )
     return arr
+
+
+def publish(tmp: str | Path, path: str | Path) -> None:
+    """Move a finished temporary file onto ``path`` atomically, with the permissions a plain ``open`` would
+    have given it (``mkstemp`` creates files readable by their owner only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def unreadable(path: Path, exc: Exception) -> DataError:
+    """The error for a file that exists but cannot be decoded as an image."""
+    return DataError(f"{path}: cannot be read as an image, the file is damaged or truncated ({exc})")
+
+
+def stored_channels_first(shape: tuple[int, ...]) -> bool:
+    """A 3-D NumPy image stored ``(C, H, W)`` (a few channels first, a longer last axis)."""
+    return len(shape) == 3 and shape[0] in (1, 2, 3, 4) and shape[-1] > 4
 
 
 def _plane_axes(axes: str, stack: bool) -> list[str]:
@@ -157,18 +175,29 @@ def to_channels_first(image: np.ndarray, channels: int | None, name: str | Path 
     grayscale data saved as RGB) becomes one channel when one is wanted. Any other mismatch is an error.
     """
     arr = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
-    if has_alpha(image) and channels != arr.shape[0]:
+    index = channel_indices(arr, channels, name, alpha=has_alpha(image))
+    return arr if index == list(range(arr.shape[0])) else arr[index]
+
+
+def channel_indices(
+    chw: np.ndarray, channels: int | None, name: str | Path = "image", *, alpha: bool = False
+) -> list[int]:
+    """Which stored channels of a ``(C, ...)`` image (or a subsample of it) feed a model with ``channels``
+    input channels, by the rules of :func:`to_channels_first` (``alpha``: the last channel is alpha)."""
+    n = chw.shape[0]
+    index = list(range(n))
+    if alpha and channels != n:
         log.info("%s: dropping the alpha channel", name)
-        arr = arr[:-1]
-    if channels is None or arr.shape[0] == channels:
-        return arr
-    if channels == 1 and collapse_gray(arr).shape[0] == 1:
-        return arr[:1]
-    if arr.shape[0] == 1 and channels == 3:
-        return np.repeat(arr, 3, axis=0)  # a grayscale image among colour ones
+        index = index[:-1]
+    if channels is None or len(index) == channels:
+        return index
+    if channels == 1 and collapse_gray(chw[index]).shape[0] == 1:
+        return index[:1]
+    if len(index) == 1 and channels == 3:
+        return index * 3  # a grayscale image among colour ones
     raise DataError(
-        f"{name}: has {arr.shape[0]} channel(s) but {channels} are expected (the model's in_channels); "
-        f"convert the image, or train a model with in_channels={arr.shape[0]}"
+        f"{name}: has {len(index)} channel(s) but {channels} are expected (the model's in_channels); "
+        f"convert the image, or train a model with in_channels={len(index)}"
     )
 
 
@@ -198,7 +227,7 @@ def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False)
                 np.save(fh, array)
         else:
             raise DataError(f"{path}: unsupported output format {suffix!r}; use .png, .tif or .npy")
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

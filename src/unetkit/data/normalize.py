@@ -45,30 +45,45 @@ class Normalizer:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Normalise a ``(C, H, W)`` image; returns float32."""
-        x = image.astype(np.float32, copy=True)
+        return self.apply(image, self.statistics(image))
+
+    def statistics(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel ``(offset, scale)`` (float32, shape ``(C,)``) of a ``(C, ...)`` image.
+
+        For an image too large to hold in memory, pass a regular subsample of it (as
+        :meth:`unetkit.data.lazy.ImageSource.subsample` reads): per-image statistics are then estimated from
+        it and applied to every tile, so tiles share one normalisation.
+        """
+        c = image.shape[0]
         if self.method == "none":
-            return x
+            return np.zeros(c, np.float32), np.ones(c, np.float32)
         if self.method == "fixed":
-            x /= np.float32(self.scale)
-            return x
+            return np.zeros(c, np.float32), np.full(c, self.scale, np.float32)
         if self.method == "dataset":
-            if self.mean is None or self.std is None or len(self.mean) != x.shape[0]:
+            if self.mean is None or self.std is None or len(self.mean) != c:
                 raise ConfigError(
                     "normalization 'dataset' needs per-channel mean/std measured on the training set"
                 )
             lo = np.asarray(self.mean, np.float32)
-            scale = np.maximum(np.asarray(self.std, np.float32), 1e-8)
+            return lo, np.maximum(np.asarray(self.std, np.float32), 1e-8)
+        flat = np.asarray(image, np.float32).reshape(c, -1)
+        if self.method == "percentile":
+            lo, hi = np.percentile(flat, [self.low, self.high], axis=1)
+        elif self.method == "minmax":
+            lo, hi = flat.min(axis=1), flat.max(axis=1)
         else:
-            flat = x.reshape(x.shape[0], -1)
-            if self.method == "percentile":
-                lo, hi = np.percentile(flat, [self.low, self.high], axis=1)
-            elif self.method == "minmax":
-                lo, hi = flat.min(axis=1), flat.max(axis=1)
-            else:
-                lo, hi = flat.mean(axis=1), flat.mean(axis=1) + flat.std(axis=1)
-            scale = np.where(hi - lo > 1e-8, hi - lo, 1.0)
-        x -= np.asarray(lo, np.float32)[:, None, None]
-        x /= np.asarray(scale, np.float32)[:, None, None]
+            lo, hi = flat.mean(axis=1), flat.mean(axis=1) + flat.std(axis=1)
+        scale = np.where(hi - lo > 1e-8, hi - lo, 1.0)
+        return np.asarray(lo, np.float32), np.asarray(scale, np.float32)
+
+    @staticmethod
+    def apply(image: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """``(image - offset) / scale`` per channel, as float32 (a new array)."""
+        offset, scale = stats
+        expand = (slice(None),) + (None,) * (image.ndim - 1)
+        x = image.astype(np.float32, copy=True)
+        x -= offset[expand]
+        x /= scale[expand]
         return x
 
     def to_dict(self) -> dict[str, Any]:

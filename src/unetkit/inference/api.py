@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.io import IMAGE_SUFFIXES, read_image, write_image
+from ..data.io import IMAGE_SUFFIXES, write_image
 from ..data.layouts import find_images
-from ..errors import DataError
+from ..data.lazy import ImageSource, image_size, open_image
+from ..errors import ConfigError, DataError
+from ..viz import contour_overlay
+from .postprocess import instances_blockwise
 from .predictor import Predictor
+from .writers import FORMATS, PROBS_DTYPES, Plane, RowSink, encode_probs, new_array, remove_tree, save
 
 __all__ = ["PredictedFile", "collect_inputs", "predict", "predict_files"]
 
@@ -40,18 +47,26 @@ def predict(
 
 @dataclass
 class PredictedFile:
+    """What :func:`predict_files` wrote for one input (``None``: not asked for)."""
+
     source: Path
     mask: Path
     probs: Path | None
     shape: tuple[int, int]
+    instances: Path | None = None
+    overlay: Path | None = None
+    objects: int | None = None
 
 
 def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand files and folders (their image files, sorted) into a list of images; error on anything else."""
+    """Expand files, ``.zarr`` arrays and folders (their image files, sorted) into a list of images; error on
+    anything else."""
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
+        if p.suffix.lower() == ".zarr" and p.exists():
+            files.append(p)
+        elif p.is_dir():
             found = find_images(p / "images") if (p / "images").is_dir() else find_images(p)
             if not found:
                 raise DataError(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
@@ -71,40 +86,243 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def output_paths(
+    stem: str, out: Path, fmt: str, *, probs: bool, instances: bool, overlay: bool
+) -> dict[str, Path]:
+    """The files written for one input called ``stem`` (see :func:`predict_files`)."""
+    if fmt == "zarr":
+        paths = {"mask": out / f"{stem}.zarr"}
+    else:
+        paths = {"mask": out / f"{stem}.{'png' if fmt == 'png' else 'tif'}"}
+        if probs:
+            paths["probs"] = out / f"{stem}_probs.tif"
+        if instances:
+            paths["instances"] = out / f"{stem}_instances.tif"
+    if overlay:
+        paths["overlay"] = out / f"{stem}_overlay.png"
+    return paths
+
+
 def predict_files(
     model: str | Path | Predictor,
     inputs: Sequence[str | Path],
     out: str | Path,
     *,
-    save_probs: bool = False,
+    format: str | None = None,
+    save_probs: bool | str = False,
+    instances: bool = False,
+    overlay: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    max_pixels_in_memory: int = 1 << 26,
+    object_context: int = 128,
     **kwargs: object,
 ) -> list[PredictedFile]:
-    """Segment image files (or folders of them) and write one mask per input to ``out``.
+    """Segment image files (or folders of them, or ``.zarr`` arrays) and write the results to ``out``.
 
-    Masks are ``OUT/NAME.png`` with the input's height and width: 0/255 for a binary model, otherwise in the
-    training masks' encoding (class values, colours, or background/interior/border indices 0/1/2). ``save_probs`` also writes ``OUT/NAME_probs.tif`` (float32; ``(H, W)`` foreground
-    probability for a binary model, ``(C, H, W)`` otherwise). Existing files are kept unless ``overwrite``.
+    Per input ``NAME`` (of the input's height and width):
+
+    - ``NAME.png`` (``format="png"``) or ``NAME.tif`` (``"tiff"``): the mask, 0/255 for a binary model,
+      otherwise in the training masks' encoding (class values, colours, or 0/1/2 for background / interior /
+      border);
+    - ``NAME_probs.tif`` with ``save_probs`` (``True`` = ``"float16"``, or ``"float32"``, or ``"uint8"`` =
+      p x 255): the foreground probability ``(H, W)`` of a binary model, ``(C, H, W)`` otherwise;
+    - ``NAME_instances.tif`` with ``instances``: object labels (uint16, or uint32 past 65,535 objects);
+    - ``NAME_overlay.png`` with ``overlay``: contours drawn on the image (at most 2048 pixels a side);
+    - with ``format="zarr"`` one group ``NAME.zarr`` holding the arrays ``mask``, ``probs`` and
+      ``instances`` instead.
+
+    ``format`` defaults to PNG, or TIFF for images over ``max_pixels_in_memory`` pixels: those are read
+    lazily and held on disk while they are processed, so memory does not grow with the image. Instance IDs
+    are consistent across tiles and blocks for objects up to ``object_context`` pixels across. Existing
+    files are kept unless ``overwrite``; every check happens before the first tile is computed.
     """
+    if format is not None and format not in FORMATS:
+        raise ConfigError(f"--format {format!r} is unknown; choose one of {', '.join(FORMATS)}")
+    probs_dtype = "float16" if save_probs is True else (save_probs or None)
+    if probs_dtype is not None and probs_dtype not in PROBS_DTYPES:
+        raise ConfigError(f"--save-probs {probs_dtype!r} is unknown; choose one of {', '.join(PROBS_DTYPES)}")
     files = collect_inputs(inputs)
     out = Path(out)
+    predictor = model if isinstance(model, Predictor) else Predictor.from_checkpoint(model, **kwargs)  # type: ignore[arg-type]
+    jobs = []
+    for f in files:
+        h, w = image_size(f)  # headers only: every input is checked before the first tile is computed
+        large = h * w > max_pixels_in_memory
+        fmt = format or ("tiff" if large else "png")
+        if fmt == "png" and large:
+            raise DataError(
+                f"{f}: {h} x {w} pixels is too large to write as PNG in bounded memory; "
+                "use --format tiff or --format zarr"
+            )
+        paths = output_paths(
+            f.stem, out, fmt, probs=probs_dtype is not None, instances=instances, overlay=overlay
+        )
+        jobs.append((f, large, fmt, paths))
     if not overwrite:
-        clash = [out / f"{f.stem}.png" for f in files if (out / f"{f.stem}.png").exists()]
+        clash = [p for *_, paths in jobs for p in paths.values() if p.exists()]
         if clash:
             raise DataError(f"{clash[0]}: already exists ({len(clash)} in all); pass --overwrite to replace")
-    predictor = model if isinstance(model, Predictor) else Predictor.from_checkpoint(model, **kwargs)  # type: ignore[arg-type]
     results = []
-    for f in tqdm(files, desc="predict", unit="image", disable=not progress):
-        image = read_image(f)
-        probs = predictor.predict_proba(image, f)
-        labels = predictor.to_labels(probs)
-        mask = predictor.to_mask(labels)
-        mask_path = write_image(out / f"{f.stem}.png", mask, overwrite=True)
-        probs_path = None
-        if save_probs:
-            probs_path = write_image(
-                out / f"{f.stem}_probs.tif", probs[0] if probs.shape[0] == 1 else probs, overwrite=True
+    bar = tqdm(jobs, desc="predict", unit="image", disable=not progress or len(jobs) == 1)
+    for f, large, fmt, paths in bar:
+        with open_image(f).select(predictor.in_channels) as source:
+            results.append(
+                _predict_one(
+                    predictor,
+                    f,
+                    source,
+                    out,
+                    large,
+                    fmt,
+                    paths,
+                    probs_dtype,
+                    instances,
+                    object_context,
+                    progress,
+                )
             )
-        results.append(PredictedFile(f, mask_path, probs_path, labels.shape))
     return results
+
+
+def _predict_one(
+    predictor: Predictor,
+    f: Path,
+    source: ImageSource,
+    out: Path,
+    large: bool,
+    fmt: str,
+    paths: dict[str, Path],
+    probs_dtype: str | None,
+    want_instances: bool,
+    object_context: int,
+    progress: bool,
+) -> PredictedFile:
+    import zarr
+
+    h, w = source.spatial_shape
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{f.stem}.work.", dir=out)) if large or fmt == "zarr" else None
+    try:
+        store = zarr.open_group(str(work / "arrays.zarr"), mode="w") if large and work else None
+        classes = new_array((h, w), np.uint8, store, "classes")
+        probs = new_array((predictor.num_classes, h, w), probs_dtype, store, "probs") if probs_dtype else None
+
+        def write(y0: int, y1: int, rows: np.ndarray) -> None:
+            classes[y0:y1] = predictor.to_labels(rows)
+            if probs is not None:
+                probs[:, y0:y1] = encode_probs(rows, probs_dtype)  # type: ignore[arg-type]
+
+        predictor.stream(source, RowSink(write, h), progress=progress, name=f)
+
+        labels = None
+        objects = None
+        if want_instances:
+            if large:
+                labels = new_array((h, w), np.int32, store, "instances")
+                objects = instances_blockwise(
+                    lambda r, c: np.asarray(classes[r, c]),
+                    (h, w),
+                    lambda r, c, v: labels.__setitem__((r, c), v),
+                    predictor.instances,
+                    context=object_context,
+                    out_read=lambda r, c: np.asarray(labels[r, c]),
+                    progress=progress,
+                )
+            else:
+                labels = predictor.instances(classes)
+                objects = int(labels.max())
+        return _write_outputs(predictor, f, source, fmt, paths, classes, probs, labels, objects, large, work)
+    finally:
+        if work is not None:
+            remove_tree(work)
+
+
+def _write_outputs(
+    predictor: Predictor,
+    f: Path,
+    source: ImageSource,
+    fmt: str,
+    paths: dict[str, Path],
+    classes: Any,
+    probs: Any,
+    labels: Any,
+    objects: int | None,
+    large: bool,
+    work: Path | None,
+) -> PredictedFile:
+    h, w = source.spatial_shape
+    mask_sample = predictor.to_mask(np.zeros((1, 1), np.uint8))
+    mask_plane: Plane = (
+        lambda r, c: predictor.to_mask(np.asarray(classes[r, c])),
+        (h, w, *mask_sample.shape[2:]),
+        mask_sample.dtype,
+    )
+    outputs: list[tuple[str, list[Plane]]] = [("mask", [mask_plane])]
+    if probs is not None:
+        c = probs.shape[0]
+        outputs.append(
+            (
+                "probs",
+                [(lambda r, cc, i=i: np.asarray(probs[i, r, cc]), (h, w), probs.dtype) for i in range(c)],
+            )
+        )
+    if labels is not None:
+        dtype = np.dtype(np.uint16 if (objects or 0) < 2**16 else np.uint32)
+        outputs.append(("instances", [(lambda r, c: np.asarray(labels[r, c]).astype(dtype), (h, w), dtype)]))
+    written: dict[str, Path] = {}
+    if fmt == "zarr":
+        assert work is not None
+        group = work / "result.zarr"
+        for key, planes in outputs:
+            save(group, planes, "zarr", zarr_name=key)
+        final = paths["mask"]
+        if final.exists():
+            remove_tree(final)
+        os.replace(group, final)
+        written = {key: final for key, _ in outputs}
+    else:
+        for key, planes in outputs:
+            fmt_key = "png" if key == "mask" and fmt == "png" else "tiff"
+            written[key] = save(paths[key], planes, fmt_key, in_memory=not large)
+    if "overlay" in paths:
+        view = labels if labels is not None else classes
+        written["overlay"] = write_image(paths["overlay"], _overlay(source, view), overwrite=True)
+    return PredictedFile(
+        source=f,
+        mask=written["mask"],
+        probs=written.get("probs"),
+        shape=(h, w),
+        instances=written.get("instances"),
+        overlay=written.get("overlay"),
+        objects=objects,
+    )
+
+
+def _overlay(source: ImageSource, labels: Any, side: int = 2048, detail: int = 1024) -> np.ndarray:
+    """Contours on the image, at most ``side`` pixels a side. An image that had to be shrunk gets a second
+    panel: its centre at full resolution (``detail`` pixels), outlined in white on the overview."""
+    h, w = source.spatial_shape
+    stride = max(1, -(-max(h, w) // side))
+    overview = contour_overlay(
+        np.moveaxis(source[..., ::stride, ::stride], 0, -1), np.asarray(labels[::stride, ::stride])
+    )
+    if stride == 1:
+        return overview
+    dh, dw = min(detail, h), min(detail, w)
+    y0, x0 = (h - dh) // 2, (w - dw) // 2
+    rows, cols = slice(y0, y0 + dh), slice(x0, x0 + dw)
+    zoom = contour_overlay(np.moveaxis(source[..., rows, cols], 0, -1), np.asarray(labels[rows, cols]))
+    by, bx = slice(y0 // stride, (y0 + dh) // stride), slice(x0 // stride, (x0 + dw) // stride)
+    for edge in (
+        overview[by.start, bx],
+        overview[by.stop - 1, bx],
+        overview[by, bx.start],
+        overview[by, bx.stop - 1],
+    ):
+        edge[...] = 255
+    height = max(overview.shape[0], zoom.shape[0])
+    canvas = np.full((height, overview.shape[1] + 8 + zoom.shape[1], 3), 255, np.uint8)
+    canvas[: overview.shape[0], : overview.shape[1]] = overview
+    canvas[: zoom.shape[0], overview.shape[1] + 8 :] = zoom
+    return canvas

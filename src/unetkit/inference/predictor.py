@@ -1,42 +1,70 @@
-"""Tiled prediction of images of any size with a trained model."""
+"""Tiled prediction of images of any size with a trained model, in bounded memory.
+
+Tiles are read lazily from the image (a NumPy array or an on-disk :class:`~unetkit.data.lazy.ImageSource`),
+normalised, batched by a prefetch thread while the model runs, and accumulated into a band of rows that
+holds one row of tiles; rows that no later tile touches are final and handed to a callback. Memory is
+therefore bounded by the tile batch and the image *width*, never by its height.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..checkpoint import build_model, load_checkpoint
 from ..data.io import to_channels_first
+from ..data.lazy import ImageSource
 from ..data.masks import MaskEncoding
 from ..data.normalize import Normalizer
 from ..device import autocast, resolve_device
-from .tiling import Tile, plan_tiles, read_window
+from ..errors import ConfigError
+from .blending import BLEND_MODES, importance_map
+from .postprocess import instances_from_classes
+from .tiling import Tile, plan_blend_tiles, plan_tiles, read_window
 
-__all__ = ["Predictor"]
+__all__ = ["BLENDS", "Predictor", "default_tile"]
 
 log = logging.getLogger(__name__)
+
+BLENDS = (*BLEND_MODES, "crop")
+RowsCallback = Callable[[int, int, np.ndarray], None]
+
+
+def default_tile(payload: dict[str, Any], minimum: int = 256) -> int:
+    """Tile size for a checkpoint: its training patch size, at least ``minimum`` (fewer, larger tiles are
+    cheaper; a fully convolutional net trained on 128-pixel patches segments 256-pixel tiles as well)."""
+    cfg = (payload.get("training") or {}).get("config") or {}
+    patch = (cfg.get("data") or {}).get("patch_size") or 512
+    return max(int(patch), minimum)
 
 
 class Predictor:
     """A model plus its preprocessing, applied tile by tile to images of any size.
 
-    The network sees tiles of about ``tile`` x ``tile`` pixels; padded (``"same"``) networks get ``halo``
-    extra pixels of context per side that are computed and discarded, unpadded (``"valid"``) networks get
-    exactly their own margin. Context outside the image is mirrored (paper Fig. 2). Tiles start on the
-    network's pooling grid, so a valid network's tiled output equals its output on the whole
-    (mirror-extended) image.
+    Padded (``"same"``) networks see overlapping ``tile`` x ``tile`` tiles (neighbours overlap by
+    ``overlap`` x ``tile`` pixels, and the image is mirror-extended by half that at its borders) whose
+    outputs are averaged with a Gaussian importance map (``blend``: ``gaussian``, ``taper`` or ``constant``),
+    or, with ``blend="crop"``, cut at the middle of each overlap. Unpadded (``"valid"``) networks, the
+    paper's, get each output tile's exact context, mirrored outside the image (paper Fig. 2); tiles start
+    on the pooling grid, so their tiled output equals a full-image pass exactly.
+
+    ``tta`` averages class probabilities over the 8 flips and 90-degree rotations of every tile before
+    thresholding. Tiles are read and normalised by a background thread while the model runs.
 
     Example:
         >>> predictor = Predictor.from_checkpoint("run/best.pt")
-        >>> mask = predictor.predict(image)             # (H, W) uint8 labels
+        >>> mask = predictor.predict(image)             # (H, W) uint8 class indices
         >>> probs = predictor.predict_proba(image)      # (C, H, W) float32
-        >>> probs = predictor.predict_proba(image, tta=True)  # averaged over 8 flips/rotations
+        >>> objects = predictor.predict_instances(image)  # (H, W) int32 instance labels
     """
 
     def __init__(
@@ -46,40 +74,63 @@ class Predictor:
         *,
         device: str | torch.device = "auto",
         tile: int = 512,
-        halo: int | None = None,
+        overlap: float = 0.25,
+        blend: str | None = None,
         batch_size: int = 4,
         threshold: float = 0.5,
         amp: bool = True,
         tta: bool = False,
+        prefetch: int = 2,
+        min_size: int = 8,
     ) -> None:
+        if not 0 <= overlap < 1:
+            raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
+        if blend is not None and blend not in BLENDS:
+            raise ConfigError(f"--blend {blend!r} is unknown; choose one of {', '.join(BLENDS)}")
+        if tile < 1 or batch_size < 1:
+            raise ConfigError(f"--tile and --batch must be positive, got {tile} and {batch_size}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.preprocessing = dict(preprocessing)
         self.normalizer = Normalizer.from_dict(self.preprocessing["normalization"])
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = int(batch_size)
         self.threshold = float(threshold)
         self.tta = tta
         self.amp = amp
+        self.prefetch = max(0, int(prefetch))
+        self.min_size = int(min_size)
+        self.overlap = float(overlap)
         self.num_classes: int = model.num_classes  # type: ignore[assignment]
         depth: int = model.depth  # type: ignore[assignment]
         self.align = 2**depth
         self.margin: int = model.margin  # type: ignore[assignment]
         if model.padding == "valid":
+            if blend not in (None, "crop"):
+                log.info("a valid (unpadded) network is tiled exactly; --blend %s is not needed", blend)
+            self.blend = "crop"
             self.halo = 0
             self.tile_in = model.geometry.fit(tile)  # type: ignore[union-attr]
             self.core = model.output_size(self.tile_in)  # type: ignore[operator]
         else:
-            self.halo = 32 if halo is None else int(halo)
-            self.tile_in = max(tile, 2 * self.halo + self.align)
-            self.tile_in -= self.tile_in % self.align
+            self.blend = blend or "gaussian"
+            self.tile_in = max(self.align, tile // self.align * self.align)
+            # context mirrored at the image border: half an overlap, on the pooling grid
+            self.halo = -(-round(self.overlap * self.tile_in / 2) // self.align) * self.align
             self.core = self.tile_in - 2 * self.halo
-        if self.core < self.align:
-            raise ValueError(f"tile {tile} leaves no room inside a halo of {self.halo}; use a larger --tile")
+            if self.blend == "crop" and self.core < self.align:
+                raise ConfigError(
+                    f"--tile {tile} with --overlap {overlap} leaves no tile core; use a larger --tile"
+                )
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> Predictor:
-        """Load a checkpoint written by :func:`unetkit.train` (safe loading, see ``load_checkpoint``)."""
+        """Load a checkpoint written by :func:`unetkit.train` (safe loading, see ``load_checkpoint``).
+
+        ``tile`` defaults to the checkpoint's training patch size (at least 256)."""
         payload = load_checkpoint(path)
+        if kwargs.get("tile") is None:
+            kwargs["tile"] = default_tile(payload)
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
         return cls(build_model(payload, path), payload["preprocessing"], **kwargs)
 
     @property
@@ -96,12 +147,7 @@ class Predictor:
         chw = to_channels_first(np.asarray(image), self.in_channels, name)
         return self.normalizer(chw)
 
-    def to_mask(self, labels: np.ndarray) -> np.ndarray:
-        """Class indices → the mask written to disk: 0/255 for a binary model, else the training encoding."""
-        if self.num_classes == 1:
-            return labels * np.uint8(255)
-        return self.encoding.decode(labels)
-
+    # -- whole images in memory ------------------------------------------------------------------------
     def predict_proba(
         self,
         image: np.ndarray,
@@ -109,52 +155,189 @@ class Predictor:
         *,
         prepared: bool = False,
         tta: bool | None = None,
+        progress: bool = False,
     ) -> np.ndarray:
-        """Class probabilities ``(C, H, W)`` (``C = 1``: foreground probability of a binary model).
+        """Class probabilities ``(C, H, W)`` float32 (``C = 1``: foreground probability of a binary model).
 
-        ``tta`` (default: the predictor's ``tta``): average the probabilities over the 8 flips and 90-degree
-        rotations of the image (the paper averaged rotated versions), each mapped back, before thresholding.
+        ``image`` is raw ``(H, W[, C])`` pixels, or with ``prepared=True`` an already normalised ``(C, H, W)``
+        array. ``tta`` (default: the predictor's): average over the 8 flips/rotations of every tile.
         """
-        x = image if prepared else self.prepare(image, name)
-        if not (self.tta if tta is None else tta):
-            return self._predict_tiles(x)
-        total = np.zeros((self.num_classes, *x.shape[-2:]), np.float64)
-        for k in range(4):
-            for flip in (False, True):
-                view = np.rot90(x[..., ::-1] if flip else x, k, axes=(-2, -1))
-                probs = np.rot90(self._predict_tiles(np.ascontiguousarray(view)), -k, axes=(-2, -1))
-                total += probs[..., ::-1] if flip else probs
-        return (total / 8).astype(np.float32)
+        if prepared:
+            x = np.asarray(image, np.float32)
+            stats = (np.zeros(x.shape[0], np.float32), np.ones(x.shape[0], np.float32))
+        else:
+            x = to_channels_first(np.asarray(image), self.in_channels, name)
+            stats = self.normalizer.statistics(x)
+        out = np.empty((self.num_classes, *x.shape[-2:]), np.float32)
 
-    @torch.inference_mode()
-    def _predict_tiles(self, x: np.ndarray) -> np.ndarray:
-        h, w = x.shape[-2:]
-        out = np.zeros((self.num_classes, h, w), np.float32)
-        tiles = plan_tiles((h, w), self._core_for((h, w)), self.halo, self.margin, self.align)
-        for batch in _batched(tiles, self.batch_size):
-            inputs = np.stack([read_window(x, t.read) for t in batch])
-            tensor = torch.from_numpy(inputs).to(self.device)
-            with autocast(self.device, self.amp):
-                logits = self.model(tensor)
-            probs = self._activate(logits.float()).cpu().numpy()
-            for t, p in zip(batch, probs, strict=True):
-                out[(slice(None), *t.write)] = p[(slice(None), *t.crop)]
+        def keep(y0: int, y1: int, rows: np.ndarray) -> None:
+            out[:, y0:y1] = rows
+
+        self.stream(x, keep, stats=stats, tta=tta, progress=progress, name=name)
         return out
 
     def predict(self, image: np.ndarray, name: str | Path = "image") -> np.ndarray:
-        """Label image ``(H, W)`` uint8: 0/1 for a binary model (probability >= threshold), else argmax."""
+        """Class indices ``(H, W)`` uint8: 0/1 for a binary model (probability >= threshold), else argmax."""
         return self.to_labels(self.predict_proba(image, name))
+
+    def predict_instances(self, image: np.ndarray, name: str | Path = "image") -> np.ndarray:
+        """Instance labels ``(H, W)`` int32 (0 background, objects 1..N); see :meth:`instances`."""
+        return self.instances(self.predict(image, name))
+
+    def instances(self, classes: np.ndarray) -> np.ndarray:
+        """Class indices → objects, by the model's target (:func:`~.postprocess.instances_from_classes`)."""
+        return instances_from_classes(classes, self.instance_method, min_size=self.min_size)
+
+    @property
+    def instance_method(self) -> str:
+        """``interior`` (3-class border target), ``watershed`` (binary) or ``components`` (other classes)."""
+        if self.encoding.target == "border" and self.num_classes == 3:
+            return "interior"
+        return "watershed" if self.num_classes in (1, 2) else "components"
 
     def to_labels(self, probs: np.ndarray) -> np.ndarray:
         if self.num_classes == 1:
             return (probs[0] >= self.threshold).astype(np.uint8)
         return probs.argmax(axis=0).astype(np.uint8)
 
+    def to_mask(self, labels: np.ndarray) -> np.ndarray:
+        """Class indices → the mask written to disk: 0/255 for a binary model, else the training encoding."""
+        if self.num_classes == 1:
+            return labels * np.uint8(255)
+        return self.encoding.decode(labels)
+
+    # -- the streaming engine --------------------------------------------------------------------------
+    def plan(self, shape: tuple[int, int]) -> list[Tile]:
+        """The tiles for an image of spatial ``shape`` (row-major order)."""
+        if self.blend == "crop":
+            return plan_tiles(shape, self._core_for(shape), self.halo, self.margin, self.align)
+        sizes = [min(self.tile_in, -(-(n + 2 * self.halo) // self.align) * self.align) for n in shape]
+        return plan_blend_tiles(shape, sizes, self.overlap, [self.halo] * len(shape), self.align)
+
+    def stream(
+        self,
+        source: np.ndarray | ImageSource,
+        emit: RowsCallback,
+        *,
+        stats: tuple[np.ndarray, np.ndarray] | None = None,
+        tta: bool | None = None,
+        progress: bool = False,
+        name: str | Path = "image",
+    ) -> None:
+        """Predict a ``(C, H, W)`` image (array or lazy source, raw pixels) and hand final probability rows
+        to ``emit(y0, y1, probs)`` in order (``probs``: ``(num_classes, y1 - y0, W)`` float32).
+
+        ``stats``: per-channel normalisation ``(offset, scale)``; by default measured on a subsample of
+        the image (the whole image when it has up to 4 megapixels).
+        """
+        if stats is None:
+            sample = source.subsample() if isinstance(source, ImageSource) else np.asarray(source)
+            stats = self.normalizer.statistics(sample)
+        h, w = source.shape[-2:]
+        tiles = self.plan((h, w))
+        rows = _group_rows(tiles)
+        height = max(t.axes[0].write_stop - t.axes[0].write_start for t in tiles)
+        acc = np.zeros((self.num_classes, height, w), np.float32)
+        wsum = np.zeros((height, w), np.float32)
+        top = 0  # image row of acc[:, 0]
+        use_tta = self.tta if tta is None else tta
+        pending = {id(row[0].axes[0]): len(row) for row in rows}
+        next_start = {
+            id(r[0].axes[0]): (rows[i + 1][0].axes[0].write_start if i + 1 < len(rows) else h)
+            for i, r in enumerate(rows)
+        }
+        bar = tqdm(
+            total=len(tiles),
+            desc=f"predict {Path(str(name)).name}",
+            unit="tile",
+            disable=not progress,
+            leave=False,
+        )
+        try:
+            for batch, inputs in self._batches(source, tiles, stats):
+                probs = self._forward(inputs, use_tta)
+                for t, p in zip(batch, probs, strict=True):
+                    ay, ax = t.axes
+                    weight = self._weights(p.shape[-2:], t)
+                    rs = slice(ay.write_start - top, ay.write_stop - top)
+                    cs = slice(ax.write_start, ax.write_stop)
+                    part = p[(slice(None), *t.crop)]
+                    if weight is None:
+                        acc[:, rs, cs] += part
+                        wsum[rs, cs] += 1
+                    else:
+                        acc[:, rs, cs] += part * weight
+                        wsum[rs, cs] += weight
+                    key = id(ay)
+                    pending[key] -= 1
+                    if pending[key] == 0:  # this row of tiles is done: rows above the next row are final
+                        stop = next_start[key]
+                        if stop > top:
+                            n = stop - top
+                            emit(top, stop, acc[:, :n] / wsum[:n])
+                            acc[:, : height - n] = acc[:, n:].copy()
+                            wsum[: height - n] = wsum[n:].copy()
+                            acc[:, height - n :] = 0
+                            wsum[height - n :] = 0
+                            top = stop
+                bar.update(len(batch))
+        finally:
+            bar.close()
+        if top != h:  # pragma: no cover - the plan covers every row
+            raise RuntimeError(f"tiling left rows {top}..{h} unwritten")
+
+    def _weights(self, out_shape: tuple[int, ...], tile: Tile) -> np.ndarray | None:
+        if self.blend == "crop":
+            return None
+        return importance_map(out_shape, self.blend)[tile.crop]
+
+    def _batches(
+        self, source: np.ndarray | ImageSource, tiles: list[Tile], stats: tuple[np.ndarray, np.ndarray]
+    ) -> Iterator[tuple[list[Tile], np.ndarray]]:
+        w = source.shape[-1]
+
+        def windows() -> Iterator[np.ndarray]:
+            # One read per row of tiles (full width, mirrored rows), then tiles are cut from it in memory:
+            # every stored chunk or strip is decoded once per row of tiles, whatever its layout.
+            for row in _group_rows(tiles):
+                ay = row[0].axes[0]
+                band = read_window(source, [(ay.read_start, ay.read_stop), (0, w)])
+                for t in row:
+                    ax = t.axes[1]
+                    yield Normalizer.apply(
+                        read_window(band, [(0, band.shape[-2]), (ax.read_start, ax.read_stop)]), stats
+                    )
+
+        def produce() -> Iterator[tuple[list[Tile], np.ndarray]]:
+            it = windows()
+            for batch in _batched(tiles, self.batch_size):
+                yield batch, np.stack([next(it) for _ in batch])
+
+        return _prefetched(produce(), self.prefetch) if self.prefetch else produce()
+
+    @torch.inference_mode()
+    def _forward(self, inputs: np.ndarray, tta: bool) -> np.ndarray:
+        x = torch.from_numpy(inputs).to(self.device)
+        if not tta:
+            return self._activate(self._logits(x)).cpu().numpy()
+        total = None
+        for k in range(4):
+            for flip in (False, True):
+                view = torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
+                p = torch.rot90(self._activate(self._logits(view.contiguous())), -k, dims=(-2, -1))
+                p = p.flip(-1) if flip else p
+                total = p if total is None else total + p
+        return (total / 8).cpu().numpy()  # type: ignore[operator]
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.amp):
+            return self.model(x).float()
+
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.num_classes == 1 else torch.softmax(logits, dim=1)
 
     def _core_for(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Per-axis core size: as few tiles as the configured core allows, each no larger than needed.
+        """Crop plan: per-axis core, as few tiles as the configured core allows, each no larger than needed.
 
         A 512-pixel axis with a 448-pixel core gets two 256-pixel cores rather than two 448-pixel ones.
         Valid networks keep their configured core (it fixes a valid input size).
@@ -169,6 +352,16 @@ class Predictor:
         return tuple(cores)
 
 
+def _group_rows(tiles: list[Tile]) -> list[list[Tile]]:
+    rows: list[list[Tile]] = []
+    for t in tiles:
+        if rows and rows[-1][0].axes[0] is t.axes[0]:
+            rows[-1].append(t)
+        else:
+            rows.append([t])
+    return rows
+
+
 def _batched(items: Iterable[Tile], n: int) -> Iterator[list[Tile]]:
     batch: list[Tile] = []
     for item in items:
@@ -178,3 +371,41 @@ def _batched(items: Iterable[Tile], n: int) -> Iterator[list[Tile]]:
             batch = []
     if batch:
         yield batch
+
+
+_DONE = object()
+
+
+def _prefetched(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Run ``items`` in a background thread, ``depth`` items ahead; exceptions are re-raised here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=work, name="unetkit-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -1,0 +1,213 @@
+"""Images read window by window, so that an image larger than memory can be segmented.
+
+:func:`open_image` returns an :class:`ImageSource`: a read-only ``(C, H, W)`` view of an image file whose
+windows are read on demand. TIFFs are memory-mapped when stored uncompressed and contiguously, and read
+tile by tile or strip by strip through tifffile's zarr view otherwise; zarr arrays (and OME-Zarr groups,
+whose full-resolution level is used) are read chunk by chunk; ``.npy`` files are memory-mapped. PNG, JPEG
+and BMP have no random access and are read whole.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from ..errors import DataError
+from .io import channel_indices, read_image, stored_channels_first, unreadable
+
+__all__ = ["LAZY_SUFFIXES", "ImageSource", "image_size", "open_image"]
+
+LAZY_SUFFIXES = (".tif", ".tiff", ".zarr", ".npy")
+
+
+class ImageSource:
+    """A ``(C, H, W)`` view of a stored image; ``source[..., y0:y1, x0:x1]`` reads one window.
+
+    ``array`` is any sliceable array (NumPy, memmap, zarr) with the channels on ``channel_axis`` (``None``:
+    a single channel). ``channels`` selects and orders the stored channels (see :meth:`select`).
+    """
+
+    def __init__(self, array: Any, channel_axis: int | None, name: str | Path = "image", handle: Any = None):
+        if len(array.shape) - (channel_axis is not None) != 2:
+            raise DataError(f"{name}: expected a 2-D image, found an array of shape {tuple(array.shape)}")
+        self.array = array
+        self.channel_axis = channel_axis
+        self.name = str(name)
+        self._handle = handle
+        stored = 1 if channel_axis is None else array.shape[channel_axis]
+        self.index = list(range(stored))
+        self.alpha = channel_axis is not None and channel_axis == len(array.shape) - 1 and stored in (2, 4)
+
+    @property
+    def spatial_shape(self) -> tuple[int, int]:
+        return tuple(n for a, n in enumerate(self.array.shape) if a != self.channel_axis)  # type: ignore[return-value]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.index), *self.spatial_shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        if not (isinstance(key, tuple) and key and key[0] is Ellipsis and len(key) == 3):
+            raise IndexError("read windows as source[..., rows, cols]")
+        rows, cols = key[1], key[2]
+        if self.channel_axis is None:
+            block = np.asarray(self.array[rows, cols])[None]
+        else:
+            sel: list[Any] = [rows, cols]
+            sel.insert(self.channel_axis, slice(None))
+            block = np.moveaxis(np.asarray(self.array[tuple(sel)]), self.channel_axis, 0)
+        return block if self.index == list(range(block.shape[0])) else block[self.index]
+
+    def subsample(self, max_pixels: int = 1 << 22) -> np.ndarray:
+        """A regular grid of at most about ``max_pixels`` pixels per channel (the whole image when small)."""
+        h, w = self.spatial_shape
+        stride = max(1, math.ceil(math.sqrt(h * w / max_pixels)))
+        return self[..., ::stride, ::stride]
+
+    def read(self) -> np.ndarray:
+        """The whole image as a ``(C, H, W)`` NumPy array."""
+        return self[..., :, :]
+
+    def select(self, channels: int | None) -> ImageSource:
+        """Keep the stored channels a model with ``channels`` inputs needs (rules of ``to_channels_first``,
+        decided on a subsample: an RGB file holding gray data feeds a 1-channel model, alpha is dropped)."""
+        self.index = list(range(1 if self.channel_axis is None else self.array.shape[self.channel_axis]))
+        sample = self.subsample(1 << 16)
+        self.index = channel_indices(sample, channels, self.name, alpha=self.alpha)
+        return self
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> ImageSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_image(path: str | Path) -> ImageSource:
+    """Open an image file (or a ``.zarr`` folder) for windowed reading; see the module docstring."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".zarr":
+        return _open_zarr(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        if suffix in (".tif", ".tiff"):
+            return _open_tiff(path)
+        if suffix == ".npy":
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            if stored_channels_first(arr.shape):
+                return ImageSource(arr, 0, path)
+            return ImageSource(arr, 2 if arr.ndim == 3 else None, path)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise unreadable(path, exc) from None
+    arr = read_image(path)
+    return ImageSource(arr, 2 if arr.ndim == 3 else None, path)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """Height and width of an image file without reading its pixels (PNG/JPEG/BMP: the header only)."""
+    path = Path(path)
+    if path.suffix.lower() in LAZY_SUFFIXES:
+        with open_image(path) as src:
+            return src.spatial_shape
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception as exc:
+        raise unreadable(path, exc) from None
+
+
+def _open_tiff(path: Path) -> ImageSource:
+    tif = tifffile.TiffFile(path)
+    try:
+        series = tif.series[0]
+        axes = series.axes
+        squeeze = [i for i, a in enumerate(axes) if a not in "YXSC" and series.shape[i] == 1]
+        core = [a for i, a in enumerate(axes) if i not in squeeze]
+        if any(a not in "YXSC" for a in core) or len(core) > 3:
+            raise DataError(
+                f"{path}: holds a stack (axes {axes}, shape {series.shape}); predict takes one 2-D image per "
+                "file: split the stack, or save one plane per file"
+            )
+        try:
+            arr: Any = tifffile.memmap(path)  # uncompressed and contiguous: map it
+        except ValueError:  # compressed or not contiguous: read tiles/strips on demand
+            import zarr
+
+            arr = zarr.open(series.aszarr(), mode="r")
+        if squeeze:
+            arr = _Squeezed(arr, squeeze)
+        channel_axis = next((i for i, a in enumerate(core) if a in "SC"), None)
+        return ImageSource(arr, channel_axis, path, handle=tif)
+    except Exception:
+        tif.close()
+        raise
+
+
+def _open_zarr(path: Path) -> ImageSource:
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:
+        raise DataError(f"{path}: cannot be opened as a zarr array or group ({exc})") from None
+    if isinstance(node, zarr.Group):
+        multiscales = node.attrs.get("multiscales") or node.attrs.get("ome", {}).get("multiscales")
+        key = multiscales[0]["datasets"][0]["path"] if multiscales else next(iter(node.array_keys()), None)
+        if key is None:
+            raise DataError(f"{path}: a zarr group without arrays; point predict at the image array")
+        node = node[key]
+    shape = node.shape
+    lead = 0
+    while len(shape) - lead > 2 and shape[lead] == 1:
+        lead += 1
+    if lead:
+        node = _Squeezed(node, list(range(lead)))
+        shape = node.shape
+    if len(shape) == 2:
+        return ImageSource(node, None, path)
+    if len(shape) == 3 and shape[0] <= 4 < shape[-1]:
+        return ImageSource(node, 0, path)  # (C, Y, X), the OME-Zarr order
+    if len(shape) == 3 and shape[-1] <= 4:
+        return ImageSource(node, 2, path)
+    raise DataError(
+        f"{path}: zarr array of shape {tuple(shape)} is not a 2-D image (Y, X), (C, Y, X) or (Y, X, C)"
+    )
+
+
+class _Squeezed:
+    """An array seen without some of its singleton axes (OME-Zarr's t, c, z of size 1; TIFF's Q, I)."""
+
+    def __init__(self, array: Any, drop: list[int]):
+        self.array, self.drop = array, drop
+        self.shape = tuple(n for i, n in enumerate(array.shape) if i not in drop)
+        self.dtype = array.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        key = list(key)
+        for i in self.drop:
+            key.insert(i, 0)
+        return self.array[tuple(key)]

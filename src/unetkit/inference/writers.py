@@ -1,0 +1,148 @@
+"""Where predictions go: arrays that hold them while an image is processed, and files they end up in.
+
+Small images are held in NumPy arrays and written with :func:`unetkit.data.io.write_image`. Images over a
+size limit are held in a zarr store on disk (in a hidden work folder next to the outputs, removed at the
+end) and written tile by tile: a tiled, compressed TIFF (BigTIFF past 2 GiB) or a zarr group, so that
+memory never holds a whole image. Every file appears atomically under its final name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from ..data.io import publish, write_image
+
+__all__ = ["CHUNK", "FORMATS", "PROBS_DTYPES", "Plane", "RowSink", "encode_probs", "new_array", "save"]
+
+FORMATS = ("png", "tiff", "zarr")
+PROBS_DTYPES = ("float32", "float16", "uint8")
+CHUNK = 512  # zarr chunk / strip height (rows)
+TIFF_TILE = 256
+
+# A 2-D output as blocks: read(rows, cols) → (rows, cols[, S]) array; shape (H, W[, S]); dtype.
+Plane = tuple[Callable[[slice, slice], np.ndarray], tuple[int, ...], np.dtype]
+
+
+def new_array(shape: tuple[int, ...], dtype: Any, store: Any = None, name: str = "") -> Any:
+    """A NumPy array, or with ``store`` (a zarr group) a chunked zarr array ``name`` in it."""
+    if store is None:
+        return np.zeros(shape, dtype)
+    chunks = (*shape[:-2], min(CHUNK, shape[-2]), min(CHUNK, shape[-1]))
+    if len(shape) == 3 and shape[-1] <= 4:  # (H, W, S) colour
+        chunks = (min(CHUNK, shape[0]), min(CHUNK, shape[1]), shape[2])
+    return store.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+
+
+def encode_probs(probs: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 probabilities → stored dtype: ``float16``, ``float32``, or ``uint8`` (p x 255, rounded)."""
+    if dtype == "uint8":
+        return np.rint(probs * 255).astype(np.uint8)
+    return probs.astype(dtype)
+
+
+class RowSink:
+    """Collects rows arriving in order and writes them to ``write(y0, y1, rows)`` in strips whose height
+    is a multiple of ``strip`` (aligned to zarr chunks, so no chunk is written twice)."""
+
+    def __init__(self, write: Callable[[int, int, np.ndarray], None], height: int, strip: int = CHUNK):
+        self.write, self.height, self.strip = write, height, strip
+        self.parts: list[np.ndarray] = []
+        self.start = 0
+        self.rows = 0
+
+    def __call__(self, y0: int, y1: int, rows: np.ndarray) -> None:
+        assert y0 == self.start + self.rows, "rows must arrive in order"
+        self.parts.append(rows)
+        self.rows += y1 - y0
+        if self.rows >= self.strip or y1 == self.height:
+            block = np.concatenate(self.parts, axis=-2) if len(self.parts) > 1 else self.parts[0]
+            n = self.rows if y1 == self.height else self.rows // self.strip * self.strip
+            self.write(self.start, self.start + n, block[..., :n, :])
+            rest = block[..., n:, :]
+            self.parts = [rest] if rest.shape[-2] else []
+            self.start += n
+            self.rows -= n
+
+
+def blocks(shape: tuple[int, int], size: int) -> Iterator[tuple[slice, slice]]:
+    for y in range(0, shape[0], size):
+        for x in range(0, shape[1], size):
+            yield slice(y, min(shape[0], y + size)), slice(x, min(shape[1], x + size))
+
+
+def save(path: Path, planes: list[Plane], fmt: str, *, zarr_name: str = "", in_memory: bool = True) -> Path:
+    """Write one output (``planes``: one or more 2-D planes of equal shape) as ``fmt`` at ``path``.
+
+    ``fmt``: ``png`` (one uint8/uint16 plane), ``tiff`` or ``zarr`` (``path`` is then the group and
+    ``zarr_name`` the array). ``in_memory``: the planes are small enough to assemble whole.
+    """
+    if fmt == "zarr":
+        import zarr
+
+        group = zarr.open_group(str(path), mode="a")
+        read, shape, dtype = planes[0]
+        full = (len(planes), *shape) if len(planes) > 1 else shape
+        arr = new_array(full, dtype, group, zarr_name)
+        for i, (read, _, _) in enumerate(planes):
+            for rows, cols in blocks(shape[:2], CHUNK):
+                if len(planes) > 1:
+                    arr[i, rows, cols] = read(rows, cols)
+                else:
+                    arr[rows, cols] = read(rows, cols)
+        return path
+    if in_memory:
+        arrays = [read(slice(None), slice(None)) for read, _, _ in planes]
+        return write_image(path, arrays[0] if len(arrays) == 1 else np.stack(arrays), overwrite=True)
+    return _save_tiled_tiff(path, planes)
+
+
+def _save_tiled_tiff(path: Path, planes: list[Plane]) -> Path:
+    _, shape, dtype = planes[0]
+    h, w = shape[:2]
+    samples = shape[2:]
+    t = TIFF_TILE
+
+    def tiles() -> Iterator[np.ndarray]:
+        for read, _, _ in planes:
+            for y in range(0, h, t):
+                band = read(slice(y, min(h, y + t)), slice(0, w))
+                for x in range(0, w, t):
+                    tile = np.zeros((t, t, *samples), dtype)
+                    part = band[:, x : x + t]
+                    tile[: part.shape[0], : part.shape[1]] = part
+                    yield tile
+
+    full = (len(planes), *shape) if len(planes) > 1 else shape
+    nbytes = math.prod(full) * np.dtype(dtype).itemsize
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tif", dir=path.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(
+            tmp,
+            data=tiles(),
+            shape=full,
+            dtype=dtype,
+            tile=(t, t),
+            compression="zlib",
+            photometric="rgb" if samples and samples[0] in (3, 4) else "minisblack",
+            bigtiff=nbytes > 2**31 - 2**25,
+        )
+        publish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
