@@ -8,7 +8,7 @@ TORCH_PIN   ?= torch==2.13.0
 TORCH_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast test-slow bench bench-borders lint clean
+.PHONY: setup setup-bench demo test test-fast test-slow bench bench-tiled bench-borders lint clean
 
 setup: $(STAMP)
 
@@ -32,8 +32,20 @@ test-fast: setup
 test-slow: setup
 	$(PY) -m pytest -m slow -q
 
+# Benchmark peers (MONAI) live in the [bench] extra, installed only for benchmarks.
+BENCH_STAMP := $(VENV)/.installed-bench
+setup-bench: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
+
 bench: setup
 	$(PY) bench/run_all.py
+
+# Tiled inference: unetkit vs MONAI sliding_window_inference at 4096², and a 20,000² image (about 15 minutes).
+bench-tiled: setup-bench
+	$(PY) bench/tiled_inference.py
 
 # The paper's recipe vs plain cross-entropy on touching nuclei (about 6 minutes on 2 cores).
 bench-borders: setup
