@@ -14,7 +14,7 @@ from .config import DataConfig, ModelConfig, PredictConfig, RunConfig, TrainConf
 from .data import check_dataset, read_image, synth_nuclei, synthesize_dataset, write_image
 from .errors import CheckpointError, ConfigError, DataError, UnetkitError
 from .inference import Predictor, predict, predict_files
-from .metrics.evaluate import Evaluation, evaluate
+from .metrics.evaluate import Evaluation, evaluate, evaluate_model
 from .models import UNet, create_model, list_models
 from .training import TrainResult, train
 
@@ -36,6 +36,7 @@ __all__ = [
     "check_dataset",
     "create_model",
     "evaluate",
+    "evaluate_model",
     "list_models",
     "load_checkpoint",
     "load_config",
