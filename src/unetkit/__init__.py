@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DataConfig, ModelConfig, PredictConfig, RunConfig, TrainConfig, load_config
-from .data import check_dataset, read_image, synth_nuclei, synthesize_dataset, write_image
+from .data import check_dataset, read_image, synth_nuclei, synth_nuclei_3d, synthesize_dataset, write_image
 from .errors import CheckpointError, ConfigError, DataError, UnetkitError
 from .inference import Predictor, predict, predict_files
 from .metrics.evaluate import Evaluation, evaluate, evaluate_model
@@ -45,6 +45,7 @@ __all__ = [
     "read_image",
     "save_checkpoint",
     "synth_nuclei",
+    "synth_nuclei_3d",
     "synthesize_dataset",
     "train",
     "write_image",

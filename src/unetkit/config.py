@@ -38,6 +38,9 @@ class ModelConfig:
     act: str = "relu"
     dropout: float = 0.0
     level_dropout: list[float] | None = None
+    spatial_dims: int = 2  # 3: volumes
+    anisotropic_levels: int = 0  # 3-D: the first k poolings keep z
+    deep_supervision: bool = False  # unet++ only
 
 
 @dataclass

@@ -5,7 +5,7 @@ from .io import read_image, write_image
 from .layouts import LAYOUTS, Sample, load_layout, paired_folders
 from .masks import ENCODINGS, MaskEncoding
 from .normalize import Normalizer
-from .synthetic import synth_nuclei, synthesize_dataset
+from .synthetic import synth_nuclei, synth_nuclei_3d, synthesize_dataset
 
 __all__ = [
     "ENCODINGS",
@@ -19,6 +19,7 @@ __all__ = [
     "paired_folders",
     "read_image",
     "synth_nuclei",
+    "synth_nuclei_3d",
     "synthesize_dataset",
     "write_image",
 ]

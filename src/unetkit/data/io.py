@@ -24,8 +24,10 @@ __all__ = [
     "count_planes",
     "has_alpha",
     "read_image",
+    "read_volume",
     "to_channels_first",
     "write_image",
+    "write_volume",
 ]
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,76 @@ def unreadable(path: Path, exc: Exception) -> DataError:
 def stored_channels_first(shape: tuple[int, ...]) -> bool:
     """A 3-D NumPy image stored ``(C, H, W)`` (a few channels first, a longer last axis)."""
     return len(shape) == 3 and shape[0] in (1, 2, 3, 4) and shape[-1] > 4
+
+
+def read_volume(path: str | Path) -> np.ndarray:
+    """Read a 3-D volume: a multi-page TIFF (a z-stack), a 3-D or 4-D ``.npy``, or a ``.zarr`` array.
+
+    Returns ``(D, H, W)`` or ``(D, H, W, C)``. TIFF planes (axes Z, I, Q, T...) become D; channel/sample
+    axes become the last one. An ``.npy`` or zarr array ``(C, D, H, W)`` with few channels is moved to
+    channels-last.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix != ".zarr" and not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        if suffix in (".tif", ".tiff"):
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                axes, arr = series.axes, series.asarray()
+            planes = [a for a in axes if a not in "YXSC"]
+            if not planes:
+                raise DataError(f"{path}: a single 2-D image (axes {axes}); a volume needs several planes")
+            arr = (
+                arr.reshape(-1, *arr.shape[len(planes) :]) if axes[: len(planes)] == "".join(planes) else arr
+            )
+            rest = axes[len(planes) :]
+            if arr.ndim == 4 and rest and rest[0] in "SC":
+                arr = np.moveaxis(arr, 1, -1)
+        elif suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif suffix == ".zarr":
+            import zarr
+
+            arr = np.asarray(zarr.open_array(str(path), mode="r")[...])
+        else:
+            raise DataError(f"{path}: volumes are read from .tif/.tiff stacks, .npy or .zarr, not {suffix}")
+    except DataError:
+        raise
+    except Exception as exc:
+        raise unreadable(path, exc) from None
+    arr = np.squeeze(arr) if arr.ndim > 4 else arr
+    if arr.ndim == 4 and arr.shape[0] <= 4 < arr.shape[-1]:
+        arr = np.moveaxis(arr, 0, -1)  # (C, D, H, W)
+    if arr.ndim not in (3, 4):
+        raise DataError(f"{path}: expected a volume (D, H, W) or (D, H, W, C), found shape {arr.shape}")
+    return arr
+
+
+def write_volume(path: str | Path, array: np.ndarray, *, overwrite: bool = False) -> Path:
+    """Write a ``(D, H, W)`` (or ``(C, D, H, W)``) array as a multi-page, zlib-compressed TIFF z-stack, or
+    ``.npy``, atomically; never as colour, whatever the size of the last axis."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise DataError(f"{path}: already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix.lower() == ".npy":
+            with open(tmp, "wb") as fh:
+                np.save(fh, array)
+        else:
+            axes = "ZYX" if array.ndim == 3 else "CZYX"
+            tifffile.imwrite(
+                tmp, array, compression="zlib", photometric="minisblack", metadata={"axes": axes}
+            )
+        publish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
 
 
 def _plane_axes(axes: str, stack: bool) -> list[str]:

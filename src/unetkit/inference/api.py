@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.io import IMAGE_SUFFIXES, write_image
+from ..data.io import IMAGE_SUFFIXES, read_volume, write_image, write_volume
 from ..data.layouts import find_images
 from ..data.lazy import ImageSource, image_size, open_image
 from ..errors import ConfigError, DataError
@@ -145,6 +145,10 @@ def predict_files(
     files = collect_inputs(inputs)
     out = Path(out)
     predictor = model if isinstance(model, Predictor) else Predictor.from_checkpoint(model, **kwargs)  # type: ignore[arg-type]
+    if predictor.spatial_dims == 3:
+        return _predict_volumes(
+            predictor, files, out, format or "tiff", probs_dtype, instances, overlay, overwrite, progress
+        )
     jobs = []
     for f in files:
         h, w = image_size(f)  # headers only: every input is checked before the first tile is computed
@@ -326,3 +330,85 @@ def _overlay(source: ImageSource, labels: Any, side: int = 2048, detail: int = 1
     canvas[: overview.shape[0], : overview.shape[1]] = overview
     canvas[: zoom.shape[0], overview.shape[1] + 8 :] = zoom
     return canvas
+
+
+def _predict_volumes(
+    predictor: Predictor,
+    files: list[Path],
+    out: Path,
+    fmt: str,
+    probs_dtype: str | None,
+    instances: bool,
+    overlay: bool,
+    overwrite: bool,
+    progress: bool,
+) -> list[PredictedFile]:
+    """A 3-D model: each input is a volume (TIFF z-stack, ``.npy``, ``.zarr``), segmented in memory and
+    written as a multi-page TIFF (or a zarr group); the overlay shows the middle slice."""
+    import zarr
+
+    if fmt == "png":
+        raise ConfigError("a 3-D model writes volumes: use --format tiff (the default) or --format zarr")
+    jobs = [
+        (
+            f,
+            output_paths(
+                f.stem, out, fmt, probs=probs_dtype is not None, instances=instances, overlay=overlay
+            ),
+        )
+        for f in files
+    ]
+    clash = [p for _, paths in jobs for p in paths.values() if p.exists()]
+    if clash and not overwrite:
+        raise DataError(f"{clash[0]}: already exists ({len(clash)} in all); pass --overwrite to replace")
+    volumes = {
+        f: read_volume(f) for f, _ in jobs[:1]
+    }  # the first is read now: a bad file fails before compute
+    results = []
+    for f, paths in tqdm(jobs, desc="predict", unit="volume", disable=not progress or len(jobs) == 1):
+        volume = volumes.pop(f, None)
+        volume = read_volume(f) if volume is None else volume
+        probs = predictor.predict_proba(volume, f, progress=progress)
+        classes = predictor.to_labels(probs)
+        labels = predictor.instances(classes) if instances else None
+        arrays = {"mask": predictor.to_mask(classes)}
+        if probs_dtype:
+            arrays["probs"] = encode_probs(probs[0] if len(probs) == 1 else probs, probs_dtype)
+        if labels is not None:
+            arrays["instances"] = labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32)
+        written: dict[str, Path] = {}
+        if fmt == "zarr":
+            work = Path(tempfile.mkdtemp(prefix=f".{f.stem}.work.", dir=out))
+            try:
+                group = zarr.open_group(str(work / "result.zarr"), mode="w")
+                for key, arr in arrays.items():
+                    group.create_array(
+                        key, data=arr, chunks=(*arr.shape[:-3], *(min(64, n) for n in arr.shape[-3:]))
+                    )
+                if paths["mask"].exists():
+                    remove_tree(paths["mask"])
+                os.replace(work / "result.zarr", paths["mask"])
+            finally:
+                remove_tree(work)
+            written = dict.fromkeys(arrays, paths["mask"])
+        else:
+            for key, arr in arrays.items():
+                written[key] = write_volume(paths[key], arr, overwrite=True)
+        if overlay:
+            mid = volume.shape[0] // 2
+            shown = labels if labels is not None else classes
+            written["overlay"] = write_image(
+                paths["overlay"], contour_overlay(volume[mid], shown[mid]), overwrite=True
+            )
+        results.append(
+            PredictedFile(
+                source=f,
+                mask=written["mask"],
+                probs=written.get("probs"),
+                shape=tuple(classes.shape),  # type: ignore[arg-type]
+                instances=written.get("instances"),
+                overlay=written.get("overlay"),
+                objects=int(labels.max()) if labels is not None else None,
+            )
+        )
+    return results

@@ -41,8 +41,8 @@ def expand_labels(labels: np.ndarray, distance: float, within: np.ndarray | None
     pixels when given."""
     if distance <= 0:
         return labels
-    dist, (iy, ix) = ndi.distance_transform_edt(labels == 0, return_indices=True)
-    grown = labels[iy, ix]
+    dist, nearest = ndi.distance_transform_edt(labels == 0, return_indices=True)
+    grown = labels[tuple(nearest)]
     keep = (labels == 0) & (dist > distance)
     if within is not None:
         keep |= (labels == 0) & ~within

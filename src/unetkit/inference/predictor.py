@@ -21,12 +21,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..checkpoint import build_model, load_checkpoint
-from ..data.io import to_channels_first
+from ..data.io import channel_indices, to_channels_first
 from ..data.lazy import ImageSource
 from ..data.masks import MaskEncoding
 from ..data.normalize import Normalizer
 from ..device import autocast, resolve_device
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .blending import BLEND_MODES, importance_map
 from .postprocess import instances_from_classes
 from .tiling import Tile, plan_blend_tiles, plan_tiles, read_window
@@ -101,6 +101,7 @@ class Predictor:
         self.min_size = int(min_size)
         self.overlap = float(overlap)
         self.num_classes: int = model.num_classes  # type: ignore[assignment]
+        self.spatial_dims: int = getattr(model, "spatial_dims", 2)
         depth: int = model.depth  # type: ignore[assignment]
         self.align = 2**depth
         self.margin: int = model.margin  # type: ignore[assignment]
@@ -143,9 +144,22 @@ class Predictor:
         return MaskEncoding.from_dict(self.preprocessing.get("encoding") or {"name": "binary"})
 
     def prepare(self, image: np.ndarray, name: str | Path = "image") -> np.ndarray:
-        """Raw ``(H, W[, C])`` image → normalised float32 ``(C, H, W)``, exactly as in training."""
-        chw = to_channels_first(np.asarray(image), self.in_channels, name)
-        return self.normalizer(chw)
+        """Raw ``(H, W[, C])`` image (``(D, H, W[, C])`` volume for a 3-D model) → normalised float32
+        ``(C, ...)``, exactly as in training."""
+        return self.normalizer(self.channels_first(image, name))
+
+    def channels_first(self, image: np.ndarray, name: str | Path = "image") -> np.ndarray:
+        """Raw pixels, channels last (or none) → ``(C, *spatial)`` with the model's input channels."""
+        image = np.asarray(image)
+        if self.spatial_dims == 2:
+            return to_channels_first(image, self.in_channels, name)
+        if image.ndim not in (3, 4):
+            raise DataError(
+                f"{name}: a 3-D model segments volumes (D, H, W) or (D, H, W, C); got shape {image.shape}"
+            )
+        arr = image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0)
+        index = channel_indices(arr, self.in_channels, name)
+        return arr if index == list(range(arr.shape[0])) else arr[index]
 
     # -- whole images in memory ------------------------------------------------------------------------
     def predict_proba(
@@ -166,9 +180,9 @@ class Predictor:
             x = np.asarray(image, np.float32)
             stats = (np.zeros(x.shape[0], np.float32), np.ones(x.shape[0], np.float32))
         else:
-            x = to_channels_first(np.asarray(image), self.in_channels, name)
+            x = self.channels_first(image, name)
             stats = self.normalizer.statistics(x)
-        out = np.empty((self.num_classes, *x.shape[-2:]), np.float32)
+        out = np.empty((self.num_classes, *x.shape[1:]), np.float32)
 
         def keep(y0: int, y1: int, rows: np.ndarray) -> None:
             out[:, y0:y1] = rows
@@ -207,7 +221,7 @@ class Predictor:
         return self.encoding.decode(labels)
 
     # -- the streaming engine --------------------------------------------------------------------------
-    def plan(self, shape: tuple[int, int]) -> list[Tile]:
+    def plan(self, shape: tuple[int, ...]) -> list[Tile]:
         """The tiles for an image of spatial ``shape`` (row-major order)."""
         if self.blend == "crop":
             return plan_tiles(shape, self._core_for(shape), self.halo, self.margin, self.align)
@@ -224,8 +238,9 @@ class Predictor:
         progress: bool = False,
         name: str | Path = "image",
     ) -> None:
-        """Predict a ``(C, H, W)`` image (array or lazy source, raw pixels) and hand final probability rows
-        to ``emit(y0, y1, probs)`` in order (``probs``: ``(num_classes, y1 - y0, W)`` float32).
+        """Predict a ``(C, H, W)`` image or ``(C, D, H, W)`` volume (array or lazy source, raw pixels) and
+        hand final probability rows (slices) to ``emit(y0, y1, probs)`` in order (``probs``:
+        ``(num_classes, y1 - y0, *rest)`` float32).
 
         ``stats``: per-channel normalisation ``(offset, scale)``; by default measured on a subsample of
         the image (the whole image when it has up to 4 megapixels).
@@ -233,13 +248,14 @@ class Predictor:
         if stats is None:
             sample = source.subsample() if isinstance(source, ImageSource) else np.asarray(source)
             stats = self.normalizer.statistics(sample)
-        h, w = source.shape[-2:]
-        tiles = self.plan((h, w))
+        spatial = tuple(source.shape[1:])
+        h, rest = spatial[0], spatial[1:]
+        tiles = self.plan(spatial)
         rows = _group_rows(tiles)
         height = max(t.axes[0].write_stop - t.axes[0].write_start for t in tiles)
-        acc = np.zeros((self.num_classes, height, w), np.float32)
-        wsum = np.zeros((height, w), np.float32)
-        top = 0  # image row of acc[:, 0]
+        acc = np.zeros((self.num_classes, height, *rest), np.float32)
+        wsum = np.zeros((height, *rest), np.float32)
+        top = 0  # image row (volume slice) of acc[:, 0]
         use_tta = self.tta if tta is None else tta
         pending = {id(row[0].axes[0]): len(row) for row in rows}
         next_start = {
@@ -257,17 +273,19 @@ class Predictor:
             for batch, inputs in self._batches(source, tiles, stats):
                 probs = self._forward(inputs, use_tta)
                 for t, p in zip(batch, probs, strict=True):
-                    ay, ax = t.axes
-                    weight = self._weights(p.shape[-2:], t)
-                    rs = slice(ay.write_start - top, ay.write_stop - top)
-                    cs = slice(ax.write_start, ax.write_stop)
+                    ay = t.axes[0]
+                    weight = self._weights(p.shape[1:], t)
+                    where = (
+                        slice(ay.write_start - top, ay.write_stop - top),
+                        *(slice(a.write_start, a.write_stop) for a in t.axes[1:]),
+                    )
                     part = p[(slice(None), *t.crop)]
                     if weight is None:
-                        acc[:, rs, cs] += part
-                        wsum[rs, cs] += 1
+                        acc[(slice(None), *where)] += part
+                        wsum[where] += 1
                     else:
-                        acc[:, rs, cs] += part * weight
-                        wsum[rs, cs] += weight
+                        acc[(slice(None), *where)] += part * weight
+                        wsum[where] += weight
                     key = id(ay)
                     pending[key] -= 1
                     if pending[key] == 0:  # this row of tiles is done: rows above the next row are final
@@ -294,19 +312,17 @@ class Predictor:
     def _batches(
         self, source: np.ndarray | ImageSource, tiles: list[Tile], stats: tuple[np.ndarray, np.ndarray]
     ) -> Iterator[tuple[list[Tile], np.ndarray]]:
-        w = source.shape[-1]
+        rest = tuple(source.shape[2:])
 
         def windows() -> Iterator[np.ndarray]:
             # One read per row of tiles (full width, mirrored rows), then tiles are cut from it in memory:
             # every stored chunk or strip is decoded once per row of tiles, whatever its layout.
             for row in _group_rows(tiles):
                 ay = row[0].axes[0]
-                band = read_window(source, [(ay.read_start, ay.read_stop), (0, w)])
+                band = read_window(source, [(ay.read_start, ay.read_stop), *((0, n) for n in rest)])
                 for t in row:
-                    ax = t.axes[1]
-                    yield Normalizer.apply(
-                        read_window(band, [(0, band.shape[-2]), (ax.read_start, ax.read_stop)]), stats
-                    )
+                    window = [(0, band.shape[1]), *((a.read_start, a.read_stop) for a in t.axes[1:])]
+                    yield Normalizer.apply(read_window(band, window), stats)
 
         def produce() -> Iterator[tuple[list[Tile], np.ndarray]]:
             it = windows()

@@ -2,5 +2,14 @@
 
 from .registry import create_model, list_models, register_model
 from .unet import InvalidSizeError, UNet, ValidGeometry
+from .variants import UNetPlusPlus
 
-__all__ = ["InvalidSizeError", "UNet", "ValidGeometry", "create_model", "list_models", "register_model"]
+__all__ = [
+    "InvalidSizeError",
+    "UNet",
+    "UNetPlusPlus",
+    "ValidGeometry",
+    "create_model",
+    "list_models",
+    "register_model",
+]

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["create_model", "describe_model", "list_models", "register_model"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -27,6 +27,12 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`, sorted."""
     return sorted(_REGISTRY)
+
+
+def describe_model(name: str) -> str:
+    """First line of the registered constructor's docstring."""
+    fn = _REGISTRY[name]
+    return ((fn.__doc__ or "").strip().splitlines() or [""])[0]
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import DoubleConv, Down, Up, he_init_, pad_to_multiple
+from .blocks import BLOCKS, CONV, DROPOUT, Down, Up, center_crop, he_init_, pad_to_multiple
 from .registry import register_model
 
 __all__ = ["InvalidSizeError", "UNet", "ValidGeometry"]
@@ -118,7 +118,7 @@ class ValidGeometry:
 
 @register_model("unet")
 class UNet(nn.Module):
-    """U-Net for 2-D images (Ronneberger et al. 2015), configurable beyond the paper.
+    """U-Net (Ronneberger et al. 2015) for 2-D images or 3-D volumes, configurable beyond the paper.
 
     Args:
         in_channels: image channels (1 for grayscale).
@@ -126,15 +126,20 @@ class UNet(nn.Module):
         depth: number of poolings (paper: 4).
         base_channels: channels at the first level, doubling per level (paper: 64; Keras tutorial: 16).
         padding: ``"valid"`` (paper, output smaller than input) or ``"same"`` (any size in, same size out).
-        up: ``"transpose"`` (paper's 2x2 up-convolution) or ``"bilinear"``.
+        up: ``"transpose"`` (paper's 2x2 up-convolution) or ``"bilinear"`` (trilinear in 3-D).
         norm: ``None`` (paper), ``"batch"``, ``"instance"`` or ``"group"``.
         act: activation name (paper: ``"relu"``).
         dropout: dropout rate at the end of the contracting path (paper: 0.5 at the bottleneck).
         level_dropout: optional per-level rates (``depth + 1`` values, top to bottom), applied between the
             two convolutions of each level in encoder and decoder, as in the Keras tutorial.
+        spatial_dims: 2 (images, ``(N, C, H, W)``) or 3 (volumes, ``(N, C, D, H, W)``).
+        anisotropic_levels: 3-D only: the first k poolings keep z (pool 1x2x2), for stacks whose z spacing
+            is coarser than x/y.
+        block: ``"double"`` (two conv-norm-act, the paper) or ``"residual"`` (residual units).
+        attention: additive attention gates on the skips (Oktay et al. 2018).
 
-    Shapes: ``(N, in_channels, H, W)`` → ``(N, num_classes, H', W')`` with ``H' = H`` for ``"same"`` and
-    ``H' = output_size(H)`` for ``"valid"``.
+    Shapes: ``(N, in_channels, *S)`` → ``(N, num_classes, *S')`` with ``S' = S`` for ``"same"`` and
+    ``S' = output_size(S)`` per axis for ``"valid"``.
 
     Example:
         >>> net = UNet(in_channels=1, num_classes=2, padding="valid")  # the paper's 31,030,658 parameters
@@ -154,6 +159,11 @@ class UNet(nn.Module):
         act: str = "relu",
         dropout: float = 0.0,
         level_dropout: Sequence[float] | None = None,
+        spatial_dims: int = 2,
+        anisotropic_levels: int = 0,
+        block: str = "double",
+        attention: bool = False,
+        deep_supervision: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -169,6 +179,18 @@ class UNet(nn.Module):
             raise ValueError(f"depth must be >= 1, got {depth}")
         if level_dropout is not None and len(level_dropout) != depth + 1:
             raise ValueError(f"level_dropout needs depth + 1 = {depth + 1} values, got {len(level_dropout)}")
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+        if not 0 <= anisotropic_levels <= depth or (anisotropic_levels and spatial_dims != 3):
+            raise ValueError(
+                f"anisotropic_levels must be in 0..depth and needs spatial_dims=3, got {anisotropic_levels}"
+            )
+        if anisotropic_levels and padding == "valid":
+            raise ValueError("anisotropic pooling needs padding='same'")
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
+        if deep_supervision:
+            raise ValueError("deep_supervision is a U-Net++ option (--arch unet++)")
         self.hparams: dict[str, Any] = {
             "in_channels": in_channels,
             "num_classes": num_classes,
@@ -180,26 +202,48 @@ class UNet(nn.Module):
             "act": act,
             "dropout": dropout,
             "level_dropout": list(level_dropout) if level_dropout is not None else None,
+            "spatial_dims": spatial_dims,
+            "anisotropic_levels": anisotropic_levels,
+            "block": block,
+            "attention": attention,
         }
         self.padding = padding
         self.depth = depth
         self.num_classes = num_classes
         self.in_channels = in_channels
+        self.spatial_dims = spatial_dims
         rates = list(level_dropout) if level_dropout is not None else [0.0] * (depth + 1)
         pad = 1 if padding == "same" else 0
         widths = [base_channels * 2**i for i in range(depth + 1)]
+        pools = self.pool_sizes(depth, spatial_dims, anisotropic_levels)
 
         def conv_kw(level: int) -> dict[str, Any]:
-            return {"padding": pad, "norm": norm, "act": act, "dropout": rates[level]}
+            return {"padding": pad, "norm": norm, "act": act, "dropout": rates[level], "dims": spatial_dims}
 
-        self.inc = DoubleConv(in_channels, widths[0], **conv_kw(0))
-        self.downs = nn.ModuleList(Down(widths[i], widths[i + 1], **conv_kw(i + 1)) for i in range(depth))
-        self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
-        self.ups = nn.ModuleList(
-            Up(widths[i + 1], widths[i], mode=up, **conv_kw(i)) for i in reversed(range(depth))
+        self.inc = BLOCKS[block](in_channels, widths[0], **conv_kw(0))
+        self.downs = nn.ModuleList(
+            Down(widths[i], widths[i + 1], pool=pools[i], block=block, **conv_kw(i + 1)) for i in range(depth)
         )
-        self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
+        self.drop = DROPOUT[spatial_dims](dropout) if dropout > 0 else nn.Identity()
+        self.ups = nn.ModuleList(
+            Up(
+                widths[i + 1],
+                widths[i],
+                mode=up,
+                scale=pools[i],
+                block=block,
+                attention=attention,
+                **conv_kw(i),
+            )
+            for i in reversed(range(depth))
+        )
+        self.head = CONV[spatial_dims](widths[0], num_classes, kernel_size=1)
         he_init_(self)
+
+    @staticmethod
+    def pool_sizes(depth: int, dims: int, anisotropic_levels: int = 0) -> list[int | tuple[int, ...]]:
+        """Pooling window per level: 2, or (1, 2, 2) for the first ``anisotropic_levels`` levels of 3-D."""
+        return [(1, 2, 2) if i < anisotropic_levels else 2 for i in range(depth)]
 
     @property
     def geometry(self) -> ValidGeometry:
@@ -207,8 +251,16 @@ class UNet(nn.Module):
 
     @property
     def size_multiple(self) -> int:
-        """Inputs of a ``"same"`` network are padded internally to a multiple of this."""
+        """Inputs of a ``"same"`` network are padded internally to a multiple of this (in x and y)."""
         return 2**self.depth
+
+    @property
+    def size_multiples(self) -> tuple[int, ...]:
+        """Per spatial axis: what the input is padded to a multiple of (z may pool fewer times)."""
+        k = self.hparams.get("anisotropic_levels", 0)
+        if self.spatial_dims == 3:
+            return (2 ** (self.depth - k), 2**self.depth, 2**self.depth)
+        return (2**self.depth,) * 2
 
     def output_size(self, size: int) -> int:
         """Output length (per axis) for an input length."""
@@ -224,19 +276,18 @@ class UNet(nn.Module):
         return 0 if self.padding == "same" else self.geometry.margin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
+        dims = self.spatial_dims
+        if x.ndim != dims + 2 or x.shape[1] != self.in_channels:
+            axes = "H, W" if dims == 2 else "D, H, W"
             raise ValueError(
-                f"UNet expects a (N, {self.in_channels}, H, W) tensor, got shape {tuple(x.shape)}"
+                f"{type(self).__name__} expects a (N, {self.in_channels}, {axes}) tensor, got shape {tuple(x.shape)}"
             )
         if self.padding == "valid":
-            for axis_size in x.shape[-2:]:
+            for axis_size in x.shape[2:]:
                 self.geometry.output_size(int(axis_size))  # raises InvalidSizeError with the fix
             return self._forward(x)
-        x, (h, w) = pad_to_multiple(x, self.size_multiple)
-        y = self._forward(x)
-        top = (y.shape[-2] - h) // 2
-        left = (y.shape[-1] - w) // 2
-        return y[..., top : top + h, left : left + w]
+        x, shape = pad_to_multiple(x, self.size_multiples)
+        return center_crop(self._forward(x), shape)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.inc(x)]

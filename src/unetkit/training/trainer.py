@@ -288,6 +288,9 @@ def train(
                 with autocast(device, cfg.train.amp):
                     logits = forward(x)
                 loss = loss_fn(logits.float(), target, weight)
+                aux = getattr(model, "aux_logits", None)  # deep supervision (unet++): mean over all heads
+                if aux:
+                    loss = (loss + sum(loss_fn(a.float(), target, weight) for a in aux)) / (len(aux) + 1)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"the loss became {loss.item()} at epoch {epoch}; lower train.lr (now {cfg.train.lr})"
