@@ -65,6 +65,7 @@ class DataConfig:
     norm_scale: float = 255.0  # fixed: divide by this
     val_fraction: float = 0.2
     patch_size: int = 256
+    patch_depth: int | None = None  # volumes: patch size along z (None: patch_size)
     augment: bool = True  # random flips and 90-degree rotations
     elastic: bool = False  # the paper's elastic deformation (3x3 grid, elastic_sigma px)
     elastic_sigma: float = 10.0

@@ -36,6 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--mask-format", choices=("png", "tif"), default="png", help="mask file format (default: png)"
     )
+    p.add_argument(
+        "--depth",
+        type=int,
+        help="make volumes of this many slices (TIFF z-stacks, synth_nuclei_3d) instead of images",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
     p.set_defaults(run=run)
 
@@ -50,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         mask_format=args.mask_format,
         overwrite=args.overwrite,
+        depth=args.depth,
     )
-    print(f"wrote {args.n} images to {out}/images and their instance masks to {out}/masks")
+    kind = "volumes" if args.depth else "images"
+    print(f"wrote {args.n} {kind} to {out}/images and their instance masks to {out}/masks")
     return 0

@@ -93,6 +93,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--norm", choices=("batch", "instance", "group", "none"), help="normalisation (default: batch)"
     )
     m.add_argument("--dropout", type=float, help="dropout at the end of the contracting path (paper: 0.5)")
+    m.add_argument(
+        "--spatial-dims",
+        type=int,
+        choices=(2, 3),
+        help="3: volumes (TIFF z-stacks, .npy, .zarr) and a 3-D network (default: 2, or DATA/dataset.yaml's)",
+    )
+    m.add_argument("--patch-depth", type=int, help="volumes: patch size along z (default: --patch)")
+    m.add_argument(
+        "--anisotropic-levels", type=int, help="volumes: the first N poolings keep z (coarse z spacing)"
+    )
+    m.add_argument("--deep-supervision", action="store_true", help="unet++: a loss on every nested output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -108,11 +119,15 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         padding=args.padding,
         up=args.up,
         dropout=args.dropout,
+        spatial_dims=args.spatial_dims,
+        anisotropic_levels=args.anisotropic_levels,
+        deep_supervision=args.deep_supervision or None,
     )
     if args.norm is not None:
         cfg.model = replace(cfg.model, norm=None if args.norm == "none" else args.norm)
     cfg.data = replace(
         cfg.data,
+        patch_depth=args.patch_depth,
         val_fraction=args.val_fraction,
         augment=False if args.no_augment else None,
         elastic=True if args.elastic else None,

@@ -104,13 +104,55 @@ class Augmenter:
             image = self._intensity(rng, np.array(image, np.float32))
         return image, labels
 
+    def volume(
+        self, rng: np.random.Generator, image: np.ndarray, labels: list[np.ndarray], margin: tuple[int, ...]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Augment a volume patch ``(C, *P_in)`` and its label patches (same extent); labels come back cropped
+        by ``margin`` per axis (the target of a valid network).
+
+        3-D augmentation: an elastic deformation (the paper's scheme in 3-D: random displacements on a coarse
+        ``elastic_points``³ grid, ``elastic_sigma`` voxels, cubic interpolation to every voxel; image cubic,
+        labels nearest, mirrored at the patch border), a flip along z, then the 8 in-plane flips/rotations,
+        then the intensity changes. Rotation and scaling are in-plane options of 2-D training only.
+        """
+        size = image.shape[1:]
+        if self.elastic:
+            n = self.elastic_points
+            coarse = rng.normal(0.0, self.elastic_sigma, size=(3, n, n, n))
+            at = np.meshgrid(*(np.linspace(0, n - 1, s) for s in size), indexing="ij")
+            coords = np.indices(size, dtype=np.float64)
+            for axis in range(3):
+                coords[axis] += ndi.map_coordinates(coarse[axis], at, order=3, mode="nearest")
+            image = np.stack(
+                [ndi.map_coordinates(ch, coords, order=3, mode="mirror") for ch in image]
+            ).astype(np.float32)
+            labels = [
+                ndi.map_coordinates(a, coords, order=0 if a.dtype == np.uint8 else 1, mode="mirror").astype(
+                    a.dtype
+                )
+                for a in labels
+            ]
+        crop = tuple(slice(m, s - m) for m, s in zip(margin, size, strict=True))
+        labels = [a[crop] for a in labels]
+        if self.flips:
+            if rng.random() < 0.5:
+                image, labels = image[:, ::-1], [a[::-1] for a in labels]
+            k = int(rng.integers(4))
+            image, labels = np.rot90(image, k, axes=(-2, -1)), [np.rot90(a, k, axes=(-2, -1)) for a in labels]
+            if rng.random() < 0.5:
+                image, labels = image[..., ::-1], [a[..., ::-1] for a in labels]
+        if self.intensity or self.noise or self.blur:
+            image = self._intensity(rng, np.array(image, np.float32))
+        return image, labels
+
     def _intensity(self, rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+        spatial = tuple(range(1, x.ndim))  # per channel, over the whole patch (2-D or 3-D)
         if self.intensity:
             a = self.intensity
-            mean = x.mean(axis=(-2, -1), keepdims=True)
-            std = x.std(axis=(-2, -1), keepdims=True) + 1e-6
+            mean = x.mean(axis=spatial, keepdims=True)
+            std = x.std(axis=spatial, keepdims=True) + 1e-6
             x = (x - mean) * rng.uniform(1 - a, 1 + a) + mean + rng.uniform(-a, a) * std
-            lo, hi = x.min(axis=(-2, -1), keepdims=True), x.max(axis=(-2, -1), keepdims=True)
+            lo, hi = x.min(axis=spatial, keepdims=True), x.max(axis=spatial, keepdims=True)
             span = np.maximum(hi - lo, 1e-6)
             x = lo + span * ((x - lo) / span) ** math.exp(rng.uniform(-a, a))
         if self.blur and rng.random() < 0.5:

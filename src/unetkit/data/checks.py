@@ -17,7 +17,7 @@ from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from .io import collapse_gray, has_alpha, to_channels_first
 from .layouts import Sample, load_layout, read_descriptor, read_sample_image, read_sample_mask
-from .masks import IGNORE, MaskEncoding, parse_class_map, suggest_encoding
+from .masks import IGNORE, MaskEncoding, encode_mask, parse_class_map, suggest_encoding
 from .normalize import Normalizer
 
 __all__ = ["DataReport", "check_dataset", "resolve_encoding"]
@@ -131,8 +131,12 @@ def check_dataset(
     *,
     num_classes: int | None = None,
     in_channels: int | None = None,
+    volumes: bool = False,
 ) -> DataReport:
-    """Read every image and mask once and report every problem (see the module docstring)."""
+    """Read every image and mask once and report every problem (see the module docstring).
+
+    ``volumes``: samples are 3-D volumes (TIFF z-stacks, ``.npy``, ``.zarr``); masks are encoded slice by
+    slice (a 3-class border target marks each slice's object outlines)."""
     cfg = cfg or DataConfig()
     root = Path(root)
     layout = load_layout(root, cfg.layout, cfg.mask_pattern)
@@ -154,11 +158,11 @@ def check_dataset(
     for s in layout.samples:
         image = mask = None
         try:
-            image = read_sample_image(s)
+            image = read_sample_image(s, volumes)
         except DataError as exc:
             report.problems.append(str(exc))
         try:
-            mask = read_sample_mask(s)
+            mask = read_sample_mask(s, volumes)
         except DataError as exc:
             report.problems.append(str(exc))
         if image is None or mask is None:
@@ -170,22 +174,27 @@ def check_dataset(
                 f"{s.image_label}: {bad} NaN or Inf pixel value(s); fix or remove the image"
             )
             continue
-        if has_alpha(image) and not alpha_noted:
+        if not volumes and has_alpha(image) and not alpha_noted:
             report.notes.append(f"{s.image_label}: has an alpha channel, which is dropped")
             alpha_noted = True
-        chw = collapse_gray(to_channels_first(image, None))  # alpha dropped; grayscale stored as RGB → 1
+        if volumes:
+            chw = collapse_gray(image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0))
+        else:
+            chw = collapse_gray(to_channels_first(image, None))  # alpha dropped; grayscale stored as RGB → 1
         channel_of[s.image_label] = chw.shape[0]
-        h, w = chw.shape[1:]
-        if mask.shape[:2] != (h, w):
+        spatial = tuple(chw.shape[1:])
+        if tuple(mask.shape[: len(spatial)]) != spatial:
+            have, want = "x".join(map(str, mask.shape[: len(spatial)])), "x".join(map(str, spatial))
             report.problems.append(
-                f"{s.mask_label}: mask is {mask.shape[0]}x{mask.shape[1]} but its image {s.image_label} is {h}x{w}; "
-                "masks must have the image's height and width"
+                f"{s.mask_label}: mask is {have} but its image {s.image_label} is {want}; "
+                "masks must have the image's shape"
             )
             continue
-        report.shapes.append((h, w))
-        if min(h, w) < cfg.patch_size and not small_noted:
+        report.shapes.append(spatial)  # type: ignore[arg-type]
+        if min(spatial[-2:]) < cfg.patch_size and not small_noted:
             report.notes.append(
-                f"{s.image_label}: {h}x{w} is smaller than the training patch {cfg.patch_size}; it is padded by mirroring"
+                f"{s.image_label}: {'x'.join(map(str, spatial))} is smaller than the training patch "
+                f"{cfg.patch_size}; it is padded by mirroring"
             )
             small_noted = True
         if cfg.normalization == "dataset":
@@ -193,7 +202,7 @@ def check_dataset(
             stats.append((chw.shape[0], flat.sum(1), (flat**2).sum(1), flat.shape[1]))
         if encoding is not None:
             try:
-                target = encoding.encode(mask, s.mask_label)
+                target = encode_mask(encoding, mask, s.mask_label, volumes)
             except DataError as exc:
                 report.problems.append(str(exc))
                 continue
@@ -201,10 +210,14 @@ def check_dataset(
             if encoding.name == "instances":
                 report.instances.append(int(len(np.unique(mask)) - (1 if (mask == 0).any() else 0)))
         else:
-            if mask.ndim == 3 and not all(np.array_equal(mask[..., 0], mask[..., c]) for c in (1, 2)):
+            if (
+                not volumes
+                and mask.ndim == 3
+                and not all(np.array_equal(mask[..., 0], mask[..., c]) for c in (1, 2))
+            ):
                 raw_rgb.append(s.mask_label)
             else:
-                m = mask[..., 0] if mask.ndim == 3 else mask
+                m = mask[..., 0] if mask.ndim == 3 and not volumes else mask
                 if len(raw_values) < 1000:
                     raw_values.update(np.unique(m).tolist())
                 nz = int(np.count_nonzero(m))

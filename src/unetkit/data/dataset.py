@@ -18,9 +18,9 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 from ..inference.tiling import read_window
 from .augment import Augmenter
-from .io import to_channels_first
+from .io import channel_indices, to_channels_first
 from .layouts import Sample, read_sample_image, read_sample_mask
-from .masks import IGNORE, MaskEncoding
+from .masks import IGNORE, MaskEncoding, encode_mask, mask_weights
 from .normalize import Normalizer
 
 __all__ = ["PatchDataset", "SampleStore", "View", "split_views"]
@@ -39,8 +39,10 @@ class SampleStore:
         in_channels: int,
         cache_mb: float = 2048,
         weights: tuple[float, float] | None = None,
+        volumes: bool = False,
     ) -> None:
         self.samples = samples
+        self.volumes = volumes  # 3-D samples: (C, D, H, W) images, (D, H, W) targets
         self.weights = weights  # (w0, sigma): also compute the paper's weight map per sample
         self.encoding = encoding
         self.normalizer = normalizer
@@ -59,12 +61,18 @@ class SampleStore:
             self._cache.move_to_end(i)
             return self._cache[i]
         s = self.samples[i]
-        image = self.normalizer(to_channels_first(read_sample_image(s), self.in_channels, s.image_label))
-        mask = read_sample_mask(s)
-        target = self.encoding.encode(mask, s.mask_label)
+        raw = read_sample_image(s, self.volumes)
+        if self.volumes:
+            chw = raw[None] if raw.ndim == 3 else np.moveaxis(raw, -1, 0)
+            chw = chw[channel_indices(chw, self.in_channels, s.image_label)]
+        else:
+            chw = to_channels_first(raw, self.in_channels, s.image_label)
+        image = self.normalizer(chw)
+        mask = read_sample_mask(s, self.volumes)
+        target = encode_mask(self.encoding, mask, s.mask_label, self.volumes)
         item: tuple[np.ndarray, ...] = (image, target)
         if self.weights is not None:
-            item = (image, target, self.encoding.weights(mask, target, *self.weights))
+            item = (image, target, mask_weights(self.encoding, mask, target, *self.weights, self.volumes))
         self.reads += 1
         size = sum(a.nbytes for a in item)
         while self._cache and self._bytes + size > self.budget:
@@ -145,9 +153,9 @@ class PatchDataset(Dataset):
         self,
         store: SampleStore,
         views: list[View],
-        shapes: list[tuple[int, int]],
-        patch_in: int,
-        patch_out: int,
+        shapes: list[tuple[int, ...]],
+        patch_in: int | tuple[int, ...],
+        patch_out: int | tuple[int, ...],
         length: int,
         *,
         augment: bool | Augmenter = True,
@@ -160,16 +168,18 @@ class PatchDataset(Dataset):
             raise DataError(f"data.fg_fraction must be between 0 and 1, got {fg_fraction}")
         self.store, self.views = store, views
         self.shapes = [
-            (v.rows[1] - v.rows[0], shapes[v.index][1]) if v.rows else shapes[v.index] for v in views
+            (v.rows[1] - v.rows[0], *shapes[v.index][1:]) if v.rows else tuple(shapes[v.index]) for v in views
         ]
-        self.patch_in, self.patch_out = patch_in, patch_out
-        self.margin = (patch_in - patch_out) // 2
+        ndim = len(self.shapes[0])
+        self.patch_in = (patch_in,) * ndim if isinstance(patch_in, int) else tuple(patch_in)
+        self.patch_out = (patch_out,) * ndim if isinstance(patch_out, int) else tuple(patch_out)
+        self.margin = tuple((i - o) // 2 for i, o in zip(self.patch_in, self.patch_out, strict=True))
         self.length = length
         self.augmenter = augment if isinstance(augment, Augmenter) else Augmenter(flips=bool(augment))
         self.fg_fraction = fg_fraction
         self.seed = seed
         self.epoch = 0
-        areas = np.array([h * w for h, w in self.shapes], np.float64)
+        areas = np.array([np.prod(s) for s in self.shapes], np.float64)
         self.area_weights = areas / areas.sum()
 
     def set_epoch(self, epoch: int) -> None:
@@ -178,28 +188,34 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def _corner(self, rng: np.random.Generator, target: np.ndarray) -> tuple[int, int]:
-        h, w = target.shape
-        po = self.patch_out
+    def _corner(self, rng: np.random.Generator, target: np.ndarray) -> tuple[int, ...]:
+        shape, po = target.shape, self.patch_out
         if self.fg_fraction and rng.random() < self.fg_fraction:
             objects = np.flatnonzero((target != 0) & (target != IGNORE))
             if objects.size:
-                py, px = divmod(int(objects[rng.integers(objects.size)]), w)
-                y = min(max(0, py - int(rng.integers(po))), max(0, h - po))
-                x = min(max(0, px - int(rng.integers(po))), max(0, w - po))
-                return y, x
-        return int(rng.integers(0, max(0, h - po) + 1)), int(rng.integers(0, max(0, w - po) + 1))
+                at = np.unravel_index(int(objects[rng.integers(objects.size)]), shape)
+                return tuple(
+                    min(max(0, int(p) - int(rng.integers(o))), max(0, n - o))
+                    for p, n, o in zip(at, shape, po, strict=True)
+                )
+        return tuple(int(rng.integers(0, max(0, n - o) + 1)) for n, o in zip(shape, po, strict=True))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         """``(image, target)`` or ``(image, target, weights)``: one random patch, every array transformed alike."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
         k = int(rng.choice(len(self.views), p=self.area_weights))
         image, *labels = self.views[k].read(self.store)
-        y, x = self._corner(rng, labels[0])
-        m, po = self.margin, self.patch_out
-        pad = self.augmenter.context(self.patch_in)
-        window = [(y - m - pad, y + po + m + pad), (x - m - pad, x + po + m + pad)]
-        image, labels = self.augmenter(
-            rng, read_window(image, window), [read_window(a, window) for a in labels], m, pad
-        )
+        corner = self._corner(rng, labels[0])
+        if len(corner) == 3:  # a volume
+            window = [(c - m, c + o + m) for c, o, m in zip(corner, self.patch_out, self.margin, strict=True)]
+            image, labels = self.augmenter.volume(
+                rng, read_window(image, window), [read_window(a, window) for a in labels], self.margin
+            )
+        else:
+            m, po = self.margin[0], self.patch_out[0]
+            pad = self.augmenter.context(self.patch_in[0])
+            window = [(c - m - pad, c + po + m + pad) for c in corner]
+            image, labels = self.augmenter(
+                rng, read_window(image, window), [read_window(a, window) for a in labels], m, pad
+            )
         return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (image, *labels))

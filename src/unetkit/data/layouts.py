@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 
 from ..errors import DataError
-from .io import IMAGE_SUFFIXES, count_planes, read_image
+from .io import IMAGE_SUFFIXES, count_planes, read_image, read_volume
 
 __all__ = [
     "DESCRIPTOR",
@@ -48,7 +48,15 @@ __all__ = [
 MASK_SUFFIXES = ("_mask", "_masks", "_label", "_labels", "_seg", "_gt")
 LAYOUTS = ("paired", "dsb", "isbi", "ctc", "list")
 DESCRIPTOR = "dataset.yaml"
-DESCRIPTOR_KEYS = ("layout", "mask_encoding", "mask_pattern", "classes", "ignore_index", "target")
+DESCRIPTOR_KEYS = (
+    "layout",
+    "mask_encoding",
+    "mask_pattern",
+    "classes",
+    "ignore_index",
+    "target",
+    "spatial_dims",
+)
 
 
 @dataclass(frozen=True)
@@ -308,15 +316,22 @@ def _list(path: Path, _pattern: str | None) -> Layout:
     return Layout("list", samples, problems)
 
 
-def read_sample_image(sample: Sample) -> np.ndarray:
+def read_sample_image(sample: Sample, volume: bool = False) -> np.ndarray:
+    """The sample's image ``(H, W[, C])``, or with ``volume`` its volume ``(D, H, W[, C])``."""
+    if volume:
+        return read_volume(sample.image)
     return read_image(sample.image, sample.image_page)
 
 
-def read_sample_mask(sample: Sample) -> np.ndarray:
+def read_sample_mask(sample: Sample, volume: bool = False) -> np.ndarray:
     """The sample's mask; DSB object masks are merged into one instance label image.
 
     Where object masks overlap, a pixel keeps the object whose file comes first in sorted name order.
     """
+    if volume:
+        if isinstance(sample.mask, tuple):
+            raise DataError(f"{sample.image}: volumes need one mask file per volume, not per object")
+        return read_volume(sample.mask)
     if not isinstance(sample.mask, tuple):
         return read_image(sample.mask, sample.mask_page)
     labels: np.ndarray | None = None

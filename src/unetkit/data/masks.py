@@ -32,7 +32,9 @@ __all__ = [
     "TARGETS",
     "MaskEncoding",
     "border_target",
+    "encode_mask",
     "load_class_map",
+    "mask_weights",
     "parse_class_map",
     "suggest_encoding",
 ]
@@ -310,3 +312,26 @@ def load_class_map(path: str | Path) -> tuple[list[int] | None, list[list[int]] 
     except yaml.YAMLError as exc:
         raise ConfigError(f"--class-map {path}: not valid YAML/JSON ({exc})") from None
     return parse_class_map(raw, f"--class-map {path}")
+
+
+def encode_mask(
+    encoding: MaskEncoding, mask: np.ndarray, name: str | Path = "mask", volume: bool = False
+) -> np.ndarray:
+    """``encoding.encode`` for an image, or slice by slice for a ``(D, H, W)`` volume (``volume``)."""
+    if not volume:
+        return encoding.encode(mask, name)
+    return np.stack([encoding.encode(m, f"{name} (slice {z})") for z, m in enumerate(mask)])
+
+
+def mask_weights(
+    encoding: MaskEncoding,
+    mask: np.ndarray,
+    target: np.ndarray,
+    w0: float,
+    sigma: float,
+    volume: bool = False,
+) -> np.ndarray:
+    """``encoding.weights`` for an image, or slice by slice for a volume (the paper's 2-D weight maps)."""
+    if not volume:
+        return encoding.weights(mask, target, w0, sigma)
+    return np.stack([encoding.weights(m, t, w0, sigma) for m, t in zip(mask, target, strict=True)])

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import DataError
-from .io import write_image
+from .io import write_image, write_volume
 from .layouts import DESCRIPTOR
 
 __all__ = ["SynthParams", "count_touching_pairs", "synth_nuclei", "synth_nuclei_3d", "synthesize_dataset"]
@@ -247,11 +247,14 @@ def synthesize_dataset(
     mask_format: str = "png",
     overwrite: bool = False,
     params: SynthParams | None = None,
+    depth: int | None = None,
 ) -> Path:
     """Write ``n`` synthetic images in the paired-folder layout.
 
     ``OUT/images/synth_000.png`` (uint8) and ``OUT/masks/synth_000.png`` (uint16 instance labels; or
-    ``.tif`` with ``mask_format="tif"``). Image ``i`` depends only on ``(seed, i)``.
+    ``.tif`` with ``mask_format="tif"``). Image ``i`` depends only on ``(seed, i)``. With ``depth``, volumes of
+    ``depth`` slices (:func:`synth_nuclei_3d`) written as TIFF z-stacks, and ``dataset.yaml`` says
+    ``spatial_dims: 3``.
     """
     out = Path(out)
     if n < 1:
@@ -263,14 +266,23 @@ def synthesize_dataset(
             f"{out}/images already holds files; pass --overwrite to replace them or choose another folder"
         )
     width = len(str(n - 1)) if n > 1000 else 3
+    volumes = depth is not None
+    side = (size, size) if isinstance(size, int) else tuple(size)
     for i in range(n):
-        image, labels = synth_nuclei(size, np.random.SeedSequence([seed, i]), params)
         name = f"synth_{i:0{width}d}"
-        write_image(out / "images" / f"{name}.png", image, overwrite=True)
-        write_image(out / "masks" / f"{name}.{mask_format}", labels, overwrite=True)
+        if volumes:
+            seed_i = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+            volume, labels = synth_nuclei_3d((depth, *side), seed_i)  # type: ignore[arg-type]
+            write_volume(out / "images" / f"{name}.tif", volume, overwrite=True)
+            write_volume(out / "masks" / f"{name}.tif", labels, overwrite=True)
+        else:
+            image, labels = synth_nuclei(size, np.random.SeedSequence([seed, i]), params)
+            write_image(out / "images" / f"{name}.png", image, overwrite=True)
+            write_image(out / "masks" / f"{name}.{mask_format}", labels, overwrite=True)
     (out / DESCRIPTOR).write_text(
-        "# written by unetkit synth: masks hold instance labels (0 = background)\n"
-        "layout: paired\nmask_encoding: instances\n"
+        f"# written by unetkit synth: {'TIFF z-stacks; ' if volumes else ''}masks hold instance labels "
+        "(0 = background)\nlayout: paired\nmask_encoding: instances\n"
+        + ("spatial_dims: 3\n" if volumes else "")
     )
-    log.info("wrote %d synthetic images to %s", n, out)
+    log.info("wrote %d synthetic %s to %s", n, "volumes" if volumes else "images", out)
     return out

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..data.io import read_image
+from ..data.io import count_planes, read_image, read_volume
 from ..data.layouts import find_images, mask_stem, read_descriptor
 from ..errors import ConfigError, DataError
 from .boundary import boundary_scores
@@ -218,9 +218,18 @@ def pair_masks(pred: str | Path, truth: str | Path) -> list[Pair]:
     ]
 
 
-def _read_mask(path: Path) -> np.ndarray:
+def _is_volume(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    return suffix == ".zarr" or (suffix in (".tif", ".tiff") and count_planes(path, stack=True) > 1)
+
+
+def read_array(path: Path) -> np.ndarray:
+    """A label image, or a volume when the file is a TIFF z-stack (several planes) or a ``.zarr`` array; a
+    colour mask becomes its foreground (any non-black pixel)."""
+    if _is_volume(path):
+        return read_volume(path)
     m = read_image(path)
-    return m.any(axis=-1) if m.ndim == 3 else m  # colour masks: any non-black pixel is foreground
+    return m.any(axis=-1) if m.ndim == 3 else m
 
 
 def _is_instances(truth: Path, masks: list[np.ndarray]) -> bool:
@@ -297,31 +306,29 @@ def evaluate(pred: str | Path, truth: str | Path, mode: str = "auto") -> Evaluat
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
     pairs = pair_masks(pred, truth)
-    truths = {pr.name: read_image(pr.truth) for pr in pairs}
+    truths = {pr.name: read_array(pr.truth) for pr in pairs}
     for pr in pairs:  # every shape checked before any score is computed
-        shape = truths[pr.name].shape[:2]
-        other = read_image(pr.mask).shape[:2]
-        if other != shape:
-            raise DataError(
-                f"{pr.mask}: prediction is {other[0]}x{other[1]} but {pr.truth} is {shape[0]}x{shape[1]}"
-            )
+        truth_shape = truths[pr.name].shape
+        pred_shape = read_array(pr.mask).shape
+        if pred_shape != truth_shape:
+            have, want = "x".join(map(str, pred_shape)), "x".join(map(str, truth_shape))
+            raise DataError(f"{pr.mask}: prediction is {have} but {pr.truth} is {want}")
     instance_truth = _is_instances(Path(truth), list(truths.values()))
     if mode == "auto":
         mode = "instance" if instance_truth else "semantic"
     result = Evaluation(mode)
     for pr in pairs:
         t = truths[pr.name]
-        t = t.any(axis=-1) if t.ndim == 3 else t
         if mode == "semantic":
             if instance_truth:  # instance labels are not classes: score the foreground
                 t = (t != 0).astype(np.uint8)
-            scores, details = _semantic(_read_mask(pr.mask), t)
+            scores, details = _semantic(read_array(pr.mask), t)
         elif mode == "instance":
-            labels = read_image(pr.instances) if pr.instances else ndi.label(_read_mask(pr.mask) != 0)[0]
+            labels = read_array(pr.instances) if pr.instances else ndi.label(read_array(pr.mask) != 0)[0]
             true_labels = t if len(np.unique(t)) > 2 else ndi.label(t != 0)[0]
             scores, details = _instance(labels, true_labels)
         else:
-            prediction = read_image(pr.probs) if pr.probs else _read_mask(pr.mask)
+            prediction = read_image(pr.probs) if pr.probs else read_array(pr.mask)
             if prediction.ndim == 3:  # (C, H, W) class probabilities: foreground = 1 - background
                 prediction = 1 - prediction[0]
             scores, details = isbi_scores(prediction, t), {}

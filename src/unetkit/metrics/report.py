@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..data.io import read_image, write_image
+from ..data.io import read_image, read_volume, write_image
 from ..viz import _gray_rgb, _outline, _tint
-from .evaluate import COLUMNS, DEFINITIONS, Evaluation, _fmt
+from .evaluate import COLUMNS, DEFINITIONS, Evaluation, _fmt, read_array
 
 __all__ = ["write_report"]
 
@@ -26,22 +26,27 @@ MERGE = np.array([170, 60, 230], np.float32)
 
 
 def _errors_picture(result, mode: str) -> np.ndarray:
-    files = result.details["files"]
-    truth = read_image(files["truth"])
-    truth = truth.any(axis=-1) if truth.ndim == 3 else truth
-    pred = read_image(files["mask"])
-    pred = pred.any(axis=-1) if pred.ndim == 3 else pred
-    base = (
-        _gray_rgb(read_image(files["image"]))
-        if "image" in files
-        else _gray_rgb((truth > 0).astype(np.float32))
-    )
+    files = {k: Path(v) for k, v in result.details["files"].items()}
+    truth = read_array(files["truth"])
+    pred = read_array(files["mask"])
+    volume = truth.ndim == 3
+    mid = truth.shape[0] // 2 if volume else None
+
+    def plane(a: np.ndarray) -> np.ndarray:  # volumes are shown by their middle slice
+        return a[mid] if volume else a
+
+    truth, pred = plane(truth), plane(pred)
+    if "image" in files:
+        image = read_volume(files["image"])[mid] if volume else read_image(files["image"])
+        base = _gray_rgb(image)
+    else:
+        base = _gray_rgb((truth > 0).astype(np.float32))
     p, t = pred > 0, truth > 0
     out = _tint(_tint(base, p & ~t, FP, 0.7), t & ~p, FN, 0.7)
     if mode == "instance":
         labels = truth if len(np.unique(truth)) > 2 else ndi.label(t)[0]
         split = np.isin(labels, result.details.get("split_labels", [])) & (labels > 0)
-        inst = read_image(files["instances"]) if "instances" in files else ndi.label(p)[0]
+        inst = plane(read_array(files["instances"])) if "instances" in files else ndi.label(p)[0]
         merged = np.isin(inst, result.details.get("merged_labels", [])) & (inst > 0)
         out = _tint(_tint(out, split, SPLIT, 0.6), merged, MERGE, 0.6)
         out[_outline(split)] = SPLIT

@@ -28,7 +28,7 @@ from ..config import RunConfig, load_config
 from ..data.augment import Augmenter
 from ..data.checks import check_dataset
 from ..data.dataset import PatchDataset, SampleStore, View, split_views
-from ..data.layouts import LAYOUTS
+from ..data.layouts import LAYOUTS, read_descriptor
 from ..data.masks import ENCODINGS, IGNORE, MaskEncoding
 from ..data.normalize import Normalizer
 from ..device import amp_dtype, autocast, resolve_device
@@ -107,8 +107,12 @@ def train(
     device = resolve_device(cfg.train.device)
 
     # Data: every file is checked before any compute is spent, and before the run folder is made.
+    if read_descriptor(data).get("spatial_dims") == 3 and cfg.model.spatial_dims == 2:
+        log.info("%s/dataset.yaml says the samples are volumes: training a 3-D network", data)
+        cfg.model = dataclasses.replace(cfg.model, spatial_dims=3)
+    volumes = cfg.model.spatial_dims == 3
     report = check_dataset(
-        data, cfg.data, num_classes=cfg.model.num_classes, in_channels=cfg.model.in_channels
+        data, cfg.data, num_classes=cfg.model.num_classes, in_channels=cfg.model.in_channels, volumes=volumes
     )
     report.raise_if_problems()
     for note in report.notes:
@@ -138,9 +142,10 @@ def train(
         in_channels,
         cfg.data.cache_mb,
         weights=(cfg.data.w0, cfg.data.sigma) if cfg.data.weight_map else None,
+        volumes=volumes,
     )
     train_views, val_views, note = split_views(
-        store, [h for h, _ in report.shapes], cfg.data.val_fraction, cfg.train.seed
+        store, [shape[0] for shape in report.shapes], cfg.data.val_fraction, cfg.train.seed
     )
     log.info("%s", note)
 
@@ -150,10 +155,15 @@ def train(
         model = create_model(cfg.model.name, **model_kw).to(device)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model: {exc}") from None
-    patch_in, patch_out = _patch_sizes(model, cfg.data.patch_size)
+    patch = cfg.data.patch_size
+    if volumes:
+        patches = [_patch_sizes(model, p) for p in (cfg.data.patch_depth or patch, patch, patch)]
+        patch_in, patch_out = tuple(p[0] for p in patches), tuple(p[1] for p in patches)
+    else:
+        patch_in, patch_out = _patch_sizes(model, patch)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
-        "training %s (%s parameters) on %s, %d training / %d validation images, patches %d→%d",
+        "training %s (%s parameters) on %s, %d training / %d validation images, patches %s→%s",
         cfg.model.name,
         f"{n_params:,}",
         device,
@@ -306,7 +316,15 @@ def train(
                 bar.set_postfix(loss=f"{np.mean(st['epoch_losses'][-20:]):.3f}", val_dice=last_val)
                 if stop.requested:
                     raise KeyboardInterrupt
-            val = _validate(model, preprocessing, store, val_views, device, cfg.train.amp)
+            val = _validate(
+                model,
+                preprocessing,
+                store,
+                val_views,
+                device,
+                cfg.train.amp,
+                tile=max(patch_in) if volumes else 512,
+            )
             row = {
                 "epoch": epoch,
                 "train_loss": float(np.mean(st["epoch_losses"])),
@@ -420,13 +438,14 @@ def _validate(
     views: list[View],
     device: torch.device,
     amp: bool,
+    tile: int = 512,
 ) -> dict[str, float]:
     """Tiled prediction of each validation image; mean Dice, IoU and cross-entropy over images.
 
     Unlabelled (ignored) pixels are left out; with several classes, Dice and IoU are averaged over the
     foreground classes.
     """
-    predictor = Predictor(model, preprocessing, device=device, amp=amp)
+    predictor = Predictor(model, preprocessing, device=device, amp=amp, tile=tile)
     dices, ious, losses = [], [], []
     for view in views:
         image, target, *_ = view.read(store)

@@ -1,0 +1,114 @@
+"""3-D throughout: volume files, 3-D patches and augmentation, training, prediction and evaluation."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from conftest import TINY_CLI
+from unetkit import synth_nuclei_3d, synthesize_dataset
+from unetkit.checkpoint import load_checkpoint
+from unetkit.data.augment import Augmenter
+from unetkit.data.dataset import PatchDataset, SampleStore, View
+from unetkit.data.io import read_volume, write_volume
+from unetkit.data.layouts import paired_folders
+from unetkit.data.masks import MaskEncoding
+from unetkit.data.normalize import Normalizer
+
+
+def test_volume_files_round_trip(tmp_path):
+    volume, labels = synth_nuclei_3d((6, 20, 4), seed=2)  # W = 4 must not be mistaken for colour
+    for suffix in (".tif", ".npy"):
+        path = write_volume(tmp_path / f"v{suffix}", labels)
+        np.testing.assert_array_equal(read_volume(path), labels)
+    volume, _ = synth_nuclei_3d((6, 20, 36), seed=2)
+    tifffile.imwrite(tmp_path / "plain.tif", volume)  # a z-stack written by another tool
+    np.testing.assert_array_equal(read_volume(tmp_path / "plain.tif"), volume)
+    channels = np.stack([volume, volume // 2], axis=1)  # (Z, C, Y, X) in the file
+    tifffile.imwrite(tmp_path / "zc.tif", channels, metadata={"axes": "ZCYX"})
+    assert read_volume(tmp_path / "zc.tif").shape == (6, 20, 36, 2)
+    tifffile.imwrite(tmp_path / "one.tif", volume[0])
+    with pytest.raises(Exception, match="a volume needs several planes"):
+        read_volume(tmp_path / "one.tif")
+
+
+def test_volume_augmentation_keeps_image_and_labels_aligned():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((8, 12, 12), np.uint8)
+    labels[2:5, 3:9, 4:7] = 1
+    image = labels[None].astype(np.float32) * 10
+    aug = Augmenter(flips=True)
+    for seed in range(8):
+        im, (lab,) = aug.volume(np.random.default_rng(seed), image, [labels], (0, 0, 0))
+        np.testing.assert_array_equal(im[0] > 5, lab == 1)  # same flips/rotations for both
+    im, (lab,) = Augmenter(flips=False, elastic=True, elastic_sigma=2.0).volume(
+        rng, image, [labels], (1, 2, 2)
+    )
+    assert im.shape == (1, 8, 12, 12) and lab.shape == (6, 8, 8)  # labels cropped by the margin
+    assert set(np.unique(lab)) <= {0, 1}  # nearest-neighbour labels stay labels
+
+
+def test_3d_patches_are_drawn_from_volumes(tmp_path):
+    data = synthesize_dataset(tmp_path / "v", n=2, size=24, depth=10, seed=1)
+    store = SampleStore(paired_folders(data), MaskEncoding("instances"), Normalizer(), 1, volumes=True)
+    image, target = store[0]
+    assert image.shape == (1, 10, 24, 24) and target.shape == (10, 24, 24)
+    views = [View(i, s.name) for i, s in enumerate(store.samples)]
+    ds = PatchDataset(store, views, [(10, 24, 24)] * 2, (8, 16, 16), (4, 12, 12), 5, fg_fraction=0.5)
+    x, y = ds[3]
+    assert x.shape == (1, 8, 16, 16) and y.shape == (4, 12, 12)
+    again = ds[3]
+    assert torch.equal(again[0], x)  # reproducible for (seed, epoch, index)
+    weighted = SampleStore(
+        paired_folders(data), MaskEncoding("instances"), Normalizer(), 1, weights=(10, 5), volumes=True
+    )
+    w = weighted[1][2]
+    assert w.shape == (10, 24, 24) and w.min() > 0  # the paper's weight map, slice by slice
+
+
+def test_train_predict_evaluate_volumes_through_the_cli(tmp_path, unetkit_exe):
+    data = tmp_path / "vol"
+
+    def run(*args):
+        done = subprocess.run([unetkit_exe, *map(str, args)], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    run("synth", data, "--n", "5", "--size", "40", "--depth", "12", "--seed", "3")
+    assert (data / "images" / "synth_000.tif").exists()
+    tiny = [a for a in TINY_CLI]
+    tiny[tiny.index("--patch") + 1] = "24"
+    run(
+        "train",
+        data,
+        "--out",
+        tmp_path / "run",
+        *tiny,
+        "--patch-depth",
+        "8",
+        "--elastic",
+        "--arch",
+        "residual-unet",
+    )
+    payload = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert payload["model"]["hparams"]["spatial_dims"] == 3  # from DATA/dataset.yaml
+    run(
+        "predict",
+        tmp_path / "run" / "best.pt",
+        data / "images",
+        "--out",
+        tmp_path / "pred",
+        "--instances",
+        "--device",
+        "cpu",
+        "--no-progress",
+    )
+    assert tifffile.imread(tmp_path / "pred" / "synth_000.tif").shape == (12, 40, 40)
+    run("evaluate", tmp_path / "pred", data, "--json", tmp_path / "s.json", "--report", tmp_path / "r")
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["mode"] == "instance" and len(scores["images"]) == 5
+    assert all(0 <= img["dice"] <= 1 and img["n_true"] > 0 for img in scores["images"])
+    assert (tmp_path / "r" / "synth_000_errors.png").exists()
