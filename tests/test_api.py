@@ -21,6 +21,7 @@ def test_public_api_is_curated_and_complete():
         "training",
         "viz",
         "checkpoint",
+        "export",
     }
     assert public - modules <= set(unetkit.__all__)
 

@@ -342,3 +342,19 @@ def test_overlay_of_a_large_image_adds_a_full_resolution_detail_and_files_are_wo
     umask = os.umask(0)
     os.umask(umask)
     assert res.mask.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file the user writes, not owner-only
+
+
+def test_bfloat16_fast_path_agrees_with_float32_and_auto_follows_the_cpu(tiny_run):
+    from unetkit.inference.predictor import resolve_precision
+    from unetkit.metrics import dice
+
+    image, _ = synth_nuclei((96, 128), seed=12)
+    fp32 = Predictor.from_checkpoint(tiny_run.best_checkpoint, device="cpu", tile=64, precision="float32")
+    bf16 = Predictor.from_checkpoint(tiny_run.best_checkpoint, device="cpu", tile=64, precision="bfloat16")
+    a, b = fp32.predict_proba(image), bf16.predict_proba(image)
+    assert np.abs(a - b).max() < 0.05 and not np.array_equal(a, b)  # really computed in bfloat16
+    assert dice(a[0] >= 0.5, b[0] >= 0.5) > 0.99
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert resolve_precision("auto", torch.device("cpu")) == ("bfloat16" if native else "float32")
+    with pytest.raises(ConfigError, match="precision"):
+        Predictor.from_checkpoint(tiny_run.best_checkpoint, device="cpu", precision="fp8")

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import UnetkitError
 from ..training.trainer import TrainingInterrupted
-from . import check_data, demo, evaluate, models, predict, synth, train, weights
+from . import check_data, demo, evaluate, export, models, predict, synth, train, weights
 
-COMMANDS = (demo, synth, check_data, weights, train, predict, evaluate, models)
+COMMANDS = (demo, synth, check_data, weights, train, predict, evaluate, models, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

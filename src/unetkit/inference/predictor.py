@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -31,11 +32,30 @@ from .blending import BLEND_MODES, importance_map
 from .postprocess import instances_from_classes
 from .tiling import Tile, plan_blend_tiles, plan_tiles, read_window
 
-__all__ = ["BLENDS", "Predictor", "default_tile"]
+__all__ = ["BLENDS", "ENGINES", "PRECISIONS", "Predictor", "default_tile", "resolve_precision"]
 
 log = logging.getLogger(__name__)
 
 BLENDS = (*BLEND_MODES, "crop")
+ENGINES = ("torch", "onnxruntime")
+PRECISIONS = ("float32", "bfloat16", "auto")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bfloat16 on CPUs with native bfloat16 arithmetic (AVX512-BF16 or AMX), where it runs a
+    U-Net about twice as fast as float32; float32 elsewhere (on CUDA, ``amp`` chooses mixed precision)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cpu":
+        native = (
+            getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+            or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        )
+        return "bfloat16" if native else "float32"
+    return "float32"
+
+
+_KEEP: list[tempfile.TemporaryDirectory] = []  # on-the-fly ONNX exports live as long as the process
 RowsCallback = Callable[[int, int, np.ndarray], None]
 
 
@@ -79,6 +99,8 @@ class Predictor:
         batch_size: int = 4,
         threshold: float = 0.5,
         amp: bool = True,
+        precision: str = "float32",
+        channels_last: bool = False,
         tta: bool = False,
         prefetch: int = 2,
         min_size: int = 8,
@@ -97,6 +119,17 @@ class Predictor:
         self.threshold = float(threshold)
         self.tta = tta
         self.amp = amp
+        if precision not in PRECISIONS:
+            raise ConfigError(f"--precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+        self.precision = resolve_precision(precision, self.device)
+        # channels-last is the layout oneDNN and cuDNN convolve fastest; it converts the model's weights in
+        # place, so only models the predictor owns (from_checkpoint) are converted, never a training model
+        if channels_last and any(True for _ in self.model.parameters()):
+            fmt = torch.channels_last if getattr(model, "spatial_dims", 2) == 2 else torch.channels_last_3d
+            self.model = self.model.to(memory_format=fmt)
+            self._memory_format: torch.memory_format | None = fmt
+        else:
+            self._memory_format = None
         self.prefetch = max(0, int(prefetch))
         self.min_size = int(min_size)
         self.overlap = float(overlap)
@@ -128,10 +161,25 @@ class Predictor:
         """Load a checkpoint written by :func:`unetkit.train` (safe loading, see ``load_checkpoint``).
 
         ``tile`` defaults to the checkpoint's training patch size (at least 256)."""
+        engine = kwargs.pop("engine", None) or "torch"
+        if engine not in ENGINES:
+            raise ConfigError(f"--engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
+        if Path(path).suffix.lower() == ".onnx" or engine == "onnxruntime":
+            from ..export import OnnxModel, export_model
+
+            if Path(path).suffix.lower() != ".onnx":  # a checkpoint: export it (verified) next to nothing
+                tmp = tempfile.TemporaryDirectory(prefix="unetkit-onnx-")
+                path = export_model(path, Path(tmp.name) / "model.onnx").path
+                _KEEP.append(tmp)
+            onnx_model = OnnxModel(path)
+            if kwargs.get("tile") is None:
+                kwargs["tile"] = default_tile({"training": onnx_model.training})
+            kwargs = {k: v for k, v in kwargs.items() if v is not None}
+            return cls(onnx_model, onnx_model.preprocessing, **kwargs)
         payload = load_checkpoint(path)
         if kwargs.get("tile") is None:
             kwargs["tile"] = default_tile(payload)
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        kwargs = {"channels_last": True, **{k: v for k, v in kwargs.items() if v is not None}}
         return cls(build_model(payload, path), payload["preprocessing"], **kwargs)
 
     @property
@@ -346,6 +394,11 @@ class Predictor:
         return (total / 8).cpu().numpy()  # type: ignore[operator]
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self._memory_format is not None:
+            x = x.contiguous(memory_format=self._memory_format)
+        if self.precision == "bfloat16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self.model(x).float()
         with autocast(self.device, self.amp):
             return self.model(x).float()
 

@@ -191,6 +191,8 @@ class Down(nn.Sequential):
 
 def center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Crop the centre of the trailing spatial axes of ``x`` to ``size`` (the paper's skip cropping)."""
+    if tuple(x.shape[x.ndim - len(size) :]) == tuple(size):
+        return x  # padded networks: nothing to crop (and exportable with dynamic sizes)
     index = [slice(None)] * (x.ndim - len(size))
     for have, want in zip(x.shape[-len(size) :], size, strict=True):
         start = (have - want) // 2

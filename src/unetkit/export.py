@@ -1,0 +1,193 @@
+"""Export a trained model to ONNX or TorchScript, verified against PyTorch, and run ONNX models.
+
+The exported graph is the network itself on inputs whose spatial sizes are multiples of ``2**depth`` (the
+tiles ``unetkit predict`` feeds it always are), with dynamic batch, height and width (and depth for 3-D).
+The checkpoint's preprocessing and geometry travel in the ONNX file's metadata, so an exported model is
+self-describing like a checkpoint: ``unetkit predict model.onnx ...`` (or ``--engine onnxruntime`` with a
+checkpoint) tiles, normalises and post-processes exactly as with PyTorch. Needs the ``[onnx]`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import build_model, load_checkpoint
+from .data.io import publish
+from .errors import ConfigError, UnetkitError
+
+__all__ = ["EXPORT_FORMATS", "ExportResult", "OnnxModel", "export_model"]
+
+EXPORT_FORMATS = ("onnx", "torchscript")
+TOLERANCE = 1e-4
+
+
+class _Core(nn.Module):
+    """The network without its input padding: sizes must be multiples of its ``size_multiples``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model._forward(x)  # type: ignore[operator]
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    max_abs_diff: float  # largest difference from PyTorch on the verification inputs (float32)
+
+
+def _sample_inputs(model: nn.Module, channels: int) -> list[torch.Tensor]:
+    mult = model.size_multiples  # type: ignore[attr-defined]
+    torch.manual_seed(0)
+    return [
+        torch.randn(1, channels, *(2 * m for m in mult)),
+        torch.randn(2, channels, *(m * (3 + i) for i, m in enumerate(mult))),
+    ]
+
+
+def export_model(
+    checkpoint: str | Path, out: str | Path, format: str = "onnx", *, overwrite: bool = False
+) -> ExportResult:
+    """Export ``checkpoint`` to ``out`` and verify it: the largest absolute difference from PyTorch over two
+    input sizes must stay below 1e-4 (float32), else the file is not written.
+
+    Example:
+        >>> export_model("run/best.pt", "run/model.onnx").max_abs_diff
+    """
+    if format not in EXPORT_FORMATS:
+        raise ConfigError(f"--format {format!r} is unknown; choose one of {', '.join(EXPORT_FORMATS)}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UnetkitError(f"{out}: already exists; pass --overwrite to replace it")
+    payload = load_checkpoint(checkpoint)
+    model = build_model(payload, checkpoint).eval()
+    if model.padding != "same":  # type: ignore[attr-defined]
+        raise ConfigError(
+            f"{checkpoint}: export supports padded (padding='same') networks; this one is 'valid' (the paper's), "
+            "whose input sizes are not a simple multiple"
+        )
+    channels = int(payload["preprocessing"]["in_channels"])
+    inputs = _sample_inputs(model, channels)
+    core = _Core(model).eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix or ".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        if format == "onnx":
+            run = _export_onnx(core, model, inputs[0], tmp, payload)
+        else:
+            with torch.no_grad():
+                scripted = torch.jit.trace(core, inputs[0], check_trace=False)
+            scripted.save(tmp)
+            loaded = torch.jit.load(tmp)
+
+            def run(x: np.ndarray) -> np.ndarray:
+                with torch.no_grad():
+                    return loaded(torch.from_numpy(x)).numpy()
+
+        diff = 0.0
+        with torch.no_grad():
+            for x in inputs:
+                diff = max(diff, float(np.abs(run(x.numpy()) - core(x).numpy()).max()))
+        if not diff < TOLERANCE:
+            raise UnetkitError(
+                f"{out}: the exported model differs from PyTorch by {diff:.2e} (> {TOLERANCE}); not written"
+            )
+        publish(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return ExportResult(out, format, diff)
+
+
+def _export_onnx(
+    core: nn.Module, model: nn.Module, example: torch.Tensor, path: str, payload: dict[str, Any]
+):
+    import onnx
+    import onnxruntime as ort
+
+    mult = model.size_multiples  # type: ignore[attr-defined]
+    names = ("d", "h", "w")[-len(mult) :]
+    dims = {0: torch.export.Dim("batch", min=1, max=4096)}
+    for axis, (name, m) in enumerate(zip(names, mult, strict=True), start=2):
+        dims[axis] = m * torch.export.Dim(name, min=1, max=8192 // m)
+    torch.onnx.export(
+        core,
+        (example,),
+        path,
+        dynamo=True,
+        dynamic_shapes={"x": dims},
+        input_names=["x"],
+        output_names=["logits"],
+    )
+    proto = onnx.load(path)
+    meta = {
+        "unetkit.model": json.dumps(payload["model"]),
+        "unetkit.preprocessing": json.dumps(payload["preprocessing"]),
+        "unetkit.training": json.dumps(
+            {k: v for k, v in payload.get("training", {}).items() if k == "config"}
+        ),
+    }
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, path)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"x": x})[0]
+
+
+class OnnxModel(nn.Module):
+    """An exported ONNX model behind the interface :class:`~unetkit.inference.predictor.Predictor` uses, run
+    by ONNX Runtime (CPU, or CUDA when its provider is installed)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        try:
+            import onnx
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError(
+                "the onnxruntime engine needs the [onnx] extra: pip install 'unetkit[onnx]'"
+            ) from None
+        self.path = Path(path)
+        proto = onnx.load(str(path), load_external_data=False)
+        meta = {p.key: p.value for p in proto.metadata_props}
+        if "unetkit.model" not in meta:
+            raise ConfigError(f"{path}: not an ONNX file written by 'unetkit export' (no unetkit metadata)")
+        self.spec = json.loads(meta["unetkit.model"])
+        self.preprocessing = json.loads(meta["unetkit.preprocessing"])
+        self.training = json.loads(meta.get("unetkit.training", "{}"))
+        hp = self.spec["hparams"]
+        self.num_classes, self.depth, self.padding = hp["num_classes"], hp["depth"], hp["padding"]
+        self.spatial_dims, self.margin = hp.get("spatial_dims", 2), 0
+        k = hp.get("anisotropic_levels", 0)
+        self.size_multiples = (
+            (2 ** (self.depth - k), *(2**self.depth,) * 2) if self.spatial_dims == 3 else (2**self.depth,) * 2
+        )
+        providers = [
+            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
+        ]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = tuple(x.shape[2:])
+        if any(n % m for n, m in zip(shape, self.size_multiples, strict=True)):
+            raise ValueError(
+                f"ONNX model input sizes must be multiples of {self.size_multiples}, got {shape}"
+            )
+        out = self.session.run(None, {"x": x.detach().cpu().float().numpy()})[0]
+        return torch.from_numpy(out).to(x.device)
