@@ -8,7 +8,7 @@ TORCH_PIN   ?= torch==2.13.0
 TORCH_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup setup-bench demo test test-fast test-slow bench bench-tiled bench-arch bench-borders lint clean
+.PHONY: setup setup-bench demo test test-fast test-slow bench bench-tiled bench-arch bench-peers bench-borders lint clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,10 @@ bench: setup
 # Tiled inference: unetkit vs MONAI sliding_window_inference at 4096², and a 20,000² image (about 15 minutes).
 bench-tiled: setup-bench
 	$(PY) bench/tiled_inference.py
+
+# unetkit vs MONAI at the same U-Net size: inference, training, attained GFLOP/s vs a measured ceiling.
+bench-peers: setup-bench
+	$(PY) bench/peers.py
 
 # The U-Net family side by side: parameters, GFLOPs, CPU time, Dice after a short budget (about 10 minutes).
 bench-arch: setup

@@ -9,7 +9,9 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-@pytest.mark.parametrize("script", ["run_all.py", "border_weights.py"])
+@pytest.mark.parametrize(
+    "script", ["run_all.py", "border_weights.py", "tiled_inference.py", "architectures.py", "peers.py"]
+)
 def test_bench_script_imports(script):
     proc = subprocess.run(
         [sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True, timeout=120
