@@ -168,7 +168,7 @@ class OnnxModel(nn.Module):
             raise ConfigError(f"{path}: not an ONNX file written by 'unetkit export' (no unetkit metadata)")
         self.spec = json.loads(meta["unetkit.model"])
         self.preprocessing = json.loads(meta["unetkit.preprocessing"])
-        self.training = json.loads(meta.get("unetkit.training", "{}"))
+        self.training_info = json.loads(meta.get("unetkit.training", "{}"))
         hp = self.spec["hparams"]
         self.num_classes, self.depth, self.padding = hp["num_classes"], hp["depth"], hp["padding"]
         self.spatial_dims, self.margin = hp.get("spatial_dims", 2), 0

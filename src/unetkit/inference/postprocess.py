@@ -99,12 +99,8 @@ def instances_from_classes(
     classes: np.ndarray, method: str, *, min_size: int = 8, grow: float = 2.0, min_distance: int = 3
 ) -> np.ndarray:
     """Predicted class indices ``(H, W)`` → instance labels ``(H, W)`` int32 (see the module docstring)."""
-    if method == "interior":
-        return (
-            label_instances(classes, (1,), min_size=min_size, grow=0)
-            if grow <= 0
-            else expand_labels(label_instances(classes, (1,), min_size=min_size), grow, within=classes > 0)
-        )
+    if method == "interior":  # grow back over the predicted border, never into background
+        return expand_labels(label_instances(classes, (1,), min_size=min_size), grow, within=classes > 0)
     if method == "watershed":
         return watershed_instances(classes > 0, min_size=min_size, min_distance=min_distance)
     if method == "components":

@@ -164,23 +164,22 @@ class Predictor:
         engine = kwargs.pop("engine", None) or "torch"
         if engine not in ENGINES:
             raise ConfigError(f"--engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
         if Path(path).suffix.lower() == ".onnx" or engine == "onnxruntime":
             from ..export import OnnxModel, export_model
 
-            if Path(path).suffix.lower() != ".onnx":  # a checkpoint: export it (verified) next to nothing
+            if Path(path).suffix.lower() != ".onnx":  # a checkpoint: export it (verified) to a temporary file
                 tmp = tempfile.TemporaryDirectory(prefix="unetkit-onnx-")
                 path = export_model(path, Path(tmp.name) / "model.onnx").path
                 _KEEP.append(tmp)
-            onnx_model = OnnxModel(path)
-            if kwargs.get("tile") is None:
-                kwargs["tile"] = default_tile({"training": onnx_model.training})
-            kwargs = {k: v for k, v in kwargs.items() if v is not None}
-            return cls(onnx_model, onnx_model.preprocessing, **kwargs)
-        payload = load_checkpoint(path)
-        if kwargs.get("tile") is None:
-            kwargs["tile"] = default_tile(payload)
-        kwargs = {"channels_last": True, **{k: v for k, v in kwargs.items() if v is not None}}
-        return cls(build_model(payload, path), payload["preprocessing"], **kwargs)
+            model: nn.Module = OnnxModel(path)
+            payload = {"training": model.training_info, "preprocessing": model.preprocessing}  # type: ignore[attr-defined]
+        else:
+            payload = load_checkpoint(path)
+            model = build_model(payload, path)
+            kwargs.setdefault("channels_last", True)  # the predictor owns this model
+        kwargs.setdefault("tile", default_tile(payload))
+        return cls(model, payload["preprocessing"], **kwargs)
 
     @property
     def in_channels(self) -> int:

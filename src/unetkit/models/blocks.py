@@ -111,6 +111,7 @@ class DoubleConv(nn.Sequential):
     """Two ``ConvNormAct`` layers: the unit at every level of the U (paper Fig. 1, blue arrows).
 
     ``dropout`` > 0 puts a dropout layer between the two convolutions, as the Keras tutorial does.
+    ``last_act=False`` leaves the second convolution without its activation (the body of a residual unit).
     """
 
     def __init__(
@@ -123,12 +124,13 @@ class DoubleConv(nn.Sequential):
         act: str,
         dropout: float = 0.0,
         dims: int = 2,
+        last_act: bool = True,
     ) -> None:
-        kw = {"padding": padding, "norm": norm, "act": act, "dims": dims}
-        layers: list[nn.Module] = [ConvNormAct(in_ch, out_ch, **kw)]  # type: ignore[arg-type]
+        kw = {"padding": padding, "norm": norm, "dims": dims}
+        layers: list[nn.Module] = [ConvNormAct(in_ch, out_ch, act=act, **kw)]  # type: ignore[arg-type]
         if dropout > 0:
             layers.append(_nd(DROPOUT, dims)(dropout))
-        layers.append(ConvNormAct(out_ch, out_ch, **kw))  # type: ignore[arg-type]
+        layers.append(ConvNormAct(out_ch, out_ch, act=act if last_act else None, **kw))  # type: ignore[arg-type]
         super().__init__(*layers)
 
 
@@ -149,12 +151,9 @@ class ResidualConv(nn.Module):
         dims: int = 2,
     ) -> None:
         super().__init__()
-        kw = {"padding": padding, "norm": norm, "dims": dims}
-        layers: list[nn.Module] = [ConvNormAct(in_ch, out_ch, act=act, **kw)]  # type: ignore[arg-type]
-        if dropout > 0:
-            layers.append(_nd(DROPOUT, dims)(dropout))
-        layers.append(ConvNormAct(out_ch, out_ch, act=None, **kw))  # type: ignore[arg-type]
-        self.body = nn.Sequential(*layers)
+        self.body = DoubleConv(
+            in_ch, out_ch, padding=padding, norm=norm, act=act, dropout=dropout, dims=dims, last_act=False
+        )
         self.project = (
             nn.Identity()
             if in_ch == out_ch
