@@ -1,5 +1,6 @@
 """Export to ONNX / TorchScript, verified against PyTorch, and prediction on ONNX Runtime."""
 
+import os
 import subprocess
 
 import numpy as np
@@ -84,3 +85,57 @@ def test_onnxruntime_predictions_equal_pytorch_ones(tiny_run, tmp_path, unetkit_
         timeout=300,
     )
     assert done.returncode == 0 and "max |exported - PyTorch|" in done.stdout
+
+
+@pytest.mark.parametrize("name", ["unet", "residual-unet", "attention-unet"])
+def test_folding_batch_norms_into_convolutions_keeps_the_outputs(name):
+    from unetkit.models.blocks import fold_batch_norms
+
+    torch.manual_seed(0)
+    model = create_model(name, base_channels=8, depth=2, norm="batch")
+    for m in model.modules():  # statistics far from the identity, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    with pytest.raises(ValueError, match="eval"):
+        fold_batch_norms(model)
+    model.eval()
+    x = torch.randn(2, 1, 64, 64)
+    n_norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # each follows a conv
+    with torch.no_grad():
+        before = model(x)
+        folded = fold_batch_norms(model)
+        after = model(x)
+    assert folded == n_norms > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+
+
+def test_compiled_predictions_equal_eager_ones_and_kernels_are_cached(tiny_run, tmp_path, unetkit_exe):
+    image, _ = synth_nuclei((150, 100), seed=3)  # 3 x 2 tiles of 64 with batch 4: a partial last batch
+    eager = Predictor.from_checkpoint(tiny_run.best_checkpoint, device="cpu", tile=64).predict_proba(image)
+    src = write_image(tmp_path / "in" / "x.png", image)
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    cmd = [unetkit_exe, "predict", str(tiny_run.best_checkpoint), str(src), "--out", str(tmp_path / "out")]
+    cmd += [
+        "--tile",
+        "64",
+        "--batch",
+        "4",
+        "--save-probs",
+        "float32",
+        "--precision",
+        "float32",
+        "--device",
+        "cpu",
+    ]
+    done = subprocess.run(
+        [*cmd, "--no-progress", "--compile"], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "out" / "x_probs.tif"), eager[0], atol=1e-4)
+    cache = tmp_path / "cache" / "unetkit" / "inductor"
+    assert cache.is_dir() and sum(1 for p in cache.rglob("*") if p.is_file()) > 0

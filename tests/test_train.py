@@ -19,13 +19,15 @@ def test_run_directory_holds_everything(tiny_run):
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(0 <= float(r["val_dice"]) <= 1 and float(r["train_loss"]) > 0 for r in rows)
+    assert all(0 < float(r["data_wait"]) < 1 for r in rows)  # the loader's share of the step time, measured
     # config.yaml is every setting used, including what was derived from the data
     saved = RunConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
     assert saved.model.in_channels == 1 and saved.model.base_channels == 4 and saved.train.epochs == 2
     # TensorBoard event files, read back
     acc = EventAccumulator(str(run / "tb"))
     acc.Reload()
-    assert {"loss/train", "dice/val", "iou/val", "loss/val_ce", "lr"} <= set(acc.Tags()["scalars"])
+    tags = {"loss/train", "dice/val", "iou/val", "loss/val_ce", "lr", "time/data_wait_fraction"}
+    assert tags <= set(acc.Tags()["scalars"])
     dice_events = acc.Scalars("dice/val")
     assert [e.step for e in dice_events] == [1, 2]
     assert [e.value for e in dice_events] == pytest.approx([float(r["val_dice"]) for r in rows], abs=1e-5)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
 from .errors import ConfigError
 
-__all__ = ["autocast", "resolve_device"]
+__all__ = ["autocast", "compile_cache_dir", "compile_model", "resolve_device"]
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -52,3 +54,29 @@ def autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
             yield
     else:
         yield
+
+
+# read at import, before torch's first compilation writes its own default (under /tmp) into the environment
+_USER_CACHE_DIR = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+
+
+def compile_cache_dir() -> Path:
+    """Where compiled kernels are kept between runs: ``$TORCHINDUCTOR_CACHE_DIR`` when set, else
+    ``$XDG_CACHE_HOME/unetkit/inductor`` (``~/.cache/unetkit/inductor``), not torch's default under ``/tmp``,
+    which a reboot empties."""
+    if _USER_CACHE_DIR:
+        return Path(_USER_CACHE_DIR)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "unetkit" / "inductor"
+
+
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile`` with a persistent kernel cache (see :func:`compile_cache_dir`).
+
+    The first compilation of a model and input shape takes tens of seconds on a CPU; later processes load the
+    cached kernels in a few. Shapes are static (tiles and patches have one size; a smaller last batch gets its
+    own kernels, compiled once and cached like the rest)."""
+    cache = compile_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+    return torch.compile(model, dynamic=False)

@@ -109,6 +109,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto (default): bfloat16 on CPUs with native bfloat16 (about 2x faster here), else float32",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (about 1.2-1.3x faster on a CPU; the first run compiles for a minute, later "
+        "ones load kernels from ~/.cache/unetkit/inductor in seconds: worth it for many or large images)",
+    )
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--overwrite", action="store_true", help="replace existing results in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -137,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         min_size=args.min_size,
         engine=args.engine,
         precision=args.precision,
+        compile=args.compile,
     )
     objects = [r.objects for r in results if r.objects is not None]
     extra = f", {sum(objects)} object(s)" if objects else ""

@@ -26,8 +26,9 @@ from ..data.io import channel_indices, to_channels_first
 from ..data.lazy import ImageSource
 from ..data.masks import MaskEncoding
 from ..data.normalize import Normalizer
-from ..device import autocast, resolve_device
+from ..device import autocast, compile_model, resolve_device
 from ..errors import ConfigError, DataError
+from ..models.blocks import fold_batch_norms
 from .blending import BLEND_MODES, importance_map
 from .postprocess import instances_from_classes
 from .tiling import Tile, plan_blend_tiles, plan_tiles, read_window
@@ -104,6 +105,8 @@ class Predictor:
         tta: bool = False,
         prefetch: int = 2,
         min_size: int = 8,
+        fuse: bool = False,
+        compile: bool = False,
     ) -> None:
         if not 0 <= overlap < 1:
             raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
@@ -130,6 +133,12 @@ class Predictor:
             self._memory_format: torch.memory_format | None = fmt
         else:
             self._memory_format = None
+        # folding batch norms into the convolutions also changes the model in place: owned models only
+        if fuse and any(True for _ in self.model.parameters()):
+            fold_batch_norms(self.model)
+        self.compiled = bool(compile)
+        if self.compiled:
+            self.model = compile_model(self.model)
         self.prefetch = max(0, int(prefetch))
         self.min_size = int(min_size)
         self.overlap = float(overlap)
@@ -166,6 +175,10 @@ class Predictor:
             raise ConfigError(f"--engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         if Path(path).suffix.lower() == ".onnx" or engine == "onnxruntime":
+            if kwargs.get("compile"):
+                raise ConfigError(
+                    "--compile applies to the torch engine; ONNX Runtime optimises its own graph"
+                )
             from ..export import OnnxModel, export_model
 
             if Path(path).suffix.lower() != ".onnx":  # a checkpoint: export it (verified) to a temporary file
@@ -178,6 +191,7 @@ class Predictor:
             payload = load_checkpoint(path)
             model = build_model(payload, path)
             kwargs.setdefault("channels_last", True)  # the predictor owns this model
+            kwargs.setdefault("fuse", True)
         kwargs.setdefault("tile", default_tile(payload))
         return cls(model, payload["preprocessing"], **kwargs)
 

@@ -31,7 +31,7 @@ from ..data.dataset import PatchDataset, SampleStore, View, split_views
 from ..data.layouts import LAYOUTS, read_descriptor
 from ..data.masks import ENCODINGS, IGNORE, MaskEncoding
 from ..data.normalize import Normalizer
-from ..device import amp_dtype, autocast, resolve_device
+from ..device import amp_dtype, autocast, compile_model, resolve_device
 from ..errors import ConfigError, DataError, UnetkitError
 from ..inference.predictor import Predictor
 from ..losses import LOSSES, get_loss
@@ -44,7 +44,7 @@ __all__ = ["RUN_FILES", "TrainResult", "TrainingInterrupted", "train"]
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("best.pt", "last.pt", "config.yaml", "metrics.csv", "curves.png")
-CSV_FIELDS = ("epoch", "train_loss", "val_ce", "val_dice", "val_iou", "lr", "seconds")
+CSV_FIELDS = ("epoch", "train_loss", "val_ce", "val_dice", "val_iou", "lr", "seconds", "data_wait")
 
 
 @dataclass
@@ -202,7 +202,7 @@ def train(
     )
     forward = model
     if cfg.train.compile:
-        forward = torch.compile(model)  # weights are shared: checkpoints save `model`
+        forward = compile_model(model)  # weights are shared: checkpoints save `model`
     use_scaler = cfg.train.amp and amp_dtype(device) == torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
@@ -290,7 +290,10 @@ def train(
                 drop_last=True,
                 generator=torch.Generator().manual_seed(cfg.train.seed + epoch),  # never the global stream
             )
+            # data_wait: the share of the training steps' time spent waiting for the next batch (starvation)
+            wait, t_ready = 0.0, time.perf_counter()
             for x, y, *w in loader:
+                wait += time.perf_counter() - t_ready
                 x = x.to(device, non_blocking=True)
                 y = y.to(device, non_blocking=True)
                 weight = w[0].to(device, non_blocking=True) if w else None
@@ -316,6 +319,8 @@ def train(
                 bar.set_postfix(loss=f"{np.mean(st['epoch_losses'][-20:]):.3f}", val_dice=last_val)
                 if stop.requested:
                     raise KeyboardInterrupt
+                t_ready = time.perf_counter()
+            train_seconds = time.perf_counter() - t0
             val = _validate(
                 model,
                 preprocessing,
@@ -331,6 +336,7 @@ def train(
                 **val,
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - t0,
+                "data_wait": wait / max(train_seconds, 1e-9),
             }
             history.append(row)
             st.update(epoch=epoch, step_in_epoch=0, epoch_losses=[])
@@ -351,6 +357,7 @@ def train(
                 ("val_dice", "dice/val"),
                 ("val_iou", "iou/val"),
                 ("lr", "lr"),
+                ("data_wait", "time/data_wait_fraction"),
             ):
                 writer.add_scalar(tag, row[key], epoch)
             writer.flush()
