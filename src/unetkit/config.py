@@ -95,6 +95,7 @@ class TrainConfig:
     loss: str = "auto"  # auto: bce_dice for 1 class, ce_dice for >= 2; also bce, ce, dice, focal, focal_dice
     class_weights: list[float] | None = None  # one per class, for the cross-entropy term
     compile: bool = False  # torch.compile the model
+    sync_bn: bool = False  # distributed: synchronise batch-norm statistics across GPUs
     patience: int = 10  # early stopping: epochs without a better validation Dice
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps

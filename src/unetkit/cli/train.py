@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..config import RunConfig, replace
 from ..errors import ConfigError
@@ -77,6 +78,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--class-weights", type=float, nargs="+", metavar="W", help="one weight per class for the CE term"
     )
     o.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slower start)")
+    d = p.add_argument_group("distributed (torch.distributed; also under torchrun: see the README)")
+    d.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="data-parallel processes on this machine: one per GPU, or CPU processes sharing the cores (gloo); "
+        "--batch is the global batch, split between them (default: 1)",
+    )
+    d.add_argument("--sync-bn", action="store_true", help="synchronise batch-norm statistics across GPUs")
     m = p.add_argument_group("model")
     m.add_argument("--arch", help=f"architecture: {', '.join(list_models())} (default: unet)")
     m.add_argument("--depth", type=int, help="number of poolings (default: 4, as the paper)")
@@ -157,11 +167,23 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         warmup=args.warmup,
         class_weights=args.class_weights,
         compile=True if args.compile else None,
+        sync_bn=True if args.sync_bn else None,
     )
     return cfg
 
 
-RESUME_ALLOWED = {"data", "resume", "epochs", "no_progress", "out", "run", "command", "verbose", "quiet"}
+RESUME_ALLOWED = {
+    "data",
+    "resume",
+    "epochs",
+    "nproc",
+    "no_progress",
+    "out",
+    "run",
+    "command",
+    "verbose",
+    "quiet",
+}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,7 +196,14 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.out and args.out != args.resume:
             raise ConfigError(f"--resume {args.resume} continues that folder; drop --out {args.out}")
-        result = train(args.data, args.resume, resume=True, epochs=args.epochs, progress=not args.no_progress)
+        result = train(
+            args.data,
+            args.resume,
+            resume=True,
+            epochs=args.epochs,
+            progress=not args.no_progress,
+            nproc=args.nproc,
+        )
     else:
         if not args.out:
             raise ConfigError(
@@ -186,7 +215,10 @@ def run(args: argparse.Namespace) -> int:
             config_from_args(args),
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            nproc=args.nproc,
         )
+    if int(os.environ.get("RANK", "0")):  # under torchrun: rank 0 reports
+        return 0
     stop = "stopped early" if result.stopped_early else "finished"
     print(
         f"training {stop} after {len(result.history)} epoch(s); best validation Dice "

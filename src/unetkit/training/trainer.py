@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -38,6 +40,7 @@ from ..losses import LOSSES, get_loss
 from ..metrics import dice_iou
 from ..models import InvalidSizeError, create_model
 from ..viz import save_curves
+from .distributed import DistContext, init_distributed, spawn
 
 __all__ = ["RUN_FILES", "TrainResult", "TrainingInterrupted", "train"]
 
@@ -69,6 +72,7 @@ def train(
     progress: bool = True,
     resume: bool = False,
     epochs: int | None = None,
+    nproc: int = 1,
 ) -> TrainResult:
     """Train a U-Net on a paired-folder dataset and write a run directory.
 
@@ -83,6 +87,9 @@ def train(
             ``None``): model, optimiser, scheduler, epoch and step, early-stopping state and random streams are
             restored, so the result is identical to an uninterrupted run.
         epochs: override ``train.epochs`` (with ``resume``: extend a finished run).
+        nproc: train data-parallel in this many processes on this machine (``torch.distributed``: gloo on
+            CPUs, NCCL on GPUs, one process per GPU); ``train.batch_size`` is the global batch, split between
+            them. Under ``torchrun`` (``WORLD_SIZE`` set) every process calls ``train`` and joins the group.
 
     Example:
         >>> result = train("nuclei/", "run/", RunConfig(train=TrainConfig(epochs=5)))
@@ -105,6 +112,23 @@ def train(
         cfg.train = dataclasses.replace(cfg.train, epochs=epochs)
     _check_config(cfg)
     device = resolve_device(cfg.train.device)
+    launch = nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1
+    world = nproc if launch else int(os.environ.get("WORLD_SIZE", "1"))
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {nproc}")
+    if cfg.train.batch_size % world:
+        raise ConfigError(
+            f"train.batch_size {cfg.train.batch_size} (the global batch) must split evenly between {world} "
+            f"processes; use a multiple of {world}"
+        )
+    if cfg.train.sync_bn and world > 1 and device.type != "cuda":
+        raise ConfigError(
+            "--sync-bn needs CUDA devices (torch's SyncBatchNorm); on CPUs drop it or use --norm group"
+        )
+    if launch and device.type == "cuda" and nproc > torch.cuda.device_count():
+        raise ConfigError(
+            f"--nproc {nproc}: only {torch.cuda.device_count()} CUDA device(s); one process per GPU"
+        )
 
     # Data: every file is checked before any compute is spent, and before the run folder is made.
     if read_descriptor(data).get("spatial_dims") == 3 and cfg.model.spatial_dims == 2:
@@ -132,8 +156,17 @@ def train(
         ignore_index=encoding.ignore_value,
     )
     normalizer = report.normalizer(cfg.data)
-    if payload is None:
+    if launch:  # everything is checked: start the processes, each of which runs this function
+        if payload is None:
+            _check_run_dir(out, overwrite)
+        run = functools.partial(
+            train, data, out, config, overwrite=overwrite, progress=progress, resume=resume, epochs=epochs
+        )
+        return spawn(nproc, run)
+    ctx, device = init_distributed(device)
+    if payload is None and ctx.is_main:
         _prepare_run_dir(out, overwrite)
+    ctx.barrier()
 
     store = SampleStore(
         report.samples,
@@ -195,14 +228,18 @@ def train(
         fg_fraction=cfg.data.fg_fraction,
         seed=cfg.train.seed,
     )
+    if cfg.train.sync_bn and ctx.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = _optimizer(model, cfg)
     total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _schedule(cfg.train.schedule, cfg.train.warmup, total_steps)
     )
-    forward = model
+    forward: torch.nn.Module = model
+    if ctx.enabled:  # gradients all-reduced (averaged) over the ranks during backward
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.train.compile:
-        forward = compile_model(model)  # weights are shared: checkpoints save `model`
+        forward = compile_model(forward)  # weights are shared: checkpoints save `model`
     use_scaler = cfg.train.amp and amp_dtype(device) == torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
@@ -235,9 +272,12 @@ def train(
         st = {k: saved[k] for k in st}
         log.info("resuming %s after epoch %d (step %d of the next)", out, st["epoch"], st["step_in_epoch"])
     history: list[dict[str, float]] = st["history"]
-    cfg.to_yaml(out / "config.yaml")
+    if ctx.is_main:
+        cfg.to_yaml(out / "config.yaml")
 
     def save_last() -> None:
+        if not ctx.is_main:
+            return
         state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -264,15 +304,23 @@ def train(
     from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
 
     # On resume, events of epochs after the checkpoint (logged before a kill) are purged.
-    writer = SummaryWriter(
-        log_dir=str(out / "tb"), purge_step=st["epoch"] + 1 if payload is not None else None
-    )
-    _write_csv(out / "metrics.csv", history)  # rewritten from the checkpoint's history on resume
+    writer = None
+    if ctx.is_main:  # one writer: rank 0
+        writer = SummaryWriter(
+            log_dir=str(out / "tb"), purge_step=st["epoch"] + 1 if payload is not None else None
+        )
+        _write_csv(out / "metrics.csv", history)  # rewritten from the checkpoint's history on resume
     stopped_early = False
     last_val = "-" if not history else f"{history[-1]['val_dice']:.3f}"
     done = st["epoch"] * cfg.train.steps_per_epoch + st["step_in_epoch"]
-    bar = tqdm(total=total_steps, initial=done, disable=not progress, unit="step", dynamic_ncols=True)
-    batch = cfg.train.batch_size
+    bar = tqdm(
+        total=total_steps,
+        initial=done,
+        disable=not (progress and ctx.is_main),
+        unit="step",
+        dynamic_ncols=True,
+    )
+    batch = cfg.train.batch_size // ctx.world  # this rank's share of the global batch
     stop = _StopRequest()
     try:
         for epoch in range(st["epoch"] + 1, cfg.train.epochs + 1):
@@ -284,7 +332,7 @@ def train(
             loader = DataLoader(
                 dataset,
                 batch_size=batch,
-                sampler=range(st["step_in_epoch"] * batch, len(dataset)),
+                sampler=_rank_indices(st["step_in_epoch"], cfg.train.steps_per_epoch, batch, ctx),
                 num_workers=cfg.train.num_workers,
                 pin_memory=device.type == "cuda",
                 drop_last=True,
@@ -329,10 +377,12 @@ def train(
                 device,
                 cfg.train.amp,
                 tile=max(patch_in) if volumes else 512,
+                ctx=ctx,
             )
+            loss_sum, loss_n = ctx.sum([float(np.sum(st["epoch_losses"])), len(st["epoch_losses"])])
             row = {
                 "epoch": epoch,
-                "train_loss": float(np.mean(st["epoch_losses"])),
+                "train_loss": loss_sum / loss_n,
                 **val,
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - t0,
@@ -342,6 +392,7 @@ def train(
             st.update(epoch=epoch, step_in_epoch=0, epoch_losses=[])
             if row["val_dice"] > st["best_score"]:
                 st["best_score"], st["best_epoch"] = row["val_dice"], epoch
+            if st["best_epoch"] == epoch and ctx.is_main:
                 save_checkpoint(
                     out / "best.pt",
                     model,
@@ -350,18 +401,19 @@ def train(
                     training={**meta, "config": cfg.to_dict(), "epoch": epoch, "val_dice": row["val_dice"]},
                 )
             save_last()
-            _write_csv(out / "metrics.csv", history)
-            for key, tag in (
-                ("train_loss", "loss/train"),
-                ("val_ce", "loss/val_ce"),
-                ("val_dice", "dice/val"),
-                ("val_iou", "iou/val"),
-                ("lr", "lr"),
-                ("data_wait", "time/data_wait_fraction"),
-            ):
-                writer.add_scalar(tag, row[key], epoch)
-            writer.flush()
-            save_curves(history, out / "curves.png")
+            if writer is not None:  # rank 0
+                _write_csv(out / "metrics.csv", history)
+                for key, tag in (
+                    ("train_loss", "loss/train"),
+                    ("val_ce", "loss/val_ce"),
+                    ("val_dice", "dice/val"),
+                    ("val_iou", "iou/val"),
+                    ("lr", "lr"),
+                    ("data_wait", "time/data_wait_fraction"),
+                ):
+                    writer.add_scalar(tag, row[key], epoch)
+                writer.flush()
+                save_curves(history, out / "curves.png")
             last_val = f"{row['val_dice']:.3f} (best {st['best_score']:.3f} @ {st['best_epoch']})"
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_dice=last_val)
             log.debug("epoch %d: %s", epoch, row)
@@ -381,7 +433,9 @@ def train(
     finally:
         stop.restore()
         bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
+        ctx.close()
     best_score, best_epoch = st["best_score"], st["best_epoch"]
     return TrainResult(out, out / "best.pt", out / "last.pt", best_score, best_epoch, history, stopped_early)
 
@@ -446,15 +500,17 @@ def _validate(
     device: torch.device,
     amp: bool,
     tile: int = 512,
+    ctx: DistContext | None = None,
 ) -> dict[str, float]:
     """Tiled prediction of each validation image; mean Dice, IoU and cross-entropy over images.
 
     Unlabelled (ignored) pixels are left out; with several classes, Dice and IoU are averaged over the
-    foreground classes.
+    foreground classes. Distributed: each rank predicts its share of the images; the means are over all.
     """
+    ctx = ctx or DistContext()
     predictor = Predictor(model, preprocessing, device=device, amp=amp, tile=tile)
     dices, ious, losses = [], [], []
-    for view in views:
+    for view in views[ctx.rank :: ctx.world]:
         image, target, *_ = view.read(store)
         probs = predictor.predict_proba(image, view.name, prepared=True)
         labels = predictor.to_labels(probs)
@@ -471,11 +527,17 @@ def _validate(
         dices.append(d)
         ious.append(i)
     model.train()
-    return {
-        "val_ce": float(np.mean(losses)),
-        "val_dice": float(np.mean(dices)),
-        "val_iou": float(np.mean(ious)),
-    }
+    ce, dice, iou, n = ctx.sum([sum(losses), sum(dices), sum(ious), len(dices)])
+    return {"val_ce": ce / n, "val_dice": dice / n, "val_iou": iou / n}
+
+
+def _rank_indices(step: int, steps: int, batch: int, ctx: DistContext) -> list[int] | range:
+    """Patch indices this rank draws from ``step`` on: rank r takes the r-th ``batch``-sized slice of every global
+    batch of ``batch x world`` patches, so together the ranks see what one process would."""
+    if not ctx.enabled:
+        return range(step * batch, steps * batch)
+    size = batch * ctx.world
+    return [s * size + ctx.rank * batch + i for s in range(step, steps) for i in range(batch)]
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -593,7 +655,8 @@ def _check_config(cfg: RunConfig) -> None:
         get_loss(t.loss, 1)
 
 
-def _prepare_run_dir(out: Path, overwrite: bool) -> None:
+def _check_run_dir(out: Path, overwrite: bool) -> list[str]:
+    """The run files already in ``out``; an error if there are some and ``overwrite`` is off."""
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out}: exists and is not a folder")
     existing = [name for name in RUN_FILES if (out / name).exists()]
@@ -602,6 +665,11 @@ def _prepare_run_dir(out: Path, overwrite: bool) -> None:
             f"--out {out}: already holds a run ({', '.join(existing)}); pass --overwrite to replace it "
             "or choose another folder"
         )
+    return existing
+
+
+def _prepare_run_dir(out: Path, overwrite: bool) -> None:
+    existing = _check_run_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
         for name in existing:
