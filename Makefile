@@ -8,7 +8,7 @@ TORCH_PIN   ?= torch==2.13.0
 TORCH_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup setup-bench demo test test-fast test-slow bench bench-tiled bench-arch bench-peers bench-borders lint clean
+.PHONY: setup setup-bench demo test test-fast test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-borders lint clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,10 @@ bench-tiled: setup-bench
 # unetkit vs MONAI at the same U-Net size: inference, training, attained GFLOP/s vs a measured ceiling.
 bench-peers: setup-bench
 	$(PY) bench/peers.py
+
+# Dask inference with 1 vs 2 workers, and the 100,000² estimate (about 5 minutes).
+bench-dask: setup
+	$(PY) bench/dask_inference.py
 
 # The U-Net family side by side: parameters, GFLOPs, CPU time, Dice after a short budget (about 10 minutes).
 bench-arch: setup

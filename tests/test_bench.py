@@ -10,7 +10,15 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 @pytest.mark.parametrize(
-    "script", ["run_all.py", "border_weights.py", "tiled_inference.py", "architectures.py", "peers.py"]
+    "script",
+    [
+        "run_all.py",
+        "border_weights.py",
+        "tiled_inference.py",
+        "architectures.py",
+        "peers.py",
+        "dask_inference.py",
+    ],
 )
 def test_bench_script_imports(script):
     proc = subprocess.run(

@@ -116,6 +116,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "ones load kernels from ~/.cache/unetkit/inductor in seconds: worth it for many or large images)",
     )
     p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    d = p.add_argument_group("distributed (Dask; pip install 'unetkit[dask]')")
+    d.add_argument(
+        "--dask",
+        nargs="?",
+        const=True,
+        metavar="ADDRESS",
+        help="predict on a Dask cluster, chunk by chunk, into OUT/NAME.zarr: the scheduler at ADDRESS "
+        "(e.g. tcp://host:8786), or without one a local cluster of --dask-workers processes; inputs and OUT must "
+        "be on storage every worker can read and write",
+    )
+    d.add_argument("--dask-workers", type=int, default=2, help="local cluster: worker processes (default: 2)")
+    d.add_argument(
+        "--chunk", type=int, default=2048, help="--dask: pixels per chunk side, one task each (default: 2048)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing results in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -144,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
         engine=args.engine,
         precision=args.precision,
         compile=args.compile,
+        dask=args.dask,
+        dask_workers=args.dask_workers,
+        chunk=args.chunk,
     )
     objects = [r.objects for r in results if r.objects is not None]
     extra = f", {sum(objects)} object(s)" if objects else ""

@@ -116,6 +116,9 @@ def predict_files(
     progress: bool = True,
     max_pixels_in_memory: int = 1 << 26,
     object_context: int = 128,
+    dask: str | bool | None = None,
+    dask_workers: int = 2,
+    chunk: int = 2048,
     **kwargs: object,
 ) -> list[PredictedFile]:
     """Segment image files (or folders of them, or ``.zarr`` arrays) and write the results to ``out``.
@@ -136,6 +139,10 @@ def predict_files(
     lazily and held on disk while they are processed, so memory does not grow with the image. Instance IDs
     are consistent across tiles and blocks for objects up to ``object_context`` pixels across. Existing
     files are kept unless ``overwrite``; every check happens before the first tile is computed.
+
+    ``dask``: run on a Dask cluster instead (``True``: a ``LocalCluster`` of ``dask_workers`` processes started
+    here; a string: the scheduler's address), ``chunk`` x ``chunk`` pixels per task, results as zarr (see
+    :mod:`unetkit.inference.distributed`). The semantic result equals the single-process one.
     """
     if format is not None and format not in FORMATS:
         raise ConfigError(f"--format {format!r} is unknown; choose one of {', '.join(FORMATS)}")
@@ -144,7 +151,34 @@ def predict_files(
         raise ConfigError(f"--save-probs {probs_dtype!r} is unknown; choose one of {', '.join(PROBS_DTYPES)}")
     files = collect_inputs(inputs)
     out = Path(out)
+    if dask:
+        if isinstance(model, Predictor):
+            raise ConfigError(
+                "distributed prediction loads the model on every worker: pass its file, not a Predictor"
+            )
+        if format not in (None, "zarr") or overlay:
+            raise ConfigError("--dask writes zarr groups (--format zarr) and no --overlay")
+        if chunk < 64:
+            raise ConfigError(f"--chunk must be at least 64 pixels, got {chunk}")
     predictor = model if isinstance(model, Predictor) else Predictor.from_checkpoint(model, **kwargs)  # type: ignore[arg-type]
+    if dask:
+        if predictor.spatial_dims == 3:
+            raise ConfigError("--dask segments 2-D images; predict volumes without --dask")
+        return _predict_dask(
+            model,
+            predictor,
+            files,
+            out,
+            kwargs,
+            address=None if dask is True else str(dask),
+            workers=dask_workers,
+            chunk=chunk,
+            probs_dtype=probs_dtype,
+            instances=instances,
+            object_context=object_context,
+            overwrite=overwrite,
+            progress=progress,
+        )  # type: ignore[arg-type]
     if predictor.spatial_dims == 3:
         return _predict_volumes(
             predictor, files, out, format or "tiff", probs_dtype, instances, overlay, overwrite, progress
@@ -184,6 +218,71 @@ def predict_files(
                     instances,
                     object_context,
                     progress,
+                )
+            )
+    return results
+
+
+def _predict_dask(
+    model: str | Path,
+    predictor: Predictor,
+    files: list[Path],
+    out: Path,
+    settings: dict[str, Any],
+    *,
+    address: str | None,
+    workers: int,
+    chunk: int,
+    probs_dtype: str | None,
+    instances: bool,
+    object_context: int,
+    overwrite: bool,
+    progress: bool,
+) -> list[PredictedFile]:
+    from .distributed import DaskRun, model_spec, predict_chunks
+
+    finals = [out / f"{f.stem}.zarr" for f in files]
+    for f in files:
+        image_size(f)  # headers only: every input is checked before the cluster starts
+    if not overwrite:
+        clash = [p for p in finals if p.exists()]
+        if clash:
+            raise DataError(f"{clash[0]}: already exists ({len(clash)} in all); pass --overwrite to replace")
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    with DaskRun(address, workers) as cluster:
+        spec = model_spec(model, cluster.threads_per_task(), settings)
+        log.info("Dask: %d worker(s) at %s", cluster.n_workers, cluster.client.scheduler.address)
+        for f, final in zip(files, finals, strict=True):
+            work = Path(tempfile.mkdtemp(prefix=f".{f.stem}.work.", dir=out))  # where every worker can write
+            try:
+                group = work / "result.zarr"
+                objects = predict_chunks(
+                    cluster,
+                    spec,
+                    predictor,
+                    f,
+                    group,
+                    work,
+                    chunk=chunk,
+                    probs_dtype=probs_dtype,
+                    instances=instances,
+                    object_context=object_context,
+                    progress=progress,
+                )
+                if final.exists():
+                    remove_tree(final)
+                os.replace(group, final)
+            finally:
+                remove_tree(work)
+            results.append(
+                PredictedFile(
+                    source=f,
+                    mask=final,
+                    probs=final if probs_dtype else None,
+                    shape=image_size(f),
+                    instances=final if instances else None,
+                    objects=objects,
                 )
             )
     return results

@@ -365,6 +365,49 @@ class Predictor:
         if top != h:  # pragma: no cover - the plan covers every row
             raise RuntimeError(f"tiling left rows {top}..{h} unwritten")
 
+    def predict_region(
+        self,
+        source: np.ndarray | ImageSource,
+        region: tuple[tuple[int, int], ...],
+        stats: tuple[np.ndarray, np.ndarray],
+        *,
+        tta: bool | None = None,
+    ) -> np.ndarray:
+        """Probabilities ``(num_classes, *region sizes)`` of one region (``(start, stop)`` per spatial axis) of a
+        ``(C, ...)`` image, equal to the same pixels of :meth:`stream` over the whole image: the region's
+        share of the whole image's tiles is run and blended in the same order. The unit of work of distributed
+        inference (:mod:`unetkit.inference.distributed`); ``stats`` must be the whole image's."""
+        spatial = tuple(source.shape[1:])
+        tiles = [
+            t
+            for t in self.plan(spatial)
+            if all(
+                a.write_start < r1 and a.write_stop > r0 for a, (r0, r1) in zip(t.axes, region, strict=True)
+            )
+        ]
+        size = tuple(r1 - r0 for r0, r1 in region)
+        acc = np.zeros((self.num_classes, *size), np.float32)
+        wsum = np.zeros(size, np.float32)
+        use_tta = self.tta if tta is None else tta
+        for batch, inputs in self._batches(source, tiles, stats):
+            for t, p in zip(batch, self._forward(inputs, use_tta), strict=True):
+                weight = self._weights(p.shape[1:], t)
+                part = p[(slice(None), *t.crop)]
+                lo = [max(r0, a.write_start) for a, (r0, _) in zip(t.axes, region, strict=True)]
+                hi = [min(r1, a.write_stop) for a, (_, r1) in zip(t.axes, region, strict=True)]
+                src = tuple(
+                    slice(a - ax.write_start, b - ax.write_start)
+                    for a, b, ax in zip(lo, hi, t.axes, strict=True)
+                )
+                dst = tuple(slice(a - r0, b - r0) for a, b, (r0, _) in zip(lo, hi, region, strict=True))
+                if weight is None:
+                    acc[(slice(None), *dst)] += part[(slice(None), *src)]
+                    wsum[dst] += 1
+                else:
+                    acc[(slice(None), *dst)] += part[(slice(None), *src)] * weight[src]
+                    wsum[dst] += weight[src]
+        return acc / wsum
+
     def _weights(self, out_shape: tuple[int, ...], tile: Tile) -> np.ndarray | None:
         if self.blend == "crop":
             return None
@@ -376,14 +419,23 @@ class Predictor:
         rest = tuple(source.shape[2:])
 
         def windows() -> Iterator[np.ndarray]:
-            # One read per row of tiles (full width, mirrored rows), then tiles are cut from it in memory:
-            # every stored chunk or strip is decoded once per row of tiles, whatever its layout.
+            # One read per row of tiles (as wide as the row's tiles reach, mirrored outside the image), then
+            # tiles are cut from it in memory: every stored chunk or strip is decoded once per row of tiles.
             for row in _group_rows(tiles):
                 ay = row[0].axes[0]
-                band = read_window(source, [(ay.read_start, ay.read_stop), *((0, n) for n in rest)])
+                lo = [min(t.axes[k].read_start for t in row) for k in range(1, len(rest) + 1)]
+                hi = [max(t.axes[k].read_stop for t in row) for k in range(1, len(rest) + 1)]
+                band = read_window(source, [(ay.read_start, ay.read_stop), *zip(lo, hi, strict=True)])
                 for t in row:
-                    window = [(0, band.shape[1]), *((a.read_start, a.read_stop) for a in t.axes[1:])]
-                    yield Normalizer.apply(read_window(band, window), stats)
+                    cut = (
+                        slice(None),
+                        slice(None),
+                        *(
+                            slice(a.read_start - o, a.read_stop - o)
+                            for a, o in zip(t.axes[1:], lo, strict=True)
+                        ),
+                    )
+                    yield Normalizer.apply(band[cut], stats)
 
         def produce() -> Iterator[tuple[list[Tile], np.ndarray]]:
             it = windows()

@@ -1,0 +1,320 @@
+"""Distributed tiled inference on a Dask cluster (``unetkit predict ... --dask [ADDRESS]``).
+
+The image is split into chunks of ``chunk`` x ``chunk`` pixels, aligned with the output zarr arrays' chunks.
+Each chunk is one task: the worker reads the chunk with the network's halo from the input (zarr, OME-Zarr or a
+TIFF through its zarr view; the store must be readable from every worker), runs the whole image's tiles that
+touch the chunk and blends them exactly as one process would (overlap-tile at chunk level,
+:meth:`Predictor.predict_region`), and writes its chunk of the result. The model is loaded once per worker
+process. The semantic result therefore equals the single-process one.
+
+Instances are made globally consistent in two more passes over the chunks: each chunk labels its objects with
+``object_context`` pixels of context around it, and names each object by its first pixel (raster order) in the
+whole image; the driver numbers all first pixels in raster order; each chunk then writes its objects with
+those numbers, so an object crossing chunk borders gets the same ID in every chunk it touches (as long as it fits
+in the context, as in StarDist's ``predict_instances_big``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.lazy import open_image
+from ..errors import ConfigError
+from .postprocess import instances_from_classes
+from .predictor import Predictor
+from .writers import encode_probs
+
+__all__ = ["DaskRun", "chunk_regions", "model_spec", "predict_chunks"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerModel:
+    """What a worker needs to build the predictor once: the model file and the predictor's settings."""
+
+    path: str
+    settings: tuple[tuple[str, Any], ...]
+    threads: int
+
+
+_PREDICTORS: dict[WorkerModel, Predictor] = {}
+
+
+def worker_predictor(spec: WorkerModel) -> Predictor:
+    """The predictor of this worker process, built on first use and kept (one model load per worker)."""
+    if spec not in _PREDICTORS:
+        import torch
+
+        torch.set_num_threads(spec.threads)
+        _restore_malloc()
+        _PREDICTORS[spec] = Predictor.from_checkpoint(spec.path, **dict(spec.settings))
+    return _PREDICTORS[spec]
+
+
+def _restore_malloc() -> None:
+    """Undo the ``MALLOC_TRIM_THRESHOLD_`` that Dask's nanny sets for its workers.
+
+    Setting it turns off glibc's adaptive mmap threshold, so every feature map over 128 KiB is mapped and
+    page-faulted afresh: tiles ran about 30% slower in a worker than in a plain process. These are the values
+    the adaptive threshold reaches on its own after the first large tensors (its 64-bit maximum, trim at twice).
+    """
+    if not os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 32 * 2**20)
+    libc.mallopt(m_trim_threshold, 64 * 2**20)
+
+
+def chunk_regions(shape: tuple[int, ...], chunk: int) -> list[tuple[tuple[int, int], ...]]:
+    """The ``chunk``-sized regions (``(start, stop)`` per axis) covering ``shape``, in raster order."""
+    axes = [[(s, min(s + chunk, n)) for s in range(0, n, chunk)] for n in shape]
+    return [tuple(r) for r in itertools.product(*axes)]
+
+
+def _slices(region: tuple[tuple[int, int], ...]) -> tuple[slice, ...]:
+    return tuple(slice(a, b) for a, b in region)
+
+
+def semantic_chunk(
+    spec: WorkerModel,
+    image: str,
+    region: tuple[tuple[int, int], ...],
+    stats: tuple[np.ndarray, np.ndarray],
+    arrays: dict[str, str],
+    probs_dtype: str | None,
+) -> int:
+    """One chunk's classes, mask (and probabilities) written to the zarr arrays; returns its pixel count."""
+    import zarr
+
+    predictor = worker_predictor(spec)
+    with open_image(image).select(predictor.in_channels) as source:
+        probs = predictor.predict_region(source, region, stats)
+    where = _slices(region)
+    classes = predictor.to_labels(probs)
+    zarr.open_array(arrays["classes"], mode="r+")[where] = classes
+    zarr.open_array(arrays["mask"], mode="r+")[where] = predictor.to_mask(classes)
+    if probs_dtype is not None:
+        lead = (
+            () if probs.shape[0] == 1 else (slice(None),)
+        )  # a binary model's foreground: (H, W), as elsewhere
+        values = encode_probs(probs[0] if not lead else probs, probs_dtype)
+        zarr.open_array(arrays["probs"], mode="r+")[(*lead, *where)] = values
+    return int(classes.size)
+
+
+def _context_labels(
+    classes_path: str, region: tuple[tuple[int, int], ...], context: int, method: str, min_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Labels of ``region`` grown by ``context`` (clipped to the image), the labels of the region itself, each
+    label's first pixel as a raster index into the whole image (``firsts[label]``), and the image shape."""
+    import zarr
+
+    classes = zarr.open_array(classes_path, mode="r")
+    shape = tuple(classes.shape)
+    box = tuple((max(0, a - context), min(n, b + context)) for (a, b), n in zip(region, shape, strict=True))
+    labels = instances_from_classes(np.asarray(classes[_slices(box)]), method, min_size=min_size)
+    ids, first = np.unique(labels.ravel(), return_index=True)
+    local = np.unravel_index(first, labels.shape)
+    firsts = np.zeros(int(ids.max()) + 1, np.int64)
+    firsts[ids] = np.ravel_multi_index(tuple(i + a for i, (a, _) in zip(local, box, strict=True)), shape)
+    core = labels[tuple(slice(a - c, b - c) for (a, b), (c, _) in zip(region, box, strict=True))]
+    # objects that reach the context's edge inside the image may be cut there
+    edges = [
+        np.take(labels, at, axis=axis).ravel()
+        for axis, ((a, b), n) in enumerate(zip(box, shape, strict=True))
+        for at, inside in ((0, a > 0), (b - a - 1, b < n))
+        if inside
+    ]
+    labels_at_edge = np.unique(np.concatenate(edges)) if edges else np.zeros(0, labels.dtype)
+    return core, firsts, labels_at_edge, shape
+
+
+def instance_candidates(
+    classes_path: str, region: tuple[tuple[int, int], ...], context: int, method: str, min_size: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Objects in this chunk: their first pixels (raster index), whether each first pixel lies in the chunk
+    (the chunk owns that object), and how many owned objects reach the edge of the context."""
+    core, firsts, at_edge, shape = _context_labels(classes_path, region, context, method, min_size)
+    ids = np.unique(core)
+    ids = ids[ids > 0]
+    fp = firsts[ids]
+    owned = np.ones(len(ids), bool)
+    for c, (a, b) in zip(np.unravel_index(fp, shape), region, strict=True):
+        owned &= (c >= a) & (c < b)
+    return fp, owned, int(np.isin(ids[owned], at_edge).sum())
+
+
+def instance_chunk(
+    classes_path: str,
+    out_path: str,
+    region: tuple[tuple[int, int], ...],
+    context: int,
+    method: str,
+    min_size: int,
+    table: np.ndarray,
+) -> None:
+    """Write this chunk's objects with their global IDs: 1 + the position of their first pixel in ``table``."""
+    import zarr
+
+    core, firsts, _, _ = _context_labels(classes_path, region, context, method, min_size)
+    ids = np.zeros(len(firsts), np.int64)
+    present = np.unique(core)
+    present = present[present > 0]
+    ids[present] = np.searchsorted(table, firsts[present]) + 1
+    out = zarr.open_array(out_path, mode="r+")
+    out[_slices(region)] = ids[core].astype(out.dtype)
+
+
+@dataclass
+class DaskRun:
+    """A Dask client for one prediction call: connected to ``address``, or a ``LocalCluster`` of ``workers``
+    single-threaded worker processes started (and closed) here."""
+
+    address: str | None = None
+    workers: int = 2
+    client: Any = field(init=False, default=None)
+    _cluster: Any = field(init=False, default=None)
+
+    def __enter__(self) -> DaskRun:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError(
+                "--dask needs Dask's distributed scheduler: pip install 'unetkit[dask]'"
+            ) from None
+        if self.address:
+            try:
+                self.client = Client(self.address, timeout="30s")
+            except OSError as exc:
+                raise ConfigError(f"--dask {self.address}: no Dask scheduler answers there ({exc})") from None
+        else:
+            if self.workers < 1:
+                raise ConfigError(f"--dask-workers must be >= 1, got {self.workers}")
+            self._cluster = LocalCluster(
+                n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            self.client = Client(self._cluster)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.client.scheduler_info()["workers"])
+
+    def threads_per_task(self) -> int:
+        """Torch threads per worker: this machine's cores shared by its workers (local cluster), else all."""
+        if self._cluster is None:
+            return 0
+        return max(1, (os.cpu_count() or 1) // self.workers)
+
+    def run(self, fn: Any, calls: list[tuple], *, desc: str, progress: bool) -> Iterator[Any]:
+        """``fn(*args)`` for every ``args`` in ``calls`` on the cluster; results in completion order."""
+        from distributed import as_completed
+        from tqdm.auto import tqdm
+
+        futures = [self.client.submit(fn, *args, pure=False) for args in calls]
+        with tqdm(total=len(futures), desc=desc, unit="chunk", disable=not progress, leave=False) as bar:
+            for fut in as_completed(futures):
+                yield fut.result()
+                bar.update(1)
+
+
+def predict_chunks(
+    dask: DaskRun,
+    spec: WorkerModel,
+    predictor: Predictor,
+    image: Path,
+    group: Path,
+    scratch: Path,
+    *,
+    chunk: int,
+    probs_dtype: str | None,
+    instances: bool,
+    object_context: int,
+    progress: bool,
+) -> int | None:
+    """Predict ``image`` on the cluster into the zarr group ``group`` (``mask``, ``probs``, ``instances``),
+    with ``scratch`` (a folder every worker can write) for the classes. Returns the number of objects."""
+    import zarr
+
+    with open_image(image).select(predictor.in_channels) as source:
+        shape = tuple(source.spatial_shape)
+        stats = predictor.normalizer.statistics(source.subsample())  # the whole image's, for every chunk
+    chunks = tuple(min(chunk, n) for n in shape)
+    mask_sample = predictor.to_mask(np.zeros((1,) * len(shape), np.uint8))
+    arrays = {"classes": str(scratch / "classes.zarr"), "mask": str(group / "mask")}
+    zarr.create_array(arrays["classes"], shape=shape, chunks=chunks, dtype=np.uint8)
+    out = zarr.open_group(str(group), mode="w")
+    out.create_array(
+        "mask",
+        shape=shape + mask_sample.shape[len(shape) :],
+        dtype=mask_sample.dtype,
+        chunks=chunks + mask_sample.shape[len(shape) :],
+    )
+    if probs_dtype is not None:
+        arrays["probs"] = str(group / "probs")
+        lead = () if predictor.num_classes == 1 else (predictor.num_classes,)
+        dtype = np.dtype(np.uint8 if probs_dtype == "uint8" else probs_dtype)
+        out.create_array("probs", shape=(*lead, *shape), dtype=dtype, chunks=(*lead, *chunks))
+    regions = chunk_regions(shape, chunk)
+    calls = [(spec, str(image), r, stats, arrays, probs_dtype) for r in regions]
+    for _ in dask.run(semantic_chunk, calls, desc=f"predict {image.name}", progress=progress):
+        pass
+    if not instances:
+        return None
+    method, size = predictor.instance_method, predictor.min_size
+    calls = [(arrays["classes"], r, object_context, method, size) for r in regions]
+    owned, seen, cut = [], [], 0
+    for fp, mine, n_cut in dask.run(instance_candidates, calls, desc="objects", progress=progress):
+        owned.append(fp[mine])
+        seen.append(fp)
+        cut += n_cut
+    owned_fp = np.concatenate(owned) if owned else np.zeros(0, np.int64)
+    seen_fp = np.unique(np.concatenate(seen)) if seen else np.zeros(0, np.int64)
+    # an object whose first pixel no chunk owns was seen differently by two chunks: it keeps an ID of its own
+    orphans = np.setdiff1d(seen_fp, owned_fp)
+    table = np.unique(np.concatenate([owned_fp, orphans]))
+    if cut or len(orphans):
+        log.warning(
+            "%d object(s) reach beyond the %d-pixel context of their chunk and may be split; "
+            "raise --object-context",
+            cut + len(orphans),
+            object_context,
+        )
+    dtype = np.uint16 if len(table) < 2**16 else np.uint32
+    out.create_array("instances", shape=shape, dtype=dtype, chunks=chunks)
+    table_future = dask.client.scatter(table, broadcast=True)
+    calls = [
+        (arrays["classes"], str(group / "instances"), r, object_context, method, size, table_future)
+        for r in regions
+    ]
+    for _ in dask.run(instance_chunk, calls, desc="instances", progress=progress):
+        pass
+    return len(table)
+
+
+def model_spec(model: str | Path, threads: int, settings: dict[str, Any]) -> WorkerModel:
+    """The predictor recipe sent to workers (a checkpoint or ``.onnx`` path, resolved, and its settings)."""
+    keep = {k: v for k, v in settings.items() if v is not None}
+    return WorkerModel(
+        str(Path(model).resolve()), tuple(sorted(keep.items())), threads or (os.cpu_count() or 1)
+    )

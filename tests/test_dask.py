@@ -1,0 +1,93 @@
+"""Distributed tiled inference on a real Dask LocalCluster (2 worker processes) over real zarr stores."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+import zarr
+
+from unetkit import ConfigError, predict_files, synth_nuclei
+from unetkit.inference.distributed import chunk_regions
+
+SETTINGS = {"tile": 64, "device": "cpu", "precision": "float32"}
+
+
+def one_to_one(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two label images hold the same objects, whatever their IDs."""
+    fg = (a > 0) | (b > 0)
+    pairs = np.unique(np.stack([a[fg], b[fg]]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1] and (pairs > 0).all()
+
+
+def test_dask_prediction_equals_the_single_process_one(tiny_run, tmp_path, unetkit_exe):
+    image = synth_nuclei((300, 260), seed=5)[0]
+    src = tmp_path / "big.zarr"
+    zarr.save_array(str(src), image)
+    chunk = 96  # 4 x 3 chunks: many objects cross chunk borders
+    common = {"format": "zarr", "instances": True, "save_probs": "float32", "progress": False, **SETTINGS}
+    single = predict_files(tiny_run.best_checkpoint, [src], tmp_path / "single", **common)[0]
+    ref = zarr.open_group(str(single.mask), mode="r")
+
+    # the CLI, on a LocalCluster of 2 worker processes
+    done = subprocess.run(
+        [
+            unetkit_exe,
+            "predict",
+            str(tiny_run.best_checkpoint),
+            str(src),
+            "--out",
+            str(tmp_path / "dask"),
+            "--dask",
+            "--dask-workers",
+            "2",
+            "--chunk",
+            str(chunk),
+            "--instances",
+            "--save-probs",
+            "float32",
+            "--tile",
+            "64",
+            "--device",
+            "cpu",
+            "--precision",
+            "float32",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    got = zarr.open_group(str(tmp_path / "dask" / "big.zarr"), mode="r")
+    assert got["mask"].chunks == (chunk, chunk)  # written chunk by chunk
+    np.testing.assert_array_equal(got["mask"][:], ref["mask"][:])  # the semantic result, exactly
+    np.testing.assert_allclose(got["probs"][:], ref["probs"][:], atol=1e-5)
+    labels, ref_labels = got["instances"][:], ref["instances"][:]
+    assert int(labels.max()) == int(ref_labels.max()) == single.objects > 20
+    assert f"{single.objects} object(s)" in done.stdout
+    assert one_to_one(labels, ref_labels)
+    crossing = [
+        set(np.unique(labels[y - 1])) & set(np.unique(labels[y])) - {0} for y in range(chunk, 300, chunk)
+    ]
+    assert all(crossing)  # objects on both sides of every horizontal chunk border keep one ID
+
+
+def test_dask_settings_are_checked_before_a_cluster_starts(tiny_run, tmp_path):
+    src = tmp_path / "x.zarr"
+    zarr.save_array(str(src), synth_nuclei(64, 0)[0])
+    with pytest.raises(ConfigError, match="--dask writes zarr"):
+        predict_files(tiny_run.best_checkpoint, [src], tmp_path / "o", dask=True, format="png", **SETTINGS)
+    with pytest.raises(ConfigError, match="--chunk"):
+        predict_files(tiny_run.best_checkpoint, [src], tmp_path / "o", dask=True, chunk=8, **SETTINGS)
+    with pytest.raises(ConfigError, match="no Dask scheduler"):
+        predict_files(tiny_run.best_checkpoint, [src], tmp_path / "o", dask="tcp://127.0.0.1:9", **SETTINGS)
+
+
+def test_chunk_regions_cover_the_image_once():
+    regions = chunk_regions((300, 260), 96)
+    cover = np.zeros((300, 260), int)
+    for (y0, y1), (x0, x1) in regions:
+        cover[y0:y1, x0:x1] += 1
+    assert (cover == 1).all() and len(regions) == 4 * 3
