@@ -8,7 +8,7 @@ TORCH_PIN   ?= torch==2.13.0
 TORCH_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup setup-bench demo test test-fast test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-borders lint clean
+.PHONY: setup setup-bench demo test test-fast test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders lint clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,10 @@ bench-peers: setup-bench
 # Dask inference with 1 vs 2 workers, and the 100,000² estimate (about 5 minutes).
 bench-dask: setup
 	$(PY) bench/dask_inference.py
+
+# The plan (`unetkit train DATA --time-budget 5m`) vs the hand-set demo configuration (about 10 minutes).
+bench-plan: setup
+	$(PY) bench/plan.py
 
 # The U-Net family side by side: parameters, GFLOPs, CPU time, Dice after a short budget (about 10 minutes).
 bench-arch: setup

@@ -16,6 +16,7 @@ torch.set_num_threads(2)
 
 #: CLI flags for a U-Net small enough to train one or two steps in about a second.
 TINY_CLI = [
+    "--no-plan",
     "--epochs",
     "1",
     "--steps-per-epoch",

@@ -22,6 +22,7 @@ def test_public_api_is_curated_and_complete():
         "viz",
         "checkpoint",
         "export",
+        "planning",
     }
     assert public - modules <= set(unetkit.__all__)
 

@@ -18,6 +18,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         "architectures.py",
         "peers.py",
         "dask_inference.py",
+        "plan.py",
     ],
 )
 def test_bench_script_imports(script):

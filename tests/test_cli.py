@@ -49,6 +49,7 @@ def test_synth_train_predict_evaluate(unetkit_exe, tmp_path):
         unetkit_exe,
         "train",
         data,
+        "--no-plan",
         "--out",
         run_dir,
         "--epochs",

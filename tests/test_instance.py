@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from unetkit.inference.postprocess import expand_labels, label_instances
+from unetkit.inference.postprocess import expand_labels, instances_from_classes, label_instances
 from unetkit.metrics import iou_matrix, match_instances
 
 
@@ -48,3 +48,20 @@ def test_connected_components_and_growing_back_the_gap():
     assert labels.max() == 2 and labels[0, 11] == 0
     assert (labels[2:8, 5] == 1).all() and (labels[2:8, 6] == 2).all()  # each grew one pixel into the gap
     assert expand_labels(labels, 0) is labels
+
+
+def test_border_model_interiors_joined_by_a_thin_bridge_are_split():
+    # two discs whose predicted interiors still touch through a 3-pixel bridge, each ringed by border pixels
+    yy, xx = np.mgrid[:40, :60]
+    discs = [((yy - 20) ** 2 + (xx - c) ** 2) for c in (18, 40)]
+    classes = np.zeros((40, 60), np.uint8)
+    for d in discs:
+        classes[d <= 11**2] = 2
+    for d in discs:
+        classes[d <= 9**2] = 1
+    classes[19:22, 25:34] = 1  # the bridge
+    labels = instances_from_classes(classes, "interior")
+    assert len(np.unique(labels[labels > 0])) == 2
+    assert labels[20, 18] != labels[20, 40] and labels[20, 18] > 0 and labels[20, 40] > 0
+    assert ((labels > 0) == (classes > 0)).mean() > 0.97  # grown back over the border, never into background
+    assert len(np.unique(label_instances(classes, (1,)))) - 1 == 1  # plain components would merge them

@@ -156,6 +156,7 @@ def test_paper_recipe_through_the_cli(tmp_path):
         [
             "train",
             str(data),
+            "--no-plan",
             "--out",
             str(tmp_path / "run"),
             "--optimizer",

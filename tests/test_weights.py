@@ -156,3 +156,30 @@ def test_weights_command_and_training_with_weight_maps(tmp_path, capsys):
         ["train", str(tmp_path / "d"), "--out", str(tmp_path / "run2"), "--weight-map", "--loss", "dice"]
     )
     assert rc == 2 and "weight_map weights the cross-entropy" in capsys.readouterr().err
+
+
+def test_weight_map_without_class_balance_keeps_the_separation_term_alone():
+    labels = two_touching_squares()
+    target = (labels > 0).astype(np.uint8)
+    balanced = weight_map(labels, target, 2, w0=10, sigma=5)
+    plain = weight_map(labels, target, 2, w0=10, sigma=5, balance=False)
+    np.testing.assert_allclose(plain - 1.0, separation_weights(labels, 10, 5), atol=1e-6)
+    np.testing.assert_allclose(balanced - plain, class_balance(target, 2) - 1.0, atol=1e-6)
+    assert plain[labels == 0].min() == pytest.approx(1.0, abs=1e-3)  # far background: plain cross-entropy
+
+
+def test_contact_weights_mark_where_touching_objects_meet():
+    labels = two_touching_squares()
+    plain = separation_weights(labels, 10, 5)
+    contacts = separation_weights(labels, 10, 5, contacts=True)
+    assert plain[labels > 0].max() == 0  # the paper's term: background only (no background at the contact)
+    np.testing.assert_array_equal(contacts[labels == 0], plain[labels == 0])
+    # on both sides of the shared edge: d1 = 0 and d2 = 1 pixel
+    assert contacts[20, 29] == pytest.approx(10 * math.exp(-1 / 50), rel=1e-4)
+    assert contacts[20, 30] == pytest.approx(10 * math.exp(-1 / 50), rel=1e-4)
+    assert contacts[20, 29] > 10 * contacts[20, 12]  # far from the contact: small
+    # the border-target encoding uses them
+    enc = MaskEncoding("instances", target="border")
+    target = enc.encode(labels.astype(np.uint16))
+    w = enc.weights(labels.astype(np.uint16), target, 10, 5, balance=False)
+    assert w[20, 29] == pytest.approx(1 + 10 * math.exp(-1 / 50), rel=1e-4)

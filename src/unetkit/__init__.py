@@ -16,6 +16,7 @@ from .errors import CheckpointError, ConfigError, DataError, UnetkitError
 from .inference import Predictor, predict, predict_files
 from .metrics.evaluate import Evaluation, evaluate, evaluate_model
 from .models import UNet, create_model, list_models
+from .planning import Plan, fingerprint, plan_training
 from .training import TrainResult, train
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "DataError",
     "Evaluation",
     "ModelConfig",
+    "Plan",
     "PredictConfig",
     "Predictor",
     "RunConfig",
@@ -37,9 +39,11 @@ __all__ = [
     "create_model",
     "evaluate",
     "evaluate_model",
+    "fingerprint",
     "list_models",
     "load_checkpoint",
     "load_config",
+    "plan_training",
     "predict",
     "predict_files",
     "read_image",

@@ -17,6 +17,9 @@ import yaml
 
 from .errors import ConfigError
 
+#: sections of a plan file (``unetkit plan``) that describe what the choices were based on; not settings
+INFO_SECTIONS = ("fingerprint", "measured")
+
 __all__ = ["DataConfig", "ModelConfig", "PredictConfig", "RunConfig", "TrainConfig", "load_config"]
 
 
@@ -59,6 +62,7 @@ class DataConfig:
     weight_map: bool = False  # the paper's pixel weights (class balance + separation term) in the loss
     w0: float = 10.0  # weight map: separation weight (paper: 10)
     sigma: float = 5.0  # weight map: decay in pixels (paper: 5)
+    weight_balance: bool = True  # weight map: the class-balance term w_c (paper); False: w_c = 1
     normalization: str = "percentile"  # percentile | fixed | dataset | minmax | zscore | none
     norm_low: float = 1.0  # percentile mapped to 0
     norm_high: float = 99.8  # percentile mapped to 1
@@ -97,6 +101,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     sync_bn: bool = False  # distributed: synchronise batch-norm statistics across GPUs
     patience: int = 10  # early stopping: epochs without a better validation Dice
+    time_budget: float | None = None  # seconds: no epoch starts that would end past it (None: no limit)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # mixed precision on CUDA (ignored on the CPU)
@@ -132,7 +137,7 @@ class RunConfig:
             raise ConfigError(
                 f"{source}: expected a mapping with sections model/data/train, got {type(raw).__name__}"
             )
-        unknown = set(raw) - {"model", "data", "train"}
+        unknown = set(raw) - {"model", "data", "train", *INFO_SECTIONS}
         if unknown:
             raise ConfigError(
                 f"{source}: unknown section(s) {sorted(unknown)}; valid sections are model, data, train"

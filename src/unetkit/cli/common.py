@@ -10,8 +10,8 @@ from ..data.masks import ENCODINGS, TARGETS, load_class_map
 from ..data.normalize import METHODS
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML file with model/data/train sections (see RUN/config.yaml of a run)")
+def add_reading_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """How a dataset is found and its masks read (shared by train, check-data and plan)."""
     d = p.add_argument_group("dataset and masks")
     d.add_argument("--layout", choices=("auto", *LAYOUTS), help="dataset layout (default: auto, detected)")
     d.add_argument(
@@ -32,10 +32,16 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
         "--num-classes", type=int, help="number of classes (classes encoding); output channels of the model"
     )
     d.add_argument(
-        "--target", choices=TARGETS, help="instance masks: foreground (default) or border (3 classes)"
-    )
-    d.add_argument(
         "--ignore-index", type=int, help="mask value of unlabelled pixels, left out of loss and metrics"
+    )
+    return d
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML file with model/data/train sections (see RUN/config.yaml of a run)")
+    d = add_reading_args(p)
+    d.add_argument(
+        "--target", choices=TARGETS, help="instance masks: foreground (default) or border (3 classes)"
     )
     d.add_argument(
         "--normalization",
@@ -55,15 +61,39 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     )
     w.add_argument(
         "--weight-map",
-        action="store_true",
-        help="weight the cross-entropy per pixel: class balance + w0*exp(-(d1+d2)^2/(2 sigma^2))",
+        action=argparse.BooleanOptionalAction,
+        help="weight the cross-entropy per pixel: class balance + w0*exp(-(d1+d2)^2/(2 sigma^2)) (default: off, "
+        "or the plan's)",
     )
     w.add_argument("--w0", type=float, help="weight map: separation weight (default: 10, as the paper)")
+    w.add_argument(
+        "--weight-balance",
+        action=argparse.BooleanOptionalAction,
+        help="weight map: the paper's class-balance term w_c (default: on; --no-weight-balance: w_c = 1)",
+    )
     w.add_argument("--sigma", type=float, help="weight map: decay in pixels (default: 5, as the paper)")
 
 
-def config_with_data_args(args: argparse.Namespace) -> RunConfig:
-    cfg = load_config(args.config) if args.config else RunConfig()
+def config_with_data_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    cfg = base or (load_config(args.config) if args.config else RunConfig())
+    cfg = reading_config(args, cfg)
+    cfg.data = replace(
+        cfg.data,
+        target=args.target,
+        normalization=args.normalization,
+        norm_scale=args.norm_scale,
+        patch_size=args.patch,
+        border_gap=args.border_gap,
+        weight_map=args.weight_map,
+        w0=args.w0,
+        sigma=args.sigma,
+        weight_balance=args.weight_balance,
+    )
+    return cfg
+
+
+def reading_config(args: argparse.Namespace, cfg: RunConfig) -> RunConfig:
+    """``cfg`` with the options of :func:`add_reading_args` applied."""
     values = colors = names = None
     if args.class_map:
         values, colors, names = load_class_map(args.class_map)
@@ -78,15 +108,7 @@ def config_with_data_args(args: argparse.Namespace) -> RunConfig:
         class_values=values,
         class_colors=colors,
         class_names=names,
-        target=args.target,
         ignore_index=args.ignore_index,
-        normalization=args.normalization,
-        norm_scale=args.norm_scale,
-        patch_size=args.patch,
-        border_gap=args.border_gap,
-        weight_map=True if args.weight_map else None,
-        w0=args.w0,
-        sigma=args.sigma,
     )
     cfg.model = replace(cfg.model, num_classes=args.num_classes)
     return cfg

@@ -10,9 +10,22 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import UnetkitError
 from ..training.trainer import TrainingInterrupted
-from . import check_data, demo, evaluate, export, models, predict, synth, train, weights
+from . import check_data, demo, evaluate, export, models, plan, predict, synth, train, weights
 
-COMMANDS = (demo, synth, check_data, weights, train, predict, evaluate, models, export)
+COMMANDS = (demo, synth, check_data, weights, plan, train, predict, evaluate, models, export)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record is emitted, not when the handler was made: ``main`` may
+    run many times in one process (tests, notebooks) with stderr redirected differently each time."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logger = logging.getLogger("unetkit")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("unetkit: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+from pathlib import Path
 
 from ..config import RunConfig, replace
+from ..data.layouts import load_layout
 from ..errors import ConfigError
 from ..models import list_models
-from ..training.trainer import train
-from .common import add_data_args, config_with_data_args
+from ..planning import DEFAULT_BUDGET, parse_duration, plan_training, read_plan, rebudget
+from ..training.trainer import check_config, train
+from .common import add_data_args, config_with_data_args, reading_config
+from .plan import plan_path
+
+log = logging.getLogger("unetkit")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,14 +25,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="train a U-Net on a dataset (paired, DSB, ISBI, CTC or a list; see check-data)",
         description=(
             "Check the dataset (as check-data), train, and write OUT/best.pt, last.pt, "
-            "config.yaml, metrics.csv, tb/ (TensorBoard) and curves.png. Settings come from the defaults, "
-            "then --config, then the flags given here."
+            "config.yaml, metrics.csv, tb/ (TensorBoard) and curves.png. Settings come from the plan "
+            "(DATA/plan.yaml, made on the fly if absent; see `unetkit plan`), or from --config, or from the "
+            "defaults with --no-plan; then the flags given here."
         ),
     )
     p.add_argument(
         "data", metavar="DATA", help="dataset folder (any layout of `check-data`), or a .csv/.json list"
     )
-    p.add_argument("--out", "-o", help="run folder to write")
+    p.add_argument("--out", "-o", help="run folder to write (default: runs/NAME, numbered if it exists)")
+    p.add_argument(
+        "--plan",
+        metavar="FILE",
+        help="train with this plan (default: DATA/plan.yaml, made by `unetkit plan` first if absent)",
+    )
+    p.add_argument(
+        "--no-plan", action="store_true", help="start from the built-in defaults instead of a plan"
+    )
+    p.add_argument(
+        "--time-budget",
+        help="training time, e.g. 5m, 2h: the plan's epochs fill it (from its measured times), and no epoch "
+        "starts that would overrun it",
+    )
     p.add_argument(
         "--resume",
         metavar="RUN",
@@ -54,7 +75,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--no-augment", action="store_true", help="no random flips and rotations")
     a = p.add_argument_group("augmentation (image, mask and weight map alike; seeded)")
     a.add_argument(
-        "--elastic", action="store_true", help="the paper's elastic deformation: 3x3 grid, 10 px std"
+        "--elastic",
+        action=argparse.BooleanOptionalAction,
+        help="the paper's elastic deformation: 3x3 grid, 10 px std (default: off, or the plan's)",
     )
     a.add_argument("--elastic-sigma", type=float, help="elastic displacement std in pixels (default: 10)")
     a.add_argument("--rotate", type=float, help="free rotation up to this many degrees (default: 0)")
@@ -119,8 +142,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    cfg = config_with_data_args(args)
+def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    cfg = config_with_data_args(args, base)
     cfg.model = replace(
         cfg.model,
         name=args.arch,
@@ -140,7 +163,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         patch_depth=args.patch_depth,
         val_fraction=args.val_fraction,
         augment=False if args.no_augment else None,
-        elastic=True if args.elastic else None,
+        elastic=args.elastic,
         elastic_sigma=args.elastic_sigma,
         rotate=args.rotate,
         scale=args.scale,
@@ -174,6 +197,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 RESUME_ALLOWED = {
     "data",
+    "plan",
     "resume",
     "epochs",
     "nproc",
@@ -184,6 +208,62 @@ RESUME_ALLOWED = {
     "verbose",
     "quiet",
 }
+
+
+def default_run_dir(data: str | Path) -> Path:
+    """``runs/NAME`` for dataset ``NAME``, or ``runs/NAME-2``, ``-3``...: never an existing folder."""
+    name = Path(data).resolve().stem or "run"
+    out = Path("runs") / name
+    k = 2
+    while out.exists():
+        out, k = Path("runs") / f"{name}-{k}", k + 1
+    log.info("writing the run to %s (--out to choose)", out)
+    return out
+
+
+def planned_config(args: argparse.Namespace) -> RunConfig | None:
+    """The plan to start from (read, or made now and written), or None for --config / --no-plan."""
+    if args.config or args.no_plan:
+        if args.plan:
+            raise ConfigError("--plan FILE is a starting point of its own: drop --config or --no-plan")
+        return None
+    path = Path(args.plan) if args.plan else plan_path(args.data, None)
+    budget = parse_duration(args.time_budget)
+    if path.is_file():
+        cfg, info = read_plan(path)
+        counted = info["fingerprint"].get("samples")
+        log.info("training with the plan %s", path)
+        if budget is not None and budget != cfg.train.time_budget:
+            cfg, reason = rebudget(cfg, info["measured"], budget)
+            log.info("--time-budget %s: %d epochs (%s)", args.time_budget, cfg.train.epochs, reason)
+        if counted and Path(args.data).is_dir():
+            now = len(load_layout(Path(args.data), cfg.data.layout, cfg.data.mask_pattern).samples)
+            if now != counted:
+                log.warning(
+                    "%s was made for %d samples; %s now holds %d: plan again with `unetkit plan %s --overwrite`",
+                    path,
+                    counted,
+                    args.data,
+                    now,
+                    args.data,
+                )
+        return cfg
+    if args.plan:
+        raise ConfigError(f"--plan {path}: no such file (make one with `unetkit plan DATA --out {path}`)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"{path} is missing: run `unetkit plan {args.data}` once before torchrun")
+    log.info("no %s yet: planning (a trial step and a short measured run)", path)
+    plan = plan_training(
+        args.data,
+        device=args.device or "auto",
+        time_budget=args.time_budget or DEFAULT_BUDGET,
+        config=reading_config(args, RunConfig()),
+        progress=not args.no_progress,
+        budget_includes_planning=True,
+    )
+    plan.write(path)
+    log.info("wrote %s:\n%s", path, plan.summary())
+    return plan.config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -205,14 +285,15 @@ def run(args: argparse.Namespace) -> int:
             nproc=args.nproc,
         )
     else:
-        if not args.out:
-            raise ConfigError(
-                "--out RUN is required (the run folder to write), or --resume RUN to continue one"
-            )
+        check_config(config_from_args(args, RunConfig()))  # the flags themselves, before any planning
+        cfg = config_from_args(args, planned_config(args))
+        if args.time_budget and (args.config or args.no_plan):
+            cfg.train = replace(cfg.train, time_budget=parse_duration(args.time_budget))
+        out = args.out or default_run_dir(args.data)
         result = train(
             args.data,
-            args.out,
-            config_from_args(args),
+            out,
+            cfg,
             overwrite=args.overwrite,
             progress=not args.no_progress,
             nproc=args.nproc,

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     for s in tqdm(report.samples, desc="weights", unit="mask"):
         mask = read_sample_mask(s)
         target = encoding.encode(mask, s.mask_label)
-        w = encoding.weights(mask, target, cfg.data.w0, cfg.data.sigma)
+        w = encoding.weights(mask, target, cfg.data.w0, cfg.data.sigma, cfg.data.weight_balance)
         write_image(out / f"{s.name}_weights.tif", w, overwrite=args.overwrite)
         write_image(out / f"{s.name}_weights.png", heatmap(w), overwrite=args.overwrite)
     print(

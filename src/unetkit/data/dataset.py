@@ -38,12 +38,12 @@ class SampleStore:
         normalizer: Normalizer,
         in_channels: int,
         cache_mb: float = 2048,
-        weights: tuple[float, float] | None = None,
+        weights: tuple[float, float] | tuple[float, float, bool] | None = None,
         volumes: bool = False,
     ) -> None:
         self.samples = samples
         self.volumes = volumes  # 3-D samples: (C, D, H, W) images, (D, H, W) targets
-        self.weights = weights  # (w0, sigma): also compute the paper's weight map per sample
+        self.weights = weights  # (w0, sigma[, balance]): also compute the paper's weight map per sample
         self.encoding = encoding
         self.normalizer = normalizer
         self.in_channels = in_channels
@@ -72,7 +72,9 @@ class SampleStore:
         target = encode_mask(self.encoding, mask, s.mask_label, self.volumes)
         item: tuple[np.ndarray, ...] = (image, target)
         if self.weights is not None:
-            item = (image, target, mask_weights(self.encoding, mask, target, *self.weights, self.volumes))
+            w0, sigma, *balance = self.weights
+            weights = mask_weights(self.encoding, mask, target, w0, sigma, *balance, volume=self.volumes)
+            item = (image, target, weights)
         self.reads += 1
         size = sum(a.nbytes for a in item)
         while self._cache and self._bytes + size > self.budget:

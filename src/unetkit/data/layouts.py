@@ -56,6 +56,7 @@ DESCRIPTOR_KEYS = (
     "ignore_index",
     "target",
     "spatial_dims",
+    "spacing",
 )
 
 

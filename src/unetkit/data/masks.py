@@ -152,7 +152,9 @@ class MaskEncoding:
             mask = np.where(ignore, 0, mask)
         return separate_touching(mask, self.border_gap) if self.border_gap else mask
 
-    def weights(self, mask: np.ndarray, target: np.ndarray, w0: float, sigma: float) -> np.ndarray:
+    def weights(
+        self, mask: np.ndarray, target: np.ndarray, w0: float, sigma: float, balance: bool = True
+    ) -> np.ndarray:
         """The paper's weight map for this mask: class balance, plus the separation term for instances."""
         from .weights import weight_map
 
@@ -162,7 +164,15 @@ class MaskEncoding:
             labels = self.instance_labels(mask, ignore)
         else:
             labels = np.zeros(target.shape, np.int32)  # no objects: the class-balance term only
-        return weight_map(labels, target, self.num_classes, w0=w0, sigma=sigma)
+        return weight_map(
+            labels,
+            target,
+            self.num_classes,
+            w0=w0,
+            sigma=sigma,
+            balance=balance,
+            contacts=self.target == "border",  # no background between touching objects: weigh the contacts
+        )
 
     def decode(self, labels: np.ndarray) -> np.ndarray:
         """Predicted class indices → a mask in this encoding (the inverse of :meth:`encode`, for writing)."""
@@ -329,9 +339,10 @@ def mask_weights(
     target: np.ndarray,
     w0: float,
     sigma: float,
+    balance: bool = True,
     volume: bool = False,
 ) -> np.ndarray:
     """``encoding.weights`` for an image, or slice by slice for a volume (the paper's 2-D weight maps)."""
     if not volume:
-        return encoding.weights(mask, target, w0, sigma)
-    return np.stack([encoding.weights(m, t, w0, sigma) for m, t in zip(mask, target, strict=True)])
+        return encoding.weights(mask, target, w0, sigma, balance)
+    return np.stack([encoding.weights(m, t, w0, sigma, balance) for m, t in zip(mask, target, strict=True)])

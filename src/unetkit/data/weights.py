@@ -44,10 +44,18 @@ def separate_touching(labels: np.ndarray, gap: int = 2) -> np.ndarray:
 
 
 def separation_weights(
-    labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0, eps: float = 1e-3
+    labels: np.ndarray,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+    eps: float = 1e-3,
+    *,
+    contacts: bool = False,
 ) -> np.ndarray:
     """``w0 * exp(-(d1 + d2)^2 / (2 sigma^2))`` on background pixels (0 on objects), float32 ``(H, W)``.
 
+    ``contacts``: also on object pixels (there ``d1 = 0`` and ``d2`` is the distance to the nearest other
+    object), for the 3-class border target, where touching objects have no background between them: the
+    weight then falls on both sides of each contact, which the border class must mark.
     ``eps``: contributions below this are dropped, which bounds each object's window. Fewer than two objects:
     all zeros.
     """
@@ -68,7 +76,7 @@ def separation_weights(
         d1[win] = np.minimum(a, dist)
     total = d1 + d2
     out = np.zeros((h, w), np.float32)
-    near = np.isfinite(total) & (labels == 0)
+    near = np.isfinite(total) & ((labels == 0) | contacts)
     out[near] = w0 * np.exp(-(total[near] ** 2) / (2 * sigma**2))
     return out
 
@@ -87,12 +95,21 @@ def class_balance(target: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def weight_map(
-    labels: np.ndarray, target: np.ndarray, num_classes: int, *, w0: float = 10.0, sigma: float = 5.0
+    labels: np.ndarray,
+    target: np.ndarray,
+    num_classes: int,
+    *,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+    balance: bool = True,
+    contacts: bool = False,
 ) -> np.ndarray:
     """The paper's Eq. 2 for a target made from instance ``labels``: class balance + separation term.
 
-    Pixels whose target is ignored get weight 0.
+    ``balance=False``: ``w_c = 1`` (the separation term alone on top of plain cross-entropy), for losses that
+    balance the classes already (a Dice term). Pixels whose target is ignored get weight 0.
     """
-    w = class_balance(target, num_classes) + separation_weights(labels, w0, sigma)
+    wc = class_balance(target, num_classes) if balance else np.ones(target.shape, np.float32)
+    w = wc + separation_weights(labels, w0, sigma, contacts=contacts)
     w[target == IGNORE] = 0
     return w

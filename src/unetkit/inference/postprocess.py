@@ -2,8 +2,11 @@
 
 Three ways, chosen by what the model was trained to predict (:attr:`Predictor.instance_method`):
 
-- ``interior`` (3-class background / interior / border target): objects are the 4-connected components of
-  the interior class, grown back over the predicted border pixels (at most ``grow`` = 2 pixels);
+- ``interior`` (3-class background / interior / border target): the interior class, split where the network
+  marked a border and, where interiors still touch through a thin bridge, by the distance-transform watershed
+  below; then grown back over the predicted border pixels (at most ``grow`` = 2 pixels). On the synthetic
+  nuclei (a border model trained 4 minutes) the watershed raises object F1 at IoU 0.5 from 0.89 (4-connected
+  components of the interior) to 0.97;
 - ``watershed`` (binary foreground): touching objects are split by a watershed on the (lightly smoothed)
   Euclidean distance transform of the foreground, seeded at its local maxima at least ``min_distance``
   pixels apart (on the synthetic nuclei: F1 0.98 at IoU 0.5 from the true foreground, against 0.89 for
@@ -99,8 +102,11 @@ def instances_from_classes(
     classes: np.ndarray, method: str, *, min_size: int = 8, grow: float = 2.0, min_distance: int = 3
 ) -> np.ndarray:
     """Predicted class indices ``(H, W)`` → instance labels ``(H, W)`` int32 (see the module docstring)."""
-    if method == "interior":  # grow back over the predicted border, never into background
-        return expand_labels(label_instances(classes, (1,), min_size=min_size), grow, within=classes > 0)
+    if (
+        method == "interior"
+    ):  # split the interior, then grow back over the predicted border, never into background
+        interior = watershed_instances(classes == 1, min_size=min_size, min_distance=min_distance)
+        return expand_labels(interior, grow, within=classes > 0)
     if method == "watershed":
         return watershed_instances(classes > 0, min_size=min_size, min_distance=min_distance)
     if method == "components":

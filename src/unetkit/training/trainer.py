@@ -47,7 +47,17 @@ __all__ = ["RUN_FILES", "TrainResult", "TrainingInterrupted", "train"]
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("best.pt", "last.pt", "config.yaml", "metrics.csv", "curves.png")
-CSV_FIELDS = ("epoch", "train_loss", "val_ce", "val_dice", "val_iou", "lr", "seconds", "data_wait")
+CSV_FIELDS = (
+    "epoch",
+    "train_loss",
+    "val_ce",
+    "val_dice",
+    "val_iou",
+    "lr",
+    "seconds",
+    "val_seconds",
+    "data_wait",
+)
 
 
 @dataclass
@@ -110,7 +120,7 @@ def train(
         cfg = dataclasses.replace(cfg)  # never mutate the caller's object
     if epochs is not None:
         cfg.train = dataclasses.replace(cfg.train, epochs=epochs)
-    _check_config(cfg)
+    check_config(cfg)
     device = resolve_device(cfg.train.device)
     launch = nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1
     world = nproc if launch else int(os.environ.get("WORLD_SIZE", "1"))
@@ -174,7 +184,7 @@ def train(
         normalizer,
         in_channels,
         cfg.data.cache_mb,
-        weights=(cfg.data.w0, cfg.data.sigma) if cfg.data.weight_map else None,
+        weights=(cfg.data.w0, cfg.data.sigma, cfg.data.weight_balance) if cfg.data.weight_map else None,
         volumes=volumes,
     )
     train_views, val_views, note = split_views(
@@ -369,6 +379,7 @@ def train(
                     raise KeyboardInterrupt
                 t_ready = time.perf_counter()
             train_seconds = time.perf_counter() - t0
+            t_val = time.perf_counter()
             val = _validate(
                 model,
                 preprocessing,
@@ -386,6 +397,7 @@ def train(
                 **val,
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - t0,
+                "val_seconds": time.perf_counter() - t_val,
                 "data_wait": wait / max(train_seconds, 1e-9),
             }
             history.append(row)
@@ -422,6 +434,16 @@ def train(
             if epoch - st["best_epoch"] >= cfg.train.patience:
                 stopped_early = True
                 log.info("early stopping: no better validation Dice for %d epochs", cfg.train.patience)
+                break
+            spent = sum(h["seconds"] for h in history)
+            budget = cfg.train.time_budget
+            if budget and epoch < cfg.train.epochs and spent + spent / len(history) > budget:
+                stopped_early = True
+                log.info(
+                    "time budget: %.0f s of training spent of %.0f s; another epoch would overrun it",
+                    spent,
+                    budget,
+                )
                 break
     except KeyboardInterrupt:
         bar.close()
@@ -601,7 +623,7 @@ def _patch_sizes(model: torch.nn.Module, patch: int) -> tuple[int, int]:
         raise ConfigError(f"data.patch_size: {exc}") from None
 
 
-def _check_config(cfg: RunConfig) -> None:
+def check_config(cfg: RunConfig) -> None:
     """Reject bad settings by name before anything is read or computed."""
     t, d, m = cfg.train, cfg.data, cfg.model
     checks = [
@@ -610,6 +632,10 @@ def _check_config(cfg: RunConfig) -> None:
         (t.steps_per_epoch >= 1, f"train.steps_per_epoch must be >= 1, got {t.steps_per_epoch}"),
         (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
         (t.patience >= 1, f"train.patience must be >= 1, got {t.patience}"),
+        (
+            t.time_budget is None or t.time_budget > 0,
+            f"train.time_budget must be > 0 seconds, got {t.time_budget}",
+        ),
         (t.num_workers >= 0, f"train.num_workers must be >= 0, got {t.num_workers}"),
         (
             d.patch_size >= 2**m.depth,

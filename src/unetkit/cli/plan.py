@@ -1,0 +1,74 @@
+"""``unetkit plan``: fingerprint a dataset, choose a training setup for this machine, write DATA/plan.yaml."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import RunConfig
+from ..errors import ConfigError, DataError
+from ..planning import DEFAULT_BUDGET, PLAN_FILE, plan_training
+from .common import add_reading_args, reading_config
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="choose patch size, depth, batch, normalisation, targets and epochs from a dataset and a time budget",
+        description=(
+            "Fingerprint DATA (sizes, spacings, channels, intensities, class frequencies, object diameters, "
+            "touching objects), choose a training setup for the device, measure it there (a trial step for the "
+            "batch, a short training run for the epochs that fill --time-budget), and write DATA/plan.yaml with "
+            "the reason for every value. `unetkit train DATA` then uses it; flags override any value."
+        ),
+    )
+    p.add_argument("data", metavar="DATA", help="dataset folder (any layout of `check-data`)")
+    p.add_argument(
+        "--out",
+        "-o",
+        help=f"plan file to write (default: DATA/{PLAN_FILE}, or LIST.{PLAN_FILE} beside a list)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
+    p.add_argument(
+        "--time-budget",
+        default=DEFAULT_BUDGET,
+        help=f"training time to fill, e.g. 30m, 2h, 1h30m (default: {DEFAULT_BUDGET})",
+    )
+    p.add_argument(
+        "--no-measure",
+        action="store_true",
+        help="skip the measured training run (quick look at the choices; epochs stay at the default)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing plan file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_reading_args(p)
+    p.set_defaults(run=run)
+
+
+def plan_path(data: str | Path, out: str | Path | None) -> Path:
+    if out:
+        return Path(out)
+    data = Path(data)
+    if data.is_file():  # a .csv/.json list of samples: the plan goes beside it
+        return data.with_name(f"{data.stem}.{PLAN_FILE}")
+    if not data.is_dir():
+        raise DataError(f"{data}: no such dataset folder")
+    return data / PLAN_FILE
+
+
+def run(args: argparse.Namespace) -> int:
+    path = plan_path(args.data, args.out)
+    if path.exists() and not args.overwrite:  # checked before any compute
+        raise ConfigError(f"{path} exists; pass --overwrite to plan again, or edit it")
+    plan = plan_training(
+        args.data,
+        device=args.device,
+        time_budget=args.time_budget,
+        config=reading_config(args, RunConfig()),
+        calibrate=not args.no_measure,
+        progress=not args.no_progress,
+    )
+    plan.write(path, overwrite=True)
+    print(plan.summary())
+    print(f"  plan: {path}\n  train with it: unetkit train {args.data}")
+    return 0
