@@ -91,3 +91,37 @@ def test_chunk_regions_cover_the_image_once():
     for (y0, y1), (x0, x1) in regions:
         cover[y0:y1, x0:x1] += 1
     assert (cover == 1).all() and len(regions) == 4 * 3
+
+
+def test_dask_predicts_volumes_chunk_by_chunk_like_one_process(tmp_path):
+    from unetkit import (
+        DataConfig,
+        ModelConfig,
+        RunConfig,
+        TrainConfig,
+        synth_nuclei_3d,
+        synthesize_dataset,
+        train,
+    )
+
+    data = synthesize_dataset(tmp_path / "vols", n=3, size=40, depth=12, seed=2)
+    cfg = RunConfig(
+        model=ModelConfig(base_channels=4, depth=2, spatial_dims=3),
+        data=DataConfig(patch_size=24, patch_depth=8),
+        train=TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, device="cpu"),
+    )
+    ckpt = train(data, tmp_path / "run", cfg, progress=False).best_checkpoint
+    volume = synth_nuclei_3d((40, 64, 64), seed=7)[0]
+    src = tmp_path / "vol.zarr"
+    zarr.save_array(str(src), volume)
+    common = {"format": "zarr", "instances": True, "progress": False, "tile": 32, "device": "cpu"}
+    single = predict_files(ckpt, [src], tmp_path / "single", precision="float32", **common)[0]
+    dask = predict_files(
+        ckpt, [src], tmp_path / "dask", dask=True, dask_workers=2, chunk=32, precision="float32", **common
+    )[0]
+    ref = zarr.open_group(str(single.mask), mode="r")
+    got = zarr.open_group(str(dask.mask), mode="r")
+    assert got["mask"].shape == volume.shape and got["mask"].chunks == (32, 32, 32)  # 2 x 2 x 2 chunk tasks
+    np.testing.assert_array_equal(got["mask"][:], ref["mask"][:])
+    assert dask.objects == len(np.unique(ref["instances"][:])) - 1
+    assert one_to_one(got["instances"][:], ref["instances"][:])

@@ -128,7 +128,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--dask-workers", type=int, default=2, help="local cluster: worker processes (default: 2)")
     d.add_argument(
-        "--chunk", type=int, default=2048, help="--dask: pixels per chunk side, one task each (default: 2048)"
+        "--chunk",
+        type=int,
+        help="--dask: pixels per chunk side, one task each (default: 2048; 256 for volumes)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing results in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -25,15 +25,25 @@ LAZY_SUFFIXES = (".tif", ".tiff", ".zarr", ".npy")
 
 
 class ImageSource:
-    """A ``(C, H, W)`` view of a stored image; ``source[..., y0:y1, x0:x1]`` reads one window.
+    """A ``(C, H, W)`` view of a stored image (``(C, D, H, W)`` of a volume, ``spatial_dims=3``);
+    ``source[..., y0:y1, x0:x1]`` (``source[..., z0:z1, y0:y1, x0:x1]``) reads one window.
 
     ``array`` is any sliceable array (NumPy, memmap, zarr) with the channels on ``channel_axis`` (``None``:
     a single channel). ``channels`` selects and orders the stored channels (see :meth:`select`).
     """
 
-    def __init__(self, array: Any, channel_axis: int | None, name: str | Path = "image", handle: Any = None):
-        if len(array.shape) - (channel_axis is not None) != 2:
-            raise DataError(f"{name}: expected a 2-D image, found an array of shape {tuple(array.shape)}")
+    def __init__(
+        self,
+        array: Any,
+        channel_axis: int | None,
+        name: str | Path = "image",
+        handle: Any = None,
+        spatial_dims: int = 2,
+    ):
+        if len(array.shape) - (channel_axis is not None) != spatial_dims:
+            what = "2-D image" if spatial_dims == 2 else "3-D volume"
+            raise DataError(f"{name}: expected a {what}, found an array of shape {tuple(array.shape)}")
+        self.spatial_dims = spatial_dims
         self.array = array
         self.channel_axis = channel_axis
         self.name = str(name)
@@ -43,11 +53,11 @@ class ImageSource:
         self.alpha = channel_axis is not None and channel_axis == len(array.shape) - 1 and stored in (2, 4)
 
     @property
-    def spatial_shape(self) -> tuple[int, int]:
+    def spatial_shape(self) -> tuple[int, ...]:
         return tuple(n for a, n in enumerate(self.array.shape) if a != self.channel_axis)  # type: ignore[return-value]
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> tuple[int, ...]:
         return (len(self.index), *self.spatial_shape)
 
     @property
@@ -59,26 +69,26 @@ class ImageSource:
         return math.prod(self.shape) * self.dtype.itemsize
 
     def __getitem__(self, key: tuple) -> np.ndarray:
-        if not (isinstance(key, tuple) and key and key[0] is Ellipsis and len(key) == 3):
-            raise IndexError("read windows as source[..., rows, cols]")
-        rows, cols = key[1], key[2]
+        if not (isinstance(key, tuple) and key and key[0] is Ellipsis and len(key) == 1 + self.spatial_dims):
+            raise IndexError("read windows as source[..., rows, cols] (source[..., planes, rows, cols])")
+        spatial = list(key[1:])
         if self.channel_axis is None:
-            block = np.asarray(self.array[rows, cols])[None]
+            block = np.asarray(self.array[tuple(spatial)])[None]
         else:
-            sel: list[Any] = [rows, cols]
+            sel: list[Any] = spatial
             sel.insert(self.channel_axis, slice(None))
             block = np.moveaxis(np.asarray(self.array[tuple(sel)]), self.channel_axis, 0)
         return block if self.index == list(range(block.shape[0])) else block[self.index]
 
     def subsample(self, max_pixels: int = 1 << 22) -> np.ndarray:
         """A regular grid of at most about ``max_pixels`` pixels per channel (the whole image when small)."""
-        h, w = self.spatial_shape
-        stride = max(1, math.ceil(math.sqrt(h * w / max_pixels)))
-        return self[..., ::stride, ::stride]
+        n = math.prod(self.spatial_shape)
+        stride = max(1, math.ceil((n / max_pixels) ** (1 / self.spatial_dims)))
+        return self[(Ellipsis, *(slice(None, None, stride),) * self.spatial_dims)]
 
     def read(self) -> np.ndarray:
-        """The whole image as a ``(C, H, W)`` NumPy array."""
-        return self[..., :, :]
+        """The whole image as a ``(C, H, W)`` (``(C, D, H, W)``) NumPy array."""
+        return self[(Ellipsis, *(slice(None),) * self.spatial_dims)]
 
     def select(self, channels: int | None) -> ImageSource:
         """Keep the stored channels a model with ``channels`` inputs needs (rules of ``to_channels_first``,
@@ -100,19 +110,24 @@ class ImageSource:
         self.close()
 
 
-def open_image(path: str | Path) -> ImageSource:
-    """Open an image file (or a ``.zarr`` folder) for windowed reading; see the module docstring."""
+def open_image(path: str | Path, *, volume: bool = False) -> ImageSource:
+    """Open an image file (or a ``.zarr`` folder) for windowed reading; see the module docstring.
+
+    ``volume``: a 3-D volume ``(D, H, W[, C])`` (a TIFF z-stack, a zarr array, a ``.npy``), read window by window
+    the same way."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".zarr":
-        return _open_zarr(path)
+        return _open_zarr(path, volume)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
         if suffix in (".tif", ".tiff"):
-            return _open_tiff(path)
+            return _open_tiff(path, volume)
         if suffix == ".npy":
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            if volume:
+                return _volume_source(arr, path)
             if stored_channels_first(arr.shape):
                 return ImageSource(arr, 0, path)
             return ImageSource(arr, 2 if arr.ndim == 3 else None, path)
@@ -120,6 +135,8 @@ def open_image(path: str | Path) -> ImageSource:
         raise
     except Exception as exc:
         raise unreadable(path, exc) from None
+    if volume:
+        raise DataError(f"{path}: volumes are read from TIFF z-stacks, .zarr or .npy, not {suffix}")
     arr = read_image(path)
     return ImageSource(arr, 2 if arr.ndim == 3 else None, path)
 
@@ -139,14 +156,35 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise unreadable(path, exc) from None
 
 
-def _open_tiff(path: Path) -> ImageSource:
+def _volume_source(arr: Any, path: Path, handle: Any = None) -> ImageSource:
+    """``(D, H, W)``, ``(C, D, H, W)`` (few channels first) or ``(D, H, W, C)`` as a volume source."""
+    shape = tuple(arr.shape)
+    if len(shape) == 3:
+        return ImageSource(arr, None, path, handle, spatial_dims=3)
+    if len(shape) == 4 and shape[0] <= 4 < shape[-1]:
+        return ImageSource(arr, 0, path, handle, spatial_dims=3)
+    if len(shape) == 4 and shape[-1] <= 4:
+        return ImageSource(arr, 3, path, handle, spatial_dims=3)
+    raise DataError(
+        f"{path}: an array of shape {shape} is not a volume (D, H, W), (C, D, H, W) or (D, H, W, C)"
+    )
+
+
+def _open_tiff(path: Path, volume: bool = False) -> ImageSource:
     tif = tifffile.TiffFile(path)
     try:
         series = tif.series[0]
         axes = series.axes
         squeeze = [i for i, a in enumerate(axes) if a not in "YXSC" and series.shape[i] == 1]
         core = [a for i, a in enumerate(axes) if i not in squeeze]
-        if any(a not in "YXSC" for a in core) or len(core) > 3:
+        if volume:
+            planes = [a for a in core if a not in "YXSC"]
+            if len(planes) != 1 or core.index(planes[0]) != 0:
+                raise DataError(
+                    f"{path}: axes {axes} (shape {series.shape}) are not one z-stack of 2-D planes; "
+                    "save the volume as (Z, Y, X[, C])"
+                )
+        elif any(a not in "YXSC" for a in core) or len(core) > 3:
             raise DataError(
                 f"{path}: holds a stack (axes {axes}, shape {series.shape}); predict takes one 2-D image per "
                 "file: split the stack, or save one plane per file"
@@ -160,13 +198,13 @@ def _open_tiff(path: Path) -> ImageSource:
         if squeeze:
             arr = _Squeezed(arr, squeeze)
         channel_axis = next((i for i, a in enumerate(core) if a in "SC"), None)
-        return ImageSource(arr, channel_axis, path, handle=tif)
+        return ImageSource(arr, channel_axis, path, handle=tif, spatial_dims=3 if volume else 2)
     except Exception:
         tif.close()
         raise
 
 
-def _open_zarr(path: Path) -> ImageSource:
+def _open_zarr(path: Path, volume: bool = False) -> ImageSource:
     import zarr
 
     try:
@@ -181,11 +219,13 @@ def _open_zarr(path: Path) -> ImageSource:
         node = node[key]
     shape = node.shape
     lead = 0
-    while len(shape) - lead > 2 and shape[lead] == 1:
+    while len(shape) - lead > (3 if volume else 2) and shape[lead] == 1:
         lead += 1
     if lead:
         node = _Squeezed(node, list(range(lead)))
         shape = node.shape
+    if volume:
+        return _volume_source(node, path)
     if len(shape) == 2:
         return ImageSource(node, None, path)
     if len(shape) == 3 and shape[0] <= 4 < shape[-1]:

@@ -118,7 +118,7 @@ def predict_files(
     object_context: int = 128,
     dask: str | bool | None = None,
     dask_workers: int = 2,
-    chunk: int = 2048,
+    chunk: int | None = None,
     **kwargs: object,
 ) -> list[PredictedFile]:
     """Segment image files (or folders of them, or ``.zarr`` arrays) and write the results to ``out``.
@@ -158,12 +158,10 @@ def predict_files(
             )
         if format not in (None, "zarr") or overlay:
             raise ConfigError("--dask writes zarr groups (--format zarr) and no --overlay")
-        if chunk < 64:
-            raise ConfigError(f"--chunk must be at least 64 pixels, got {chunk}")
+        if chunk is not None and chunk < 16:
+            raise ConfigError(f"--chunk must be at least 16 pixels, got {chunk}")
     predictor = model if isinstance(model, Predictor) else Predictor.from_checkpoint(model, **kwargs)  # type: ignore[arg-type]
     if dask:
-        if predictor.spatial_dims == 3:
-            raise ConfigError("--dask segments 2-D images; predict volumes without --dask")
         return _predict_dask(
             model,
             predictor,
@@ -172,7 +170,7 @@ def predict_files(
             kwargs,
             address=None if dask is True else str(dask),
             workers=dask_workers,
-            chunk=chunk,
+            chunk=chunk or (256 if predictor.spatial_dims == 3 else 2048),
             probs_dtype=probs_dtype,
             instances=instances,
             object_context=object_context,
@@ -242,8 +240,11 @@ def _predict_dask(
     from .distributed import DaskRun, model_spec, predict_chunks
 
     finals = [out / f"{f.stem}.zarr" for f in files]
-    for f in files:
-        image_size(f)  # headers only: every input is checked before the cluster starts
+    volumes = predictor.spatial_dims == 3
+    shapes = {}
+    for f in files:  # headers only: every input is checked before the cluster starts
+        with open_image(f, volume=volumes) as source:
+            shapes[f] = tuple(source.spatial_shape)
     if not overwrite:
         clash = [p for p in finals if p.exists()]
         if clash:
@@ -280,7 +281,7 @@ def _predict_dask(
                     source=f,
                     mask=final,
                     probs=final if probs_dtype else None,
-                    shape=image_size(f),
+                    shape=shapes[f],
                     instances=final if instances else None,
                     objects=objects,
                 )
@@ -463,6 +464,7 @@ def _predict_volumes(
     volumes = {
         f: read_volume(f) for f, _ in jobs[:1]
     }  # the first is read now: a bad file fails before compute
+    out.mkdir(parents=True, exist_ok=True)
     results = []
     for f, paths in tqdm(jobs, desc="predict", unit="volume", disable=not progress or len(jobs) == 1):
         volume = volumes.pop(f, None)

@@ -102,7 +102,7 @@ def semantic_chunk(
     import zarr
 
     predictor = worker_predictor(spec)
-    with open_image(image).select(predictor.in_channels) as source:
+    with open_image(image, volume=predictor.spatial_dims == 3).select(predictor.in_channels) as source:
         probs = predictor.predict_region(source, region, stats)
     where = _slices(region)
     classes = predictor.to_labels(probs)
@@ -256,7 +256,7 @@ def predict_chunks(
     with ``scratch`` (a folder every worker can write) for the classes. Returns the number of objects."""
     import zarr
 
-    with open_image(image).select(predictor.in_channels) as source:
+    with open_image(image, volume=predictor.spatial_dims == 3).select(predictor.in_channels) as source:
         shape = tuple(source.spatial_shape)
         stats = predictor.normalizer.statistics(source.subsample())  # the whole image's, for every chunk
     chunks = tuple(min(chunk, n) for n in shape)
