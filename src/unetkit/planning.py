@@ -38,6 +38,7 @@ from .data.checks import check_dataset
 from .data.io import collapse_gray, to_channels_first
 from .data.layouts import read_descriptor, read_sample_image, read_sample_mask
 from .data.masks import IGNORE, encode_mask
+from .data.synthetic import touching_pairs
 from .errors import ConfigError, DataError
 from .models.unet import ValidGeometry
 
@@ -144,21 +145,6 @@ def _spacing(root: Path, sample_path: Path | None, dims: int) -> tuple[list[floa
     return None, "unknown (no spacing in dataset.yaml or the TIFF metadata)"
 
 
-def _touching(labels: np.ndarray) -> tuple[int, set[int]]:
-    """Pairs of distinct objects that touch (face neighbours) and the objects in them."""
-    pairs: set[tuple[int, int]] = set()
-    for axis in range(labels.ndim):
-        a = np.moveaxis(labels, axis, 0)[:-1]
-        b = np.moveaxis(labels, axis, 0)[1:]
-        m = (a != b) & (a > 0) & (b > 0)
-        if m.any():
-            lo = np.minimum(a[m], b[m]).astype(np.int64)
-            hi = np.maximum(a[m], b[m]).astype(np.int64)
-            pairs.update(zip(lo.tolist(), hi.tolist(), strict=True))
-    members = {i for p in pairs for i in p}
-    return len(pairs), members
-
-
 def fingerprint(
     data: str | Path,
     config: DataConfig | None = None,
@@ -188,7 +174,7 @@ def fingerprint(
     highs: list[float] = []
     diameters: list[float] = []
     ratios: list[float] = []
-    max_value, n_objects, touching_pairs, touching_objects = 0.0, 0, 0, 0
+    max_value, n_objects, n_pairs, touching_objects = 0.0, 0, 0, 0
     dtype = ""
     for i in pick:
         s = samples[i]
@@ -207,9 +193,9 @@ def fingerprint(
         if encoding.name == "instances":
             labels = mask if volumes or mask.ndim == 2 else mask[..., 0]
             labels = labels.astype(np.int64)
-            pairs, members = _touching(labels)
-            touching_pairs += pairs
-            touching_objects += len(members)
+            pairs = touching_pairs(labels)
+            n_pairs += len(pairs)
+            touching_objects += len({i for p in pairs for i in p})
         else:
             target = encode_mask(encoding, mask, s.mask_label, volumes)
             labels = ndi.label((target > 0) & (target != IGNORE))[0]
@@ -277,7 +263,7 @@ def fingerprint(
         diameter_p95=round(float(np.percentile(d, 95)), 2) if d is not None else None,
         diameter_p5=round(float(np.percentile(d, 5)), 2) if d is not None else None,
         z_extent_ratio=round(float(np.median(ratios)), 3) if ratios else None,
-        touching_pairs=touching_pairs,
+        touching_pairs=n_pairs,
         touching_fraction=round(touching_objects / max(n_objects, 1), 4),
         notes=notes,
     )

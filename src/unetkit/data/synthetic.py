@@ -19,7 +19,14 @@ from ..errors import DataError
 from .io import write_image, write_volume
 from .layouts import DESCRIPTOR
 
-__all__ = ["SynthParams", "count_touching_pairs", "synth_nuclei", "synth_nuclei_3d", "synthesize_dataset"]
+__all__ = [
+    "SynthParams",
+    "count_touching_pairs",
+    "synth_nuclei",
+    "synth_nuclei_3d",
+    "synthesize_dataset",
+    "touching_pairs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -227,15 +234,23 @@ def _relabel_sequential(labels: np.ndarray) -> np.ndarray:
     return lut[labels]
 
 
-def count_touching_pairs(labels: np.ndarray) -> int:
-    """Number of distinct pairs of labels that touch (4-connectivity) without background between them."""
-    pairs = set()
-    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+def touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
+    """The distinct pairs ``(low, high)`` of labels that touch (face neighbours, any number of dimensions)
+    without background between them."""
+    pairs: set[tuple[int, int]] = set()
+    for axis in range(labels.ndim):
+        a = np.moveaxis(labels, axis, 0)[:-1]
+        b = np.moveaxis(labels, axis, 0)[1:]
         m = (a != b) & (a > 0) & (b > 0)
         lo = np.minimum(a[m], b[m]).astype(np.int64)
         hi = np.maximum(a[m], b[m]).astype(np.int64)
         pairs.update(zip(lo.tolist(), hi.tolist(), strict=True))
-    return len(pairs)
+    return pairs
+
+
+def count_touching_pairs(labels: np.ndarray) -> int:
+    """Number of distinct pairs of labels that touch (4-connectivity) without background between them."""
+    return len(touching_pairs(labels))
 
 
 def synthesize_dataset(
