@@ -31,7 +31,7 @@ def test_round_trip_gives_identical_logits(tmp_path):
 
 
 def test_missing_damaged_and_foreign_files_give_clear_errors(tmp_path):
-    with pytest.raises(CheckpointError, match="no such checkpoint"):
+    with pytest.raises(CheckpointError, match="no such model file"):
         load_checkpoint(tmp_path / "none.pt")
     _, path = _save(tmp_path / "m.pt")
     damaged = tmp_path / "damaged.pt"

@@ -92,8 +92,16 @@ def test_synth_train_predict_evaluate(unetkit_exe, tmp_path):
     assert tifffile.imread(pred / "odd_probs.tif").shape == (300, 517)
 
     proc = run(unetkit_exe, "evaluate", pred, data, "--json", tmp_path / "scores.json", ok=False)
-    assert proc.returncode == 2 and "no ground truth" in proc.stderr  # odd.png has no ground truth
+    assert (
+        proc.returncode == 2 and "no ground truth for 1 prediction" in proc.stderr
+    )  # odd.png has no ground truth
     (pred / "odd.png").unlink()
+    (pred / "odd_probs.tif").unlink()
+    proc = run(unetkit_exe, "evaluate", pred, data, ok=False)
+    assert proc.returncode == 2 and "no prediction for 4 of 5" in proc.stderr  # nothing skipped silently
+    proc = run(unetkit_exe, "predict", run_dir, data, "--out", pred, "--save-probs", "--tile", 64, ok=False)
+    assert proc.returncode == 2 and "--resume" in proc.stderr  # synth_000 exists
+    run(unetkit_exe, "predict", run_dir, data, "--out", pred, "--save-probs", "--tile", 64, "--resume")
     proc = run(unetkit_exe, "evaluate", pred, data, "--json", tmp_path / "scores.json")
     assert "synth_000" in proc.stdout and "mean" in proc.stdout
     scores = json.loads((tmp_path / "scores.json").read_text())
@@ -104,7 +112,7 @@ def test_user_mistakes_give_one_clear_line_not_a_traceback(unetkit_exe, tmp_path
     cases = [
         (["train", tmp_path / "missing", "--out", tmp_path / "r"], "missing: no such dataset folder"),
         (["train", tmp_path, "--out", tmp_path / "r"], "no known dataset layout"),
-        (["predict", tmp_path / "none.pt", tmp_path, "--out", tmp_path / "p"], "no such checkpoint"),
+        (["predict", tmp_path / "none.pt", tmp_path, "--out", tmp_path / "p"], "no such model file"),
         (["evaluate", tmp_path / "a", tmp_path / "b"], "PRED"),
         (["train", tmp_path, "--out", tmp_path / "r", "--device", "cuda:7"], "--device"),
     ]

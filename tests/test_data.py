@@ -63,7 +63,7 @@ def test_paired_folders_matches_suffixes_and_reports_missing_masks(tmp_path):
         paired_folders(tmp_path)
     write_image(tmp_path / "labels" / "c.png", img)
     assert [s.mask.name for s in paired_folders(tmp_path)] == ["a_mask.png", "b_label.tif", "c.png"]
-    with pytest.raises(DataError, match="paired-folder layout"):
+    with pytest.raises(DataError, match="no image folder"):
         paired_folders(tmp_path / "labels")
 
 

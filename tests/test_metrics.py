@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from unetkit import DataError, evaluate, write_image
+from unetkit.config import DataConfig
 from unetkit.metrics import confusion_counts, dice, dice_iou, iou
 
 
@@ -46,9 +47,24 @@ def test_evaluate_pairs_files_and_writes_json(tmp_path):
         evaluate(tmp_path / "pred", tmp_path / "gt")
 
 
-def test_evaluate_colour_masks_count_every_non_black_pixel(tmp_path):
+def test_evaluate_colour_masks_need_their_colour_table_and_score_per_class(tmp_path):
     truth = np.zeros((6, 6, 3), np.uint8)
-    truth[:3, :, 2] = 255  # a blue class: red channel empty
+    truth[:3, :, 2] = 255  # blue class
+    truth[3:, :3, 0] = 255  # red class
+    swapped = truth[..., ::-1].copy()  # red <-> blue: every object pixel in the wrong class
     write_image(tmp_path / "gt" / "a.png", truth)
-    write_image(tmp_path / "pred" / "a.png", truth)
-    assert evaluate(tmp_path / "pred", tmp_path / "gt").images[0].dice == 1.0
+    write_image(tmp_path / "pred" / "a.png", swapped)
+    with pytest.raises(DataError, match="--mask-encoding rgb"):  # never "non-black = foreground"
+        evaluate(tmp_path / "pred", tmp_path / "gt")
+    data = DataConfig(
+        mask_encoding="rgb",
+        class_colors=[[0, 0, 0], [255, 0, 0], [0, 0, 255]],
+        class_names=["background", "tumour", "stroma"],
+    )
+    result = evaluate(tmp_path / "pred", tmp_path / "gt", data=data).images[0]
+    assert (
+        result.dice == 0.0 and result.scores["dice[tumour]"] == 0.0 and result.scores["dice[stroma]"] == 0.0
+    )
+    write_image(tmp_path / "pred" / "a.png", truth, overwrite=True)
+    result = evaluate(tmp_path / "pred", tmp_path / "gt", data=data).images[0]
+    assert result.dice == 1.0 and result.scores["dice[tumour]"] == 1.0

@@ -20,7 +20,7 @@ from .data.io import publish
 from .errors import CheckpointError
 from .models import create_model
 
-__all__ = ["FORMAT", "build_model", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT", "build_model", "load_checkpoint", "resolve_model_path", "save_checkpoint"]
 
 FORMAT = "unetkit.checkpoint"
 FORMAT_VERSION = 1
@@ -66,13 +66,33 @@ def save_checkpoint(
     return path
 
 
+def resolve_model_path(model: str | Path) -> Path:
+    """MODEL as users give it: a checkpoint or ``.onnx`` file, or a run folder (its ``best.pt``, else
+    ``last.pt``). Anything else is refused plainly, before the file is opened."""
+    path = Path(model)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(
+            f"{path}: a folder without best.pt or last.pt; MODEL is a run folder of `unetkit train`, a checkpoint "
+            "(RUN/best.pt) or an exported .onnx file"
+        )
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such model file or run folder (a training run writes RUN/best.pt)")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if path.suffix.lower() != ".onnx" and head[:2] != b"PK" and head[:1] != b"\x80":
+        raise CheckpointError(
+            f"{path}: not a model: MODEL is a checkpoint written by `unetkit train` (RUN/best.pt), its run folder, "
+            "or a .onnx file from `unetkit export`"
+        )
+    return path
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read and validate a unetkit checkpoint; raise :class:`CheckpointError` with the reason otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path}: no such checkpoint file (a training run writes RUN/best.pt and RUN/last.pt)"
-        )
+    path = resolve_model_path(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -19,6 +19,20 @@ from .errors import ConfigError
 
 #: sections of a plan file (``unetkit plan``) that describe what the choices were based on; not settings
 INFO_SECTIONS = ("fingerprint", "measured")
+#: the dataset description (fields of DataConfig): how the data is found and its masks read; stored whole in
+#: the plan and the checkpoint
+DATASET_KEYS = (
+    "layout",
+    "images_dir",
+    "masks_dir",
+    "image_pattern",
+    "mask_pattern",
+    "mask_encoding",
+    "class_values",
+    "class_colors",
+    "class_names",
+    "ignore_index",
+)
 
 __all__ = ["DataConfig", "ModelConfig", "PredictConfig", "RunConfig", "TrainConfig", "load_config"]
 
@@ -50,8 +64,11 @@ class ModelConfig:
 class DataConfig:
     """How the dataset is found and read, how masks become targets, normalisation, split and patches."""
 
-    layout: str = "auto"  # auto | paired | dsb | isbi | ctc | list
-    mask_pattern: str | None = None  # paired layout: mask stem from the image stem, e.g. "{stem}_gt"
+    layout: str = "auto"  # auto | paired | flat | dsb | isbi | ctc | list
+    images_dir: str | None = None  # paired layout: the image folder (default: images/, raw/, ...)
+    masks_dir: str | None = None  # paired layout: the mask folder (default: masks/, labels/, gt/, ...)
+    image_pattern: str | None = None  # image name around the shared part, e.g. "img_{stem}"
+    mask_pattern: str | None = None  # mask name around the shared part, e.g. "{stem}_gt" or "mask_{stem}"
     mask_encoding: str = "auto"  # auto | binary | classes | rgb | instances
     class_values: list[int] | None = None  # classes: the mask value of each class
     class_colors: list[list[int]] | None = None  # rgb: the colour of each class

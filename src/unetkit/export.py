@@ -9,6 +9,7 @@ checkpoint) tiles, normalises and post-processes exactly as with PyTorch. Needs 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import build_model, load_checkpoint
+from .checkpoint import build_model, load_checkpoint, resolve_model_path
 from .data.io import publish
 from .errors import ConfigError, UnetkitError
 
@@ -57,6 +58,13 @@ def _sample_inputs(model: nn.Module, channels: int) -> list[torch.Tensor]:
     ]
 
 
+def require_extra(modules: tuple[str, ...], extra: str, what: str) -> None:
+    """Refuse, naming the install that fixes it, when an optional extra's modules are missing."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"{what} needs {', '.join(missing)}: pip install 'unetkit[{extra}]'")
+
+
 def export_model(
     checkpoint: str | Path, out: str | Path, format: str = "onnx", *, overwrite: bool = False
 ) -> ExportResult:
@@ -69,8 +77,15 @@ def export_model(
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"--format {format!r} is unknown; choose one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out)
+    checkpoint = resolve_model_path(checkpoint)
+    if out.resolve() == checkpoint.resolve() or out.resolve() == checkpoint.resolve().parent:
+        raise ConfigError(
+            f"--out {out}: would replace the checkpoint {checkpoint} (even with --overwrite); name a new file"
+        )
     if out.exists() and not overwrite:
         raise UnetkitError(f"{out}: already exists; pass --overwrite to replace it")
+    if format == "onnx":
+        require_extra(("onnx", "onnxruntime", "onnxscript"), "onnx", "export --format onnx")
     payload = load_checkpoint(checkpoint)
     model = build_model(payload, checkpoint).eval()
     if model.padding != "same":  # type: ignore[attr-defined]
@@ -154,6 +169,7 @@ class OnnxModel(nn.Module):
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
+        require_extra(("onnx", "onnxruntime"), "onnx", "the onnxruntime engine")
         try:
             import onnx
             import onnxruntime as ort

@@ -33,7 +33,7 @@ import yaml
 from scipy import ndimage as ndi
 
 from . import __version__
-from .config import INFO_SECTIONS, DataConfig, ModelConfig, RunConfig, load_config
+from .config import DATASET_KEYS, INFO_SECTIONS, DataConfig, ModelConfig, RunConfig, load_config
 from .data.checks import check_dataset
 from .data.io import collapse_gray, to_channels_first
 from .data.layouts import read_descriptor, read_sample_image, read_sample_mask
@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 PLAN_FILE = "plan.yaml"
 DEFAULT_BUDGET = "1h"
+#: a bare `unetkit train DATA` plans for this much training on a CPU (a GPU: DEFAULT_BUDGET)
+CPU_TRAIN_BUDGET = "10m"
+_DESCRIPTOR_KEY = {"class_values": "classes", "class_colors": "classes", "class_names": "classes"}
 
 
 def parse_duration(text: str | float | int | None, option: str = "--time-budget") -> float | None:
@@ -455,6 +458,7 @@ def plan_training(
     reasons: dict[str, str] = {}
     model = dataclasses.replace(base.model)
     dcfg = dataclasses.replace(base.data)
+    _describe_dataset(data, base.data, dcfg, fp, reasons)
     tcfg = dataclasses.replace(base.train, device=device)
     dims = fp.spatial_dims
 
@@ -674,6 +678,28 @@ def plan_training(
     measured["planning_seconds"] = round(time.perf_counter() - t_start, 1)
     cfg = RunConfig(model=model, data=dcfg, train=tcfg)
     return Plan(cfg, reasons, fp, measured, str(data), str(dev), budget)
+
+
+def _describe_dataset(
+    data: str | Path, given: DataConfig, dcfg: DataConfig, fp: Fingerprint, reasons: dict[str, str]
+) -> None:
+    """Record the dataset description in the plan (so `train DATA` reads the data as planned), each value
+    with where it came from: the command line, DATA/dataset.yaml, or detection."""
+    descriptor = read_descriptor(data) if Path(data).is_dir() else {}
+    dcfg.layout = fp.layout
+    if dcfg.mask_encoding == "auto":
+        dcfg.mask_encoding = fp.mask_encoding
+    if dcfg.class_names is None and fp.mask_encoding in ("classes", "rgb"):
+        dcfg.class_names = list(fp.class_names)
+    for key in DATASET_KEYS:
+        if getattr(dcfg, key) in (None, "auto"):
+            continue
+        if getattr(given, key) not in (None, "auto"):
+            reasons[f"data.{key}"] = "given on the command line"
+        elif _DESCRIPTOR_KEY.get(key, key) in descriptor:
+            reasons[f"data.{key}"] = f"from {Path(data) / 'dataset.yaml'}"
+        else:
+            reasons[f"data.{key}"] = f"detected in {data}"
 
 
 def _fit_batch(

@@ -15,7 +15,20 @@ def add_reading_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     d = p.add_argument_group("dataset and masks")
     d.add_argument("--layout", choices=("auto", *LAYOUTS), help="dataset layout (default: auto, detected)")
     d.add_argument(
-        "--mask-pattern", help="paired layout: mask file stem from the image stem, e.g. '{stem}_gt'"
+        "--images-dir", metavar="DIR", help="paired layout: the image folder in DATA (default: images/)"
+    )
+    d.add_argument(
+        "--masks-dir",
+        metavar="DIR",
+        help="paired layout: the mask folder in DATA (default: masks/, labels/, gt/ ...)",
+    )
+    d.add_argument(
+        "--mask-pattern",
+        help="mask file name around the image's, e.g. '{stem}_gt' or 'mask_{stem}' (default: the same name, or "
+        "a known suffix/prefix: _mask, _label, _cp_masks, mask_ ...)",
+    )
+    d.add_argument(
+        "--image-pattern", help="image file name around the part shared with the mask, e.g. 'img_{stem}'"
     )
     d.add_argument(
         "--mask-encoding",
@@ -103,6 +116,9 @@ def reading_config(args: argparse.Namespace, cfg: RunConfig) -> RunConfig:
     cfg.data = replace(
         cfg.data,
         layout=args.layout,
+        images_dir=args.images_dir,
+        masks_dir=args.masks_dir,
+        image_pattern=args.image_pattern,
         mask_pattern=args.mask_pattern,
         mask_encoding=encoding,
         class_values=values,

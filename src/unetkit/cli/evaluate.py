@@ -6,7 +6,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from ..metrics.evaluate import MODES, evaluate, evaluate_model
+from ..config import RunConfig
+from ..metrics.evaluate import MODES, PRED_ENCODINGS, evaluate, evaluate_model
+from .common import add_reading_args, reading_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,9 +24,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "pred", metavar="PRED_OR_MODEL", help="folder of predictions, or a checkpoint (RUN/best.pt)"
+        "pred",
+        metavar="PRED_OR_MODEL",
+        help="folder of predictions, or a model: a run folder, RUN/best.pt or a .onnx file",
     )
-    p.add_argument("gt", metavar="GT_OR_DATA", help="folder of ground-truth masks, or a dataset folder")
+    p.add_argument(
+        "gt",
+        metavar="GT_OR_DATA",
+        help="a dataset in any layout train takes, or a folder of ground-truth masks",
+    )
     p.add_argument("--mode", choices=MODES, default="auto", help="which metrics (default: from the data)")
     p.add_argument("--json", metavar="FILE", help="also write every score and its definition as JSON")
     p.add_argument("--csv", metavar="FILE", help="also write one row per image (and the mean) as CSV")
@@ -33,12 +41,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--out", metavar="DIR", help="with a MODEL: keep its predictions here (default: discarded)"
     )
     p.add_argument("--device", default="auto", help="with a MODEL: auto, cpu, cuda, ... (default: auto)")
+    p.add_argument(
+        "--pred-encoding",
+        choices=PRED_ENCODINGS,
+        default="auto",
+        help="instance mode: how a prediction mask gives objects: auto (NAME_instances files and label images by "
+        "their IDs, masks with one value besides 0 by connected components), instances, binary",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing report or predictions")
+    add_reading_args(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if Path(args.pred).is_file():
+    data = reading_config(args, RunConfig()).data
+    if args.num_classes and data.mask_encoding == "classes" and not data.class_values:
+        data.class_values = list(range(args.num_classes))
+    pred = Path(args.pred)
+    is_model = pred.is_file() or (pred.is_dir() and any((pred / n).is_file() for n in ("best.pt", "last.pt")))
+    if is_model:
         with tempfile.TemporaryDirectory() as tmp:
             result = evaluate_model(
                 args.pred,
@@ -47,16 +68,19 @@ def run(args: argparse.Namespace) -> int:
                 mode=args.mode,
                 device=args.device,
                 overwrite=args.overwrite,
+                data_config=data,
             )
             _write(result, args)
     else:
-        result = evaluate(args.pred, args.gt, mode=args.mode)
+        result = evaluate(args.pred, args.gt, mode=args.mode, data=data, pred_encoding=args.pred_encoding)
         _write(result, args)
     return 0
 
 
 def _write(result, args: argparse.Namespace) -> None:
     print(f"mode: {result.mode}")
+    for note in result.notes:
+        print(f"  {note}")
     print(result.table())
     if args.json:
         print(f"wrote {result.write_json(args.json)}")

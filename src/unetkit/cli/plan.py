@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--time-budget",
         default=DEFAULT_BUDGET,
-        help=f"training time to fill, e.g. 30m, 2h, 1h30m (default: {DEFAULT_BUDGET})",
+        help=f"training time to fill, e.g. 30m, 2h, 1h30m (default: {DEFAULT_BUDGET}; a bare `unetkit train DATA` "
+        "without a plan uses 10m on a CPU)",
     )
     p.add_argument(
         "--no-measure",
@@ -56,6 +57,13 @@ def plan_path(data: str | Path, out: str | Path | None) -> Path:
     return data / PLAN_FILE
 
 
+def _reading_flags(args: argparse.Namespace) -> str:
+    """Reading flags that must follow the plan to another file (DATA/plan.yaml itself holds them)."""
+    if not args.out:
+        return ""
+    return f" --plan {args.out}"
+
+
 def run(args: argparse.Namespace) -> int:
     path = plan_path(args.data, args.out)
     if path.exists() and not args.overwrite:  # checked before any compute
@@ -70,5 +78,6 @@ def run(args: argparse.Namespace) -> int:
     )
     plan.write(path, overwrite=True)
     print(plan.summary())
-    print(f"  plan: {path}\n  train with it: unetkit train {args.data}")
+    flags = _reading_flags(args)
+    print(f"  plan: {path}\n  train with it: unetkit train {args.data}{flags}")
     return 0

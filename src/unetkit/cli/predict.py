@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..config import PredictConfig
 from ..inference.api import predict_files
@@ -27,10 +28,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model",
         metavar="MODEL",
-        help="checkpoint written by 'unetkit train' (RUN/best.pt), or a .onnx from 'unetkit export'",
+        help="a run folder or checkpoint written by 'unetkit train' (RUN or RUN/best.pt), or a .onnx from "
+        "'unetkit export'",
     )
     p.add_argument(
-        "inputs", metavar="IMAGE_OR_DIR", nargs="+", help="image files, .zarr arrays or folders of images"
+        "inputs",
+        metavar="IMAGE_OR_DIR",
+        nargs="+",
+        help="image files, .zarr arrays, folders of images, or datasets in any layout train takes (their images)",
     )
     p.add_argument("--out", "-o", required=True, help="folder for the results")
     p.add_argument(
@@ -132,7 +137,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="--dask: pixels per chunk side, one task each (default: 2048; 256 for volumes)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace existing results in OUT")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing results in OUT (never an input: refused)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the complete results already in OUT and segment the rest (after a kill or a --skip-bad run)",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="go on past inputs that cannot be read or do not fit the model; they are listed at the end and the "
+        "exit code is 1",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -147,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
         instances=args.instances,
         overlay=args.overlay,
         overwrite=args.overwrite,
+        resume=args.resume,
+        skip_bad=args.skip_bad,
         progress=not args.no_progress,
         object_context=args.object_context,
         tile=args.tile,
@@ -167,4 +187,9 @@ def run(args: argparse.Namespace) -> int:
     objects = [r.objects for r in results if r.objects is not None]
     extra = f", {sum(objects)} object(s)" if objects else ""
     print(f"wrote results for {len(results)} image(s) to {args.out}{extra}")
+    if results.skipped:
+        print(f"skipped {len(results.skipped)} input(s) that could not be segmented:", file=sys.stderr)
+        for line in results.skipped:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     return 0

@@ -8,10 +8,19 @@ import os
 from pathlib import Path
 
 from ..config import RunConfig, replace
+from ..data.checks import naming_of
 from ..data.layouts import load_layout
+from ..device import resolve_device
 from ..errors import ConfigError
 from ..models import list_models
-from ..planning import DEFAULT_BUDGET, parse_duration, plan_training, read_plan, rebudget
+from ..planning import (
+    CPU_TRAIN_BUDGET,
+    DEFAULT_BUDGET,
+    parse_duration,
+    plan_training,
+    read_plan,
+    rebudget,
+)
 from ..training.trainer import check_config, train
 from .common import add_data_args, config_with_data_args, reading_config
 from .plan import plan_path
@@ -44,8 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--time-budget",
-        help="training time, e.g. 5m, 2h: the plan's epochs fill it (from its measured times), and no epoch "
-        "starts that would overrun it",
+        help=f"training time, planning included, e.g. 5m, 2h: the plan's epochs fill it (from its measured "
+        f"times), and no epoch starts that would overrun it (default for a new plan: {CPU_TRAIN_BUDGET} on a CPU, "
+        f"{DEFAULT_BUDGET} on a GPU)",
     )
     p.add_argument(
         "--resume",
@@ -221,12 +231,14 @@ def default_run_dir(data: str | Path) -> Path:
     return out
 
 
-def planned_config(args: argparse.Namespace) -> RunConfig | None:
-    """The plan to start from (read, or made now and written), or None for --config / --no-plan."""
+def planned_config(args: argparse.Namespace) -> tuple[RunConfig | None, dict]:
+    """The plan to start from (read, or made now and written) and its measured times, or None for --config
+    / --no-plan. A plan made here fills --time-budget (default: CPU_TRAIN_BUDGET on a CPU), planning
+    included; with --epochs or --steps-per-epoch it skips the measured run (the flags fix the length)."""
     if args.config or args.no_plan:
         if args.plan:
             raise ConfigError("--plan FILE is a starting point of its own: drop --config or --no-plan")
-        return None
+        return None, {}
     path = Path(args.plan) if args.plan else plan_path(args.data, None)
     budget = parse_duration(args.time_budget)
     if path.is_file():
@@ -237,7 +249,7 @@ def planned_config(args: argparse.Namespace) -> RunConfig | None:
             cfg, reason = rebudget(cfg, info["measured"], budget)
             log.info("--time-budget %s: %d epochs (%s)", args.time_budget, cfg.train.epochs, reason)
         if counted and Path(args.data).is_dir():
-            now = len(load_layout(Path(args.data), cfg.data.layout, cfg.data.mask_pattern).samples)
+            now = len(load_layout(Path(args.data), cfg.data.layout, naming=naming_of(cfg.data)).samples)
             if now != counted:
                 log.warning(
                     "%s was made for %d samples; %s now holds %d: plan again with `unetkit plan %s --overwrite`",
@@ -247,23 +259,65 @@ def planned_config(args: argparse.Namespace) -> RunConfig | None:
                     now,
                     args.data,
                 )
-        return cfg
+        return cfg, info["measured"]
     if args.plan:
         raise ConfigError(f"--plan {path}: no such file (make one with `unetkit plan DATA --out {path}`)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(f"{path} is missing: run `unetkit plan {args.data}` once before torchrun")
-    log.info("no %s yet: planning (a trial step and a short measured run)", path)
+    fixed = args.epochs is not None or args.steps_per_epoch is not None
+    if args.time_budget is None:
+        cpu = resolve_device(args.device or "auto").type == "cpu"
+        args.time_budget = CPU_TRAIN_BUDGET if cpu else DEFAULT_BUDGET
+        if not fixed:
+            log.info(
+                "no %s yet and no --time-budget: planning a %s run on this %s (planning included; "
+                "--time-budget 1h for longer)",
+                path,
+                args.time_budget,
+                "CPU" if cpu else "GPU",
+            )
+    log.info(
+        "planning %s (%s)",
+        path,
+        "no measured run: --epochs/--steps-per-epoch fix the length"
+        if fixed
+        else "a trial step and a short measured run, counted in the budget",
+    )
     plan = plan_training(
         args.data,
         device=args.device or "auto",
-        time_budget=args.time_budget or DEFAULT_BUDGET,
+        time_budget=args.time_budget,
         config=reading_config(args, RunConfig()),
+        calibrate=not fixed,
         progress=not args.no_progress,
         budget_includes_planning=True,
     )
     plan.write(path)
     log.info("wrote %s:\n%s", path, plan.summary())
-    return plan.config
+    return plan.config, plan.measured
+
+
+def announce(cfg: RunConfig, measured: dict, data: str | Path, out: str | Path) -> str:
+    """What training will do and how long it will take, said before it starts."""
+    t, d, m = cfg.train, cfg.data, cfg.model
+    what = (
+        f"{t.epochs} epoch(s) x {t.steps_per_epoch} steps of {t.batch_size} patches of {d.patch_size} px "
+        f"(U-Net depth {m.depth}, base {m.base_channels}) on {data} into {out}"
+    )
+    step = measured.get("step_seconds")
+    val = measured.get("validation_seconds", 0.0)
+    if step:
+        est = t.epochs * (t.steps_per_epoch * step + val) + measured.get("startup_seconds", 0.0)
+        when = f"about {_minutes(est)} (measured {step:.2f} s/step)"
+    else:
+        when = "time not measured (no plan measurement for these settings)"
+    if t.time_budget:
+        when += f"; stops before an epoch that would pass {_minutes(t.time_budget)}"
+    return f"training: {what}; {when}; early stopping after {t.patience} epoch(s) without a better Dice"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -286,10 +340,23 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         check_config(config_from_args(args, RunConfig()))  # the flags themselves, before any planning
-        cfg = config_from_args(args, planned_config(args))
+        planned, measured = planned_config(args)
+        cfg = config_from_args(args, planned)
         if args.time_budget and (args.config or args.no_plan):
             cfg.train = replace(cfg.train, time_budget=parse_duration(args.time_budget))
         out = args.out or default_run_dir(args.data)
+        if int(os.environ.get("RANK", "0")) == 0:
+            log.info(
+                "%s",
+                announce(
+                    cfg,
+                    measured
+                    if planned is not None and cfg.train.batch_size == planned.train.batch_size
+                    else {},
+                    args.data,
+                    out,
+                ),
+            )
         result = train(
             args.data,
             out,

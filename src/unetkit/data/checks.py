@@ -16,11 +16,11 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from .io import collapse_gray, has_alpha, to_channels_first
-from .layouts import Sample, load_layout, read_descriptor, read_sample_image, read_sample_mask
+from .layouts import Naming, Sample, load_layout, read_descriptor, read_sample_image, read_sample_mask
 from .masks import IGNORE, MaskEncoding, encode_mask, parse_class_map, suggest_encoding
 from .normalize import Normalizer
 
-__all__ = ["DataReport", "check_dataset", "resolve_encoding"]
+__all__ = ["DataReport", "check_dataset", "naming_of", "resolve_encoding"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ class DataReport:
     encoding: MaskEncoding | None = None
     in_channels: int | None = None
     shapes: list[tuple[int, int]] = field(default_factory=list)
+    shape_names: list[str] = field(default_factory=list)  # the image each of ``shapes`` belongs to
+    empty_masks: list[str] = field(default_factory=list)  # masks without any foreground pixel
+    encoding_source: str = ""  # where the mask encoding came from
     dtypes: set[str] = field(default_factory=set)
     class_pixels: np.ndarray | None = None
     instances: list[int] = field(default_factory=list)
@@ -58,14 +61,14 @@ class DataReport:
     def summary(self) -> str:
         rows = [("dataset", f"{self.root} (layout {self.layout})"), ("samples", str(len(self.samples)))]
         if self.shapes:
-            hs, ws = [s[0] for s in self.shapes], [s[1] for s in self.shapes]
-            rows.append(("image size", f"{min(hs)}x{min(ws)} … {max(hs)}x{max(ws)} (H x W, min … max)"))
+            rows.append(("image size", self.size_summary()))
         rows.append(("channels", f"{self.in_channels} ({', '.join(sorted(self.dtypes))})"))
         if self.encoding is not None:
             enc = self.encoding
             what = f"{enc.name}" + (f" → {enc.target}" if enc.name == "instances" else "")
             ignore = f", ignoring value {enc.ignore_value}" if enc.ignore_value is not None else ""
-            rows.append(("mask encoding", f"{what}: {enc.num_classes} classes {enc.names}{ignore}"))
+            source = f" (from {self.encoding_source})" if self.encoding_source else ""
+            rows.append(("mask encoding", f"{what}: {enc.num_classes} classes {enc.names}{ignore}{source}"))
         if self.class_pixels is not None and self.class_pixels.sum() > 0 and self.encoding is not None:
             freq = self.class_pixels / self.class_pixels.sum()
             rows.append(
@@ -94,8 +97,27 @@ class DataReport:
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
+    def size_summary(self) -> str:
+        """Real image sizes: the one size, or the smallest and largest image by area, with their names."""
+        fmt = lambda shape: "x".join(map(str, shape))  # noqa: E731
+        sizes = sorted(set(self.shapes))
+        if len(sizes) == 1:
+            return f"{fmt(sizes[0])} (all {len(self.shapes)}; {'D x ' if len(sizes[0]) == 3 else ''}H x W)"
+        area = [int(np.prod(s)) for s in self.shapes]
+        lo, hi = int(np.argmin(area)), int(np.argmax(area))
+        names = self.shape_names or [""] * len(self.shapes)
+        return (
+            f"{len(sizes)} sizes: smallest {fmt(self.shapes[lo])} ({Path(names[lo]).name}), largest "
+            f"{fmt(self.shapes[hi])} ({Path(names[hi]).name})"
+        )
+
     def normalizer(self, cfg: DataConfig) -> Normalizer:
         return Normalizer(cfg.normalization, cfg.norm_low, cfg.norm_high, cfg.norm_scale, self.mean, self.std)
+
+
+def naming_of(cfg: DataConfig) -> Naming:
+    """The folders and name patterns of a data configuration."""
+    return Naming(cfg.images_dir, cfg.masks_dir, cfg.image_pattern, cfg.mask_pattern)
 
 
 def resolve_encoding(
@@ -139,13 +161,19 @@ def check_dataset(
     slice (a 3-class border target marks each slice's object outlines)."""
     cfg = cfg or DataConfig()
     root = Path(root)
-    layout = load_layout(root, cfg.layout, cfg.mask_pattern)
+    layout = load_layout(root, cfg.layout, naming=naming_of(cfg))
     report = DataReport(root, layout.name, layout.samples, list(layout.problems))
     try:
         encoding = resolve_encoding(cfg, root, layout.defaults, num_classes)
     except ConfigError as exc:
         report.problems.append(str(exc))
         return report
+    if cfg.mask_encoding != "auto":
+        report.encoding_source = "the settings given"
+    elif read_descriptor(root).get("mask_encoding"):
+        report.encoding_source = f"{root / 'dataset.yaml'}"
+    elif layout.defaults.get("mask_encoding"):
+        report.encoding_source = f"the {layout.name} layout"
     channel_of: dict[str, int] = {}
     stats: list[tuple[int, np.ndarray, np.ndarray, int]] = []
     raw_values: set[int] = set()
@@ -191,6 +219,7 @@ def check_dataset(
             )
             continue
         report.shapes.append(spatial)  # type: ignore[arg-type]
+        report.shape_names.append(s.image_label)
         if min(spatial[-2:]) < cfg.patch_size and not small_noted:
             report.notes.append(
                 f"{s.image_label}: {'x'.join(map(str, spatial))} is smaller than the training patch "
@@ -206,7 +235,10 @@ def check_dataset(
             except DataError as exc:
                 report.problems.append(str(exc))
                 continue
-            class_pixels += np.bincount(target[target != IGNORE].ravel(), minlength=n_classes)[:n_classes]
+            counts = np.bincount(target[target != IGNORE].ravel(), minlength=n_classes)[:n_classes]
+            class_pixels += counts
+            if counts[1:].sum() == 0:
+                report.empty_masks.append(s.mask_label)
             if encoding.name == "instances":
                 report.instances.append(int(len(np.unique(mask)) - (1 if (mask == 0).any() else 0)))
         else:
@@ -222,6 +254,8 @@ def check_dataset(
                     raw_values.update(np.unique(m).tolist())
                 nz = int(np.count_nonzero(m))
                 raw_counts += (m.size - nz, nz)
+                if nz == 0:
+                    report.empty_masks.append(s.mask_label)
         usable.append(s)
 
     counts = set(channel_of.values())
@@ -261,12 +295,26 @@ def check_dataset(
                 "pass --mask-encoding to choose otherwise"
             )
             class_pixels = raw_counts
+            report.encoding_source = "detected: the masks hold 0 and at most one other value"
         else:
             shown = sorted(raw_values)[:10]
             report.problems.append(
                 f"{root}: cannot tell what the mask values {shown}{'…' if len(raw_values) > 10 else ''} mean; pass "
                 f"--mask-encoding: {suggest_encoding(raw_values, False, max(raw_values))}"
             )
+    if usable and len(report.empty_masks) == len(usable):
+        report.problems.append(
+            f"{root}: every mask is empty (no foreground pixel in {len(usable)} mask(s)): there is nothing to learn; "
+            "check that the masks belong to the images and how they are read (--mask-encoding, --ignore-index)"
+        )
+    elif report.empty_masks:
+        for label in report.empty_masks[:20]:
+            log.warning("%s: empty mask (no foreground pixel): fine for an image without objects", label)
+        more = len(report.empty_masks) - 20
+        report.notes.append(
+            f"{len(report.empty_masks)} of {len(usable)} mask(s) are empty"
+            + (f" (first 20 listed above, {more} more)" if more > 0 else "")
+        )
     report.encoding = encoding
     report.class_pixels = class_pixels
     report.samples = usable if not report.problems else layout.samples

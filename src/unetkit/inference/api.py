@@ -13,16 +13,25 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.io import IMAGE_SUFFIXES, read_volume, write_image, write_volume
+from ..data.io import IMAGE_SUFFIXES, count_planes, read_image, read_volume, write_image, write_volume
 from ..data.layouts import find_images
-from ..data.lazy import ImageSource, image_size, open_image
+from ..data.lazy import ImageSource, open_image
 from ..errors import ConfigError, DataError
 from ..viz import contour_overlay
 from .postprocess import instances_blockwise
 from .predictor import Predictor
 from .writers import FORMATS, PROBS_DTYPES, Plane, RowSink, encode_probs, new_array, remove_tree, save
 
-__all__ = ["PredictedFile", "collect_inputs", "predict", "predict_files"]
+__all__ = [
+    "InputImage",
+    "PredictedFile",
+    "PredictedFiles",
+    "collect_inputs",
+    "guard_outputs",
+    "predict",
+    "predict_files",
+    "samples_as_inputs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,32 +67,86 @@ class PredictedFile:
     objects: int | None = None
 
 
-def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand files, ``.zarr`` arrays and folders (their image files, sorted) into a list of images; error on
-    anything else."""
-    files: list[Path] = []
+@dataclass(frozen=True)
+class InputImage:
+    """One input of :func:`predict_files`: its output name and file (a stack's pages are one input)."""
+
+    name: str
+    path: Path
+
+    @classmethod
+    def of(cls, item: str | Path | InputImage) -> InputImage:
+        return item if isinstance(item, InputImage) else cls(Path(item).stem, Path(item))
+
+
+class PredictedFiles(list):
+    """The :class:`PredictedFile` of every input written, and ``skipped``: one line per damaged input that
+    ``skip_bad`` went past (empty when all were written)."""
+
+    skipped: list[str]
+
+    def __init__(self, items: Sequence[PredictedFile] = (), skipped: Sequence[str] = ()):
+        super().__init__(items)
+        self.skipped = list(skipped)
+
+
+def samples_as_inputs(samples: Sequence[Any]) -> list[InputImage]:
+    """Dataset samples (:class:`~unetkit.data.layouts.Sample`) → inputs named like the samples; the pages of
+    one stack (ISBI) become one input, predicted page by page into a stack of the same name."""
+    out: list[InputImage] = []
+    seen: set[Path] = set()
+    for s in samples:
+        if s.image_page is not None:
+            if s.image not in seen:
+                seen.add(s.image)
+                out.append(InputImage(s.image.stem, s.image))
+        else:
+            out.append(InputImage(s.name, s.image))
+    return out
+
+
+def collect_inputs(inputs: Sequence[str | Path | InputImage]) -> list[InputImage]:
+    """Expand files, ``.zarr`` arrays and folders into named inputs. A folder is read as a dataset when it is
+    one (any layout ``train`` takes: its images, masks or not) and as a folder of images otherwise."""
+    from ..data.layouts import detect_layout, load_layout
+
+    items: list[InputImage] = []
     for item in inputs:
+        if isinstance(item, InputImage):
+            items.append(item)
+            continue
         p = Path(item)
         if p.suffix.lower() == ".zarr" and p.exists():
-            files.append(p)
-        elif p.is_dir():
-            found = find_images(p / "images") if (p / "images").is_dir() else find_images(p)
+            items.append(InputImage(p.stem, p))
+        elif p.is_dir() or (p.is_file() and p.suffix.lower() in (".csv", ".json")):
+            try:
+                detect_layout(p)
+                layout = load_layout(p, masks=False)
+            except DataError:
+                layout = None
+            if layout is not None and layout.samples:
+                items.extend(samples_as_inputs(layout.samples))
+                continue
+            found = find_images(p) if p.is_dir() else []
             if not found:
-                raise DataError(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-            files.extend(found)
+                raise DataError(
+                    f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) and no dataset layout (images/, "
+                    "ID/images/, a stack, 01/ ...) in this folder"
+                )
+            items.extend(InputImage(f.stem, f) for f in found)
         elif p.is_file():
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 raise DataError(f"{p}: not an image file; supported: {', '.join(IMAGE_SUFFIXES)}")
-            files.append(p)
+            items.append(InputImage(p.stem, p))
         else:
             raise DataError(f"{p}: no such file or folder")
-    stems = [f.stem for f in files]
-    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    names = [i.name for i in items]
+    dupes = sorted({s for s in names if names.count(s) > 1})
     if dupes:
         raise DataError(
             f"several inputs share the name(s) {dupes[:5]}; their masks would overwrite each other"
         )
-    return files
+    return items
 
 
 def output_paths(
@@ -103,9 +166,33 @@ def output_paths(
     return paths
 
 
+def guard_outputs(
+    inputs: Sequence[Path], out: Path, outputs: Sequence[Path], protect: Sequence[str | Path] = ()
+) -> None:
+    """Refuse, before any work, an output that is, replaces or sits among the inputs (with or without
+    ``--overwrite``): OUT must not be an input, the folder holding input images, or inside an input ``.zarr``;
+    no output may have an input's path. ``protect``: more files or folders that must stay untouched (the
+    ground truth of ``evaluate MODEL DATA``)."""
+    out_r = out.resolve()
+    files = {Path(p).resolve() for p in inputs}
+    guarded = files | {Path(p).resolve() for p in protect}
+    folders = {p.parent for p in guarded if not p.is_dir()} | {p for p in guarded if p.is_dir()}
+    for f in files | folders:
+        if out_r == f or (f.suffix.lower() == ".zarr" and f in out_r.parents):
+            raise DataError(
+                f"--out {out}: is {'the folder of' if f in folders else ''} the input {f}; results would mix with "
+                "or replace the inputs (even with --overwrite): choose another folder"
+            )
+    for o in outputs:
+        if o.resolve() in guarded:
+            raise DataError(
+                f"--out {out}: the result {o} would replace the input {o.resolve()}; choose another folder"
+            )
+
+
 def predict_files(
     model: str | Path | Predictor,
-    inputs: Sequence[str | Path],
+    inputs: Sequence[str | Path | InputImage],
     out: str | Path,
     *,
     format: str | None = None,
@@ -113,6 +200,9 @@ def predict_files(
     instances: bool = False,
     overlay: bool = False,
     overwrite: bool = False,
+    resume: bool = False,
+    skip_bad: bool = False,
+    protect: Sequence[str | Path] = (),
     progress: bool = True,
     max_pixels_in_memory: int = 1 << 26,
     object_context: int = 128,
@@ -120,25 +210,30 @@ def predict_files(
     dask_workers: int = 2,
     chunk: int | None = None,
     **kwargs: object,
-) -> list[PredictedFile]:
-    """Segment image files (or folders of them, or ``.zarr`` arrays) and write the results to ``out``.
+) -> PredictedFiles:
+    """Segment image files (or folders of them, datasets in any layout, or ``.zarr`` arrays) into ``out``.
 
     Per input ``NAME`` (of the input's height and width):
 
-    - ``NAME.png`` (``format="png"``) or ``NAME.tif`` (``"tiff"``): the mask, 0/255 for a binary model,
-      otherwise in the training masks' encoding (class values, colours, or 0/1/2 for background / interior /
-      border);
+    - ``NAME.png`` (``format="png"``) or ``NAME.tif`` (``"tiff"``): the mask in the user's encoding: 0/255 for
+      binary and instance masks (a border model's interior and border are both the object), the class values
+      for class masks, the colours for colour masks;
     - ``NAME_probs.tif`` with ``save_probs`` (``True`` = ``"float16"``, or ``"float32"``, or ``"uint8"`` =
       p x 255): the foreground probability ``(H, W)`` of a binary model, ``(C, H, W)`` otherwise;
     - ``NAME_instances.tif`` with ``instances``: object labels (uint16, or uint32 past 65,535 objects);
     - ``NAME_overlay.png`` with ``overlay``: contours drawn on the image (at most 2048 pixels a side);
     - with ``format="zarr"`` one group ``NAME.zarr`` holding the arrays ``mask``, ``probs`` and
       ``instances`` instead.
+    A multi-page TIFF given to a 2-D model (an ISBI stack) is segmented page by page into stacks.
+
+    Every input is checked (readable, channels, size) and no output may be or replace an input, before the
+    first result is written. Each result appears atomically under its final name. Existing results are an
+    error unless ``overwrite`` (replace them) or ``resume`` (keep them and do the rest: a killed batch goes on
+    where it stopped). ``skip_bad``: go on past damaged inputs; they are listed in the result's ``skipped``.
 
     ``format`` defaults to PNG, or TIFF for images over ``max_pixels_in_memory`` pixels: those are read
     lazily and held on disk while they are processed, so memory does not grow with the image. Instance IDs
-    are consistent across tiles and blocks for objects up to ``object_context`` pixels across. Existing
-    files are kept unless ``overwrite``; every check happens before the first tile is computed.
+    are consistent across tiles and blocks for objects up to ``object_context`` pixels across.
 
     ``dask``: run on a Dask cluster instead (``True``: a ``LocalCluster`` of ``dask_workers`` processes started
     here; a string: the scheduler's address), ``chunk`` x ``chunk`` pixels per task, results as zarr (see
@@ -149,8 +244,13 @@ def predict_files(
     probs_dtype = "float16" if save_probs is True else (save_probs or None)
     if probs_dtype is not None and probs_dtype not in PROBS_DTYPES:
         raise ConfigError(f"--save-probs {probs_dtype!r} is unknown; choose one of {', '.join(PROBS_DTYPES)}")
-    files = collect_inputs(inputs)
+    if overwrite and resume:
+        raise ConfigError("--overwrite replaces results and --resume keeps them: choose one")
+    items = collect_inputs(inputs)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        guard_outputs([i.path for i in items], out, [out], protect)
+        raise DataError(f"--out {out}: exists and is not a folder")
     if dask:
         if isinstance(model, Predictor):
             raise ConfigError(
@@ -160,71 +260,183 @@ def predict_files(
             raise ConfigError("--dask writes zarr groups (--format zarr) and no --overlay")
         if chunk is not None and chunk < 16:
             raise ConfigError(f"--chunk must be at least 16 pixels, got {chunk}")
+    guard_outputs([i.path for i in items], out, [], protect)
     predictor = model if isinstance(model, Predictor) else Predictor.from_checkpoint(model, **kwargs)  # type: ignore[arg-type]
+    files = [i.path for i in items]
     if dask:
-        return _predict_dask(
-            model,
-            predictor,
-            files,
-            out,
-            kwargs,
-            address=None if dask is True else str(dask),
-            workers=dask_workers,
-            chunk=chunk or (256 if predictor.spatial_dims == 3 else 2048),
-            probs_dtype=probs_dtype,
-            instances=instances,
-            object_context=object_context,
-            overwrite=overwrite,
-            progress=progress,
+        guard_outputs(files, out, [out / f"{i.name}.zarr" for i in items], protect)
+        return PredictedFiles(
+            _predict_dask(
+                model,
+                predictor,
+                items,
+                out,
+                kwargs,
+                address=None if dask is True else str(dask),
+                workers=dask_workers,
+                chunk=chunk or (256 if predictor.spatial_dims == 3 else 2048),
+                probs_dtype=probs_dtype,
+                instances=instances,
+                object_context=object_context,
+                overwrite=overwrite,
+                progress=progress,
+            )
         )  # type: ignore[arg-type]
     if predictor.spatial_dims == 3:
+        fmt = format or "tiff"
+        jobs = [
+            (
+                i,
+                output_paths(
+                    i.name, out, fmt, probs=probs_dtype is not None, instances=instances, overlay=overlay
+                ),
+            )
+            for i in items
+        ]
+        guard_outputs(files, out, [p for _, paths in jobs for p in paths.values()], protect)
         return _predict_volumes(
-            predictor, files, out, format or "tiff", probs_dtype, instances, overlay, overwrite, progress
+            predictor, jobs, out, fmt, probs_dtype, instances, overlay, overwrite, resume, skip_bad, progress
         )
-    jobs = []
-    for f in files:
-        h, w = image_size(f)  # headers only: every input is checked before the first tile is computed
+    jobs, bad = [], []
+    for item in items:  # every input checked before the first result is written
+        try:
+            h, w, pages = _check_input(item.path, predictor, max_pixels_in_memory)
+        except DataError as exc:
+            bad.append(str(exc))
+            continue
         large = h * w > max_pixels_in_memory
-        fmt = format or ("tiff" if large else "png")
-        if fmt == "png" and large:
-            raise DataError(
-                f"{f}: {h} x {w} pixels is too large to write as PNG in bounded memory; "
-                "use --format tiff or --format zarr"
+        fmt = format or ("tiff" if large or pages > 1 else "png")
+        if fmt == "png" and (large or pages > 1):
+            why = (
+                f"{h} x {w} pixels is too large to write as PNG in bounded memory"
+                if large
+                else f"a stack of {pages} pages"
             )
+            raise DataError(f"{item.path}: {why}; use --format tiff or --format zarr")
         paths = output_paths(
-            f.stem, out, fmt, probs=probs_dtype is not None, instances=instances, overlay=overlay
+            item.name, out, fmt, probs=probs_dtype is not None, instances=instances, overlay=overlay
         )
-        jobs.append((f, large, fmt, paths))
-    if not overwrite:
-        clash = [p for *_, paths in jobs for p in paths.values() if p.exists()]
-        if clash:
-            raise DataError(f"{clash[0]}: already exists ({len(clash)} in all); pass --overwrite to replace")
-    results = []
+        jobs.append((item, large, fmt, paths, pages))
+    guard_outputs(files, out, [p for *_, paths, _ in jobs for p in paths.values()], protect)
+    if bad and not skip_bad:
+        raise DataError(
+            f"{len(bad)} of {len(items)} input(s) cannot be segmented; nothing was written. Fix or remove them, or "
+            "pass --skip-bad to go on without them:\n  " + "\n  ".join(bad)
+        )
+    jobs, done = _existing(jobs, overwrite, resume, lambda job: job[3])
+    results = PredictedFiles(skipped=bad)
     bar = tqdm(jobs, desc="predict", unit="image", disable=not progress or len(jobs) == 1)
-    for f, large, fmt, paths in bar:
-        with open_image(f).select(predictor.in_channels) as source:
-            results.append(
-                _predict_one(
-                    predictor,
-                    f,
-                    source,
-                    out,
-                    large,
-                    fmt,
-                    paths,
-                    probs_dtype,
-                    instances,
-                    object_context,
-                    progress,
+    for item, large, fmt, paths, pages in bar:
+        try:
+            if pages > 1:
+                results.append(
+                    _predict_stack(predictor, item, pages, paths, probs_dtype, instances, progress)
                 )
-            )
+                continue
+            with open_image(item.path).select(predictor.in_channels) as source:
+                results.append(
+                    _predict_one(
+                        predictor,
+                        item.path,
+                        source,
+                        out,
+                        large,
+                        fmt,
+                        paths,
+                        probs_dtype,
+                        instances,
+                        object_context,
+                        progress,
+                    )
+                )
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            results.skipped.append(str(exc))
+    if done:
+        log.info("--resume: kept %d complete result(s), segmented %d", done, len(jobs))
     return results
+
+
+def _check_input(path: Path, predictor: Predictor, max_pixels: int) -> tuple[int, int, int]:
+    """Height, width and pages of a 2-D model's input, after reading it as the prediction will (an image that
+    fits in memory is decoded whole; a large one is opened and sampled)."""
+    pages = count_planes(path) if path.suffix.lower() in (".tif", ".tiff") else 1
+    if pages > 1:
+        first = read_image(path, 0)
+        predictor.channels_first(first, f"{path} [page 0]")
+        return first.shape[0], first.shape[1], pages
+    with open_image(path).select(predictor.in_channels) as source:
+        h, w = source.spatial_shape
+        if h * w <= max_pixels:
+            source[..., 0:h, 0:w]  # the whole image decodes: a damaged file fails now, not after others
+    return h, w, 1
+
+
+def _existing(jobs: list, overwrite: bool, resume: bool, paths_of: Any) -> tuple[list, int]:
+    """The jobs still to do: every job unless some results exist (an error without --overwrite or --resume;
+    with --resume, jobs whose results are all there are complete, since results appear atomically)."""
+    clash = [p for job in jobs for p in paths_of(job).values() if p.exists()]
+    if not clash or overwrite:
+        return jobs, 0
+    if not resume:
+        raise DataError(
+            f"{clash[0]}: already exists ({len(clash)} result file(s) in all); pass --resume to keep complete "
+            "results and do the rest, or --overwrite to replace them"
+        )
+    todo = [job for job in jobs if not all(p.exists() for p in paths_of(job).values())]
+    return todo, len(jobs) - len(todo)
+
+
+def _predict_stack(
+    predictor: Predictor,
+    item: InputImage,
+    pages: int,
+    paths: dict[str, Path],
+    probs_dtype: str | None,
+    want_instances: bool,
+    progress: bool,
+) -> PredictedFile:
+    """A multi-page TIFF (one 2-D image per page, as ISBI stacks) → stacks of masks (and labels, probs)."""
+    masks, labels, probs = [], [], []
+    for k in tqdm(range(pages), desc=item.name, unit="page", disable=not progress):
+        image = read_image(item.path, k)
+        p = predictor.predict_proba(image, f"{item.path} [page {k}]")
+        classes = predictor.to_labels(p)
+        masks.append(predictor.to_mask(classes))
+        if probs_dtype:
+            probs.append(encode_probs(p[0] if len(p) == 1 else p, probs_dtype))
+        if want_instances:
+            labels.append(predictor.instances(classes))
+    written = {"mask": write_volume(paths["mask"], np.stack(masks), overwrite=True)}
+    objects = None
+    if want_instances:
+        stack = np.stack(labels)
+        objects = int(sum(int(lab.max()) for lab in labels))
+        written["instances"] = write_volume(
+            paths["instances"], stack.astype(np.uint16 if stack.max() < 2**16 else np.uint32), overwrite=True
+        )
+    if probs_dtype:
+        written["probs"] = write_volume(paths["probs"], np.stack(probs), overwrite=True)
+    if "overlay" in paths:
+        first = read_image(item.path, 0)
+        shown = labels[0] if labels else masks[0]
+        written["overlay"] = write_image(paths["overlay"], contour_overlay(first, shown), overwrite=True)
+    return PredictedFile(
+        source=item.path,
+        mask=written["mask"],
+        probs=written.get("probs"),
+        shape=(pages, *masks[0].shape[:2]),  # type: ignore[arg-type]
+        instances=written.get("instances"),
+        overlay=written.get("overlay"),
+        objects=objects,
+    )
 
 
 def _predict_dask(
     model: str | Path,
     predictor: Predictor,
-    files: list[Path],
+    items: list[InputImage],
     out: Path,
     settings: dict[str, Any],
     *,
@@ -239,7 +451,8 @@ def _predict_dask(
 ) -> list[PredictedFile]:
     from .distributed import DaskRun, model_spec, predict_chunks
 
-    finals = [out / f"{f.stem}.zarr" for f in files]
+    files = [i.path for i in items]
+    finals = [out / f"{i.name}.zarr" for i in items]
     volumes = predictor.spatial_dims == 3
     shapes = {}
     for f in files:  # headers only: every input is checked before the cluster starts
@@ -255,7 +468,9 @@ def _predict_dask(
         spec = model_spec(model, cluster.threads_per_task(), settings)
         log.info("Dask: %d worker(s) at %s", cluster.n_workers, cluster.client.scheduler.address)
         for f, final in zip(files, finals, strict=True):
-            work = Path(tempfile.mkdtemp(prefix=f".{f.stem}.work.", dir=out))  # where every worker can write
+            work = Path(
+                tempfile.mkdtemp(prefix=f".{final.stem}.work.", dir=out)
+            )  # where every worker can write
             try:
                 group = work / "result.zarr"
                 objects = predict_chunks(
@@ -306,7 +521,11 @@ def _predict_one(
 
     h, w = source.spatial_shape
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{f.stem}.work.", dir=out)) if large or fmt == "zarr" else None
+    work = (
+        Path(tempfile.mkdtemp(prefix=f".{paths['mask'].stem}.work.", dir=out))
+        if large or fmt == "zarr"
+        else None
+    )
     try:
         store = zarr.open_group(str(work / "arrays.zarr"), mode="w") if large and work else None
         classes = new_array((h, w), np.uint8, store, "classes")
@@ -434,41 +653,48 @@ def _overlay(source: ImageSource, labels: Any, side: int = 2048, detail: int = 1
 
 def _predict_volumes(
     predictor: Predictor,
-    files: list[Path],
+    jobs: list[tuple[InputImage, dict[str, Path]]],
     out: Path,
     fmt: str,
     probs_dtype: str | None,
     instances: bool,
     overlay: bool,
     overwrite: bool,
+    resume: bool,
+    skip_bad: bool,
     progress: bool,
-) -> list[PredictedFile]:
+) -> PredictedFiles:
     """A 3-D model: each input is a volume (TIFF z-stack, ``.npy``, ``.zarr``), segmented in memory and
     written as a multi-page TIFF (or a zarr group); the overlay shows the middle slice."""
     import zarr
 
     if fmt == "png":
         raise ConfigError("a 3-D model writes volumes: use --format tiff (the default) or --format zarr")
-    jobs = [
-        (
-            f,
-            output_paths(
-                f.stem, out, fmt, probs=probs_dtype is not None, instances=instances, overlay=overlay
-            ),
+    bad = []
+    for item, _ in jobs:  # headers and channels of every input before the first result is written
+        try:
+            with open_image(item.path, volume=True).select(predictor.in_channels):
+                pass
+        except DataError as exc:
+            bad.append(str(exc))
+    if bad and not skip_bad:
+        raise DataError(
+            f"{len(bad)} of {len(jobs)} volume(s) cannot be segmented; nothing was written. Fix or remove them, or "
+            "pass --skip-bad:\n  " + "\n  ".join(bad)
         )
-        for f in files
-    ]
-    clash = [p for _, paths in jobs for p in paths.values() if p.exists()]
-    if clash and not overwrite:
-        raise DataError(f"{clash[0]}: already exists ({len(clash)} in all); pass --overwrite to replace")
-    volumes = {
-        f: read_volume(f) for f, _ in jobs[:1]
-    }  # the first is read now: a bad file fails before compute
+    jobs = [(i, paths) for i, paths in jobs if not any(str(i.path) in b for b in bad)]
+    jobs, _ = _existing(jobs, overwrite, resume, lambda job: job[1])
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for f, paths in tqdm(jobs, desc="predict", unit="volume", disable=not progress or len(jobs) == 1):
-        volume = volumes.pop(f, None)
-        volume = read_volume(f) if volume is None else volume
+    results = PredictedFiles(skipped=bad)
+    for item, paths in tqdm(jobs, desc="predict", unit="volume", disable=not progress or len(jobs) == 1):
+        f = item.path
+        try:
+            volume = read_volume(f)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            results.skipped.append(str(exc))
+            continue
         probs = predictor.predict_proba(volume, f, progress=progress)
         classes = predictor.to_labels(probs)
         labels = predictor.instances(classes) if instances else None
@@ -479,7 +705,7 @@ def _predict_volumes(
             arrays["instances"] = labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32)
         written: dict[str, Path] = {}
         if fmt == "zarr":
-            work = Path(tempfile.mkdtemp(prefix=f".{f.stem}.work.", dir=out))
+            work = Path(tempfile.mkdtemp(prefix=f".{item.name}.work.", dir=out))
             try:
                 group = zarr.open_group(str(work / "result.zarr"), mode="w")
                 for key, arr in arrays.items():

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..checkpoint import build_model, load_checkpoint
+from ..checkpoint import build_model, load_checkpoint, resolve_model_path
 from ..data.io import channel_indices, to_channels_first
 from ..data.lazy import ImageSource
 from ..data.masks import MaskEncoding
@@ -170,6 +170,7 @@ class Predictor:
         """Load a checkpoint written by :func:`unetkit.train` (safe loading, see ``load_checkpoint``).
 
         ``tile`` defaults to the checkpoint's training patch size (at least 256)."""
+        path = resolve_model_path(path)
         engine = kwargs.pop("engine", None) or "torch"
         if engine not in ENGINES:
             raise ConfigError(f"--engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
@@ -276,9 +277,11 @@ class Predictor:
         return probs.argmax(axis=0).astype(np.uint8)
 
     def to_mask(self, labels: np.ndarray) -> np.ndarray:
-        """Class indices → the mask written to disk: 0/255 for a binary model, else the training encoding."""
-        if self.num_classes == 1:
-            return labels * np.uint8(255)
+        """Class indices → the mask written to disk, in the encoding of the user's masks: 0/255 for binary and
+        instance masks (a border model's interior and border together are the object: the internal border
+        class never reaches a mask file), class values for class masks, colours for colour masks."""
+        if self.num_classes == 1 or self.encoding.name in ("binary", "instances"):
+            return (labels > 0).astype(np.uint8) * np.uint8(255)
         return self.encoding.decode(labels)
 
     # -- the streaming engine --------------------------------------------------------------------------

@@ -1,20 +1,25 @@
-"""Score predictions against ground truth, file by file: semantic, instance or ISBI 2012 metrics.
+"""Score predictions against ground truth: semantic, instance or ISBI 2012 metrics, exact in every encoding.
 
-Files are paired by stem (``NAME``, ``NAME_mask``, ... all match). For each ``NAME`` the prediction folder
-may hold the mask ``NAME.png|tif``, ``NAME_instances.tif`` and ``NAME_probs.tif`` (as ``unetkit predict``
-writes them); instance metrics use the instance labels when present (else the connected components of the
-mask), ISBI metrics the probabilities when present (else the mask).
+The truth is a dataset in any layout (or a folder of masks); every ground-truth sample is paired with the
+prediction of the same name (``NAME.png|tif``, ``NAME_mask.png``, ``NAME_cp_masks.png`` ..., with
+``NAME_instances.tif`` and ``NAME_probs.tif`` as ``unetkit predict`` writes them). A sample without a
+prediction, or a prediction without truth, is an error.
 
-Mode ``auto``: ``instance`` when the ground truth holds instance labels (its ``dataset.yaml`` says
-``mask_encoding: instances``, or a mask has more than two labels and more than 255 or 20 distinct
-values), else ``semantic``.
+How the truth is read is decided once, with one precedence: flags > ``DATA/dataset.yaml`` > the model's
+training masks (``evaluate MODEL DATA``) > the layout (DSB and CTC hold instances) > masks with one value
+besides 0 (binary). Anything else is refused with the flag to pass; labels are never classified by
+counting them. Class and colour masks are scored per class (by name); instance truth by its IDs.
+
+Mode ``auto``: ``instance`` for instance masks, else ``semantic``.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,15 +27,26 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..data.io import count_planes, read_image, read_volume
-from ..data.layouts import find_images, mask_stem, read_descriptor
+from ..config import DataConfig
+from ..data.checks import naming_of, resolve_encoding
+from ..data.io import IMAGE_SUFFIXES, count_planes, read_image, read_volume
+from ..data.layouts import (
+    MASK_DIRS,
+    Sample,
+    find_images,
+    load_layout,
+    mask_stem,
+    read_descriptor,
+    read_sample_mask,
+)
+from ..data.masks import IGNORE, MaskEncoding, encode_mask
 from ..errors import ConfigError, DataError
 from .boundary import boundary_scores
 from .instance import DSB_THRESHOLDS, match_instances
 from .isbi import isbi_scores
 from .semantic import SemanticScores, confusion_matrix
 
-__all__ = ["MODES", "Evaluation", "ImageResult", "evaluate", "evaluate_model", "pair_masks"]
+__all__ = ["MODES", "Evaluation", "ImageResult", "Reading", "evaluate", "evaluate_model", "pair_masks"]
 
 MODES = ("auto", "semantic", "instance", "isbi")
 OUTPUT_SUFFIXES = ("_probs", "_instances", "_overlay", "_errors")
@@ -39,13 +55,13 @@ DEFINITIONS = {
     "dice": "2|P∩T| / (|P|+|T|) per class (foreground = non-zero for binary masks), mean over foreground "
     "classes; 1.0 when both are empty",
     "iou": "|P∩T| / |P∪T| (Jaccard), as dice; 1.0 when both are empty",
-    "precision": "TP / (TP + FP) (pixels, or objects in instance mode at IoU >= 0.5)",
-    "recall": "TP / (TP + FN) (pixels, or objects in instance mode at IoU >= 0.5)",
+    "precision": "TP / (TP + FP) (pixels, or objects in instance mode at IoU > 0.5)",
+    "recall": "TP / (TP + FN) (pixels, or objects in instance mode at IoU > 0.5)",
     "pixel_accuracy": "correctly classified pixels / all pixels",
     "hausdorff": "max of the two directed maximal boundary distances (pixels); NaN when one mask is empty",
     "hd95": "max of the two directed 95th-percentile boundary distances (pixels), as MONAI",
     "mean_surface_distance": "mean of all boundary distances in both directions (pixels)",
-    "f1": "2 TP / (2 TP + FP + FN) of objects matched one-to-one at IoU >= 0.5 (Hungarian)",
+    "f1": "2 TP / (2 TP + FP + FN) of objects matched one-to-one at IoU > 0.5",
     "pq": "panoptic quality: sum of matched IoU / (TP + FP/2 + FN/2), Kirillov et al. 2019",
     "sq": "mean IoU of the matched objects",
     "dsb_score": "Data Science Bowl 2018: mean over IoU 0.50:0.05:0.95 of TP / (TP + FP + FN)",
@@ -83,10 +99,18 @@ class ImageResult:
 
 @dataclass
 class Evaluation:
-    """Per-image scores and their means over images (NaN-aware) for one mode."""
+    """Per-image scores and their means over images (NaN-aware) for one mode; ``reading`` says how truth and
+    predictions were read."""
 
     mode: str
     images: list[ImageResult] = field(default_factory=list)
+    reading: Reading | None = None
+    #: the arrays behind one image's scores, for pictures (set by :func:`evaluate`)
+    arrays: Callable[[str], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def notes(self) -> list[str]:
+        return self.reading.describe() if self.reading else []
 
     @property
     def mean(self) -> dict[str, float]:
@@ -109,6 +133,7 @@ class Evaluation:
         return _jsonable(
             {
                 "mode": self.mode,
+                "reading": self.notes,
                 "metric_definitions": {k: v for k, v in DEFINITIONS.items() if k in self.mean},
                 "mean": {**self.mean, "images": len(self.images)},
                 "images": [{"name": s.name, **s.scores, **s.details} for s in self.images],
@@ -136,11 +161,19 @@ class Evaluation:
 
     def table(self) -> str:
         cols = [c for c in COLUMNS[self.mode] if c in self.mean]
+        cols += [c for c in self.mean if c.startswith("dice[")]
         width = max([len(s.name) for s in self.images] + [5])
-        lines = [f"{'image':<{width}}  " + "  ".join(f"{c:>9}" for c in cols)]
+        widths = [max(9, len(c)) for c in cols]
+        lines = [f"{'image':<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cols, widths, strict=True))]
         for s in self.images:
-            lines.append(f"{s.name:<{width}}  " + "  ".join(f"{_fmt(s.scores[c]):>9}" for c in cols))
-        lines.append(f"{'mean':<{width}}  " + "  ".join(f"{_fmt(self.mean[c]):>9}" for c in cols))
+            lines.append(
+                f"{s.name:<{width}}  "
+                + "  ".join(f"{_fmt(s.scores[c]):>{w}}" for c, w in zip(cols, widths, strict=True))
+            )
+        lines.append(
+            f"{'mean':<{width}}  "
+            + "  ".join(f"{_fmt(self.mean[c]):>{w}}" for c, w in zip(cols, widths, strict=True))
+        )
         return "\n".join(lines)
 
 
@@ -166,56 +199,121 @@ def _jsonable(obj: Any) -> Any:
 
 # -- pairing and reading ---------------------------------------------------------------------------------
 
-
-def _mask_folder(path: Path) -> Path:
-    for sub in ("masks", "labels"):
-        if (path / sub).is_dir():
-            return path / sub
-    return path
+PRED_ENCODINGS = ("auto", "instances", "binary")
 
 
 @dataclass
 class Pair:
+    """One ground-truth sample and the prediction files found for it."""
+
     name: str
+    truth: Sample
     mask: Path
-    truth: Path
+    mask_page: int | None = None
     instances: Path | None = None
     probs: Path | None = None
     image: Path | None = None
 
+    def files(self) -> dict[str, str]:
+        out = {"mask": str(self.mask), "truth": self.truth.mask_label}
+        out.update(
+            {k: str(v) for k in ("instances", "probs", "image") if (v := getattr(self, k)) is not None}
+        )
+        return out
 
-def pair_masks(pred: str | Path, truth: str | Path) -> list[Pair]:
-    """Pair prediction and ground-truth files by stem; ``truth`` may be a dataset folder (its ``masks/``
-    or ``labels/`` are used, and its ``images/`` for the report's pictures)."""
-    pred, truth = Path(pred), Path(truth)
-    for p, opt in ((pred, "PRED"), (truth, "GT")):
-        if not p.is_dir():
-            raise DataError(f"{opt} {p}: no such folder")
-    truth_dir = _mask_folder(truth)
-    gts = {mask_stem(p.stem): p for p in find_images(truth_dir)}
-    files = find_images(pred)
-    preds = {mask_stem(p.stem): p for p in files if not p.stem.endswith(OUTPUT_SUFFIXES)}
-    if not preds:
-        raise DataError(f"PRED {pred}: no mask files")
-    missing = sorted(set(preds) - set(gts))
+
+def truth_samples(
+    truth: str | Path, data: DataConfig | None = None
+) -> tuple[list[Sample], dict[str, Any], bool]:
+    """The ground-truth samples of ``truth``: a dataset in any layout (its images are shown in the report), or
+    a plain folder of mask files. Returns ``(samples, layout defaults, images known)``."""
+    truth = Path(truth)
+    data = data or DataConfig()
+    if not truth.exists():
+        raise DataError(f"GT {truth}: no such folder or list")
+    try:
+        layout = load_layout(truth, data.layout, naming=naming_of(data))
+    except DataError:
+        folder = (
+            next((truth / n for n in MASK_DIRS if (truth / n).is_dir()), truth) if truth.is_dir() else truth
+        )
+        if data.layout != "auto" or not truth.is_dir() or not find_images(folder):
+            raise
+        masks = find_images(folder)  # a plain folder of masks, named like the predictions
+        names = [mask_stem(m.stem) for m in masks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise DataError(f"GT {truth}: several masks for the name(s) {dupes[:3]}") from None
+        return [Sample(n, m, m) for n, m in zip(names, masks, strict=True)], {}, False
+    if layout.problems:
+        raise DataError(
+            f"GT {truth}: {len(layout.problems)} problem(s):\n  " + "\n  ".join(layout.problems[:10])
+        )
+    return layout.samples, layout.defaults, True
+
+
+def _prediction_files(pred: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Prediction masks by name (``NAME.png``, or a known mask suffix: ``NAME_mask``, ``NAME_cp_masks``...)
+    and the extra outputs of ``predict`` by their stem (``NAME_instances``, ``NAME_probs``)."""
+    files = find_images(pred) + sorted(p for p in pred.glob("*.zarr") if p.is_dir())
+    masks: dict[str, Path] = {}
+    extra: dict[str, Path] = {}
+    for f in files:
+        if f.stem.endswith(OUTPUT_SUFFIXES):
+            extra[f.stem] = f
+            continue
+        name = f.stem if f.suffix == ".zarr" else mask_stem(f.stem)
+        if name in masks:
+            raise DataError(
+                f"PRED {pred}: two predictions for '{name}' ({masks[name].name}, {f.name}); keep one"
+            )
+        masks[name] = f
+    return masks, extra
+
+
+def pair_masks(pred: str | Path, truth: str | Path, data: DataConfig | None = None) -> list[Pair]:
+    """Pair every ground-truth sample of ``truth`` with its prediction in ``pred`` by name. A truth sample
+    without a prediction, or a prediction without truth, is an error (nothing is skipped silently). A stack
+    sample (ISBI page ``k``) pairs with ``NAME`` or with page ``k`` of a prediction stack named like the
+    image stack."""
+    pred = Path(pred)
+    if not pred.is_dir():
+        raise DataError(f"PRED {pred}: no such folder")
+    samples, _, with_images = truth_samples(truth, data)
+    masks, extra = _prediction_files(pred)
+    if not masks:
+        raise DataError(f"PRED {pred}: no prediction files ({', '.join(IMAGE_SUFFIXES)}, .zarr)")
+    pairs, missing, used = [], [], set()
+    for s in samples:
+        stack = s.image_page is not None and s.name not in masks and s.image.stem in masks
+        key = s.image.stem if stack else s.name
+        if key not in masks:
+            missing.append(s.name)
+            continue
+        used.add(key)
+        pairs.append(
+            Pair(
+                s.name,
+                s,
+                masks[key],
+                s.image_page if stack else None,
+                None if stack else extra.get(f"{key}_instances"),
+                None if stack else extra.get(f"{key}_probs"),
+                s.image if with_images else None,
+            )
+        )
+    unused = sorted(set(masks) - used)
+    if unused:
+        raise DataError(
+            f"GT {truth}: no ground truth for {len(unused)} prediction(s), e.g. {unused[:3]}; files are paired "
+            "by name"
+        )
     if missing:
         raise DataError(
-            f"GT {truth_dir}: no ground truth for {len(missing)} prediction(s), e.g. {missing[:3]}; "
-            "files are paired by name"
+            f"PRED {pred}: no prediction for {len(missing)} of {len(samples)} ground-truth sample(s), e.g. "
+            f"{missing[:3]}; predictions are paired with the truth by name (run predict on the same images)"
         )
-    extra = {p.stem: p for p in files if p.stem.endswith(OUTPUT_SUFFIXES)}
-    images = {p.stem: p for p in find_images(truth / "images")} if (truth / "images").is_dir() else {}
-    return [
-        Pair(
-            name,
-            preds[name],
-            gts[name],
-            extra.get(f"{name}_instances"),
-            extra.get(f"{name}_probs"),
-            images.get(name),
-        )
-        for name in sorted(preds)
-    ]
+    return pairs
 
 
 def _is_volume(path: Path) -> bool:
@@ -223,42 +321,139 @@ def _is_volume(path: Path) -> bool:
     return suffix == ".zarr" or (suffix in (".tif", ".tiff") and count_planes(path, stack=True) > 1)
 
 
-def read_array(path: Path) -> np.ndarray:
-    """A label image, or a volume when the file is a TIFF z-stack (several planes) or a ``.zarr`` array; a
-    colour mask becomes its foreground (any non-black pixel)."""
+def read_array(path: Path, page: int | None = None, key: str = "mask") -> np.ndarray:
+    """A prediction or mask file as stored: a label image (``(H, W)``, or ``(H, W, 3)`` colours), page ``page``
+    of a stack, array ``key`` of a ``predict`` zarr group, or a volume (TIFF z-stack, zarr array)."""
+    if path.suffix.lower() == ".zarr" and path.is_dir():
+        import zarr
+
+        node = zarr.open(str(path), mode="r")
+        if isinstance(node, zarr.Group):
+            if key not in node:
+                raise DataError(f"{path}: no '{key}' array in this zarr group")
+            node = node[key]
+        return np.asarray(node[page] if page is not None else node[...])
+    if page is not None:
+        return read_image(path, page)
     if _is_volume(path):
         return read_volume(path)
-    m = read_image(path)
-    return m.any(axis=-1) if m.ndim == 3 else m
+    return read_image(path)
 
 
-def _is_instances(truth: Path, masks: list[np.ndarray]) -> bool:
-    root = truth if (truth / "masks").is_dir() or (truth / "labels").is_dir() else truth.parent
-    if read_descriptor(root).get("mask_encoding") == "instances":
-        return True
-    return any(len(np.unique(m)) > 20 or m.max() > 255 for m in masks)
+@dataclass
+class Reading:
+    """How truth and predictions were read: the truth's encoding and where it came from, and notes."""
+
+    encoding: MaskEncoding
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        enc = self.encoding
+        classes = f", classes {enc.names}" if enc.name in ("classes", "rgb") else ""
+        ignore = f", ignoring value {enc.ignore_value}" if enc.ignore_value is not None else ""
+        return [f"truth read as '{enc.name}' masks ({self.source}){classes}{ignore}", *self.notes]
 
 
-def _semantic_labels(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Both masks as class indices: binary (non-zero) when either has at most two values, else the union of
-    their values in sorted order (predict writes masks back in the training encoding, so they agree)."""
-    values = np.union1d(np.unique(pred), np.unique(truth))
-    if len(np.unique(truth)) <= 2 and len(np.unique(pred)) <= 2:
-        return (pred != 0).astype(np.int64), (truth != 0).astype(np.int64), 2
-    return np.searchsorted(values, pred), np.searchsorted(values, truth), len(values)
+def truth_reading(
+    truth: str | Path,
+    samples: list[Sample],
+    layout_defaults: dict[str, Any],
+    data: DataConfig | None,
+    model_encoding: MaskEncoding | None,
+    volumes: bool,
+) -> Reading:
+    """The truth's encoding with one precedence: flags (``data``) > ``DATA/dataset.yaml`` > the model's (as it
+    read its training masks) > the layout's > the masks themselves when they can only be binary. Anything
+    else is refused with the flag to pass: labels are never classified by counting them."""
+    data = data or DataConfig()
+    root = Path(truth)
+    descriptor = read_descriptor(root) if root.is_dir() else {}
+    if data.mask_encoding != "auto" or data.class_values or data.class_colors:
+        enc, source = resolve_encoding(data, root, {}, None), "given"
+    elif descriptor.get("mask_encoding"):
+        enc, source = resolve_encoding(data, root, {}, None), f"{root / 'dataset.yaml'}"
+    elif model_encoding is not None:
+        enc, source = model_encoding, "the model's training masks"
+        if data.ignore_index is not None:
+            enc = dataclasses.replace(enc, ignore_value=data.ignore_index)
+    elif layout_defaults.get("mask_encoding"):
+        enc, source = resolve_encoding(data, root, layout_defaults, None), "the dataset's layout"
+    else:
+        enc, source = _binary_or_refuse(truth, samples, data, volumes), "the masks hold one value besides 0"
+    assert enc is not None
+    # the truth is what the user annotated: no separation gaps, and the border class is part of the object
+    names = enc.class_names if enc.name in ("classes", "rgb") else None
+    return Reading(dataclasses.replace(enc, target="foreground", border_gap=0, class_names=names), source)
 
 
-def _semantic(pred: np.ndarray, truth: np.ndarray) -> tuple[dict[str, float], dict[str, Any]]:
-    p, t, k = _semantic_labels(pred, truth)
-    scores = SemanticScores(confusion_matrix(t, p, k))
-    boundary = [boundary_scores(p == c, t == c) for c in range(1, k)]
+def _binary_or_refuse(
+    truth: str | Path, samples: list[Sample], data: DataConfig, volumes: bool
+) -> MaskEncoding:
+    values: set[int] = set()
+    for s in samples:
+        m = read_volume(s.mask) if volumes and not isinstance(s.mask, tuple) else read_sample_mask(s)
+        if m.ndim == 3 and not volumes:
+            if not all(np.array_equal(m[..., 0], m[..., c]) for c in (1, 2)):
+                raise DataError(
+                    f"GT {s.mask_label}: colour masks; pass --mask-encoding rgb with a colour table (--class-map FILE)"
+                )
+            m = m[..., 0]
+        values.update(np.unique(m).tolist())
+        if len(values - {0}) > 1:
+            shown = sorted(values)[:8]
+            raise DataError(
+                f"GT {truth}: cannot tell what the mask values {shown} mean (object labels or classes?); pass "
+                "--mask-encoding instances (one label per object) or --mask-encoding classes --num-classes N / "
+                "--class-map FILE, or write it in DATA/dataset.yaml (mask_encoding: ...)"
+            )
+    return MaskEncoding("binary", ignore_value=data.ignore_index)
+
+
+def _truth_arrays(s: Sample, enc: MaskEncoding, volumes: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Truth → (class indices with IGNORE for unlabelled pixels, object IDs for instance masks else None)."""
+    raw = read_volume(s.mask) if volumes and not isinstance(s.mask, tuple) else read_sample_mask(s)
+    classes = encode_mask(enc, raw, s.mask_label, volumes)
+    if enc.name != "instances":
+        return classes, None
+    mask = enc._check_shape(np.asarray(raw), s.mask_label)
+    labels = np.where(classes == IGNORE, 0, mask)
+    return classes, labels
+
+
+def _pred_classes(pred: np.ndarray, enc: MaskEncoding, name: str, volumes: bool) -> np.ndarray:
+    """A prediction mask in the truth's encoding → class indices (values outside the class map are refused)."""
+    plain = dataclasses.replace(enc, ignore_value=None)
+    if plain.name in ("binary", "instances"):
+        if pred.ndim == 3 and not volumes:
+            pred = plain._check_shape(pred, name)
+        return (pred != 0).astype(np.uint8)
+    try:
+        return encode_mask(plain, pred, name, volumes)
+    except DataError as exc:
+        raise DataError(f"prediction {exc}; predictions must use the truth's encoding") from None
+
+
+def _semantic(
+    pred: np.ndarray, truth: np.ndarray, names: list[str]
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Class-index prediction and truth (``IGNORE`` = unlabelled, left out) → scores, per class by name."""
+    k = len(names)
+    scores = SemanticScores(confusion_matrix(truth, pred, k, ignore=IGNORE), tuple(names))
+    valid = truth != IGNORE
+    boundary = [boundary_scores((pred == c) & valid, (truth == c) & valid) for c in range(1, k)]
     out = {**scores.means(), "pixel_accuracy": scores.pixel_accuracy}
     for key in ("hausdorff", "hd95", "mean_surface_distance"):
         vals = [b[key] for b in boundary]
         out[key] = float(np.mean(vals)) if vals else 0.0
+    per = scores.per_class()
+    if k > 2:  # every foreground class by name
+        for c in range(1, k):
+            out[f"dice[{names[c]}]"] = float(per["dice"][c])
+            out[f"iou[{names[c]}]"] = float(per["iou"][c])
     details = {"per_class": scores.to_dict()["per_class"], "confusion_matrix": scores.matrix.tolist()}
     if k > 2:
-        details["boundary_per_class"] = boundary
+        details["boundary_per_class"] = dict(zip(names[1:], boundary, strict=True))
     return out, details
 
 
@@ -282,7 +477,7 @@ def _instance(pred_labels: np.ndarray, truth_labels: np.ndarray) -> tuple[dict[s
         "splits": float(len(split)),
         "merges": float(len(merged)),
     }
-    fg = _semantic((pred_labels > 0).astype(np.uint8), (truth_labels > 0).astype(np.uint8))[0]
+    fg = _semantic((pred_labels > 0).astype(np.uint8), (truth_labels > 0).astype(np.uint8), ["bg", "fg"])[0]
     out.update({"dice": fg["dice"], "iou": fg["iou"]})
     ov = s.overlaps
     best = np.zeros(ov.n_true)
@@ -296,8 +491,50 @@ def _instance(pred_labels: np.ndarray, truth_labels: np.ndarray) -> tuple[dict[s
     return out, details
 
 
-def evaluate(pred: str | Path, truth: str | Path, mode: str = "auto") -> Evaluation:
-    """Score every prediction in ``pred`` against its match in ``truth`` (see the module docstring).
+def _pred_labels(pair: Pair, pred_encoding: str, volumes: bool) -> tuple[np.ndarray, str]:
+    """Predicted objects: a ``NAME_instances`` file (or zarr array) or a label image by its IDs; a binary mask
+    by connected components. Returns the labels and how they were obtained."""
+    if pair.instances is not None:
+        return read_array(pair.instances), "ids"
+    if pair.mask.suffix == ".zarr":
+        try:
+            return read_array(pair.mask, key="instances"), "ids"
+        except DataError:
+            pass
+    arr = read_array(pair.mask, pair.mask_page)
+    if arr.ndim == 3 and not volumes:
+        if not all(np.array_equal(arr[..., 0], arr[..., c]) for c in (1, 2)):
+            raise DataError(f"{pair.mask}: a colour image cannot be read as object labels")
+        arr = arr[..., 0]
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.array_equal(arr, np.round(arr)):
+            raise DataError(f"{pair.mask}: holds non-integer values; object labels must be integers")
+        arr = arr.astype(np.int64)
+    values = np.unique(arr)
+    ids = pred_encoding == "instances" or (pred_encoding == "auto" and len(values[values != 0]) > 1)
+    if ids:
+        return arr, "ids"
+    return ndi.label(arr != 0)[0], "components"
+
+
+def evaluate(
+    pred: str | Path,
+    truth: str | Path,
+    mode: str = "auto",
+    *,
+    data: DataConfig | None = None,
+    model_encoding: MaskEncoding | None = None,
+    pred_encoding: str = "auto",
+) -> Evaluation:
+    """Score every ground-truth sample of ``truth`` against its prediction in ``pred``.
+
+    ``truth``: a dataset in any layout (``data`` holds its reading flags: layout, folders, naming, mask
+    encoding, class map, ignore value) or a folder of masks. How the truth is read is decided once (see
+    :func:`truth_reading`) and reported in ``Evaluation.notes``; an undecidable encoding is refused.
+    ``mode``: ``auto`` (instance for instance masks, else semantic), ``semantic``, ``instance`` or ``isbi``.
+    ``pred_encoding``: how a prediction mask gives objects in instance mode: ``auto`` (a ``NAME_instances``
+    file or a label image by its IDs; a mask with one value besides 0 by connected components), ``instances``
+    or ``binary``.
 
     Example:
         >>> ev = evaluate("pred/", "data/test/", mode="instance")
@@ -305,39 +542,96 @@ def evaluate(pred: str | Path, truth: str | Path, mode: str = "auto") -> Evaluat
     """
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
-    pairs = pair_masks(pred, truth)
-    truths = {pr.name: read_array(pr.truth) for pr in pairs}
-    for pr in pairs:  # every shape checked before any score is computed
-        truth_shape = truths[pr.name].shape
-        pred_shape = read_array(pr.mask).shape
-        if pred_shape != truth_shape:
-            have, want = "x".join(map(str, pred_shape)), "x".join(map(str, truth_shape))
-            raise DataError(f"{pr.mask}: prediction is {have} but {pr.truth} is {want}")
-    instance_truth = _is_instances(Path(truth), list(truths.values()))
+    if pred_encoding not in PRED_ENCODINGS:
+        raise ConfigError(
+            f"--pred-encoding {pred_encoding!r} is unknown; choose one of {', '.join(PRED_ENCODINGS)}"
+        )
+    pairs = pair_masks(pred, truth, data)
+    _, defaults, _ = truth_samples(truth, data)
+    volumes = any(
+        not isinstance(pr.truth.mask, tuple) and pr.truth.mask_page is None and _is_volume(pr.truth.mask)  # type: ignore[arg-type]
+        for pr in pairs[:1]
+    )
+    reading = truth_reading(truth, [pr.truth for pr in pairs], defaults, data, model_encoding, volumes)
+    enc = reading.encoding
     if mode == "auto":
-        mode = "instance" if instance_truth else "semantic"
-    result = Evaluation(mode)
+        mode = "instance" if enc.name == "instances" else "semantic"
+    truths = {pr.name: _truth_arrays(pr.truth, enc, volumes) for pr in pairs}
+    for pr in pairs:  # every shape checked before any score is computed
+        want = truths[pr.name][0].shape
+        have = read_array(pr.mask, pr.mask_page).shape[: len(want)]
+        if tuple(have) != tuple(want):
+            raise DataError(
+                f"{pr.mask}: prediction is {'x'.join(map(str, have))} but its truth {pr.truth.mask_label} is "
+                f"{'x'.join(map(str, want))}"
+            )
+    result = Evaluation(mode, reading=reading)
+    how_pred: set[str] = set()
     for pr in pairs:
-        t = truths[pr.name]
+        classes, labels = truths[pr.name]
         if mode == "semantic":
-            if instance_truth:  # instance labels are not classes: score the foreground
-                t = (t != 0).astype(np.uint8)
-            scores, details = _semantic(read_array(pr.mask), t)
+            p = _pred_classes(read_array(pr.mask, pr.mask_page), enc, str(pr.mask), volumes)
+            scores, details = _semantic(p, classes, enc.names)
         elif mode == "instance":
-            labels = read_array(pr.instances) if pr.instances else ndi.label(read_array(pr.mask) != 0)[0]
-            true_labels = t if len(np.unique(t)) > 2 else ndi.label(t != 0)[0]
-            scores, details = _instance(labels, true_labels)
+            if labels is None:
+                labels = ndi.label(classes == 1)[0]
+                how_truth = (
+                    "truth objects: connected components of the foreground (the masks are not instances)"
+                )
+                if how_truth not in reading.notes:
+                    reading.notes.append(how_truth)
+            pl, how = _pred_labels(pr, pred_encoding, volumes)
+            how_pred.add(how)
+            ignored = classes == IGNORE
+            if ignored.any():
+                pl = np.where(ignored, 0, pl)
+            scores, details = _instance(pl, labels)
+            details["objects_from"] = how
         else:
-            prediction = read_image(pr.probs) if pr.probs else read_array(pr.mask)
+            prediction = read_image(pr.probs) if pr.probs else read_array(pr.mask, pr.mask_page)
             if prediction.ndim == 3:  # (C, H, W) class probabilities: foreground = 1 - background
                 prediction = 1 - prediction[0]
-            scores, details = isbi_scores(prediction, t), {}
-        result.images.append(ImageResult(pr.name, scores, {**details, "files": _files(pr)}))
+            scores, details = isbi_scores(prediction, (classes == 1).astype(np.uint8)), {}
+        result.images.append(ImageResult(pr.name, scores, {**details, "files": pr.files()}))
+    if "ids" in how_pred:
+        reading.notes.append("predicted objects: label images scored by their IDs")
+    if "components" in how_pred:
+        reading.notes.append(
+            "predicted objects: connected components of binary prediction masks (touching objects merge; "
+            "predict --instances writes label images)"
+        )
+    result.arrays = lambda name: _report_arrays(pairs, truths, name, mode, pred_encoding, enc, volumes)
     return result
 
 
-def _files(pr: Pair) -> dict[str, str]:
-    return {k: str(v) for k, v in vars(pr).items() if isinstance(v, Path)}
+def _report_arrays(
+    pairs: list[Pair],
+    truths: dict,
+    name: str,
+    mode: str,
+    pred_encoding: str,
+    enc: MaskEncoding,
+    volumes: bool,
+) -> dict[str, Any]:
+    """What the HTML report draws for one image: foregrounds, object labels and the image file."""
+    pr = next(p for p in pairs if p.name == name)
+    classes, labels = truths[name]
+    pred = _pred_classes(read_array(pr.mask, pr.mask_page), enc, str(pr.mask), volumes)
+    out = {"truth": classes, "pred": pred, "image": pr.image, "image_page": pr.truth.image_page}
+    if mode == "instance":
+        out["truth_labels"] = labels if labels is not None else ndi.label(classes == 1)[0]
+        out["pred_labels"] = _pred_labels(pr, pred_encoding, volumes)[0]
+    return out
+
+
+def _mask_files(samples: list[Sample]) -> list[Path]:
+    out: list[Path] = []
+    for s in samples:
+        if isinstance(s.mask, tuple):
+            out.extend(s.mask)
+        elif s.mask is not None:
+            out.append(s.mask)
+    return out
 
 
 def evaluate_model(
@@ -348,24 +642,32 @@ def evaluate_model(
     mode: str = "auto",
     overwrite: bool = False,
     progress: bool = True,
+    data_config: DataConfig | None = None,
     **predict_kwargs: Any,
 ) -> Evaluation:
-    """Predict ``data``'s images (``DATA/images`` or the folder itself) with ``model`` into ``out``, with
-    instance labels and probabilities, then :func:`evaluate` them against ``data``'s masks."""
-    from ..inference.api import predict_files
+    """Predict the images of the dataset ``data`` (any layout) with ``model`` into ``out`` (label images and,
+    for ``isbi``, probabilities), then :func:`evaluate` them, reading the truth as the model read its training
+    masks unless ``data_config`` or ``DATA/dataset.yaml`` say otherwise."""
+    from ..checkpoint import load_checkpoint, resolve_model_path
+    from ..inference.api import predict_files, samples_as_inputs
 
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
-    data = Path(data)
-    images = data / "images" if (data / "images").is_dir() else data
+    model = resolve_model_path(model)
+    model_encoding = None
+    if Path(model).suffix.lower() != ".onnx":
+        pre = load_checkpoint(model)["preprocessing"]
+        model_encoding = MaskEncoding.from_dict(pre["encoding"]) if pre.get("encoding") else None
+    samples, _, _ = truth_samples(data, data_config)
     predict_files(
         model,
-        [images],
+        samples_as_inputs(samples),
         out,
         instances=mode in ("auto", "instance"),
         save_probs="float32" if mode == "isbi" else False,
         overwrite=overwrite,
         progress=progress,
+        protect=[data, *_mask_files(samples)],
         **predict_kwargs,
     )
-    return evaluate(out, data, mode=mode)
+    return evaluate(out, data, mode=mode, data=data_config, model_encoding=model_encoding)

@@ -4,10 +4,10 @@ The overlap of every (true, predicted) pair that overlaps at all comes from one 
 pixel-wise label pairs (a sparse contingency table), never from loops over objects; the work grows with the
 number of pixels and of *overlapping* pairs, not with n_true x n_pred. Definitions (IoU = |T∩P| / |T∪P|):
 
-- **match at threshold t**: an optimal one-to-one assignment among pairs with IoU >= t that maximises the
-  number of matches, ties broken by total IoU (Hungarian algorithm on each connected group of candidate
-  pairs; for t > 0.5 candidates are already one-to-one, since two objects cannot both overlap a third by
-  more than half). TP = matches, FP = unmatched predictions, FN = unmatched true objects.
+- **match at threshold t**: an optimal one-to-one assignment among pairs with IoU > t (strictly, as the Data
+  Science Bowl and panoptic-quality definitions are published) that maximises the number of matches, ties
+  broken by total IoU (Hungarian algorithm on each connected group of candidate pairs; for t >= 0.5
+  candidates are already one-to-one, since two objects cannot both overlap a third by more than half). TP = matches, FP = unmatched predictions, FN = unmatched true objects.
 - precision = TP / (TP + FP); recall = TP / (TP + FN); F1 = 2 TP / (2 TP + FP + FN).
 - **mean matched IoU** (segmentation quality, SQ) = mean IoU of the TP pairs.
 - **panoptic quality** (Kirillov et al. 2019): PQ = Σ_TP IoU / (TP + FP/2 + FN/2) = SQ x F1.
@@ -98,8 +98,8 @@ def iou_matrix(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 def _assign(ov: Overlaps, threshold: float) -> np.ndarray:
     """Indices (into the pair arrays) of the matched pairs at ``threshold``."""
-    cand = np.flatnonzero(ov.iou >= threshold)
-    if threshold > 0.5 or len(cand) == 0:
+    cand = np.flatnonzero(ov.iou > threshold)
+    if threshold >= 0.5 or len(cand) == 0:
         return cand
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components

@@ -11,11 +11,11 @@ import html
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ..data.io import read_image, read_volume, write_image
+from ..data.masks import IGNORE
 from ..viz import _gray_rgb, _outline, _tint
-from .evaluate import COLUMNS, DEFINITIONS, Evaluation, _fmt, read_array
+from .evaluate import COLUMNS, DEFINITIONS, Evaluation, _fmt
 
 __all__ = ["write_report"]
 
@@ -25,28 +25,31 @@ SPLIT = np.array([255, 165, 0], np.float32)
 MERGE = np.array([170, 60, 230], np.float32)
 
 
-def _errors_picture(result, mode: str) -> np.ndarray:
-    files = {k: Path(v) for k, v in result.details["files"].items()}
-    truth = read_array(files["truth"])
-    pred = read_array(files["mask"])
+def _errors_picture(evaluation: Evaluation, result, mode: str) -> np.ndarray:
+    assert evaluation.arrays is not None, "pictures need the evaluation's arrays (made by evaluate())"
+    a = evaluation.arrays(result.name)
+    truth, pred = a["truth"], a["pred"]
     volume = truth.ndim == 3
     mid = truth.shape[0] // 2 if volume else None
 
-    def plane(a: np.ndarray) -> np.ndarray:  # volumes are shown by their middle slice
-        return a[mid] if volume else a
+    def plane(x: np.ndarray) -> np.ndarray:  # volumes are shown by their middle slice
+        return x[mid] if volume else x
 
     truth, pred = plane(truth), plane(pred)
-    if "image" in files:
-        image = read_volume(files["image"])[mid] if volume else read_image(files["image"])
+    valid = truth != IGNORE
+    if a["image"] is not None:
+        path = Path(a["image"])
+        image = read_volume(path)[mid] if volume else read_image(path, a.get("image_page"))
         base = _gray_rgb(image)
     else:
-        base = _gray_rgb((truth > 0).astype(np.float32))
-    p, t = pred > 0, truth > 0
-    out = _tint(_tint(base, p & ~t, FP, 0.7), t & ~p, FN, 0.7)
+        base = _gray_rgb(((truth > 0) & valid).astype(np.float32))
+    wrong = (pred != truth) & valid  # every class: wrong pixels, shown as missed (truth fg) or extra
+    t = (truth > 0) & valid
+    out = _tint(_tint(base, wrong & ~t, FP, 0.7), wrong & t, FN, 0.7)
     if mode == "instance":
-        labels = truth if len(np.unique(truth)) > 2 else ndi.label(t)[0]
+        labels = plane(a["truth_labels"])
         split = np.isin(labels, result.details.get("split_labels", [])) & (labels > 0)
-        inst = plane(read_array(files["instances"])) if "instances" in files else ndi.label(p)[0]
+        inst = plane(a["pred_labels"])
         merged = np.isin(inst, result.details.get("merged_labels", [])) & (inst > 0)
         out = _tint(_tint(out, split, SPLIT, 0.6), merged, MERGE, 0.6)
         out[_outline(split)] = SPLIT
@@ -85,7 +88,9 @@ def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = Fals
     head = "".join(f"<th title='{html.escape(DEFINITIONS.get(c, c))}'>{c}</th>" for c in cols)
     rows = []
     for r in evaluation.images:
-        picture = write_image(out / f"{r.name}_errors.png", _errors_picture(r, mode), overwrite=True)
+        picture = write_image(
+            out / f"{r.name}_errors.png", _errors_picture(evaluation, r, mode), overwrite=True
+        )
         cells = "".join(f"<td>{_fmt(r.scores[c])}</td>" for c in cols)
         rows.append(
             f"<tr><td>{html.escape(r.name)}</td>{cells}"

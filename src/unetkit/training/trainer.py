@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..config import RunConfig, load_config
+from ..config import DATASET_KEYS, RunConfig, load_config
 from ..data.augment import Augmenter
 from ..data.checks import check_dataset
 from ..data.dataset import PatchDataset, SampleStore, View, split_views
@@ -259,6 +259,8 @@ def train(
         "normalization": normalizer.to_dict(),
         "encoding": encoding.to_dict(),
         "class_names": encoding.names,
+        # the dataset description, whole: how this model's truth was found and read
+        "dataset": {k: getattr(cfg.data, k) for k in DATASET_KEYS},
     }
     meta = {"patch_in": patch_in, "patch_out": patch_out, "data": str(data), "split": note}
     # The loop's own state: everything `last.pt` must hold for an exact resume.

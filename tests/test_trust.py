@@ -1,0 +1,233 @@
+"""Issue 16: each way a user's journey went wrong, made impossible (every test failed on the code before it)."""
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+from conftest import tiny_config
+from unetkit import DataConfig, DataError, evaluate, read_image, synth_nuclei, train, write_image
+from unetkit.checkpoint import resolve_model_path
+from unetkit.cli.main import main
+from unetkit.data.checks import check_dataset
+from unetkit.data.layouts import Naming, detect_layout, load_layout
+from unetkit.errors import CheckpointError, ConfigError
+from unetkit.export import require_extra
+from unetkit.inference.api import predict_files
+
+
+def blocks(shape=(40, 40), touching=True):
+    """Three rectangles, two of them sharing an edge (no background between them)."""
+    lab = np.zeros(shape, np.uint16)
+    lab[5:15, 5:15] = 1
+    lab[5:15, 15:25] = 2 if touching else 0
+    lab[25:35, 20:32] = 3
+    return lab
+
+
+def instance_folder(root, labels):
+    for name, lab in labels.items():
+        write_image(root / f"{name}.png", lab)
+    return root
+
+
+# -- evaluate: no counting, IDs kept, colours and classes per class -------------------------------------
+
+
+def test_instance_truth_with_few_objects_is_never_read_as_classes(tmp_path):
+    truth = {"a": blocks(), "b": blocks()[::-1].copy()}
+    gt = instance_folder(tmp_path / "gt", truth)
+    pred = instance_folder(tmp_path / "pred", truth)
+    with pytest.raises(DataError, match="--mask-encoding instances"):  # 3 labels: refused, not guessed
+        evaluate(pred, gt)
+    ev = evaluate(pred, gt, data=DataConfig(mask_encoding="instances"))
+    assert ev.mode == "instance"
+    assert ev.mean["dice"] == 1.0 and ev.mean["f1"] == 1.0 and ev.mean["dsb_score"] == 1.0
+    assert any("given" in n for n in ev.notes)
+    (gt / "dataset.yaml").write_text("mask_encoding: instances\n")
+    assert evaluate(pred, gt).mean["pq"] == 1.0  # the dataset's own description decides too
+
+
+def test_touching_predicted_objects_are_scored_by_their_ids(tmp_path):
+    lab = blocks()
+    gt = instance_folder(tmp_path / "gt", {"a": lab})
+    (gt / "dataset.yaml").write_text("mask_encoding: instances\n")
+    pred = instance_folder(tmp_path / "pred", {"a": lab})
+    ev = evaluate(pred, gt)
+    assert ev.images[0].scores["tp"] == 3 and ev.mean["dsb_score"] == 1.0  # components would merge 1 and 2
+    assert any("by their IDs" in n for n in ev.notes)
+    binary = instance_folder(tmp_path / "bin", {"a": ((lab > 0) * 255).astype(np.uint8)})
+    ev = evaluate(binary, gt)
+    assert ev.images[0].scores["tp"] == 1 and ev.images[0].scores["merges"] == 1
+    assert any("connected components" in n for n in ev.notes)  # said, not silent
+
+
+def test_class_masks_are_scored_per_class_with_names_and_unknown_values_refused(tmp_path):
+    truth = np.zeros((20, 20), np.uint8)
+    truth[:10] = 50
+    truth[10:, :10] = 100
+    swapped = np.where(truth == 50, 100, np.where(truth == 100, 50, 0)).astype(np.uint8)
+    write_image(tmp_path / "gt" / "a.png", truth)
+    write_image(tmp_path / "pred" / "a.png", swapped)
+    cmap = tmp_path / "classes.yaml"
+    cmap.write_text(yaml.safe_dump({0: "background", 50: "cell", 100: "debris"}))
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt")]) == 2  # 0/50/100: refused
+    data = DataConfig(
+        mask_encoding="classes", class_values=[0, 50, 100], class_names=["bg", "cell", "debris"]
+    )
+    ev = evaluate(tmp_path / "pred", tmp_path / "gt", data=data)
+    assert ev.mean["dice"] == 0.0 and ev.mean["dice[cell]"] == 0.0 and ev.mean["dice[debris]"] == 0.0
+    assert ev.images[0].details["per_class"]["cell"]["dice"] == 0.0
+    write_image(tmp_path / "pred" / "a.png", np.where(truth == 50, 7, truth).astype(np.uint8), overwrite=True)
+    with pytest.raises(DataError, match=r"prediction .*\[7\]"):
+        evaluate(tmp_path / "pred", tmp_path / "gt", data=data)
+
+
+def test_evaluate_cli_takes_the_dataset_flags(tmp_path, capsys):
+    truth = np.zeros((20, 20, 3), np.uint8)
+    truth[:10, :, 0] = 255
+    write_image(tmp_path / "gt" / "a.png", truth)
+    write_image(tmp_path / "pred" / "a.png", truth)
+    cmap = tmp_path / "colours.yaml"
+    cmap.write_text(
+        yaml.safe_dump([{"name": "bg", "color": "#000000"}, {"name": "tumour", "color": "#ff0000"}])
+    )
+    rc = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--class-map", str(cmap)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "truth read as 'rgb' masks (given)" in out and "1" in out
+
+
+# -- layouts everywhere -------------------------------------------------------------------------------
+
+
+def test_flat_and_named_layouts(tmp_path):
+    img, lab = synth_nuclei((32, 32), 1)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    tifffile.imwrite(flat / "img_01.tif", img)
+    tifffile.imwrite(flat / "img_01_label.tif", lab)
+    tifffile.imwrite(flat / "img_02.tif", img)
+    tifffile.imwrite(flat / "img_02_label.tif", lab)
+    assert detect_layout(flat) == "flat"  # not an ISBI stack
+    assert [(s.image.name, s.mask.name) for s in load_layout(flat).samples] == [
+        ("img_01.tif", "img_01_label.tif"),
+        ("img_02.tif", "img_02_label.tif"),
+    ]
+    ann = tmp_path / "ann"
+    write_image(ann / "images" / "x.png", img)
+    write_image(ann / "annotations" / "x_cp_masks.png", lab)
+    assert load_layout(ann).samples[0].mask.name == "x_cp_masks.png"
+    raw = tmp_path / "raw"
+    write_image(raw / "raw" / "img_01.png", img)
+    write_image(raw / "gt" / "mask_01.png", lab)
+    problems = load_layout(raw).problems
+    assert any("mask without image" in p and "--mask-pattern" in p for p in problems)
+    layout = load_layout(raw, naming=Naming(image_pattern="img_{stem}", mask_pattern="mask_{stem}"))
+    assert [(s.name, s.mask.name) for s in layout.samples] == [("01", "mask_01.png")]
+    two = tmp_path / "two"
+    write_image(two / "images" / "x.png", img)
+    write_image(two / "masks" / "x.png", lab)
+    write_image(two / "labels" / "x.png", lab)
+    with pytest.raises(DataError, match=r"several mask folders .*--masks-dir"):
+        load_layout(two)
+    assert load_layout(two, naming=Naming(masks_dir="labels")).samples[0].mask.parent.name == "labels"
+
+
+# -- check-data ---------------------------------------------------------------------------------------
+
+
+def test_check_data_fails_when_every_mask_is_empty_and_names_real_sizes(tmp_path):
+    for i, shape in enumerate([(30, 50), (60, 20)]):
+        write_image(tmp_path / "images" / f"i{i}.png", np.full(shape, 9, np.uint8))
+        write_image(tmp_path / "masks" / f"i{i}.png", np.zeros(shape, np.uint8))
+    report = check_dataset(tmp_path)
+    assert not report.ok and any("every mask is empty" in p for p in report.problems)
+    summary = report.summary()
+    assert "30x50" in summary and "60x20" in summary and "30x20" not in summary  # no made-up size
+    mask = np.zeros((30, 50), np.uint8)
+    mask[3:9, 3:9] = 255
+    write_image(tmp_path / "masks" / "i0.png", mask, overwrite=True)
+    report = check_dataset(tmp_path)
+    assert report.ok and report.empty_masks == [str(tmp_path / "masks" / "i1.png")]
+
+
+# -- MODEL given as users give it -------------------------------------------------------------------
+
+
+def test_model_may_be_a_run_folder_and_other_files_are_refused_plainly(tmp_path, tiny_run):
+    assert resolve_model_path(tiny_run.run_dir) == tiny_run.run_dir / "best.pt"
+    text = tmp_path / "config.yaml"
+    text.write_text("model: {depth: 2}\n")
+    with pytest.raises(CheckpointError, match="not a model") as info:
+        resolve_model_path(text)
+    assert "arbitrary code" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"pip install 'unetkit\[onnx\]'"):
+        require_extra(("unetkit_no_such_module",), "onnx", "export --format onnx")
+
+
+# -- predict: inputs are sacred, every input checked first, resume --------------------------------------
+
+
+def test_predict_refuses_to_write_among_or_over_its_inputs(tmp_path, tiny_run, tiny_data):
+    folder = tmp_path / "imgs"
+    img, _ = synth_nuclei((40, 40), 3)
+    write_image(folder / "a.png", img)
+    before = (folder / "a.png").read_bytes()
+    for out in (folder, folder / "a.png"):
+        with pytest.raises(DataError, match="input"):
+            predict_files(tiny_run.run_dir, [folder], out, overwrite=True, progress=False)
+    assert (folder / "a.png").read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["a.png"]
+    masks = {p.name: p.read_bytes() for p in (tiny_data / "masks").iterdir()}
+    args = [
+        "evaluate",
+        str(tiny_run.run_dir),
+        str(tiny_data),
+        "--out",
+        str(tiny_data / "masks"),
+        "--overwrite",
+    ]
+    assert main(args) == 2  # the ground truth is an input too
+    assert {p.name: p.read_bytes() for p in (tiny_data / "masks").iterdir()} == masks
+
+
+def test_predict_checks_every_input_before_writing_and_skip_bad_resume(tmp_path, tiny_run, capsys):
+    folder = tmp_path / "imgs"
+    for i in range(4):
+        write_image(folder / f"a{i}.png", synth_nuclei((40, 40), i)[0])
+    (folder / "a9.png").write_bytes(b"\x89PNG\r\n\x1a\n damaged")
+    out = tmp_path / "pred"
+    rc = main(["predict", str(tiny_run.run_dir), str(folder), "--out", str(out), "--no-progress"])
+    assert rc == 2 and not out.exists()  # nothing written: the damaged file was found first
+    assert "a9.png" in capsys.readouterr().err
+    rc = main(
+        ["predict", str(tiny_run.run_dir), str(folder), "--out", str(out), "--no-progress", "--skip-bad"]
+    )
+    assert rc == 1 and sorted(p.name for p in out.iterdir()) == [f"a{i}.png" for i in range(4)]
+    assert "skipped 1 input" in capsys.readouterr().err
+    (out / "a3.png").unlink()
+    stamp = (out / "a0.png").stat().st_mtime_ns
+    rc = main(
+        [
+            "predict",
+            str(tiny_run.run_dir),
+            str(folder / "a0.png"),
+            str(folder / "a3.png"),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--resume",
+        ]
+    )
+    assert rc == 0 and (out / "a3.png").is_file() and (out / "a0.png").stat().st_mtime_ns == stamp
+
+
+def test_border_model_masks_are_in_the_users_encoding(tmp_path, tiny_data):
+    cfg = tiny_config()
+    cfg.data = DataConfig(patch_size=48, mask_encoding="instances", target="border")
+    run = train(tiny_data, tmp_path / "run", cfg, progress=False)
+    out = tmp_path / "pred"
+    predict_files(run.run_dir, [tiny_data / "images"], out, progress=False, instances=True)
+    for mask in out.glob("synth_*[0-9].png"):
+        assert set(np.unique(read_image(mask)).tolist()) <= {0, 255}  # never 0/1/2
+    ev = evaluate(out, tiny_data, mode="semantic")
+    assert ev.images[0].details["per_class"].keys() == {"background", "foreground"}  # no border class
