@@ -231,3 +231,73 @@ def test_border_model_masks_are_in_the_users_encoding(tmp_path, tiny_data):
         assert set(np.unique(read_image(mask)).tolist()) <= {0, 255}  # never 0/1/2
     ev = evaluate(out, tiny_data, mode="semantic")
     assert ev.images[0].details["per_class"].keys() == {"background", "foreground"}  # no border class
+
+
+# -- layouts predict takes ---------------------------------------------------------------------------------
+
+
+def test_predict_takes_a_dsb_test_folder_and_an_isbi_test_stack(tmp_path, tiny_run):
+    dsb = tmp_path / "stage1_test"
+    for i in range(2):
+        img = synth_nuclei((40, 40), i)[0]
+        write_image(dsb / f"id{i}" / "images" / f"id{i}.png", np.dstack([img, img, img]))
+    out = tmp_path / "pred"
+    assert main(["predict", str(tiny_run.run_dir), str(dsb), "--out", str(out), "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["id0.png", "id1.png"]
+    isbi = tmp_path / "isbi"
+    isbi.mkdir()
+    stack = np.stack([synth_nuclei((40, 40), i)[0] for i in range(3)])
+    tifffile.imwrite(isbi / "test-volume.tif", stack, photometric="minisblack")
+    out = tmp_path / "pred-isbi"
+    assert (
+        main(["predict", str(tiny_run.run_dir), str(isbi), "--out", str(out), "--no-progress", "--instances"])
+        == 0
+    )
+    masks = tifffile.imread(out / "test-volume.tif")
+    assert masks.shape == (3, 40, 40) and set(np.unique(masks).tolist()) <= {0, 255}
+    assert tifffile.imread(out / "test-volume_instances.tif").shape == (3, 40, 40)
+
+
+# -- time is explicit ----------------------------------------------------------------------------------------
+
+
+def test_bare_train_has_a_short_cpu_budget_and_epochs_skip_the_measured_run(tmp_path, tiny_data, caplog):
+    import logging
+    import shutil
+
+    from unetkit.cli.train import default_time_budget
+
+    assert default_time_budget("cpu") == "10m"
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    for plan in data.glob("plan.yaml"):
+        plan.unlink()
+    args = ["train", str(data), "--out", str(tmp_path / "run"), "--epochs", "1", "--steps-per-epoch", "1",
+            "--batch", "2", "--patch", "32", "--base-channels", "2", "--depth", "1", "--device", "cpu",
+            "--no-progress"]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="unetkit"):
+        assert main(args) == 0
+    log = caplog.text
+    assert "no measured run" in log and "training: 1 epoch(s) x 1 steps" in log  # said before it starts
+    measured = yaml.safe_load((data / "plan.yaml").read_text())["measured"]
+    assert "step_seconds" not in measured  # planning did not spend a measured training run
+
+
+def test_evaluate_model_finds_the_truth_as_training_did(tmp_path):
+    data = tmp_path / "data"
+    for i in range(4):
+        image, labels = synth_nuclei((64, 64), i)
+        write_image(data / "pics" / f"cell_{i}.png", image)
+        write_image(data / "truth" / f"cell_{i}-seg.png", labels)
+    reading = ["--images-dir", "pics", "--masks-dir", "truth", "--mask-pattern", "{stem}-seg"]
+    reading += ["--mask-encoding", "instances"]
+    with pytest.raises(DataError, match="no known dataset layout"):
+        load_layout(data)  # nothing here is guessable
+    tiny = ["--no-plan", "--epochs", "1", "--steps-per-epoch", "1", "--batch", "2", "--patch", "32",
+            "--base-channels", "2", "--depth", "1", "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), *reading, *tiny]) == 0
+    # the checkpoint holds the dataset description: no flag repeated, truth read as instances
+    assert main(["evaluate", str(tmp_path / "run"), str(data), "--out", str(tmp_path / "pred")]) == 0
+    assert sorted(p.name for p in (tmp_path / "pred").glob("cell_?.png")) == [
+        f"cell_{i}.png" for i in range(4)
+    ]

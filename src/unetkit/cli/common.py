@@ -10,8 +10,8 @@ from ..data.masks import ENCODINGS, TARGETS, load_class_map
 from ..data.normalize import METHODS
 
 
-def add_reading_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """How a dataset is found and its masks read (shared by train, check-data and plan)."""
+def add_finding_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """How a dataset's files are found (every command that reads a dataset, predict included)."""
     d = p.add_argument_group("dataset and masks")
     d.add_argument("--layout", choices=("auto", *LAYOUTS), help="dataset layout (default: auto, detected)")
     d.add_argument(
@@ -30,6 +30,12 @@ def add_reading_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     d.add_argument(
         "--image-pattern", help="image file name around the part shared with the mask, e.g. 'img_{stem}'"
     )
+    return d
+
+
+def add_reading_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """How a dataset is found and its masks read (shared by train, check-data, plan, weights and evaluate)."""
+    d = add_finding_args(p)
     d.add_argument(
         "--mask-encoding",
         choices=("auto", *ENCODINGS),
@@ -103,6 +109,13 @@ def config_with_data_args(args: argparse.Namespace, base: RunConfig | None = Non
         weight_balance=args.weight_balance,
     )
     return cfg
+
+
+def naming_from_args(args: argparse.Namespace):
+    """The folders and name patterns of :func:`add_finding_args`."""
+    from ..data.layouts import Naming
+
+    return Naming(args.images_dir, args.masks_dir, args.image_pattern, args.mask_pattern)
 
 
 def reading_config(args: argparse.Namespace, cfg: RunConfig) -> RunConfig:

@@ -9,6 +9,7 @@ from ..config import PredictConfig
 from ..inference.api import predict_files
 from ..inference.predictor import BLENDS, ENGINES, PRECISIONS
 from ..inference.writers import FORMATS, PROBS_DTYPES
+from .common import add_finding_args, naming_from_args
 
 DEFAULTS = PredictConfig()
 
@@ -152,6 +153,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "exit code is 1",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_finding_args(p)
     p.set_defaults(run=run)
 
 
@@ -166,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
         overlay=args.overlay,
         overwrite=args.overwrite,
         resume=args.resume,
+        layout=args.layout or "auto",
+        naming=naming_from_args(args),
         skip_bad=args.skip_bad,
         progress=not args.no_progress,
         object_context=args.object_context,

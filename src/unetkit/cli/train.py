@@ -231,6 +231,11 @@ def default_run_dir(data: str | Path) -> Path:
     return out
 
 
+def default_time_budget(device: str | None) -> str:
+    """The budget a bare `unetkit train DATA` plans for: short on a CPU (a newcomer's first run), longer on a GPU."""
+    return CPU_TRAIN_BUDGET if resolve_device(device or "auto").type == "cpu" else DEFAULT_BUDGET
+
+
 def planned_config(args: argparse.Namespace) -> tuple[RunConfig | None, dict]:
     """The plan to start from (read, or made now and written) and its measured times, or None for --config
     / --no-plan. A plan made here fills --time-budget (default: CPU_TRAIN_BUDGET on a CPU), planning
@@ -267,7 +272,7 @@ def planned_config(args: argparse.Namespace) -> tuple[RunConfig | None, dict]:
     fixed = args.epochs is not None or args.steps_per_epoch is not None
     if args.time_budget is None:
         cpu = resolve_device(args.device or "auto").type == "cpu"
-        args.time_budget = CPU_TRAIN_BUDGET if cpu else DEFAULT_BUDGET
+        args.time_budget = default_time_budget(args.device)
         if not fixed:
             log.info(
                 "no %s yet and no --time-budget: planning a %s run on this %s (planning included; "

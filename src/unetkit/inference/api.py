@@ -105,10 +105,16 @@ def samples_as_inputs(samples: Sequence[Any]) -> list[InputImage]:
     return out
 
 
-def collect_inputs(inputs: Sequence[str | Path | InputImage]) -> list[InputImage]:
+def collect_inputs(
+    inputs: Sequence[str | Path | InputImage], layout: str = "auto", naming: Any = None
+) -> list[InputImage]:
     """Expand files, ``.zarr`` arrays and folders into named inputs. A folder is read as a dataset when it is
-    one (any layout ``train`` takes: its images, masks or not) and as a folder of images otherwise."""
-    from ..data.layouts import detect_layout, load_layout
+    one (any layout ``train`` takes: its images, masks or not; ``layout`` and ``naming`` as for ``train``) and
+    as a folder of images otherwise."""
+    from ..data.layouts import Naming, detect_layout, load_layout
+
+    naming = naming or Naming()
+    forced = layout != "auto" or naming != Naming()
 
     items: list[InputImage] = []
     for item in inputs:
@@ -119,13 +125,16 @@ def collect_inputs(inputs: Sequence[str | Path | InputImage]) -> list[InputImage
         if p.suffix.lower() == ".zarr" and p.exists():
             items.append(InputImage(p.stem, p))
         elif p.is_dir() or (p.is_file() and p.suffix.lower() in (".csv", ".json")):
-            try:
-                detect_layout(p)
-                layout = load_layout(p, masks=False)
-            except DataError:
-                layout = None
-            if layout is not None and layout.samples:
-                items.extend(samples_as_inputs(layout.samples))
+            if forced:  # the user named the layout: its errors are theirs to see
+                found_layout = load_layout(p, layout, naming=naming, masks=False)
+            else:
+                try:
+                    detect_layout(p)
+                    found_layout = load_layout(p, masks=False)
+                except DataError:
+                    found_layout = None
+            if found_layout is not None and found_layout.samples:
+                items.extend(samples_as_inputs(found_layout.samples))
                 continue
             found = find_images(p) if p.is_dir() else []
             if not found:
@@ -203,6 +212,8 @@ def predict_files(
     resume: bool = False,
     skip_bad: bool = False,
     protect: Sequence[str | Path] = (),
+    layout: str = "auto",
+    naming: Any = None,
     progress: bool = True,
     max_pixels_in_memory: int = 1 << 26,
     object_context: int = 128,
@@ -224,7 +235,8 @@ def predict_files(
     - ``NAME_overlay.png`` with ``overlay``: contours drawn on the image (at most 2048 pixels a side);
     - with ``format="zarr"`` one group ``NAME.zarr`` holding the arrays ``mask``, ``probs`` and
       ``instances`` instead.
-    A multi-page TIFF given to a 2-D model (an ISBI stack) is segmented page by page into stacks.
+    A multi-page TIFF given to a 2-D model (an ISBI stack) is segmented page by page into stacks. ``layout``
+    and ``naming`` (:class:`~unetkit.data.layouts.Naming`) find a dataset folder's images as ``train`` does.
 
     Every input is checked (readable, channels, size) and no output may be or replace an input, before the
     first result is written. Each result appears atomically under its final name. Existing results are an
@@ -246,7 +258,7 @@ def predict_files(
         raise ConfigError(f"--save-probs {probs_dtype!r} is unknown; choose one of {', '.join(PROBS_DTYPES)}")
     if overwrite and resume:
         raise ConfigError("--overwrite replaces results and --resume keeps them: choose one")
-    items = collect_inputs(inputs)
+    items = collect_inputs(inputs, layout, naming)
     out = Path(out)
     if out.exists() and not out.is_dir():
         guard_outputs([i.path for i in items], out, [out], protect)

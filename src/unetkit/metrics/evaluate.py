@@ -416,7 +416,7 @@ def _truth_arrays(s: Sample, enc: MaskEncoding, volumes: bool) -> tuple[np.ndarr
     classes = encode_mask(enc, raw, s.mask_label, volumes)
     if enc.name != "instances":
         return classes, None
-    mask = enc._check_shape(np.asarray(raw), s.mask_label)
+    mask = np.asarray(raw) if volumes else enc._check_shape(np.asarray(raw), s.mask_label)
     labels = np.where(classes == IGNORE, 0, mask)
     return classes, labels
 
@@ -634,6 +634,25 @@ def _mask_files(samples: list[Sample]) -> list[Path]:
     return out
 
 
+FINDING_KEYS = ("layout", "images_dir", "masks_dir", "image_pattern", "mask_pattern")
+
+
+def _with_stored_naming(data: str | Path, given: DataConfig, stored: dict[str, Any]) -> DataConfig:
+    """``given`` with the folders and naming the model was trained with, when none were given and they fit
+    ``data`` (a test set laid out like the training set); otherwise ``given`` (detection)."""
+    if any(getattr(given, k) not in (None, "auto") for k in FINDING_KEYS):
+        return given
+    found = {k: stored[k] for k in FINDING_KEYS if stored.get(k) not in (None, "auto")}
+    if not found:
+        return given
+    candidate = dataclasses.replace(given, **found)
+    try:
+        truth_samples(data, candidate)
+    except DataError:
+        return given
+    return candidate
+
+
 def evaluate_model(
     model: str | Path,
     data: str | Path,
@@ -655,9 +674,12 @@ def evaluate_model(
         raise ConfigError(f"--mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
     model = resolve_model_path(model)
     model_encoding = None
+    stored: dict[str, Any] = {}
     if Path(model).suffix.lower() != ".onnx":
         pre = load_checkpoint(model)["preprocessing"]
         model_encoding = MaskEncoding.from_dict(pre["encoding"]) if pre.get("encoding") else None
+        stored = pre.get("dataset") or {}
+    data_config = _with_stored_naming(data, data_config or DataConfig(), stored)
     samples, _, _ = truth_samples(data, data_config)
     predict_files(
         model,
