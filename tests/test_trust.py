@@ -301,3 +301,39 @@ def test_evaluate_model_finds_the_truth_as_training_did(tmp_path):
     assert sorted(p.name for p in (tmp_path / "pred").glob("cell_?.png")) == [
         f"cell_{i}.png" for i in range(4)
     ]
+
+
+def test_a_killed_predict_leaves_no_complete_looking_file_and_resume_finishes(
+    tmp_path, tiny_run, unetkit_exe
+):
+    import signal
+    import subprocess
+    import time
+
+    folder = tmp_path / "imgs"
+    for i in range(300):
+        write_image(folder / f"im{i:03d}.png", synth_nuclei((96, 96), i % 7)[0])
+    out = tmp_path / "pred"
+    cmd = [unetkit_exe, "predict", str(tiny_run.run_dir), str(folder), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("im*.png"))) < 5:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sorted(out.glob("im*.png"))
+    assert 5 <= len(done) < 300  # killed mid-batch
+    for f in done:  # every file under a final name is complete
+        assert read_image(f).shape == (96, 96)
+    rc = subprocess.run([*cmd, "--resume"], capture_output=True, text=True).returncode
+    assert rc == 0 and len(list(out.glob("im*.png"))) == 300
+    fresh = tmp_path / "fresh"
+    predict_files(
+        tiny_run.run_dir,
+        [folder / "im299.png", folder / "im000.png"],
+        fresh,
+        progress=False,
+        precision="auto",
+    )
+    for name in ("im000.png", "im299.png"):
+        assert np.array_equal(read_image(out / name), read_image(fresh / name))

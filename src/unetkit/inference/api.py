@@ -188,9 +188,10 @@ def guard_outputs(
     folders = {p.parent for p in guarded if not p.is_dir()} | {p for p in guarded if p.is_dir()}
     for f in files | folders:
         if out_r == f or (f.suffix.lower() == ".zarr" and f in out_r.parents):
+            what = f"{f}, a folder holding inputs" if f in folders and f not in files else f"the input {f}"
             raise DataError(
-                f"--out {out}: is {'the folder of' if f in folders else ''} the input {f}; results would mix with "
-                "or replace the inputs (even with --overwrite): choose another folder"
+                f"--out {out}: is {what}; results would mix with or replace the inputs (even with --overwrite): "
+                "choose another folder"
             )
     for o in outputs:
         if o.resolve() in guarded:

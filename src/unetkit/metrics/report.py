@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -94,7 +95,7 @@ def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = Fals
         cells = "".join(f"<td>{_fmt(r.scores[c])}</td>" for c in cols)
         rows.append(
             f"<tr><td>{html.escape(r.name)}</td>{cells}"
-            f"<td><a href='{picture.name}'><img src='{picture.name}' height='96'></a></td></tr>"
+            f"<td><a href='{quote(picture.name)}'><img src='{quote(picture.name)}' height='96'></a></td></tr>"
         )
     mean = "".join(f"<td><b>{_fmt(evaluation.mean[c])}</b></td>" for c in cols)
     histogram = ""
@@ -108,11 +109,12 @@ def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = Fals
     definitions = "".join(
         f"<li><b>{c}</b>: {html.escape(DEFINITIONS[c])}</li>" for c in cols if c in DEFINITIONS
     )
+    reading = "".join(f"<p class='reading'>{html.escape(n)}</p>" for n in evaluation.notes)
     index.write_text(
         "<!doctype html><meta charset='utf-8'><title>unetkit evaluation</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:right}"
         "td:first-child{text-align:left}tr:nth-child(even){background:#f4f4f4}</style>"
-        f"<h1>unetkit evaluation ({mode}, {len(evaluation.images)} images)</h1>"
+        f"<h1>unetkit evaluation ({mode}, {len(evaluation.images)} images)</h1>{reading}"
         f"<table><tr><th>image</th>{head}<th>errors</th></tr>{''.join(rows)}"
         f"<tr><td><b>mean</b></td>{mean}<td></td></tr></table><p>{legend}</p>{histogram}"
         f"<h2>Definitions</h2><ul>{definitions}</ul>"
