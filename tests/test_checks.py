@@ -7,11 +7,15 @@ import tifffile
 from unetkit import synth_nuclei, write_image
 from unetkit.cli.main import main
 from unetkit.data.checks import check_dataset
+from unetkit.data.synthetic import SynthParams
+
+DENSE = SynthParams(radius=(3.0, 6.0), nuclei_per_mpx=4000, clusters_per_mpx=1000)  # objects even at 32x40
 
 
 def good(root, n=3, shape=(32, 40)):
     for i in range(n):
-        image, labels = synth_nuclei(shape, i)
+        image, labels = synth_nuclei(shape, i, DENSE)
+        assert labels.max() > 0  # a good dataset has something to learn
         write_image(root / "images" / f"img{i}.png", image)
         write_image(root / "masks" / f"img{i}.png", ((labels > 0) * 255).astype(np.uint8))
     return root

@@ -108,12 +108,12 @@ def test_pq_and_dsb_score_by_hand():
     assert s.counts(0.5) == (1, 1, 1)
     assert s.pq(0.5) == pytest.approx(0.8 / (1 + 0.5 + 0.5))
     assert s.mean_matched_iou(0.5) == pytest.approx(0.8)
-    # DSB: thresholds 0.5..0.8 (7 of them): 1/3; 0.85..0.95: 0/4
-    assert s.mean_ap() == pytest.approx(7 * (1 / 3) / 10)
+    # DSB: IoU 0.8 is above thresholds 0.5..0.75 (6 of them): 1/3; at 0.8..0.95 (not above): 0/4
+    assert s.mean_ap() == pytest.approx(6 * (1 / 3) / 10)
 
 
 def _brute_matches(true, pred, t):
-    """Maximum number of one-to-one pairs with IoU >= t, by trying every assignment (tiny inputs)."""
+    """Maximum number of one-to-one pairs with IoU > t, by trying every assignment (tiny inputs)."""
     ti, pi = [i for i in np.unique(true) if i], [j for j in np.unique(pred) if j]
     iou = np.array(
         [[((true == i) & (pred == j)).sum() / ((true == i) | (pred == j)).sum() for j in pi] for i in ti]
@@ -121,10 +121,10 @@ def _brute_matches(true, pred, t):
     best = 0
     if len(ti) <= len(pi):
         for perm in itertools.permutations(range(len(pi)), len(ti)):
-            best = max(best, sum(iou[r, c] >= t for r, c in enumerate(perm)))
+            best = max(best, sum(iou[r, c] > t for r, c in enumerate(perm)))
     else:
         for perm in itertools.permutations(range(len(ti)), len(pi)):
-            best = max(best, sum(iou[r, c] >= t for c, r in enumerate(perm)))
+            best = max(best, sum(iou[r, c] > t for c, r in enumerate(perm)))
     return best, iou
 
 

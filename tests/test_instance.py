@@ -21,8 +21,11 @@ def test_matching_split_merge_and_empty_cases():
     assert m.counts(0.5) == (0, 1, 3) and m.f1(0.5) == 0.0
     split = np.where(true == 1, np.where(np.arange(20) < 5, 1, 4), true)  # object 1 cut in two halves
     s = match_instances(true, split)
-    assert s.counts(0.5) == (3, 1, 0)  # one half matches (IoU 0.5), the other half is a false positive
-    assert s.f1(0.5) == pytest.approx(6 / 7)
+    # each half has IoU exactly 0.5: not above the threshold (DSB 2018 and PQ count IoU > t), so object 1 is
+    # missed and both halves are false positives
+    assert s.counts(0.5) == (2, 2, 1)
+    assert s.f1(0.5) == pytest.approx(4 / 7)
+    assert s.counts(0.45) == (3, 1, 0)  # below 0.5 one half matches (one-to-one)
     perfect = match_instances(true, true)
     assert perfect.f1() == 1.0 and perfect.mean_ap() == 1.0
     empty = np.zeros_like(true)
@@ -35,9 +38,9 @@ def test_dsb_average_precision_over_thresholds():
     true = np.zeros((10, 10), int)
     true[:, :5] = 1
     pred = np.zeros((10, 10), int)
-    pred[:, :4] = 1  # IoU 0.8 -> a match at 0.5..0.8, a miss (1 FP + 1 FN) above
+    pred[:, :4] = 1  # IoU 0.8 -> a match above 0.5..0.75, a miss (1 FP + 1 FN) at 0.8 and above (IoU > t)
     scores = match_instances(true, pred)
-    assert scores.mean_ap() == pytest.approx((7 * 1.0 + 3 * 0.0) / 10)
+    assert scores.mean_ap() == pytest.approx((6 * 1.0 + 4 * 0.0) / 10)
 
 
 def test_connected_components_and_growing_back_the_gap():

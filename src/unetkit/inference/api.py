@@ -134,6 +134,14 @@ def collect_inputs(
                 except DataError:
                     found_layout = None
             if found_layout is not None and found_layout.samples:
+                with_masks = sum(s.mask is not None for s in found_layout.samples)
+                log.info(
+                    "%s: a %s dataset: segmenting its %d image(s)%s",
+                    p,
+                    found_layout.name,
+                    len(found_layout.samples),
+                    f" (not the {with_masks} mask(s) beside them)" if with_masks else "",
+                )
                 items.extend(samples_as_inputs(found_layout.samples))
                 continue
             found = find_images(p) if p.is_dir() else []
