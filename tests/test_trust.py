@@ -337,3 +337,31 @@ def test_a_killed_predict_leaves_no_complete_looking_file_and_resume_finishes(
     )
     for name in ("im000.png", "im299.png"):
         assert np.array_equal(read_image(out / name), read_image(fresh / name))
+
+
+def test_plan_keeps_the_reading_flags_so_a_bare_train_reads_as_planned(tmp_path):
+    from unetkit.data.synthetic import SynthParams
+
+    dense = SynthParams(radius=(4.0, 7.0), nuclei_per_mpx=2500, clusters_per_mpx=1200)
+    data = tmp_path / "data"
+    for i in range(3):
+        image, labels = synth_nuclei((48, 56), i, dense)
+        write_image(data / "images" / f"a{i}.png", image)
+        write_image(data / "masks" / f"a{i}.png", np.where(labels == 0, 0, 1 + labels % 2).astype(np.uint8))
+    plan = [
+        "plan",
+        str(data),
+        "--mask-encoding",
+        "classes",
+        "--num-classes",
+        "3",
+        "--no-measure",
+        "--device",
+        "cpu",
+    ]
+    assert main([*plan, "--no-progress"]) == 0
+    planned = yaml.safe_load((data / "plan.yaml").read_text())["data"]
+    assert planned["mask_encoding"] == "classes" and planned["class_values"] == [0, 1, 2]
+    tiny = ["--epochs", "1", "--steps-per-epoch", "1", "--batch", "2", "--patch", "32", "--base-channels", "2",
+            "--depth", "1", "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), *tiny]) == 0  # no "pass --mask-encoding"

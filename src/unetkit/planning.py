@@ -691,6 +691,9 @@ def _describe_dataset(
         dcfg.mask_encoding = fp.mask_encoding
     if dcfg.class_names is None and fp.mask_encoding in ("classes", "rgb"):
         dcfg.class_names = list(fp.class_names)
+    derived = fp.mask_encoding == "classes" and dcfg.class_values is None
+    if derived:  # from --num-classes N: the values 0..N-1
+        dcfg.class_values = list(range(len(fp.class_names)))
     for key in DATASET_KEYS:
         if getattr(dcfg, key) in (None, "auto"):
             continue
@@ -700,6 +703,10 @@ def _describe_dataset(
             reasons[f"data.{key}"] = f"from {Path(data) / 'dataset.yaml'}"
         else:
             reasons[f"data.{key}"] = f"detected in {data}"
+    if derived:
+        reasons["data.class_values"] = (
+            f"the values 0..{len(fp.class_names) - 1} of the {len(fp.class_names)} classes given"
+        )
 
 
 def _fit_batch(
