@@ -300,6 +300,7 @@ def predict_files(
                 instances=instances,
                 object_context=object_context,
                 overwrite=overwrite,
+                resume=resume,
                 progress=progress,
             )
         )  # type: ignore[arg-type]
@@ -468,6 +469,7 @@ def _predict_dask(
     instances: bool,
     object_context: int,
     overwrite: bool,
+    resume: bool,
     progress: bool,
 ) -> list[PredictedFile]:
     from .distributed import DaskRun, model_spec, predict_chunks
@@ -479,10 +481,8 @@ def _predict_dask(
     for f in files:  # headers only: every input is checked before the cluster starts
         with open_image(f, volume=volumes) as source:
             shapes[f] = tuple(source.spatial_shape)
-    if not overwrite:
-        clash = [p for p in finals if p.exists()]
-        if clash:
-            raise DataError(f"{clash[0]}: already exists ({len(clash)} in all); pass --overwrite to replace")
+    todo, _ = _existing(list(zip(files, finals, strict=True)), overwrite, resume, lambda job: {"mask": job[1]})
+    files, finals = [f for f, _ in todo], [final for _, final in todo]
     out.mkdir(parents=True, exist_ok=True)
     results = []
     with DaskRun(address, workers) as cluster:
