@@ -276,10 +276,15 @@ def pair_masks(pred: str | Path, truth: str | Path, data: DataConfig | None = No
     without a prediction, or a prediction without truth, is an error (nothing is skipped silently). A stack
     sample (ISBI page ``k``) pairs with ``NAME`` or with page ``k`` of a prediction stack named like the
     image stack."""
+    return _pairs(pred, truth, data)[0]
+
+
+def _pairs(pred: str | Path, truth: str | Path, data: DataConfig | None) -> tuple[list[Pair], dict[str, Any]]:
+    """:func:`pair_masks`, and the truth layout's defaults."""
     pred = Path(pred)
     if not pred.is_dir():
         raise DataError(f"PRED {pred}: no such folder")
-    samples, _, with_images = truth_samples(truth, data)
+    samples, defaults, with_images = truth_samples(truth, data)
     masks, extra = _prediction_files(pred)
     if not masks:
         raise DataError(f"PRED {pred}: no prediction files ({', '.join(IMAGE_SUFFIXES)}, .zarr)")
@@ -313,7 +318,7 @@ def pair_masks(pred: str | Path, truth: str | Path, data: DataConfig | None = No
             f"PRED {pred}: no prediction for {len(missing)} of {len(samples)} ground-truth sample(s), e.g. "
             f"{missing[:3]}; predictions are paired with the truth by name (run predict on the same images)"
         )
-    return pairs
+    return pairs, defaults
 
 
 def _is_volume(path: Path) -> bool:
@@ -546,8 +551,7 @@ def evaluate(
         raise ConfigError(
             f"--pred-encoding {pred_encoding!r} is unknown; choose one of {', '.join(PRED_ENCODINGS)}"
         )
-    pairs = pair_masks(pred, truth, data)
-    _, defaults, _ = truth_samples(truth, data)
+    pairs, defaults = _pairs(pred, truth, data)
     volumes = any(
         not isinstance(pr.truth.mask, tuple) and pr.truth.mask_page is None and _is_volume(pr.truth.mask)  # type: ignore[arg-type]
         for pr in pairs[:1]
