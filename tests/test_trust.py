@@ -365,3 +365,18 @@ def test_plan_keeps_the_reading_flags_so_a_bare_train_reads_as_planned(tmp_path)
     tiny = ["--epochs", "1", "--steps-per-epoch", "1", "--batch", "2", "--patch", "32", "--base-channels", "2",
             "--depth", "1", "--device", "cpu", "--no-progress"]  # fmt: skip
     assert main(["train", str(data), "--out", str(tmp_path / "run"), *tiny]) == 0  # no "pass --mask-encoding"
+
+
+def test_a_truncated_tiff_is_refused_and_never_grown(tmp_path, tiny_run):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    tifffile.imwrite(folder / "whole.tif", synth_nuclei((64, 64), 1)[0])
+    data = (folder / "whole.tif").read_bytes()
+    (folder / "cut.tif").write_bytes(data[: len(data) // 2])
+    rc = main(
+        ["predict", str(tiny_run.run_dir), str(folder), "--out", str(tmp_path / "pred"), "--no-progress"]
+    )
+    assert rc == 2 and not (tmp_path / "pred").exists()
+    assert (folder / "cut.tif").stat().st_size == len(
+        data
+    ) // 2  # the input was not extended to its header's size

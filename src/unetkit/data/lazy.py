@@ -189,8 +189,14 @@ def _open_tiff(path: Path, volume: bool = False) -> ImageSource:
                 f"{path}: holds a stack (axes {axes}, shape {series.shape}); predict takes one 2-D image per "
                 "file: split the stack, or save one plane per file"
             )
-        try:
-            arr: Any = tifffile.memmap(path)  # uncompressed and contiguous: map it
+        offset, size = series.dataoffset, path.stat().st_size
+        if offset is not None and offset + series.nbytes > size:
+            raise DataError(
+                f"{path}: truncated: its header declares {series.nbytes} bytes of pixels at byte {offset}, the "
+                f"file holds {size} bytes; copy the file again from its source"
+            )
+        try:  # uncompressed and contiguous: map it, read-only (a read-write map could change the user's file)
+            arr: Any = tifffile.memmap(path, mode="r")
         except ValueError:  # compressed or not contiguous: read tiles/strips on demand
             import zarr
 
