@@ -34,7 +34,56 @@ DATASET_KEYS = (
     "ignore_index",
 )
 
-__all__ = ["DataConfig", "ModelConfig", "PredictConfig", "RunConfig", "TrainConfig", "load_config"]
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "PredictConfig",
+    "RunConfig",
+    "TrainConfig",
+    "load_config",
+    "read_yaml",
+]
+
+#: the largest YAML file unetkit reads (configurations, plans, dataset descriptions, class maps)
+YAML_MAX_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: a 600-byte "billion laughs" file cannot expand to gigabytes."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(
+                f"YAML aliases (*{event.anchor}) are not accepted here; write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
+def read_yaml(path: str | Path, option: str) -> Any:
+    """A small YAML (or JSON) file's content, safely: no Python tags, no aliases, at most YAML_MAX_BYTES,
+    UTF-8. Errors are :class:`ConfigError` naming ``option`` and the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{option} {path}: no such file")
+    size = path.stat().st_size
+    if size > YAML_MAX_BYTES:
+        raise ConfigError(
+            f"{option} {path}: {size} bytes; a configuration file is at most {YAML_MAX_BYTES} bytes"
+        )
+    try:
+        text = path.read_bytes().decode("utf-8")
+        return yaml.load(text, Loader=_NoAliasLoader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{option} {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{option} {path}: not valid YAML ({_short(str(exc))})") from None
+
+
+def _short(text: str, limit: int = 300) -> str:
+    """An error message never repeats a hostile file whole."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " …"
 
 
 @dataclass
@@ -175,24 +224,20 @@ class RunConfig:
 
 def load_config(path: str | Path) -> RunConfig:
     """Read a YAML run configuration (any subset of keys; the rest keep their defaults)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--config {path}: no such file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {path}: not valid YAML ({exc})") from None
+    raw = read_yaml(path, "--config") or {}
     return RunConfig.from_dict(raw, source=str(path))
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+        raise ConfigError(f"{where}: expected a mapping, got {_short(repr(raw))}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = set(raw) - names
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; valid keys are {sorted(names)}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {_short(repr(sorted(map(str, unknown))))}; valid keys are {sorted(names)}"
+        )
     values = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()}
     return cls(**values)
 
@@ -211,7 +256,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: {value!r} is not a valid {hint}")
+        raise ConfigError(f"{where}: {_short(repr(value))} is not a valid {hint}")
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

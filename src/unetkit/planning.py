@@ -33,7 +33,7 @@ import yaml
 from scipy import ndimage as ndi
 
 from . import __version__
-from .config import DATASET_KEYS, INFO_SECTIONS, DataConfig, ModelConfig, RunConfig, load_config
+from .config import DATASET_KEYS, INFO_SECTIONS, DataConfig, ModelConfig, RunConfig, load_config, read_yaml
 from .data.checks import check_dataset
 from .data.io import collapse_gray, to_channels_first
 from .data.layouts import read_descriptor, read_sample_image, read_sample_mask
@@ -394,7 +394,7 @@ def read_plan(path: str | Path) -> tuple[RunConfig, dict[str, Any]]:
     """A plan file's configuration and its ``fingerprint`` / ``measured`` sections."""
     path = Path(path)
     cfg = load_config(path)
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path, "--plan") or {}
     return cfg, {k: raw.get(k) or {} for k in INFO_SECTIONS}
 
 

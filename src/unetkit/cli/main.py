@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from .. import __version__
@@ -37,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"unetkit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error instead of one line"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:
         module.add_parser(sub)
@@ -53,17 +59,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("unetkit: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)
+    previous = _forward_sigterm()
     try:
         return int(args.run(args) or 0)
     except TrainingInterrupted as exc:
         print(f"unetkit {args.command}: {exc}", file=sys.stderr)
         return 130
     except UnetkitError as exc:
+        if args.debug:
+            raise
         print(f"unetkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"unetkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (OSError, MemoryError, UnicodeError, FloatingPointError, OverflowError) as exc:
+        if args.debug:
+            raise
+        print(
+            f"unetkit {args.command}: error: {describe_fault(exc)} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def describe_fault(exc: BaseException) -> str:
+    """One line for a fault the user did not cause by a wrong option: what happened, where, and the fix."""
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        fixes = {
+            errno.ENOSPC: "the disk is full: free space or write elsewhere (--out)",
+            errno.EDQUOT: "the disk quota is exhausted: free space or write elsewhere (--out)",
+            errno.EROFS: "the file system is read-only: write elsewhere (--out)",
+            errno.EACCES: "permission denied: choose a folder you may write to, or fix the permissions",
+            errno.EPERM: "operation not permitted: choose a folder you may write to, or fix the permissions",
+            errno.EFBIG: "the file is too large for this file system or limit: write elsewhere (--out)",
+            errno.ENOENT: "no such file or folder",
+        }
+        return where + fixes.get(exc.errno or 0, exc.strerror or str(exc))
+    if isinstance(exc, MemoryError):
+        return "out of memory: use smaller tiles or batches (--tile, --batch), or a machine with more memory"
+    if isinstance(exc, UnicodeError):
+        return f"a text file is not UTF-8 ({exc}); save it as UTF-8"
+    return (
+        f"a numeric failure ({type(exc).__name__}: {exc}); lower the learning rate (--lr) or check the inputs"
+    )
+
+
+def _forward_sigterm():
+    """SIGTERM (timeout, SLURM, Kubernetes) gets the same clean shutdown as Ctrl-C: it calls whatever SIGINT
+    handler is current (the trainer's deferred stop, or KeyboardInterrupt), so work folders are removed and a
+    run ends at a checkpoint. Returns the previous handler (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def forward(signum, frame):  # type: ignore[no-untyped-def]
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, forward)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from ..config import RunConfig, replace
@@ -236,7 +237,17 @@ def default_time_budget(device: str | None) -> str:
     return CPU_TRAIN_BUDGET if resolve_device(device or "auto").type == "cpu" else DEFAULT_BUDGET
 
 
-def planned_config(args: argparse.Namespace) -> tuple[RunConfig | None, dict]:
+def _writable(folder: Path) -> bool:
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".unetkit-write-test.", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(probe)
+    return True
+
+
+def planned_config(args: argparse.Namespace, out: Path | None = None) -> tuple[RunConfig | None, dict]:
     """The plan to start from (read, or made now and written) and its measured times, or None for --config
     / --no-plan. A plan made here fills --time-budget (default: CPU_TRAIN_BUDGET on a CPU), planning
     included; with --epochs or --steps-per-epoch it skips the measured run (the flags fix the length)."""
@@ -269,6 +280,10 @@ def planned_config(args: argparse.Namespace) -> tuple[RunConfig | None, dict]:
         raise ConfigError(f"--plan {path}: no such file (make one with `unetkit plan DATA --out {path}`)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(f"{path} is missing: run `unetkit plan {args.data}` once before torchrun")
+    if out is not None and not _writable(path.parent):  # a read-only dataset: the plan goes with the run
+        log.info("%s is not writable: the plan goes to %s", path.parent, out / "plan.yaml")
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "plan.yaml"
     fixed = args.epochs is not None or args.steps_per_epoch is not None
     if args.time_budget is None:
         cpu = resolve_device(args.device or "auto").type == "cpu"
@@ -345,11 +360,11 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         check_config(config_from_args(args, RunConfig()))  # the flags themselves, before any planning
-        planned, measured = planned_config(args)
+        out = Path(args.out) if args.out else default_run_dir(args.data)
+        planned, measured = planned_config(args, out)
         cfg = config_from_args(args, planned)
         if args.time_budget and (args.config or args.no_plan):
             cfg.train = replace(cfg.train, time_budget=parse_duration(args.time_budget))
-        out = args.out or default_run_dir(args.data)
         if int(os.environ.get("RANK", "0")) == 0:
             log.info(
                 "%s",

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from ..config import read_yaml
 from ..errors import DataError
 from .io import IMAGE_SUFFIXES, count_planes, read_image, read_volume
 
@@ -148,12 +148,12 @@ def read_descriptor(root: str | Path) -> dict[str, Any]:
     path = Path(root) / DESCRIPTOR
     if not Path(root).is_dir() or not path.is_file():
         return {}
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML ({exc})") from None
+    raw = read_yaml(path, "dataset description") or {}
     if not isinstance(raw, dict) or set(raw) - set(DESCRIPTOR_KEYS):
-        raise DataError(f"{path}: expected a mapping with keys among {list(DESCRIPTOR_KEYS)}, got {raw!r}")
+        found = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
+        raise DataError(
+            f"{path}: expected a mapping with keys among {list(DESCRIPTOR_KEYS)}, got {found}"[:600]
+        )
     return raw
 
 

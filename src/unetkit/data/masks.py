@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from scipy import ndimage as ndi
 
+from ..config import read_yaml
 from ..errors import ConfigError, DataError
 
 __all__ = [
@@ -278,6 +278,17 @@ def parse_color(value: Any, where: str) -> tuple[int, int, int]:
     raise ConfigError(f"{where}: colour {value!r} is not '#rrggbb' or [r, g, b]")
 
 
+MAX_MASK_VALUE = 65535  # 16-bit masks: the largest value a PNG or uint16 TIFF mask holds
+
+
+def _check_values(values: list[int], where: str) -> None:
+    bad = [v for v in values if not 0 <= v <= MAX_MASK_VALUE]
+    if bad:
+        raise ConfigError(
+            f"{where}: mask value(s) {bad[:5]} are outside 0..{MAX_MASK_VALUE}; masks hold these values only"
+        )
+
+
 def parse_class_map(raw: Any, where: str) -> tuple[list[int] | None, list[list[int]] | None, list[str]]:
     """A class map → ``(values, colors, names)``; class ``i`` is the ``i``-th entry.
 
@@ -293,6 +304,7 @@ def parse_class_map(raw: Any, where: str) -> tuple[list[int] | None, list[list[i
             raise ConfigError(
                 f"{where}: a mapping class map needs integer mask values as keys, got {raw!r}"
             ) from None
+        _check_values([k for k, _ in items], where)
         return [k for k, _ in items], None, [v for _, v in items]
     if not isinstance(raw, list) or not raw or not all(isinstance(e, dict) and "name" in e for e in raw):
         raise ConfigError(
@@ -306,6 +318,7 @@ def parse_class_map(raw: Any, where: str) -> tuple[list[int] | None, list[list[i
         return None, colors, names
     if all("value" in e and isinstance(e["value"], int) for e in raw):
         values = [int(e["value"]) for e in raw]
+        _check_values(values, where)
         if len(set(values)) != len(values):
             raise ConfigError(f"{where}: two classes share a mask value")
         return values, None, names
@@ -314,13 +327,7 @@ def parse_class_map(raw: Any, where: str) -> tuple[list[int] | None, list[list[i
 
 def load_class_map(path: str | Path) -> tuple[list[int] | None, list[list[int]] | None, list[str]]:
     """Read a class map file (YAML or JSON, see :func:`parse_class_map`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--class-map {path}: no such file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--class-map {path}: not valid YAML/JSON ({exc})") from None
+    raw = read_yaml(path, "--class-map")
     return parse_class_map(raw, f"--class-map {path}")
 
 

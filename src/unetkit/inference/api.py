@@ -20,7 +20,18 @@ from ..errors import ConfigError, DataError
 from ..viz import contour_overlay
 from .postprocess import instances_blockwise
 from .predictor import Predictor
-from .writers import FORMATS, PROBS_DTYPES, Plane, RowSink, encode_probs, new_array, remove_tree, save
+from .writers import (
+    FORMATS,
+    PROBS_DTYPES,
+    Plane,
+    RowSink,
+    encode_probs,
+    new_array,
+    remove_stale_work,
+    remove_tree,
+    save,
+    work_dir,
+)
 
 __all__ = [
     "InputImage",
@@ -346,6 +357,7 @@ def predict_files(
             "pass --skip-bad to go on without them:\n  " + "\n  ".join(bad)
         )
     jobs, done = _existing(jobs, overwrite, resume, lambda job: job[3])
+    prepare_out(out)
     results = PredictedFiles(skipped=bad)
     bar = tqdm(jobs, desc="predict", unit="image", disable=not progress or len(jobs) == 1)
     for item, large, fmt, paths, pages in bar:
@@ -380,6 +392,16 @@ def predict_files(
     return results
 
 
+def prepare_out(out: Path) -> None:
+    """Create OUT, prove it writable before any compute, and remove work folders that killed runs left there
+    (only unetkit's own, of processes that no longer run)."""
+    out.mkdir(parents=True, exist_ok=True)
+    probe = Path(tempfile.mkstemp(prefix=".unetkit-write-test.", dir=out)[1])
+    probe.unlink()
+    for stale in remove_stale_work(out):
+        log.info("removed %s, left by a run that was killed", stale)
+
+
 def _check_input(path: Path, predictor: Predictor, max_pixels: int) -> tuple[int, int, int]:
     """Height, width and pages of a 2-D model's input, after reading it as the prediction will (an image that
     fits in memory is decoded whole; a large one is opened and sampled)."""
@@ -387,12 +409,26 @@ def _check_input(path: Path, predictor: Predictor, max_pixels: int) -> tuple[int
     if pages > 1:
         first = read_image(path, 0)
         predictor.channels_first(first, f"{path} [page 0]")
+        check_values(first, path)
         return first.shape[0], first.shape[1], pages
     with open_image(path).select(predictor.in_channels) as source:
         h, w = source.spatial_shape
-        if h * w <= max_pixels:
-            source[..., 0:h, 0:w]  # the whole image decodes: a damaged file fails now, not after others
+        # a small image decodes whole now (a damaged file fails before any result); a large one is sampled
+        pixels = source[..., 0:h, 0:w] if h * w <= max_pixels else source.subsample(1 << 20)
+        check_values(np.asarray(pixels), path, sampled=h * w > max_pixels)
     return h, w, 1
+
+
+def check_values(pixels: np.ndarray, path: Path, sampled: bool = False) -> None:
+    """Refuse pixel values no segmentation can be right for: complex numbers, NaN or infinity."""
+    if np.iscomplexobj(pixels):
+        raise DataError(
+            f"{path}: complex-valued pixels ({pixels.dtype}); save the magnitude (or one part) as a real image"
+        )
+    if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(pixels).all():
+        bad = int((~np.isfinite(pixels)).sum())
+        where = " in a sample of its pixels" if sampled else ""
+        raise DataError(f"{path}: {bad} NaN or infinite pixel value(s){where}; fix or remove the image")
 
 
 def _existing(jobs: list, overwrite: bool, resume: bool, paths_of: Any) -> tuple[list, int]:
@@ -481,17 +517,17 @@ def _predict_dask(
     for f in files:  # headers only: every input is checked before the cluster starts
         with open_image(f, volume=volumes) as source:
             shapes[f] = tuple(source.spatial_shape)
-    todo, _ = _existing(list(zip(files, finals, strict=True)), overwrite, resume, lambda job: {"mask": job[1]})
+    todo, _ = _existing(
+        list(zip(files, finals, strict=True)), overwrite, resume, lambda job: {"mask": job[1]}
+    )
     files, finals = [f for f, _ in todo], [final for _, final in todo]
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(out)
     results = []
     with DaskRun(address, workers) as cluster:
         spec = model_spec(model, cluster.threads_per_task(), settings)
         log.info("Dask: %d worker(s) at %s", cluster.n_workers, cluster.client.scheduler.address)
         for f, final in zip(files, finals, strict=True):
-            work = Path(
-                tempfile.mkdtemp(prefix=f".{final.stem}.work.", dir=out)
-            )  # where every worker can write
+            work = Path(work_dir(out, final.stem))  # where every worker can write
             try:
                 group = work / "result.zarr"
                 objects = predict_chunks(
@@ -542,11 +578,7 @@ def _predict_one(
 
     h, w = source.spatial_shape
     out.mkdir(parents=True, exist_ok=True)
-    work = (
-        Path(tempfile.mkdtemp(prefix=f".{paths['mask'].stem}.work.", dir=out))
-        if large or fmt == "zarr"
-        else None
-    )
+    work = work_dir(out, paths["mask"].stem) if large or fmt == "zarr" else None
     try:
         store = zarr.open_group(str(work / "arrays.zarr"), mode="w") if large and work else None
         classes = new_array((h, w), np.uint8, store, "classes")
@@ -705,7 +737,7 @@ def _predict_volumes(
         )
     jobs = [(i, paths) for i, paths in jobs if not any(str(i.path) in b for b in bad)]
     jobs, _ = _existing(jobs, overwrite, resume, lambda job: job[1])
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(out)
     results = PredictedFiles(skipped=bad)
     for item, paths in tqdm(jobs, desc="predict", unit="volume", disable=not progress or len(jobs) == 1):
         f = item.path
@@ -726,7 +758,7 @@ def _predict_volumes(
             arrays["instances"] = labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32)
         written: dict[str, Path] = {}
         if fmt == "zarr":
-            work = Path(tempfile.mkdtemp(prefix=f".{item.name}.work.", dir=out))
+            work = work_dir(out, item.name)
             try:
                 group = zarr.open_group(str(work / "result.zarr"), mode="w")
                 for key, arr in arrays.items():

@@ -144,5 +144,37 @@ def _save_tiled_tiff(path: Path, planes: list[Plane]) -> Path:
     return path
 
 
+WORK = ".work."
+
+
+def work_dir(out: Path, name: str) -> Path:
+    """A hidden work folder for ``name`` in ``out``, named with this process's id so that a later run can tell
+    a stale one (its process is gone) from one in use."""
+    return Path(tempfile.mkdtemp(prefix=f".{name}{WORK}{os.getpid()}.", dir=out))
+
+
+def remove_stale_work(out: Path) -> list[Path]:
+    """Remove the work folders in ``out`` whose process no longer runs (a run killed by SIGKILL or a power
+    cut); nothing else is touched. Returns what was removed."""
+    removed = []
+    for d in out.glob(f".*{WORK}*"):
+        pid = d.name.split(WORK, 1)[1].split(".", 1)[0]
+        if not d.is_dir() or not pid.isdigit() or _alive(int(pid)):
+            continue
+        remove_tree(d)
+        removed.append(d)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,118 @@
+"""Issue 17 (part): hostile files and faults get one line and exit 2, never a traceback, a hang or a damaged input."""
+
+import os
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from unetkit import DataConfig, evaluate, read_image, write_image
+from unetkit.cli.main import main
+from unetkit.config import read_yaml
+from unetkit.data.masks import parse_class_map
+from unetkit.errors import ConfigError
+from unetkit.inference.writers import remove_stale_work
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+    for p, c in zip("bcdefgh", "cdefghi", strict=True)
+)
+
+
+def test_yaml_alias_bombs_and_non_utf8_are_refused_quickly(tmp_path, capsys, tiny_data):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BOMB)
+    assert len(BOMB) < 1000
+    with pytest.raises(ConfigError, match="aliases"):
+        read_yaml(bomb, "--config")
+    data = tmp_path / "data"
+    write_image(data / "images" / "a.png", np.zeros((8, 8), np.uint8))
+    write_image(data / "masks" / "a.png", np.zeros((8, 8), np.uint8))
+    (data / "dataset.yaml").write_text(BOMB)
+    for args in (["check-data", str(data)], ["train", str(tiny_data), "--config", str(bomb)],
+                 ["check-data", str(tiny_data), "--class-map", str(bomb)]):  # fmt: skip
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert "aliases" in err and len(err) < 1200  # one line, never the expanded document
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="UTF-8"):
+        read_yaml(latin, "--class-map")
+
+
+def test_class_map_values_outside_what_a_mask_holds_are_refused():
+    for bad in ({0: "bg", 70000: "x"}, [{"name": "bg", "value": 0}, {"name": "x", "value": -1}]):
+        with pytest.raises(ConfigError, match="outside 0..65535"):
+            parse_class_map(bad, "--class-map m.yaml")
+
+
+def test_nan_and_complex_pixels_are_refused_before_anything_is_written(tmp_path, tiny_run, capsys):
+    for name, arr in (
+        ("nan.tif", np.where(np.eye(32, dtype=bool), np.nan, 1.0).astype(np.float32)),
+        ("complex.tif", (np.ones((32, 32)) + 1j).astype(np.complex64)),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        tifffile.imwrite(folder / name, arr)
+        rc = main(["predict", str(tiny_run.run_dir), str(folder), "--out", str(tmp_path / f"out-{name}")])
+        err = capsys.readouterr().err
+        assert rc == 2 and name in err and not (tmp_path / f"out-{name}").exists()
+        assert "NaN" in err or "complex" in err
+
+
+def test_a_full_disk_is_one_line_and_the_debug_flag_shows_the_traceback(tmp_path, tiny_run, unetkit_exe):
+    noise = np.random.default_rng(0).integers(
+        0, 255, (128, 128), dtype=np.uint8
+    )  # an overlay that won't compress
+    write_image(tmp_path / "in" / "a.png", noise)
+    out = tmp_path / "out"
+    cmd = [
+        unetkit_exe,
+        "predict",
+        str(tiny_run.run_dir),
+        str(tmp_path / "in"),
+        "--out",
+        str(out),
+        "--overlay",
+    ]
+
+    def small_files():  # RLIMIT_FSIZE: writes past 4 KiB fail as on a full disk (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=small_files)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "write elsewhere (--out)" in proc.stderr
+    for f in out.iterdir():  # what is there is complete (the temporary file was removed)
+        assert not f.name.startswith(".") and read_image(f).shape[:2] == (128, 128)
+    debug = [cmd[0], "--debug", *cmd[1:], "--overwrite"]
+    proc = subprocess.run(debug, capture_output=True, text=True, preexec_fn=small_files)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_stale_work_folders_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = tmp_path / f".big.work.{int(dead.stdout)}.x1y2"
+    live = tmp_path / f".big.work.{os.getpid()}.a9b8"
+    user = tmp_path / ".my.work.notes"  # not unetkit's pattern: never touched
+    for d in (stale, live, user):
+        d.mkdir()
+    assert remove_stale_work(tmp_path) == [stale]
+    assert live.is_dir() and user.is_dir() and not stale.exists()
+
+
+def test_a_file_name_cannot_inject_script_into_the_report(tmp_path):
+    name = "a' onerror='alert(1)"
+    truth = np.zeros((16, 16), np.uint8)
+    truth[4:9, 4:9] = 255
+    write_image(tmp_path / "gt" / f"{name}.png", truth)
+    write_image(tmp_path / "pred" / f"{name}.png", truth)
+    from unetkit.metrics.report import write_report
+
+    index = write_report(evaluate(tmp_path / "pred", tmp_path / "gt", data=DataConfig()), tmp_path / "report")
+    html = index.read_text()
+    assert "' onerror=" not in html and "onerror='alert" not in html
