@@ -13,7 +13,7 @@ from unetkit import DataConfig, evaluate, read_image, write_image
 from unetkit.cli.main import main
 from unetkit.config import read_yaml
 from unetkit.data.masks import parse_class_map
-from unetkit.errors import ConfigError
+from unetkit.errors import ConfigError, DataError
 from unetkit.inference.writers import remove_stale_work
 
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n" + "".join(
@@ -116,3 +116,52 @@ def test_a_file_name_cannot_inject_script_into_the_report(tmp_path):
     index = write_report(evaluate(tmp_path / "pred", tmp_path / "gt", data=DataConfig()), tmp_path / "report")
     html = index.read_text()
     assert "' onerror=" not in html and "onerror='alert" not in html
+
+
+def _tampered(tiny_run, tmp_path, name, change):
+    import torch
+
+    payload = torch.load(tiny_run.run_dir / "best.pt", weights_only=True)
+    change(payload)
+    path = tmp_path / name
+    torch.save(payload, path)
+    return path
+
+
+def test_tampered_checkpoints_are_refused_before_allocation(tmp_path, tiny_run, capsys):
+    import zipfile
+
+    import torch
+
+    def nan_weights(p):
+        key = next(k for k, v in p["state_dict"].items() if v.is_floating_point())
+        p["state_dict"][key] = torch.full_like(p["state_dict"][key], float("nan"))
+
+    cases = {
+        "nan.pt": (nan_weights, "NaN or infinity"),
+        "deep.pt": (lambda p: p["model"]["hparams"].update(depth=50), "depth=50"),
+        "patch.pt": (lambda p: p["training"]["config"]["data"].update(patch_size=10**6), "training patch"),
+    }
+    write_image(tmp_path / "in" / "a.png", np.zeros((16, 16), np.uint8))
+    for name, (change, message) in cases.items():
+        model = _tampered(tiny_run, tmp_path, name, change)
+        rc = main(["predict", str(model), str(tmp_path / "in"), "--out", str(tmp_path / f"o-{name}")])
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err and len(err.splitlines()) == 1, err
+    bomb = tmp_path / "bomb.pt"  # a compressed record: would inflate before torch could refuse it
+    with zipfile.ZipFile(tiny_run.run_dir / "best.pt") as src, zipfile.ZipFile(bomb, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info), compress_type=zipfile.ZIP_DEFLATED)
+    assert main(["predict", str(bomb), str(tmp_path / "in"), "--out", str(tmp_path / "o-bomb")]) == 2
+    assert "compressed" in capsys.readouterr().err
+
+
+def test_demo_overwrite_never_removes_what_the_demo_did_not_write(tmp_path):
+    from unetkit.demo import run_demo
+
+    mine = tmp_path / "data" / "my_measurements.csv"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("cell,area\n1,42\n")
+    with pytest.raises(DataError, match="not written by unetkit demo"):
+        run_demo(tmp_path, overwrite=True, progress=False)
+    assert mine.read_text() == "cell,area\n1,42\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,7 @@ def resolve_model_path(model: str | Path) -> Path:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read and validate a unetkit checkpoint; raise :class:`CheckpointError` with the reason otherwise."""
     path = resolve_model_path(path)
+    _check_records(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -122,12 +124,56 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
-    """Rebuild the model stored in a loaded checkpoint, weights included."""
-    spec = payload["model"]
+#: bounds on a checkpoint's declared sizes, checked before anything is allocated
+HPARAM_BOUNDS = {
+    "depth": (1, 8),
+    "base_channels": (1, 1024),
+    "in_channels": (1, 512),
+    "num_classes": (1, 254),
+}
+
+
+def _check_records(path: Path) -> None:
+    """A PyTorch checkpoint is a zip of stored (uncompressed) records; a record that is compressed or declares
+    more bytes than the file holds would inflate before it could be refused (a zip bomb)."""
+    if not zipfile.is_zipfile(path):
+        return
+    size = path.stat().st_size
     try:
-        model = create_model(spec["name"], **spec["hparams"])
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
+                    raise CheckpointError(
+                        f"{path}: the record {info.filename[:80]!r} declares {info.file_size} bytes "
+                        f"({'compressed' if info.compress_type != zipfile.ZIP_STORED else 'more than the file'}); "
+                        "PyTorch stores records as they are: not a checkpoint unetkit wrote"
+                    )
+    except zipfile.BadZipFile as exc:
+        raise CheckpointError(f"{path}: damaged checkpoint ({exc}); use another, e.g. RUN/last.pt") from None
+
+
+def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
+    """Rebuild the model stored in a loaded checkpoint, weights included. Declared sizes are checked against
+    :data:`HPARAM_BOUNDS` before the model is built, and the weights must be finite."""
+    spec = payload["model"]
+    hparams = spec.get("hparams") if isinstance(spec, dict) else None
+    if not isinstance(hparams, dict):
+        raise CheckpointError(f"{source}: damaged unetkit checkpoint: no model hyper-parameters")
+    for key, (lo, hi) in HPARAM_BOUNDS.items():
+        value = hparams.get(key)
+        if value is not None and (not isinstance(value, int) or not lo <= value <= hi):
+            raise CheckpointError(
+                f"{source}: declares {key}={str(value)[:40]}, outside {lo}..{hi}: damaged or not made by unetkit"
+            )
+    try:
+        model = create_model(spec["name"], **hparams)
         model.load_state_dict(payload["state_dict"])
     except (ValueError, RuntimeError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{source}: the stored model cannot be rebuilt ({exc})") from None
+        raise CheckpointError(f"{source}: the stored model cannot be rebuilt ({str(exc)[:300]})") from None
+    bad = [k for k, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(
+            f"{source}: {len(bad)} weight tensor(s) hold NaN or infinity (e.g. {bad[0]}): the training diverged; "
+            "use an earlier checkpoint (RUN/best.pt) or train again with a lower --lr"
+        )
     return model

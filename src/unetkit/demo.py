@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import time
@@ -24,6 +25,7 @@ __all__ = ["DEMO_CONFIG", "DemoResult", "run_demo"]
 
 log = logging.getLogger(__name__)
 
+DEMO_MANIFEST = ".unetkit-demo.json"  # what the demo writes in --out, so --overwrite removes only that
 DEMO_PARTS = ("data", "test", "run", "pred", "overlays", "scores.json")
 
 #: A small U-Net (the Keras tutorial's 16 base channels) that trains in about two minutes on 2 CPU cores.
@@ -65,9 +67,19 @@ def run_demo(
     present = [p for p in DEMO_PARTS if (out / p).exists()]
     if present and not overwrite:
         raise DataError(f"--out {out}: already holds demo results ({', '.join(present)}); pass --overwrite")
-    for p in present:
+    manifest = out / DEMO_MANIFEST
+    ours = set(json.loads(manifest.read_text())) if manifest.is_file() else set()
+    foreign = [p for p in present if p not in ours]
+    if foreign:
+        raise DataError(
+            f"--out {out}: {', '.join(foreign)} were not written by unetkit demo (no record in {DEMO_MANIFEST}); "
+            "nothing was removed: choose another --out"
+        )
+    for p in present:  # --overwrite removes only what an earlier demo wrote here
         target = out / p
         shutil.rmtree(target) if target.is_dir() else target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps(list(DEMO_PARTS)))  # before anything is written: a killed demo is ours too
     log.info("generating %d training and %d held-out synthetic images", n_train, n_test)
     synthesize_dataset(out / "data", n=n_train, size=256, seed=seed)
     synthesize_dataset(out / "test", n=n_test, size=(288, 352), seed=seed + 10_000)

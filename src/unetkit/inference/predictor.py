@@ -27,7 +27,7 @@ from ..data.lazy import ImageSource
 from ..data.masks import MaskEncoding
 from ..data.normalize import Normalizer
 from ..device import autocast, compile_model, resolve_device
-from ..errors import ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..models.blocks import fold_batch_norms
 from .blending import BLEND_MODES, importance_map
 from .postprocess import instances_from_classes
@@ -60,11 +60,19 @@ _KEEP: list[tempfile.TemporaryDirectory] = []  # on-the-fly ONNX exports live as
 RowsCallback = Callable[[int, int, np.ndarray], None]
 
 
+MAX_TILE = 16384  # the largest tile side a checkpoint may ask for
+
+
 def default_tile(payload: dict[str, Any], minimum: int = 256) -> int:
     """Tile size for a checkpoint: its training patch size, at least ``minimum`` (fewer, larger tiles are
     cheaper; a fully convolutional net trained on 128-pixel patches segments 256-pixel tiles as well)."""
     cfg = (payload.get("training") or {}).get("config") or {}
     patch = (cfg.get("data") or {}).get("patch_size") or 512
+    if not isinstance(patch, int) or not 1 <= patch <= MAX_TILE:
+        raise CheckpointError(
+            f"the checkpoint declares a training patch of {str(patch)[:40]} pixels (at most {MAX_TILE}): damaged "
+            "or not made by unetkit; pass --tile to choose the tile size"
+        )
     return max(int(patch), minimum)
 
 
@@ -193,7 +201,8 @@ class Predictor:
             model = build_model(payload, path)
             kwargs.setdefault("channels_last", True)  # the predictor owns this model
             kwargs.setdefault("fuse", True)
-        kwargs.setdefault("tile", default_tile(payload))
+        if kwargs.get("tile") is None:
+            kwargs["tile"] = default_tile(payload)
         return cls(model, payload["preprocessing"], **kwargs)
 
     @property
