@@ -8,7 +8,7 @@ TORCH_PIN   ?= torch==2.13.0
 TORCH_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup setup-bench demo test test-fast test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-journey lint clean
+.PHONY: setup setup-bench demo test test-fast test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-journey bench-hostile lint clean
 
 setup: $(STAMP)
 
@@ -62,6 +62,10 @@ bench-plan: setup
 # A newcomer's journey on a DSB-style folder: check-data, bare train (10 min), predict, evaluate --report (about 12 minutes).
 bench-journey: setup
 	$(PY) bench/newcomer.py
+
+# Hostile inputs and faults through the CLI: exit code, time, peak memory, inputs unchanged (about a minute).
+bench-hostile: setup
+	$(PY) bench/hostile.py
 
 # The U-Net family side by side: parameters, GFLOPs, CPU time, Dice after a short budget (about 10 minutes).
 bench-arch: setup

@@ -165,3 +165,47 @@ def test_demo_overwrite_never_removes_what_the_demo_did_not_write(tmp_path):
     with pytest.raises(DataError, match="not written by unetkit demo"):
         run_demo(tmp_path, overwrite=True, progress=False)
     assert mine.read_text() == "cell,area\n1,42\n"
+
+
+def _run_measured(cmd):
+    """Run a command; its exit code, stderr and peak resident memory in MiB (this child's own, via wait4)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, err, usage.ru_maxrss / 1024
+
+
+BOMBS = {
+    "wide.zarr": (64, 20_000_000),  # the row of tiles alone would need over 100 GiB
+    "huge.zarr": (2**20, 2**20),  # 1 terapixel: 30 million tiles
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_declared_size_bombs_are_refused_in_bounded_memory(name, tmp_path, tiny_run, unetkit_exe):
+    import zarr
+
+    path = tmp_path / name  # declared, never written: a zarr array of fill values
+    zarr.open_array(str(path), mode="w", shape=BOMBS[name], chunks=(64, 4096), dtype="uint8")
+    before = md5s(path)
+    rc, err, peak = _run_measured(
+        [unetkit_exe, "predict", str(tiny_run.run_dir), str(path), "--out", str(tmp_path / "o")]
+    )
+    assert rc == 2 and "--dask" in err and "Traceback" not in err, err
+    assert peak < 1024, f"{peak:.0f} MiB"  # refused from the declared size, before allocation
+    assert md5s(path) == before and not (tmp_path / "o").exists()
+
+
+def md5s(folder):
+    import hashlib
+
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_garbage_and_altered_onnx_files_are_refused(tmp_path, tiny_run, capsys):
+    write_image(tmp_path / "in" / "a.png", np.zeros((16, 16), np.uint8))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"garbage" * 10)
+    assert main(["predict", str(bad), str(tmp_path / "in"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a readable ONNX file" in capsys.readouterr().err

@@ -23,7 +23,7 @@ from torch import nn
 
 from .checkpoint import build_model, load_checkpoint, resolve_model_path
 from .data.io import publish
-from .errors import ConfigError, UnetkitError
+from .errors import CheckpointError, ConfigError, UnetkitError
 
 __all__ = ["EXPORT_FORMATS", "ExportResult", "OnnxModel", "export_model"]
 
@@ -178,15 +178,33 @@ class OnnxModel(nn.Module):
                 "the onnxruntime engine needs the [onnx] extra: pip install 'unetkit[onnx]'"
             ) from None
         self.path = Path(path)
-        proto = onnx.load(str(path), load_external_data=False)
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:
+            raise CheckpointError(
+                f"{path}: not a readable ONNX file ({str(exc).splitlines()[0][:200]}); export it again with "
+                "`unetkit export`"
+            ) from None
         meta = {p.key: p.value for p in proto.metadata_props}
         if "unetkit.model" not in meta:
             raise ConfigError(f"{path}: not an ONNX file written by 'unetkit export' (no unetkit metadata)")
-        self.spec = json.loads(meta["unetkit.model"])
-        self.preprocessing = json.loads(meta["unetkit.preprocessing"])
-        self.training_info = json.loads(meta.get("unetkit.training", "{}"))
-        hp = self.spec["hparams"]
-        self.num_classes, self.depth, self.padding = hp["num_classes"], hp["depth"], hp["padding"]
+        try:
+            self.spec = json.loads(meta["unetkit.model"])
+            self.preprocessing = json.loads(meta["unetkit.preprocessing"])
+            self.training_info = json.loads(meta.get("unetkit.training", "{}"))
+            hp = self.spec["hparams"]
+            self.num_classes, self.depth, self.padding = hp["num_classes"], hp["depth"], hp["padding"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{path}: damaged unetkit metadata in this ONNX file ({exc!s:.200})"
+            ) from None
+        outputs = proto.graph.output[0].type.tensor_type.shape.dim if proto.graph.output else []
+        channels = outputs[1].dim_value if len(outputs) > 1 else 0
+        if channels and channels != self.num_classes:
+            raise CheckpointError(
+                f"{path}: the metadata says {self.num_classes} output channel(s), the graph has {channels}: "
+                "the file was altered; export it again"
+            )
         self.spatial_dims, self.margin = hp.get("spatial_dims", 2), 0
         k = hp.get("anisotropic_levels", 0)
         self.size_multiples = (

@@ -104,9 +104,7 @@ def describe_fault(exc: BaseException) -> str:
         return "out of memory: use smaller tiles or batches (--tile, --batch), or a machine with more memory"
     if isinstance(exc, UnicodeError):
         return f"a text file is not UTF-8 ({exc}); save it as UTF-8"
-    return (
-        f"a numeric failure ({type(exc).__name__}: {exc}); lower the learning rate (--lr) or check the inputs"
-    )
+    return f"numeric failure: {exc}"
 
 
 def _forward_sigterm():

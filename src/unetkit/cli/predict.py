@@ -79,6 +79,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="also write NAME_instances.tif: one label per object (interior components for a 3-class "
         "border model, distance-transform watershed for a binary one)",
     )
+    p.add_argument(
+        "--max-memory",
+        type=float,
+        metavar="GIB",
+        help="refuse an image whose row of tiles needs more memory than this, in GiB, before anything is "
+        "allocated (default: half the memory available)",
+    )
     p.add_argument("--min-size", type=int, default=8, help="drop objects under this many pixels (default: 8)")
     p.add_argument(
         "--object-context",
@@ -168,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         overlay=args.overlay,
         overwrite=args.overwrite,
         resume=args.resume,
+        max_memory=args.max_memory * 2**30 if args.max_memory else None,
         layout=args.layout or "auto",
         naming=naming_from_args(args),
         skip_bad=args.skip_bad,

@@ -300,6 +300,10 @@ def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False)
         else:
             raise DataError(f"{path}: unsupported output format {suffix!r}; use .png, .tif or .npy")
         publish(tmp, path)
+    except OSError as exc:  # disk full, quota, read-only: name the file being written
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

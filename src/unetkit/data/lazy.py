@@ -72,12 +72,17 @@ class ImageSource:
         if not (isinstance(key, tuple) and key and key[0] is Ellipsis and len(key) == 1 + self.spatial_dims):
             raise IndexError("read windows as source[..., rows, cols] (source[..., planes, rows, cols])")
         spatial = list(key[1:])
-        if self.channel_axis is None:
-            block = np.asarray(self.array[tuple(spatial)])[None]
-        else:
-            sel: list[Any] = spatial
-            sel.insert(self.channel_axis, slice(None))
-            block = np.moveaxis(np.asarray(self.array[tuple(sel)]), self.channel_axis, 0)
+        try:
+            if self.channel_axis is None:
+                block = np.asarray(self.array[tuple(spatial)])[None]
+            else:
+                sel: list[Any] = spatial
+                sel.insert(self.channel_axis, slice(None))
+                block = np.moveaxis(np.asarray(self.array[tuple(sel)]), self.channel_axis, 0)
+        except (DataError, MemoryError):
+            raise
+        except Exception as exc:  # a damaged compressed tile or strip (zlib, LZW, JPEG ...) found on reading
+            raise unreadable(Path(self.name), exc) from None
         return block if self.index == list(range(block.shape[0])) else block[self.index]
 
     def subsample(self, max_pixels: int = 1 << 22) -> np.ndarray:
@@ -108,6 +113,9 @@ class ImageSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+SMALL_DECODE = 1 << 26  # compressed TIFFs up to this many values are decoded whole when opened
 
 
 def open_image(path: str | Path, *, volume: bool = False) -> ImageSource:
@@ -197,10 +205,13 @@ def _open_tiff(path: Path, volume: bool = False) -> ImageSource:
             )
         try:  # uncompressed and contiguous: map it, read-only (a read-write map could change the user's file)
             arr: Any = tifffile.memmap(path, mode="r")
-        except ValueError:  # compressed or not contiguous: read tiles/strips on demand
-            import zarr
+        except ValueError:  # compressed or not contiguous: small ones decoded now, large ones tile by tile
+            if series.size <= SMALL_DECODE:
+                arr = series.asarray()
+            else:
+                import zarr
 
-            arr = zarr.open(series.aszarr(), mode="r")
+                arr = zarr.open(series.aszarr(), mode="r")
         if squeeze:
             arr = _Squeezed(arr, squeeze)
         channel_axis = next((i for i, a in enumerate(core) if a in "SC"), None)

@@ -236,6 +236,7 @@ def predict_files(
     naming: Any = None,
     progress: bool = True,
     max_pixels_in_memory: int = 1 << 26,
+    max_memory: float | None = None,
     object_context: int = 128,
     dask: str | bool | None = None,
     dask_workers: int = 2,
@@ -265,7 +266,9 @@ def predict_files(
 
     ``format`` defaults to PNG, or TIFF for images over ``max_pixels_in_memory`` pixels: those are read
     lazily and held on disk while they are processed, so memory does not grow with the image. Instance IDs
-    are consistent across tiles and blocks for objects up to ``object_context`` pixels across.
+    are consistent across tiles and blocks for objects up to ``object_context`` pixels across. ``max_memory``
+    (bytes; default: half the memory available): an image whose row of tiles needs more is refused before
+    anything is allocated (memory grows with the width; ``--dask`` splits both ways).
 
     ``dask``: run on a Dask cluster instead (``True``: a ``LocalCluster`` of ``dask_workers`` processes started
     here; a string: the scheduler's address), ``chunk`` x ``chunk`` pixels per task, results as zarr (see
@@ -333,7 +336,7 @@ def predict_files(
     jobs, bad = [], []
     for item in items:  # every input checked before the first result is written
         try:
-            h, w, pages = _check_input(item.path, predictor, max_pixels_in_memory)
+            h, w, pages = _check_input(item.path, predictor, max_pixels_in_memory, max_memory)
         except DataError as exc:
             bad.append(str(exc))
             continue
@@ -352,10 +355,7 @@ def predict_files(
         jobs.append((item, large, fmt, paths, pages))
     guard_outputs(files, out, [p for *_, paths, _ in jobs for p in paths.values()], protect)
     if bad and not skip_bad:
-        raise DataError(
-            f"{len(bad)} of {len(items)} input(s) cannot be segmented; nothing was written. Fix or remove them, or "
-            "pass --skip-bad to go on without them:\n  " + "\n  ".join(bad)
-        )
+        raise _bad_inputs(bad, len(items))
     jobs, done = _existing(jobs, overwrite, resume, lambda job: job[3])
     prepare_out(out)
     results = PredictedFiles(skipped=bad)
@@ -392,6 +392,18 @@ def predict_files(
     return results
 
 
+def _bad_inputs(bad: list[str], total: int) -> DataError:
+    """One line for one bad input; a list, one line each, for several."""
+    if len(bad) == 1:
+        return DataError(
+            f"{bad[0]}; nothing was written (fix or remove it, or pass --skip-bad to go on without it)"
+        )
+    return DataError(
+        f"{len(bad)} of {total} inputs cannot be segmented; nothing was written. Fix or remove them, or pass "
+        "--skip-bad to go on without them:\n  " + "\n  ".join(bad)
+    )
+
+
 def prepare_out(out: Path) -> None:
     """Create OUT, prove it writable before any compute, and remove work folders that killed runs left there
     (only unetkit's own, of processes that no longer run)."""
@@ -402,7 +414,9 @@ def prepare_out(out: Path) -> None:
         log.info("removed %s, left by a run that was killed", stale)
 
 
-def _check_input(path: Path, predictor: Predictor, max_pixels: int) -> tuple[int, int, int]:
+def _check_input(
+    path: Path, predictor: Predictor, max_pixels: int, max_memory: float | None = None
+) -> tuple[int, int, int]:
     """Height, width and pages of a 2-D model's input, after reading it as the prediction will (an image that
     fits in memory is decoded whole; a large one is opened and sampled)."""
     pages = count_planes(path) if path.suffix.lower() in (".tif", ".tiff") else 1
@@ -411,8 +425,10 @@ def _check_input(path: Path, predictor: Predictor, max_pixels: int) -> tuple[int
         predictor.channels_first(first, f"{path} [page 0]")
         check_values(first, path)
         return first.shape[0], first.shape[1], pages
-    with open_image(path).select(predictor.in_channels) as source:
+    with open_image(path) as source:
         h, w = source.spatial_shape
+        predictor.check_size((h, w), path, max_memory)  # declared sizes, before anything is read or allocated
+        source.select(predictor.in_channels)
         # a small image decodes whole now (a damaged file fails before any result); a large one is sampled
         pixels = source[..., 0:h, 0:w] if h * w <= max_pixels else source.subsample(1 << 20)
         check_values(np.asarray(pixels), path, sampled=h * w > max_pixels)
@@ -731,10 +747,7 @@ def _predict_volumes(
         except DataError as exc:
             bad.append(str(exc))
     if bad and not skip_bad:
-        raise DataError(
-            f"{len(bad)} of {len(jobs)} volume(s) cannot be segmented; nothing was written. Fix or remove them, or "
-            "pass --skip-bad:\n  " + "\n  ".join(bad)
-        )
+        raise _bad_inputs(bad, len(jobs))
     jobs = [(i, paths) for i, paths in jobs if not any(str(i.path) in b for b in bad)]
     jobs, _ = _existing(jobs, overwrite, resume, lambda job: job[1])
     prepare_out(out)

@@ -9,6 +9,7 @@ therefore bounded by the tile batch and the image *width*, never by its height.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import tempfile
 import threading
@@ -61,6 +62,18 @@ RowsCallback = Callable[[int, int, np.ndarray], None]
 
 
 MAX_TILE = 16384  # the largest tile side a checkpoint may ask for
+MAX_TILES = 10_000_000  # tiles of one image in one process (the tile list is built before the first tile)
+
+
+def available_memory() -> float:
+    """Bytes of memory available now (MemAvailable), or 8 GiB when the system does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8.0 * 2**30
 
 
 def default_tile(payload: dict[str, Any], minimum: int = 256) -> int:
@@ -292,6 +305,27 @@ class Predictor:
         if self.num_classes == 1 or self.encoding.name in ("binary", "instances"):
             return (labels > 0).astype(np.uint8) * np.uint8(255)
         return self.encoding.decode(labels)
+
+    def check_size(self, shape: tuple[int, ...], name: str | Path, max_memory: float | None = None) -> None:
+        """Refuse, before anything is allocated, an image whose streaming needs more than ``max_memory``
+        bytes (default: half the memory available now) or more than :data:`MAX_TILES` tiles. Memory grows with
+        the image's width (one full-width row of tiles is held), not its height."""
+        step = max(1, self.core if self.blend == "crop" else round(self.tile_in * (1 - self.overlap)))
+        tiles = math.prod(max(1, -(-n // step)) for n in shape)
+        if tiles > MAX_TILES:
+            raise DataError(
+                f"{name}: {'x'.join(map(str, shape))} pixels make {tiles:,} tiles (at most {MAX_TILES:,} in one "
+                "process): use --dask to split it into chunks, or a larger --tile"
+            )
+        row = math.prod(shape[1:])
+        need = self.tile_in * row * 4 * (2 * (self.num_classes + 1) + self.in_channels + 1)
+        limit = max_memory if max_memory is not None else available_memory() / 2
+        if need > limit:
+            raise DataError(
+                f"{name}: {'x'.join(map(str, shape))} pixels: one row of tiles needs {need / 2**30:.1f} GiB, more "
+                f"than {limit / 2**30:.1f} GiB ({'--max-memory' if max_memory is not None else 'half the available memory'}); "
+                "use --dask (chunks in both directions), a smaller --tile, or raise --max-memory"
+            )
 
     # -- the streaming engine --------------------------------------------------------------------------
     def plan(self, shape: tuple[int, ...]) -> list[Tile]:

@@ -366,7 +366,8 @@ def train(
                     loss = (loss + sum(loss_fn(a.float(), target, weight) for a in aux)) / (len(aux) + 1)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
-                        f"the loss became {loss.item()} at epoch {epoch}; lower train.lr (now {cfg.train.lr})"
+                        f"the loss became {loss.item()} at epoch {epoch}: lower --lr (now {cfg.train.lr:g}); {out} "
+                        "keeps config.yaml and metrics.csv of this attempt (train again with --overwrite)"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
