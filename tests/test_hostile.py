@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from unetkit import DataConfig, evaluate, read_image, write_image
+from unetkit import DataConfig, evaluate, read_image, synth_nuclei, write_image
 from unetkit.cli.main import main
 from unetkit.config import read_yaml
 from unetkit.data.masks import parse_class_map
@@ -209,3 +209,25 @@ def test_garbage_and_altered_onnx_files_are_refused(tmp_path, tiny_run, capsys):
     bad.write_bytes(b"garbage" * 10)
     assert main(["predict", str(bad), str(tmp_path / "in"), "--out", str(tmp_path / "o")]) == 2
     assert "not a readable ONNX file" in capsys.readouterr().err
+
+
+def test_instance_labels_near_2_to_the_32_cost_no_more_than_small_ones(tmp_path):
+    from unetkit.data.masks import MaskEncoding, compact_labels
+    from unetkit.data.synthetic import SynthParams
+
+    dense = SynthParams(radius=(4.0, 7.0), nuclei_per_mpx=2500, clusters_per_mpx=1200)
+    data = tmp_path / "data"
+    for i in range(3):
+        image, labels = synth_nuclei((48, 56), i, dense)
+        big = np.where(labels > 0, labels.astype(np.uint32) + (2**32 - 1000), 0).astype(np.uint32)
+        write_image(data / "images" / f"a{i}.png", image)
+        write_image(data / "masks" / f"a{i}.tif", big)
+    small = synth_nuclei((48, 56), 0, dense)[1]
+    huge = np.where(small > 0, small.astype(np.int64) + 2**32 - 1000, 0)
+    assert np.array_equal(compact_labels(huge), small)  # the same objects, numbered 1..N
+    enc = MaskEncoding("instances", target="border")
+    assert enc.weights(huge, enc.encode(huge), 10.0, 5.0).shape == huge.shape  # no array of 2^32 entries
+    args = ["train", str(data), "--out", str(tmp_path / "run"), "--mask-encoding", "instances", "--target", "border",
+            "--weight-map", "--epochs", "1", "--steps-per-epoch", "1", "--batch", "2", "--patch", "32",
+            "--base-channels", "2", "--depth", "1", "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main(args) == 0  # planning (on the fly, no measured run) and weight maps included

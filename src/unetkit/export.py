@@ -24,6 +24,7 @@ from torch import nn
 from .checkpoint import build_model, load_checkpoint, resolve_model_path
 from .data.io import publish
 from .errors import CheckpointError, ConfigError, UnetkitError
+from .safety import guard_outputs
 
 __all__ = ["EXPORT_FORMATS", "ExportResult", "OnnxModel", "export_model"]
 
@@ -78,10 +79,7 @@ def export_model(
         raise ConfigError(f"--format {format!r} is unknown; choose one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out)
     checkpoint = resolve_model_path(checkpoint)
-    if out.resolve() == checkpoint.resolve() or out.resolve() == checkpoint.resolve().parent:
-        raise ConfigError(
-            f"--out {out}: would replace the checkpoint {checkpoint} (even with --overwrite); name a new file"
-        )
+    guard_outputs([checkpoint], out, [out])  # the checkpoint in use is an input
     if out.exists() and not overwrite:
         raise UnetkitError(f"{out}: already exists; pass --overwrite to replace it")
     if format == "onnx":

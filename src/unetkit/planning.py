@@ -37,7 +37,7 @@ from .config import DATASET_KEYS, INFO_SECTIONS, DataConfig, ModelConfig, RunCon
 from .data.checks import check_dataset
 from .data.io import collapse_gray, to_channels_first
 from .data.layouts import read_descriptor, read_sample_image, read_sample_mask
-from .data.masks import IGNORE, encode_mask
+from .data.masks import IGNORE, compact_labels, encode_mask
 from .data.synthetic import touching_pairs
 from .errors import ConfigError, DataError
 from .models.unet import ValidGeometry
@@ -195,7 +195,7 @@ def fingerprint(
         max_value = max(max_value, float(flat.max()))
         if encoding.name == "instances":
             labels = mask if volumes or mask.ndim == 2 else mask[..., 0]
-            labels = labels.astype(np.int64)
+            labels = compact_labels(labels.astype(np.int64))
             pairs = touching_pairs(labels)
             n_pairs += len(pairs)
             touching_objects += len({i for p in pairs for i in p})

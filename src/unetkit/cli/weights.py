@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from ..data.checks import check_dataset
 from ..data.io import write_image
 from ..data.layouts import read_sample_mask
+from ..safety import guard_outputs, sample_files
 from ..viz import heatmap
 from .common import add_data_args, config_with_data_args
 
@@ -38,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     report.raise_if_problems()
     encoding, out = report.encoding, Path(args.out)
     assert encoding is not None
+    outputs = [out / f"{s.name}_weights.{ext}" for s in report.samples for ext in ("tif", "png")]
+    guard_outputs(sample_files(report.samples), out, outputs)
     for s in tqdm(report.samples, desc="weights", unit="mask"):
         mask = read_sample_mask(s)
         target = encoding.encode(mask, s.mask_label)

@@ -32,6 +32,7 @@ __all__ = [
     "TARGETS",
     "MaskEncoding",
     "border_target",
+    "compact_labels",
     "encode_mask",
     "load_class_map",
     "mask_weights",
@@ -150,6 +151,7 @@ class MaskEncoding:
 
         if ignore is not None:
             mask = np.where(ignore, 0, mask)
+        mask = compact_labels(mask)
         return separate_touching(mask, self.border_gap) if self.border_gap else mask
 
     def weights(
@@ -237,6 +239,19 @@ class MaskEncoding:
                 f"{[f'#{int(k):06x}' for k in keys]}; add them to --class-map or fix the mask"
             )
         return np.array([index[int(c)] for c in colours], np.uint8)[inverse.reshape(packed.shape)]
+
+
+def compact_labels(labels: np.ndarray) -> np.ndarray:
+    """Instance labels renumbered 1..N (in the order of their values) when the values are large (e.g. near 2^32),
+    so that every array sized by the largest label (bincount, find_objects) is sized by the number of objects.
+    Labels below 65536 are returned as they are."""
+    labels = np.asarray(labels)
+    if labels.size == 0 or int(labels.max()) < 65536:
+        return labels
+    values, inverse = np.unique(labels, return_inverse=True)
+    if values[0] != 0:  # no background pixel: object numbers start at 1
+        inverse = inverse + 1
+    return inverse.reshape(labels.shape).astype(np.int64)
 
 
 def border_target(labels: np.ndarray, width: int = 1) -> np.ndarray:

@@ -17,6 +17,7 @@ from ..data.io import IMAGE_SUFFIXES, count_planes, read_image, read_volume, wri
 from ..data.layouts import find_images
 from ..data.lazy import ImageSource, open_image
 from ..errors import ConfigError, DataError
+from ..safety import guard_outputs
 from ..viz import contour_overlay
 from .postprocess import instances_blockwise
 from .predictor import Predictor
@@ -192,31 +193,6 @@ def output_paths(
     if overlay:
         paths["overlay"] = out / f"{stem}_overlay.png"
     return paths
-
-
-def guard_outputs(
-    inputs: Sequence[Path], out: Path, outputs: Sequence[Path], protect: Sequence[str | Path] = ()
-) -> None:
-    """Refuse, before any work, an output that is, replaces or sits among the inputs (with or without
-    ``--overwrite``): OUT must not be an input, the folder holding input images, or inside an input ``.zarr``;
-    no output may have an input's path. ``protect``: more files or folders that must stay untouched (the
-    ground truth of ``evaluate MODEL DATA``)."""
-    out_r = out.resolve()
-    files = {Path(p).resolve() for p in inputs}
-    guarded = files | {Path(p).resolve() for p in protect}
-    folders = {p.parent for p in guarded if not p.is_dir()} | {p for p in guarded if p.is_dir()}
-    for f in files | folders:
-        if out_r == f or (f.suffix.lower() == ".zarr" and f in out_r.parents):
-            what = f"{f}, a folder holding inputs" if f in folders and f not in files else f"the input {f}"
-            raise DataError(
-                f"--out {out}: is {what}; results would mix with or replace the inputs (even with --overwrite): "
-                "choose another folder"
-            )
-    for o in outputs:
-        if o.resolve() in guarded:
-            raise DataError(
-                f"--out {out}: the result {o} would replace the input {o.resolve()}; choose another folder"
-            )
 
 
 def predict_files(

@@ -628,16 +628,6 @@ def _report_arrays(
     return out
 
 
-def _mask_files(samples: list[Sample]) -> list[Path]:
-    out: list[Path] = []
-    for s in samples:
-        if isinstance(s.mask, tuple):
-            out.extend(s.mask)
-        elif s.mask is not None:
-            out.append(s.mask)
-    return out
-
-
 FINDING_KEYS = ("layout", "images_dir", "masks_dir", "image_pattern", "mask_pattern")
 
 
@@ -673,6 +663,7 @@ def evaluate_model(
     masks unless ``data_config`` or ``DATA/dataset.yaml`` say otherwise."""
     from ..checkpoint import load_checkpoint, resolve_model_path
     from ..inference.api import predict_files, samples_as_inputs
+    from ..safety import sample_files
 
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
@@ -693,7 +684,7 @@ def evaluate_model(
         save_probs="float32" if mode == "isbi" else False,
         overwrite=overwrite,
         progress=progress,
-        protect=[data, *_mask_files(samples)],
+        protect=[data, *sample_files(samples)],
         **predict_kwargs,
     )
     return evaluate(out, data, mode=mode, data=data_config, model_encoding=model_encoding)

@@ -39,6 +39,7 @@ from ..inference.predictor import Predictor
 from ..losses import LOSSES, get_loss
 from ..metrics import dice_iou
 from ..models import InvalidSizeError, create_model
+from ..safety import guard_outputs, sample_files
 from ..viz import save_curves
 from .distributed import DistContext, init_distributed, spawn
 
@@ -149,6 +150,7 @@ def train(
         data, cfg.data, num_classes=cfg.model.num_classes, in_channels=cfg.model.in_channels, volumes=volumes
     )
     report.raise_if_problems()
+    guard_outputs(sample_files(report.samples), out, [out / name for name in RUN_FILES])
     for note in report.notes:
         log.info("%s", note)
     encoding = report.encoding
