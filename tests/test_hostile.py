@@ -231,3 +231,21 @@ def test_instance_labels_near_2_to_the_32_cost_no_more_than_small_ones(tmp_path)
             "--weight-map", "--epochs", "1", "--steps-per-epoch", "1", "--batch", "2", "--patch", "32",
             "--base-channels", "2", "--depth", "1", "--device", "cpu", "--no-progress"]  # fmt: skip
     assert main(args) == 0  # planning (on the fly, no measured run) and weight maps included
+
+
+def test_an_output_folder_that_cannot_be_written_is_found_before_any_compute(tmp_path, tiny_run, capsys):
+    write_image(tmp_path / "in" / "a.png", np.zeros((16, 16), np.uint8))
+    out = "/sys/unetkit-no-such-output"  # sysfs: no folder can be made there, even by root
+    rc = main(["predict", str(tiny_run.run_dir), str(tmp_path / "in"), "--out", out, "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and out in err and "Traceback" not in err and "predict a.png" not in err, err
+
+
+def test_checkpoint_metadata_that_contradicts_its_network_is_refused(tmp_path, tiny_run, capsys):
+    def contradict(p):
+        p["preprocessing"]["num_classes"] = p["model"]["hparams"]["num_classes"] + 2
+
+    model = _tampered(tiny_run, tmp_path, "altered.pt", contradict)
+    write_image(tmp_path / "in" / "a.png", np.zeros((16, 16), np.uint8))
+    assert main(["predict", str(model), str(tmp_path / "in"), "--out", str(tmp_path / "o")]) == 2
+    assert "altered" in capsys.readouterr().err

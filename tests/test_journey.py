@@ -121,6 +121,17 @@ def build(layout: str, enc: str, root) -> object:
     return data
 
 
+def checksums(data) -> dict[str, str]:
+    import hashlib
+
+    root = data.parent if data.is_file() else data
+    return {
+        str(p): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith("plan.yaml")
+    }
+
+
 def truth_of(data, enc: str) -> dict[str, np.ndarray]:
     """The stored truth of every sample, read back by the layout (DSB object masks merged)."""
     return {s.name: read_sample_mask(s) for s in load_layout(data).samples}
@@ -189,6 +200,7 @@ def write_forms(folder, name, mask, labels, form):
 @pytest.mark.parametrize(("layout", "enc"), CELLS, ids=[f"{a}-{b}" for a, b in CELLS])
 def test_journey(tmp_path, layout, enc, capsys):
     data = build(layout, enc, tmp_path)
+    before = checksums(data)
     flags = reading_flags(enc, tmp_path)
     instances = enc in ("instances", "border")
     if layout in ("dsb", "ctc", "isbi"):
@@ -231,6 +243,8 @@ def test_journey(tmp_path, layout, enc, capsys):
     assert (
         main(["evaluate", str(run), str(data), "--out", str(tmp_path / "pred-model")]) == 0
     )  # as in training
+
+    assert checksums(data) == before  # every input byte-identical after the whole journey (plan.yaml aside)
 
     # the truth itself, in every form predict writes, scores exactly 1
     data_cfg = DataConfig()

@@ -165,6 +165,12 @@ def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> n
             raise CheckpointError(
                 f"{source}: declares {key}={str(value)[:40]}, outside {lo}..{hi}: damaged or not made by unetkit"
             )
+    declared = (payload.get("preprocessing") or {}).get("num_classes")
+    if declared is not None and hparams.get("num_classes") is not None and declared != hparams["num_classes"]:
+        raise CheckpointError(
+            f"{source}: its preprocessing says {declared} output class(es), the network {hparams['num_classes']}: "
+            "the file was altered; use the checkpoint as training wrote it"
+        )
     try:
         model = create_model(spec["name"], **hparams)
         model.load_state_dict(payload["state_dict"])
