@@ -58,6 +58,7 @@ CORPUS = {
         planarconfig="contig",
     ),
     "garbage.npy": lambda p: p.write_bytes(b"\x93NUMPY" + bytes(100)),
+    "zero_size.tif": lambda p: tifffile.imwrite(p, np.zeros((0, 5), np.uint8)),
 }
 
 
@@ -107,3 +108,31 @@ def test_fuzzed_yaml_is_parsed_or_refused_never_crash(tmp_path, text):
         read_yaml(path, "--config")
     except UnetkitError:
         pass
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    raw=st.dictionaries(
+        st.sampled_from(["model", "data", "train", "extra"]),
+        st.one_of(
+            st.none(),
+            st.integers(),
+            st.text(max_size=10),
+            st.dictionaries(
+                st.sampled_from(["depth", "patch_size", "lr", "epochs", "mask_encoding", "layout", "nonsense"]),
+                st.one_of(st.none(), st.integers(-5, 10**9), st.floats(allow_nan=True), st.text(max_size=8),
+                          st.lists(st.integers(), max_size=3)),
+                max_size=4,
+            ),
+        ),
+        max_size=4,
+    )
+)  # fmt: skip
+def test_fuzzed_configurations_are_accepted_or_refused_by_name(raw):
+    from unetkit.config import RunConfig
+    from unetkit.training.trainer import check_config
+
+    try:
+        check_config(RunConfig.from_dict(raw, source="fuzz.yaml"))
+    except UnetkitError as exc:
+        assert str(exc)  # a message, never a crash of another kind

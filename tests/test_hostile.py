@@ -249,3 +249,34 @@ def test_checkpoint_metadata_that_contradicts_its_network_is_refused(tmp_path, t
     write_image(tmp_path / "in" / "a.png", np.zeros((16, 16), np.uint8))
     assert main(["predict", str(model), str(tmp_path / "in"), "--out", str(tmp_path / "o")]) == 2
     assert "altered" in capsys.readouterr().err
+
+
+def test_sigterm_stops_predict_cleanly_and_leaves_no_work_folder(tmp_path, tiny_run, unetkit_exe):
+    import signal
+    import time
+
+    for i in range(200):
+        write_image(
+            tmp_path / "in" / f"im{i:03d}.png",
+            np.random.default_rng(i).integers(0, 255, (128, 128), np.uint8),
+        )
+    out = tmp_path / "out"
+    cmd = [
+        unetkit_exe,
+        "predict",
+        str(tiny_run.run_dir),
+        str(tmp_path / "in"),
+        "--out",
+        str(out),
+        "--format",
+        "zarr",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("im*.zarr"))) < 3:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)  # as timeout, SLURM and Kubernetes stop a job
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert 3 <= len(list(out.glob("im*.zarr"))) < 200
+    assert not list(out.glob(".*.work.*"))  # the work folder of the image in progress was removed
