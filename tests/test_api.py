@@ -23,6 +23,7 @@ def test_public_api_is_curated_and_complete():
         "checkpoint",
         "export",
         "planning",
+        "safety",
     }
     assert public - modules <= set(unetkit.__all__)
 
