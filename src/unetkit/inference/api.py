@@ -86,10 +86,6 @@ class InputImage:
     name: str
     path: Path
 
-    @classmethod
-    def of(cls, item: str | Path | InputImage) -> InputImage:
-        return item if isinstance(item, InputImage) else cls(Path(item).stem, Path(item))
-
 
 class PredictedFiles(list):
     """The :class:`PredictedFile` of every input written, and ``skipped``: one line per damaged input that
