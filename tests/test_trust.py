@@ -380,3 +380,26 @@ def test_a_truncated_tiff_is_refused_and_never_grown(tmp_path, tiny_run):
     assert (folder / "cut.tif").stat().st_size == len(
         data
     ) // 2  # the input was not extended to its header's size
+
+
+def test_isbi_2012_as_downloaded_trains_and_predicts(tmp_path, tiny_run):
+    root = tmp_path / "isbi"
+    root.mkdir()
+    stacks = {
+        n: np.stack([synth_nuclei((40, 40), i)[k] for i in range(3)])
+        for n, k in (("train-volume", 0), ("test-volume", 0))
+    }
+    for name, stack in stacks.items():
+        tifffile.imwrite(root / f"{name}.tif", stack, photometric="minisblack")
+    labels = np.stack([(synth_nuclei((40, 40), i)[1] > 0).astype(np.uint8) * 255 for i in range(3)])
+    tifffile.imwrite(root / "train-labels.tif", labels, photometric="minisblack")
+    layout = load_layout(root)  # three stacks: train-labels pairs with train-volume, not test-volume
+    assert layout.name == "isbi" and not layout.problems
+    assert {s.image.name for s in layout.samples} == {"train-volume.tif"} and len(layout.samples) == 3
+    out = tmp_path / "pred"
+    assert main(["predict", str(tiny_run.run_dir), str(root), "--out", str(out), "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "test-volume.tif",
+        "train-volume.tif",
+    ]  # stacks, not labels
+    assert tifffile.imread(out / "test-volume.tif").shape == (3, 40, 40)
