@@ -280,3 +280,11 @@ def test_sigterm_stops_predict_cleanly_and_leaves_no_work_folder(tmp_path, tiny_
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     assert 3 <= len(list(out.glob("im*.zarr"))) < 200
     assert not list(out.glob(".*.work.*"))  # the work folder of the image in progress was removed
+
+
+def test_a_pickled_npy_is_never_unpickled_and_says_what_to_do(tmp_path):
+    from unetkit.errors import DataError as UserDataError
+
+    np.save(tmp_path / "cell_seg.npy", {"masks": np.zeros((4, 4))}, allow_pickle=True)  # as Cellpose saves
+    with pytest.raises(UserDataError, match="never unpickles"):
+        read_image(tmp_path / "cell_seg.npy")

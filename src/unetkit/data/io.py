@@ -64,6 +64,13 @@ def read_image(path: str | Path, page: int | None = None) -> np.ndarray:
                 arr = _pil_to_array(im)
     except DataError:
         raise
+    except ValueError as exc:
+        if suffix == ".npy" and "allow_pickle" in str(exc):  # e.g. Cellpose's NAME_seg.npy: a pickled dict
+            raise DataError(
+                f"{path}: holds Python objects, not an array (Cellpose's _seg.npy files do); unetkit never unpickles "
+                "files: save the masks as PNG or TIFF (Cellpose: NAME_cp_masks.png)"
+            ) from None
+        raise unreadable(path, exc) from None
     except Exception as exc:
         raise unreadable(path, exc) from None
     arr = np.asarray(arr)
