@@ -6,12 +6,14 @@ or have an input's path, with or without ``--overwrite`` (which replaces earlier
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import DataError
 
-__all__ = ["guard_outputs", "sample_files"]
+__all__ = ["guard_outputs", "require_writable", "sample_files", "writable"]
 
 
 def guard_outputs(
@@ -47,3 +49,18 @@ def sample_files(samples: Sequence[object]) -> list[Path]:
         mask = s.mask  # type: ignore[attr-defined]
         out.extend(mask if isinstance(mask, tuple) else [mask] if mask is not None else [])
     return out
+
+
+def require_writable(folder: Path) -> None:
+    """Prove that files can be created in ``folder`` (raises the OSError that says why, naming the folder)."""
+    fd, probe = tempfile.mkstemp(prefix=".unetkit-write-test.", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
+def writable(folder: Path) -> bool:
+    try:
+        require_writable(folder)
+    except OSError:
+        return False
+    return True

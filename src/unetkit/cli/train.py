@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from ..config import RunConfig, replace
@@ -22,6 +21,7 @@ from ..planning import (
     read_plan,
     rebudget,
 )
+from ..safety import writable
 from ..training.trainer import check_config, train
 from .common import add_data_args, config_with_data_args, reading_config
 from .plan import plan_path
@@ -237,16 +237,6 @@ def default_time_budget(device: str | None) -> str:
     return CPU_TRAIN_BUDGET if resolve_device(device or "auto").type == "cpu" else DEFAULT_BUDGET
 
 
-def _writable(folder: Path) -> bool:
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".unetkit-write-test.", dir=folder)
-    except OSError:
-        return False
-    os.close(fd)
-    os.unlink(probe)
-    return True
-
-
 def planned_config(args: argparse.Namespace, out: Path | None = None) -> tuple[RunConfig | None, dict]:
     """The plan to start from (read, or made now and written) and its measured times, or None for --config
     / --no-plan. A plan made here fills --time-budget (default: CPU_TRAIN_BUDGET on a CPU), planning
@@ -280,7 +270,7 @@ def planned_config(args: argparse.Namespace, out: Path | None = None) -> tuple[R
         raise ConfigError(f"--plan {path}: no such file (make one with `unetkit plan DATA --out {path}`)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(f"{path} is missing: run `unetkit plan {args.data}` once before torchrun")
-    if out is not None and not _writable(path.parent):  # a read-only dataset: the plan goes with the run
+    if out is not None and not writable(path.parent):  # a read-only dataset: the plan goes with the run
         log.info("%s is not writable: the plan goes to %s", path.parent, out / "plan.yaml")
         out.mkdir(parents=True, exist_ok=True)
         path = out / "plan.yaml"

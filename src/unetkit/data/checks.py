@@ -15,7 +15,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from .io import collapse_gray, has_alpha, to_channels_first
+from .io import check_pixel_values, collapse_gray, has_alpha, to_channels_first
 from .layouts import Naming, Sample, load_layout, read_descriptor, read_sample_image, read_sample_mask
 from .masks import IGNORE, MaskEncoding, encode_mask, parse_class_map, suggest_encoding
 from .normalize import Normalizer
@@ -196,11 +196,10 @@ def check_dataset(
         if image is None or mask is None:
             continue
         report.dtypes.add(str(image.dtype))
-        if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
-            bad = int((~np.isfinite(image)).sum())
-            report.problems.append(
-                f"{s.image_label}: {bad} NaN or Inf pixel value(s); fix or remove the image"
-            )
+        try:
+            check_pixel_values(image, s.image_label)
+        except DataError as exc:
+            report.problems.append(str(exc))
             continue
         if not volumes and has_alpha(image) and not alpha_noted:
             report.notes.append(f"{s.image_label}: has an alpha channel, which is dropped")

@@ -20,6 +20,7 @@ from ..errors import DataError
 __all__ = [
     "IMAGE_SUFFIXES",
     "channel_indices",
+    "check_pixel_values",
     "collapse_gray",
     "count_planes",
     "has_alpha",
@@ -82,6 +83,19 @@ def read_image(path: str | Path, page: int | None = None) -> np.ndarray:
             "for a stack with one sample per plane use the ISBI layout (--layout isbi)"
         )
     return arr
+
+
+def check_pixel_values(pixels: np.ndarray, path: str | Path, sampled: bool = False) -> None:
+    """Refuse pixel values no segmentation can be right for: complex numbers (their imaginary part would be
+    lost), NaN or infinity. ``sampled``: ``pixels`` are a sample of the image (said in the message)."""
+    if np.iscomplexobj(pixels):
+        raise DataError(
+            f"{path}: complex-valued pixels ({pixels.dtype}); save the magnitude (or one part) as a real image"
+        )
+    if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(pixels).all():
+        bad = int((~np.isfinite(pixels)).sum())
+        where = " in a sample of its pixels" if sampled else ""
+        raise DataError(f"{path}: {bad} NaN or infinite pixel value(s){where}; fix or remove the image")
 
 
 def publish(tmp: str | Path, path: str | Path) -> None:

@@ -401,12 +401,16 @@ def _isbi(root: Path, _naming: Naming, masks: bool) -> Layout:
     tifs = sorted(p for p in root.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
     labels = [p for p in tifs if "label" in p.stem.lower()]
     volumes = [p for p in tifs if p not in labels]
-    if masks and len(labels) == 1 and len(volumes) > 1:  # ISBI 2012 as downloaded: train-labels pairs train-volume
+    if (
+        masks and len(labels) == 1 and len(volumes) > 1
+    ):  # ISBI 2012 as downloaded: train-labels pairs train-volume
         prefix = labels[0].stem.lower().split("label")[0]
         paired = [v for v in volumes if prefix and v.stem.lower().startswith(prefix)]
         volumes = paired if len(paired) == 1 else volumes
     if not masks and labels and len(volumes) > 1:  # images alone: every stack, not the labels
-        return Layout("isbi", [s for v in volumes for s in _stack_samples(v)], [], {"mask_encoding": "binary"})
+        return Layout(
+            "isbi", [s for v in volumes for s in _stack_samples(v)], [], {"mask_encoding": "binary"}
+        )
     if len(volumes) != 1 or len(labels) > 1 or (masks and not labels):
         raise DataError(
             f"{root}: the isbi layout needs one image stack and one '*label*.tif' stack, found images "

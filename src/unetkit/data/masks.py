@@ -130,7 +130,7 @@ class MaskEncoding:
 
     def encode(self, mask: np.ndarray, name: str | Path = "mask") -> np.ndarray:
         """Stored mask → target ``(H, W)`` uint8 (``IGNORE`` where unlabelled). Raises on unexpected content."""
-        mask = self._check_shape(np.asarray(mask), name)
+        mask = self.check_mask(np.asarray(mask), name)
         if self.name == "rgb":
             return self._encode_rgb(mask, name)
         ignore = (mask == self.ignore_value) if self.ignore_value is not None else None
@@ -160,7 +160,7 @@ class MaskEncoding:
         """The paper's weight map for this mask: class balance, plus the separation term for instances."""
         from .weights import weight_map
 
-        mask = self._check_shape(np.asarray(mask), "mask")
+        mask = self.check_mask(np.asarray(mask), "mask")
         if self.name == "instances":
             ignore = (mask == self.ignore_value) if self.ignore_value is not None else None
             labels = self.instance_labels(mask, ignore)
@@ -186,7 +186,9 @@ class MaskEncoding:
             return np.asarray(self.colors, np.uint8)[labels]
         return labels.astype(np.uint8)
 
-    def _check_shape(self, mask: np.ndarray, name: str | Path) -> np.ndarray:
+    def check_mask(self, mask: np.ndarray, name: str | Path) -> np.ndarray:
+        """A stored mask as this encoding reads it: grey stored as RGB → one channel, float labels → integers;
+        colour masks (unless ``rgb``), fractional or negative labels are refused naming ``name``."""
         if self.name == "rgb":
             if mask.ndim != 3 or mask.shape[-1] not in (3, 4):
                 raise DataError(

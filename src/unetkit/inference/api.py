@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +12,19 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.io import IMAGE_SUFFIXES, count_planes, read_image, read_volume, write_image, write_volume
+from ..data.io import (
+    IMAGE_SUFFIXES,
+    check_pixel_values,
+    count_planes,
+    read_image,
+    read_volume,
+    write_image,
+    write_volume,
+)
 from ..data.layouts import find_images
 from ..data.lazy import ImageSource, open_image
 from ..errors import ConfigError, DataError
-from ..safety import guard_outputs
+from ..safety import guard_outputs, require_writable
 from ..viz import contour_overlay
 from .postprocess import instances_blockwise
 from .predictor import Predictor
@@ -380,8 +387,7 @@ def prepare_out(out: Path) -> None:
     """Create OUT, prove it writable before any compute, and remove work folders that killed runs left there
     (only unetkit's own, of processes that no longer run)."""
     out.mkdir(parents=True, exist_ok=True)
-    probe = Path(tempfile.mkstemp(prefix=".unetkit-write-test.", dir=out)[1])
-    probe.unlink()
+    require_writable(out)
     for stale in remove_stale_work(out):
         log.info("removed %s, left by a run that was killed", stale)
 
@@ -395,7 +401,7 @@ def _check_input(
     if pages > 1:
         first = read_image(path, 0)
         predictor.channels_first(first, f"{path} [page 0]")
-        check_values(first, path)
+        check_pixel_values(first, path)
         return first.shape[0], first.shape[1], pages
     with open_image(path) as source:
         h, w = source.spatial_shape
@@ -403,20 +409,8 @@ def _check_input(
         source.select(predictor.in_channels)
         # a small image decodes whole now (a damaged file fails before any result); a large one is sampled
         pixels = source[..., 0:h, 0:w] if h * w <= max_pixels else source.subsample(1 << 20)
-        check_values(np.asarray(pixels), path, sampled=h * w > max_pixels)
+        check_pixel_values(np.asarray(pixels), path, sampled=h * w > max_pixels)
     return h, w, 1
-
-
-def check_values(pixels: np.ndarray, path: Path, sampled: bool = False) -> None:
-    """Refuse pixel values no segmentation can be right for: complex numbers, NaN or infinity."""
-    if np.iscomplexobj(pixels):
-        raise DataError(
-            f"{path}: complex-valued pixels ({pixels.dtype}); save the magnitude (or one part) as a real image"
-        )
-    if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(pixels).all():
-        bad = int((~np.isfinite(pixels)).sum())
-        where = " in a sample of its pixels" if sampled else ""
-        raise DataError(f"{path}: {bad} NaN or infinite pixel value(s){where}; fix or remove the image")
 
 
 def _existing(jobs: list, overwrite: bool, resume: bool, paths_of: Any) -> tuple[list, int]:

@@ -397,13 +397,11 @@ def _binary_or_refuse(
 ) -> MaskEncoding:
     values: set[int] = set()
     for s in samples:
-        m = read_volume(s.mask) if volumes and not isinstance(s.mask, tuple) else read_sample_mask(s)
-        if m.ndim == 3 and not volumes:
-            if not all(np.array_equal(m[..., 0], m[..., c]) for c in (1, 2)):
-                raise DataError(
-                    f"GT {s.mask_label}: colour masks; pass --mask-encoding rgb with a colour table (--class-map FILE)"
-                )
-            m = m[..., 0]
+        m = read_sample_mask(s, volumes)
+        if not volumes:
+            m = MaskEncoding("binary").check_mask(
+                m, f"GT {s.mask_label}"
+            )  # colour masks refused, with the fix
         values.update(np.unique(m).tolist())
         if len(values - {0}) > 1:
             shown = sorted(values)[:8]
@@ -417,11 +415,11 @@ def _binary_or_refuse(
 
 def _truth_arrays(s: Sample, enc: MaskEncoding, volumes: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Truth → (class indices with IGNORE for unlabelled pixels, object IDs for instance masks else None)."""
-    raw = read_volume(s.mask) if volumes and not isinstance(s.mask, tuple) else read_sample_mask(s)
+    raw = read_sample_mask(s, volumes)
     classes = encode_mask(enc, raw, s.mask_label, volumes)
     if enc.name != "instances":
         return classes, None
-    mask = np.asarray(raw) if volumes else enc._check_shape(np.asarray(raw), s.mask_label)
+    mask = np.asarray(raw) if volumes else enc.check_mask(np.asarray(raw), s.mask_label)
     labels = np.where(classes == IGNORE, 0, mask)
     return classes, labels
 
@@ -431,7 +429,7 @@ def _pred_classes(pred: np.ndarray, enc: MaskEncoding, name: str, volumes: bool)
     plain = dataclasses.replace(enc, ignore_value=None)
     if plain.name in ("binary", "instances"):
         if pred.ndim == 3 and not volumes:
-            pred = plain._check_shape(pred, name)
+            pred = plain.check_mask(pred, name)
         return (pred != 0).astype(np.uint8)
     try:
         return encode_mask(plain, pred, name, volumes)
@@ -507,14 +505,8 @@ def _pred_labels(pair: Pair, pred_encoding: str, volumes: bool) -> tuple[np.ndar
         except DataError:
             pass
     arr = read_array(pair.mask, pair.mask_page)
-    if arr.ndim == 3 and not volumes:
-        if not all(np.array_equal(arr[..., 0], arr[..., c]) for c in (1, 2)):
-            raise DataError(f"{pair.mask}: a colour image cannot be read as object labels")
-        arr = arr[..., 0]
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.array_equal(arr, np.round(arr)):
-            raise DataError(f"{pair.mask}: holds non-integer values; object labels must be integers")
-        arr = arr.astype(np.int64)
+    if not volumes:  # grey stored as RGB collapsed; colours, fractions and negative labels refused
+        arr = MaskEncoding("instances").check_mask(arr, pair.mask)
     values = np.unique(arr)
     ids = pred_encoding == "instances" or (pred_encoding == "auto" and len(values[values != 0]) > 1)
     if ids:
