@@ -75,9 +75,12 @@ bench-arch: setup
 bench-borders: setup
 	$(PY) bench/border_weights.py
 
+# Style (ruff), the house's layers (import-linter: pyproject's [tool.importlinter]) and types (mypy).
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) demo-output build *.egg-info src/*.egg-info .pytest_cache

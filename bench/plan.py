@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from unetkit import evaluate_model, synthesize_dataset, train
-    from unetkit.demo import DEMO_CONFIG
+    from unetkit.workflows.demo import DEMO_CONFIG
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="unetkit-bench-plan-"))
     data = synthesize_dataset(work / "data", n=40, size=256, seed=args.seed, overwrite=True)

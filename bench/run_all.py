@@ -25,9 +25,9 @@ from unetkit.data.masks import MaskEncoding
 from unetkit.data.normalize import Normalizer, normalize
 from unetkit.data.synthetic import SynthParams
 from unetkit.data.weights import separate_touching, weight_map
-from unetkit.demo import DEMO_CONFIG
 from unetkit.inference.tiling import read_window
 from unetkit.losses import get_loss
+from unetkit.workflows.demo import DEMO_CONFIG
 
 
 def timeit(fn, repeat: int) -> float:

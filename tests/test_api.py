@@ -11,7 +11,6 @@ def test_public_api_is_curated_and_complete():
         "cli",
         "config",
         "data",
-        "demo",
         "device",
         "errors",
         "inference",
@@ -21,9 +20,12 @@ def test_public_api_is_curated_and_complete():
         "training",
         "viz",
         "checkpoint",
-        "export",
+        "atomic",
+        "extras",
         "planning",
         "safety",
+        "version",
+        "workflows",
     }
     assert public - modules <= set(unetkit.__all__)
 

@@ -129,8 +129,7 @@ def test_fuzzed_yaml_is_parsed_or_refused_never_crash(tmp_path, text):
     )
 )  # fmt: skip
 def test_fuzzed_configurations_are_accepted_or_refused_by_name(raw):
-    from unetkit.config import RunConfig
-    from unetkit.training.trainer import check_config
+    from unetkit.config import RunConfig, check_config
 
     try:
         check_config(RunConfig.from_dict(raw, source="fuzz.yaml"))

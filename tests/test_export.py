@@ -11,8 +11,8 @@ import torch
 
 from unetkit import Predictor, UnetkitError, synth_nuclei, write_image
 from unetkit.checkpoint import save_checkpoint
-from unetkit.export import export_model
 from unetkit.models import create_model
+from unetkit.workflows.export import export_model
 
 
 def test_onnx_export_is_verified_and_self_describing(tiny_run, tmp_path):

@@ -21,7 +21,7 @@ from unetkit.metrics import (
     rand_info_scores,
     warping_error,
 )
-from unetkit.metrics.report import write_report
+from unetkit.workflows.report import write_report
 
 # -- semantic ----------------------------------------------------------------------------------------------
 

@@ -111,7 +111,7 @@ def test_a_file_name_cannot_inject_script_into_the_report(tmp_path):
     truth[4:9, 4:9] = 255
     write_image(tmp_path / "gt" / f"{name}.png", truth)
     write_image(tmp_path / "pred" / f"{name}.png", truth)
-    from unetkit.metrics.report import write_report
+    from unetkit.workflows.report import write_report
 
     index = write_report(evaluate(tmp_path / "pred", tmp_path / "gt", data=DataConfig()), tmp_path / "report")
     html = index.read_text()
@@ -157,7 +157,7 @@ def test_tampered_checkpoints_are_refused_before_allocation(tmp_path, tiny_run, 
 
 
 def test_demo_overwrite_never_removes_what_the_demo_did_not_write(tmp_path):
-    from unetkit.demo import run_demo
+    from unetkit.workflows.demo import run_demo
 
     mine = tmp_path / "data" / "my_measurements.csv"
     mine.parent.mkdir(parents=True)

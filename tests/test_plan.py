@@ -11,8 +11,8 @@ from unetkit import RunConfig, TrainConfig, load_config, plan_training, synthesi
 from unetkit.data.io import read_image, write_image, write_volume
 from unetkit.data.synthetic import SynthParams, synth_nuclei_3d
 from unetkit.errors import ConfigError
-from unetkit.planning import _receptive_field as receptive_field
 from unetkit.planning import parse_duration, read_plan
+from unetkit.planning.rules import receptive_field
 
 
 def synth(path, n=4, size=128, seed=0, **params):

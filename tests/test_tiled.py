@@ -334,7 +334,7 @@ def test_overlay_of_a_large_image_adds_a_full_resolution_detail_and_files_are_wo
         tiny_run.best_checkpoint, [src], tmp_path / "o", overlay=True, progress=False, device="cpu"
     )
     assert read_image(res.overlay).shape == (300, 500, 3)  # small: one panel, full resolution
-    from unetkit.inference.api import _overlay
+    from unetkit.inference.outputs import overlay_picture as _overlay
 
     with open_image(src) as source:
         picture = _overlay(source, np.zeros((300, 500), np.int32), side=100, detail=64)

@@ -137,7 +137,7 @@ def test_early_stopping_when_validation_stops_improving(tiny_data, tmp_path):
 
 
 def test_schedules_warm_up_and_decay():
-    from unetkit.training.trainer import _schedule
+    from unetkit.training.loop import make_schedule as _schedule
 
     cos, poly, const = (_schedule(n, 4, 104) for n in ("cosine", "poly", "constant"))
     assert [round(cos(s), 3) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]  # linear warm-up

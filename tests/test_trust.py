@@ -12,8 +12,8 @@ from unetkit.cli.main import main
 from unetkit.data.checks import check_dataset
 from unetkit.data.layouts import Naming, detect_layout, load_layout
 from unetkit.errors import CheckpointError, ConfigError
-from unetkit.export import require_extra
-from unetkit.inference.api import predict_files
+from unetkit.extras import require_extra
+from unetkit.workflows.predict import predict_files
 
 
 def blocks(shape=(40, 40), touching=True):

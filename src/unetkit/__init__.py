@@ -7,17 +7,17 @@ Example:
     >>> mask = unetkit.predict(result.best_checkpoint, image)
 """
 
-__version__ = "0.1.0"
-
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import DataConfig, ModelConfig, PredictConfig, RunConfig, TrainConfig, load_config
 from .data import check_dataset, read_image, synth_nuclei, synth_nuclei_3d, synthesize_dataset, write_image
 from .errors import CheckpointError, ConfigError, DataError, UnetkitError
-from .inference import Predictor, predict, predict_files
-from .metrics.evaluate import Evaluation, evaluate, evaluate_model
+from .inference import Predictor, predict
+from .metrics.results import Evaluation
 from .models import UNet, create_model, list_models
-from .planning import Plan, fingerprint, plan_training
-from .training import TrainResult, train
+from .planning import Plan, fingerprint
+from .training import TrainResult
+from .version import __version__
+from .workflows import evaluate, evaluate_model, export_model, plan_training, predict_files, run_demo, train
 
 __all__ = [
     "CheckpointError",
@@ -39,6 +39,7 @@ __all__ = [
     "create_model",
     "evaluate",
     "evaluate_model",
+    "export_model",
     "fingerprint",
     "list_models",
     "load_checkpoint",
@@ -47,6 +48,7 @@ __all__ = [
     "predict",
     "predict_files",
     "read_image",
+    "run_demo",
     "save_checkpoint",
     "synth_nuclei",
     "synth_nuclei_3d",

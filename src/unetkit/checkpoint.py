@@ -6,9 +6,7 @@ tensors and plain containers are ever unpickled, never arbitrary objects.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
-from .data.io import publish
+from .atomic import atomic_path
 from .errors import CheckpointError
 from .models import create_model
+from .version import __version__
 
 __all__ = ["FORMAT", "build_model", "load_checkpoint", "resolve_model_path", "save_checkpoint"]
 
@@ -53,17 +51,8 @@ def save_checkpoint(
         "training": training or {},
         "state": state or {},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, ".tmp") as tmp:
+        torch.save(payload, tmp)
     return path
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from .atomic import atomic_write_text
 from .errors import ConfigError
 
 #: sections of a plan file (``unetkit plan``) that describe what the choices were based on; not settings
@@ -44,6 +45,22 @@ __all__ = [
     "read_yaml",
 ]
 
+# -- the choices of every option with a fixed set of values: one source, imported by the modules that
+#    implement them, the CLI (argparse choices) and check_config ------------------------------------------
+LAYOUTS = ("paired", "flat", "dsb", "isbi", "ctc", "list")
+ENCODINGS = ("binary", "classes", "rgb", "instances")
+TARGETS = ("foreground", "border")
+NORMALIZATIONS = ("percentile", "fixed", "dataset", "minmax", "zscore", "none")
+LOSS_NAMES = ("bce", "ce", "dice", "bce_dice", "ce_dice", "focal", "focal_dice")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "poly", "constant")
+PADDINGS = ("same", "valid")
+UPSAMPLINGS = ("transpose", "bilinear")
+NORMS = ("batch", "instance", "group", "none")
+BLENDS = ("gaussian", "taper", "constant", "crop")
+PRECISIONS = ("float32", "bfloat16", "auto")
+ENGINES = ("torch", "onnxruntime")
+
 #: the largest YAML file unetkit reads (configurations, plans, dataset descriptions, class maps)
 YAML_MAX_BYTES = 1 << 20
 
@@ -51,7 +68,7 @@ YAML_MAX_BYTES = 1 << 20
 class _NoAliasLoader(yaml.SafeLoader):
     """PyYAML's safe loader without aliases: a 600-byte "billion laughs" file cannot expand to gigabytes."""
 
-    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+    def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.YAMLError(
@@ -215,7 +232,7 @@ class RunConfig:
         )
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
@@ -284,3 +301,63 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 def replace(obj: Any, **changes: Any) -> Any:
     """``dataclasses.replace`` that ignores ``None`` values (unset CLI flags)."""
     return dataclasses.replace(obj, **{k: v for k, v in changes.items() if v is not None})
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Reject bad settings by name (with the valid choices or range) before anything is read or computed."""
+    t, d, m = cfg.train, cfg.data, cfg.model
+    checks = [
+        (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
+        (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
+        (t.steps_per_epoch >= 1, f"train.steps_per_epoch must be >= 1, got {t.steps_per_epoch}"),
+        (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
+        (t.patience >= 1, f"train.patience must be >= 1, got {t.patience}"),
+        (
+            t.time_budget is None or t.time_budget > 0,
+            f"train.time_budget must be > 0 seconds, got {t.time_budget}",
+        ),
+        (t.num_workers >= 0, f"train.num_workers must be >= 0, got {t.num_workers}"),
+        (
+            d.patch_size >= 2**m.depth,
+            f"data.patch_size {d.patch_size} is smaller than 2**depth = {2**m.depth}",
+        ),
+        (d.cache_mb >= 0, f"data.cache_mb must be >= 0, got {d.cache_mb}"),
+        (t.warmup >= 0, f"train.warmup must be >= 0 steps, got {t.warmup}"),
+        (0 <= t.momentum < 1, f"train.momentum must be in [0, 1), got {t.momentum}"),
+        (0 <= d.fg_fraction <= 1, f"data.fg_fraction must be in [0, 1], got {d.fg_fraction}"),
+        (
+            min(d.rotate, d.scale, d.intensity, d.noise, d.blur, d.elastic_sigma) >= 0,
+            "augmentation strengths must be >= 0",
+        ),
+        (d.scale < 1, f"data.scale must be < 1, got {d.scale}"),
+        (m.num_classes is None or m.num_classes >= 1, f"model.num_classes must be >= 1, got {m.num_classes}"),
+        (
+            d.normalization != "percentile" or 0 <= d.norm_low < d.norm_high <= 100,
+            "data.norm_low and norm_high must satisfy 0 <= low < high <= 100",
+        ),
+        (d.normalization != "fixed" or d.norm_scale > 0, f"data.norm_scale must be > 0, got {d.norm_scale}"),
+        (
+            not d.weight_map or t.loss != "dice",
+            "data.weight_map weights the cross-entropy term; use a loss with one (ce, bce, ce_dice, bce_dice)",
+        ),
+        (
+            not d.weight_map or (d.w0 >= 0 and d.sigma > 0),
+            f"data.w0 must be >= 0 and data.sigma > 0, got w0={d.w0}, sigma={d.sigma}",
+        ),
+    ]
+    choices = [
+        ("data.layout", d.layout, ("auto", *LAYOUTS)),
+        ("data.mask_encoding", d.mask_encoding, ("auto", *ENCODINGS)),
+        ("data.target", d.target, TARGETS),
+        ("data.normalization", d.normalization, NORMALIZATIONS),
+        ("train.optimizer", t.optimizer, OPTIMIZERS),
+        ("train.schedule", t.schedule, SCHEDULES),
+        ("train.loss", t.loss, ("auto", *LOSS_NAMES)),
+        ("model.padding", m.padding, PADDINGS),
+    ]
+    for name, value, allowed in choices:
+        if value not in allowed:
+            raise ConfigError(f"{name} {value!r} is unknown; choose one of {', '.join(map(str, allowed))}")
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

@@ -79,4 +79,5 @@ def compile_model(model: torch.nn.Module) -> torch.nn.Module:
     cache = compile_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
-    return torch.compile(model, dynamic=False)
+    compiled: torch.nn.Module = torch.compile(model, dynamic=False)  # type: ignore[assignment]
+    return compiled

@@ -12,7 +12,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .data.masks import IGNORE
+from .config import LOSS_NAMES
+from .data.weights import IGNORE
 from .errors import ConfigError
 
 __all__ = ["LOSSES", "get_loss", "soft_dice_loss"]
@@ -129,6 +130,7 @@ _SPEC: dict[str, tuple[float | None, bool]] = {
     "focal_dice": (2.0, True),
 }
 LOSSES: dict[str, LossFn] = {name: _make(*spec) for name, spec in _SPEC.items()}
+assert tuple(LOSSES) == LOSS_NAMES, "config.LOSS_NAMES lists the losses defined here"
 """Each loss is ``loss(logits, target, weight=None)``; ``weight`` ``(N, H, W)`` weights the cross-entropy
 term per pixel (the paper's weight maps: mean of ``w(x) * CE(x)`` over labelled pixels). Modes, by shapes:
 binary: one sigmoid channel, target ``(N, 1, H, W)``; multiclass: C softmax channels, target ``(N, H, W)``;

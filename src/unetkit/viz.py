@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .atomic import atomic_path
+
 __all__ = ["contour_overlay", "heatmap", "overlay_panel", "save_curves"]
 
 TRUTH = np.array([60, 220, 60], np.float32)  # green
@@ -16,7 +18,7 @@ FP = np.array([255, 70, 50], np.float32)  # red: predicted, not true
 FN = np.array([60, 140, 255], np.float32)  # blue: true, missed
 
 
-def _gray_rgb(image: np.ndarray) -> np.ndarray:
+def gray_rgb(image: np.ndarray) -> np.ndarray:
     img = image.astype(np.float32)
     if img.ndim == 3:
         img = img[..., :3].mean(-1) if img.shape[-1] in (3, 4) else img[..., 0]
@@ -25,13 +27,13 @@ def _gray_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(img[..., None], 3, axis=-1)
 
 
-def _tint(rgb: np.ndarray, mask: np.ndarray, colour: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def tint(rgb: np.ndarray, mask: np.ndarray, colour: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     out = rgb.copy()
     out[mask] = (1 - alpha) * out[mask] + alpha * colour
     return out
 
 
-def _outline(mask: np.ndarray) -> np.ndarray:
+def outline(mask: np.ndarray) -> np.ndarray:
     m = mask.astype(bool)
     edge = np.zeros_like(m)
     edge[:-1] |= m[:-1] != m[1:]
@@ -46,17 +48,17 @@ def overlay_panel(
 
     ``truth`` may be ``None`` (prediction only). Returns ``uint8 (H + caption, k * W, 3)``.
     """
-    base = _gray_rgb(image)
+    base = gray_rgb(image)
     panels = [("image", base)]
     p = pred.astype(bool)
     if truth is not None:
         t = truth.astype(bool)
-        panels.append(("truth", _tint(base, t, TRUTH)))
-    pr = _tint(base, p, PRED)
-    pr[_outline(p)] = PRED
+        panels.append(("truth", tint(base, t, TRUTH)))
+    pr = tint(base, p, PRED)
+    pr[outline(p)] = PRED
     panels.append(("prediction", pr))
     if truth is not None:
-        err = _tint(_tint(base, p & ~t, FP, 0.7), t & ~p, FN, 0.7)
+        err = tint(tint(base, p & ~t, FP, 0.7), t & ~p, FN, 0.7)
         panels.append(("errors: FP red, FN blue", err))
     h, w = base.shape[:2]
     gap, caption = 4, 16
@@ -76,7 +78,7 @@ def contour_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.25) 
     its own colour and its contour drawn: the quick look at a prediction. Returns ``uint8 (H, W, 3)``."""
     from skimage.segmentation import find_boundaries
 
-    base = _gray_rgb(image)
+    base = gray_rgb(image)
     labels = np.asarray(labels)
     if labels.max() == 0:
         return base.astype(np.uint8)
@@ -119,7 +121,8 @@ def save_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
 

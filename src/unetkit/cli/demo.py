@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..demo import run_demo
+from ..workflows.demo import run_demo
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -7,7 +7,8 @@ import tempfile
 from pathlib import Path
 
 from ..config import RunConfig
-from ..metrics.evaluate import MODES, PRED_ENCODINGS, evaluate, evaluate_model
+from ..metrics.results import MODES
+from ..workflows.evaluate import PRED_ENCODINGS, evaluate, evaluate_model
 from .common import add_reading_args, reading_config
 
 
@@ -87,6 +88,6 @@ def _write(result, args: argparse.Namespace) -> None:
     if args.csv:
         print(f"wrote {result.write_csv(args.csv)}")
     if args.report:
-        from ..metrics.report import write_report
+        from ..workflows.report import write_report
 
         print(f"wrote {write_report(result, args.report, overwrite=args.overwrite)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..export import EXPORT_FORMATS, export_model
+from ..workflows.export import EXPORT_FORMATS, export_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

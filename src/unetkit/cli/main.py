@@ -10,9 +10,9 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from .. import __version__
 from ..errors import UnetkitError
-from ..training.trainer import TrainingInterrupted
+from ..training import TrainingInterrupted
+from ..version import __version__
 from . import check_data, demo, evaluate, export, models, plan, predict, synth, train, weights
 
 COMMANDS = (demo, synth, check_data, weights, plan, train, predict, evaluate, models, export)
@@ -22,7 +22,7 @@ class _StderrHandler(logging.StreamHandler):
     """Writes to ``sys.stderr`` as it is when a record is emitted, not when the handler was made: ``main`` may
     run many times in one process (tests, notebooks) with stderr redirected differently each time."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):
         return sys.stderr
 
@@ -114,7 +114,7 @@ def _forward_sigterm():
     if threading.current_thread() is not threading.main_thread():
         return None
 
-    def forward(signum, frame):  # type: ignore[no-untyped-def]
+    def forward(signum, frame):
         handler = signal.getsignal(signal.SIGINT)
         if callable(handler):
             handler(signal.SIGINT, frame)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import ConfigError, DataError
-from ..planning import DEFAULT_BUDGET, PLAN_FILE, plan_training
+from ..planning import DEFAULT_BUDGET, PLAN_FILE
+from ..workflows.plan import plan_training
 from .common import add_reading_args, reading_config
 
 

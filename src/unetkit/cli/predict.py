@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from ..config import PredictConfig
-from ..inference.api import predict_files
 from ..inference.predictor import BLENDS, ENGINES, PRECISIONS
 from ..inference.writers import FORMATS, PROBS_DTYPES
+from ..workflows.predict import predict_files
 from .common import add_finding_args, naming_from_args
 
 DEFAULTS = PredictConfig()

@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..config import RunConfig, replace
+from ..config import RunConfig, check_config, replace
 from ..data.checks import naming_of
 from ..data.layouts import load_layout
 from ..device import resolve_device
@@ -17,12 +17,12 @@ from ..planning import (
     CPU_TRAIN_BUDGET,
     DEFAULT_BUDGET,
     parse_duration,
-    plan_training,
     read_plan,
     rebudget,
 )
 from ..safety import writable
-from ..training.trainer import check_config, train
+from ..workflows.plan import plan_training
+from ..workflows.train import train
 from .common import add_data_args, config_with_data_args, reading_config
 from .plan import plan_path
 

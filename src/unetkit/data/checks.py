@@ -36,7 +36,7 @@ class DataReport:
     notes: list[str] = field(default_factory=list)
     encoding: MaskEncoding | None = None
     in_channels: int | None = None
-    shapes: list[tuple[int, int]] = field(default_factory=list)
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
     shape_names: list[str] = field(default_factory=list)  # the image each of ``shapes`` belongs to
     empty_masks: list[str] = field(default_factory=list)  # masks without any foreground pixel
     encoding_source: str = ""  # where the mask encoding came from
@@ -217,7 +217,7 @@ def check_dataset(
                 "masks must have the image's shape"
             )
             continue
-        report.shapes.append(spatial)  # type: ignore[arg-type]
+        report.shapes.append(spatial)
         report.shape_names.append(s.image_label)
         if min(spatial[-2:]) < cfg.patch_size and not small_noted:
             report.notes.append(
@@ -257,15 +257,19 @@ def check_dataset(
                     report.empty_masks.append(s.mask_label)
         usable.append(s)
 
-    counts = set(channel_of.values())
-    if in_channels is not None and counts - {in_channels} and not (in_channels == 3 and counts <= {1, 3}):
+    channel_counts = set(channel_of.values())
+    if (
+        in_channels is not None
+        and channel_counts - {in_channels}
+        and not (in_channels == 3 and channel_counts <= {1, 3})
+    ):
         example = next(k for k, v in channel_of.items() if v != in_channels)
         report.problems.append(
             f"{example}: has {channel_of[example]} channel(s) but the model expects {in_channels}"
         )
-    elif counts <= {1, 3} and counts:
-        report.in_channels = in_channels or max(counts)
-    elif counts:
+    elif channel_counts <= {1, 3} and channel_counts:
+        report.in_channels = in_channels or max(channel_counts)
+    elif channel_counts:
         examples = {v: k for k, v in channel_of.items()}
         report.problems.append(
             "mixed channel counts: "
@@ -277,7 +281,7 @@ def check_dataset(
         ch = report.in_channels
         s1 = sum(np.broadcast_to(a, (ch,)) * 1.0 for _, a, _, _ in stats)
         s2 = sum(np.broadcast_to(b, (ch,)) * 1.0 for _, _, b, _ in stats)
-        mean = s1 / total
+        mean = np.asarray(s1, np.float64) / total
         report.mean = tuple(float(v) for v in mean)
         report.std = tuple(float(v) for v in np.sqrt(np.maximum(s2 / total - mean**2, 0)))
 

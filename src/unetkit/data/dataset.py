@@ -16,12 +16,12 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from ..inference.tiling import read_window
 from .augment import Augmenter
 from .io import channel_indices, to_channels_first
 from .layouts import Sample, read_sample_image, read_sample_mask
 from .masks import IGNORE, MaskEncoding, encode_mask, mask_weights
 from .normalize import Normalizer
+from .windows import read_window
 
 __all__ = ["PatchDataset", "SampleStore", "View", "split_views"]
 
@@ -72,8 +72,9 @@ class SampleStore:
         target = encode_mask(self.encoding, mask, s.mask_label, self.volumes)
         item: tuple[np.ndarray, ...] = (image, target)
         if self.weights is not None:
-            w0, sigma, *balance = self.weights
-            weights = mask_weights(self.encoding, mask, target, w0, sigma, *balance, volume=self.volumes)
+            w0, sigma, *rest = self.weights
+            balance = bool(rest[0]) if rest else True
+            weights = mask_weights(self.encoding, mask, target, w0, sigma, balance, volume=self.volumes)
             item = (image, target, weights)
         self.reads += 1
         size = sum(a.nbytes for a in item)

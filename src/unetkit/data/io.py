@@ -7,14 +7,13 @@ rescaled here (normalisation is an explicit, recorded step: :mod:`unetkit.data.n
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import tifffile
 from PIL import Image
 
+from ..atomic import atomic_path
 from ..errors import DataError
 
 __all__ = [
@@ -98,15 +97,6 @@ def check_pixel_values(pixels: np.ndarray, path: str | Path, sampled: bool = Fal
         raise DataError(f"{path}: {bad} NaN or infinite pixel value(s){where}; fix or remove the image")
 
 
-def publish(tmp: str | Path, path: str | Path) -> None:
-    """Move a finished temporary file onto ``path`` atomically, with the permissions a plain ``open`` would
-    have given it (``mkstemp`` creates files readable by their owner only)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
 def unreadable(path: Path, exc: Exception) -> DataError:
     """The error for a file that exists but cannot be decoded as an image."""
     return DataError(f"{path}: cannot be read as an image, the file is damaged or truncated ({exc})")
@@ -168,10 +158,7 @@ def write_volume(path: str | Path, array: np.ndarray, *, overwrite: bool = False
     path = Path(path)
     if path.exists() and not overwrite:
         raise DataError(f"{path}: already exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, path.suffix.lower()) as tmp:
         if path.suffix.lower() == ".npy":
             with open(tmp, "wb") as fh:
                 np.save(fh, array)
@@ -180,10 +167,6 @@ def write_volume(path: str | Path, array: np.ndarray, *, overwrite: bool = False
             tifffile.imwrite(
                 tmp, array, compression="zlib", photometric="minisblack", metadata={"axes": axes}
             )
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -302,30 +285,19 @@ def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False)
     path = Path(path)
     if path.exists() and not overwrite:
         raise DataError(f"{path}: already exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    if suffix not in (".tif", ".tiff", ".png", ".npy"):
+        raise DataError(f"{path}: unsupported output format {suffix!r}; use .png, .tif or .npy")
+    if suffix == ".png" and array.dtype not in (np.uint8, np.uint16):
+        raise DataError(f"{path}: PNG holds uint8 or uint16, got {array.dtype}; use .tif")
+    with atomic_path(path, suffix) as tmp:
         if suffix in (".tif", ".tiff"):
             # explicit photometric: (H, W, 3|4) is a colour image, anything else grayscale planes
             rgb = array.ndim == 3 and array.shape[-1] in (3, 4)
             tifffile.imwrite(tmp, array, compression="zlib", photometric="rgb" if rgb else "minisblack")
         elif suffix == ".png":
-            if array.dtype not in (np.uint8, np.uint16):
-                raise DataError(f"{path}: PNG holds uint8 or uint16, got {array.dtype}; use .tif")
             Image.fromarray(array).save(tmp, format="PNG")
-        elif suffix == ".npy":
+        else:
             with open(tmp, "wb") as fh:
                 np.save(fh, array)
-        else:
-            raise DataError(f"{path}: unsupported output format {suffix!r}; use .png, .tif or .npy")
-        publish(tmp, path)
-    except OSError as exc:  # disk full, quota, read-only: name the file being written
-        if exc.filename is None:
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
-        raise
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

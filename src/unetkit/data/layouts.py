@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import read_yaml
+from ..config import LAYOUTS, read_yaml
 from ..errors import DataError
 from .io import IMAGE_SUFFIXES, count_planes, read_image, read_volume
 
@@ -60,7 +60,6 @@ MASK_PREFIXES = ("masks_", "mask_", "labels_", "label_", "seg_", "gt_")
 #: folder names recognised as the image and the mask half of a paired dataset
 IMAGE_DIRS = ("images", "image", "imgs", "img", "raw", "inputs", "input")
 MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "gt", "ground_truth", "groundtruth", "seg")
-LAYOUTS = ("paired", "flat", "dsb", "isbi", "ctc", "list")
 DESCRIPTOR = "dataset.yaml"
 DESCRIPTOR_KEYS = (
     "layout",

@@ -54,7 +54,7 @@ class ImageSource:
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
-        return tuple(n for a, n in enumerate(self.array.shape) if a != self.channel_axis)  # type: ignore[return-value]
+        return tuple(n for a, n in enumerate(self.array.shape) if a != self.channel_axis)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -154,7 +154,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
     path = Path(path)
     if path.suffix.lower() in LAZY_SUFFIXES:
         with open_image(path) as src:
-            return src.spatial_shape
+            h, w = src.spatial_shape[-2:]
+            return h, w
     from PIL import Image
 
     try:
@@ -224,12 +225,14 @@ def _open_tiff(path: Path, volume: bool = False) -> ImageSource:
 def _open_zarr(path: Path, volume: bool = False) -> ImageSource:
     import zarr
 
+    node: Any
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:
         raise DataError(f"{path}: cannot be opened as a zarr array or group ({exc})") from None
     if isinstance(node, zarr.Group):
-        multiscales = node.attrs.get("multiscales") or node.attrs.get("ome", {}).get("multiscales")
+        attrs: Any = node.attrs
+        multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
         key = multiscales[0]["datasets"][0]["path"] if multiscales else next(iter(node.array_keys()), None)
         if key is None:
             raise DataError(f"{path}: a zarr group without arrays; point predict at the image array")
@@ -264,7 +267,7 @@ class _Squeezed:
         self.ndim = len(self.shape)
 
     def __getitem__(self, key: tuple) -> np.ndarray:
-        key = list(key)
+        full = list(key)
         for i in self.drop:
-            key.insert(i, 0)
-        return self.array[tuple(key)]
+            full.insert(i, 0)
+        return self.array[tuple(full)]

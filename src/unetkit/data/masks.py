@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..config import read_yaml
+from ..config import ENCODINGS, TARGETS, read_yaml
 from ..errors import ConfigError, DataError
+from .weights import IGNORE, separate_touching, weight_map
 
 __all__ = [
     "ENCODINGS",
@@ -39,10 +40,6 @@ __all__ = [
     "parse_class_map",
     "suggest_encoding",
 ]
-
-ENCODINGS = ("binary", "classes", "rgb", "instances")
-TARGETS = ("foreground", "border")
-IGNORE = 255
 
 
 @dataclass(frozen=True)
@@ -147,8 +144,6 @@ class MaskEncoding:
 
     def instance_labels(self, mask: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
         """Instance labels as training sees them: ignored pixels cleared, touching objects separated."""
-        from .weights import separate_touching
-
         if ignore is not None:
             mask = np.where(ignore, 0, mask)
         mask = compact_labels(mask)
@@ -158,8 +153,6 @@ class MaskEncoding:
         self, mask: np.ndarray, target: np.ndarray, w0: float, sigma: float, balance: bool = True
     ) -> np.ndarray:
         """The paper's weight map for this mask: class balance, plus the separation term for instances."""
-        from .weights import weight_map
-
         mask = self.check_mask(np.asarray(mask), "mask")
         if self.name == "instances":
             ignore = (mask == self.ignore_value) if self.ignore_value is not None else None

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from ..config import NORMALIZATIONS
 from ..errors import ConfigError
 
 __all__ = ["METHODS", "Normalizer", "normalize"]
 
-METHODS = ("percentile", "fixed", "dataset", "minmax", "zscore", "none")
+METHODS = NORMALIZATIONS
 
 
 @dataclass(frozen=True)

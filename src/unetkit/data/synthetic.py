@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..atomic import atomic_write_text
 from ..errors import DataError
 from .io import write_image, write_volume
 from .layouts import DESCRIPTOR
+from .weights import count_touching_pairs, touching_pairs
 
 __all__ = [
     "SynthParams",
@@ -234,25 +236,6 @@ def _relabel_sequential(labels: np.ndarray) -> np.ndarray:
     return lut[labels]
 
 
-def touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
-    """The distinct pairs ``(low, high)`` of labels that touch (face neighbours, any number of dimensions)
-    without background between them."""
-    pairs: set[tuple[int, int]] = set()
-    for axis in range(labels.ndim):
-        a = np.moveaxis(labels, axis, 0)[:-1]
-        b = np.moveaxis(labels, axis, 0)[1:]
-        m = (a != b) & (a > 0) & (b > 0)
-        lo = np.minimum(a[m], b[m]).astype(np.int64)
-        hi = np.maximum(a[m], b[m]).astype(np.int64)
-        pairs.update(zip(lo.tolist(), hi.tolist(), strict=True))
-    return pairs
-
-
-def count_touching_pairs(labels: np.ndarray) -> int:
-    """Number of distinct pairs of labels that touch (4-connectivity) without background between them."""
-    return len(touching_pairs(labels))
-
-
 def synthesize_dataset(
     out: str | Path,
     n: int = 40,
@@ -294,10 +277,11 @@ def synthesize_dataset(
             image, labels = synth_nuclei(size, np.random.SeedSequence([seed, i]), params)
             write_image(out / "images" / f"{name}.png", image, overwrite=True)
             write_image(out / "masks" / f"{name}.{mask_format}", labels, overwrite=True)
-    (out / DESCRIPTOR).write_text(
+    atomic_write_text(
+        out / DESCRIPTOR,
         f"# written by unetkit synth: {'TIFF z-stacks; ' if volumes else ''}masks hold instance labels "
         "(0 = background)\nlayout: paired\nmask_encoding: instances\n"
-        + ("spatial_dims: 3\n" if volumes else "")
+        + ("spatial_dims: 3\n" if volumes else ""),
     )
     log.info("wrote %d synthetic %s to %s", n, "volumes" if volumes else "images", out)
     return out

@@ -17,9 +17,19 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-from .masks import IGNORE
+#: the target value of unlabelled pixels: weight 0, left out of the loss and the metrics
+IGNORE = 255
 
-__all__ = ["class_balance", "separate_touching", "separation_weights", "weight_map"]
+
+__all__ = [
+    "IGNORE",
+    "class_balance",
+    "count_touching_pairs",
+    "separate_touching",
+    "separation_weights",
+    "touching_pairs",
+    "weight_map",
+]
 
 
 def separate_touching(labels: np.ndarray, gap: int = 2) -> np.ndarray:
@@ -113,3 +123,22 @@ def weight_map(
     w = wc + separation_weights(labels, w0, sigma, contacts=contacts)
     w[target == IGNORE] = 0
     return w
+
+
+def touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
+    """The distinct pairs ``(low, high)`` of labels that touch (face neighbours, any number of dimensions)
+    without background between them."""
+    pairs: set[tuple[int, int]] = set()
+    for axis in range(labels.ndim):
+        a = np.moveaxis(labels, axis, 0)[:-1]
+        b = np.moveaxis(labels, axis, 0)[1:]
+        m = (a != b) & (a > 0) & (b > 0)
+        lo = np.minimum(a[m], b[m]).astype(np.int64)
+        hi = np.maximum(a[m], b[m]).astype(np.int64)
+        pairs.update(zip(lo.tolist(), hi.tolist(), strict=True))
+    return pairs
+
+
+def count_touching_pairs(labels: np.ndarray) -> int:
+    """Number of distinct pairs of labels that touch (4-connectivity) without background between them."""
+    return len(touching_pairs(labels))

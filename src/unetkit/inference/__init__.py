@@ -1,7 +1,9 @@
-"""Tiled inference: pure tiling geometry, the predictor, and file-level entry points."""
+"""Tiled inference: pure tiling geometry, the streaming predictor, post-processing, the file pipelines and
+what they write. The workflow that turns files and folders into results is
+:func:`unetkit.workflows.predict_files`."""
 
-from .api import collect_inputs, predict, predict_files
+from .pipeline import predict
 from .predictor import Predictor
 from .tiling import plan_tiles, read_window
 
-__all__ = ["Predictor", "collect_inputs", "plan_tiles", "predict", "predict_files", "read_window"]
+__all__ = ["Predictor", "plan_tiles", "predict", "read_window"]

@@ -28,9 +28,11 @@ import numpy as np
 
 from ..data.lazy import open_image
 from ..errors import ConfigError
+from .outputs import PredictedFile, existing, instance_dtype, prepare_out, publish_group
+from .pipeline import InputImage
 from .postprocess import instances_from_classes
 from .predictor import Predictor
-from .writers import encode_probs
+from .writers import encode_probs, remove_tree, work_dir
 
 __all__ = ["DaskRun", "chunk_regions", "model_spec", "predict_chunks"]
 
@@ -276,7 +278,7 @@ def predict_chunks(
         dtype = np.dtype(np.uint8 if probs_dtype == "uint8" else probs_dtype)
         out.create_array("probs", shape=(*lead, *shape), dtype=dtype, chunks=(*lead, *chunks))
     regions = chunk_regions(shape, chunk)
-    calls = [(spec, str(image), r, stats, arrays, probs_dtype) for r in regions]
+    calls: list[tuple[Any, ...]] = [(spec, str(image), r, stats, arrays, probs_dtype) for r in regions]
     for _ in dask.run(semantic_chunk, calls, desc=f"predict {image.name}", progress=progress):
         pass
     if not instances:
@@ -300,7 +302,7 @@ def predict_chunks(
             cut + len(orphans),
             object_context,
         )
-    dtype = np.uint16 if len(table) < 2**16 else np.uint32
+    dtype = instance_dtype(len(table))
     out.create_array("instances", shape=shape, dtype=dtype, chunks=chunks)
     table_future = dask.client.scatter(table, broadcast=True)
     calls = [
@@ -318,3 +320,69 @@ def model_spec(model: str | Path, threads: int, settings: dict[str, Any]) -> Wor
     return WorkerModel(
         str(Path(model).resolve()), tuple(sorted(keep.items())), threads or (os.cpu_count() or 1)
     )
+
+
+def predict_dask_files(
+    model: str | Path,
+    predictor: Predictor,
+    items: list[InputImage],
+    out: Path,
+    settings: dict[str, Any],
+    *,
+    address: str | None,
+    workers: int,
+    chunk: int,
+    probs_dtype: str | None,
+    instances: bool,
+    object_context: int,
+    overwrite: bool,
+    resume: bool,
+    progress: bool,
+) -> list[PredictedFile]:
+    """Every input on a Dask cluster (``address``, or a local one of ``workers`` processes), chunk by chunk,
+    into ``OUT/NAME.zarr``; inputs are checked (headers) before the cluster starts."""
+    files = [i.path for i in items]
+    finals = [out / f"{i.name}.zarr" for i in items]
+    volumes = predictor.spatial_dims == 3
+    shapes = {}
+    for f in files:  # headers only: every input is checked before the cluster starts
+        with open_image(f, volume=volumes) as source:
+            shapes[f] = tuple(source.spatial_shape)
+    todo, _ = existing(list(zip(files, finals, strict=True)), overwrite, resume, lambda job: {"mask": job[1]})
+    files, finals = [f for f, _ in todo], [final for _, final in todo]
+    prepare_out(out)
+    results = []
+    with DaskRun(address, workers) as cluster:
+        spec = model_spec(model, cluster.threads_per_task(), settings)
+        log.info("Dask: %d worker(s) at %s", cluster.n_workers, cluster.client.scheduler.address)
+        for f, final in zip(files, finals, strict=True):
+            work = Path(work_dir(out, final.stem))  # where every worker can write
+            try:
+                group = work / "result.zarr"
+                objects = predict_chunks(
+                    cluster,
+                    spec,
+                    predictor,
+                    f,
+                    group,
+                    work,
+                    chunk=chunk,
+                    probs_dtype=probs_dtype,
+                    instances=instances,
+                    object_context=object_context,
+                    progress=progress,
+                )
+                publish_group(group, final)
+            finally:
+                remove_tree(work)
+            results.append(
+                PredictedFile(
+                    source=f,
+                    mask=final,
+                    probs=final if probs_dtype else None,
+                    shape=shapes[f],
+                    instances=final if instances else None,
+                    objects=objects,
+                )
+            )
+    return results

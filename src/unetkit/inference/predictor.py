@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..checkpoint import build_model, load_checkpoint, resolve_model_path
+from ..config import BLENDS, ENGINES, PRECISIONS
 from ..data.io import channel_indices, to_channels_first
 from ..data.lazy import ImageSource
 from ..data.masks import MaskEncoding
@@ -38,9 +39,7 @@ __all__ = ["BLENDS", "ENGINES", "PRECISIONS", "Predictor", "default_tile", "reso
 
 log = logging.getLogger(__name__)
 
-BLENDS = (*BLEND_MODES, "crop")
-ENGINES = ("torch", "onnxruntime")
-PRECISIONS = ("float32", "bfloat16", "auto")
+assert BLENDS == (*BLEND_MODES, "crop"), "config.BLENDS lists the blending modes and crop"
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -150,7 +149,7 @@ class Predictor:
         # place, so only models the predictor owns (from_checkpoint) are converted, never a training model
         if channels_last and any(True for _ in self.model.parameters()):
             fmt = torch.channels_last if getattr(model, "spatial_dims", 2) == 2 else torch.channels_last_3d
-            self.model = self.model.to(memory_format=fmt)
+            self.model = self.model.to(memory_format=fmt)  # type: ignore[call-overload]
             self._memory_format: torch.memory_format | None = fmt
         else:
             self._memory_format = None
@@ -168,13 +167,14 @@ class Predictor:
         depth: int = model.depth  # type: ignore[assignment]
         self.align = 2**depth
         self.margin: int = model.margin  # type: ignore[assignment]
-        if model.padding == "valid":
+        net: Any = model
+        if net.padding == "valid":
             if blend not in (None, "crop"):
                 log.info("a valid (unpadded) network is tiled exactly; --blend %s is not needed", blend)
             self.blend = "crop"
             self.halo = 0
-            self.tile_in = model.geometry.fit(tile)  # type: ignore[union-attr]
-            self.core = model.output_size(self.tile_in)  # type: ignore[operator]
+            self.tile_in = net.geometry.fit(tile)
+            self.core = net.output_size(self.tile_in)
         else:
             self.blend = blend or "gaussian"
             self.tile_in = max(self.align, tile // self.align * self.align)
@@ -201,14 +201,17 @@ class Predictor:
                 raise ConfigError(
                     "--compile applies to the torch engine; ONNX Runtime optimises its own graph"
                 )
-            from ..export import OnnxModel, export_model
+            from .export import OnnxModel, write_exported
 
             if Path(path).suffix.lower() != ".onnx":  # a checkpoint: export it (verified) to a temporary file
                 tmp = tempfile.TemporaryDirectory(prefix="unetkit-onnx-")
-                path = export_model(path, Path(tmp.name) / "model.onnx").path
+                payload = load_checkpoint(path)
+                path = write_exported(
+                    build_model(payload, path).eval(), payload, Path(tmp.name) / "model.onnx", "onnx"
+                ).path
                 _KEEP.append(tmp)
             model: nn.Module = OnnxModel(path)
-            payload = {"training": model.training_info, "preprocessing": model.preprocessing}  # type: ignore[attr-defined]
+            payload = {"training": model.training_info, "preprocessing": model.preprocessing}
         else:
             payload = load_checkpoint(path)
             model = build_model(payload, path)
@@ -495,14 +498,14 @@ class Predictor:
         x = torch.from_numpy(inputs).to(self.device)
         if not tta:
             return self._activate(self._logits(x)).cpu().numpy()
-        total = None
+        total: Any = None
         for k in range(4):
             for flip in (False, True):
                 view = torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
                 p = torch.rot90(self._activate(self._logits(view.contiguous())), -k, dims=(-2, -1))
                 p = p.flip(-1) if flip else p
                 total = p if total is None else total + p
-        return (total / 8).cpu().numpy()  # type: ignore[operator]
+        return (total / 8).cpu().numpy()
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         if self._memory_format is not None:

@@ -24,7 +24,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
+from ..data.windows import read_window, reflect_indices
 
 __all__ = [
     "AxisTile",
@@ -144,29 +144,3 @@ def plan_blend_tiles(
         plan_blend_axis(n, s, overlap, c, align) for n, s, c in zip(shape, size, context, strict=True)
     ]
     return [Tile(axes) for axes in itertools.product(*per_axis)]
-
-
-def reflect_indices(start: int, stop: int, length: int) -> np.ndarray:
-    """Indices ``start..stop-1`` mirrored into ``[0, length)`` without repeating the edge pixel
-    (NumPy's ``reflect`` mode, applied as often as needed)."""
-    idx = np.arange(start, stop)
-    if length == 1:
-        return np.zeros_like(idx)
-    period = 2 * length - 2
-    idx = np.mod(idx, period)
-    return np.where(idx >= length, period - idx, idx)
-
-
-def read_window(array: np.ndarray, window: Sequence[tuple[int, int]]) -> np.ndarray:
-    """Read ``window`` (one ``(start, stop)`` per trailing spatial axis) from ``array``, mirroring outside.
-
-    Only the bounding box of the needed pixels is sliced from ``array``, so memory-mapped or lazy arrays
-    are read in part. Leading axes (channels) are kept whole.
-    """
-    spatial = array.shape[-len(window) :]
-    if all(0 <= a and b <= n for (a, b), n in zip(window, spatial, strict=True)):
-        return np.asarray(array[(..., *(slice(a, b) for a, b in window))])
-    indices = [reflect_indices(a, b, n) for (a, b), n in zip(window, spatial, strict=True)]
-    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in indices)
-    block = np.asarray(array[(..., *box)])
-    return block[(..., *np.ix_(*(i - s.start for i, s in zip(indices, box, strict=True))))]

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from ..data.io import publish, write_image
+from ..atomic import atomic_path
+from ..data.io import write_image
 
 __all__ = ["CHUNK", "FORMATS", "PROBS_DTYPES", "Plane", "RowSink", "encode_probs", "new_array", "save"]
 
@@ -93,7 +94,7 @@ def save(path: Path, planes: list[Plane], fmt: str, *, zarr_name: str = "", in_m
         full = (len(planes), *shape) if len(planes) > 1 else shape
         arr = new_array(full, dtype, group, zarr_name)
         for i, (read, _, _) in enumerate(planes):
-            for rows, cols in blocks(shape[:2], CHUNK):
+            for rows, cols in blocks((shape[0], shape[1]), CHUNK):
                 if len(planes) > 1:
                     arr[i, rows, cols] = read(rows, cols)
                 else:
@@ -123,10 +124,7 @@ def _save_tiled_tiff(path: Path, planes: list[Plane]) -> Path:
 
     full = (len(planes), *shape) if len(planes) > 1 else shape
     nbytes = math.prod(full) * np.dtype(dtype).itemsize
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tif", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, ".tif") as tmp:
         tifffile.imwrite(
             tmp,
             data=tiles(),
@@ -137,10 +135,6 @@ def _save_tiled_tiff(path: Path, planes: list[Plane]) -> Path:
             photometric="rgb" if samples and samples[0] in (3, 4) else "minisblack",
             bigtiff=nbytes > 2**31 - 2**25,
         )
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ def _group_norm(channels: int, dims: int = 2) -> nn.Module:
     return nn.GroupNorm(groups, channels)
 
 
-def _nd(layers: dict[int, type], dims: int) -> type:
+def _nd(layers: dict[int, Any], dims: int) -> Any:
     try:
         return layers[dims]
     except KeyError:
@@ -52,9 +53,19 @@ MAX_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 DROPOUT = {2: nn.Dropout2d, 3: nn.Dropout3d}
 
 BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def _batch_norm(c: int, dims: int = 2) -> nn.Module:
+    return _nd(BATCH_NORM, dims)(c)
+
+
+def _instance_norm(c: int, dims: int = 2) -> nn.Module:
+    return _nd({2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}, dims)(c, affine=True)
+
+
 NORMS: dict[str, Callable[[int, int], nn.Module]] = {
-    "batch": lambda c, dims=2: _nd(BATCH_NORM, dims)(c),
-    "instance": lambda c, dims=2: _nd({2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}, dims)(c, affine=True),
+    "batch": _batch_norm,
+    "instance": _instance_norm,
     "group": _group_norm,
 }
 
@@ -187,7 +198,7 @@ class Down(nn.Sequential):
         **conv_kw: object,
     ) -> None:
         dims = int(conv_kw.get("dims", 2))  # type: ignore[call-overload]
-        super().__init__(_nd(MAX_POOL, dims)(pool), BLOCKS[block](in_ch, out_ch, **conv_kw))  # type: ignore[arg-type]
+        super().__init__(_nd(MAX_POOL, dims)(pool), BLOCKS[block](in_ch, out_ch, **conv_kw))
 
 
 def center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -252,7 +263,7 @@ class Up(nn.Module):
             if attention
             else None
         )
-        self.conv = BLOCKS[block](in_ch // 2 + skip_ch, out_ch, **conv_kw)  # type: ignore[arg-type]
+        self.conv = BLOCKS[block](in_ch // 2 + skip_ch, out_ch, **conv_kw)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
@@ -326,9 +337,10 @@ def fold_batch_norms(model: nn.Module) -> int:
     folded = 0
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
         for i in range(len(seq) - 1):
-            conv, norm = seq[i], seq[i + 1]
+            conv: Any = seq[i]
+            norm: Any = seq[i + 1]
             if isinstance(conv, tuple(CONV.values())) and isinstance(norm, tuple(BATCH_NORM.values())):
-                seq[i] = fuse_conv_bn_eval(conv, norm)
+                seq[i] = fuse_conv_bn_eval(conv, norm)  # type: ignore[type-var,assignment,arg-type]
                 seq[i + 1] = nn.Identity()
                 folded += 1
     return folded

@@ -1,5 +1,8 @@
-"""Training: the fit loop."""
+"""Training: the typed loop state, the run folder, one epoch and validation, the setup of a run, the fit loop
+and torch.distributed. The ``train`` workflow (:func:`unetkit.workflows.train`) composes them."""
 
-from .trainer import TrainResult, train
+from .loop import TrainingInterrupted
+from .run_folder import RUN_FILES, RunFolder
+from .state import TrainResult, TrainState
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["RUN_FILES", "RunFolder", "TrainResult", "TrainState", "TrainingInterrupted"]

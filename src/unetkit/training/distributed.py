@@ -133,7 +133,7 @@ def spawn(nproc: int, fn: Callable[..., Any], *args: Any) -> Any:
             join=True,
             start_method="spawn",
         )
-    except mp.ProcessException as exc:
+    except mp.ProcessException as exc:  # type: ignore[attr-defined]
         while not results.empty():
             _, out = results.get()
             if isinstance(out, BaseException):

@@ -15,11 +15,7 @@ Mode ``auto``: ``instance`` for instance masks, else ``semantic``.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,160 +37,12 @@ from ..data.layouts import (
 )
 from ..data.masks import IGNORE, MaskEncoding, encode_mask
 from ..errors import ConfigError, DataError
-from .boundary import boundary_scores
-from .instance import DSB_THRESHOLDS, match_instances
-from .isbi import isbi_scores
-from .semantic import SemanticScores, confusion_matrix
+from ..metrics.isbi import isbi_scores
+from ..metrics.results import MODES, OUTPUT_SUFFIXES, Evaluation, ImageResult
+from ..metrics.scoring import score_instances, score_semantic
+from .predict import predict_files, samples_as_inputs
 
 __all__ = ["MODES", "Evaluation", "ImageResult", "Reading", "evaluate", "evaluate_model", "pair_masks"]
-
-MODES = ("auto", "semantic", "instance", "isbi")
-OUTPUT_SUFFIXES = ("_probs", "_instances", "_overlay", "_errors")
-
-DEFINITIONS = {
-    "dice": "2|P∩T| / (|P|+|T|) per class (foreground = non-zero for binary masks), mean over foreground "
-    "classes; 1.0 when both are empty",
-    "iou": "|P∩T| / |P∪T| (Jaccard), as dice; 1.0 when both are empty",
-    "precision": "TP / (TP + FP) (pixels, or objects in instance mode at IoU > 0.5)",
-    "recall": "TP / (TP + FN) (pixels, or objects in instance mode at IoU > 0.5)",
-    "pixel_accuracy": "correctly classified pixels / all pixels",
-    "hausdorff": "max of the two directed maximal boundary distances (pixels); NaN when one mask is empty",
-    "hd95": "max of the two directed 95th-percentile boundary distances (pixels), as MONAI",
-    "mean_surface_distance": "mean of all boundary distances in both directions (pixels)",
-    "f1": "2 TP / (2 TP + FP + FN) of objects matched one-to-one at IoU > 0.5",
-    "pq": "panoptic quality: sum of matched IoU / (TP + FP/2 + FN/2), Kirillov et al. 2019",
-    "sq": "mean IoU of the matched objects",
-    "dsb_score": "Data Science Bowl 2018: mean over IoU 0.50:0.05:0.95 of TP / (TP + FP + FN)",
-    "aji": "aggregated Jaccard index, Kumar et al. 2017 (as published)",
-    "splits": "true objects unmatched and covered >= 10% each by two or more predictions (instance mode), or "
-    "split errors of the warping error (isbi mode)",
-    "merges": "predictions unmatched and covering >= 10% of each of two or more true objects (instance mode)",
-    "pixel_error": "ISBI 2012: fraction of pixels with the wrong label, at its best threshold",
-    "v_rand": "ISBI 2012 foreground-restricted Rand score, at its best threshold",
-    "v_info": "ISBI 2012 foreground-restricted information-theoretic score, at its best threshold",
-    "warping_error": "Jain et al. 2010: pixels still wrong after topology-preserving warping / all pixels",
-}
-
-COLUMNS = {
-    "semantic": ("dice", "iou", "precision", "recall", "pixel_accuracy", "hd95"),
-    "instance": ("tp", "fp", "fn", "f1", "pq", "dsb_score", "aji", "splits", "merges", "dice"),
-    "isbi": ("pixel_error", "v_rand", "v_info", "warping_error", "splits", "mergers"),
-}
-
-
-@dataclass
-class ImageResult:
-    """Scores of one image: ``scores`` (numbers, one column each), ``details`` (per class, IoU lists)."""
-
-    name: str
-    scores: dict[str, float]
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def __getattr__(self, key: str) -> float:  # result.dice, result.f1, ...
-        scores = self.__dict__.get("scores", {})
-        if key in scores:
-            return scores[key]
-        raise AttributeError(key)
-
-
-@dataclass
-class Evaluation:
-    """Per-image scores and their means over images (NaN-aware) for one mode; ``reading`` says how truth and
-    predictions were read."""
-
-    mode: str
-    images: list[ImageResult] = field(default_factory=list)
-    reading: Reading | None = None
-    #: the arrays behind one image's scores, for pictures (set by :func:`evaluate`)
-    arrays: Callable[[str], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def notes(self) -> list[str]:
-        return self.reading.describe() if self.reading else []
-
-    @property
-    def mean(self) -> dict[str, float]:
-        keys = [k for k in self.images[0].scores] if self.images else []
-        out = {}
-        for k in keys:
-            vals = np.array([s.scores.get(k, np.nan) for s in self.images], float)
-            out[k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
-        return out
-
-    @property
-    def mean_dice(self) -> float:
-        return self.mean["dice"]
-
-    @property
-    def mean_iou(self) -> float:
-        return self.mean["iou"]
-
-    def to_dict(self) -> dict[str, object]:
-        return _jsonable(
-            {
-                "mode": self.mode,
-                "reading": self.notes,
-                "metric_definitions": {k: v for k, v in DEFINITIONS.items() if k in self.mean},
-                "mean": {**self.mean, "images": len(self.images)},
-                "images": [{"name": s.name, **s.scores, **s.details} for s in self.images],
-            }
-        )
-
-    def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2))
-        return path
-
-    def write_csv(self, path: str | Path) -> Path:
-        """One row per image and a last row ``mean``; every score a column."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        keys = list(self.mean)
-        with open(path, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["image", *keys])
-            for s in self.images:
-                w.writerow([s.name, *(_fmt(s.scores.get(k)) for k in keys)])
-            w.writerow(["mean", *(_fmt(self.mean[k]) for k in keys)])
-        return path
-
-    def table(self) -> str:
-        cols = [c for c in COLUMNS[self.mode] if c in self.mean]
-        cols += [c for c in self.mean if c.startswith("dice[")]
-        width = max([len(s.name) for s in self.images] + [5])
-        widths = [max(9, len(c)) for c in cols]
-        lines = [f"{'image':<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(cols, widths, strict=True))]
-        for s in self.images:
-            lines.append(
-                f"{s.name:<{width}}  "
-                + "  ".join(f"{_fmt(s.scores[c]):>{w}}" for c, w in zip(cols, widths, strict=True))
-            )
-        lines.append(
-            f"{'mean':<{width}}  "
-            + "  ".join(f"{_fmt(self.mean[c]):>{w}}" for c, w in zip(cols, widths, strict=True))
-        )
-        return "\n".join(lines)
-
-
-def _fmt(v: float | None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "nan"
-    return str(int(v)) if float(v).is_integer() else f"{v:.4f}"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float | np.floating):
-        return None if not math.isfinite(obj) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 # -- pairing and reading ---------------------------------------------------------------------------------
@@ -332,7 +180,7 @@ def read_array(path: Path, page: int | None = None, key: str = "mask") -> np.nda
     if path.suffix.lower() == ".zarr" and path.is_dir():
         import zarr
 
-        node = zarr.open(str(path), mode="r")
+        node: Any = zarr.open(str(path), mode="r")
         if isinstance(node, zarr.Group):
             if key not in node:
                 raise DataError(f"{path}: no '{key}' array in this zarr group")
@@ -437,63 +285,6 @@ def _pred_classes(pred: np.ndarray, enc: MaskEncoding, name: str, volumes: bool)
         raise DataError(f"prediction {exc}; predictions must use the truth's encoding") from None
 
 
-def _semantic(
-    pred: np.ndarray, truth: np.ndarray, names: list[str]
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Class-index prediction and truth (``IGNORE`` = unlabelled, left out) → scores, per class by name."""
-    k = len(names)
-    scores = SemanticScores(confusion_matrix(truth, pred, k, ignore=IGNORE), tuple(names))
-    valid = truth != IGNORE
-    boundary = [boundary_scores((pred == c) & valid, (truth == c) & valid) for c in range(1, k)]
-    out = {**scores.means(), "pixel_accuracy": scores.pixel_accuracy}
-    for key in ("hausdorff", "hd95", "mean_surface_distance"):
-        vals = [b[key] for b in boundary]
-        out[key] = float(np.mean(vals)) if vals else 0.0
-    per = scores.per_class()
-    if k > 2:  # every foreground class by name
-        for c in range(1, k):
-            out[f"dice[{names[c]}]"] = float(per["dice"][c])
-            out[f"iou[{names[c]}]"] = float(per["iou"][c])
-    details = {"per_class": scores.to_dict()["per_class"], "confusion_matrix": scores.matrix.tolist()}
-    if k > 2:
-        details["boundary_per_class"] = dict(zip(names[1:], boundary, strict=True))
-    return out, details
-
-
-def _instance(pred_labels: np.ndarray, truth_labels: np.ndarray) -> tuple[dict[str, float], dict[str, Any]]:
-    s = match_instances(truth_labels, pred_labels)
-    tp, fp, fn = s.counts(0.5)
-    split, merged = s.split_merge(0.5)
-    out = {
-        "n_true": float(s.n_true),
-        "n_pred": float(s.n_pred),
-        "tp": float(tp),
-        "fp": float(fp),
-        "fn": float(fn),
-        "precision": s.precision(0.5),
-        "recall": s.recall(0.5),
-        "f1": s.f1(0.5),
-        "pq": s.pq(0.5),
-        "sq": s.mean_matched_iou(0.5),
-        "dsb_score": s.mean_ap(),
-        "aji": s.aji(),
-        "splits": float(len(split)),
-        "merges": float(len(merged)),
-    }
-    fg = _semantic((pred_labels > 0).astype(np.uint8), (truth_labels > 0).astype(np.uint8), ["bg", "fg"])[0]
-    out.update({"dice": fg["dice"], "iou": fg["iou"]})
-    ov = s.overlaps
-    best = np.zeros(ov.n_true)
-    np.maximum.at(best, ov.pair_true, ov.iou)
-    details = {
-        "ap_per_threshold": {f"{t:.2f}": s.ap(t) for t in DSB_THRESHOLDS},
-        "object_iou": best.round(4).tolist(),  # best IoU of every true object (0: missed)
-        "split_labels": split.tolist(),
-        "merged_labels": merged.tolist(),
-    }
-    return out, details
-
-
 def _pred_labels(pair: Pair, pred_encoding: str, volumes: bool) -> tuple[np.ndarray, str]:
     """Predicted objects: a ``NAME_instances`` file (or zarr array) or a label image by its IDs; a binary mask
     by connected components. Returns the labels and how they were obtained."""
@@ -567,7 +358,7 @@ def evaluate(
         classes, labels = truths[pr.name]
         if mode == "semantic":
             p = _pred_classes(read_array(pr.mask, pr.mask_page), enc, str(pr.mask), volumes)
-            scores, details = _semantic(p, classes, enc.names)
+            scores, details = score_semantic(p, classes, enc.names)
         elif mode == "instance":
             if labels is None:
                 labels = ndi.label(classes == 1)[0]
@@ -581,7 +372,7 @@ def evaluate(
             ignored = classes == IGNORE
             if ignored.any():
                 pl = np.where(ignored, 0, pl)
-            scores, details = _instance(pl, labels)
+            scores, details = score_instances(pl, labels)
             details["objects_from"] = how
         else:
             prediction = read_image(pr.probs) if pr.probs else read_array(pr.mask, pr.mask_page)
@@ -654,7 +445,6 @@ def evaluate_model(
     for ``isbi``, probabilities), then :func:`evaluate` them, reading the truth as the model read its training
     masks unless ``data_config`` or ``DATA/dataset.yaml`` say otherwise."""
     from ..checkpoint import load_checkpoint, resolve_model_path
-    from ..inference.api import predict_files, samples_as_inputs
     from ..safety import sample_files
 
     if mode not in MODES:

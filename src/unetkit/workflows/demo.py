@@ -9,17 +9,21 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from .data.io import read_image, write_image
-from .data.synthetic import synthesize_dataset
-from .errors import DataError
-from .inference.api import predict_files
-from .metrics.evaluate import Evaluation, evaluate
-from .training.trainer import TrainResult, train
-from .viz import overlay_panel
+from ..atomic import atomic_write_text
+from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from ..data.io import read_image, write_image
+from ..data.synthetic import synthesize_dataset
+from ..errors import DataError
+from ..metrics.results import Evaluation
+from ..training import TrainResult
+from ..viz import overlay_panel
+from .evaluate import evaluate
+from .predict import predict_files
+from .train import train
 
 __all__ = ["DEMO_CONFIG", "DemoResult", "run_demo"]
 
@@ -79,12 +83,14 @@ def run_demo(
         target = out / p
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps(list(DEMO_PARTS)))  # before anything is written: a killed demo is ours too
+    atomic_write_text(
+        manifest, json.dumps(list(DEMO_PARTS))
+    )  # before anything is written: a killed demo is ours too
     log.info("generating %d training and %d held-out synthetic images", n_train, n_test)
     synthesize_dataset(out / "data", n=n_train, size=256, seed=seed)
     synthesize_dataset(out / "test", n=n_test, size=(288, 352), seed=seed + 10_000)
 
-    overrides = {"device": device, "seed": seed, **({"epochs": epochs} if epochs else {})}
+    overrides: dict[str, Any] = {"device": device, "seed": seed, **({"epochs": epochs} if epochs else {})}
     cfg = dataclasses.replace(DEMO_CONFIG, train=dataclasses.replace(DEMO_CONFIG.train, **overrides))
     result = train(out / "data", out / "run", cfg, progress=progress)
 

@@ -1,4 +1,6 @@
-"""Export a trained model to ONNX or TorchScript, verified against PyTorch, and run ONNX models.
+"""Exported models: a network as ONNX or TorchScript, verified against PyTorch, and ONNX models run by
+ONNX Runtime (the ``onnxruntime`` engine). The ``export`` workflow (:mod:`unetkit.workflows.export`) picks
+the checkpoint and the output; this module converts.
 
 The exported graph is the network itself on inputs whose spatial sizes are multiples of ``2**depth`` (the
 tiles ``unetkit predict`` feeds it always are), with dynamic batch, height and width (and depth for 3-D).
@@ -9,10 +11,7 @@ checkpoint) tiles, normalises and post-processes exactly as with PyTorch. Needs 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import build_model, load_checkpoint, resolve_model_path
-from .data.io import publish
-from .errors import CheckpointError, ConfigError, UnetkitError
-from .safety import guard_outputs
+from ..atomic import atomic_path
+from ..errors import CheckpointError, ConfigError, UnetkitError
+from ..extras import require_extra
 
-__all__ = ["EXPORT_FORMATS", "ExportResult", "OnnxModel", "export_model"]
+__all__ = ["EXPORT_FORMATS", "ExportResult", "OnnxModel", "write_exported"]
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
@@ -50,8 +48,8 @@ class ExportResult:
     max_abs_diff: float  # largest difference from PyTorch on the verification inputs (float32)
 
 
-def _sample_inputs(model: nn.Module, channels: int) -> list[torch.Tensor]:
-    mult = model.size_multiples  # type: ignore[attr-defined]
+def _sample_inputs(model: Any, channels: int) -> list[torch.Tensor]:
+    mult = model.size_multiples
     torch.manual_seed(0)
     return [
         torch.randn(1, channels, *(2 * m for m in mult)),
@@ -59,45 +57,24 @@ def _sample_inputs(model: nn.Module, channels: int) -> list[torch.Tensor]:
     ]
 
 
-def require_extra(modules: tuple[str, ...], extra: str, what: str) -> None:
-    """Refuse, naming the install that fixes it, when an optional extra's modules are missing."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(f"{what} needs {', '.join(missing)}: pip install 'unetkit[{extra}]'")
-
-
-def export_model(
-    checkpoint: str | Path, out: str | Path, format: str = "onnx", *, overwrite: bool = False
-) -> ExportResult:
-    """Export ``checkpoint`` to ``out`` and verify it: the largest absolute difference from PyTorch over two
-    input sizes must stay below 1e-4 (float32), else the file is not written.
-
-    Example:
-        >>> export_model("run/best.pt", "run/model.onnx").max_abs_diff
-    """
+def write_exported(model: Any, payload: dict[str, Any], out: Path, format: str) -> ExportResult:
+    """Export ``model`` (rebuilt from the checkpoint ``payload``) to ``out`` atomically and verify it: the
+    largest absolute difference from PyTorch over two input sizes must stay below 1e-4 (float32), else the
+    file is not written."""
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"--format {format!r} is unknown; choose one of {', '.join(EXPORT_FORMATS)}")
-    out = Path(out)
-    checkpoint = resolve_model_path(checkpoint)
-    guard_outputs([checkpoint], out, [out])  # the checkpoint in use is an input
-    if out.exists() and not overwrite:
-        raise UnetkitError(f"{out}: already exists; pass --overwrite to replace it")
     if format == "onnx":
         require_extra(("onnx", "onnxruntime", "onnxscript"), "onnx", "export --format onnx")
-    payload = load_checkpoint(checkpoint)
-    model = build_model(payload, checkpoint).eval()
-    if model.padding != "same":  # type: ignore[attr-defined]
+    if model.padding != "same":
         raise ConfigError(
-            f"{checkpoint}: export supports padded (padding='same') networks; this one is 'valid' (the paper's), "
+            f"{out}: export supports padded (padding='same') networks; this one is 'valid' (the paper's), "
             "whose input sizes are not a simple multiple"
         )
     channels = int(payload["preprocessing"]["in_channels"])
     inputs = _sample_inputs(model, channels)
     core = _Core(model).eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix or ".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out, out.suffix or ".tmp") as path:
+        tmp = str(path)
         if format == "onnx":
             run = _export_onnx(core, model, inputs[0], tmp, payload)
         else:
@@ -118,20 +95,14 @@ def export_model(
             raise UnetkitError(
                 f"{out}: the exported model differs from PyTorch by {diff:.2e} (> {TOLERANCE}); not written"
             )
-        publish(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return ExportResult(out, format, diff)
 
 
-def _export_onnx(
-    core: nn.Module, model: nn.Module, example: torch.Tensor, path: str, payload: dict[str, Any]
-):
+def _export_onnx(core: nn.Module, model: Any, example: torch.Tensor, path: str, payload: dict[str, Any]):
     import onnx
     import onnxruntime as ort
 
-    mult = model.size_multiples  # type: ignore[attr-defined]
+    mult = model.size_multiples
     names = ("d", "h", "w")[-len(mult) :]
     dims = {0: torch.export.Dim("batch", min=1, max=4096)}
     for axis, (name, m) in enumerate(zip(names, mult, strict=True), start=2):

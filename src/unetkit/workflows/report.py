@@ -13,10 +13,11 @@ from urllib.parse import quote
 
 import numpy as np
 
+from ..atomic import atomic_path, atomic_write_text
 from ..data.io import read_image, read_volume, write_image
 from ..data.masks import IGNORE
-from ..viz import _gray_rgb, _outline, _tint
-from .evaluate import COLUMNS, DEFINITIONS, Evaluation, _fmt
+from ..metrics.results import COLUMNS, DEFINITIONS, Evaluation, fmt
+from ..viz import gray_rgb, outline, tint
 
 __all__ = ["write_report"]
 
@@ -41,20 +42,20 @@ def _errors_picture(evaluation: Evaluation, result, mode: str) -> np.ndarray:
     if a["image"] is not None:
         path = Path(a["image"])
         image = read_volume(path)[mid] if volume else read_image(path, a.get("image_page"))
-        base = _gray_rgb(image)
+        base = gray_rgb(image)
     else:
-        base = _gray_rgb(((truth > 0) & valid).astype(np.float32))
+        base = gray_rgb(((truth > 0) & valid).astype(np.float32))
     wrong = (pred != truth) & valid  # every class: wrong pixels, shown as missed (truth fg) or extra
     t = (truth > 0) & valid
-    out = _tint(_tint(base, wrong & ~t, FP, 0.7), wrong & t, FN, 0.7)
+    out = tint(tint(base, wrong & ~t, FP, 0.7), wrong & t, FN, 0.7)
     if mode == "instance":
         labels = plane(a["truth_labels"])
         split = np.isin(labels, result.details.get("split_labels", [])) & (labels > 0)
         inst = plane(a["pred_labels"])
         merged = np.isin(inst, result.details.get("merged_labels", [])) & (inst > 0)
-        out = _tint(_tint(out, split, SPLIT, 0.6), merged, MERGE, 0.6)
-        out[_outline(split)] = SPLIT
-        out[_outline(merged)] = MERGE
+        out = tint(tint(out, split, SPLIT, 0.6), merged, MERGE, 0.6)
+        out[outline(split)] = SPLIT
+        out[outline(merged)] = MERGE
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -65,12 +66,13 @@ def _histogram(ious: list[float], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
-    ax.hist(ious, bins=np.linspace(0, 1, 21), color="#4a7fb0", edgecolor="white")
+    ax.hist(ious, bins=np.linspace(0, 1, 21).tolist(), color="#4a7fb0", edgecolor="white")
     ax.axvline(0.5, color="k", lw=1, ls="--")
     ax.set_xlabel("best IoU of each true object (0 = missed)")
     ax.set_ylabel("objects")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
     return path
 
@@ -92,12 +94,12 @@ def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = Fals
         picture = write_image(
             out / f"{r.name}_errors.png", _errors_picture(evaluation, r, mode), overwrite=True
         )
-        cells = "".join(f"<td>{_fmt(r.scores[c])}</td>" for c in cols)
+        cells = "".join(f"<td>{fmt(r.scores[c])}</td>" for c in cols)
         rows.append(
             f"<tr><td>{html.escape(r.name)}</td>{cells}"
             f"<td><a href='{quote(picture.name)}'><img src='{quote(picture.name)}' height='96'></a></td></tr>"
         )
-    mean = "".join(f"<td><b>{_fmt(evaluation.mean[c])}</b></td>" for c in cols)
+    mean = "".join(f"<td><b>{fmt(evaluation.mean[c])}</b></td>" for c in cols)
     histogram = ""
     if mode == "instance":
         ious = [v for r in evaluation.images for v in r.details.get("object_iou", [])]
@@ -110,13 +112,14 @@ def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = Fals
         f"<li><b>{c}</b>: {html.escape(DEFINITIONS[c])}</li>" for c in cols if c in DEFINITIONS
     )
     reading = "".join(f"<p class='reading'>{html.escape(n)}</p>" for n in evaluation.notes)
-    index.write_text(
+    atomic_write_text(
+        index,
         "<!doctype html><meta charset='utf-8'><title>unetkit evaluation</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:right}"
         "td:first-child{text-align:left}tr:nth-child(even){background:#f4f4f4}</style>"
         f"<h1>unetkit evaluation ({mode}, {len(evaluation.images)} images)</h1>{reading}"
         f"<table><tr><th>image</th>{head}<th>errors</th></tr>{''.join(rows)}"
         f"<tr><td><b>mean</b></td>{mean}<td></td></tr></table><p>{legend}</p>{histogram}"
-        f"<h2>Definitions</h2><ul>{definitions}</ul>"
+        f"<h2>Definitions</h2><ul>{definitions}</ul>",
     )
     return index

@@ -1,0 +1,267 @@
+"""The file pipelines: one 2-D image (in memory, or streamed tile row by tile row for large ones), a stack of
+2-D pages, and 3-D volumes. Each reads its input, runs the :class:`Predictor` and hands the arrays to
+:mod:`unetkit.inference.outputs`. Choosing a pipeline per input is :func:`unetkit.workflows.predict_files`'s
+job."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..data.io import check_pixel_values, count_planes, read_image, read_volume, write_image, write_volume
+from ..data.lazy import ImageSource, open_image
+from ..errors import ConfigError, DataError
+from ..viz import contour_overlay
+from .outputs import (
+    PredictedFile,
+    PredictedFiles,
+    bad_inputs,
+    existing,
+    instance_dtype,
+    prepare_out,
+    publish_group,
+    write_outputs,
+)
+from .postprocess import instances_blockwise
+from .predictor import Predictor
+from .writers import RowSink, encode_probs, new_array, remove_tree, work_dir
+
+__all__ = ["InputImage", "check_input", "predict", "predict_one", "predict_stack", "predict_volumes"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One input of :func:`~unetkit.workflows.predict_files`: its output name and file (a stack's pages are
+    one input)."""
+
+    name: str
+    path: Path
+
+
+def predict(
+    model: str | Path | Predictor, image: np.ndarray, *, return_probs: bool = False, **kwargs: object
+):
+    """Segment one image array of any size.
+
+    ``model`` is a checkpoint path or a :class:`Predictor`; ``image`` is ``(H, W)`` or ``(H, W, C)`` raw
+    (un-normalised) pixels. Returns the ``(H, W)`` uint8 label image (0/1 for a binary model), or
+    ``(labels, probs)`` with ``return_probs=True``.
+
+    Example:
+        >>> mask = predict("run/best.pt", image)
+    """
+    predictor = model if isinstance(model, Predictor) else Predictor.from_checkpoint(model, **kwargs)
+    probs = predictor.predict_proba(image)
+    labels = predictor.to_labels(probs)
+    return (labels, probs) if return_probs else labels
+
+
+def check_input(
+    path: Path, predictor: Predictor, max_pixels: int, max_memory: float | None = None
+) -> tuple[int, int, int]:
+    """Height, width and pages of a 2-D model's input, after reading it as the prediction will (an image that
+    fits in memory is decoded whole; a large one is opened and sampled)."""
+    pages = count_planes(path) if path.suffix.lower() in (".tif", ".tiff") else 1
+    if pages > 1:
+        first = read_image(path, 0)
+        predictor.channels_first(first, f"{path} [page 0]")
+        check_pixel_values(first, path)
+        return first.shape[0], first.shape[1], pages
+    with open_image(path) as source:
+        h, w = source.spatial_shape
+        predictor.check_size((h, w), path, max_memory)  # declared sizes, before anything is read or allocated
+        source.select(predictor.in_channels)
+        # a small image decodes whole now (a damaged file fails before any result); a large one is sampled
+        pixels = source[..., 0:h, 0:w] if h * w <= max_pixels else source.subsample(1 << 20)
+        check_pixel_values(np.asarray(pixels), path, sampled=h * w > max_pixels)
+    return h, w, 1
+
+
+def predict_stack(
+    predictor: Predictor,
+    item: InputImage,
+    pages: int,
+    paths: dict[str, Path],
+    probs_dtype: str | None,
+    want_instances: bool,
+    progress: bool,
+) -> PredictedFile:
+    """A multi-page TIFF (one 2-D image per page, as ISBI stacks) → stacks of masks (and labels, probs)."""
+    masks, labels, probs = [], [], []
+    for k in tqdm(range(pages), desc=item.name, unit="page", disable=not progress):
+        image = read_image(item.path, k)
+        p = predictor.predict_proba(image, f"{item.path} [page {k}]")
+        classes = predictor.to_labels(p)
+        masks.append(predictor.to_mask(classes))
+        if probs_dtype:
+            probs.append(encode_probs(p[0] if len(p) == 1 else p, probs_dtype))
+        if want_instances:
+            labels.append(predictor.instances(classes))
+    written = {"mask": write_volume(paths["mask"], np.stack(masks), overwrite=True)}
+    objects = None
+    if want_instances:
+        stack = np.stack(labels)
+        objects = int(sum(int(lab.max()) for lab in labels))
+        written["instances"] = write_volume(
+            paths["instances"], stack.astype(instance_dtype(int(stack.max()))), overwrite=True
+        )
+    if probs_dtype:
+        written["probs"] = write_volume(paths["probs"], np.stack(probs), overwrite=True)
+    if "overlay" in paths:
+        first = read_image(item.path, 0)
+        shown = labels[0] if labels else masks[0]
+        written["overlay"] = write_image(paths["overlay"], contour_overlay(first, shown), overwrite=True)
+    return PredictedFile(
+        source=item.path,
+        mask=written["mask"],
+        probs=written.get("probs"),
+        shape=(pages, *masks[0].shape[:2]),
+        instances=written.get("instances"),
+        overlay=written.get("overlay"),
+        objects=objects,
+    )
+
+
+def predict_one(
+    predictor: Predictor,
+    f: Path,
+    source: ImageSource,
+    out: Path,
+    large: bool,
+    fmt: str,
+    paths: dict[str, Path],
+    probs_dtype: str | None,
+    want_instances: bool,
+    object_context: int,
+    progress: bool,
+) -> PredictedFile:
+    import zarr
+
+    h, w = source.spatial_shape
+    out.mkdir(parents=True, exist_ok=True)
+    work = work_dir(out, paths["mask"].stem) if large or fmt == "zarr" else None
+    try:
+        store = zarr.open_group(str(work / "arrays.zarr"), mode="w") if large and work else None
+        classes = new_array((h, w), np.uint8, store, "classes")
+        probs = new_array((predictor.num_classes, h, w), probs_dtype, store, "probs") if probs_dtype else None
+
+        def write(y0: int, y1: int, rows: np.ndarray) -> None:
+            classes[y0:y1] = predictor.to_labels(rows)
+            if probs is not None:
+                probs[:, y0:y1] = encode_probs(rows, probs_dtype)  # type: ignore[arg-type]
+
+        predictor.stream(source, RowSink(write, h), progress=progress, name=f)
+
+        labels: Any = None
+        objects = None
+        if want_instances:
+            if large:
+                labels = new_array((h, w), np.int32, store, "instances")
+                objects = instances_blockwise(
+                    lambda r, c: np.asarray(classes[r, c]),
+                    (h, w),
+                    lambda r, c, v: labels.__setitem__((r, c), v),
+                    predictor.instances,
+                    context=object_context,
+                    out_read=lambda r, c: np.asarray(labels[r, c]),
+                    progress=progress,
+                )
+            else:
+                labels = predictor.instances(classes)
+                objects = int(labels.max())
+        return write_outputs(predictor, f, source, fmt, paths, classes, probs, labels, objects, large, work)
+    finally:
+        if work is not None:
+            remove_tree(work)
+
+
+def predict_volumes(
+    predictor: Predictor,
+    jobs: list[tuple[InputImage, dict[str, Path]]],
+    out: Path,
+    fmt: str,
+    probs_dtype: str | None,
+    instances: bool,
+    overlay: bool,
+    overwrite: bool,
+    resume: bool,
+    skip_bad: bool,
+    progress: bool,
+) -> PredictedFiles:
+    """A 3-D model: each input is a volume (TIFF z-stack, ``.npy``, ``.zarr``), segmented in memory and
+    written as a multi-page TIFF (or a zarr group); the overlay shows the middle slice."""
+    import zarr
+
+    if fmt == "png":
+        raise ConfigError("a 3-D model writes volumes: use --format tiff (the default) or --format zarr")
+    bad = []
+    for item, _ in jobs:  # headers and channels of every input before the first result is written
+        try:
+            with open_image(item.path, volume=True).select(predictor.in_channels):
+                pass
+        except DataError as exc:
+            bad.append(str(exc))
+    if bad and not skip_bad:
+        raise bad_inputs(bad, len(jobs))
+    jobs = [(i, paths) for i, paths in jobs if not any(str(i.path) in b for b in bad)]
+    jobs, _ = existing(jobs, overwrite, resume, lambda job: job[1])
+    prepare_out(out)
+    results = PredictedFiles(skipped=bad)
+    for item, paths in tqdm(jobs, desc="predict", unit="volume", disable=not progress or len(jobs) == 1):
+        f = item.path
+        try:
+            volume = read_volume(f)
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            results.skipped.append(str(exc))
+            continue
+        probs = predictor.predict_proba(volume, f, progress=progress)
+        classes = predictor.to_labels(probs)
+        labels = predictor.instances(classes) if instances else None
+        arrays = {"mask": predictor.to_mask(classes)}
+        if probs_dtype:
+            arrays["probs"] = encode_probs(probs[0] if len(probs) == 1 else probs, probs_dtype)
+        if labels is not None:
+            arrays["instances"] = labels.astype(instance_dtype(int(labels.max())))
+        written: dict[str, Path] = {}
+        if fmt == "zarr":
+            work = work_dir(out, item.name)
+            try:
+                group = zarr.open_group(str(work / "result.zarr"), mode="w")
+                for key, arr in arrays.items():
+                    group.create_array(
+                        key, data=arr, chunks=(*arr.shape[:-3], *(min(64, n) for n in arr.shape[-3:]))
+                    )
+                publish_group(work / "result.zarr", paths["mask"])
+            finally:
+                remove_tree(work)
+            written = dict.fromkeys(arrays, paths["mask"])
+        else:
+            for key, arr in arrays.items():
+                written[key] = write_volume(paths[key], arr, overwrite=True)
+        if overlay:
+            mid = volume.shape[0] // 2
+            shown = labels if labels is not None else classes
+            written["overlay"] = write_image(
+                paths["overlay"], contour_overlay(volume[mid], shown[mid]), overwrite=True
+            )
+        results.append(
+            PredictedFile(
+                source=f,
+                mask=written["mask"],
+                probs=written.get("probs"),
+                shape=tuple(classes.shape),
+                instances=written.get("instances"),
+                overlay=written.get("overlay"),
+                objects=int(labels.max()) if labels is not None else None,
+            )
+        )
+    return results

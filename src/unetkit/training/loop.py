@@ -1,0 +1,224 @@
+"""One epoch of the fit loop, validation by tiled prediction, the optimiser and learning-rate schedule, and the
+deferred Ctrl-C that keeps the saved position exact."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..config import OPTIMIZERS, SCHEDULES, RunConfig
+from ..data.dataset import PatchDataset, SampleStore, View
+from ..data.weights import IGNORE
+from ..device import autocast
+from ..errors import UnetkitError
+from ..inference.predictor import Predictor
+from ..metrics import dice_iou
+from .distributed import DistContext
+from .state import TrainState
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "Step",
+    "StopRequest",
+    "TrainingInterrupted",
+    "make_optimizer",
+    "make_schedule",
+    "rank_indices",
+    "train_epoch",
+    "validate",
+]
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(UnetkitError):
+    """Ctrl-C during training: ``last.pt`` was saved at the exact position; the message says how to resume."""
+
+
+class StopRequest:
+    """Ctrl-C during training is deferred to the end of the current step, so the saved position always
+    matches the saved weights; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stopping after this step (Ctrl-C again to stop at once)")
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+@dataclass
+class Step:
+    """What one optimiser step needs: the model (``forward``: wrapped by DDP/compile; ``model``: its weights),
+    the loss, optimiser, schedule and gradient scaler."""
+
+    model: torch.nn.Module
+    forward: torch.nn.Module
+    loss_fn: Callable[..., torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: bool
+    num_classes: int
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
+        weight = weight.to(self.device, non_blocking=True) if weight is not None else None
+        target = y[:, None] if self.num_classes == 1 else y.long()
+        with autocast(self.device, self.amp):
+            logits = self.forward(x)
+        loss = self.loss_fn(logits.float(), target, weight)
+        aux = getattr(self.model, "aux_logits", None)  # deep supervision (unet++): mean over all heads
+        if aux:
+            loss = (loss + sum(self.loss_fn(a.float(), target, weight) for a in aux)) / (len(aux) + 1)
+        if torch.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+        return loss
+
+
+def train_epoch(
+    step: Step,
+    dataset: PatchDataset,
+    st: TrainState,
+    cfg: RunConfig,
+    epoch: int,
+    ctx: DistContext,
+    bar: tqdm,
+    stop: StopRequest,
+    last_val: str,
+) -> tuple[float, float]:
+    """The training steps of ``epoch`` from ``st.step_in_epoch`` on; returns (seconds, data-wait seconds).
+
+    Patches are a pure function of (seed, epoch, index): resuming mid-epoch starts at the next index.
+    """
+    t0 = time.perf_counter()
+    batch = cfg.train.batch_size // ctx.world  # this rank's share of the global batch
+    dataset.set_epoch(epoch)
+    step.model.train()
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=rank_indices(st.step_in_epoch, cfg.train.steps_per_epoch, batch, ctx),
+        num_workers=cfg.train.num_workers,
+        pin_memory=step.device.type == "cuda",
+        drop_last=True,
+        generator=torch.Generator().manual_seed(cfg.train.seed + epoch),  # never the global stream
+    )
+    # data_wait: the share of the training steps' time spent waiting for the next batch (starvation)
+    wait, t_ready = 0.0, time.perf_counter()
+    for x, y, *w in loader:
+        wait += time.perf_counter() - t_ready
+        loss = step(x, y, w[0] if w else None)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss became {loss.item()} at epoch {epoch}: lower --lr (now {cfg.train.lr:g})"
+            )
+        st.epoch_losses.append(loss.item())
+        st.step_in_epoch += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(st.epoch_losses[-20:]):.3f}", val_dice=last_val)
+        if stop.requested:
+            raise KeyboardInterrupt
+        t_ready = time.perf_counter()
+    return time.perf_counter() - t0, wait
+
+
+def validate(
+    model: torch.nn.Module,
+    preprocessing: dict[str, Any],
+    store: SampleStore,
+    views: list[View],
+    device: torch.device,
+    amp: bool,
+    tile: int = 512,
+    ctx: DistContext | None = None,
+) -> dict[str, float]:
+    """Tiled prediction of each validation image; mean Dice, IoU and cross-entropy over images.
+
+    Unlabelled (ignored) pixels are left out; with several classes, Dice and IoU are averaged over the
+    foreground classes. Distributed: each rank predicts its share of the images; the means are over all.
+    """
+    ctx = ctx or DistContext()
+    predictor = Predictor(model, preprocessing, device=device, amp=amp, tile=tile, precision="float32")
+    dices, ious, losses = [], [], []
+    for view in views[ctx.rank :: ctx.world]:
+        image, target, *_ = view.read(store)
+        probs = predictor.predict_proba(image, view.name, prepared=True)
+        labels = predictor.to_labels(probs)
+        valid = target != IGNORE
+        t = np.where(valid, target, 0)
+        if probs.shape[0] == 1:
+            p_true = np.where(t == 1, probs[0], 1 - probs[0])
+            d, i = dice_iou(labels[valid], t[valid])
+        else:
+            p_true = np.take_along_axis(probs, t[None].astype(np.int64), 0)[0]
+            scores = [dice_iou(labels[valid] == c, t[valid] == c) for c in range(1, probs.shape[0])]
+            d, i = float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+        losses.append(float(-np.log(np.clip(p_true[valid], 1e-7, 1)).mean()) if valid.any() else 0.0)
+        dices.append(d)
+        ious.append(i)
+    model.train()
+    ce, dice, iou, n = ctx.sum([sum(losses), sum(dices), sum(ious), len(dices)])
+    return {"val_ce": ce / n, "val_dice": dice / n, "val_iou": iou / n}
+
+
+def rank_indices(step: int, steps: int, batch: int, ctx: DistContext) -> list[int] | range:
+    """Patch indices this rank draws from ``step`` on: rank r takes the r-th ``batch``-sized slice of every global
+    batch of ``batch x world`` patches, so together the ranks see what one process would."""
+    if not ctx.enabled:
+        return range(step * batch, steps * batch)
+    size = batch * ctx.world
+    return [s * size + ctx.rank * batch + i for s in range(step, steps) for i in range(batch)]
+
+
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = model.parameters()
+    if t.optimizer == "sgd":  # the paper: SGD with momentum 0.99
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def make_schedule(name: str, warmup: int, total: int) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warm-up, then cosine or poly (0.9) decay to 1%, or constant."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if name == "cosine":
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+        if name == "poly":
+            return max(0.01, (1 - progress) ** 0.9)
+        return 1.0
+
+    return factor

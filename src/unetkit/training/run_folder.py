@@ -1,0 +1,124 @@
+"""A run folder: ``best.pt``, ``last.pt``, ``config.yaml``, ``metrics.csv``, ``tb/`` (TensorBoard) and
+``curves.png``, every file written atomically; ``--overwrite`` removes only these."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_path, is_temporary
+from ..checkpoint import load_checkpoint
+from ..config import RunConfig
+from ..errors import DataError
+from ..viz import save_curves
+
+__all__ = ["CSV_FIELDS", "RUN_FILES", "RunFolder"]
+
+RUN_FILES = ("best.pt", "last.pt", "config.yaml", "metrics.csv", "curves.png")
+CSV_FIELDS = (
+    "epoch",
+    "train_loss",
+    "val_ce",
+    "val_dice",
+    "val_iou",
+    "lr",
+    "seconds",
+    "val_seconds",
+    "data_wait",
+)
+#: TensorBoard tags of the epoch rows
+TB_TAGS = (
+    ("train_loss", "loss/train"),
+    ("val_ce", "loss/val_ce"),
+    ("val_dice", "dice/val"),
+    ("val_iou", "iou/val"),
+    ("lr", "lr"),
+    ("data_wait", "time/data_wait_fraction"),
+)
+
+
+class RunFolder:
+    """The files of one training run in ``path``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.best = self.path / "best.pt"
+        self.last = self.path / "last.pt"
+        self._writer: Any = None
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.path / name for name in RUN_FILES]
+
+    def existing(self, overwrite: bool) -> list[str]:
+        """The run files already here; an error if there are some and ``overwrite`` is off."""
+        if self.path.exists() and not self.path.is_dir():
+            raise DataError(f"--out {self.path}: exists and is not a folder")
+        existing = [name for name in RUN_FILES if (self.path / name).exists()]
+        if existing and not overwrite:
+            raise DataError(
+                f"--out {self.path}: already holds a run ({', '.join(existing)}); pass --overwrite to replace it "
+                "or choose another folder"
+            )
+        return existing
+
+    def prepare(self, overwrite: bool) -> None:
+        """Create the folder; with ``overwrite`` remove the run files and TensorBoard events (nothing else)."""
+        existing = self.existing(overwrite)
+        self.path.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for name in existing:
+                (self.path / name).unlink()
+            tb = self.path / "tb"
+            if tb.is_dir():
+                for f in tb.iterdir():
+                    if f.is_file() and f.name.startswith("events.out.tfevents"):
+                        f.unlink()
+
+    def load_resume(self) -> dict[str, Any]:
+        """``last.pt``'s payload for ``--resume`` (temporaries of a write cut short by a kill are removed)."""
+        for stale in self.path.glob(".*"):
+            if stale.is_file() and is_temporary(stale):
+                stale.unlink()
+        if not self.last.is_file():
+            raise DataError(
+                f"--resume {self.path}: no {self.last.name} there; give the folder of an earlier `unetkit train` run"
+            )
+        payload = load_checkpoint(self.last)
+        if "torch_rng" not in payload.get("state", {}):
+            raise DataError(f"--resume {self.last}: holds no training state to resume from")
+        return payload
+
+    def write_config(self, cfg: RunConfig) -> None:
+        cfg.to_yaml(self.path / "config.yaml")
+
+    def open_log(self, purge_after: int | None) -> None:
+        """TensorBoard events in ``tb/``; on resume, events logged after the checkpoint (before a kill) are
+        purged."""
+        from torch.utils.tensorboard import SummaryWriter  # imported here: it is slow to import
+
+        self._writer = SummaryWriter(log_dir=str(self.path / "tb"), purge_step=purge_after)
+
+    def log_epoch(self, history: list[dict[str, float]]) -> None:
+        """The last epoch's row to TensorBoard; metrics.csv and curves.png rewritten from the history."""
+        self.write_csv(history)
+        if self._writer is not None and history:
+            row = history[-1]
+            for key, tag in TB_TAGS:
+                self._writer.add_scalar(tag, row[key], int(row["epoch"]))
+            self._writer.flush()
+        save_curves(history, self.path / "curves.png")
+
+    def write_csv(self, history: list[dict[str, float]]) -> None:
+        """metrics.csv rewritten whole from the history, atomically."""
+        with atomic_path(self.path / "metrics.csv", ".tmp") as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+            w.writeheader()
+            for row in history:
+                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

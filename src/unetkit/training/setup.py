@@ -1,0 +1,235 @@
+"""Everything a run needs before its first step, built from a checked configuration and dataset report:
+the sample store and split, the model and its patch sizes, the patch dataset with its augmentation, loss,
+optimiser, schedule and scaler; and the ``last.pt``/``best.pt`` payloads that let a run resume exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoint import save_checkpoint
+from ..config import DATASET_KEYS, RunConfig
+from ..data.augment import Augmenter
+from ..data.checks import DataReport
+from ..data.dataset import PatchDataset, SampleStore, View, split_views
+from ..data.masks import MaskEncoding
+from ..data.normalize import Normalizer
+from ..device import amp_dtype, compile_model
+from ..errors import ConfigError
+from ..losses import get_loss
+from ..models import InvalidSizeError, create_model
+from .distributed import DistContext
+from .loop import Step, make_optimizer, make_schedule
+from .state import TrainState
+
+__all__ = ["TrainingSetup", "build_training", "num_classes_for", "patch_sizes"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingSetup:
+    """The parts of one run, ready to step."""
+
+    cfg: RunConfig
+    store: SampleStore
+    train_views: list[View]
+    val_views: list[View]
+    dataset: PatchDataset
+    step: Step
+    preprocessing: dict[str, Any]  # what a checkpoint needs to rebuild the model's input and output
+    meta: dict[str, Any]  # patch sizes, data folder and split, stored with every checkpoint
+    patch_in: Any
+    volumes: bool
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.step.model
+
+    def restore(self, payload: dict[str, Any]) -> TrainState:
+        """Weights, optimiser, schedule, scaler and random streams from ``last.pt``: the exact position."""
+        step = self.step
+        step.model.load_state_dict(payload["state_dict"])
+        saved = payload["state"]
+        step.optimizer.load_state_dict(saved["optimizer"])
+        step.scheduler.load_state_dict(saved["scheduler"])
+        step.scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["torch_rng"])
+        if step.device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"])
+        return TrainState.from_dict(saved)
+
+    def save(self, path: Path, st: TrainState, *, last: bool) -> None:
+        """``last.pt`` (with the whole loop state, for ``--resume``) or ``best.pt`` (the model alone)."""
+        cfg, step = self.cfg, self.step
+        if last:
+            state = {
+                "optimizer": step.optimizer.state_dict(),
+                "scheduler": step.scheduler.state_dict(),
+                "scaler": step.scaler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if step.device.type == "cuda" else None,
+                **st.to_dict(),
+            }
+            training = {"best_val_dice": st.best_score, "best_epoch": st.best_epoch}
+        else:
+            state, training = None, {"val_dice": st.history[-1]["val_dice"]}
+        save_checkpoint(
+            path,
+            step.model,
+            model_name=cfg.model.name,
+            preprocessing=self.preprocessing,
+            training={**self.meta, "config": cfg.to_dict(), "epoch": st.epoch, **training},
+            state=state,
+        )
+
+
+def num_classes_for(requested: int | None, encoding: MaskEncoding) -> int:
+    """Output channels: one sigmoid channel for two classes unless two softmax channels are asked for."""
+    classes = encoding.num_classes
+    if requested is None:
+        return 1 if classes == 2 else classes
+    if requested == classes or (requested == 1 and classes == 2):
+        return requested
+    raise ConfigError(
+        f"model.num_classes {requested} does not fit the '{encoding.name}' masks, which have {classes} classes "
+        f"{encoding.names}; use --num-classes {classes}" + (" or 1" if classes == 2 else "")
+    )
+
+
+def patch_sizes(model: Any, patch: int) -> tuple[int, int]:
+    """Network input and target sizes for a requested patch size (input size)."""
+    if model.padding == "same":
+        return patch, patch
+    geometry = model.geometry
+    patch_in = geometry.fit(patch)
+    if patch_in != patch:
+        log.info(
+            "data.patch_size %d is not a valid input size for a padding='valid' U-Net; using %d",
+            patch,
+            patch_in,
+        )
+    try:
+        return patch_in, geometry.output_size(patch_in)
+    except InvalidSizeError as exc:
+        raise ConfigError(f"data.patch_size: {exc}") from None
+
+
+def _augmenter(d: Any) -> Augmenter:
+    return Augmenter(
+        flips=d.augment,
+        elastic=d.elastic,
+        elastic_sigma=d.elastic_sigma,
+        elastic_points=d.elastic_points,
+        rotate=d.rotate,
+        scale=d.scale,
+        intensity=d.intensity,
+        noise=d.noise,
+        blur=d.blur,
+    )
+
+
+def build_training(
+    cfg: RunConfig,
+    report: DataReport,
+    normalizer: Normalizer,
+    data: str | Path,
+    device: torch.device,
+    ctx: DistContext,
+) -> TrainingSetup:
+    """The run's parts from the resolved configuration (``cfg.model.num_classes``/``in_channels`` set) and the
+    dataset report (its samples, encoding and shapes)."""
+    encoding = report.encoding
+    assert encoding is not None and cfg.model.in_channels is not None and cfg.model.num_classes is not None
+    volumes = cfg.model.spatial_dims == 3
+    store = SampleStore(
+        report.samples,
+        encoding,
+        normalizer,
+        cfg.model.in_channels,
+        cfg.data.cache_mb,
+        weights=(cfg.data.w0, cfg.data.sigma, cfg.data.weight_balance) if cfg.data.weight_map else None,
+        volumes=volumes,
+    )
+    train_views, val_views, note = split_views(
+        store, [shape[0] for shape in report.shapes], cfg.data.val_fraction, cfg.train.seed
+    )
+    log.info("%s", note)
+    torch.manual_seed(cfg.train.seed)
+    model_kw = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "name"}
+    try:
+        model = create_model(cfg.model.name, **model_kw).to(device)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model: {exc}") from None
+    patch = cfg.data.patch_size
+    patch_in: Any
+    patch_out: Any
+    if volumes:
+        patches = [patch_sizes(model, p) for p in (cfg.data.patch_depth or patch, patch, patch)]
+        patch_in, patch_out = tuple(p[0] for p in patches), tuple(p[1] for p in patches)
+    else:
+        patch_in, patch_out = patch_sizes(model, patch)
+    log.info(
+        "training %s (%s parameters) on %s, %d training / %d validation images, patches %s→%s",
+        cfg.model.name,
+        f"{sum(p.numel() for p in model.parameters()):,}",
+        device,
+        len(train_views),
+        len(val_views),
+        patch_in,
+        patch_out,
+    )
+    dataset = PatchDataset(
+        store,
+        train_views,
+        list(report.shapes),
+        patch_in,
+        patch_out,
+        cfg.train.steps_per_epoch * cfg.train.batch_size,
+        augment=_augmenter(cfg.data),
+        fg_fraction=cfg.data.fg_fraction,
+        seed=cfg.train.seed,
+    )
+    if cfg.train.sync_bn and ctx.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = make_optimizer(model, cfg)
+    total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, make_schedule(cfg.train.schedule, cfg.train.warmup, total_steps)
+    )
+    forward: torch.nn.Module = model
+    if ctx.enabled:  # gradients all-reduced (averaged) over the ranks during backward
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        forward = compile_model(forward)  # weights are shared: checkpoints save `model`
+    use_scaler = cfg.train.amp and amp_dtype(device) == torch.float16
+    step = Step(
+        model=model,
+        forward=forward,
+        loss_fn=get_loss(cfg.train.loss, cfg.model.num_classes, cfg.train.class_weights),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler("cuda", enabled=use_scaler),
+        device=device,
+        amp=cfg.train.amp,
+        num_classes=cfg.model.num_classes,
+    )
+    preprocessing = {
+        "in_channels": cfg.model.in_channels,
+        "num_classes": cfg.model.num_classes,
+        "normalization": normalizer.to_dict(),
+        "encoding": encoding.to_dict(),
+        "class_names": encoding.names,
+        # the dataset description, whole: how this model's truth was found and read
+        "dataset": {k: getattr(cfg.data, k) for k in DATASET_KEYS},
+    }
+    meta = {"patch_in": patch_in, "patch_out": patch_out, "data": str(data), "split": note}
+    return TrainingSetup(
+        cfg, store, train_views, val_views, dataset, step, preprocessing, meta, patch_in, volumes
+    )

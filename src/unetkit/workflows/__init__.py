@@ -1,0 +1,30 @@
+"""Workflows: the only code that composes the packages (data, models, training, inference, metrics, planning).
+
+Each command of the CLI parses its options and calls one function here; the Python API exposes the same
+functions with the same defaults:
+
+- :func:`train` — a dataset → a run folder (``best.pt``, ``last.pt``, logs);
+- :func:`plan_training` — a dataset → a plan (``plan.yaml``): the settings this data and machine call for;
+- :func:`predict_files` — images, folders or datasets → masks, labels, probabilities, overlays;
+- :func:`evaluate` / :func:`evaluate_model` — predictions (or a model) against the truth → scores, report;
+- :func:`export_model` — a checkpoint → ONNX or TorchScript, verified;
+- :func:`run_demo` — the whole loop on the built-in synthetic nuclei.
+"""
+
+from .demo import run_demo
+from .evaluate import evaluate, evaluate_model
+from .export import export_model
+from .plan import plan_training
+from .predict import collect_inputs, predict_files
+from .train import train
+
+__all__ = [
+    "collect_inputs",
+    "evaluate",
+    "evaluate_model",
+    "export_model",
+    "plan_training",
+    "predict_files",
+    "run_demo",
+    "train",
+]

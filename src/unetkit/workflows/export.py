@@ -1,0 +1,30 @@
+"""The ``export`` workflow: a trained checkpoint → an ONNX or TorchScript file, verified against PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checkpoint import build_model, load_checkpoint, resolve_model_path
+from ..errors import UnetkitError
+from ..inference.export import EXPORT_FORMATS, ExportResult, write_exported
+from ..safety import guard_outputs
+
+__all__ = ["EXPORT_FORMATS", "ExportResult", "export_model"]
+
+
+def export_model(
+    checkpoint: str | Path, out: str | Path, format: str = "onnx", *, overwrite: bool = False
+) -> ExportResult:
+    """Export ``checkpoint`` (or a run folder's best.pt) to ``out`` and verify it: the largest absolute
+    difference from PyTorch over two input sizes must stay below 1e-4 (float32), else nothing is written.
+
+    Example:
+        >>> export_model("run/best.pt", "run/model.onnx").max_abs_diff
+    """
+    out = Path(out)
+    checkpoint = resolve_model_path(checkpoint)
+    guard_outputs([checkpoint], out, [out])  # the checkpoint in use is an input
+    if out.exists() and not overwrite:
+        raise UnetkitError(f"{out}: already exists; pass --overwrite to replace it")
+    payload = load_checkpoint(checkpoint)
+    return write_exported(build_model(payload, checkpoint).eval(), payload, out, format)

@@ -1,0 +1,189 @@
+"""The ``plan`` workflow: fingerprint a dataset, apply the planning rules, measure on the device (a trial pass for
+the batch, a short real training run for the step and validation times) and fill the time budget."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import logging
+import math
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import RunConfig
+from ..data.layouts import read_descriptor
+from ..device import resolve_device
+from ..planning import DEFAULT_BUDGET, Plan, fingerprint, parse_duration
+from ..planning.fingerprint import describe_dataset
+from ..planning.measure import fit_batch
+from ..planning.rules import (
+    augmentation_rules,
+    epochs_for,
+    geometry_rules,
+    intensity_rules,
+    learning_rate_rule,
+    norm_rule,
+    patience_for,
+    target_rules,
+    width_rule,
+)
+from .train import train
+
+__all__ = ["plan_training"]
+
+log = logging.getLogger(__name__)
+
+
+def plan_training(
+    data: str | Path,
+    *,
+    device: str = "auto",
+    time_budget: str | float | None = DEFAULT_BUDGET,
+    config: RunConfig | None = None,
+    calibrate: bool = True,
+    progress: bool = False,
+    budget_includes_planning: bool = False,
+) -> Plan:
+    """Fingerprint ``data`` and choose a training setup for ``device`` and ``time_budget`` (see the module).
+
+    ``config``: how to read the data (layout, mask encoding, class map, ignore index are kept; everything
+    else is planned). ``calibrate=False`` skips the measured training run: the epochs are then the default
+    and the plan says so (quick, for looking at the choices). ``budget_includes_planning``: the epochs fill
+    what is left of the budget after planning (``unetkit train`` planning on the fly)."""
+    budget = parse_duration(time_budget)
+    dev = resolve_device(device)  # a bad --device is refused before anything is read
+    base = config or RunConfig()
+    t_start = time.perf_counter()
+    volumes = (base.model.spatial_dims == 3) or (
+        Path(data).is_dir() and read_descriptor(data).get("spatial_dims") == 3
+    )
+    fp = fingerprint(data, base.data, volumes=volumes, num_classes=base.model.num_classes)
+    cuda = dev.type == "cuda"
+    reasons: dict[str, str] = {}
+    model = dataclasses.replace(base.model)
+    dcfg = dataclasses.replace(base.data)
+    describe_dataset(data, base.data, dcfg, fp, reasons)
+    tcfg = dataclasses.replace(base.train, device=device)
+    dims = fp.spatial_dims
+
+    geometry_rules(fp, cuda, model, dcfg, reasons)
+    width_rule(dims, cuda, model, reasons)
+    intensity_rules(fp, dcfg, reasons)
+    crowded = target_rules(fp, dcfg, tcfg, reasons)
+    augmentation_rules(fp, dcfg, reasons)
+
+    # --- batch: a trial forward/backward pass on the device
+    in_ch = fp.channels
+    classes = 3 if crowded else (1 if len(fp.class_names) <= 2 else len(fp.class_names))
+    patch = dcfg.patch_size
+    shape: tuple[int, ...] = (dcfg.patch_depth or patch, patch, patch) if dims == 3 else (patch, patch)
+    want = (16 if cuda else 8) if dims == 2 else (4 if cuda else 2)
+    batch, trial = fit_batch(model, in_ch, classes, shape, want, dev)
+    norm_rule(batch, model, reasons)
+    tcfg.batch_size = batch
+    reasons["train.batch_size"] = trial
+    tcfg.optimizer, tcfg.schedule = "adam", "cosine"
+    reasons["train.optimizer"] = "Adam: robust to the learning rate, fast on short budgets"
+    reasons["train.schedule"] = "cosine decay to 1% over the planned epochs"
+
+    # --- training length: measured
+    measured: dict[str, Any] = {"device": str(dev), "threads": torch.get_num_threads(), "trial": trial}
+    tcfg.steps_per_epoch = 25
+    cfg = RunConfig(model=model, data=dcfg, train=tcfg)
+    if calibrate and budget is not None:
+        timing = _calibrate(data, cfg, progress)
+        step, val, startup = timing["step_seconds"], timing["validation_seconds"], timing["startup_seconds"]
+        # validation and checkpoints take at most ~15% of an epoch
+        steps = int(min(250, max(25, math.ceil(val / 0.15 / max(step, 1e-6)))))
+        tcfg.steps_per_epoch = steps
+        epoch_seconds = steps * step + val
+        measured.update(timing, epoch_seconds=round(epoch_seconds, 3))
+        reasons["train.steps_per_epoch"] = (
+            f"validation ({val:.1f} s) stays under ~15% of an epoch at {step:.2f} s per step"
+        )
+        if budget_includes_planning:
+            startup += time.perf_counter() - t_start
+        epochs, why = epochs_for(budget, epoch_seconds, startup, steps)
+        if (
+            epochs < 5 and steps > 10
+        ):  # short budgets: shorter epochs, so checkpoints and the schedule have room
+            steps = max(10, int(steps * epochs / 5))
+            epoch_seconds = steps * step + val
+            tcfg.steps_per_epoch = steps
+            measured["epoch_seconds"] = round(epoch_seconds, 3)
+            epochs, why = epochs_for(budget, epoch_seconds, startup, steps)
+        tcfg.epochs = epochs
+        reasons["train.epochs"] = why
+        tcfg.time_budget = budget
+        reasons["train.time_budget"] = "the run also stops before an epoch that would overrun the budget"
+        total_steps = epochs * steps
+    else:
+        total_steps = tcfg.epochs * tcfg.steps_per_epoch
+        reasons["train.epochs"] = "the default: not measured (no --time-budget, or calibration skipped)"
+        reasons["train.steps_per_epoch"] = "the default"
+    learning_rate_rule(total_steps, tcfg, reasons)
+    tcfg.patience = patience_for(tcfg.epochs)
+    reasons["train.patience"] = "a third of the epochs (at least 10): a budgeted run mostly trains to its end"
+    measured["planning_seconds"] = round(time.perf_counter() - t_start, 1)
+    cfg = RunConfig(model=model, data=dcfg, train=tcfg)
+    return Plan(cfg, reasons, fp, measured, str(data), str(dev), budget)
+
+
+class _OtherThreads(logging.Filter):
+    """Passes records of other threads, and warnings and errors of this one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread or record.levelno >= logging.WARNING
+
+
+@contextlib.contextmanager
+def _quiet_here() -> Iterator[None]:
+    """This thread's info messages are dropped while the block runs; the logger's level and other threads'
+    messages are left alone."""
+    quiet = _OtherThreads()
+    handlers = [h for name in ("unetkit", "") for h in logging.getLogger(name).handlers]
+    for h in handlers:
+        h.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(quiet)
+
+
+def _calibrate(data: str | Path, cfg: RunConfig, progress: bool) -> dict[str, float]:
+    """A real training run of 3 epochs x 6 steps in a scratch folder: step, validation and start-up times."""
+    steps, epochs = 6, 3
+    trial = dataclasses.replace(cfg)
+    trial.train = dataclasses.replace(
+        cfg.train, epochs=epochs, steps_per_epoch=steps, patience=10, time_budget=None
+    )
+    with tempfile.TemporaryDirectory(prefix="unetkit-plan-") as tmp:
+        t0 = time.perf_counter()
+        with _quiet_here():  # the trial run's own messages would only confuse
+            train(data, Path(tmp) / "run", trial, progress=progress)
+        wall = time.perf_counter() - t0
+        with open(Path(tmp) / "run" / "metrics.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    warm = min(rows[1:], key=lambda r: float(r["seconds"]))  # after the first epoch's warm-up
+    val = float(warm["val_seconds"])
+    step = (float(warm["seconds"]) - val) / steps
+    # everything but warm epochs: checks, caching, the first epoch's warm-up (kernels, weight maps), writes
+    startup = max(0.0, wall - epochs * float(warm["seconds"]))
+    return {
+        "step_seconds": round(step, 4),
+        "validation_seconds": round(val, 3),
+        "startup_seconds": round(startup, 2),
+        "data_wait": round(float(warm["data_wait"]), 4),
+    }

@@ -1,0 +1,311 @@
+"""The ``predict`` workflow: files, folders and datasets in → masks (labels, probabilities, overlays) out.
+
+Composes :mod:`unetkit.data.layouts` (which files are inputs) with the inference pipelines
+(:mod:`unetkit.inference.pipeline`, :mod:`unetkit.inference.distributed`): every input is found and checked,
+and no output may be or replace an input, before the first result is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..data.io import IMAGE_SUFFIXES
+from ..data.layouts import Naming, detect_layout, find_images, load_layout
+from ..data.lazy import open_image
+from ..errors import ConfigError, DataError
+from ..inference.outputs import PredictedFile, PredictedFiles, bad_inputs, existing, output_paths, prepare_out
+from ..inference.pipeline import InputImage, check_input, predict_one, predict_stack, predict_volumes
+from ..inference.predictor import Predictor
+from ..inference.writers import FORMATS, PROBS_DTYPES
+from ..safety import guard_outputs
+
+__all__ = [
+    "InputImage",
+    "PredictedFile",
+    "PredictedFiles",
+    "collect_inputs",
+    "predict_files",
+    "samples_as_inputs",
+]
+
+log = logging.getLogger(__name__)
+
+
+def samples_as_inputs(samples: Sequence[Any]) -> list[InputImage]:
+    """Dataset samples (:class:`~unetkit.data.layouts.Sample`) → inputs named like the samples; the pages of
+    one stack (ISBI) become one input, predicted page by page into a stack of the same name."""
+    out: list[InputImage] = []
+    seen: set[Path] = set()
+    for s in samples:
+        if s.image_page is not None:
+            if s.image not in seen:
+                seen.add(s.image)
+                out.append(InputImage(s.image.stem, s.image))
+        else:
+            out.append(InputImage(s.name, s.image))
+    return out
+
+
+def collect_inputs(
+    inputs: Sequence[str | Path | InputImage], layout: str = "auto", naming: Any = None
+) -> list[InputImage]:
+    """Expand files, ``.zarr`` arrays and folders into named inputs. A folder is read as a dataset when it is
+    one (any layout ``train`` takes: its images, masks or not; ``layout`` and ``naming`` as for ``train``) and
+    as a folder of images otherwise."""
+    naming = naming or Naming()
+    forced = layout != "auto" or naming != Naming()
+
+    items: list[InputImage] = []
+    for item in inputs:
+        if isinstance(item, InputImage):
+            items.append(item)
+            continue
+        p = Path(item)
+        if p.suffix.lower() == ".zarr" and p.exists():
+            items.append(InputImage(p.stem, p))
+        elif p.is_dir() or (p.is_file() and p.suffix.lower() in (".csv", ".json")):
+            if forced:  # the user named the layout: its errors are theirs to see
+                found_layout = load_layout(p, layout, naming=naming, masks=False)
+            else:
+                try:
+                    detect_layout(p)
+                    found_layout = load_layout(p, masks=False)
+                except DataError:
+                    found_layout = None
+            if found_layout is not None and found_layout.samples:
+                with_masks = sum(s.mask is not None for s in found_layout.samples)
+                log.info(
+                    "%s: a %s dataset: segmenting its %d image(s)%s",
+                    p,
+                    found_layout.name,
+                    len(found_layout.samples),
+                    f" (not the {with_masks} mask(s) beside them)" if with_masks else "",
+                )
+                items.extend(samples_as_inputs(found_layout.samples))
+                continue
+            found = find_images(p) if p.is_dir() else []
+            if not found:
+                raise DataError(
+                    f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) and no dataset layout (images/, "
+                    "ID/images/, a stack, 01/ ...) in this folder"
+                )
+            items.extend(InputImage(f.stem, f) for f in found)
+        elif p.is_file():
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(f"{p}: not an image file; supported: {', '.join(IMAGE_SUFFIXES)}")
+            items.append(InputImage(p.stem, p))
+        else:
+            raise DataError(f"{p}: no such file or folder")
+    names = [i.name for i in items]
+    dupes = sorted({s for s in names if names.count(s) > 1})
+    if dupes:
+        raise DataError(
+            f"several inputs share the name(s) {dupes[:5]}; their masks would overwrite each other"
+        )
+    return items
+
+
+def predict_files(
+    model: str | Path | Predictor,
+    inputs: Sequence[str | Path | InputImage],
+    out: str | Path,
+    *,
+    format: str | None = None,
+    save_probs: bool | str = False,
+    instances: bool = False,
+    overlay: bool = False,
+    overwrite: bool = False,
+    resume: bool = False,
+    skip_bad: bool = False,
+    protect: Sequence[str | Path] = (),
+    layout: str = "auto",
+    naming: Any = None,
+    progress: bool = True,
+    max_pixels_in_memory: int = 1 << 26,
+    max_memory: float | None = None,
+    object_context: int = 128,
+    dask: str | bool | None = None,
+    dask_workers: int = 2,
+    chunk: int | None = None,
+    **kwargs: object,
+) -> PredictedFiles:
+    """Segment image files (or folders of them, datasets in any layout, or ``.zarr`` arrays) into ``out``.
+
+    Per input ``NAME`` (of the input's height and width):
+
+    - ``NAME.png`` (``format="png"``) or ``NAME.tif`` (``"tiff"``): the mask in the user's encoding: 0/255 for
+      binary and instance masks (a border model's interior and border are both the object), the class values
+      for class masks, the colours for colour masks;
+    - ``NAME_probs.tif`` with ``save_probs`` (``True`` = ``"float16"``, or ``"float32"``, or ``"uint8"`` =
+      p x 255): the foreground probability ``(H, W)`` of a binary model, ``(C, H, W)`` otherwise;
+    - ``NAME_instances.tif`` with ``instances``: object labels (uint16, or uint32 past 65,535 objects);
+    - ``NAME_overlay.png`` with ``overlay``: contours drawn on the image (at most 2048 pixels a side);
+    - with ``format="zarr"`` one group ``NAME.zarr`` holding the arrays ``mask``, ``probs`` and
+      ``instances`` instead.
+    A multi-page TIFF given to a 2-D model (an ISBI stack) is segmented page by page into stacks. ``layout``
+    and ``naming`` (:class:`~unetkit.data.layouts.Naming`) find a dataset folder's images as ``train`` does.
+
+    Every input is checked (readable, channels, size) and no output may be or replace an input, before the
+    first result is written. Each result appears atomically under its final name. Existing results are an
+    error unless ``overwrite`` (replace them) or ``resume`` (keep them and do the rest: a killed batch goes on
+    where it stopped). ``skip_bad``: go on past damaged inputs; they are listed in the result's ``skipped``.
+
+    ``format`` defaults to PNG, or TIFF for images over ``max_pixels_in_memory`` pixels: those are read
+    lazily and held on disk while they are processed, so memory does not grow with the image. Instance IDs
+    are consistent across tiles and blocks for objects up to ``object_context`` pixels across. ``max_memory``
+    (bytes; default: half the memory available): an image whose row of tiles needs more is refused before
+    anything is allocated (memory grows with the width; ``--dask`` splits both ways).
+
+    ``dask``: run on a Dask cluster instead (``True``: a ``LocalCluster`` of ``dask_workers`` processes started
+    here; a string: the scheduler's address), ``chunk`` x ``chunk`` pixels per task, results as zarr (see
+    :mod:`unetkit.inference.distributed`). The semantic result equals the single-process one.
+    """
+    probs_dtype = _check_options(format, save_probs, overwrite, resume, dask, overlay, chunk, model)
+    items = collect_inputs(inputs, layout, naming)
+    out = Path(out)
+    files = [i.path for i in items]
+    if out.exists() and not out.is_dir():
+        guard_outputs(files, out, [out], protect)
+        raise DataError(f"--out {out}: exists and is not a folder")
+    guard_outputs(files, out, [], protect)
+    predictor = model if isinstance(model, Predictor) else Predictor.from_checkpoint(model, **kwargs)
+    if dask:
+        from ..inference.distributed import predict_dask_files
+
+        guard_outputs(files, out, [out / f"{i.name}.zarr" for i in items], protect)
+        assert not isinstance(model, Predictor)
+        return PredictedFiles(
+            predict_dask_files(
+                model,
+                predictor,
+                items,
+                out,
+                kwargs,
+                address=None if dask is True else str(dask),
+                workers=dask_workers,
+                chunk=chunk or (256 if predictor.spatial_dims == 3 else 2048),
+                probs_dtype=probs_dtype,
+                instances=instances,
+                object_context=object_context,
+                overwrite=overwrite,
+                resume=resume,
+                progress=progress,
+            )
+        )
+    if predictor.spatial_dims == 3:
+        fmt = format or "tiff"
+        kinds = {"probs": probs_dtype is not None, "instances": instances, "overlay": overlay}
+        vjobs = [(i, output_paths(i.name, out, fmt, **kinds)) for i in items]
+        guard_outputs(files, out, [p for _, paths in vjobs for p in paths.values()], protect)
+        return predict_volumes(
+            predictor, vjobs, out, fmt, probs_dtype, instances, overlay, overwrite, resume, skip_bad, progress
+        )
+    jobs, bad = _image_jobs(
+        items, predictor, out, format, probs_dtype, instances, overlay, max_pixels_in_memory, max_memory
+    )
+    guard_outputs(files, out, [p for *_, paths, _ in jobs for p in paths.values()], protect)
+    if bad and not skip_bad:
+        raise bad_inputs(bad, len(items))
+    jobs, done = existing(jobs, overwrite, resume, lambda job: job[3])
+    prepare_out(out)
+    results = PredictedFiles(skipped=bad)
+    bar = tqdm(jobs, desc="predict", unit="image", disable=not progress or len(jobs) == 1)
+    for item, large, fmt, paths, pages in bar:
+        try:
+            if pages > 1:
+                results.append(predict_stack(predictor, item, pages, paths, probs_dtype, instances, progress))
+                continue
+            with open_image(item.path).select(predictor.in_channels) as source:
+                results.append(
+                    predict_one(
+                        predictor,
+                        item.path,
+                        source,
+                        out,
+                        large,
+                        fmt,
+                        paths,
+                        probs_dtype,
+                        instances,
+                        object_context,
+                        progress,
+                    )
+                )
+        except DataError as exc:
+            if not skip_bad:
+                raise
+            results.skipped.append(str(exc))
+    if done:
+        log.info("--resume: kept %d complete result(s), segmented %d", done, len(jobs))
+    return results
+
+
+def _check_options(
+    format: str | None,
+    save_probs: bool | str,
+    overwrite: bool,
+    resume: bool,
+    dask: str | bool | None,
+    overlay: bool,
+    chunk: int | None,
+    model: Any,
+) -> str | None:
+    """The options checked before any file is read; returns the probabilities' dtype (or None)."""
+    if format is not None and format not in FORMATS:
+        raise ConfigError(f"--format {format!r} is unknown; choose one of {', '.join(FORMATS)}")
+    probs_dtype = "float16" if save_probs is True else (save_probs or None)
+    if probs_dtype is not None and probs_dtype not in PROBS_DTYPES:
+        raise ConfigError(f"--save-probs {probs_dtype!r} is unknown; choose one of {', '.join(PROBS_DTYPES)}")
+    if overwrite and resume:
+        raise ConfigError("--overwrite replaces results and --resume keeps them: choose one")
+    if dask:
+        if isinstance(model, Predictor):
+            raise ConfigError(
+                "distributed prediction loads the model on every worker: pass its file, not a Predictor"
+            )
+        if format not in (None, "zarr") or overlay:
+            raise ConfigError("--dask writes zarr groups (--format zarr) and no --overlay")
+        if chunk is not None and chunk < 16:
+            raise ConfigError(f"--chunk must be at least 16 pixels, got {chunk}")
+    return probs_dtype
+
+
+def _image_jobs(
+    items: list[InputImage],
+    predictor: Predictor,
+    out: Path,
+    format: str | None,
+    probs_dtype: str | None,
+    instances: bool,
+    overlay: bool,
+    max_pixels: int,
+    max_memory: float | None,
+) -> tuple[list[tuple[InputImage, bool, str, dict[str, Path], int]], list[str]]:
+    """Every 2-D input checked (readable, channels, size) and its outputs named, before anything is written;
+    the inputs that fail, one line each."""
+    jobs, bad = [], []
+    for item in items:
+        try:
+            h, w, pages = check_input(item.path, predictor, max_pixels, max_memory)
+        except DataError as exc:
+            bad.append(str(exc))
+            continue
+        large = h * w > max_pixels
+        fmt = format or ("tiff" if large or pages > 1 else "png")
+        if fmt == "png" and (large or pages > 1):
+            why = (
+                f"{h} x {w} pixels is too large to write as PNG in bounded memory"
+                if large
+                else f"a stack of {pages} pages"
+            )
+            raise DataError(f"{item.path}: {why}; use --format tiff or --format zarr")
+        paths = output_paths(
+            item.name, out, fmt, probs=probs_dtype is not None, instances=instances, overlay=overlay
+        )
+        jobs.append((item, large, fmt, paths, pages))
+    return jobs, bad

@@ -1,0 +1,170 @@
+"""The ``train`` workflow: a dataset folder and a configuration → a run folder with ``best.pt``.
+
+Resolves the configuration (or ``--resume``'s own), checks it and every file of the dataset before any compute
+is spent, records what was resolved from the data (channels, classes, the dataset description), starts the
+distributed processes when asked, and runs the fit loop (:mod:`unetkit.training`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig, check_config, load_config
+from ..data.checks import DataReport, check_dataset
+from ..data.layouts import read_descriptor
+from ..data.normalize import Normalizer
+from ..device import resolve_device
+from ..errors import ConfigError
+from ..losses import get_loss
+from ..safety import guard_outputs, sample_files
+from ..training.distributed import init_distributed, spawn
+from ..training.run_folder import RunFolder
+from ..training.setup import build_training, num_classes_for
+from ..training.state import TrainResult, TrainState
+from ..training.trainer import fit
+
+__all__ = ["train"]
+
+log = logging.getLogger(__name__)
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    config: RunConfig | str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    resume: bool = False,
+    epochs: int | None = None,
+    nproc: int = 1,
+) -> TrainResult:
+    """Train a U-Net on a dataset (any layout ``check-data`` reads) and write a run folder.
+
+    Args:
+        data: dataset folder, or a ``.csv``/``.json`` list.
+        out: run directory to create (``best.pt``, ``last.pt``, ``config.yaml``, ``metrics.csv``, ``tb/``,
+            ``curves.png``).
+        config: a :class:`RunConfig`, a YAML file, or ``None`` for the defaults.
+        overwrite: replace an existing run in ``out`` (its run files only).
+        progress: show a progress bar.
+        resume: continue the run in ``out`` from ``out/last.pt`` with its own settings (``config`` must be
+            ``None``): model, optimiser, scheduler, epoch and step, early-stopping state and random streams are
+            restored, so the result is identical to an uninterrupted run.
+        epochs: override ``train.epochs`` (with ``resume``: extend a finished run).
+        nproc: train data-parallel in this many processes on this machine (``torch.distributed``: gloo on
+            CPUs, NCCL on GPUs, one process per GPU); ``train.batch_size`` is the global batch, split between
+            them. Under ``torchrun`` (``WORLD_SIZE`` set) every process calls ``train`` and joins the group.
+
+    Example:
+        >>> result = train("nuclei/", "run/", RunConfig(train=TrainConfig(epochs=5)))
+        >>> result.best_checkpoint
+        PosixPath('run/best.pt')
+    """
+    folder = RunFolder(out)
+    payload = None
+    if resume:
+        if config is not None or overwrite:
+            raise ConfigError(
+                "--resume continues a run with its own settings: give no --config or --overwrite"
+            )
+        payload = folder.load_resume()
+        cfg = RunConfig.from_dict(payload["training"]["config"], source=f"{folder.last}")
+    else:
+        cfg = config if isinstance(config, RunConfig) else (load_config(config) if config else RunConfig())
+        cfg = dataclasses.replace(cfg)  # never mutate the caller's object
+    if epochs is not None:
+        cfg.train = dataclasses.replace(cfg.train, epochs=epochs)
+    check_config(cfg)
+    _check_loss(cfg)
+    device = resolve_device(cfg.train.device)
+    launch = nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1
+    _check_processes(cfg, nproc, launch, device)
+    report, normalizer = _resolve_data(cfg, data, folder)  # every file checked, before the run folder is made
+    if launch:  # everything is checked: start the processes, each of which runs this function
+        if payload is None:
+            folder.existing(overwrite)
+        run = functools.partial(
+            train, data, out, config, overwrite=overwrite, progress=progress, resume=resume, epochs=epochs
+        )
+        return spawn(nproc, run)
+    ctx, device = init_distributed(device)
+    if payload is None and ctx.is_main:
+        folder.prepare(overwrite)
+    ctx.barrier()
+    setup = build_training(cfg, report, normalizer, data, device, ctx)
+    st = TrainState()
+    if payload is not None:
+        st = setup.restore(payload)
+        log.info("resuming %s after epoch %d (step %d of the next)", out, st.epoch, st.step_in_epoch)
+    if ctx.is_main:  # one writer: rank 0
+        folder.write_config(cfg)
+        folder.open_log(purge_after=st.epoch + 1 if payload is not None else None)
+        folder.write_csv(st.history)  # rewritten from the checkpoint's history on resume
+    hint = f"unetkit train {data} --resume {folder.path}"
+    return fit(setup, folder, st, ctx, progress=progress, resume_hint=hint)
+
+
+def _check_loss(cfg: RunConfig) -> None:
+    """The loss fits the classes (when known) and the weight map."""
+    if cfg.model.num_classes is not None:
+        get_loss(cfg.train.loss, cfg.model.num_classes)
+    elif cfg.train.loss != "auto":
+        get_loss(cfg.train.loss, 1)
+
+
+def _check_processes(cfg: RunConfig, nproc: int, launch: bool, device: torch.device) -> None:
+    world = nproc if launch else int(os.environ.get("WORLD_SIZE", "1"))
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {nproc}")
+    if cfg.train.batch_size % world:
+        raise ConfigError(
+            f"train.batch_size {cfg.train.batch_size} (the global batch) must split evenly between {world} "
+            f"processes; use a multiple of {world}"
+        )
+    if cfg.train.sync_bn and world > 1 and device.type != "cuda":
+        raise ConfigError(
+            "--sync-bn needs CUDA devices (torch's SyncBatchNorm); on CPUs drop it or use --norm group"
+        )
+    if launch and device.type == "cuda" and nproc > torch.cuda.device_count():
+        raise ConfigError(
+            f"--nproc {nproc}: only {torch.cuda.device_count()} CUDA device(s); one process per GPU"
+        )
+
+
+def _resolve_data(cfg: RunConfig, data: str | Path, folder: RunFolder) -> tuple[DataReport, Normalizer]:
+    """Check every file of the dataset, refuse outputs that touch it, and record in ``cfg`` what was resolved
+    from the data: 3-D, channels, classes, and the dataset description (layout, encoding, class map)."""
+    if read_descriptor(data).get("spatial_dims") == 3 and cfg.model.spatial_dims == 2:
+        log.info("%s/dataset.yaml says the samples are volumes: training a 3-D network", data)
+        cfg.model = dataclasses.replace(cfg.model, spatial_dims=3)
+    report = check_dataset(
+        data,
+        cfg.data,
+        num_classes=cfg.model.num_classes,
+        in_channels=cfg.model.in_channels,
+        volumes=cfg.model.spatial_dims == 3,
+    )
+    report.raise_if_problems()
+    guard_outputs(sample_files(report.samples), folder.path, folder.files)
+    for note in report.notes:
+        log.info("%s", note)
+    encoding = report.encoding
+    assert encoding is not None and report.in_channels is not None
+    num_classes = num_classes_for(cfg.model.num_classes, encoding)
+    cfg.model = dataclasses.replace(cfg.model, in_channels=report.in_channels, num_classes=num_classes)
+    cfg.data = dataclasses.replace(  # record what was resolved from the data
+        cfg.data,
+        layout=report.layout,
+        mask_encoding=encoding.name,
+        class_values=list(encoding.values) if encoding.values else None,
+        class_colors=[list(c) for c in encoding.colors] if encoding.colors else None,
+        class_names=encoding.names,
+        ignore_index=encoding.ignore_value,
+    )
+    return report, report.normalizer(cfg.data)
