@@ -8,7 +8,7 @@ TORCH_PIN   ?= torch==2.13.0
 TORCH_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup setup-bench demo test test-fast test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-journey bench-hostile lint clean
+.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-journey bench-hostile lint clean
 
 setup: $(STAMP)
 
@@ -21,16 +21,20 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/unetkit demo --out demo-output --overwrite
 
-# Default suite (fast tests), then the slow end-to-end checks.
+# The three tiers, fastest first: unit (about a minute), integration (real CLI, DDP, Dask, kills), slow.
 test: setup
-	$(PY) -m pytest -m "not slow" -q
-	$(PY) -m pytest -m slow -q
+	$(PY) -m pytest tests/unit -q
+	$(PY) -m pytest tests/integration -q
+	$(PY) -m pytest tests/slow -q
 
-test-fast: setup
-	$(PY) -m pytest -m "not slow" -q
+test-unit: setup
+	$(PY) -m pytest tests/unit -q
+
+test-integration: setup
+	$(PY) -m pytest tests/integration -q
 
 test-slow: setup
-	$(PY) -m pytest -m slow -q
+	$(PY) -m pytest tests/slow -q
 
 # Benchmark peers (MONAI) live in the [bench] extra, installed only for benchmarks.
 BENCH_STAMP := $(VENV)/.installed-bench

@@ -55,7 +55,7 @@ def main() -> None:
             g2, g3 = gflops(net2, (1, 1, 256, 256)), gflops(net3, (1, 1, 64, 64, 64))
             t2, t3 = seconds(net2, (1, 1, 256, 256)), seconds(net3, (1, 1, 64, 64, 64), repeat=2)
             cfg = RunConfig()
-            cfg.model.name = name
+            cfg.model.arch = name
             cfg.model.base_channels, cfg.model.depth = args.base_channels, args.depth
             cfg.data.patch_size = 128
             cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.batch_size = args.epochs, args.steps, 8

@@ -93,7 +93,7 @@ def bench_augment(rows: list[tuple[str, str, str]]) -> None:
 
 
 def demo_model() -> torch.nn.Module:
-    kw = {k: v for k, v in vars(DEMO_CONFIG.model).items() if k != "name"}
+    kw = {k: v for k, v in vars(DEMO_CONFIG.model).items() if k != "arch"}
     return create_model("unet", **{**kw, "in_channels": 1, "num_classes": 1})
 
 

@@ -13,6 +13,17 @@ from unetkit import DataConfig, ModelConfig, RunConfig, TrainConfig, synthesize_
 
 torch.set_num_threads(2)
 
+#: the tiers, by folder: unit (in-process, about a minute), integration (real CLI, DDP, Dask, kills), slow
+TIERS = ("unit", "integration", "slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test gets its folder's tier as a marker (``pytest -m unit``), so a test cannot sit in no tier."""
+    for item in items:
+        tier = next((t for t in TIERS if f"/tests/{t}/" in str(item.path)), None)
+        assert tier is not None, f"{item.nodeid}: put the test in tests/unit, tests/integration or tests/slow"
+        item.add_marker(getattr(pytest.mark, tier))
+
 
 #: CLI flags for a U-Net small enough to train one or two steps in about a second.
 TINY_CLI = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ __all__ = [
     "PredictConfig",
     "RunConfig",
     "TrainConfig",
+    "check_config",
     "load_config",
+    "option",
     "read_yaml",
 ]
 
@@ -60,6 +63,9 @@ NORMS = ("batch", "instance", "group", "none")
 BLENDS = ("gaussian", "taper", "constant", "crop")
 PRECISIONS = ("float32", "bfloat16", "auto")
 ENGINES = ("torch", "onnxruntime")
+
+#: keys renamed since files were written with them: still read (config.yaml, plan.yaml, checkpoints)
+LEGACY_KEYS = {"ModelConfig": {"name": "arch"}}
 
 #: the largest YAML file unetkit reads (configurations, plans, dataset descriptions, class maps)
 YAML_MAX_BYTES = 1 << 20
@@ -103,6 +109,32 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + " …"
 
 
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    factory: Any = dataclasses.MISSING,
+    choices: Sequence[Any] | None = None,
+    metavar: str | None = None,
+    aliases: Sequence[str] = (),
+    default_text: str | None = None,
+) -> Any:
+    """A configuration field with what the CLI (and the docs) need to offer it: the help text (without the
+    default: that is added from ``default``), the choices, earlier flag spellings still accepted."""
+    meta: dict[str, Any] = {"help": help}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    if metavar is not None:
+        meta["metavar"] = metavar
+    if aliases:
+        meta["aliases"] = tuple(aliases)
+    if default_text is not None:
+        meta["default_text"] = default_text
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class ModelConfig:
     """The network. Defaults: a small, batch-normalised, padded U-Net that trains in minutes on a CPU.
@@ -110,97 +142,170 @@ class ModelConfig:
     The paper's network is ``base_channels=64, depth=4, padding="valid", norm=None, num_classes=2``.
     """
 
-    name: str = "unet"
-    in_channels: int | None = None  # None: taken from the training images
-    num_classes: int | None = None  # None: from the mask encoding (1 sigmoid output for 2 classes)
-    depth: int = 4
-    base_channels: int = 16
-    padding: str = "same"
-    up: str = "transpose"
-    norm: str | None = "batch"
-    act: str = "relu"
-    dropout: float = 0.0
-    level_dropout: list[float] | None = None
-    spatial_dims: int = 2  # 3: volumes
-    anisotropic_levels: int = 0  # 3-D: the first k poolings keep z
-    deep_supervision: bool = False  # unet++ only
+    arch: str = option("unet", "architecture (`unetkit models` lists them)", metavar="NAME")
+    in_channels: int | None = option(None, "input channels", default_text="from the training images")
+    num_classes: int | None = option(
+        None,
+        "number of classes (classes encoding); output channels of the model",
+        default_text="from the mask encoding: 1 sigmoid output for 2 classes",
+    )
+    depth: int = option(4, "number of poolings (the paper: 4)")
+    base_channels: int = option(16, "channels at the first level, doubling per level (the paper: 64)")
+    padding: str = option("same", "same: any size; valid: the paper's unpadded network", choices=PADDINGS)
+    up: str = option("transpose", "up-sampling (the paper: transpose)", choices=UPSAMPLINGS)
+    norm: str | None = option("batch", "normalisation layers", choices=NORMS)
+    act: str = option("relu", "activation")
+    dropout: float = option(0.0, "dropout at the end of the contracting path (the paper: 0.5)")
+    level_dropout: list[float] | None = option(None, "dropout per level, deepest last")
+    spatial_dims: int = option(
+        2,
+        "3: volumes (TIFF z-stacks, .npy, .zarr) and a 3-D network",
+        choices=(2, 3),
+        default_text="2, or DATA/dataset.yaml's",
+    )
+    anisotropic_levels: int = option(0, "volumes: the first N poolings keep z (coarse z spacing)")
+    deep_supervision: bool = option(False, "unet++: a loss on every nested output")
 
 
 @dataclass
 class DataConfig:
     """How the dataset is found and read, how masks become targets, normalisation, split and patches."""
 
-    layout: str = "auto"  # auto | paired | flat | dsb | isbi | ctc | list
-    images_dir: str | None = None  # paired layout: the image folder (default: images/, raw/, ...)
-    masks_dir: str | None = None  # paired layout: the mask folder (default: masks/, labels/, gt/, ...)
-    image_pattern: str | None = None  # image name around the shared part, e.g. "img_{stem}"
-    mask_pattern: str | None = None  # mask name around the shared part, e.g. "{stem}_gt" or "mask_{stem}"
-    mask_encoding: str = "auto"  # auto | binary | classes | rgb | instances
-    class_values: list[int] | None = None  # classes: the mask value of each class
-    class_colors: list[list[int]] | None = None  # rgb: the colour of each class
-    class_names: list[str] | None = None
-    target: str = "foreground"  # instances: foreground | border (background/interior/border)
-    ignore_index: int | None = None  # mask value of unlabelled pixels (left out of loss and metrics)
-    border_gap: int = 0  # instances: background gap (1 or 2 px) cut between touching objects; 0: none
-    weight_map: bool = False  # the paper's pixel weights (class balance + separation term) in the loss
-    w0: float = 10.0  # weight map: separation weight (paper: 10)
-    sigma: float = 5.0  # weight map: decay in pixels (paper: 5)
-    weight_balance: bool = True  # weight map: the class-balance term w_c (paper); False: w_c = 1
-    normalization: str = "percentile"  # percentile | fixed | dataset | minmax | zscore | none
-    norm_low: float = 1.0  # percentile mapped to 0
-    norm_high: float = 99.8  # percentile mapped to 1
-    norm_scale: float = 255.0  # fixed: divide by this
-    val_fraction: float = 0.2
-    patch_size: int = 256
-    patch_depth: int | None = None  # volumes: patch size along z (None: patch_size)
-    augment: bool = True  # random flips and 90-degree rotations
-    elastic: bool = False  # the paper's elastic deformation (3x3 grid, elastic_sigma px)
-    elastic_sigma: float = 10.0
-    elastic_points: int = 3
-    rotate: float = 0.0  # free rotation, up to this many degrees
-    scale: float = 0.0  # scaling by up to this fraction
-    intensity: float = 0.0  # brightness/contrast/gamma jitter strength
-    noise: float = 0.0  # Gaussian noise std (normalised units)
-    blur: float = 0.0  # Gaussian blur sigma, up to
-    fg_fraction: float = 0.33  # share of patches centred near a labelled object
-    cache_mb: int = 2048  # decoded images kept in memory (per process); the rest is re-read from disk
+    layout: str = option("auto", "dataset layout", choices=("auto", *LAYOUTS), default_text="auto, detected")
+    images_dir: str | None = option(
+        None, "paired layout: the image folder in DATA", metavar="DIR", default_text="images/, raw/ ..."
+    )
+    masks_dir: str | None = option(
+        None, "paired layout: the mask folder in DATA", metavar="DIR", default_text="masks/, labels/, gt/ ..."
+    )
+    image_pattern: str | None = option(
+        None, "image file name around the part shared with the mask, e.g. 'img_{stem}'"
+    )
+    mask_pattern: str | None = option(
+        None,
+        "mask file name around the image's, e.g. '{stem}_gt' or 'mask_{stem}'",
+        default_text="the same name, or a known suffix/prefix: _mask, _label, _cp_masks, mask_ ...",
+    )
+    mask_encoding: str = option(
+        "auto",
+        "how masks are read",
+        choices=("auto", *ENCODINGS),
+        default_text="auto: DATA/dataset.yaml, the layout, or 0/x masks as binary; never a guess",
+    )
+    class_values: list[int] | None = option(None, "classes: the mask value of each class")
+    class_colors: list[list[int]] | None = option(None, "rgb: the colour of each class")
+    class_names: list[str] | None = option(None, "the name of each class")
+    target: str = option("foreground", "instance masks: foreground, or border (3 classes)", choices=TARGETS)
+    ignore_index: int | None = option(None, "mask value of unlabelled pixels, left out of loss and metrics")
+    border_gap: int = option(
+        0, "instances: cut a 1- or 2-pixel background gap between touching objects", choices=(0, 1, 2)
+    )
+    weight_map: bool = option(
+        False,
+        "weight the cross-entropy per pixel: class balance + w0*exp(-(d1+d2)^2/(2 sigma^2)) (the paper's)",
+    )
+    w0: float = option(10.0, "weight map: separation weight (the paper: 10)")
+    sigma: float = option(5.0, "weight map: decay in pixels (the paper: 5)")
+    weight_balance: bool = option(True, "weight map: the paper's class-balance term w_c (off: w_c = 1)")
+    normalization: str = option(
+        "percentile",
+        "percentile (per image, --norm-low to --norm-high), fixed (/--norm-scale), dataset (mean/std), minmax, "
+        "zscore, none",
+        choices=NORMALIZATIONS,
+    )
+    norm_low: float = option(1.0, "percentile normalisation: the percentile mapped to 0")
+    norm_high: float = option(99.8, "percentile normalisation: the percentile mapped to 1")
+    norm_scale: float = option(255.0, "fixed normalisation: divide by this")
+    val_fraction: float = option(0.2, "fraction of images (or rows, for < 4 images) held out for validation")
+    patch_size: int = option(256, "training patch size = network input size in pixels", aliases=("--patch",))
+    patch_depth: int | None = option(None, "volumes: patch size along z", default_text="--patch-size")
+    augment: bool = option(True, "random flips and 90-degree rotations")
+    elastic: bool = option(False, "the paper's elastic deformation (3x3 grid, --elastic-sigma px)")
+    elastic_sigma: float = option(10.0, "elastic displacement std in pixels")
+    elastic_points: int = option(3, "elastic deformation: control points per side")
+    rotate: float = option(0.0, "free rotation up to this many degrees")
+    scale: float = option(0.0, "scaling by up to this fraction, e.g. 0.2")
+    intensity: float = option(0.0, "brightness/contrast/gamma jitter strength, e.g. 0.2")
+    noise: float = option(0.0, "Gaussian noise std in normalised units")
+    blur: float = option(0.0, "Gaussian blur sigma up to this")
+    fg_fraction: float = option(0.33, "share of patches centred near a labelled object")
+    cache_mb: int = option(2048, "decoded images kept in memory per process, in MB; the rest is re-read")
 
 
 @dataclass
 class TrainConfig:
     """The optimisation loop."""
 
-    epochs: int = 40
-    batch_size: int = 8
-    steps_per_epoch: int = 25
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: str = "adam"  # adam | adamw | sgd
-    momentum: float = 0.99  # sgd (the paper's 0.99)
-    schedule: str = "cosine"  # cosine | poly | constant (per step, to 1% of lr)
-    warmup: int = 0  # linear warm-up steps
-    loss: str = "auto"  # auto: bce_dice for 1 class, ce_dice for >= 2; also bce, ce, dice, focal, focal_dice
-    class_weights: list[float] | None = None  # one per class, for the cross-entropy term
-    compile: bool = False  # torch.compile the model
-    sync_bn: bool = False  # distributed: synchronise batch-norm statistics across GPUs
-    patience: int = 10  # early stopping: epochs without a better validation Dice
-    time_budget: float | None = None  # seconds: no epoch starts that would end past it (None: no limit)
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: bool = True  # mixed precision on CUDA (ignored on the CPU)
-    num_workers: int = 0
+    epochs: int = option(40, "maximum number of epochs")
+    batch_size: int = option(
+        8, "patches per step (the global batch, split between --nproc processes)", aliases=("--batch",)
+    )
+    steps_per_epoch: int = option(25, "optimiser steps per epoch")
+    lr: float = option(1e-3, "learning rate")
+    weight_decay: float = option(0.0, "weight decay")
+    optimizer: str = option(
+        "adam", "optimiser; sgd uses --momentum (the paper: sgd, 0.99)", choices=OPTIMIZERS
+    )
+    momentum: float = option(0.99, "SGD momentum (the paper: 0.99)")
+    schedule: str = option("cosine", "learning-rate schedule, per step, to 1% of --lr", choices=SCHEDULES)
+    warmup: int = option(0, "linear warm-up steps")
+    loss: str = option(
+        "auto", "auto: bce_dice for 1 output channel, ce_dice for >= 2", choices=("auto", *LOSS_NAMES)
+    )
+    class_weights: list[float] | None = option(
+        None, "one weight per class for the cross-entropy term", metavar="W"
+    )
+    compile: bool = option(False, "torch.compile the model (slower start)")
+    sync_bn: bool = option(False, "distributed: synchronise batch-norm statistics across GPUs")
+    patience: int = option(10, "early stopping: epochs without a better validation Dice")
+    time_budget: float | None = option(
+        None, "seconds: no epoch starts that would end past it", default_text="no limit"
+    )
+    seed: int = option(0, "random seed")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", default_text="auto: CUDA when present")
+    amp: bool = option(True, "mixed precision on CUDA (ignored on the CPU)")
+    num_workers: int = option(0, "DataLoader worker processes", aliases=("--workers",))
 
 
 @dataclass
 class PredictConfig:
-    """Tiled inference."""
+    """Tiled inference: the same defaults for ``unetkit predict``, :class:`~unetkit.Predictor` and
+    :func:`~unetkit.predict_files`."""
 
-    tile: int | None = None  # network input size per tile; None: the training patch size (at least 256)
-    overlap: float = 0.25  # fraction of a tile shared with each neighbour (padded networks)
-    blend: str | None = None  # gaussian | taper | constant | crop; None: gaussian, or exact crop for valid
-    batch_size: int = 4
-    threshold: float = 0.5
-    device: str = "auto"
+    tile: int | None = option(
+        None, "network input size per tile", default_text="the model's training patch size, at least 256"
+    )
+    overlap: float = option(0.25, "fraction of a tile shared with each neighbour (padded networks)")
+    blend: str | None = option(
+        None,
+        "how overlapping tiles are combined: gaussian, taper, constant, or crop (cut at the middle of each "
+        "overlap); valid networks are always tiled exactly",
+        choices=BLENDS,
+        default_text="gaussian",
+    )
+    batch_size: int = option(4, "tiles per forward pass", aliases=("--batch",))
+    threshold: float = option(0.5, "foreground probability threshold of a binary model")
+    tta: bool = option(
+        False, "test-time augmentation: average over 8 flips/rotations of each tile (8x the time)"
+    )
+    min_size: int = option(8, "drop objects under this many pixels")
+    precision: str = option(
+        "auto",
+        "auto: bfloat16 on CPUs with native bfloat16 (about 2x faster here), else float32",
+        choices=PRECISIONS,
+    )
+    engine: str = option(
+        "torch",
+        "torch, or onnxruntime (the checkpoint is exported and verified first; a .onnx MODEL always runs on "
+        "onnxruntime)",
+        choices=ENGINES,
+    )
+    compile: bool = option(
+        False,
+        "torch.compile the model (about 1.2-1.3x faster on a CPU; the first run compiles for a minute, later ones "
+        "load kernels from ~/.cache/unetkit/inductor in seconds)",
+    )
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", default_text="auto: CUDA when present")
 
 
 @dataclass
@@ -250,6 +355,9 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected a mapping, got {_short(repr(raw))}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
+    for old, new in LEGACY_KEYS.get(cls.__name__, {}).items():  # files written before a rename
+        if old in raw and new not in raw:
+            raw = {(new if k == old else k): v for k, v in raw.items()}
     unknown = set(raw) - names
     if unknown:
         raise ConfigError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..workflows.demo import run_demo
+from .common import add_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace earlier demo results in OUT")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress(p)
     p.set_defaults(run=run)
 
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress=args.progress,
     )
     print(r.evaluation.table())
     print(

@@ -9,7 +9,7 @@ from ..config import RunConfig
 from ..errors import ConfigError, DataError
 from ..planning import DEFAULT_BUDGET, PLAN_FILE
 from ..workflows.plan import plan_training
-from .common import add_reading_args, reading_config
+from .common import add_progress, add_reading_args, reading_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="skip the measured training run (quick look at the choices; epochs stay at the default)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing plan file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(p)
     add_reading_args(p)
     p.set_defaults(run=run)
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         time_budget=args.time_budget,
         config=reading_config(args, RunConfig()),
         calibrate=not args.no_measure,
-        progress=not args.no_progress,
+        progress=args.progress,
     )
     plan.write(path, overwrite=True)
     print(plan.summary())

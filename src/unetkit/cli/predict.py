@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from typing import Any
 
 from ..config import PredictConfig
-from ..inference.predictor import BLENDS, ENGINES, PRECISIONS
 from ..inference.writers import FORMATS, PROBS_DTYPES
 from ..workflows.predict import predict_files
-from .common import add_finding_args, naming_from_args
-
-DEFAULTS = PredictConfig()
+from .common import add_finding_args, add_progress, naming_from_args
+from .options import add_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,40 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="image files, .zarr arrays, folders of images, or datasets in any layout train takes (their images)",
     )
     p.add_argument("--out", "-o", required=True, help="folder for the results")
-    p.add_argument(
-        "--tile",
-        type=int,
-        help="network input size per tile (default: the model's training patch size, at least 256)",
-    )
-    p.add_argument(
-        "--overlap",
-        type=float,
-        default=DEFAULTS.overlap,
-        help=f"fraction of a tile shared with each neighbour, padded networks (default: {DEFAULTS.overlap})",
-    )
-    p.add_argument(
-        "--blend",
-        choices=BLENDS,
-        help="how overlapping tiles are combined: gaussian (default), taper, constant, or crop (cut at the "
-        "middle of each overlap); valid networks are always tiled exactly",
-    )
-    p.add_argument(
-        "--batch",
-        type=int,
-        default=DEFAULTS.batch_size,
-        help=f"tiles per forward pass (default: {DEFAULTS.batch_size})",
-    )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=DEFAULTS.threshold,
-        help=f"foreground probability threshold of a binary model (default: {DEFAULTS.threshold})",
-    )
-    p.add_argument(
-        "--tta",
-        action="store_true",
-        help="test-time augmentation: average over 8 flips/rotations of each tile (8x the time)",
-    )
+    add_options(p, "predict", ("tile", "overlap", "blend", "batch_size", "threshold", "tta"))
     p.add_argument(
         "--instances",
         action="store_true",
@@ -86,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="refuse an image whose row of tiles needs more memory than this, in GiB, before anything is "
         "allocated (default: half the memory available)",
     )
-    p.add_argument("--min-size", type=int, default=8, help="drop objects under this many pixels (default: 8)")
+    add_options(p, "predict", ("min_size",))
     p.add_argument(
         "--object-context",
         type=int,
@@ -110,25 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=PROBS_DTYPES,
         help="also write the probabilities (NAME_probs.tif): float16 (default), float32, or uint8 (p x 255)",
     )
-    p.add_argument(
-        "--engine",
-        choices=ENGINES,
-        help="torch (default), or onnxruntime (the checkpoint is exported and verified first; a .onnx MODEL "
-        "from 'unetkit export' always runs on onnxruntime)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="auto (default): bfloat16 on CPUs with native bfloat16 (about 2x faster here), else float32",
-    )
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the model (about 1.2-1.3x faster on a CPU; the first run compiles for a minute, later "
-        "ones load kernels from ~/.cache/unetkit/inductor in seconds: worth it for many or large images)",
-    )
-    p.add_argument("--device", default=DEFAULTS.device, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    add_options(p, "predict", ("engine", "precision", "compile", "device"))
     d = p.add_argument_group("distributed (Dask; pip install 'unetkit[dask]')")
     d.add_argument(
         "--dask",
@@ -159,7 +108,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="go on past inputs that cannot be read or do not fit the model; they are listed at the end and the "
         "exit code is 1",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(p)
     add_finding_args(p)
     p.set_defaults(run=run)
 
@@ -179,19 +128,9 @@ def run(args: argparse.Namespace) -> int:
         layout=args.layout or "auto",
         naming=naming_from_args(args),
         skip_bad=args.skip_bad,
-        progress=not args.no_progress,
+        progress=args.progress,
         object_context=args.object_context,
-        tile=args.tile,
-        overlap=args.overlap,
-        blend=args.blend,
-        batch_size=args.batch,
-        threshold=args.threshold,
-        device=args.device,
-        tta=args.tta,
-        min_size=args.min_size,
-        engine=args.engine,
-        precision=args.precision,
-        compile=args.compile,
+        **predictor_options(args),
         dask=args.dask,
         dask_workers=args.dask_workers,
         chunk=args.chunk,
@@ -205,3 +144,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
     return 0
+
+
+def predictor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~unetkit.Predictor` settings given on the command line (the rest keep their defaults,
+    :class:`~unetkit.config.PredictConfig`'s, the same in Python)."""
+    names = [f.name for f in dataclasses.fields(PredictConfig)]
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}

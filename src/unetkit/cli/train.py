@@ -23,7 +23,8 @@ from ..planning import (
 from ..safety import writable
 from ..workflows.plan import plan_training
 from ..workflows.train import train
-from .common import add_data_args, config_with_data_args, reading_config
+from .common import add_data_args, add_progress, config_with_data_args, reading_config
+from .options import add_options, apply_options
 from .plan import plan_path
 
 log = logging.getLogger("unetkit")
@@ -66,143 +67,55 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_data_args(p)
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, help="maximum number of epochs (default: 40)")
-    g.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch (default: 25)")
-    g.add_argument("--batch", type=int, help="patches per step (default: 8)")
-    g.add_argument("--lr", type=float, help="Adam learning rate (default: 1e-3)")
-    g.add_argument("--loss", help="auto, bce, ce, dice, bce_dice, ce_dice (default: auto)")
-    g.add_argument(
-        "--patience", type=int, help="early stopping: epochs without a better validation Dice (default: 10)"
-    )
-    g.add_argument("--seed", type=int, help="random seed (default: 0)")
-    g.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto: CUDA when present)")
-    g.add_argument("--workers", type=int, help="DataLoader worker processes (default: 0)")
-    g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
-    g.add_argument(
-        "--val-fraction",
-        type=float,
-        help="fraction of images (or rows, for < 4 images) held out (default: 0.2)",
-    )
-    g.add_argument("--no-augment", action="store_true", help="no random flips and rotations")
+    add_options(g, "train", ("epochs", "steps_per_epoch", "batch_size", "lr", "loss", "patience", "seed"))
+    add_options(g, "train", ("device", "num_workers", "amp"))
+    add_options(g, "data", ("val_fraction", "augment"))
     a = p.add_argument_group("augmentation (image, mask and weight map alike; seeded)")
-    a.add_argument(
-        "--elastic",
-        action=argparse.BooleanOptionalAction,
-        help="the paper's elastic deformation: 3x3 grid, 10 px std (default: off, or the plan's)",
-    )
-    a.add_argument("--elastic-sigma", type=float, help="elastic displacement std in pixels (default: 10)")
-    a.add_argument("--rotate", type=float, help="free rotation up to this many degrees (default: 0)")
-    a.add_argument("--scale", type=float, help="scaling by up to this fraction, e.g. 0.2 (default: 0)")
-    a.add_argument(
-        "--intensity", type=float, help="brightness/contrast/gamma jitter strength, e.g. 0.2 (default: 0)"
-    )
-    a.add_argument("--noise", type=float, help="Gaussian noise std in normalised units (default: 0)")
-    a.add_argument("--blur", type=float, help="Gaussian blur sigma up to this (default: 0)")
-    a.add_argument(
-        "--fg-fraction", type=float, help="share of patches centred near an object (default: 0.33)"
-    )
+    add_options(a, "data", AUGMENTATION)
     o = p.add_argument_group("optimisation")
-    o.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), help="default adam; sgd uses --momentum")
-    o.add_argument("--momentum", type=float, help="SGD momentum (default: 0.99, as the paper)")
-    o.add_argument(
-        "--schedule", choices=("cosine", "poly", "constant"), help="learning-rate schedule (default: cosine)"
-    )
-    o.add_argument("--warmup", type=int, help="linear warm-up steps (default: 0)")
-    o.add_argument(
-        "--class-weights", type=float, nargs="+", metavar="W", help="one weight per class for the CE term"
-    )
-    o.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; slower start)")
+    add_options(o, "train", ("optimizer", "momentum", "schedule", "warmup", "weight_decay", "class_weights"))
+    add_options(o, "train", ("compile",))
     d = p.add_argument_group("distributed (torch.distributed; also under torchrun: see the README)")
     d.add_argument(
         "--nproc",
         type=int,
         default=1,
         help="data-parallel processes on this machine: one per GPU, or CPU processes sharing the cores (gloo); "
-        "--batch is the global batch, split between them (default: 1)",
+        "--batch-size is the global batch, split between them (default: 1)",
     )
-    d.add_argument("--sync-bn", action="store_true", help="synchronise batch-norm statistics across GPUs")
+    add_options(d, "train", ("sync_bn",))
     m = p.add_argument_group("model")
-    m.add_argument("--arch", help=f"architecture: {', '.join(list_models())} (default: unet)")
-    m.add_argument("--depth", type=int, help="number of poolings (default: 4, as the paper)")
-    m.add_argument(
-        "--base-channels", type=int, help="channels at the first level, doubling per level (default: 16)"
-    )
-    m.add_argument(
-        "--padding", choices=("same", "valid"), help="same: any size; valid: the paper's unpadded net"
-    )
-    m.add_argument(
-        "--up", choices=("transpose", "bilinear"), help="up-sampling (default: transpose, as the paper)"
-    )
-    m.add_argument(
-        "--norm", choices=("batch", "instance", "group", "none"), help="normalisation (default: batch)"
-    )
-    m.add_argument("--dropout", type=float, help="dropout at the end of the contracting path (paper: 0.5)")
-    m.add_argument(
-        "--spatial-dims",
-        type=int,
-        choices=(2, 3),
-        help="3: volumes (TIFF z-stacks, .npy, .zarr) and a 3-D network (default: 2, or DATA/dataset.yaml's)",
-    )
-    m.add_argument("--patch-depth", type=int, help="volumes: patch size along z (default: --patch)")
-    m.add_argument(
-        "--anisotropic-levels", type=int, help="volumes: the first N poolings keep z (coarse z spacing)"
-    )
-    m.add_argument("--deep-supervision", action="store_true", help="unet++: a loss on every nested output")
+    add_options(m, "model", MODEL, arch={"choices": list_models()})
+    add_options(m, "data", ("patch_depth",))
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in OUT")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(p)
     p.set_defaults(run=run)
 
 
+#: the augmentation flags (data section)
+AUGMENTATION = ("elastic", "elastic_sigma", "rotate", "scale", "intensity", "noise", "blur", "fg_fraction")
+#: the model flags (model section); in_channels and num_classes come from the data (or --num-classes)
+MODEL = (
+    "arch",
+    "depth",
+    "base_channels",
+    "padding",
+    "up",
+    "norm",
+    "dropout",
+    "spatial_dims",
+    "anisotropic_levels",
+    "deep_supervision",
+)
+
+
 def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    """``base`` (or ``--config``, or the defaults) with every flag given on the command line."""
     cfg = config_with_data_args(args, base)
-    cfg.model = replace(
-        cfg.model,
-        name=args.arch,
-        depth=args.depth,
-        base_channels=args.base_channels,
-        padding=args.padding,
-        up=args.up,
-        dropout=args.dropout,
-        spatial_dims=args.spatial_dims,
-        anisotropic_levels=args.anisotropic_levels,
-        deep_supervision=args.deep_supervision or None,
-    )
-    if args.norm is not None:
-        cfg.model = replace(cfg.model, norm=None if args.norm == "none" else args.norm)
-    cfg.data = replace(
-        cfg.data,
-        patch_depth=args.patch_depth,
-        val_fraction=args.val_fraction,
-        augment=False if args.no_augment else None,
-        elastic=args.elastic,
-        elastic_sigma=args.elastic_sigma,
-        rotate=args.rotate,
-        scale=args.scale,
-        intensity=args.intensity,
-        noise=args.noise,
-        blur=args.blur,
-        fg_fraction=args.fg_fraction,
-    )
-    cfg.train = replace(
-        cfg.train,
-        epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch,
-        lr=args.lr,
-        loss=args.loss,
-        patience=args.patience,
-        seed=args.seed,
-        device=args.device,
-        num_workers=args.workers,
-        amp=False if args.no_amp else None,
-        optimizer=args.optimizer,
-        momentum=args.momentum,
-        schedule=args.schedule,
-        warmup=args.warmup,
-        class_weights=args.class_weights,
-        compile=True if args.compile else None,
-        sync_bn=True if args.sync_bn else None,
-    )
+    cfg.model = apply_options(args, cfg.model, "model")
+    if cfg.model.norm == "none":
+        cfg.model = replace(cfg.model, norm=None)
+    cfg.train = apply_options(args, cfg.train, "train", skip=("time_budget",))  # a duration: see run()
     return cfg
 
 
@@ -212,7 +125,7 @@ RESUME_ALLOWED = {
     "resume",
     "epochs",
     "nproc",
-    "no_progress",
+    "progress",
     "out",
     "run",
     "command",
@@ -299,7 +212,7 @@ def planned_config(args: argparse.Namespace, out: Path | None = None) -> tuple[R
         time_budget=args.time_budget,
         config=reading_config(args, RunConfig()),
         calibrate=not fixed,
-        progress=not args.no_progress,
+        progress=args.progress,
         budget_includes_planning=True,
     )
     plan.write(path)
@@ -345,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
             args.resume,
             resume=True,
             epochs=args.epochs,
-            progress=not args.no_progress,
+            progress=args.progress,
             nproc=args.nproc,
         )
     else:
@@ -372,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
             out,
             cfg,
             overwrite=args.overwrite,
-            progress=not args.no_progress,
+            progress=args.progress,
             nproc=args.nproc,
         )
     if int(os.environ.get("RANK", "0")):  # under torchrun: rank 0 reports

@@ -169,12 +169,17 @@ class MaskEncoding:
             contacts=self.target == "border",  # no background between touching objects: weigh the contacts
         )
 
+    @property
+    def mask_dtype(self) -> np.dtype:
+        """The dtype of masks written in this encoding, fixed by the encoding (never by the values one block
+        happens to hold): uint16 or uint32 for class values past 255 or 65,535."""
+        top = max(self.values) if self.name == "classes" and self.values else 255
+        return np.dtype(np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.uint32)
+
     def decode(self, labels: np.ndarray) -> np.ndarray:
         """Predicted class indices → a mask in this encoding (the inverse of :meth:`encode`, for writing)."""
         if self.name == "classes" and self.values:
-            lut = np.asarray(self.values, dtype=np.int64)
-            out = lut[labels]
-            return out.astype(np.uint8 if out.max(initial=0) < 256 else np.uint16)
+            return np.asarray(self.values, dtype=self.mask_dtype)[labels]
         if self.name == "rgb" and self.colors:
             return np.asarray(self.colors, np.uint8)[labels]
         return labels.astype(np.uint8)

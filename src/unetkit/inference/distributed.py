@@ -16,7 +16,6 @@ in the context, as in StarDist's ``predict_instances_big``).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from collections.abc import Iterator
@@ -30,7 +29,14 @@ from ..data.lazy import open_image
 from ..errors import ConfigError
 from .outputs import PredictedFile, existing, instance_dtype, prepare_out, publish_group
 from .pipeline import InputImage
-from .postprocess import instances_from_classes
+from .postprocess import (
+    RegionObjects,
+    block_regions,
+    first_pixel_table,
+    instances_from_classes,
+    region_objects,
+    region_slices,
+)
 from .predictor import Predictor
 from .writers import encode_probs, remove_tree, work_dir
 
@@ -82,14 +88,7 @@ def _restore_malloc() -> None:
     libc.mallopt(m_trim_threshold, 64 * 2**20)
 
 
-def chunk_regions(shape: tuple[int, ...], chunk: int) -> list[tuple[tuple[int, int], ...]]:
-    """The ``chunk``-sized regions (``(start, stop)`` per axis) covering ``shape``, in raster order."""
-    axes = [[(s, min(s + chunk, n)) for s in range(0, n, chunk)] for n in shape]
-    return [tuple(r) for r in itertools.product(*axes)]
-
-
-def _slices(region: tuple[tuple[int, int], ...]) -> tuple[slice, ...]:
-    return tuple(slice(a, b) for a, b in region)
+chunk_regions = block_regions  # the regions of chunk tasks are the blocks of serial labelling
 
 
 def semantic_chunk(
@@ -106,7 +105,7 @@ def semantic_chunk(
     predictor = worker_predictor(spec)
     with open_image(image, volume=predictor.spatial_dims == 3).select(predictor.in_channels) as source:
         probs = predictor.predict_region(source, region, stats)
-    where = _slices(region)
+    where = region_slices(region)
     classes = predictor.to_labels(probs)
     zarr.open_array(arrays["classes"], mode="r+")[where] = classes
     zarr.open_array(arrays["mask"], mode="r+")[where] = predictor.to_mask(classes)
@@ -119,46 +118,28 @@ def semantic_chunk(
     return int(classes.size)
 
 
-def _context_labels(
+def _objects(
     classes_path: str, region: tuple[tuple[int, int], ...], context: int, method: str, min_size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
-    """Labels of ``region`` grown by ``context`` (clipped to the image), the labels of the region itself, each
-    label's first pixel as a raster index into the whole image (``firsts[label]``), and the image shape."""
+) -> RegionObjects:
+    """This chunk's objects, labelled with ``context`` around it from the zarr array of classes."""
     import zarr
 
     classes = zarr.open_array(classes_path, mode="r")
-    shape = tuple(classes.shape)
-    box = tuple((max(0, a - context), min(n, b + context)) for (a, b), n in zip(region, shape, strict=True))
-    labels = instances_from_classes(np.asarray(classes[_slices(box)]), method, min_size=min_size)
-    ids, first = np.unique(labels.ravel(), return_index=True)
-    local = np.unravel_index(first, labels.shape)
-    firsts = np.zeros(int(ids.max()) + 1, np.int64)
-    firsts[ids] = np.ravel_multi_index(tuple(i + a for i, (a, _) in zip(local, box, strict=True)), shape)
-    core = labels[tuple(slice(a - c, b - c) for (a, b), (c, _) in zip(region, box, strict=True))]
-    # objects that reach the context's edge inside the image may be cut there
-    edges = [
-        np.take(labels, at, axis=axis).ravel()
-        for axis, ((a, b), n) in enumerate(zip(box, shape, strict=True))
-        for at, inside in ((0, a > 0), (b - a - 1, b < n))
-        if inside
-    ]
-    labels_at_edge = np.unique(np.concatenate(edges)) if edges else np.zeros(0, labels.dtype)
-    return core, firsts, labels_at_edge, shape
+
+    def label(c: np.ndarray) -> np.ndarray:
+        return instances_from_classes(c, method, min_size=min_size)
+
+    return region_objects(
+        lambda where: np.asarray(classes[where]), tuple(classes.shape), region, context, label
+    )
 
 
 def instance_candidates(
     classes_path: str, region: tuple[tuple[int, int], ...], context: int, method: str, min_size: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Objects in this chunk: their first pixels (raster index), whether each first pixel lies in the chunk
-    (the chunk owns that object), and how many owned objects reach the edge of the context."""
-    core, firsts, at_edge, shape = _context_labels(classes_path, region, context, method, min_size)
-    ids = np.unique(core)
-    ids = ids[ids > 0]
-    fp = firsts[ids]
-    owned = np.ones(len(ids), bool)
-    for c, (a, b) in zip(np.unravel_index(fp, shape), region, strict=True):
-        owned &= (c >= a) & (c < b)
-    return fp, owned, int(np.isin(ids[owned], at_edge).sum())
+    """Pass 1 of :func:`~unetkit.inference.postprocess.instances_blockwise`, as a task: this chunk's objects'
+    first pixels, which of them it owns, and how many owned objects reach the context's edge."""
+    return _objects(classes_path, region, context, method, min_size).candidates()
 
 
 def instance_chunk(
@@ -170,16 +151,13 @@ def instance_chunk(
     min_size: int,
     table: np.ndarray,
 ) -> None:
-    """Write this chunk's objects with their global IDs: 1 + the position of their first pixel in ``table``."""
+    """Pass 2, as a task: this chunk's objects written with their global IDs (the rank of their first pixel in
+    ``table``)."""
     import zarr
 
-    core, firsts, _, _ = _context_labels(classes_path, region, context, method, min_size)
-    ids = np.zeros(len(firsts), np.int64)
-    present = np.unique(core)
-    present = present[present > 0]
-    ids[present] = np.searchsorted(table, firsts[present]) + 1
     out = zarr.open_array(out_path, mode="r+")
-    out[_slices(region)] = ids[core].astype(out.dtype)
+    ids = _objects(classes_path, region, context, method, min_size).global_ids(table)
+    out[region_slices(region)] = ids.astype(out.dtype)
 
 
 @dataclass
@@ -285,23 +263,8 @@ def predict_chunks(
         return None
     method, size = predictor.instance_method, predictor.min_size
     calls = [(arrays["classes"], r, object_context, method, size) for r in regions]
-    owned, seen, cut = [], [], 0
-    for fp, mine, n_cut in dask.run(instance_candidates, calls, desc="objects", progress=progress):
-        owned.append(fp[mine])
-        seen.append(fp)
-        cut += n_cut
-    owned_fp = np.concatenate(owned) if owned else np.zeros(0, np.int64)
-    seen_fp = np.unique(np.concatenate(seen)) if seen else np.zeros(0, np.int64)
-    # an object whose first pixel no chunk owns was seen differently by two chunks: it keeps an ID of its own
-    orphans = np.setdiff1d(seen_fp, owned_fp)
-    table = np.unique(np.concatenate([owned_fp, orphans]))
-    if cut or len(orphans):
-        log.warning(
-            "%d object(s) reach beyond the %d-pixel context of their chunk and may be split; "
-            "raise --object-context",
-            cut + len(orphans),
-            object_context,
-        )
+    candidates = dask.run(instance_candidates, calls, desc="objects", progress=progress)
+    table = first_pixel_table(candidates, object_context)
     dtype = instance_dtype(len(table))
     out.create_array("instances", shape=shape, dtype=dtype, chunks=chunks)
     table_future = dask.client.scatter(table, broadcast=True)

@@ -63,13 +63,13 @@ def write_exported(model: Any, payload: dict[str, Any], out: Path, format: str) 
     file is not written."""
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"--format {format!r} is unknown; choose one of {', '.join(EXPORT_FORMATS)}")
-    if format == "onnx":
-        require_extra(("onnx", "onnxruntime", "onnxscript"), "onnx", "export --format onnx")
     if model.padding != "same":
         raise ConfigError(
             f"{out}: export supports padded (padding='same') networks; this one is 'valid' (the paper's), "
             "whose input sizes are not a simple multiple"
         )
+    if format == "onnx":
+        require_extra(("onnx", "onnxruntime", "onnxscript"), "onnx", "export --format onnx")
     channels = int(payload["preprocessing"]["in_channels"])
     inputs = _sample_inputs(model, channels)
     core = _Core(model).eval()

@@ -165,12 +165,11 @@ def predict_one(
             if large:
                 labels = new_array((h, w), np.int32, store, "instances")
                 objects = instances_blockwise(
-                    lambda r, c: np.asarray(classes[r, c]),
+                    lambda where: np.asarray(classes[where]),
                     (h, w),
-                    lambda r, c, v: labels.__setitem__((r, c), v),
+                    lambda where, values: labels.__setitem__(where, values),
                     predictor.instances,
                     context=object_context,
-                    out_read=lambda r, c: np.asarray(labels[r, c]),
                     progress=progress,
                 )
             else:

@@ -18,18 +18,26 @@ Components under ``min_size`` pixels are removed; labels are ``1..N`` (int32).
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = [
     "INSTANCE_METHODS",
+    "RegionObjects",
+    "block_regions",
     "expand_labels",
+    "first_pixel_order",
+    "first_pixel_table",
     "instances_blockwise",
     "instances_from_classes",
     "label_instances",
+    "region_objects",
+    "region_slices",
     "watershed_instances",
 ]
 
@@ -118,70 +126,141 @@ def instances_from_classes(
     raise ValueError(f"instance method {method!r} is unknown; choose one of {', '.join(INSTANCE_METHODS)}")
 
 
+def first_pixel_order(labels: np.ndarray) -> np.ndarray:
+    """``labels`` renumbered ``1..n`` in raster order of each object's first pixel: the numbering every path
+    uses (whole image, block by block, chunk by chunk on Dask), so their IDs are identical."""
+    flat = labels.ravel()
+    ids, first = np.unique(flat, return_index=True)
+    keep = ids > 0
+    lut = np.zeros(int(ids.max(initial=0)) + 1, np.int32)
+    lut[ids[keep][np.argsort(first[keep], kind="stable")]] = np.arange(1, int(keep.sum()) + 1)
+    return lut[labels]
+
+
+def block_regions(shape: tuple[int, ...], block: int) -> list[tuple[tuple[int, int], ...]]:
+    """The ``block``-sized regions (``(start, stop)`` per axis) covering ``shape``, in raster order."""
+    axes = [[(s, min(s + block, n)) for s in range(0, n, block)] for n in shape]
+    return [tuple(r) for r in itertools.product(*axes)]
+
+
+def region_slices(region: tuple[tuple[int, int], ...]) -> tuple[slice, ...]:
+    return tuple(slice(a, b) for a, b in region)
+
+
+@dataclass
+class RegionObjects:
+    """The objects seen by one region labelled with ``context`` around it: the region's own labels (``core``,
+    local IDs), each local ID's first pixel as a raster index into the whole image (``firsts``), and the local
+    IDs that reach the context's edge inside the image (they may be cut there)."""
+
+    core: np.ndarray
+    firsts: np.ndarray
+    at_edge: np.ndarray
+    shape: tuple[int, ...]
+    region: tuple[tuple[int, int], ...]
+
+    def candidates(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """First pixels of the objects in the region, whether each first pixel lies in the region (the region
+        owns that object), and how many owned objects reach the edge of the context."""
+        ids = np.unique(self.core)
+        ids = ids[ids > 0]
+        fp = self.firsts[ids]
+        owned = np.ones(len(ids), bool)
+        for c, (a, b) in zip(np.unravel_index(fp, self.shape), self.region, strict=True):
+            owned &= (c >= a) & (c < b)
+        return fp, owned, int(np.isin(ids[owned], self.at_edge).sum())
+
+    def global_ids(self, table: np.ndarray) -> np.ndarray:
+        """The region's labels with their global IDs: 1 + the position of their first pixel in ``table``."""
+        ids = np.zeros(len(self.firsts), np.int64)
+        present = np.unique(self.core)
+        present = present[present > 0]
+        ids[present] = np.searchsorted(table, self.firsts[present]) + 1
+        return ids[self.core]
+
+
+def region_objects(
+    read: Callable[[tuple[slice, ...]], np.ndarray],
+    shape: tuple[int, ...],
+    region: tuple[tuple[int, int], ...],
+    context: int,
+    label: Callable[[np.ndarray], np.ndarray],
+) -> RegionObjects:
+    """Label ``region`` grown by ``context`` (clipped to the image): ``read(slices)`` reads classes, ``label``
+    turns classes into object labels."""
+    box = tuple((max(0, a - context), min(n, b + context)) for (a, b), n in zip(region, shape, strict=True))
+    labels = label(np.asarray(read(region_slices(box))))
+    ids, first = np.unique(labels.ravel(), return_index=True)
+    local = np.unravel_index(first, labels.shape)
+    firsts = np.zeros(int(ids.max(initial=0)) + 1, np.int64)
+    firsts[ids] = np.ravel_multi_index(tuple(i + a for i, (a, _) in zip(local, box, strict=True)), shape)
+    core = labels[tuple(slice(a - c, b - c) for (a, b), (c, _) in zip(region, box, strict=True))]
+    edges = [
+        np.take(labels, at, axis=axis).ravel()
+        for axis, ((a, b), n) in enumerate(zip(box, shape, strict=True))
+        for at, inside in ((0, a > 0), (b - a - 1, b < n))
+        if inside
+    ]
+    at_edge = np.unique(np.concatenate(edges)) if edges else np.zeros(0, labels.dtype)
+    return RegionObjects(core, firsts, at_edge, tuple(shape), region)
+
+
+def first_pixel_table(candidates: Iterable[tuple[np.ndarray, np.ndarray, int]], context: int) -> np.ndarray:
+    """The sorted first pixels of all objects, from every region's :meth:`RegionObjects.candidates` (in any
+    order): an object's global ID is 1 + its position here. An object whose first pixel no region owns was
+    seen differently by two regions (it is larger than the context): it keeps an ID of its own, with a warning."""
+    owned, seen, cut = [], [], 0
+    for fp, mine, n_cut in candidates:
+        owned.append(fp[mine])
+        seen.append(fp)
+        cut += n_cut
+    owned_fp = np.concatenate(owned) if owned else np.zeros(0, np.int64)
+    seen_fp = np.unique(np.concatenate(seen)) if seen else np.zeros(0, np.int64)
+    orphans = np.setdiff1d(seen_fp, owned_fp)
+    if cut or len(orphans):
+        log.warning(
+            "%d object(s) reach beyond the %d-pixel context of their block and may be split; "
+            "raise the block context (CLI: --object-context)",
+            cut + len(orphans),
+            context,
+        )
+    return np.unique(np.concatenate([owned_fp, orphans]))
+
+
 def instances_blockwise(
-    read: Callable[[slice, slice], np.ndarray],
-    shape: tuple[int, int],
-    write: Callable[[slice, slice, np.ndarray], None],
+    read: Callable[[tuple[slice, ...]], np.ndarray],
+    shape: tuple[int, ...],
+    write: Callable[[tuple[slice, ...], np.ndarray], None],
     label: Callable[[np.ndarray], np.ndarray],
     *,
     block: int = 2048,
     context: int = 128,
-    out_read: Callable[[slice, slice], np.ndarray] | None = None,
     progress: bool = False,
 ) -> int:
     """Instance labels of an image too large for memory, block by block, with one ID per object.
 
-    Each ``block`` x ``block`` core is labelled (``label``: classes → int labels) together with ``context``
-    pixels around it; an object is kept by the block whose core holds its first pixel (raster order), and
-    written whole, so an object crossing block borders gets one ID as long as it is smaller than
-    ``context`` (as StarDist's ``predict_instances_big``). ``read(rows, cols)`` reads classes,
-    ``write(rows, cols, labels)`` writes labels (``out_read`` reads them back, to paint objects over
-    earlier blocks' context). Returns the number of objects.
+    The one algorithm of every large-image path (this process, or chunk tasks on Dask:
+    :mod:`unetkit.inference.distributed` runs the same two passes): each ``block``-sized region is labelled
+    (``label``: classes → object labels) with ``context`` pixels around it. Pass 1 collects every object's
+    first pixel (raster order) from the region that holds it; pass 2 writes each region's own pixels with
+    global IDs, the rank of their object's first pixel. So an object crossing block borders gets one ID as long
+    as it is smaller than ``context`` (as StarDist's ``predict_instances_big``), and the IDs equal
+    :func:`first_pixel_order` of a whole-image labelling, whatever the block size or the order the regions are
+    done in. ``read(slices)`` reads classes, ``write(slices, labels)`` writes labels. Returns the number of
+    objects.
     """
     from tqdm.auto import tqdm
 
-    h, w = shape
-    total = 0
-    truncated = 0
-    corners = [(y0, x0) for y0 in range(0, h, block) for x0 in range(0, w, block)]
-    for y0, x0 in tqdm(corners, desc="instances", unit="block", disable=not progress, leave=False):
-        ry = slice(max(0, y0 - context), min(h, y0 + block + context))
-        rx = slice(max(0, x0 - context), min(w, x0 + block + context))
-        labels = label(read(ry, rx))
-        flat = labels.ravel()
-        nz = np.flatnonzero(flat)
-        ids, first = np.unique(flat[nz], return_index=True)
-        fy, fx = np.divmod(nz[first], labels.shape[1])
-        fy, fx = fy + ry.start, fx + rx.start
-        mine = (fy >= y0) & (fy < y0 + block) & (fx >= x0) & (fx < x0 + block)
-        keep = np.zeros(int(flat.max()) + 1, np.int64)
-        keep[ids[mine]] = np.arange(1, int(mine.sum()) + 1) + total
-        edge = _outer_edge_ids(labels, ry, rx, shape)
-        truncated += int(np.isin(ids[mine], edge).sum())
-        painted = keep[labels]
-        if painted.any():
-            current = out_read(ry, rx) if out_read is not None else np.zeros(labels.shape, np.int32)
-            write(ry, rx, np.where(painted > 0, painted, current).astype(np.int32))
-        total += int(mine.sum())
-    if truncated:
-        log.warning(
-            "%d object(s) reach beyond the %d-pixel context of their block and may be split; "
-            "raise the block context (CLI: --object-context)",
-            truncated,
-            context,
-        )
-    return total
-
-
-def _outer_edge_ids(labels: np.ndarray, ry: slice, rx: slice, shape: tuple[int, int]) -> np.ndarray:
-    """Labels on the block region's borders that are inside the image (cut by the region, not the image)."""
-    edges = []
-    if ry.start > 0:
-        edges.append(labels[0])
-    if ry.stop < shape[0]:
-        edges.append(labels[-1])
-    if rx.start > 0:
-        edges.append(labels[:, 0])
-    if rx.stop < shape[1]:
-        edges.append(labels[:, -1])
-    return np.unique(np.concatenate(edges)) if edges else np.zeros(0, labels.dtype)
+    regions = block_regions(tuple(shape), block)
+    bar = tqdm(total=2 * len(regions), desc="instances", unit="block", disable=not progress, leave=False)
+    candidates = []
+    for region in regions:
+        candidates.append(region_objects(read, tuple(shape), region, context, label).candidates())
+        bar.update(1)
+    table = first_pixel_table(candidates, context)
+    for region in regions:
+        objects = region_objects(read, tuple(shape), region, context, label)
+        write(region_slices(region), objects.global_ids(table).astype(np.int32))
+        bar.update(1)
+    bar.close()
+    return len(table)

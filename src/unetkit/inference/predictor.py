@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..checkpoint import build_model, load_checkpoint, resolve_model_path
-from ..config import BLENDS, ENGINES, PRECISIONS
+from ..config import BLENDS, ENGINES, PRECISIONS, PredictConfig
 from ..data.io import channel_indices, to_channels_first
 from ..data.lazy import ImageSource
 from ..data.masks import MaskEncoding
@@ -32,7 +32,7 @@ from ..device import autocast, compile_model, resolve_device
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.blocks import fold_batch_norms
 from .blending import BLEND_MODES, importance_map
-from .postprocess import instances_from_classes
+from .postprocess import first_pixel_order, instances_from_classes
 from .tiling import Tile, plan_blend_tiles, plan_tiles, read_window
 
 __all__ = ["BLENDS", "ENGINES", "PRECISIONS", "Predictor", "default_tile", "resolve_precision"]
@@ -40,6 +40,8 @@ __all__ = ["BLENDS", "ENGINES", "PRECISIONS", "Predictor", "default_tile", "reso
 log = logging.getLogger(__name__)
 
 assert BLENDS == (*BLEND_MODES, "crop"), "config.BLENDS lists the blending modes and crop"
+#: the defaults of every Predictor setting: the CLI's (`unetkit predict`), one source
+_DEFAULTS = PredictConfig()
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -113,20 +115,20 @@ class Predictor:
         model: nn.Module,
         preprocessing: dict[str, Any],
         *,
-        device: str | torch.device = "auto",
+        device: str | torch.device = _DEFAULTS.device,
         tile: int = 512,
-        overlap: float = 0.25,
-        blend: str | None = None,
-        batch_size: int = 4,
-        threshold: float = 0.5,
+        overlap: float = _DEFAULTS.overlap,
+        blend: str | None = _DEFAULTS.blend,
+        batch_size: int = _DEFAULTS.batch_size,
+        threshold: float = _DEFAULTS.threshold,
         amp: bool = True,
-        precision: str = "float32",
+        precision: str = _DEFAULTS.precision,
         channels_last: bool = False,
-        tta: bool = False,
+        tta: bool = _DEFAULTS.tta,
         prefetch: int = 2,
-        min_size: int = 8,
+        min_size: int = _DEFAULTS.min_size,
         fuse: bool = False,
-        compile: bool = False,
+        compile: bool = _DEFAULTS.compile,
     ) -> None:
         if not 0 <= overlap < 1:
             raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
@@ -286,8 +288,11 @@ class Predictor:
         return self.instances(self.predict(image, name))
 
     def instances(self, classes: np.ndarray) -> np.ndarray:
-        """Class indices → objects, by the model's target (:func:`~.postprocess.instances_from_classes`)."""
-        return instances_from_classes(classes, self.instance_method, min_size=self.min_size)
+        """Class indices → objects, by the model's target (:func:`~.postprocess.instances_from_classes`),
+        numbered in raster order of their first pixel, as block-wise and Dask labelling number them."""
+        return first_pixel_order(
+            instances_from_classes(classes, self.instance_method, min_size=self.min_size)
+        )
 
     @property
     def instance_method(self) -> str:
@@ -538,7 +543,7 @@ class Predictor:
 def _group_rows(tiles: list[Tile]) -> list[list[Tile]]:
     rows: list[list[Tile]] = []
     for t in tiles:
-        if rows and rows[-1][0].axes[0] is t.axes[0]:
+        if rows and rows[-1][0].axes[0] == t.axes[0]:  # by position: tiles may be copies (pickled to workers)
             rows[-1].append(t)
         else:
             rows.append([t])

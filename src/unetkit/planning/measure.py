@@ -25,9 +25,9 @@ def fit_batch(
     from ..losses import get_loss
     from ..models import create_model
 
-    kw = {k: v for k, v in dataclasses.asdict(model_cfg).items() if k != "name"}
+    kw = {k: v for k, v in dataclasses.asdict(model_cfg).items() if k != "arch"}
     kw.update(in_channels=in_ch, num_classes=classes, norm="batch")
-    net = create_model(model_cfg.name, **kw).to(device)
+    net = create_model(model_cfg.arch, **kw).to(device)
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     loss_fn = get_loss("auto", classes)
     cuda = device.type == "cuda"

@@ -85,10 +85,10 @@ def geometry_rules(
         patch = min(cap, _round_up(max(patch, 256 if dims == 2 else 96), 2**depth), limit)
     while depth > 2 and patch / 2**depth < MIN_BOTTLENECK:
         depth -= 1
-    model.name, model.padding, model.depth = "unet", "same", depth
+    model.arch, model.padding, model.depth = "unet", "same", depth
     model.spatial_dims = dims
     rf = receptive_field(depth)
-    reasons["model.name"] = "the U-Net itself; the variants change little once the configuration is right"
+    reasons["model.arch"] = "the U-Net itself; the variants change little once the configuration is right"
     reasons["model.padding"] = "padded convolutions: any tile size, the output covers the whole input"
     reasons["model.spatial_dims"] = "volumes (dataset.yaml: spatial_dims 3)" if dims == 3 else "2-D images"
     reasons["model.depth"] = (

@@ -83,7 +83,7 @@ class TrainingSetup:
         save_checkpoint(
             path,
             step.model,
-            model_name=cfg.model.name,
+            model_name=cfg.model.arch,
             preprocessing=self.preprocessing,
             training={**self.meta, "config": cfg.to_dict(), "epoch": st.epoch, **training},
             state=state,
@@ -162,9 +162,9 @@ def build_training(
     )
     log.info("%s", note)
     torch.manual_seed(cfg.train.seed)
-    model_kw = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "name"}
+    model_kw = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "arch"}
     try:
-        model = create_model(cfg.model.name, **model_kw).to(device)
+        model = create_model(cfg.model.arch, **model_kw).to(device)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"model: {exc}") from None
     patch = cfg.data.patch_size
@@ -177,7 +177,7 @@ def build_training(
         patch_in, patch_out = patch_sizes(model, patch)
     log.info(
         "training %s (%s parameters) on %s, %d training / %d validation images, patches %s→%s",
-        cfg.model.name,
+        cfg.model.arch,
         f"{sum(p.numel() for p in model.parameters()):,}",
         device,
         len(train_views),

@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from conftest import TINY_CLI
+from tests.conftest import TINY_CLI
 from unetkit import load_checkpoint, read_image, synth_nuclei, write_image
 from unetkit.cli.main import main
 from unetkit.data.checks import check_dataset

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from conftest import tiny_config
+from tests.conftest import tiny_config
 from unetkit import ConfigError, load_checkpoint, train
 
 

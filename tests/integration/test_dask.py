@@ -9,16 +9,10 @@ import pytest
 import zarr
 
 from unetkit import ConfigError, predict_files, synth_nuclei
-from unetkit.inference.distributed import chunk_regions
+
+pytest.importorskip("distributed", reason="the [dask] extra is not installed")
 
 SETTINGS = {"tile": 64, "device": "cpu", "precision": "float32"}
-
-
-def one_to_one(a: np.ndarray, b: np.ndarray) -> bool:
-    """Two label images hold the same objects, whatever their IDs."""
-    fg = (a > 0) | (b > 0)
-    pairs = np.unique(np.stack([a[fg], b[fg]]), axis=1)
-    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1] and (pairs > 0).all()
 
 
 def test_dask_prediction_equals_the_single_process_one(tiny_run, tmp_path, unetkit_exe):
@@ -67,7 +61,7 @@ def test_dask_prediction_equals_the_single_process_one(tiny_run, tmp_path, unetk
     labels, ref_labels = got["instances"][:], ref["instances"][:]
     assert int(labels.max()) == int(ref_labels.max()) == single.objects > 20
     assert f"{single.objects} object(s)" in done.stdout
-    assert one_to_one(labels, ref_labels)
+    np.testing.assert_array_equal(labels, ref_labels)  # one algorithm: identical IDs with and without Dask
     crossing = [
         set(np.unique(labels[y - 1])) & set(np.unique(labels[y])) - {0} for y in range(chunk, 300, chunk)
     ]
@@ -83,14 +77,6 @@ def test_dask_settings_are_checked_before_a_cluster_starts(tiny_run, tmp_path):
         predict_files(tiny_run.best_checkpoint, [src], tmp_path / "o", dask=True, chunk=8, **SETTINGS)
     with pytest.raises(ConfigError, match="no Dask scheduler"):
         predict_files(tiny_run.best_checkpoint, [src], tmp_path / "o", dask="tcp://127.0.0.1:9", **SETTINGS)
-
-
-def test_chunk_regions_cover_the_image_once():
-    regions = chunk_regions((300, 260), 96)
-    cover = np.zeros((300, 260), int)
-    for (y0, y1), (x0, x1) in regions:
-        cover[y0:y1, x0:x1] += 1
-    assert (cover == 1).all() and len(regions) == 4 * 3
 
 
 def test_dask_predicts_volumes_chunk_by_chunk_like_one_process(tmp_path):
@@ -124,4 +110,4 @@ def test_dask_predicts_volumes_chunk_by_chunk_like_one_process(tmp_path):
     assert got["mask"].shape == volume.shape and got["mask"].chunks == (32, 32, 32)  # 2 x 2 x 2 chunk tasks
     np.testing.assert_array_equal(got["mask"][:], ref["mask"][:])
     assert dask.objects == len(np.unique(ref["instances"][:])) - 1
-    assert one_to_one(got["instances"][:], ref["instances"][:])
+    np.testing.assert_array_equal(got["instances"][:], ref["instances"][:])

@@ -135,6 +135,16 @@ def test_bad_input_is_refused_with_the_file_named(tmp_path, capsys, case):
     assert not run.exists()  # no partial run folder for a later run to trip over
 
 
+def test_a_good_dataset_passes_with_a_summary(tmp_path, capsys):
+    data = good(tmp_path / "d")
+    assert main(["check-data", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "OK: training would start" in out
+    for row in ("samples", "image size", "channels", "mask encoding", "class pixels"):
+        assert row in out
+    assert "note: " in out and "smaller than the training patch" in out  # 32x40 < 256, padded
+
+
 def test_every_problem_is_reported_at_once(tmp_path, capsys):
     data = good(tmp_path / "d", n=4)
     zero_byte(data)
@@ -145,13 +155,3 @@ def test_every_problem_is_reported_at_once(tmp_path, capsys):
     assert len(report.problems) == 3
     for name in ("img1.png", "img2.png", "extra.png"):
         assert name in joined
-
-
-def test_a_good_dataset_passes_with_a_summary(tmp_path, capsys):
-    data = good(tmp_path / "d")
-    assert main(["check-data", str(data)]) == 0
-    out = capsys.readouterr().out
-    assert "OK: training would start" in out
-    for row in ("samples", "image size", "channels", "mask encoding", "class pixels"):
-        assert row in out
-    assert "note: " in out and "smaller than the training patch" in out  # 32x40 < 256, padded

@@ -3,14 +3,14 @@
 import csv
 import itertools
 import json
-import subprocess
 
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 from skimage.metrics import adapted_rand_error, variation_of_information
 
-from unetkit import evaluate, synth_nuclei, write_image
+from tests.builders import instance_dataset_with_errors
+from unetkit import evaluate
 from unetkit.metrics import (
     SemanticScores,
     boundary_scores,
@@ -229,23 +229,8 @@ def test_isbi_scores_pick_the_best_threshold():
 # -- evaluate, CSV, JSON, report, CLI ------------------------------------------------------------------------
 
 
-def _dataset(tmp_path):
-    """A 2-image instance dataset and predictions with one merged pair and one missed object."""
-    root = tmp_path / "gt"
-    for i in range(2):
-        image, labels = synth_nuclei((96, 128), seed=20 + i)
-        write_image(root / "images" / f"im{i}.png", image)
-        write_image(root / "masks" / f"im{i}.png", labels.astype(np.uint16))
-        pred = labels.copy()
-        pred[pred == 1] = 0  # object 1 missed
-        write_image(tmp_path / "pred" / f"im{i}_instances.tif", pred.astype(np.uint16))
-        write_image(tmp_path / "pred" / f"im{i}.png", ((pred > 0) * 255).astype(np.uint8))
-    (root / "dataset.yaml").write_text("layout: paired\nmask_encoding: instances\n")
-    return root, tmp_path / "pred"
-
-
 def test_evaluate_instance_mode_csv_json_and_report(tmp_path):
-    gt, pred = _dataset(tmp_path)
+    gt, pred = instance_dataset_with_errors(tmp_path)
     ev = evaluate(pred, gt)
     assert ev.mode == "instance"
     for r in ev.images:
@@ -262,49 +247,3 @@ def test_evaluate_instance_mode_csv_json_and_report(tmp_path):
     assert (tmp_path / "report" / "object_iou.png").stat().st_size > 1000
     semantic = evaluate(pred, gt, mode="semantic")
     assert semantic.mode == "semantic" and 0.5 < semantic.mean["dice"] < 1 and semantic.mean["hd95"] >= 0
-
-
-def test_cli_evaluate_files_and_model(tiny_run, tiny_data, tmp_path, unetkit_exe):
-    gt, pred = _dataset(tmp_path)
-    done = subprocess.run(
-        [
-            unetkit_exe,
-            "evaluate",
-            str(pred),
-            str(gt),
-            "--csv",
-            str(tmp_path / "a.csv"),
-            "--report",
-            str(tmp_path / "r"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "mode: instance" in done.stdout and "dsb_score" in done.stdout
-    assert (tmp_path / "r" / "index.html").exists() and (tmp_path / "a.csv").exists()
-    model = subprocess.run(
-        [
-            unetkit_exe,
-            "evaluate",
-            str(tiny_run.best_checkpoint),
-            str(tiny_data),
-            "--device",
-            "cpu",
-            "--json",
-            str(tmp_path / "m.json"),
-            "--mode",
-            "instance",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert model.returncode == 0, model.stderr
-    scores = json.loads((tmp_path / "m.json").read_text())
-    assert scores["mode"] == "instance" and len(scores["images"]) == 6
-    bad = subprocess.run(
-        [unetkit_exe, "evaluate", str(pred), str(gt), "--mode", "rand"], capture_output=True, text=True
-    )
-    assert bad.returncode == 2 and "invalid choice" in bad.stderr

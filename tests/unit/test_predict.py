@@ -1,20 +1,11 @@
 import numpy as np
 import pytest
-import tifffile
 import torch
 
-from unetkit import DataError, Predictor, UNet, predict, predict_files, read_image, synth_nuclei, write_image
+from unetkit import DataError, Predictor, UNet
 from unetkit.inference.tiling import read_window
 
 PREP = {"in_channels": 1, "normalization": {"method": "percentile", "low": 1.0, "high": 99.8}}
-
-
-def test_predict_any_size_returns_same_height_and_width(tiny_run):
-    image, _ = synth_nuclei((300, 517), seed=5)
-    mask, probs = predict(tiny_run.best_checkpoint, image, return_probs=True, tile=64)
-    assert mask.shape == (300, 517) and probs.shape == (1, 300, 517)
-    assert set(np.unique(mask)) <= {0, 1}
-    assert probs.min() >= 0 and probs.max() <= 1
 
 
 @pytest.mark.parametrize("shape", [(7, 5), (33, 90), (130, 70)])
@@ -23,7 +14,9 @@ def test_valid_network_tiled_output_equals_full_image_pass(shape):
     torch.manual_seed(0)
     net = UNet(depth=2, base_channels=4, padding="valid", norm="batch").eval()
     image = np.random.default_rng(1).random(shape).astype(np.float32) * 100
-    predictor = Predictor(net, PREP, device="cpu", tile=net.valid_input_size(12), batch_size=3)
+    predictor = Predictor(
+        net, PREP, device="cpu", tile=net.valid_input_size(12), batch_size=3, precision="float32"
+    )
     probs = predictor.predict_proba(image)
 
     x = predictor.prepare(image)
@@ -53,29 +46,6 @@ def test_channel_mismatch_is_a_clear_error_and_gray_rgb_is_accepted():
         predictor.predict(colour, name="photo.png")
 
 
-def test_predict_files_writes_masks_and_probs_and_refuses_to_overwrite(tiny_run, tmp_path):
-    image, _ = synth_nuclei((61, 97), seed=2)
-    src = write_image(tmp_path / "in" / "odd.png", image)
-    out = tmp_path / "pred"
-    (res,) = predict_files(tiny_run.best_checkpoint, [src], out, save_probs="float32", progress=False)
-    mask = read_image(res.mask)
-    assert mask.shape == (61, 97) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
-    probs = tifffile.imread(res.probs)
-    assert probs.dtype == np.float32 and probs.shape == (61, 97)
-    np.testing.assert_array_equal(mask == 255, probs >= 0.5)
-    with pytest.raises(DataError, match="already exists"):
-        predict_files(tiny_run.best_checkpoint, [src], out, progress=False)
-    predict_files(tiny_run.best_checkpoint, [src.parent], out, overwrite=True, progress=False)
-
-
-def test_predict_files_rejects_missing_and_non_image_inputs(tiny_run, tmp_path):
-    with pytest.raises(DataError, match="no such file or folder"):
-        predict_files(tiny_run.best_checkpoint, [tmp_path / "nope.png"], tmp_path / "o", progress=False)
-    (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(DataError, match="not an image file"):
-        predict_files(tiny_run.best_checkpoint, [tmp_path / "notes.txt"], tmp_path / "o", progress=False)
-
-
 def test_tta_averages_the_eight_flips_and_rotations_on_non_square_images():
     """TTA runs per tile; the evenly spaced, flush tile plan is symmetric under flips and transposition,
     so it equals averaging the predictions of the 8 transformed images."""
@@ -103,16 +73,3 @@ def test_tta_averages_the_eight_flips_and_rotations_on_non_square_images():
     np.testing.assert_allclose(
         predictor.predict_proba(image[:, ::-1].copy(), tta=True), tta[..., ::-1], atol=1e-5
     )
-
-
-def test_predict_files_with_tta(tiny_run, tmp_path):
-    image, _ = synth_nuclei((40, 56), seed=3)
-    src = write_image(tmp_path / "in" / "x.png", image)
-    (res,) = predict_files(
-        tiny_run.best_checkpoint, [src], tmp_path / "p", save_probs="float32", tta=True, progress=False
-    )
-    probs = tifffile.imread(res.probs)
-    direct = Predictor.from_checkpoint(tiny_run.best_checkpoint, device="cpu").predict_proba(image, tta=True)[
-        0
-    ]
-    np.testing.assert_allclose(probs, direct, atol=1e-6)

@@ -6,7 +6,7 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import tiny_config
+from tests.conftest import tiny_config
 from unetkit import ConfigError, DataError, RunConfig, load_checkpoint, synthesize_dataset, train
 from unetkit.checkpoint import build_model
 
@@ -134,80 +134,3 @@ def test_early_stopping_when_validation_stops_improving(tiny_data, tmp_path):
     result = train(tiny_data, tmp_path / "run", cfg, progress=False)
     assert result.stopped_early and result.best_epoch == 1
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
-
-
-def test_schedules_warm_up_and_decay():
-    from unetkit.training.loop import make_schedule as _schedule
-
-    cos, poly, const = (_schedule(n, 4, 104) for n in ("cosine", "poly", "constant"))
-    assert [round(cos(s), 3) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]  # linear warm-up
-    assert (
-        cos(4) == pytest.approx(1.0) and cos(104) == pytest.approx(0.01) and cos(54) == pytest.approx(0.505)
-    )
-    assert poly(54) == pytest.approx(0.5**0.9) and poly(104) == pytest.approx(0.01)
-    assert const(4) == const(100) == 1.0
-
-
-def test_paper_recipe_through_the_cli(tmp_path):
-    from unetkit.cli.main import main
-
-    data = synthesize_dataset(tmp_path / "d", n=3, size=64, seed=0)
-    rc = main(
-        [
-            "train",
-            str(data),
-            "--no-plan",
-            "--out",
-            str(tmp_path / "run"),
-            "--optimizer",
-            "sgd",
-            "--lr",
-            "0.01",
-            "--schedule",
-            "poly",
-            "--warmup",
-            "2",
-            "--elastic",
-            "--rotate",
-            "30",
-            "--scale",
-            "0.1",
-            "--intensity",
-            "0.2",
-            "--noise",
-            "0.05",
-            "--blur",
-            "1",
-            "--border-gap",
-            "2",
-            "--weight-map",
-            "--num-classes",
-            "2",
-            "--loss",
-            "ce",
-            "--class-weights",
-            "1",
-            "2",
-            "--dropout",
-            "0.5",
-            "--epochs",
-            "1",
-            "--steps-per-epoch",
-            "3",
-            "--batch",
-            "2",
-            "--patch",
-            "48",
-            "--base-channels",
-            "4",
-            "--depth",
-            "2",
-            "--no-progress",
-        ]
-    )
-    assert rc == 0
-    payload = load_checkpoint(tmp_path / "run" / "last.pt")
-    cfg = payload["training"]["config"]
-    assert cfg["train"]["optimizer"] == "sgd" and cfg["train"]["momentum"] == 0.99
-    assert cfg["data"]["elastic"] and cfg["data"]["weight_map"] and cfg["data"]["border_gap"] == 2
-    assert payload["state"]["optimizer"]["param_groups"][0]["momentum"] == 0.99

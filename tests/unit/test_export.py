@@ -1,0 +1,41 @@
+"""Export to ONNX / TorchScript, verified against PyTorch, and prediction on ONNX Runtime."""
+
+import pytest
+import torch
+
+from unetkit.checkpoint import save_checkpoint
+from unetkit.models import create_model
+from unetkit.workflows.export import export_model
+
+
+def test_valid_networks_are_refused_with_the_reason(tmp_path):
+    net = create_model("unet", base_channels=4, depth=2, padding="valid")
+    ckpt = save_checkpoint(tmp_path / "v.pt", net, model_name="unet", preprocessing={"in_channels": 1})
+    with pytest.raises(Exception, match="padded"):
+        export_model(ckpt, tmp_path / "v.onnx")
+
+
+@pytest.mark.parametrize("name", ["unet", "residual-unet", "attention-unet"])
+def test_folding_batch_norms_into_convolutions_keeps_the_outputs(name):
+    from unetkit.models.blocks import fold_batch_norms
+
+    torch.manual_seed(0)
+    model = create_model(name, base_channels=8, depth=2, norm="batch")
+    for m in model.modules():  # statistics far from the identity, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    with pytest.raises(ValueError, match="eval"):
+        fold_batch_norms(model)
+    model.eval()
+    x = torch.randn(2, 1, 64, 64)
+    n_norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # each follows a conv
+    with torch.no_grad():
+        before = model(x)
+        folded = fold_batch_norms(model)
+        after = model(x)
+    assert folded == n_norms > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)

@@ -1,0 +1,134 @@
+"""The planning rules one by one, on hand-made fingerprints: each threshold named in planning/rules.py moves
+the choice it names, and nothing else is needed to reach them (no dataset, no device)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from unetkit.config import DataConfig, ModelConfig, TrainConfig
+from unetkit.planning import rules
+from unetkit.planning.fingerprint import Fingerprint
+from unetkit.training.state import TrainState
+from unetkit.training.trainer import _budget_spent
+
+
+def fp(**changes) -> Fingerprint:
+    base = Fingerprint(
+        root="d",
+        layout="paired",
+        samples=40,
+        measured_samples=40,
+        spatial_dims=2,
+        median_shape=[512, 512],
+        min_shape=[512, 512],
+        max_shape=[512, 512],
+        spacing=None,
+        spacing_source="none",
+        channels=1,
+        dtype="uint8",
+        bits=8,
+        intensity=[{"p0.5": 2.0, "p50": 30.0, "p99.5": 200.0, "mean": 40.0, "std": 30.0}],
+        brightness_cv=0.1,
+        mask_encoding="instances",
+        class_names=["background", "object"],
+        class_frequencies=[0.8, 0.2],
+        objects=400,
+        objects_per_image=10.0,
+        diameter_median=16.0,
+        diameter_p95=20.0,
+        diameter_p5=12.0,
+        z_extent_ratio=None,
+        touching_pairs=0,
+        touching_fraction=0.0,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def geometry(f: Fingerprint, cuda: bool = False) -> tuple[ModelConfig, DataConfig, dict[str, str]]:
+    model, data, reasons = ModelConfig(), DataConfig(), {}
+    rules.geometry_rules(f, cuda, model, data, reasons)
+    return model, data, reasons
+
+
+def test_larger_objects_need_a_deeper_net_and_a_larger_patch():
+    small_m, small_d, _ = geometry(fp(diameter_p95=10.0, diameter_median=8.0))
+    big_m, big_d, why = geometry(fp(diameter_p95=60.0, diameter_median=50.0))
+    assert big_m.depth > small_m.depth and big_d.patch_size > small_d.patch_size
+    assert rules.receptive_field(big_m.depth) >= 2 * 60
+    assert big_d.patch_size // 2**big_m.depth >= rules.MIN_BOTTLENECK
+    assert "95th-percentile" in why["model.depth"]
+
+
+def test_the_patch_never_exceeds_the_images_and_a_gpu_affords_more_context():
+    m, d, why = geometry(fp(median_shape=[96, 120], diameter_p95=40.0))
+    assert d.patch_size <= 96 + 2**m.depth and "median image side" in why["data.patch_size"]
+    _, cpu, _ = geometry(fp())
+    _, gpu, _ = geometry(fp(), cuda=True)
+    assert gpu.patch_size >= cpu.patch_size
+
+
+def test_anisotropic_volumes_keep_z_in_the_first_poolings():
+    m, _, why = geometry(fp(spatial_dims=3, median_shape=[32, 256, 256], spacing=[4.0, 1.0, 1.0]))
+    assert m.anisotropic_levels == 2 and "keep z" in why["model.anisotropic_levels"]
+    iso, _, _ = geometry(fp(spatial_dims=3, median_shape=[64, 64, 64], spacing=[1.0, 1.0, 1.0]))
+    assert iso.anisotropic_levels == 0
+
+
+@pytest.mark.parametrize(("touching", "crowded"), [(rules.CROWDED_TOUCHING, True), (0.01, False)])
+def test_touching_objects_bring_the_papers_border_class_and_weights(touching, crowded):
+    data, train, reasons = DataConfig(), TrainConfig(), {}
+    assert rules.target_rules(fp(touching_fraction=touching), data, train, reasons) is crowded
+    assert (data.target == "border") is crowded and data.weight_map is crowded
+    if crowded:
+        assert (data.w0, data.sigma, data.weight_balance) == (10.0, 5.0, False)
+
+
+def test_rare_foreground_centres_more_patches_on_objects():
+    data, reasons = DataConfig(), {}
+    rules.target_rules(fp(class_frequencies=[0.99, 0.01]), data, TrainConfig(), reasons)
+    assert data.fg_fraction == 0.5
+    rules.target_rules(fp(class_frequencies=[0.7, 0.3]), data, TrainConfig(), reasons)
+    assert data.fg_fraction == 0.33
+
+
+def test_augmentation_follows_what_the_data_varies_in():
+    few, many = DataConfig(), DataConfig()
+    rules.augmentation_rules(fp(samples=rules.FEW_IMAGES - 1, diameter_p5=4.0, brightness_cv=0.5), few, {})
+    rules.augmentation_rules(fp(samples=rules.FEW_IMAGES), many, {})
+    assert few.elastic and few.scale > 0 and few.intensity > 0
+    assert not many.elastic and many.scale == 0 and many.intensity == 0
+
+
+def test_quantitative_steady_images_keep_their_absolute_intensities():
+    ct, micro = DataConfig(), DataConfig()
+    rules.intensity_rules(fp(dtype="int16", brightness_cv=0.05), ct, {})
+    rules.intensity_rules(fp(dtype="uint16", brightness_cv=0.6), micro, {})
+    assert ct.normalization == "dataset" and micro.normalization == "percentile"
+
+
+def test_norm_learning_rate_width_and_epochs():
+    model, train = ModelConfig(), TrainConfig()
+    rules.norm_rule(rules.BATCH_FOR_BATCHNORM - 1, model, {})
+    assert model.norm == "instance"
+    rules.norm_rule(rules.BATCH_FOR_BATCHNORM, model, {})
+    assert model.norm == "batch"
+    rules.learning_rate_rule(rules.FEW_STEPS - 1, train, {})
+    assert train.lr == 2e-3
+    rules.learning_rate_rule(rules.FEW_STEPS, train, {})
+    assert train.lr == 1e-3
+    rules.width_rule(2, True, model, {})
+    assert model.base_channels == 32
+    epochs, why = rules.epochs_for(600.0, 50.0, 20.0, 25)
+    assert (epochs == int((0.92 * 600 - 20) // 50) and "600" not in why) or epochs > 0
+    with pytest.raises(Exception, match="time-budget"):
+        rules.epochs_for(10.0, 50.0, 20.0, 25)
+    assert rules.patience_for(90) == 30 and rules.patience_for(6) == 10
+
+
+def test_the_time_budget_stops_before_an_epoch_that_would_overrun_it():
+    st = TrainState(history=[{"seconds": 10.0}, {"seconds": 10.0}], epoch=2)
+    assert not _budget_spent(st, 31.0, epochs=10)  # 20 spent + 10 expected fits in 31
+    assert _budget_spent(st, 29.0, epochs=10)
+    assert not _budget_spent(st, None, epochs=10) and not _budget_spent(st, 29.0, epochs=2)
