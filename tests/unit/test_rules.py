@@ -132,3 +132,14 @@ def test_the_time_budget_stops_before_an_epoch_that_would_overrun_it():
     assert not _budget_spent(st, 31.0, epochs=10)  # 20 spent + 10 expected fits in 31
     assert _budget_spent(st, 29.0, epochs=10)
     assert not _budget_spent(st, None, epochs=10) and not _budget_spent(st, 29.0, epochs=2)
+
+
+def test_the_length_fills_the_budget_with_epochs_of_measured_time():
+    train, reasons = TrainConfig(), {}
+    timing = {"step_seconds": 0.5, "validation_seconds": 3.0}
+    seconds = rules.length_rules(timing, 600.0, 10.0, train, reasons)
+    assert train.steps_per_epoch == 40  # 3 s of validation is 15% of 40 steps x 0.5 s
+    assert seconds == 40 * 0.5 + 3.0 and train.epochs == int((0.92 * 600 - 10) // seconds)
+    short = TrainConfig()
+    rules.length_rules(timing, 60.0, 10.0, short, {})
+    assert short.epochs >= 1 and short.steps_per_epoch < 40  # few epochs fit: shorter ones

@@ -147,6 +147,27 @@ def resolve_encoding(
     )
 
 
+@dataclass
+class _Tally:
+    """What reading the samples found, sample by sample."""
+
+    n_classes: int
+    channel_of: dict[str, int] = field(default_factory=dict)
+    stats: list[tuple[int, np.ndarray, np.ndarray, int]] = field(
+        default_factory=list
+    )  # dataset normalisation
+    raw_values: set[int] = field(default_factory=set)  # masks of an undecided encoding: their values
+    raw_rgb: list[str] = field(default_factory=list)  # ... and those in colour
+    raw_counts: np.ndarray = field(default_factory=lambda: np.zeros(2, np.int64))
+    class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    alpha_noted: bool = False
+    small_noted: bool = False
+    usable: list[Sample] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.class_pixels = np.zeros(self.n_classes, np.int64)
+
+
 def check_dataset(
     root: str | Path,
     cfg: DataConfig | None = None,
@@ -174,137 +195,175 @@ def check_dataset(
         report.encoding_source = f"{root / 'dataset.yaml'}"
     elif layout.defaults.get("mask_encoding"):
         report.encoding_source = f"the {layout.name} layout"
-    channel_of: dict[str, int] = {}
-    stats: list[tuple[int, np.ndarray, np.ndarray, int]] = []
-    raw_values: set[int] = set()
-    raw_rgb: list[str] = []
-    raw_counts = np.zeros(2, np.int64)
-    n_classes = encoding.num_classes if encoding else 2
-    class_pixels = np.zeros(n_classes, np.int64)
-    alpha_noted = small_noted = False
-    usable = []
+    tally = _Tally(encoding.num_classes if encoding else 2)
     for s in layout.samples:
-        image = mask = None
-        try:
-            image = read_sample_image(s, volumes)
-        except DataError as exc:
-            report.problems.append(str(exc))
-        try:
-            mask = read_sample_mask(s, volumes)
-        except DataError as exc:
-            report.problems.append(str(exc))
-        if image is None or mask is None:
-            continue
-        report.dtypes.add(str(image.dtype))
-        try:
-            check_pixel_values(image, s.image_label)
-        except DataError as exc:
-            report.problems.append(str(exc))
-            continue
-        if not volumes and has_alpha(image) and not alpha_noted:
-            report.notes.append(f"{s.image_label}: has an alpha channel, which is dropped")
-            alpha_noted = True
-        if volumes:
-            chw = collapse_gray(image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0))
-        else:
-            chw = collapse_gray(to_channels_first(image, None))  # alpha dropped; grayscale stored as RGB → 1
-        channel_of[s.image_label] = chw.shape[0]
-        spatial = tuple(chw.shape[1:])
-        if tuple(mask.shape[: len(spatial)]) != spatial:
-            have, want = "x".join(map(str, mask.shape[: len(spatial)])), "x".join(map(str, spatial))
-            report.problems.append(
-                f"{s.mask_label}: mask is {have} but its image {s.image_label} is {want}; "
-                "masks must have the image's shape"
-            )
-            continue
-        report.shapes.append(spatial)
-        report.shape_names.append(s.image_label)
-        if min(spatial[-2:]) < cfg.patch_size and not small_noted:
-            report.notes.append(
-                f"{s.image_label}: {'x'.join(map(str, spatial))} is smaller than the training patch "
-                f"{cfg.patch_size}; it is padded by mirroring"
-            )
-            small_noted = True
-        if cfg.normalization == "dataset":
-            flat = chw.reshape(chw.shape[0], -1).astype(np.float64)
-            stats.append((chw.shape[0], flat.sum(1), (flat**2).sum(1), flat.shape[1]))
-        if encoding is not None:
-            try:
-                target = encode_mask(encoding, mask, s.mask_label, volumes)
-            except DataError as exc:
-                report.problems.append(str(exc))
-                continue
-            counts = np.bincount(target[target != IGNORE].ravel(), minlength=n_classes)[:n_classes]
-            class_pixels += counts
-            if counts[1:].sum() == 0:
-                report.empty_masks.append(s.mask_label)
-            if encoding.name == "instances":
-                report.instances.append(int(len(np.unique(mask)) - (1 if (mask == 0).any() else 0)))
-        else:
-            if (
-                not volumes
-                and mask.ndim == 3
-                and not all(np.array_equal(mask[..., 0], mask[..., c]) for c in (1, 2))
-            ):
-                raw_rgb.append(s.mask_label)
-            else:
-                m = mask[..., 0] if mask.ndim == 3 and not volumes else mask
-                if len(raw_values) < 1000:
-                    raw_values.update(np.unique(m).tolist())
-                nz = int(np.count_nonzero(m))
-                raw_counts += (m.size - nz, nz)
-                if nz == 0:
-                    report.empty_masks.append(s.mask_label)
-        usable.append(s)
+        if _check_sample(s, cfg, encoding, volumes, report, tally):
+            tally.usable.append(s)
+    _check_channels(report, tally, in_channels)
+    _dataset_statistics(report, tally)
+    if encoding is None and not report.problems:
+        encoding = _binary_or_refuse(root, cfg, report, tally)
+    _check_empty_masks(root, report, tally)
+    report.encoding = encoding
+    report.class_pixels = tally.class_pixels
+    report.samples = tally.usable if not report.problems else layout.samples
+    return report
 
-    channel_counts = set(channel_of.values())
-    if (
-        in_channels is not None
-        and channel_counts - {in_channels}
-        and not (in_channels == 3 and channel_counts <= {1, 3})
-    ):
+
+def _check_sample(
+    s: Sample,
+    cfg: DataConfig,
+    encoding: MaskEncoding | None,
+    volumes: bool,
+    report: DataReport,
+    tally: _Tally,
+) -> bool:
+    """Read one sample's image and mask and report what is wrong with them; whether it can be trained on."""
+    image = mask = None
+    try:
+        image = read_sample_image(s, volumes)
+    except DataError as exc:
+        report.problems.append(str(exc))
+    try:
+        mask = read_sample_mask(s, volumes)
+    except DataError as exc:
+        report.problems.append(str(exc))
+    if image is None or mask is None:
+        return False
+    report.dtypes.add(str(image.dtype))
+    try:
+        check_pixel_values(image, s.image_label)
+    except DataError as exc:
+        report.problems.append(str(exc))
+        return False
+    if not volumes and has_alpha(image) and not tally.alpha_noted:
+        report.notes.append(f"{s.image_label}: has an alpha channel, which is dropped")
+        tally.alpha_noted = True
+    if volumes:
+        chw = collapse_gray(image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0))
+    else:
+        chw = collapse_gray(to_channels_first(image, None))  # alpha dropped; grayscale stored as RGB → 1
+    tally.channel_of[s.image_label] = chw.shape[0]
+    spatial = tuple(chw.shape[1:])
+    if tuple(mask.shape[: len(spatial)]) != spatial:
+        have, want = "x".join(map(str, mask.shape[: len(spatial)])), "x".join(map(str, spatial))
+        report.problems.append(
+            f"{s.mask_label}: mask is {have} but its image {s.image_label} is {want}; "
+            "masks must have the image's shape"
+        )
+        return False
+    report.shapes.append(spatial)
+    report.shape_names.append(s.image_label)
+    if min(spatial[-2:]) < cfg.patch_size and not tally.small_noted:
+        report.notes.append(
+            f"{s.image_label}: {'x'.join(map(str, spatial))} is smaller than the training patch "
+            f"{cfg.patch_size}; it is padded by mirroring"
+        )
+        tally.small_noted = True
+    if cfg.normalization == "dataset":
+        flat = chw.reshape(chw.shape[0], -1).astype(np.float64)
+        tally.stats.append((chw.shape[0], flat.sum(1), (flat**2).sum(1), flat.shape[1]))
+    return _check_mask(s, mask, encoding, volumes, report, tally)
+
+
+def _check_mask(
+    s: Sample,
+    mask: np.ndarray,
+    encoding: MaskEncoding | None,
+    volumes: bool,
+    report: DataReport,
+    tally: _Tally,
+) -> bool:
+    """A mask read in the encoding (class pixels counted), or, with none decided yet, its values collected."""
+    if encoding is not None:
+        try:
+            target = encode_mask(encoding, mask, s.mask_label, volumes)
+        except DataError as exc:
+            report.problems.append(str(exc))
+            return False
+        n = tally.n_classes
+        counts = np.bincount(target[target != IGNORE].ravel(), minlength=n)[:n]
+        tally.class_pixels += counts
+        if counts[1:].sum() == 0:
+            report.empty_masks.append(s.mask_label)
+        if encoding.name == "instances":
+            report.instances.append(int(len(np.unique(mask)) - (1 if (mask == 0).any() else 0)))
+        return True
+    if not volumes and mask.ndim == 3 and not all(np.array_equal(mask[..., 0], mask[..., c]) for c in (1, 2)):
+        tally.raw_rgb.append(s.mask_label)
+        return True
+    m = mask[..., 0] if mask.ndim == 3 and not volumes else mask
+    if len(tally.raw_values) < 1000:
+        tally.raw_values.update(np.unique(m).tolist())
+    nz = int(np.count_nonzero(m))
+    tally.raw_counts += (m.size - nz, nz)
+    if nz == 0:
+        report.empty_masks.append(s.mask_label)
+    return True
+
+
+def _check_channels(report: DataReport, tally: _Tally, in_channels: int | None) -> None:
+    """One channel count (1 or 3; grey is read as RGB for a 3-channel model), and the model's if given."""
+    channel_of = tally.channel_of
+    counts = set(channel_of.values())
+    if in_channels is not None and counts - {in_channels} and not (in_channels == 3 and counts <= {1, 3}):
         example = next(k for k, v in channel_of.items() if v != in_channels)
         report.problems.append(
             f"{example}: has {channel_of[example]} channel(s) but the model expects {in_channels}"
         )
-    elif channel_counts <= {1, 3} and channel_counts:
-        report.in_channels = in_channels or max(channel_counts)
-    elif channel_counts:
+    elif counts <= {1, 3} and counts:
+        report.in_channels = in_channels or max(counts)
+    elif counts:
         examples = {v: k for k, v in channel_of.items()}
         report.problems.append(
             "mixed channel counts: "
             + ", ".join(f"{f} has {c}" for c, f in sorted(examples.items()))
             + "; convert the images to one channel count"
         )
-    if report.in_channels and stats:
-        total = sum(n for *_, n in stats)
-        ch = report.in_channels
-        s1 = sum(np.broadcast_to(a, (ch,)) * 1.0 for _, a, _, _ in stats)
-        s2 = sum(np.broadcast_to(b, (ch,)) * 1.0 for _, _, b, _ in stats)
-        mean = np.asarray(s1, np.float64) / total
-        report.mean = tuple(float(v) for v in mean)
-        report.std = tuple(float(v) for v in np.sqrt(np.maximum(s2 / total - mean**2, 0)))
 
-    if encoding is None and not report.problems:
-        if raw_rgb:
-            report.problems.append(
-                f"{raw_rgb[0]}: colour mask ({len(raw_rgb)} in all); pass --mask-encoding rgb with a colour table "
-                "(--class-map FILE)"
-            )
-        elif len(raw_values - {0}) <= 1:
-            encoding = MaskEncoding("binary", target=cfg.target, ignore_value=cfg.ignore_index)
-            report.notes.append(
-                f"masks hold only the values {sorted(raw_values)}: reading them as binary (foreground = non-zero); "
-                "pass --mask-encoding to choose otherwise"
-            )
-            class_pixels = raw_counts
-            report.encoding_source = "detected: the masks hold 0 and at most one other value"
-        else:
-            shown = sorted(raw_values)[:10]
-            report.problems.append(
-                f"{root}: cannot tell what the mask values {shown}{'…' if len(raw_values) > 10 else ''} mean; pass "
-                f"--mask-encoding: {suggest_encoding(raw_values, False, max(raw_values))}"
-            )
+
+def _dataset_statistics(report: DataReport, tally: _Tally) -> None:
+    """The training set's mean and std per channel (``normalization: dataset``)."""
+    if not (report.in_channels and tally.stats):
+        return
+    total = sum(n for *_, n in tally.stats)
+    ch = report.in_channels
+    s1 = sum(np.broadcast_to(a, (ch,)) * 1.0 for _, a, _, _ in tally.stats)
+    s2 = sum(np.broadcast_to(b, (ch,)) * 1.0 for _, _, b, _ in tally.stats)
+    mean = np.asarray(s1, np.float64) / total
+    report.mean = tuple(float(v) for v in mean)
+    report.std = tuple(float(v) for v in np.sqrt(np.maximum(s2 / total - mean**2, 0)))
+
+
+def _binary_or_refuse(root: Path, cfg: DataConfig, report: DataReport, tally: _Tally) -> MaskEncoding | None:
+    """No encoding was given or implied: masks holding 0 and at most one other value are binary; anything
+    else is refused with the flag to pass (values are never classified by counting them)."""
+    raw_values = tally.raw_values
+    if tally.raw_rgb:
+        report.problems.append(
+            f"{tally.raw_rgb[0]}: colour mask ({len(tally.raw_rgb)} in all); pass --mask-encoding rgb with a "
+            "colour table (--class-map FILE)"
+        )
+        return None
+    if len(raw_values - {0}) <= 1:
+        report.notes.append(
+            f"masks hold only the values {sorted(raw_values)}: reading them as binary (foreground = non-zero); "
+            "pass --mask-encoding to choose otherwise"
+        )
+        tally.class_pixels = tally.raw_counts
+        report.encoding_source = "detected: the masks hold 0 and at most one other value"
+        return MaskEncoding("binary", target=cfg.target, ignore_value=cfg.ignore_index)
+    shown = sorted(raw_values)[:10]
+    report.problems.append(
+        f"{root}: cannot tell what the mask values {shown}{'…' if len(raw_values) > 10 else ''} mean; pass "
+        f"--mask-encoding: {suggest_encoding(raw_values, False, max(raw_values))}"
+    )
+    return None
+
+
+def _check_empty_masks(root: Path, report: DataReport, tally: _Tally) -> None:
+    """Every mask empty is a problem (nothing to learn); some empty ones are listed and noted."""
+    usable = tally.usable
     if usable and len(report.empty_masks) == len(usable):
         report.problems.append(
             f"{root}: every mask is empty (no foreground pixel in {len(usable)} mask(s)): there is nothing to learn; "
@@ -318,7 +377,3 @@ def check_dataset(
             f"{len(report.empty_masks)} of {len(usable)} mask(s) are empty"
             + (f" (first 20 listed above, {more} more)" if more > 0 else "")
         )
-    report.encoding = encoding
-    report.class_pixels = class_pixels
-    report.samples = usable if not report.problems else layout.samples
-    return report

@@ -94,6 +94,76 @@ def _spacing(root: Path, sample_path: Path | None, dims: int) -> tuple[list[floa
     return None, "unknown (no spacing in dataset.yaml or the TIFF metadata)"
 
 
+class _Measurements:
+    """What the measured samples show, accumulated sample by sample: sampled pixels (per channel), each image's
+    99.5th percentile, the largest value, object diameters, in-plane/z extent ratios and touching objects."""
+
+    def __init__(self, rng: np.random.Generator, volumes: bool) -> None:
+        self.rng, self.volumes = rng, volumes
+        self.pixels: list[np.ndarray] = []
+        self.highs: list[float] = []
+        self.diameters: list[float] = []
+        self.ratios: list[float] = []
+        self.max_value, self.objects, self.pairs, self.touching_objects = 0.0, 0, 0, 0
+        self.dtype = ""
+
+    def add(self, s: Any, encoding: Any) -> None:
+        volumes = self.volumes
+        image = read_sample_image(s, volumes)
+        mask = read_sample_mask(s, volumes)
+        self.dtype = str(image.dtype)
+        if volumes:
+            chw = collapse_gray(image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0))
+        else:
+            chw = collapse_gray(to_channels_first(image, None))
+        flat = chw.reshape(chw.shape[0], -1)
+        take = self.rng.choice(flat.shape[1], min(flat.shape[1], 50_000), replace=False)
+        self.pixels.append(flat[:, take].astype(np.float64))
+        self.highs.append(float(np.percentile(flat[:, take], 99.5)))
+        self.max_value = max(self.max_value, float(flat.max()))
+        self._objects(self._labels(s, mask, encoding))
+
+    def _labels(self, s: Any, mask: np.ndarray, encoding: Any) -> np.ndarray:
+        """Instance labels as given (counting touching pairs), other masks' foreground components."""
+        if encoding.name == "instances":
+            labels = mask if self.volumes or mask.ndim == 2 else mask[..., 0]
+            labels = compact_labels(labels.astype(np.int64))
+            pairs = touching_pairs(labels)
+            self.pairs += len(pairs)
+            self.touching_objects += len({i for p in pairs for i in p})
+            return labels
+        target = encode_mask(encoding, mask, s.mask_label, self.volumes)
+        return ndi.label((target > 0) & (target != IGNORE))[0]
+
+    def _objects(self, labels: np.ndarray) -> None:
+        sizes = np.bincount(labels.ravel())[1:]
+        sizes = sizes[sizes >= 4]  # specks are not objects
+        self.objects += len(sizes)
+        if self.volumes:
+            self.diameters.extend((6 * sizes / math.pi) ** (1 / 3))
+            for box in ndi.find_objects(labels):
+                if box is not None:
+                    dz, dy, dx = (b.stop - b.start for b in box)
+                    if dy * dx >= 16:
+                        self.ratios.append((dy + dx) / 2 / dz)
+        else:
+            self.diameters.extend(2 * np.sqrt(sizes / math.pi))
+
+
+def _intensity(stack: np.ndarray) -> list[dict[str, float]]:
+    """Per channel of the sampled pixels: the 0.5th, 50th and 99.5th percentiles, mean and std."""
+    return [
+        {
+            "p0.5": round(float(np.percentile(c, 0.5)), 4),
+            "p50": round(float(np.percentile(c, 50)), 4),
+            "p99.5": round(float(np.percentile(c, 99.5)), 4),
+            "mean": round(float(c.mean()), 4),
+            "std": round(float(c.std()), 4),
+        }
+        for c in stack
+    ]
+
+
 def fingerprint(
     data: str | Path,
     config: DataConfig | None = None,
@@ -118,60 +188,13 @@ def fingerprint(
     dims = 3 if volumes else 2
     samples = report.samples
     pick = np.unique(np.linspace(0, len(samples) - 1, min(len(samples), max_samples)).round().astype(int))
-    rng = np.random.default_rng(seed)
-    pixels: list[np.ndarray] = []
-    highs: list[float] = []
-    diameters: list[float] = []
-    ratios: list[float] = []
-    max_value, n_objects, n_pairs, touching_objects = 0.0, 0, 0, 0
-    dtype = ""
+    m = _Measurements(np.random.default_rng(seed), volumes)
     for i in pick:
-        s = samples[i]
-        image = read_sample_image(s, volumes)
-        mask = read_sample_mask(s, volumes)
-        dtype = str(image.dtype)
-        if volumes:
-            chw = collapse_gray(image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0))
-        else:
-            chw = collapse_gray(to_channels_first(image, None))
-        flat = chw.reshape(chw.shape[0], -1)
-        take = rng.choice(flat.shape[1], min(flat.shape[1], 50_000), replace=False)
-        pixels.append(flat[:, take].astype(np.float64))
-        highs.append(float(np.percentile(flat[:, take], 99.5)))
-        max_value = max(max_value, float(flat.max()))
-        if encoding.name == "instances":
-            labels = mask if volumes or mask.ndim == 2 else mask[..., 0]
-            labels = compact_labels(labels.astype(np.int64))
-            pairs = touching_pairs(labels)
-            n_pairs += len(pairs)
-            touching_objects += len({i for p in pairs for i in p})
-        else:
-            target = encode_mask(encoding, mask, s.mask_label, volumes)
-            labels = ndi.label((target > 0) & (target != IGNORE))[0]
-        sizes = np.bincount(labels.ravel())[1:]
-        sizes = sizes[sizes >= 4]  # specks are not objects
-        n_objects += len(sizes)
-        if volumes:
-            diameters.extend((6 * sizes / math.pi) ** (1 / 3))
-            for box in ndi.find_objects(labels):
-                if box is not None:
-                    dz, dy, dx = (b.stop - b.start for b in box)
-                    if dy * dx >= 16:
-                        ratios.append((dy + dx) / 2 / dz)
-        else:
-            diameters.extend(2 * np.sqrt(sizes / math.pi))
-    stack = np.concatenate(pixels, axis=1)
-    intensity = [
-        {
-            "p0.5": round(float(np.percentile(c, 0.5)), 4),
-            "p50": round(float(np.percentile(c, 50)), 4),
-            "p99.5": round(float(np.percentile(c, 99.5)), 4),
-            "mean": round(float(c.mean()), 4),
-            "std": round(float(c.std()), 4),
-        }
-        for c in stack
-    ]
+        m.add(samples[i], encoding)
+    intensity = _intensity(np.concatenate(m.pixels, axis=1))
     shapes = np.array(report.shapes)
+    dtype, max_value, highs, diameters, ratios = m.dtype, m.max_value, m.highs, m.diameters, m.ratios
+    n_objects, n_pairs, touching_objects = m.objects, m.pairs, m.touching_objects
     integer = np.issubdtype(np.dtype(dtype), np.integer)
     bits = math.ceil(math.log2(max_value + 1)) if integer and max_value > 0 else 32
     freq: Any = (

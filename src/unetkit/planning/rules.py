@@ -21,6 +21,7 @@ __all__ = [
     "geometry_rules",
     "intensity_rules",
     "learning_rate_rule",
+    "length_rules",
     "norm_rule",
     "parse_duration",
     "patience_for",
@@ -47,6 +48,12 @@ MIN_BOTTLENECK = 4
 BATCH_FOR_BATCHNORM = 4
 #: fewer optimiser steps than this: a higher Adam learning rate
 FEW_STEPS = 3000
+#: validation and checkpoints take at most this share of an epoch
+VALIDATION_SHARE = 0.15
+#: steps per epoch, at least and at most
+STEPS_PER_EPOCH = (25, 250)
+#: fewer epochs than this fit the budget: shorter epochs, so checkpoints and the schedule have room
+MIN_EPOCHS = 5
 
 
 def receptive_field(depth: int) -> int:
@@ -290,3 +297,27 @@ def epochs_for(budget: float, epoch_seconds: float, startup: float, steps: int) 
         f"fills the {format_duration(budget)} budget: 92% of it, less {startup:.0f} s start-up, "
         f"at the measured {epoch_seconds:.1f} s per epoch (steps + validation)"
     )
+
+
+def length_rules(
+    timing: dict[str, float], budget: float, startup: float, tcfg: TrainConfig, reasons: dict[str, str]
+) -> float:
+    """The run's length from the measured step and validation times: steps per epoch such that validation
+    stays under ``VALIDATION_SHARE`` of an epoch, then the epochs that fill ``budget`` after ``startup``
+    (shorter epochs when fewer than ``MIN_EPOCHS`` fit). Returns the planned epoch's seconds."""
+    step, val = timing["step_seconds"], timing["validation_seconds"]
+    low, high = STEPS_PER_EPOCH
+    steps = int(min(high, max(low, math.ceil(val / VALIDATION_SHARE / max(step, 1e-6)))))
+    reasons["train.steps_per_epoch"] = (
+        f"validation ({val:.1f} s) stays under ~{VALIDATION_SHARE:.0%} of an epoch at {step:.2f} s per step"
+    )
+    epoch_seconds = steps * step + val
+    epochs, why = epochs_for(budget, epoch_seconds, startup, steps)
+    if epochs < MIN_EPOCHS and steps > 10:
+        steps = max(10, int(steps * epochs / MIN_EPOCHS))
+        epoch_seconds = steps * step + val
+        epochs, why = epochs_for(budget, epoch_seconds, startup, steps)
+    tcfg.steps_per_epoch, tcfg.epochs, tcfg.time_budget = steps, epochs, budget
+    reasons["train.epochs"] = why
+    reasons["train.time_budget"] = "the run also stops before an epoch that would overrun the budget"
+    return epoch_seconds

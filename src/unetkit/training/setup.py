@@ -135,6 +135,48 @@ def _augmenter(d: Any) -> Augmenter:
     )
 
 
+def _step(model: torch.nn.Module, cfg: RunConfig, device: torch.device, ctx: DistContext) -> Step:
+    """The optimiser step: loss, optimiser, per-step schedule, DDP/compile wrapping, gradient scaler."""
+    assert cfg.model.num_classes is not None
+    if cfg.train.sync_bn and ctx.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = make_optimizer(model, cfg)
+    total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, make_schedule(cfg.train.schedule, cfg.train.warmup, total_steps)
+    )
+    forward: torch.nn.Module = model
+    if ctx.enabled:  # gradients all-reduced (averaged) over the ranks during backward
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        forward = compile_model(forward)  # weights are shared: checkpoints save `model`
+    use_scaler = cfg.train.amp and amp_dtype(device) == torch.float16
+    return Step(
+        model=model,
+        forward=forward,
+        loss_fn=get_loss(cfg.train.loss, cfg.model.num_classes, cfg.train.class_weights),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=torch.amp.GradScaler("cuda", enabled=use_scaler),
+        device=device,
+        amp=cfg.train.amp,
+        num_classes=cfg.model.num_classes,
+    )
+
+
+def _preprocessing(cfg: RunConfig, encoding: MaskEncoding, normalizer: Normalizer) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild the model's input and output, and how its truth was read."""
+    return {
+        "in_channels": cfg.model.in_channels,
+        "num_classes": cfg.model.num_classes,
+        "normalization": normalizer.to_dict(),
+        "encoding": encoding.to_dict(),
+        "class_names": encoding.names,
+        # the dataset description, whole: how this model's truth was found and read
+        "dataset": {k: getattr(cfg.data, k) for k in DATASET_KEYS},
+    }
+
+
 def build_training(
     cfg: RunConfig,
     report: DataReport,
@@ -196,39 +238,8 @@ def build_training(
         fg_fraction=cfg.data.fg_fraction,
         seed=cfg.train.seed,
     )
-    if cfg.train.sync_bn and ctx.enabled:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = make_optimizer(model, cfg)
-    total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, make_schedule(cfg.train.schedule, cfg.train.warmup, total_steps)
-    )
-    forward: torch.nn.Module = model
-    if ctx.enabled:  # gradients all-reduced (averaged) over the ranks during backward
-        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.train.compile:
-        forward = compile_model(forward)  # weights are shared: checkpoints save `model`
-    use_scaler = cfg.train.amp and amp_dtype(device) == torch.float16
-    step = Step(
-        model=model,
-        forward=forward,
-        loss_fn=get_loss(cfg.train.loss, cfg.model.num_classes, cfg.train.class_weights),
-        optimizer=optimizer,
-        scheduler=scheduler,
-        scaler=torch.amp.GradScaler("cuda", enabled=use_scaler),
-        device=device,
-        amp=cfg.train.amp,
-        num_classes=cfg.model.num_classes,
-    )
-    preprocessing = {
-        "in_channels": cfg.model.in_channels,
-        "num_classes": cfg.model.num_classes,
-        "normalization": normalizer.to_dict(),
-        "encoding": encoding.to_dict(),
-        "class_names": encoding.names,
-        # the dataset description, whole: how this model's truth was found and read
-        "dataset": {k: getattr(cfg.data, k) for k in DATASET_KEYS},
-    }
+    step = _step(model, cfg, device, ctx)
+    preprocessing = _preprocessing(cfg, encoding, normalizer)
     meta = {"patch_in": patch_in, "patch_out": patch_out, "data": str(data), "split": note}
     return TrainingSetup(
         cfg, store, train_views, val_views, dataset, step, preprocessing, meta, patch_in, volumes

@@ -7,7 +7,6 @@ import contextlib
 import csv
 import dataclasses
 import logging
-import math
 import tempfile
 import threading
 import time
@@ -25,10 +24,10 @@ from ..planning.fingerprint import describe_dataset
 from ..planning.measure import fit_batch
 from ..planning.rules import (
     augmentation_rules,
-    epochs_for,
     geometry_rules,
     intensity_rules,
     learning_rate_rule,
+    length_rules,
     norm_rule,
     patience_for,
     target_rules,
@@ -99,31 +98,12 @@ def plan_training(
     cfg = RunConfig(model=model, data=dcfg, train=tcfg)
     if calibrate and budget is not None:
         timing = _calibrate(data, cfg, progress)
-        step, val, startup = timing["step_seconds"], timing["validation_seconds"], timing["startup_seconds"]
-        # validation and checkpoints take at most ~15% of an epoch
-        steps = int(min(250, max(25, math.ceil(val / 0.15 / max(step, 1e-6)))))
-        tcfg.steps_per_epoch = steps
-        epoch_seconds = steps * step + val
-        measured.update(timing, epoch_seconds=round(epoch_seconds, 3))
-        reasons["train.steps_per_epoch"] = (
-            f"validation ({val:.1f} s) stays under ~15% of an epoch at {step:.2f} s per step"
-        )
+        startup = timing["startup_seconds"]
         if budget_includes_planning:
             startup += time.perf_counter() - t_start
-        epochs, why = epochs_for(budget, epoch_seconds, startup, steps)
-        if (
-            epochs < 5 and steps > 10
-        ):  # short budgets: shorter epochs, so checkpoints and the schedule have room
-            steps = max(10, int(steps * epochs / 5))
-            epoch_seconds = steps * step + val
-            tcfg.steps_per_epoch = steps
-            measured["epoch_seconds"] = round(epoch_seconds, 3)
-            epochs, why = epochs_for(budget, epoch_seconds, startup, steps)
-        tcfg.epochs = epochs
-        reasons["train.epochs"] = why
-        tcfg.time_budget = budget
-        reasons["train.time_budget"] = "the run also stops before an epoch that would overrun the budget"
-        total_steps = epochs * steps
+        epoch_seconds = length_rules(timing, budget, startup, tcfg, reasons)
+        measured.update(timing, epoch_seconds=round(epoch_seconds, 3))
+        total_steps = tcfg.epochs * tcfg.steps_per_epoch
     else:
         total_steps = tcfg.epochs * tcfg.steps_per_epoch
         reasons["train.epochs"] = "the default: not measured (no --time-budget, or calibration skipped)"

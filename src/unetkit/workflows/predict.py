@@ -175,27 +175,22 @@ def predict_files(
     guard_outputs(files, out, [], protect)
     predictor = model if isinstance(model, Predictor) else Predictor.from_checkpoint(model, **kwargs)
     if dask:
-        from ..inference.distributed import predict_dask_files
-
         guard_outputs(files, out, [out / f"{i.name}.zarr" for i in items], protect)
         assert not isinstance(model, Predictor)
-        return PredictedFiles(
-            predict_dask_files(
-                model,
-                predictor,
-                items,
-                out,
-                kwargs,
-                address=None if dask is True else str(dask),
-                workers=dask_workers,
-                chunk=chunk or (256 if predictor.spatial_dims == 3 else 2048),
-                probs_dtype=probs_dtype,
-                instances=instances,
-                object_context=object_context,
-                overwrite=overwrite,
-                resume=resume,
-                progress=progress,
-            )
+        options = {"probs_dtype": probs_dtype, "instances": instances, "object_context": object_context}
+        return _on_dask(
+            model,
+            predictor,
+            items,
+            out,
+            kwargs,
+            dask,
+            dask_workers,
+            chunk,
+            overwrite,
+            resume,
+            progress,
+            options,
         )
     if predictor.spatial_dims == 3:
         fmt = format or "tiff"
@@ -213,7 +208,27 @@ def predict_files(
         raise bad_inputs(bad, len(items))
     jobs, done = existing(jobs, overwrite, resume, lambda job: job[3])
     prepare_out(out)
-    results = PredictedFiles(skipped=bad)
+    results = _predict_images(
+        predictor, jobs, out, probs_dtype, instances, object_context, skip_bad, progress
+    )
+    results.skipped[:0] = bad
+    if done:
+        log.info("--resume: kept %d complete result(s), segmented %d", done, len(jobs))
+    return results
+
+
+def _predict_images(
+    predictor: Predictor,
+    jobs: list[tuple[InputImage, bool, str, dict[str, Path], int]],
+    out: Path,
+    probs_dtype: str | None,
+    instances: bool,
+    object_context: int,
+    skip_bad: bool,
+    progress: bool,
+) -> PredictedFiles:
+    """Each 2-D input through its pipeline: a stack page by page, an image in memory or streamed."""
+    results = PredictedFiles()
     bar = tqdm(jobs, desc="predict", unit="image", disable=not progress or len(jobs) == 1)
     for item, large, fmt, paths, pages in bar:
         try:
@@ -240,9 +255,42 @@ def predict_files(
             if not skip_bad:
                 raise
             results.skipped.append(str(exc))
-    if done:
-        log.info("--resume: kept %d complete result(s), segmented %d", done, len(jobs))
     return results
+
+
+def _on_dask(
+    model: str | Path,
+    predictor: Predictor,
+    items: list[InputImage],
+    out: Path,
+    settings: dict[str, Any],
+    dask: str | bool,
+    workers: int,
+    chunk: int | None,
+    overwrite: bool,
+    resume: bool,
+    progress: bool,
+    options: dict[str, Any],
+) -> PredictedFiles:
+    """Every input on a Dask cluster (``dask``: True for a local one, or the scheduler's address)."""
+    from ..inference.distributed import predict_dask_files
+
+    return PredictedFiles(
+        predict_dask_files(
+            model,
+            predictor,
+            items,
+            out,
+            settings,
+            address=None if dask is True else str(dask),
+            workers=workers,
+            chunk=chunk or (256 if predictor.spatial_dims == 3 else 2048),
+            overwrite=overwrite,
+            resume=resume,
+            progress=progress,
+            **options,
+        )
+    )
 
 
 def _check_options(
