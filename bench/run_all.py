@@ -149,7 +149,7 @@ def bench_predict(rows: list[tuple[str, str, str]]) -> None:
         t = timeit(lambda im=image: predictor.predict(im), repeat)
         rows.append(
             (
-                f"predict {size}x{size}, demo U-Net, tile 512",
+                f"predict {size}x{size}, demo U-Net, tile 512, Predictor defaults",
                 f"{size * size / t / 1e6:.2f} MP/s",
                 f"{t:.2f} s/image",
             )

@@ -172,7 +172,7 @@ def test_bare_train_has_a_short_cpu_budget_and_epochs_skip_the_measured_run(tmp_
     import logging
     import shutil
 
-    from unetkit.cli.train import default_time_budget
+    from unetkit.workflows.plan import default_time_budget
 
     assert default_time_budget("cpu") == "10m"
     data = tmp_path / "data"

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..config import RunConfig
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..planning import DEFAULT_BUDGET, PLAN_FILE
-from ..workflows.plan import plan_training
+from ..workflows.plan import plan_path, plan_training
 from .common import add_progress, add_reading_args, reading_config
 
 
@@ -45,17 +44,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_progress(p)
     add_reading_args(p)
     p.set_defaults(run=run)
-
-
-def plan_path(data: str | Path, out: str | Path | None) -> Path:
-    if out:
-        return Path(out)
-    data = Path(data)
-    if data.is_file():  # a .csv/.json list of samples: the plan goes beside it
-        return data.with_name(f"{data.stem}.{PLAN_FILE}")
-    if not data.is_dir():
-        raise DataError(f"{data}: no such dataset folder")
-    return data / PLAN_FILE
 
 
 def _reading_flags(args: argparse.Namespace) -> str:

@@ -8,24 +8,17 @@ import os
 from pathlib import Path
 
 from ..config import RunConfig, check_config, replace
-from ..data.checks import naming_of
-from ..data.layouts import load_layout
-from ..device import resolve_device
 from ..errors import ConfigError
 from ..models import list_models
 from ..planning import (
     CPU_TRAIN_BUDGET,
     DEFAULT_BUDGET,
     parse_duration,
-    read_plan,
-    rebudget,
 )
-from ..safety import writable
-from ..workflows.plan import plan_training
+from ..workflows.plan import plan_for_training
 from ..workflows.train import train
 from .common import add_data_args, add_progress, config_with_data_args, reading_config
 from .options import add_options, apply_options
-from .plan import plan_path
 
 log = logging.getLogger("unetkit")
 
@@ -145,79 +138,23 @@ def default_run_dir(data: str | Path) -> Path:
     return out
 
 
-def default_time_budget(device: str | None) -> str:
-    """The budget a bare `unetkit train DATA` plans for: short on a CPU (a newcomer's first run), longer on a GPU."""
-    return CPU_TRAIN_BUDGET if resolve_device(device or "auto").type == "cpu" else DEFAULT_BUDGET
-
-
 def planned_config(args: argparse.Namespace, out: Path | None = None) -> tuple[RunConfig | None, dict]:
-    """The plan to start from (read, or made now and written) and its measured times, or None for --config
-    / --no-plan. A plan made here fills --time-budget (default: CPU_TRAIN_BUDGET on a CPU), planning
-    included; with --epochs or --steps-per-epoch it skips the measured run (the flags fix the length)."""
+    """The plan to start from and its measured times (:func:`~unetkit.workflows.plan.plan_for_training`), or
+    None for --config / --no-plan."""
     if args.config or args.no_plan:
         if args.plan:
             raise ConfigError("--plan FILE is a starting point of its own: drop --config or --no-plan")
         return None, {}
-    path = Path(args.plan) if args.plan else plan_path(args.data, None)
-    budget = parse_duration(args.time_budget)
-    if path.is_file():
-        cfg, info = read_plan(path)
-        counted = info["fingerprint"].get("samples")
-        log.info("training with the plan %s", path)
-        if budget is not None and budget != cfg.train.time_budget:
-            cfg, reason = rebudget(cfg, info["measured"], budget)
-            log.info("--time-budget %s: %d epochs (%s)", args.time_budget, cfg.train.epochs, reason)
-        if counted and Path(args.data).is_dir():
-            now = len(load_layout(Path(args.data), cfg.data.layout, naming=naming_of(cfg.data)).samples)
-            if now != counted:
-                log.warning(
-                    "%s was made for %d samples; %s now holds %d: plan again with `unetkit plan %s --overwrite`",
-                    path,
-                    counted,
-                    args.data,
-                    now,
-                    args.data,
-                )
-        return cfg, info["measured"]
-    if args.plan:
-        raise ConfigError(f"--plan {path}: no such file (make one with `unetkit plan DATA --out {path}`)")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError(f"{path} is missing: run `unetkit plan {args.data}` once before torchrun")
-    if out is not None and not writable(path.parent):  # a read-only dataset: the plan goes with the run
-        log.info("%s is not writable: the plan goes to %s", path.parent, out / "plan.yaml")
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "plan.yaml"
-    fixed = args.epochs is not None or args.steps_per_epoch is not None
-    if args.time_budget is None:
-        cpu = resolve_device(args.device or "auto").type == "cpu"
-        args.time_budget = default_time_budget(args.device)
-        if not fixed:
-            log.info(
-                "no %s yet and no --time-budget: planning a %s run on this %s (planning included; "
-                "--time-budget 1h for longer)",
-                path,
-                args.time_budget,
-                "CPU" if cpu else "GPU",
-            )
-    log.info(
-        "planning %s (%s)",
-        path,
-        "no measured run: --epochs/--steps-per-epoch fix the length"
-        if fixed
-        else "a trial step and a short measured run, counted in the budget",
-    )
-    plan = plan_training(
+    return plan_for_training(
         args.data,
-        device=args.device or "auto",
+        plan_file=args.plan,
         time_budget=args.time_budget,
-        config=reading_config(args, RunConfig()),
-        calibrate=not fixed,
+        device=args.device,
+        reading=reading_config(args, RunConfig()),
+        fixed_length=args.epochs is not None or args.steps_per_epoch is not None,
+        out=out,
         progress=args.progress,
-        budget_includes_planning=True,
     )
-    plan.write(path)
-    log.info("wrote %s:\n%s", path, plan.summary())
-    return plan.config, plan.measured
 
 
 def announce(cfg: RunConfig, measured: dict, data: str | Path, out: str | Path) -> str:

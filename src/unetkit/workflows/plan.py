@@ -7,6 +7,7 @@ import contextlib
 import csv
 import dataclasses
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -17,9 +18,20 @@ from typing import Any
 import torch
 
 from ..config import RunConfig
-from ..data.layouts import read_descriptor
+from ..data.checks import naming_of
+from ..data.layouts import load_layout, read_descriptor
 from ..device import resolve_device
-from ..planning import DEFAULT_BUDGET, Plan, fingerprint, parse_duration
+from ..errors import ConfigError, DataError
+from ..planning import (
+    CPU_TRAIN_BUDGET,
+    DEFAULT_BUDGET,
+    PLAN_FILE,
+    Plan,
+    fingerprint,
+    parse_duration,
+    read_plan,
+    rebudget,
+)
 from ..planning.fingerprint import describe_dataset
 from ..planning.measure import fit_batch
 from ..planning.rules import (
@@ -33,9 +45,10 @@ from ..planning.rules import (
     target_rules,
     width_rule,
 )
+from ..safety import writable
 from .train import train
 
-__all__ = ["plan_training"]
+__all__ = ["default_time_budget", "plan_for_training", "plan_path", "plan_training"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +127,106 @@ def plan_training(
     measured["planning_seconds"] = round(time.perf_counter() - t_start, 1)
     cfg = RunConfig(model=model, data=dcfg, train=tcfg)
     return Plan(cfg, reasons, fp, measured, str(data), str(dev), budget)
+
+
+def plan_path(data: str | Path, out: str | Path | None = None) -> Path:
+    """Where a dataset's plan lives: ``DATA/plan.yaml``, or ``LIST.plan.yaml`` beside a .csv/.json list."""
+    if out:
+        return Path(out)
+    data = Path(data)
+    if data.is_file():  # a .csv/.json list of samples: the plan goes beside it
+        return data.with_name(f"{data.stem}.{PLAN_FILE}")
+    if not data.is_dir():
+        raise DataError(f"{data}: no such dataset folder")
+    return data / PLAN_FILE
+
+
+def default_time_budget(device: str | None) -> str:
+    """The budget a bare `unetkit train DATA` plans for: short on a CPU (a newcomer's first run), longer on a GPU."""
+    return CPU_TRAIN_BUDGET if resolve_device(device or "auto").type == "cpu" else DEFAULT_BUDGET
+
+
+def plan_for_training(
+    data: str | Path,
+    *,
+    plan_file: str | Path | None = None,
+    time_budget: str | float | None = None,
+    device: str | None = None,
+    reading: RunConfig | None = None,
+    fixed_length: bool = False,
+    out: Path | None = None,
+    progress: bool = True,
+) -> tuple[RunConfig, dict[str, Any]]:
+    """The plan a training run starts from, and its measured times: ``plan_file`` (default ``DATA/plan.yaml``)
+    when it exists (re-budgeted for ``time_budget``), else a plan made now and written there (beside the run in
+    ``out`` when the dataset is read-only) that fills ``time_budget`` (default: ``CPU_TRAIN_BUDGET`` on a CPU),
+    planning included. ``fixed_length``: the caller fixes epochs/steps, so no measured run is made."""
+    path = Path(plan_file) if plan_file else plan_path(data)
+    budget = parse_duration(time_budget)
+    if path.is_file():
+        return _read_for_training(path, data, budget, time_budget)
+    if plan_file:
+        raise ConfigError(f"--plan {path}: no such file (make one with `unetkit plan DATA --out {path}`)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"{path} is missing: run `unetkit plan {data}` once before torchrun")
+    if out is not None and not writable(path.parent):  # a read-only dataset: the plan goes with the run
+        log.info("%s is not writable: the plan goes to %s", path.parent, out / "plan.yaml")
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "plan.yaml"
+    if time_budget is None:
+        time_budget = default_time_budget(device)
+        if not fixed_length:
+            cpu = resolve_device(device or "auto").type == "cpu"
+            log.info(
+                "no %s yet and no --time-budget: planning a %s run on this %s (planning included; "
+                "--time-budget 1h for longer)",
+                path,
+                time_budget,
+                "CPU" if cpu else "GPU",
+            )
+    log.info(
+        "planning %s (%s)",
+        path,
+        "no measured run: --epochs/--steps-per-epoch fix the length"
+        if fixed_length
+        else "a trial step and a short measured run, counted in the budget",
+    )
+    plan = plan_training(
+        data,
+        device=device or "auto",
+        time_budget=time_budget,
+        config=reading or RunConfig(),
+        calibrate=not fixed_length,
+        progress=progress,
+        budget_includes_planning=True,
+    )
+    plan.write(path)
+    log.info("wrote %s:\n%s", path, plan.summary())
+    return plan.config, plan.measured
+
+
+def _read_for_training(
+    path: Path, data: str | Path, budget: float | None, given: str | float | None
+) -> tuple[RunConfig, dict[str, Any]]:
+    """An existing plan, re-budgeted when asked, with a warning when the dataset changed since."""
+    cfg, info = read_plan(path)
+    counted = info["fingerprint"].get("samples")
+    log.info("training with the plan %s", path)
+    if budget is not None and budget != cfg.train.time_budget:
+        cfg, reason = rebudget(cfg, info["measured"], budget)
+        log.info("--time-budget %s: %d epochs (%s)", given, cfg.train.epochs, reason)
+    if counted and Path(data).is_dir():
+        now = len(load_layout(Path(data), cfg.data.layout, naming=naming_of(cfg.data)).samples)
+        if now != counted:
+            log.warning(
+                "%s was made for %d samples; %s now holds %d: plan again with `unetkit plan %s --overwrite`",
+                path,
+                counted,
+                data,
+                now,
+                data,
+            )
+    return cfg, info["measured"]
 
 
 class _OtherThreads(logging.Filter):
