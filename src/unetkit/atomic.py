@@ -22,7 +22,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_folder", "atomic_path", "atomic_write_bytes", "atomic_write_text", "is_temporary"]
+__all__ = [
+    "atomic_folder",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "is_temporary",
+    "publish_folder",
+]
 
 #: the names of temporaries: a leading dot, the real name, a random part (mkstemp's 8 characters)
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
@@ -89,18 +96,27 @@ def atomic_folder(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        _permissions(tmp, folder=True)
-        if path.exists() or path.is_symlink():
-            if not replace:
-                raise FileExistsError(17, "already exists", str(path))
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        os.replace(tmp, path)
+        publish_folder(tmp, path, replace=replace)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish_folder(tmp: str | Path, path: str | Path, *, replace: bool = True) -> Path:
+    """Move a finished folder (built elsewhere on the same file system, e.g. a zarr group in a work folder that
+    several processes wrote) onto ``path`` in one rename. An existing ``path`` is removed first with
+    ``replace`` (callers decide that it is unetkit's own output, never an input), else an error."""
+    tmp, path = Path(tmp), Path(path)
+    _permissions(tmp, folder=True)
+    if path.exists() or path.is_symlink():
+        if not replace:
+            raise FileExistsError(17, "already exists", str(path))
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    os.replace(tmp, path)
+    return path
 
 
 def is_temporary(path: str | Path) -> bool:

@@ -9,7 +9,6 @@ work folder (:func:`~unetkit.inference.writers.work_dir`) and renamed into place
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import publish_folder
 from ..data.io import write_image
 from ..data.lazy import ImageSource
 from ..errors import DataError
 from ..safety import require_writable
 from ..viz import contour_overlay
 from .predictor import Predictor
-from .writers import Plane, remove_stale_work, remove_tree, save
+from .writers import Plane, remove_stale_work, save
 
 __all__ = [
     "PredictedFile",
@@ -211,10 +211,7 @@ def instance_dtype(objects: int | None) -> np.dtype:
 
 def publish_group(group: Path, final: Path) -> Path:
     """Move a finished zarr group from its work folder onto ``final`` (a result of ours, replaced whole)."""
-    if final.exists():
-        remove_tree(final)
-    os.replace(group, final)
-    return final
+    return publish_folder(group, final)
 
 
 def _probs_reader(probs: Any, i: int) -> Any:
