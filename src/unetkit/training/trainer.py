@@ -31,6 +31,34 @@ def _budget_spent(st: TrainState, budget: float | None, epochs: int) -> bool:
     return False
 
 
+def _validated_row(
+    setup: TrainingSetup, st: TrainState, ctx: DistContext, epoch: int, t0: float, data_wait: float, tile: int
+) -> dict[str, float]:
+    """Validate after an epoch; the epoch's row of metrics.csv (losses averaged over every rank's steps)."""
+    step = setup.step
+    t_val = time.perf_counter()
+    val = validate(
+        step.model,
+        setup.preprocessing,
+        setup.store,
+        setup.val_views,
+        step.device,
+        setup.cfg.train.amp,
+        tile,
+        ctx,
+    )
+    loss_sum, loss_n = ctx.sum([float(sum(st.epoch_losses)), len(st.epoch_losses)])
+    return {
+        "epoch": epoch,
+        "train_loss": loss_sum / loss_n,
+        **val,
+        "lr": step.optimizer.param_groups[0]["lr"],
+        "seconds": time.perf_counter() - t0,
+        "val_seconds": time.perf_counter() - t_val,
+        "data_wait": data_wait,
+    }
+
+
 def fit(
     setup: TrainingSetup,
     folder: RunFolder,
@@ -60,27 +88,7 @@ def fit(
             bar.set_description(f"epoch {epoch}/{cfg.train.epochs}")
             t0 = time.perf_counter()
             seconds, wait = train_epoch(step, setup.dataset, st, cfg, epoch, ctx, bar, stop, last_val)
-            t_val = time.perf_counter()
-            val = validate(
-                step.model,
-                setup.preprocessing,
-                setup.store,
-                setup.val_views,
-                step.device,
-                cfg.train.amp,
-                tile,
-                ctx,
-            )
-            loss_sum, loss_n = ctx.sum([float(sum(st.epoch_losses)), len(st.epoch_losses)])
-            row = {
-                "epoch": epoch,
-                "train_loss": loss_sum / loss_n,
-                **val,
-                "lr": step.optimizer.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - t0,
-                "val_seconds": time.perf_counter() - t_val,
-                "data_wait": wait / max(seconds, 1e-9),
-            }
+            row = _validated_row(setup, st, ctx, epoch, t0, wait / max(seconds, 1e-9), tile)
             best = st.end_epoch(row)
             if ctx.is_main:
                 if best:
