@@ -170,6 +170,7 @@ def predict_one(
                     lambda where, values: labels.__setitem__(where, values),
                     predictor.instances,
                     context=object_context,
+                    out_read=lambda where: np.asarray(labels[where]),
                     progress=progress,
                 )
             else:

@@ -235,6 +235,7 @@ def instances_blockwise(
     *,
     block: int = 2048,
     context: int = 128,
+    out_read: Callable[[tuple[slice, ...]], np.ndarray] | None = None,
     progress: bool = False,
 ) -> int:
     """Instance labels of an image too large for memory, block by block, with one ID per object.
@@ -246,21 +247,32 @@ def instances_blockwise(
     global IDs, the rank of their object's first pixel. So an object crossing block borders gets one ID as long
     as it is smaller than ``context`` (as StarDist's ``predict_instances_big``), and the IDs equal
     :func:`first_pixel_order` of a whole-image labelling, whatever the block size or the order the regions are
-    done in. ``read(slices)`` reads classes, ``write(slices, labels)`` writes labels. Returns the number of
-    objects.
+    done in. ``read(slices)`` reads classes, ``write(slices, labels)`` writes labels; with ``out_read(slices)``
+    (reading them back) each block is labelled once, its local labels parked in the output between the passes
+    (Dask tasks label twice instead: they share no state). Returns the number of objects.
     """
     from tqdm.auto import tqdm
 
     regions = block_regions(tuple(shape), block)
     bar = tqdm(total=2 * len(regions), desc="instances", unit="block", disable=not progress, leave=False)
-    candidates = []
-    for region in regions:
-        candidates.append(region_objects(read, tuple(shape), region, context, label).candidates())
-        bar.update(1)
-    table = first_pixel_table(candidates, context)
+    candidates, kept = [], []
     for region in regions:
         objects = region_objects(read, tuple(shape), region, context, label)
-        write(region_slices(region), objects.global_ids(table).astype(np.int32))
+        candidates.append(objects.candidates())
+        if out_read is not None:  # park the local labels in the output; pass 2 renumbers them in place
+            write(region_slices(region), objects.core.astype(np.int32))
+            kept.append(objects.firsts)
+        bar.update(1)
+    table = first_pixel_table(candidates, context)
+    for i, region in enumerate(regions):
+        where = region_slices(region)
+        if out_read is not None:
+            objects = RegionObjects(
+                np.asarray(out_read(where)), kept[i], np.zeros(0, np.int64), tuple(shape), region
+            )
+        else:
+            objects = region_objects(read, tuple(shape), region, context, label)
+        write(where, objects.global_ids(table).astype(np.int32))
         bar.update(1)
     bar.close()
     return len(table)
