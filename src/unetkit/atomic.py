@@ -29,6 +29,7 @@ __all__ = [
     "atomic_write_text",
     "is_temporary",
     "publish_folder",
+    "temporary_of",
 ]
 
 #: the names of temporaries: a leading dot, the real name, a random part (mkstemp's 8 characters)
@@ -119,6 +120,13 @@ def publish_folder(tmp: str | Path, path: str | Path, *, replace: bool = True) -
     return path
 
 
+def temporary_of(path: str | Path) -> str | None:
+    """The file name a temporary (``.NAME.xxxxxxxx[.sfx]``, left by a write a kill cut short) was written for,
+    or None if ``path`` does not look like one."""
+    found = _TEMPORARY.match(Path(path).name)
+    return found.group("name") if found else None
+
+
 def is_temporary(path: str | Path) -> bool:
-    """Whether ``path`` is a temporary left by a write that a kill cut short (``.NAME.xxxxxxxx[.sfx]``)."""
-    return _TEMPORARY.match(Path(path).name) is not None
+    """Whether ``path`` looks like a temporary of :func:`atomic_path` (see :func:`temporary_of`)."""
+    return temporary_of(path) is not None

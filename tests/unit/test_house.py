@@ -17,7 +17,7 @@ import torch
 
 import unetkit
 from unetkit import PredictConfig, Predictor, UNet, read_image, save_checkpoint, synth_nuclei, write_image
-from unetkit.atomic import atomic_folder, atomic_path, atomic_write_text, is_temporary
+from unetkit.atomic import atomic_folder, atomic_path, atomic_write_text, is_temporary, temporary_of
 from unetkit.cli.main import build_parser
 from unetkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
 from unetkit.data.masks import MaskEncoding
@@ -133,6 +133,7 @@ def test_atomic_writes_leave_the_old_file_or_the_new_one_never_a_part(tmp_path):
     with pytest.raises(FileExistsError), atomic_folder(folder):
         pass
     assert is_temporary(".best.pt.ab12cd34.tmp") and not is_temporary("best.pt")
+    assert temporary_of(".metrics.csv.x_9Kq2Lm.tmp") == "metrics.csv" and temporary_of(".DS_Store") is None
 
 
 def test_run_config_and_evaluation_files_are_written_atomically(tmp_path):
@@ -254,3 +255,14 @@ def test_the_report_escapes_file_names(tmp_path):
     result = evaluate(tmp_path / "pred", tmp_path / "truth", mode="semantic")
     html = write_report(result, tmp_path / "report").read_text()
     assert "a&lt;b&gt;&amp;&#x27;c" in html and "a<b>" not in html
+
+
+def test_resume_removes_only_the_temporaries_of_run_files(tmp_path):
+    from unetkit.errors import DataError
+    from unetkit.training.run_folder import RunFolder
+
+    (tmp_path / ".last.pt.ab12cd34.tmp").write_bytes(b"cut short")
+    (tmp_path / ".notes.20261201").write_text("the user's own")  # looks like a temporary, is not ours
+    with pytest.raises(DataError, match="no last.pt"):
+        RunFolder(tmp_path).load_resume()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.20261201"]

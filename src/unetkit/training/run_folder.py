@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_path, is_temporary
+from ..atomic import atomic_path, temporary_of
 from ..checkpoint import load_checkpoint
 from ..config import RunConfig
 from ..errors import DataError
@@ -77,9 +77,10 @@ class RunFolder:
                         f.unlink()
 
     def load_resume(self) -> dict[str, Any]:
-        """``last.pt``'s payload for ``--resume`` (temporaries of a write cut short by a kill are removed)."""
+        """``last.pt``'s payload for ``--resume`` (temporaries of run files whose write a kill cut short are
+        removed; nothing else)."""
         for stale in self.path.glob(".*"):
-            if stale.is_file() and is_temporary(stale):
+            if stale.is_file() and temporary_of(stale) in RUN_FILES:
                 stale.unlink()
         if not self.last.is_file():
             raise DataError(
