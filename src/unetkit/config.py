@@ -265,6 +265,13 @@ class TrainConfig:
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", default_text="auto: CUDA when present")
     amp: bool = option(True, "mixed precision on CUDA (ignored on the CPU)")
     num_workers: int = option(0, "DataLoader worker processes", aliases=("--workers",))
+    init: str | None = option(
+        None,
+        "fine-tune: start from this model (RUN or RUN/best.pt): its architecture, normalisation and weights; "
+        "the input layer is adapted and the output layer starts anew when channels or classes differ",
+        metavar="MODEL",
+        default_text="none: train from scratch",
+    )
 
 
 @dataclass

@@ -15,6 +15,7 @@ from ..planning import (
     DEFAULT_BUDGET,
     parse_duration,
 )
+from ..training.init import init_config
 from ..workflows.plan import plan_for_training
 from ..workflows.train import train
 from .common import add_data_args, add_progress, config_with_data_args, reading_config
@@ -61,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_data_args(p)
     g = p.add_argument_group("training")
     add_options(g, "train", ("epochs", "steps_per_epoch", "batch_size", "lr", "loss", "patience", "seed"))
-    add_options(g, "train", ("device", "num_workers", "amp"))
+    add_options(g, "train", ("device", "num_workers", "amp", "init"))
     add_options(g, "data", ("val_fraction", "augment"))
     a = p.add_argument_group("augmentation (image, mask and weight map alike; seeded)")
     add_options(a, "data", AUGMENTATION)
@@ -203,6 +204,10 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else default_run_dir(args.data)
         planned, measured = planned_config(args, out)
         cfg = config_from_args(args, planned)
+        if cfg.train.init:  # the model's architecture and normalisation, said before training is announced
+            cfg, _, notes = init_config(cfg, lr_given=args.lr is not None)
+            for note in notes:
+                log.info("%s", note)
         if args.time_budget and (args.config or args.no_plan):
             cfg.train = replace(cfg.train, time_budget=parse_duration(args.time_budget))
         if int(os.environ.get("RANK", "0")) == 0:

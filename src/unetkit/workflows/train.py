@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig, check_config, load_config
+from ..config import RunConfig, TrainConfig, check_config, load_config
 from ..data.checks import DataReport, check_dataset
 from ..data.layouts import read_descriptor
 from ..data.normalize import Normalizer
@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..losses import get_loss
 from ..safety import guard_outputs, sample_files
 from ..training.distributed import init_distributed, spawn
+from ..training.init import init_config, load_initial_weights
 from ..training.run_folder import RunFolder
 from ..training.setup import build_training, num_classes_for
 from ..training.state import TrainResult, TrainState
@@ -80,6 +81,10 @@ def train(
         cfg = dataclasses.replace(cfg)  # never mutate the caller's object
     if epochs is not None:
         cfg.train = dataclasses.replace(cfg.train, epochs=epochs)
+    init_notes: list[str] = []
+    init_payload = None
+    if cfg.train.init and payload is None:  # a resumed run restores its own weights
+        cfg, init_payload, init_notes = init_config(cfg, lr_given=cfg.train.lr != TrainConfig().lr)
     check_config(cfg)
     _check_loss(cfg)
     device = resolve_device(cfg.train.device)
@@ -98,6 +103,10 @@ def train(
         folder.prepare(overwrite)
     ctx.barrier()
     setup = build_training(cfg, report, normalizer, data, device, ctx)
+    if init_payload is not None:
+        init_notes += load_initial_weights(setup.model, init_payload, cfg.train.init or "")
+        for note in init_notes if ctx.is_main else []:
+            log.info("%s", note)
     st = TrainState()
     if payload is not None:
         st = setup.restore(payload)

@@ -1,0 +1,125 @@
+"""Fine-tuning: a new run that starts from a trained model's weights (``--init RUN/best.pt``).
+
+The architecture and the normalisation are the model's own (its weights expect them); the data decides the
+input channels and the classes. Weights are copied wherever the shapes agree. When the channels differ, the
+input layer is adapted rather than thrown away (grey → colour: the weights shared out over the channels;
+colour → grey: summed), as timm adapts pretrained stems; when the classes differ, the output layer starts anew.
+Each such change is said in a note.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import load_checkpoint, resolve_model_path
+from ..config import ModelConfig, RunConfig
+from ..errors import CheckpointError, ConfigError
+
+__all__ = ["FINE_TUNE_LR", "INIT_ARCH_FIELDS", "init_config", "load_initial_weights"]
+
+#: the learning rate of a fine-tuning run unless --lr is given: a fifth of training from scratch (Adam)
+FINE_TUNE_LR = 2e-4
+#: the fields of the model configuration that come from the initial model
+INIT_ARCH_FIELDS = tuple(
+    f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("in_channels", "num_classes")
+)
+
+
+def init_config(cfg: RunConfig, lr_given: bool) -> tuple[RunConfig, dict[str, Any], list[str]]:
+    """``cfg`` with the initial model's architecture and normalisation (and the fine-tuning learning rate
+    unless ``lr_given``); returns the loaded checkpoint and notes saying what changed."""
+    assert cfg.train.init is not None
+    path = resolve_model_path(cfg.train.init)
+    if path.suffix.lower() == ".onnx":
+        raise ConfigError(f"--init {path}: an ONNX file holds no trainable weights; give RUN or RUN/best.pt")
+    payload = load_checkpoint(path)
+    hparams = dict(payload["model"]["hparams"])
+    notes = []
+    model_changes = {"arch": payload["model"]["name"]}
+    model_changes.update({k: hparams[k] for k in INIT_ARCH_FIELDS if k in hparams})
+    changed = {k: v for k, v in model_changes.items() if getattr(cfg.model, k) != v}
+    if changed:
+        notes.append(
+            f"--init {path}: its architecture is used ("
+            + ", ".join(f"{k} {getattr(cfg.model, k)} → {v}" for k, v in changed.items())
+            + ")"
+        )
+    cfg.model = dataclasses.replace(cfg.model, **model_changes)
+    norm = (payload.get("preprocessing") or {}).get("normalization") or {}
+    if norm.get("method"):
+        fields = {
+            "normalization": norm["method"],
+            "norm_low": norm.get("low", cfg.data.norm_low),
+            "norm_high": norm.get("high", cfg.data.norm_high),
+            "norm_scale": norm.get("scale", cfg.data.norm_scale),
+        }
+        if any(getattr(cfg.data, k) != v for k, v in fields.items()):
+            notes.append(f"--init {path}: its normalisation is used ({norm['method']})")
+        cfg.data = dataclasses.replace(cfg.data, **fields)
+    if not lr_given:
+        cfg.train = dataclasses.replace(cfg.train, lr=FINE_TUNE_LR)
+        notes.append(f"fine-tuning: learning rate {FINE_TUNE_LR:g} (--lr to choose)")
+    return cfg, payload, notes
+
+
+def load_initial_weights(model: torch.nn.Module, payload: dict[str, Any], source: str | Path) -> list[str]:
+    """Copy the checkpoint's weights into ``model`` wherever shapes agree, adapting the input layer to other
+    channel counts; returns notes on every layer that could not be copied as it was."""
+    old = payload["state_dict"]
+    old_in = int(payload["model"]["hparams"].get("in_channels") or 1)
+    new_state = model.state_dict()
+    new_in = int(getattr(model, "hparams", {}).get("in_channels") or 1)
+    adapted, fresh, copied = [], [], 0
+    for key, target in new_state.items():
+        weight = old.get(key)
+        if weight is None:
+            fresh.append(key)
+        elif weight.shape == target.shape:
+            new_state[key] = weight.to(target.dtype)
+            copied += 1
+        elif _input_weight(weight, target, old_in, new_in):
+            new_state[key] = _adapt_channels(weight, new_in).to(target.dtype)
+            adapted.append(key)
+        else:
+            fresh.append(key)
+    if not copied:
+        raise CheckpointError(
+            f"--init {source}: no layer of the model fits this network; is it a unetkit model?"
+        )
+    model.load_state_dict(new_state)
+    notes = []
+    if adapted:
+        notes.append(
+            f"--init {source}: the input layer was adapted from {old_in} to {new_in} channel(s) ({len(adapted)} "
+            "tensor(s))"
+        )
+    if fresh:
+        layers = sorted({k.rsplit(".", 1)[0] for k in fresh})
+        notes.append(
+            f"--init {source}: {', '.join(layers[:4])}{' …' if len(layers) > 4 else ''} start(s) anew (the "
+            "classes or the layer shapes differ); every other layer starts from the model"
+        )
+    return notes
+
+
+def _input_weight(old: torch.Tensor, new: torch.Tensor, old_in: int, new_in: int) -> bool:
+    """A convolution weight that reads the input: only its input-channel axis differs, as the channels do."""
+    return (
+        old.ndim == new.ndim >= 3
+        and old.shape[1] == old_in
+        and new.shape[1] == new_in
+        and old.shape[:1] + old.shape[2:] == new.shape[:1] + new.shape[2:]
+    )
+
+
+def _adapt_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grey → several channels: the weights shared out over them (the same response to a grey image);
+    several → one: summed."""
+    if channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    mean = weight.mean(dim=1, keepdim=True)
+    return mean.repeat(1, channels, *([1] * (weight.ndim - 2))) * (weight.shape[1] / channels)

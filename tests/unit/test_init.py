@@ -1,0 +1,74 @@
+"""Fine-tuning's start: weights copied where shapes agree, the input layer adapted to other channel counts, the
+output layer anew for other classes, the architecture and normalisation taken from the model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unetkit import save_checkpoint
+from unetkit.config import ModelConfig, RunConfig, TrainConfig
+from unetkit.errors import CheckpointError
+from unetkit.models import create_model
+from unetkit.training.init import FINE_TUNE_LR, init_config, load_initial_weights
+
+PREP = {"in_channels": 1, "num_classes": 1, "normalization": {"method": "fixed", "scale": 4095.0}}
+
+
+def _payload(arch="unet", in_channels=1, num_classes=1, **kw):
+    torch.manual_seed(0)
+    net = create_model(arch, in_channels=in_channels, num_classes=num_classes, depth=2, base_channels=4, **kw)
+    return net, {"model": {"name": arch, "hparams": dict(net.hparams)}, "state_dict": net.state_dict()}
+
+
+@pytest.mark.parametrize("arch", ["unet", "residual-unet", "attention-unet", "unet++"])
+def test_matching_shapes_start_exactly_from_the_model(arch):
+    old, payload = _payload(arch)
+    torch.manual_seed(1)
+    new = create_model(arch, in_channels=1, num_classes=1, depth=2, base_channels=4)
+    assert load_initial_weights(new, payload, "m.pt") == []
+    for key, value in old.state_dict().items():
+        assert torch.equal(new.state_dict()[key], value), key
+
+
+def test_a_grey_model_reads_colour_images_as_it_read_grey_ones():
+    old, payload = _payload()
+    new = create_model("unet", in_channels=3, num_classes=1, depth=2, base_channels=4)
+    notes = load_initial_weights(new, payload, "m.pt")
+    assert any("adapted from 1 to 3 channel(s)" in n for n in notes)
+    grey = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            new.eval()(grey.repeat(1, 3, 1, 1)), old.eval()(grey), atol=1e-5, rtol=1e-4
+        )
+
+
+def test_other_classes_get_a_new_output_layer_and_keep_the_rest():
+    old, payload = _payload()
+    new = create_model("unet", in_channels=1, num_classes=3, depth=2, base_channels=4)
+    notes = load_initial_weights(new, payload, "m.pt")
+    assert any("head start(s) anew" in n for n in notes)
+    assert torch.equal(new.state_dict()["inc.0.0.weight"], old.state_dict()["inc.0.0.weight"])
+    assert new.state_dict()["head.weight"].shape[0] == 3
+
+
+def test_a_model_that_fits_nowhere_is_refused():
+    _, payload = _payload()
+    payload["state_dict"] = {"something.else": torch.zeros(3)}
+    with pytest.raises(CheckpointError, match="no layer"):
+        load_initial_weights(create_model("unet", depth=2, base_channels=4), payload, "m.pt")
+
+
+def test_the_run_takes_the_models_architecture_normalisation_and_a_fine_tuning_rate(tmp_path):
+    torch.manual_seed(0)
+    net = create_model("attention-unet", in_channels=1, num_classes=1, depth=3, base_channels=8)
+    ckpt = save_checkpoint(tmp_path / "m.pt", net, model_name="attention-unet", preprocessing=PREP)
+    cfg = RunConfig(model=ModelConfig(depth=4, base_channels=16), train=TrainConfig(init=str(ckpt)))
+    cfg, payload, notes = init_config(cfg, lr_given=False)
+    assert (cfg.model.arch, cfg.model.depth, cfg.model.base_channels) == ("attention-unet", 3, 8)
+    assert (cfg.data.normalization, cfg.data.norm_scale) == ("fixed", 4095.0)
+    assert cfg.train.lr == FINE_TUNE_LR and payload["model"]["name"] == "attention-unet"
+    assert any("architecture is used" in n for n in notes) and any("normalisation" in n for n in notes)
+    ckpt.rename(tmp_path / "best.pt")  # a run folder is a model too
+    kept, _, _ = init_config(RunConfig(train=TrainConfig(init=str(tmp_path), lr=5e-4)), lr_given=True)
+    assert kept.train.lr == 5e-4 and kept.model.arch == "attention-unet"
