@@ -296,6 +296,13 @@ class PredictConfig:
         False, "test-time augmentation: average over 8 flips/rotations of each tile (8x the time)"
     )
     min_size: int = option(8, "drop objects under this many pixels")
+    diameter: str | None = option(
+        None,
+        "the objects' diameter in pixels in these images, or auto (estimated by a first pass): the image is "
+        "rescaled so its objects match the size the model learnt, and the result mapped back",
+        metavar="D",
+        default_text="none: the image as it is",
+    )
     precision: str = option(
         "auto",
         "auto: bfloat16 on CPUs with native bfloat16 (about 2x faster here), else float32",

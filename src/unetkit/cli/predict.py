@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="refuse an image whose row of tiles needs more memory than this, in GiB, before anything is "
         "allocated (default: half the memory available)",
     )
-    add_options(p, "predict", ("min_size",))
+    add_options(p, "predict", ("min_size", "diameter"))
     p.add_argument(
         "--object-context",
         type=int,

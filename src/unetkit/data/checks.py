@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
@@ -45,6 +46,7 @@ class DataReport:
     instances: list[int] = field(default_factory=list)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    object_diameter: float | None = None  # median equivalent diameter of the masks' objects, in pixels
 
     @property
     def ok(self) -> bool:
@@ -163,6 +165,7 @@ class _Tally:
     alpha_noted: bool = False
     small_noted: bool = False
     usable: list[Sample] = field(default_factory=list)
+    diameters: list[np.ndarray] = field(default_factory=list)  # equivalent diameters of the masks' objects
 
     def __post_init__(self) -> None:
         self.class_pixels = np.zeros(self.n_classes, np.int64)
@@ -206,6 +209,8 @@ def check_dataset(
     _check_empty_masks(root, report, tally)
     report.encoding = encoding
     report.class_pixels = tally.class_pixels
+    found = np.concatenate(tally.diameters) if tally.diameters else np.zeros(0)
+    report.object_diameter = round(float(np.median(found)), 2) if len(found) else None
     report.samples = tally.usable if not report.problems else layout.samples
     return report
 
@@ -288,6 +293,9 @@ def _check_mask(
             report.empty_masks.append(s.mask_label)
         if encoding.name == "instances":
             report.instances.append(int(len(np.unique(mask)) - (1 if (mask == 0).any() else 0)))
+            tally.diameters.append(object_diameters(np.where(target == IGNORE, 0, mask), volumes))
+        else:
+            tally.diameters.append(object_diameters(ndi.label((target > 0) & (target != IGNORE))[0], volumes))
         return True
     if not volumes and mask.ndim == 3 and not all(np.array_equal(mask[..., 0], mask[..., c]) for c in (1, 2)):
         tally.raw_rgb.append(s.mask_label)
@@ -297,6 +305,7 @@ def _check_mask(
         tally.raw_values.update(np.unique(m).tolist())
     nz = int(np.count_nonzero(m))
     tally.raw_counts += (m.size - nz, nz)
+    tally.diameters.append(object_diameters(ndi.label(m != 0)[0], volumes))
     if nz == 0:
         report.empty_masks.append(s.mask_label)
     return True
@@ -377,3 +386,12 @@ def _check_empty_masks(root: Path, report: DataReport, tally: _Tally) -> None:
             f"{len(report.empty_masks)} of {len(usable)} mask(s) are empty"
             + (f" (first 20 listed above, {more} more)" if more > 0 else "")
         )
+
+
+def object_diameters(labels: np.ndarray, volume: bool = False, min_size: int = 4) -> np.ndarray:
+    """Equivalent diameters in pixels of the objects of a label image (a disc, or for volumes a ball, of the
+    same area); specks under ``min_size`` pixels are not objects. Labels may be any integers (never an array
+    as long as the largest)."""
+    _, sizes = np.unique(labels[labels > 0], return_counts=True)
+    sizes = sizes[sizes >= min_size].astype(np.float64)
+    return (6 * sizes / np.pi) ** (1 / 3) if volume else 2 * np.sqrt(sizes / np.pi)

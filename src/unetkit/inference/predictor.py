@@ -33,6 +33,7 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..models.blocks import fold_batch_norms
 from .blending import BLEND_MODES, importance_map
 from .postprocess import first_pixel_order, instances_from_classes
+from .scale import NEGLIGIBLE, estimate_diameter, factor_for, parse_diameter, rescale, resize_to
 from .tiling import Tile, plan_blend_tiles, plan_tiles, read_window
 
 __all__ = ["BLENDS", "ENGINES", "PRECISIONS", "Predictor", "default_tile", "resolve_precision"]
@@ -129,6 +130,7 @@ class Predictor:
         min_size: int = _DEFAULTS.min_size,
         fuse: bool = False,
         compile: bool = _DEFAULTS.compile,
+        diameter: float | str | None = _DEFAULTS.diameter,
     ) -> None:
         if not 0 <= overlap < 1:
             raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
@@ -139,6 +141,13 @@ class Predictor:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.preprocessing = dict(preprocessing)
+        self.diameter = parse_diameter(diameter)
+        self.trained_diameter: float | None = self.preprocessing.get("object_diameter")
+        if self.diameter is not None and not self.trained_diameter:
+            raise ConfigError(
+                "--diameter: this model does not record the size of the objects it learnt (it was trained before "
+                "unetkit recorded it); train it again, or drop --diameter"
+            )
         self.normalizer = Normalizer.from_dict(self.preprocessing["normalization"])
         self.batch_size = int(batch_size)
         self.threshold = float(threshold)
@@ -268,9 +277,22 @@ class Predictor:
         if prepared:
             x = np.asarray(image, np.float32)
             stats = (np.zeros(x.shape[0], np.float32), np.ones(x.shape[0], np.float32))
-        else:
-            x = self.channels_first(image, name)
-            stats = self.normalizer.statistics(x)
+            return self._proba(x, stats, name, tta, progress)
+        return self.proba_channels_first(self.channels_first(image, name), name, tta=tta, progress=progress)
+
+    def proba_channels_first(
+        self, x: np.ndarray, name: str | Path = "image", *, tta: bool | None = None, progress: bool = False
+    ) -> np.ndarray:
+        """:meth:`predict_proba` of raw pixels already ``(C, *spatial)`` with the model's channels, rescaled
+        to the model's object size first when a ``diameter`` is set."""
+        stats = self.normalizer.statistics(x)
+        if self.diameter is None:
+            return self._proba(x, stats, name, tta, progress)
+        return self._rescaled_proba(x, stats, name, tta, progress)
+
+    def _proba(
+        self, x: np.ndarray, stats: Any, name: str | Path, tta: bool | None, progress: bool
+    ) -> np.ndarray:
         out = np.empty((self.num_classes, *x.shape[1:]), np.float32)
 
         def keep(y0: int, y1: int, rows: np.ndarray) -> None:
@@ -278,6 +300,32 @@ class Predictor:
 
         self.stream(x, keep, stats=stats, tta=tta, progress=progress, name=name)
         return out
+
+    def _rescaled_proba(
+        self, x: np.ndarray, stats: Any, name: str | Path, tta: bool | None, progress: bool
+    ) -> np.ndarray:
+        """``--diameter``: predict ``x`` zoomed so its objects have the size the model learnt, map it back."""
+        trained = float(self.trained_diameter or 0)
+        diameter = self.diameter
+        if diameter == "auto":
+            first = self._proba(x, stats, name, tta, progress)
+            found = estimate_diameter(self.instances(self.to_labels(first)), volume=x.ndim == 4)
+            if found is None:
+                log.info("%s: --diameter auto found no objects; the image is kept at its scale", name)
+                return first
+            log.info(
+                "%s: objects about %.1f px across (estimated); the model learnt %.1f px", name, found, trained
+            )
+            factor = factor_for(found, trained)
+            if abs(factor - 1) < NEGLIGIBLE:
+                return first
+        else:
+            assert isinstance(diameter, float)
+            factor = factor_for(diameter, trained)
+            if abs(factor - 1) < NEGLIGIBLE:
+                return self._proba(x, stats, name, tta, progress)
+        probs = self._proba(rescale(x, factor), stats, name, tta, progress)
+        return resize_to(probs, tuple(x.shape[1:]))
 
     def predict(self, image: np.ndarray, name: str | Path = "image") -> np.ndarray:
         """Class indices ``(H, W)`` uint8: 0/1 for a binary model (probability >= threshold), else argmax."""

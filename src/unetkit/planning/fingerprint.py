@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..config import DATASET_KEYS, DataConfig
-from ..data.checks import check_dataset
+from ..data.checks import check_dataset, object_diameters
 from ..data.io import collapse_gray, to_channels_first
 from ..data.layouts import read_descriptor, read_sample_image, read_sample_mask
 from ..data.masks import IGNORE, compact_labels, encode_mask
@@ -136,18 +136,15 @@ class _Measurements:
         return ndi.label((target > 0) & (target != IGNORE))[0]
 
     def _objects(self, labels: np.ndarray) -> None:
-        sizes = np.bincount(labels.ravel())[1:]
-        sizes = sizes[sizes >= 4]  # specks are not objects
-        self.objects += len(sizes)
+        diameters = object_diameters(labels, self.volumes)  # specks are not objects
+        self.objects += len(diameters)
+        self.diameters.extend(diameters)
         if self.volumes:
-            self.diameters.extend((6 * sizes / math.pi) ** (1 / 3))
             for box in ndi.find_objects(labels):
                 if box is not None:
                     dz, dy, dx = (b.stop - b.start for b in box)
                     if dy * dx >= 16:
                         self.ratios.append((dy + dx) / 2 / dz)
-        else:
-            self.diameters.extend(2 * np.sqrt(sizes / math.pi))
 
 
 def _intensity(stack: np.ndarray) -> list[dict[str, float]]:

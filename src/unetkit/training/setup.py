@@ -164,9 +164,13 @@ def _step(model: torch.nn.Module, cfg: RunConfig, device: torch.device, ctx: Dis
     )
 
 
-def _preprocessing(cfg: RunConfig, encoding: MaskEncoding, normalizer: Normalizer) -> dict[str, Any]:
-    """What a checkpoint needs to rebuild the model's input and output, and how its truth was read."""
+def _preprocessing(
+    cfg: RunConfig, encoding: MaskEncoding, normalizer: Normalizer, object_diameter: float | None
+) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild the model's input and output, how its truth was read, and the scale
+    of the objects it learnt (``predict --diameter`` rescales other images to it)."""
     return {
+        "object_diameter": object_diameter,
         "in_channels": cfg.model.in_channels,
         "num_classes": cfg.model.num_classes,
         "normalization": normalizer.to_dict(),
@@ -239,7 +243,7 @@ def build_training(
         seed=cfg.train.seed,
     )
     step = _step(model, cfg, device, ctx)
-    preprocessing = _preprocessing(cfg, encoding, normalizer)
+    preprocessing = _preprocessing(cfg, encoding, normalizer, report.object_diameter)
     meta = {"patch_in": patch_in, "patch_out": patch_out, "data": str(data), "split": note}
     return TrainingSetup(
         cfg, store, train_views, val_views, dataset, step, preprocessing, meta, patch_in, volumes
