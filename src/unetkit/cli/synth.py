@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.synthetic import synthesize_dataset
+from ..data.synthetic import STYLES, synthesize_dataset
 from ..errors import ConfigError
 
 
@@ -41,6 +41,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="make volumes of this many slices (TIFF z-stacks, synth_nuclei_3d) instead of images",
     )
+    p.add_argument(
+        "--style",
+        choices=STYLES,
+        default="default",
+        help="default: DSB-like fluorescence crops; random: each image drawn from the domain-randomised family "
+        "(nuclei ~6-60 px, sparse to packed, dim to saturated, clean to noisy, hazy, 8/12/16-bit); held-out: "
+        "ranges that family never draws, to test generalisation (default: default)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
     p.set_defaults(run=run)
 
@@ -56,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         mask_format=args.mask_format,
         overwrite=args.overwrite,
         depth=args.depth,
+        style=args.style,
     )
     kind = "volumes" if args.depth else "images"
     print(f"wrote {args.n} {kind} to {out}/images and their instance masks to {out}/masks")

@@ -22,8 +22,12 @@ from .layouts import DESCRIPTOR
 from .weights import count_touching_pairs, touching_pairs
 
 __all__ = [
+    "STYLES",
+    "STYLE_VERSION",
     "SynthParams",
     "count_touching_pairs",
+    "random_style",
+    "style_of",
     "synth_nuclei",
     "synth_nuclei_3d",
     "synthesize_dataset",
@@ -47,6 +51,8 @@ class SynthParams:
     photons: tuple[float, float] = (40.0, 250.0)  # photons at brightness 1: sets the shot noise
     read_noise: tuple[float, float] = (0.005, 0.03)
     background: tuple[float, float] = (0.03, 0.12)
+    haze: tuple[float, float] = (0.0, 0.0)  # out-of-focus light: the nuclei blurred widely, times this
+    bits: int = 8  # 8: uint8 (signal x 200); 12 or 16: uint16 (4095 or 65535 full scale)
 
 
 def synth_nuclei(
@@ -125,12 +131,16 @@ def synth_nuclei(
     )
     blotches = blotches[:h, :w] / (np.abs(blotches).max() + 1e-6)
     background = rng.uniform(*p.background) * (1.0 + 0.5 * ramp + 0.3 * blotches)
+    if p.haze[1] > 0:  # light from out-of-focus nuclei: the signal blurred widely
+        background = background + rng.uniform(*p.haze) * ndi.gaussian_filter(signal, 4 * max(p.radius))
     clean = ndi.gaussian_filter(signal, rng.uniform(*p.blur_sigma)) + background
     photons = rng.uniform(*p.photons)
     noisy = rng.poisson(np.clip(clean, 0, None) * photons).astype(np.float32) / photons
     noisy += rng.normal(0.0, rng.uniform(*p.read_noise), size=(h, w)).astype(np.float32)
-    image = np.clip(noisy * 200.0, 0, 255).astype(np.uint8)
-    return image, labels
+    if p.bits == 8:
+        return np.clip(noisy * 200.0, 0, 255).astype(np.uint8), labels
+    top = 2**p.bits - 1  # dim and saturated objects alike: values clip at the camera's full scale
+    return np.clip(noisy * 0.78 * top, 0, top).astype(np.uint16), labels
 
 
 def _draw(
@@ -236,6 +246,58 @@ def _relabel_sequential(labels: np.ndarray) -> np.ndarray:
     return lut[labels]
 
 
+#: the version of the style family below: recorded with anything trained on it (a change means new data)
+STYLE_VERSION = 1
+#: the generator styles: ``default`` (:class:`SynthParams`), ``random`` (the training family) and
+#: ``held-out`` (parameter ranges the training family never draws, to measure generalisation honestly)
+STYLES = ("default", "random", "held-out")
+
+
+def random_style(rng: np.random.Generator, held_out: bool = False) -> SynthParams:
+    """One style of the domain-randomised family: nuclei from ~6 to ~60 px across, sparse to packed clusters,
+    dim to saturated, clean confocal to noisy wide-field, flat to hazy backgrounds, 8/12/16-bit.
+
+    ``held_out``: styles whose centres lie where the training family never draws them: the largest nuclei
+    (typical radius 26-32 px; training: 3-20), the noisiest cameras (8-13 photons at full brightness, so every
+    image stays under the training family's lowest 16; training: 20-400) and the haziest backgrounds (haze
+    0.5-0.8; training: 0-0.4); each held-out style takes at least one of the three."""
+    radius = float(np.exp(rng.uniform(np.log(3.0), np.log(20.0))))
+    photons = float(np.exp(rng.uniform(np.log(20.0), np.log(400.0))))
+    haze = float(rng.uniform(0.0, 0.4)) if rng.random() < 0.5 else 0.0
+    if held_out:
+        shifted = rng.permutation(3)[: int(rng.integers(1, 4))]
+        radius = float(rng.uniform(26.0, 32.0)) if 0 in shifted else radius
+        photons = float(rng.uniform(8.0, 13.0)) if 1 in shifted else photons
+        haze = float(rng.uniform(0.5, 0.8)) if 2 in shifted else haze
+    density = float(np.exp(rng.uniform(np.log(0.1), np.log(0.6))))  # share of the area covered by nuclei
+    per_mpx = density * 1e6 / (np.pi * radius**2)
+    clustered = float(rng.uniform(0.0, 0.8))
+    dim = float(rng.uniform(0.08, 0.5))
+    return SynthParams(
+        radius=(0.7 * radius, 1.3 * radius),
+        aspect=(float(rng.uniform(0.35, 0.8)), 1.0),
+        nuclei_per_mpx=per_mpx * (1 - clustered),
+        clusters_per_mpx=per_mpx * clustered / 3.5,
+        cluster_size=(2, int(rng.integers(3, 9))),
+        brightness=(dim, float(rng.uniform(dim + 0.2, 1.6))),  # above 1: saturates at full scale
+        blur_sigma=(0.5, float(rng.uniform(0.8, 3.0))),
+        photons=(0.8 * photons, 1.2 * photons),
+        read_noise=(0.002, float(rng.uniform(0.005, 0.05))),
+        background=(0.01, float(rng.uniform(0.03, 0.3))),
+        haze=(0.8 * haze, haze) if haze else (0.0, 0.0),
+        bits=int(rng.choice([8, 12, 16])),
+    )
+
+
+def style_of(style: str, seed: int | np.random.SeedSequence) -> SynthParams | None:
+    """The :class:`SynthParams` of ``style`` for one image (None: the default), deterministic for ``seed``."""
+    if style not in STYLES:
+        raise DataError(f"--style {style!r} is unknown; choose one of {', '.join(STYLES)}")
+    if style == "default":
+        return None
+    return random_style(np.random.default_rng(seed), held_out=style == "held-out")
+
+
 def synthesize_dataset(
     out: str | Path,
     n: int = 40,
@@ -246,15 +308,20 @@ def synthesize_dataset(
     overwrite: bool = False,
     params: SynthParams | None = None,
     depth: int | None = None,
+    style: str = "default",
 ) -> Path:
     """Write ``n`` synthetic images in the paired-folder layout.
 
     ``OUT/images/synth_000.png`` (uint8) and ``OUT/masks/synth_000.png`` (uint16 instance labels; or
     ``.tif`` with ``mask_format="tif"``). Image ``i`` depends only on ``(seed, i)``. With ``depth``, volumes of
     ``depth`` slices (:func:`synth_nuclei_3d`) written as TIFF z-stacks, and ``dataset.yaml`` says
-    ``spatial_dims: 3``.
+    ``spatial_dims: 3``. ``style``: ``random`` draws each image's style from the domain-randomised family
+    (:func:`random_style`), ``held-out`` from the ranges that family never uses; images are then uint8 or
+    uint16 (12- and 16-bit).
     """
     out = Path(out)
+    if style != "default" and (params is not None or depth is not None):
+        raise DataError("--style draws its own generator settings, for 2-D images: drop params/--depth")
     if n < 1:
         raise DataError(f"--n must be at least 1, got {n}")
     if mask_format not in ("png", "tif"):
@@ -274,7 +341,8 @@ def synthesize_dataset(
             write_volume(out / "images" / f"{name}.tif", volume, overwrite=True)
             write_volume(out / "masks" / f"{name}.tif", labels, overwrite=True)
         else:
-            image, labels = synth_nuclei(size, np.random.SeedSequence([seed, i]), params)
+            styled = style_of(style, np.random.SeedSequence([seed, i, 1])) if style != "default" else params
+            image, labels = synth_nuclei(size, np.random.SeedSequence([seed, i]), styled)
             write_image(out / "images" / f"{name}.png", image, overwrite=True)
             write_image(out / "masks" / f"{name}.{mask_format}", labels, overwrite=True)
     atomic_write_text(
