@@ -64,6 +64,10 @@ BLENDS = ("gaussian", "taper", "constant", "crop")
 PRECISIONS = ("float32", "bfloat16", "auto")
 ENGINES = ("torch", "onnxruntime")
 
+#: the learning rate of a run from scratch, and of a fine-tuning run (``--init``), unless one is given
+DEFAULT_LR = 1e-3
+FINE_TUNE_LR = 2e-4
+
 #: keys renamed since files were written with them: still read (config.yaml, plan.yaml, checkpoints)
 LEGACY_KEYS = {"ModelConfig": {"name": "arch"}}
 
@@ -241,7 +245,9 @@ class TrainConfig:
         8, "patches per step (the global batch, split between --nproc processes)", aliases=("--batch",)
     )
     steps_per_epoch: int = option(25, "optimiser steps per epoch")
-    lr: float = option(1e-3, "learning rate")
+    lr: float | None = option(
+        None, "learning rate", default_text=f"{DEFAULT_LR:g}, or {FINE_TUNE_LR:g} when fine-tuning (--init)"
+    )
     weight_decay: float = option(0.0, "weight decay")
     optimizer: str = option(
         "adam", "optimiser; sgd uses --momentum (the paper: sgd, 0.99)", choices=OPTIMIZERS
@@ -432,7 +438,7 @@ def check_config(cfg: RunConfig) -> None:
         (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
         (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
         (t.steps_per_epoch >= 1, f"train.steps_per_epoch must be >= 1, got {t.steps_per_epoch}"),
-        (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
+        (t.lr is None or t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
         (t.patience >= 1, f"train.patience must be >= 1, got {t.patience}"),
         (
             t.time_budget is None or t.time_budget > 0,

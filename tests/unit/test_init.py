@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from unetkit import save_checkpoint
-from unetkit.config import ModelConfig, RunConfig, TrainConfig
+from unetkit.config import FINE_TUNE_LR, ModelConfig, RunConfig, TrainConfig
 from unetkit.errors import CheckpointError
 from unetkit.models import create_model
-from unetkit.training.init import FINE_TUNE_LR, init_config, load_initial_weights
+from unetkit.training.init import init_config, load_initial_weights
 
 PREP = {"in_channels": 1, "num_classes": 1, "normalization": {"method": "fixed", "scale": 4095.0}}
 
@@ -64,11 +64,20 @@ def test_the_run_takes_the_models_architecture_normalisation_and_a_fine_tuning_r
     net = create_model("attention-unet", in_channels=1, num_classes=1, depth=3, base_channels=8)
     ckpt = save_checkpoint(tmp_path / "m.pt", net, model_name="attention-unet", preprocessing=PREP)
     cfg = RunConfig(model=ModelConfig(depth=4, base_channels=16), train=TrainConfig(init=str(ckpt)))
-    cfg, payload, notes = init_config(cfg, lr_given=False)
+    cfg, payload, notes = init_config(cfg)
     assert (cfg.model.arch, cfg.model.depth, cfg.model.base_channels) == ("attention-unet", 3, 8)
     assert (cfg.data.normalization, cfg.data.norm_scale) == ("fixed", 4095.0)
     assert cfg.train.lr == FINE_TUNE_LR and payload["model"]["name"] == "attention-unet"
     assert any("architecture is used" in n for n in notes) and any("normalisation" in n for n in notes)
     ckpt.rename(tmp_path / "best.pt")  # a run folder is a model too
-    kept, _, _ = init_config(RunConfig(train=TrainConfig(init=str(tmp_path), lr=5e-4)), lr_given=True)
+    kept, _, _ = init_config(RunConfig(train=TrainConfig(init=str(tmp_path), lr=5e-4)))
     assert kept.train.lr == 5e-4 and kept.model.arch == "attention-unet"
+
+
+def test_a_rate_given_as_the_scratch_default_is_kept_and_a_second_application_changes_nothing(tmp_path):
+    torch.manual_seed(0)
+    net = create_model("unet", in_channels=1, num_classes=1, depth=2, base_channels=4)
+    ckpt = save_checkpoint(tmp_path / "m.pt", net, model_name="unet", preprocessing=PREP)
+    once, _, _ = init_config(RunConfig(train=TrainConfig(init=str(ckpt), lr=1e-3)))
+    twice, _, notes = init_config(once)
+    assert once.train.lr == twice.train.lr == 1e-3 and notes == []

@@ -63,9 +63,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 def config_with_data_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
     cfg = base or (load_config(args.config) if args.config else RunConfig())
-    cfg = reading_config(args, cfg)
-    cfg.data = apply_options(args, cfg.data, "data")
-    return cfg
+    return reading_config(args, cfg)  # every data and model flag given
 
 
 def naming_from_args(args: argparse.Namespace) -> Naming:
@@ -74,7 +72,8 @@ def naming_from_args(args: argparse.Namespace) -> Naming:
 
 
 def reading_config(args: argparse.Namespace, cfg: RunConfig) -> RunConfig:
-    """``cfg`` with the options of :func:`add_reading_args` applied."""
+    """``cfg`` with every data and model flag given on the command line (those of :func:`add_reading_args`
+    and any other the command has), and the class map read."""
     cfg.data = apply_options(args, cfg.data, "data")
     if args.class_map:
         values, colors, names = load_class_map(args.class_map)

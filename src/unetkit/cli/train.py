@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -105,8 +106,7 @@ MODEL = (
 
 def config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
     """``base`` (or ``--config``, or the defaults) with every flag given on the command line."""
-    cfg = config_with_data_args(args, base)
-    cfg.model = apply_options(args, cfg.model, "model")
+    cfg = config_with_data_args(args, base)  # data and model flags
     if cfg.model.norm == "none":
         cfg.model = replace(cfg.model, norm=None)
     cfg.train = apply_options(args, cfg.train, "train", skip=("time_budget",))  # a duration: see run()
@@ -205,7 +205,9 @@ def run(args: argparse.Namespace) -> int:
         planned, measured = planned_config(args, out)
         cfg = config_from_args(args, planned)
         if cfg.train.init:  # the model's architecture and normalisation, said before training is announced
-            cfg, _, notes = init_config(cfg, lr_given=args.lr is not None)
+            if args.lr is None:  # not the plan's from-scratch rate: the fine-tuning one
+                cfg.train = dataclasses.replace(cfg.train, lr=None)
+            cfg, _, notes = init_config(cfg)
             for note in notes:
                 log.info("%s", note)
         if args.time_budget and (args.config or args.no_plan):

@@ -16,22 +16,21 @@ from typing import Any
 import torch
 
 from ..checkpoint import load_checkpoint, resolve_model_path
-from ..config import ModelConfig, RunConfig
+from ..config import FINE_TUNE_LR, ModelConfig, RunConfig
 from ..errors import CheckpointError, ConfigError
 
 __all__ = ["FINE_TUNE_LR", "INIT_ARCH_FIELDS", "init_config", "load_initial_weights"]
 
-#: the learning rate of a fine-tuning run unless --lr is given: a fifth of training from scratch (Adam)
-FINE_TUNE_LR = 2e-4
 #: the fields of the model configuration that come from the initial model
 INIT_ARCH_FIELDS = tuple(
     f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("in_channels", "num_classes")
 )
 
 
-def init_config(cfg: RunConfig, lr_given: bool) -> tuple[RunConfig, dict[str, Any], list[str]]:
-    """``cfg`` with the initial model's architecture and normalisation (and the fine-tuning learning rate
-    unless ``lr_given``); returns the loaded checkpoint and notes saying what changed."""
+def init_config(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any], list[str]]:
+    """``cfg`` with the initial model's architecture and normalisation (and the fine-tuning learning rate when
+    none is set); returns the loaded checkpoint and notes saying what changed. Applying it twice changes
+    nothing more."""
     assert cfg.train.init is not None
     path = resolve_model_path(cfg.train.init)
     if path.suffix.lower() == ".onnx":
@@ -60,7 +59,7 @@ def init_config(cfg: RunConfig, lr_given: bool) -> tuple[RunConfig, dict[str, An
         if any(getattr(cfg.data, k) != v for k, v in fields.items()):
             notes.append(f"--init {path}: its normalisation is used ({norm['method']})")
         cfg.data = dataclasses.replace(cfg.data, **fields)
-    if not lr_given:
+    if cfg.train.lr is None:
         cfg.train = dataclasses.replace(cfg.train, lr=FINE_TUNE_LR)
         notes.append(f"fine-tuning: learning rate {FINE_TUNE_LR:g} (--lr to choose)")
     return cfg, payload, notes

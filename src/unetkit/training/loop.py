@@ -200,6 +200,7 @@ def rank_indices(step: int, steps: int, batch: int, ctx: DistContext) -> list[in
 
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     t = cfg.train
+    assert t.lr is not None, "the train workflow resolves the learning rate before the optimiser is made"
     params = model.parameters()
     if t.optimizer == "sgd":  # the paper: SGD with momentum 0.99
         return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)

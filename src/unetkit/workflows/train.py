@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig, TrainConfig, check_config, load_config
+from ..config import DEFAULT_LR, RunConfig, check_config, load_config
 from ..data.checks import DataReport, check_dataset
 from ..data.layouts import read_descriptor
 from ..data.normalize import Normalizer
@@ -84,7 +84,9 @@ def train(
     init_notes: list[str] = []
     init_payload = None
     if cfg.train.init and payload is None:  # a resumed run restores its own weights
-        cfg, init_payload, init_notes = init_config(cfg, lr_given=cfg.train.lr != TrainConfig().lr)
+        cfg, init_payload, init_notes = init_config(cfg)
+    if cfg.train.lr is None:  # from scratch, nothing chosen
+        cfg.train = dataclasses.replace(cfg.train, lr=DEFAULT_LR)
     check_config(cfg)
     _check_loss(cfg)
     device = resolve_device(cfg.train.device)
