@@ -47,3 +47,34 @@ def test_styled_images_are_deterministic_and_keep_their_bit_depth(tmp_path):
     assert dtypes <= {np.dtype(np.uint8), np.dtype(np.uint16)}
     with pytest.raises(DataError, match="--style"):
         style_of("pretty", 0)
+
+
+def _solidity(labels):
+    from skimage.measure import regionprops
+
+    return float(np.median([r.solidity for r in regionprops(labels) if r.area >= 30]))
+
+
+def test_version_2_features_are_off_by_default_and_each_does_what_it_says():
+    from unetkit.data.synthetic import SynthParams
+
+    plain = SynthParams(radius=(10.0, 14.0), nuclei_per_mpx=300, clusters_per_mpx=0)
+    base_image, base_labels = synth_nuclei(256, 5, plain)
+    # off by default: the default images are what they were before the features existed
+    same = synth_nuclei(256, 5, SynthParams(**{**plain.__dict__, "irregularity": 0.0, "texture": 0.0}))
+    assert np.array_equal(same[0], base_image) and np.array_equal(same[1], base_labels)
+    # irregular outlines: less convex objects
+    lobed = synth_nuclei(256, 5, SynthParams(**{**plain.__dict__, "irregularity": 0.35}))[1]
+    assert _solidity(lobed) < _solidity(base_labels) - 0.03
+    # debris: bright unlabelled specks, never objects
+    debris = SynthParams(**{**plain.__dict__, "debris_per_mpx": 3000.0})
+    image, labels = synth_nuclei(256, 5, debris)
+    outside = labels == 0
+    assert (image[outside] > np.percentile(base_image[outside], 99.9)).sum() > 50
+    # dividing nuclei: more (and smaller) objects than the same image without them
+    dividing = synth_nuclei(256, 5, SynthParams(**{**plain.__dict__, "dividing_per_mpx": 200.0}))[1]
+    assert dividing.max() >= base_labels.max() + 6
+    # chromatin texture: more variation inside the nuclei
+    textured = synth_nuclei(256, 5, SynthParams(**{**plain.__dict__, "texture": 0.8}))[0]
+    inside = base_labels > 0
+    assert textured[inside].astype(float).std() > 1.2 * base_image[inside].astype(float).std()

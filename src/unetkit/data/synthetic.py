@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -53,6 +54,16 @@ class SynthParams:
     background: tuple[float, float] = (0.03, 0.12)
     haze: tuple[float, float] = (0.0, 0.0)  # out-of-focus light: the nuclei blurred widely, times this
     bits: int = 8  # 8: uint8 (signal x 200); 12 or 16: uint16 (4095 or 65535 full scale)
+    # Off by default (the default images stay what they were); the randomised styles turn them on:
+    irregularity: float = (
+        0.0  # extra outline harmonics (lobed, kidney-like, irregular nuclei), share of the radius
+    )
+    overlap: float = 0.3  # the largest share of a clustered nucleus that may lie under earlier ones
+    additive: bool = False  # overlapping nuclei add their light (wide-field), the earlier one keeps the label
+    dividing_per_mpx: float = 0.0  # dividing nuclei per megapixel: two bright daughter halves side by side
+    texture: float = 0.0  # extra chromatin granularity and dark nucleoli, share of the brightness
+    cytoplasm: float = 0.0  # faint cell bodies around the nuclei (structured background), share of brightness
+    debris_per_mpx: float = 0.0  # small unlabelled bright specks (debris, micronuclei under the minimum size)
 
 
 def synth_nuclei(
@@ -70,7 +81,10 @@ def synth_nuclei(
     """
     p = params or SynthParams()
     h, w = (shape, shape) if isinstance(shape, int) else shape
-    rng = np.random.default_rng(seed)
+    seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    rng = np.random.default_rng(seq)
+    # The optional features draw from their own stream, so the default images are unchanged by them.
+    extra = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, 7919)))
     labels = np.zeros((h, w), np.uint16)
     signal = np.zeros((h, w), np.float32)
     # Chromatin texture: smoothed noise, mean 1, shared by all nuclei.
@@ -96,6 +110,8 @@ def synth_nuclei(
             rng.uniform(*p.brightness),
             len(nuclei) + 1,
             max_overlap,
+            _outline(extra, p.irregularity),
+            p.additive,
         )
         if ok:
             nuclei.append((cy, cx, a))
@@ -117,8 +133,18 @@ def synth_nuclei(
                 cy, cx, r = nuclei[int(rng.integers(start, len(nuclei)))]
                 angle = rng.uniform(0, 2 * np.pi)
                 dist = r + rng.uniform(*p.radius) * rng.uniform(0.55, 0.9)
-                if place(cy + dist * np.sin(angle), cx + dist * np.cos(angle), max_overlap=0.3):
+                if place(cy + dist * np.sin(angle), cx + dist * np.cos(angle), max_overlap=p.overlap):
                     break
+    if p.dividing_per_mpx > 0:
+        _dividing(labels, signal, texture, extra, p, len(nuclei) + 1, extra.poisson(p.dividing_per_mpx * mpx))
+    if p.texture > 0:  # granular chromatin and dark nucleoli
+        grain = ndi.gaussian_filter(extra.standard_normal((h, w)).astype(np.float32), extra.uniform(0.7, 2.0))
+        grain /= grain.std() + 1e-6
+        spots = ndi.gaussian_filter((extra.random((h, w)) < 0.004).astype(np.float32), 1.5)
+        spots /= spots.max() + 1e-6
+        signal *= np.clip(1.0 + p.texture * (0.5 * grain - 1.2 * spots), 0.15, None)
+    if p.cytoplasm > 0 or p.debris_per_mpx > 0:
+        signal += _structured_background(labels, signal, extra, p)
 
     # Optics and camera: uneven background, blur, shot noise, read noise.
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -156,8 +182,13 @@ def _draw(
     brightness: float,
     label: int,
     max_overlap: float,
+    outline: tuple[np.ndarray, np.ndarray] | None = None,
+    additive: bool = False,
 ) -> bool:
-    """Rasterise one nucleus unless it overlaps existing ones by more than ``max_overlap`` of its area."""
+    """Rasterise one nucleus unless it overlaps existing ones by more than ``max_overlap`` of its area.
+
+    ``outline``: extra harmonics of the edge (amplitudes, phases for harmonics 2, 3, ...); ``additive``: where
+    it lies under an earlier nucleus, its light adds to that nucleus's (which keeps the label)."""
     h, w = labels.shape
     r = int(np.ceil(a * 1.15)) + 1
     y0, y1 = max(0, int(cy) - r), min(h, int(cy) + r + 1)
@@ -173,6 +204,10 @@ def _draw(
     # Slightly irregular outline: low-frequency modulation of the radius.
     k = rng.integers(2, 5)
     edge = 1.0 + 0.07 * np.cos(k * phi + rng.uniform(0, 2 * np.pi)) + 0.04 * np.cos((k + 1) * phi)
+    if outline is not None:
+        for harmonic, (amp, phase) in enumerate(zip(*outline, strict=True), start=2):
+            edge = edge + amp * np.cos(harmonic * phi + phase)
+        edge = np.clip(edge, 0.45, None)
     inside = rho <= edge
     area = int(inside.sum())
     if area < 12:
@@ -184,8 +219,73 @@ def _draw(
     new = inside & ~taken  # the earlier nucleus stays in front where they overlap
     region[new] = label
     dome = 0.8 + 0.2 * np.clip(1.0 - (rho / edge) ** 2, 0, 1)
-    signal[y0:y1, x0:x1][new] = (brightness * dome * texture[y0:y1, x0:x1])[new]
+    light = brightness * dome * texture[y0:y1, x0:x1]
+    signal[y0:y1, x0:x1][new] = light[new]
+    if additive:
+        signal[y0:y1, x0:x1][taken] += light[taken]
     return True
+
+
+def _outline(rng: np.random.Generator, irregularity: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Random edge harmonics 2..6 whose amplitudes fall off with the harmonic (None when ``irregularity`` is 0)."""
+    if irregularity <= 0:
+        return None
+    amps = irregularity * rng.uniform(0, 1, 5) / np.arange(1, 6) ** 0.8
+    return amps, rng.uniform(0, 2 * np.pi, 5)
+
+
+def _dividing(
+    labels: np.ndarray,
+    signal: np.ndarray,
+    texture: np.ndarray,
+    rng: np.random.Generator,
+    p: SynthParams,
+    label: int,
+    count: int,
+) -> None:
+    """Dividing nuclei: two small, bright, elongated daughters side by side along their short axis, touching
+    or just apart (anaphase to telophase); each daughter is its own object."""
+    h, w = labels.shape
+    for _ in range(count):
+        a = rng.uniform(*p.radius) * 0.7
+        b = a * rng.uniform(0.45, 0.7)
+        cy, cx, angle = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(0, np.pi)
+        gap = b * rng.uniform(1.0, 1.6)
+        bright = min(1.6, rng.uniform(*p.brightness) * 1.4)
+        for side in (-1, 1):
+            oy, ox = side * gap * np.cos(angle), -side * gap * np.sin(angle)  # along the short axis
+            if _draw(labels, signal, texture, rng, cy + oy, cx + ox, a, b, angle, bright, label, 0.02):
+                label += 1
+
+
+def _structured_background(
+    labels: np.ndarray, signal: np.ndarray, rng: np.random.Generator, p: SynthParams
+) -> np.ndarray:
+    """Unlabelled light: faint cell bodies around the nuclei and small bright specks of debris."""
+    h, w = labels.shape
+    extra = np.zeros((h, w), np.float32)
+    fg = labels > 0
+    if p.cytoplasm > 0 and fg.any():
+        reach = 1.2 * float(np.mean(p.radius))
+        dist = ndi.distance_transform_edt(~fg)
+        body = np.clip(1.0 - dist / (2.5 * reach), 0, 1) * (~fg)
+        mottle = ndi.gaussian_filter(rng.random((h, w)).astype(np.float32), max(1.0, reach / 3))
+        mottle = mottle / (mottle.max() + 1e-6)
+        level = float(np.median(signal[fg])) if fg.any() else 1.0
+        extra += (p.cytoplasm * level * body * (0.5 + mottle)).astype(np.float32)
+    for _ in range(rng.poisson(p.debris_per_mpx * h * w / 1e6)):
+        y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+        r = rng.uniform(0.6, 1.6)
+        extra[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3] += (
+            rng.uniform(0.3, 1.2)
+            * _speck(r)[max(0, 2 - y) : 5 - max(0, y + 3 - h), max(0, 2 - x) : 5 - max(0, x + 3 - w)]
+        )
+    return extra
+
+
+def _speck(radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[-2:3, -2:3]
+    return np.exp(-(yy**2 + xx**2) / (2 * radius**2)).astype(np.float32)
 
 
 def synth_nuclei_3d(
@@ -247,7 +347,7 @@ def _relabel_sequential(labels: np.ndarray) -> np.ndarray:
 
 
 #: the version of the style family below: recorded with anything trained on it (a change means new data)
-STYLE_VERSION = 1
+STYLE_VERSION = 2
 #: the generator styles: ``default`` (:class:`SynthParams`), ``random`` (the training family) and
 #: ``held-out`` (parameter ranges the training family never draws, to measure generalisation honestly)
 STYLES = ("default", "random", "held-out")
@@ -255,7 +355,8 @@ STYLES = ("default", "random", "held-out")
 
 def random_style(rng: np.random.Generator, held_out: bool = False) -> SynthParams:
     """One style of the domain-randomised family: nuclei from ~6 to ~60 px across, sparse to packed clusters,
-    dim to saturated, clean confocal to noisy wide-field, flat to hazy backgrounds, 8/12/16-bit.
+    dim to saturated, clean confocal to noisy wide-field, flat to hazy backgrounds, 8/12/16-bit; irregular,
+    overlapping and dividing nuclei, chromatin textures and nucleoli, cell bodies and debris around them.
 
     ``held_out``: styles whose centres lie where the training family never draws them: the largest nuclei
     (typical radius 26-32 px; training: 3-20), the noisiest cameras (8-13 photons at full brightness, so every
@@ -273,6 +374,15 @@ def random_style(rng: np.random.Generator, held_out: bool = False) -> SynthParam
     per_mpx = density * 1e6 / (np.pi * radius**2)
     clustered = float(rng.uniform(0.0, 0.8))
     dim = float(rng.uniform(0.08, 0.5))
+    shapes: dict[str, Any] = {  # version 2: shapes, textures and structured backgrounds
+        "irregularity": float(rng.uniform(0.0, 0.35)) if rng.random() < 0.6 else 0.0,
+        "overlap": float(rng.uniform(0.1, 0.5)),
+        "additive": bool(rng.random() < 0.5),
+        "dividing_per_mpx": per_mpx * float(rng.uniform(0.0, 0.1)) if rng.random() < 0.5 else 0.0,
+        "texture": float(rng.uniform(0.0, 0.8)) if rng.random() < 0.6 else 0.0,
+        "cytoplasm": float(rng.uniform(0.05, 0.3)) if rng.random() < 0.35 else 0.0,
+        "debris_per_mpx": float(rng.uniform(50, 1500)) if rng.random() < 0.4 else 0.0,
+    }
     return SynthParams(
         radius=(0.7 * radius, 1.3 * radius),
         aspect=(float(rng.uniform(0.35, 0.8)), 1.0),
@@ -286,6 +396,7 @@ def random_style(rng: np.random.Generator, held_out: bool = False) -> SynthParam
         background=(0.01, float(rng.uniform(0.03, 0.3))),
         haze=(0.8 * haze, haze) if haze else (0.0, 0.0),
         bits=int(rng.choice([8, 12, 16])),
+        **shapes,
     )
 
 
