@@ -15,6 +15,7 @@ from .inference import Predictor, predict
 from .metrics.results import Evaluation
 from .models import UNet, create_model, list_models
 from .planning import Plan, fingerprint
+from .pretrained import list_pretrained
 from .training import TrainResult
 from .version import __version__
 from .workflows import evaluate, evaluate_model, export_model, plan_training, predict_files, run_demo, train
@@ -42,6 +43,7 @@ __all__ = [
     "export_model",
     "fingerprint",
     "list_models",
+    "list_pretrained",
     "load_checkpoint",
     "load_config",
     "plan_training",

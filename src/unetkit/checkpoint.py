@@ -17,6 +17,7 @@ from torch import nn
 from .atomic import atomic_path
 from .errors import CheckpointError
 from .models import create_model
+from .pretrained import PREFIX, get_pretrained, pretrained_path
 from .version import __version__
 
 __all__ = ["FORMAT", "build_model", "load_checkpoint", "resolve_model_path", "save_checkpoint"]
@@ -57,9 +58,21 @@ def save_checkpoint(
 
 
 def resolve_model_path(model: str | Path) -> Path:
-    """MODEL as users give it: a checkpoint or ``.onnx`` file, or a run folder (its ``best.pt``, else
-    ``last.pt``). Anything else is refused plainly, before the file is opened."""
+    """MODEL as users give it: a checkpoint or ``.onnx`` file, a run folder (its ``best.pt``, else
+    ``last.pt``), or the name of a built-in model (``nuclei``, or ``pretrained:nuclei``), whose file is checked
+    against its registered sha256. A name that is also a path here is refused as ambiguous unless that path
+    holds a model. Anything else is refused plainly, before the file is opened."""
     path = Path(model)
+    builtin = (
+        get_pretrained(model) if isinstance(model, str) and "/" not in model and "\\" not in model else None
+    )
+    if builtin is not None and (str(model).startswith(PREFIX) or not path.exists()):
+        return pretrained_path(builtin.name)
+    if builtin is not None and not _holds_model(path):
+        raise CheckpointError(
+            f"{model}: both a built-in model and a {'folder' if path.is_dir() else 'file'} here that holds no "
+            f"model; write {PREFIX}{builtin.name} for the built-in model"
+        )
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():
@@ -78,6 +91,12 @@ def resolve_model_path(model: str | Path) -> Path:
             "or a .onnx file from `unetkit export`"
         )
     return path
+
+
+def _holds_model(path: Path) -> bool:
+    if path.is_dir():
+        return any((path / name).is_file() for name in ("best.pt", "last.pt"))
+    return path.is_file() and path.suffix.lower() in (".pt", ".pth", ".onnx")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

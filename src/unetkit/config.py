@@ -273,7 +273,8 @@ class TrainConfig:
     num_workers: int = option(0, "DataLoader worker processes", aliases=("--workers",))
     init: str | None = option(
         None,
-        "fine-tune: start from this model (RUN or RUN/best.pt): its architecture, normalisation and weights; "
+        "fine-tune: start from this model (RUN, RUN/best.pt, or a built-in model: nuclei): its architecture, "
+        "normalisation and weights; "
         "the input layer is adapted and the output layer starts anew when channels or classes differ",
         metavar="MODEL",
         default_text="none: train from scratch",

@@ -143,3 +143,20 @@ def test_the_length_fills_the_budget_with_epochs_of_measured_time():
     short = TrainConfig()
     rules.length_rules(timing, 60.0, 10.0, short, {})
     assert short.epochs >= 1 and short.steps_per_epoch < 40  # few epochs fit: shorter ones
+
+
+def test_the_plan_proposes_the_built_in_nuclei_model_only_for_data_like_its_own():
+    from unetkit.pretrained import list_pretrained
+
+    models = list_pretrained()
+    proposal = rules.init_proposal(fp(), models, target="border")
+    assert proposal is not None and proposal.startswith("--init nuclei:")
+    assert rules.init_proposal(fp(), models, target="foreground").startswith("--init nuclei --target border:")
+    for other in (
+        fp(channels=3),  # colour: not its domain
+        fp(spatial_dims=3),  # volumes
+        fp(mask_encoding="classes"),  # semantic classes, not objects
+        fp(diameter_median=200.0),  # far outside the sizes it saw
+        fp(diameter_median=None),
+    ):
+        assert rules.init_proposal(other, models, target="border") is None

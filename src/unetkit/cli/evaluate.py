@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..metrics.results import MODES
+from ..pretrained import PREFIX, get_pretrained
 from ..workflows.evaluate import PRED_ENCODINGS, evaluate, evaluate_model
 from .common import add_reading_args, reading_config
 
@@ -27,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "pred",
         metavar="PRED_OR_MODEL",
-        help="folder of predictions, or a model: a run folder, RUN/best.pt or a .onnx file",
+        help="folder of predictions, or a model: a built-in model (nuclei), a run folder, RUN/best.pt or a .onnx "
+        "file",
     )
     p.add_argument(
         "gt",
@@ -59,7 +61,12 @@ def run(args: argparse.Namespace) -> int:
     if args.num_classes and data.mask_encoding == "classes" and not data.class_values:
         data.class_values = list(range(args.num_classes))
     pred = Path(args.pred)
-    is_model = pred.is_file() or (pred.is_dir() and any((pred / n).is_file() for n in ("best.pt", "last.pt")))
+    builtin = (args.pred.startswith(PREFIX) or not pred.exists()) and get_pretrained(args.pred) is not None
+    is_model = (
+        builtin
+        or pred.is_file()
+        or (pred.is_dir() and any((pred / n).is_file() for n in ("best.pt", "last.pt")))
+    )
     if is_model:
         with tempfile.TemporaryDirectory() as tmp:
             result = evaluate_model(

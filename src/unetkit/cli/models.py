@@ -1,4 +1,4 @@
-"""``unetkit models``: the registered architectures and their sizes."""
+"""``unetkit models``: the built-in pretrained models, and the registered architectures with their sizes."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 
 from ..config import ModelConfig
 from ..models.registry import create_model, describe_model, list_models
+from ..pretrained import list_pretrained
 
 DEFAULTS = ModelConfig()
 
@@ -13,8 +14,10 @@ DEFAULTS = ModelConfig()
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "models",
-        help="list the architectures (--arch NAME) with their parameter counts",
-        description="List every registered architecture with its parameter count at the given width and depth "
+        help="list the built-in pretrained models and the architectures (--arch NAME)",
+        description="List the built-in pretrained models (use one by name: `unetkit predict nuclei IMAGES --out "
+        "PRED`, `unetkit train DATA --init nuclei`) with what they were trained on, their size and validation "
+        "scores; then every registered architecture with its parameter count at the given width and depth "
         "(for one input channel and one output class), in 2-D and 3-D.",
     )
     p.add_argument("--base-channels", type=int, default=DEFAULTS.base_channels, help="(default: %(default)s)")
@@ -23,6 +26,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    print("Built-in pretrained models (shipped in the package; MODEL for predict, evaluate, export, --init):")
+    for m in list_pretrained():
+        state = f"{m.bytes / 1e6:.1f} MB" if m.sha256 else "weights not built (make pretrained)"
+        print(f"  {m.name:<14}{m.summary} [{state}]")
+        print(f"  {'':<14}data: {m.modality}")
+        print(f"  {'':<14}trained on: {m.trained_on}")
+        for set_name, scores in m.scores.items():
+            numbers = ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+            print(f"  {'':<14}{set_name.replace('_', ' ')}: {numbers}")
+    print("\nArchitectures (--arch NAME):")
     print(f"{'name':<16}{'params 2-D':>14}{'params 3-D':>14}  description")
     for name in list_models():
         counts = []

@@ -29,8 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model",
         metavar="MODEL",
-        help="a run folder or checkpoint written by 'unetkit train' (RUN or RUN/best.pt), or a .onnx from "
-        "'unetkit export'",
+        help="a built-in model by name (nuclei; `unetkit models` lists them), a run folder or checkpoint written "
+        "by 'unetkit train' (RUN or RUN/best.pt), or a .onnx from 'unetkit export'",
     )
     p.add_argument(
         "inputs",

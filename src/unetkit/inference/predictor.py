@@ -31,9 +31,18 @@ from ..data.normalize import Normalizer
 from ..device import autocast, compile_model, resolve_device
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.blocks import fold_batch_norms
+from ..pretrained import pretrained_path
 from .blending import BLEND_MODES, importance_map
 from .postprocess import first_pixel_order, instances_from_classes
-from .scale import NEGLIGIBLE, estimate_diameter, factor_for, parse_diameter, rescale, resize_to
+from .scale import (
+    NEGLIGIBLE,
+    estimate_diameter,
+    factor_for,
+    parse_diameter,
+    rescale,
+    resize_to,
+    target_diameter,
+)
 from .tiling import Tile, plan_blend_tiles, plan_tiles, read_window
 
 __all__ = ["BLENDS", "ENGINES", "PRECISIONS", "Predictor", "default_tile", "resolve_precision"]
@@ -143,6 +152,7 @@ class Predictor:
         self.preprocessing = dict(preprocessing)
         self.diameter = parse_diameter(diameter)
         self.trained_diameter: float | None = self.preprocessing.get("object_diameter")
+        self.trained_range: list[float] | None = self.preprocessing.get("object_diameter_range")
         if self.diameter is not None and not self.trained_diameter:
             raise ConfigError(
                 "--diameter: this model does not record the size of the objects it learnt (it was trained before "
@@ -232,6 +242,16 @@ class Predictor:
             kwargs["tile"] = default_tile(payload)
         return cls(model, payload["preprocessing"], **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, name: str = "nuclei", **kwargs: Any) -> Predictor:
+        """A built-in model by name (``unetkit models`` lists them), shipped in the package and checked against
+        its registered sha256; nothing is downloaded. Options as :meth:`from_checkpoint`.
+
+        Example:
+            >>> labels = Predictor.from_pretrained("nuclei").predict_instances(image)
+        """
+        return cls.from_checkpoint(pretrained_path(name), **kwargs)
+
     @property
     def in_channels(self) -> int:
         return int(self.preprocessing["in_channels"])
@@ -313,15 +333,18 @@ class Predictor:
             if found is None:
                 log.info("%s: --diameter auto found no objects; the image is kept at its scale", name)
                 return first
-            log.info(
-                "%s: objects about %.1f px across (estimated); the model learnt %.1f px", name, found, trained
+            learnt = (
+                f"{self.trained_range[0]:g}-{self.trained_range[1]:g} px"
+                if self.trained_range
+                else f"{trained:.1f} px"
             )
-            factor = factor_for(found, trained)
+            log.info("%s: objects about %.1f px across (estimated); the model learnt %s", name, found, learnt)
+            factor = factor_for(found, target_diameter(found, trained, self.trained_range))
             if abs(factor - 1) < NEGLIGIBLE:
                 return first
         else:
             assert isinstance(diameter, float)
-            factor = factor_for(diameter, trained)
+            factor = factor_for(diameter, target_diameter(diameter, trained, self.trained_range))
             if abs(factor - 1) < NEGLIGIBLE:
                 return self._proba(x, stats, name, tta, progress)
         probs = self._proba(rescale(x, factor), stats, name, tta, progress)

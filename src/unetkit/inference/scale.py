@@ -1,7 +1,11 @@
 """Object scale: a U-Net segments objects near the size it learnt. ``--diameter D`` rescales an image whose
 objects are about ``D`` pixels across to the model's training scale (``preprocessing["object_diameter"]``, the
 median object diameter of its training masks), predicts, and maps the probabilities back to the image's own
-size; ``--diameter auto`` estimates ``D`` from a first pass (the median diameter of the objects it finds)."""
+size; ``--diameter auto`` estimates ``D`` from a first pass (the median diameter of the objects it finds).
+
+A model trained on many scales (the built-in ones) records the range it segments well instead
+(``preprocessing["object_diameter_range"]``): images whose objects lie inside it are left as they are, others
+are brought to the nearest end of it."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from scipy import ndimage as ndi
 from ..data.checks import object_diameters
 from ..errors import ConfigError
 
-__all__ = ["estimate_diameter", "parse_diameter", "rescale", "resize_to"]
+__all__ = ["estimate_diameter", "parse_diameter", "rescale", "resize_to", "target_diameter"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,15 @@ def factor_for(diameter: float, trained: float) -> float:
     return factor
 
 
+def target_diameter(diameter: float, trained: float, trained_range: list[float] | None = None) -> float:
+    """The object size to bring ``diameter`` to: ``trained``, or with a recorded ``trained_range`` the nearest
+    size inside it (``diameter`` itself when it lies inside)."""
+    if not trained_range:
+        return trained
+    lo, hi = float(trained_range[0]), float(trained_range[1])
+    return min(max(diameter, lo), hi)
+
+
 def rescale(x: np.ndarray, factor: float) -> np.ndarray:
     """A channels-first image ``(C, *spatial)`` zoomed by ``factor`` in its spatial axes (linear)."""
     return ndi.zoom(x, (1, *[factor] * (x.ndim - 1)), order=1, mode="nearest", grid_mode=True)
@@ -65,6 +78,13 @@ def resize_to(probs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def estimate_diameter(labels: np.ndarray, volume: bool = False) -> float | None:
-    """The median equivalent diameter of the objects in ``labels``, or None when there are none."""
+    """The typical equivalent diameter of the objects in ``labels``: the median weighted by object area (pixels
+    vote, not objects), so fragments of over-split large objects and small false detections do not drag the
+    estimate down; None when there are no objects."""
     found = object_diameters(labels, volume)
-    return float(np.median(found)) if len(found) else None
+    if not len(found):
+        return None
+    order = np.sort(found)
+    weights = order ** (3 if volume else 2)
+    cumulative = np.cumsum(weights)
+    return float(order[np.searchsorted(cumulative, cumulative[-1] / 2)])

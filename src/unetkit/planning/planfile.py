@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class Plan:
     data: str
     device: str
     time_budget: float | None
+    proposals: list[str] = field(default_factory=list)  # flags worth trying that the plan does not set
 
     def write(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the plan as YAML with every reason as a comment (atomically)."""
@@ -49,6 +50,7 @@ class Plan:
             f"# `unetkit train {self.data}` trains with it; flags override any value (e.g. --patch 256),",
             "# `--config` reads it like any run configuration. Edit it, or plan again with `unetkit plan --overwrite`.",
             "# `fingerprint` and `measured` record what the choices were based on; they are not settings.",
+            *(f"# proposal: {p}" for p in self.proposals),
             _dump_section("fingerprint", self.fingerprint.to_dict(), {}),
             _dump_section("measured", self.measured, {}),
         ]
@@ -102,6 +104,7 @@ class Plan:
                 ),
             ),
         ]
+        rows += [("proposal", p) for p in self.proposals]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

@@ -12,6 +12,7 @@ import re
 from ..config import DataConfig, ModelConfig, TrainConfig
 from ..errors import ConfigError
 from ..models import ValidGeometry
+from ..pretrained import PretrainedModel
 from .fingerprint import Fingerprint
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "epochs_for",
     "format_duration",
     "geometry_rules",
+    "init_proposal",
     "intensity_rules",
     "learning_rate_rule",
     "length_rules",
@@ -321,3 +323,32 @@ def length_rules(
     reasons["train.epochs"] = why
     reasons["train.time_budget"] = "the run also stops before an epoch that would overrun the budget"
     return epoch_seconds
+
+
+def init_proposal(fp: Fingerprint, models: list[PretrainedModel], target: str) -> str | None:
+    """``--init NAME`` when a built-in model was made for data like this (its registry entry's ``proposed_for``:
+    spatial dims, channels, mask encodings, object diameters in pixels), with ``--target`` when the plan's target
+    is not the model's (its output layer then carries over instead of starting anew). A proposal only: the run
+    trains from scratch unless the user passes it."""
+    for model in models:
+        want = model.proposed_for
+        if not want:
+            continue
+        lo, hi = want.get("diameter", (0, math.inf))
+        fits = (
+            fp.spatial_dims == want.get("spatial_dims", fp.spatial_dims)
+            and fp.channels == want.get("channels", fp.channels)
+            and fp.mask_encoding in want.get("encodings", [fp.mask_encoding])
+            and fp.diameter_median is not None
+            and lo <= fp.diameter_median <= hi
+        )
+        if fits:
+            flags = f"--init {model.name}" + (
+                f" --target {want['target']}" if want.get("target", target) != target else ""
+            )
+            return (
+                f"{flags}: the built-in model '{model.name}' ({model.summary}) was made for data like this "
+                f"({fp.channels} channel, {fp.mask_encoding} masks, objects {fp.diameter_median:g} px across); "
+                "fine-tuning it usually beats training from scratch, above all on a few images"
+            )
+    return None

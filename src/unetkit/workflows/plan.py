@@ -37,6 +37,7 @@ from ..planning.measure import fit_batch
 from ..planning.rules import (
     augmentation_rules,
     geometry_rules,
+    init_proposal,
     intensity_rules,
     learning_rate_rule,
     length_rules,
@@ -45,6 +46,7 @@ from ..planning.rules import (
     target_rules,
     width_rule,
 )
+from ..pretrained import list_pretrained
 from ..safety import writable
 from .train import train
 
@@ -126,7 +128,8 @@ def plan_training(
     reasons["train.patience"] = "a third of the epochs (at least 10): a budgeted run mostly trains to its end"
     measured["planning_seconds"] = round(time.perf_counter() - t_start, 1)
     cfg = RunConfig(model=model, data=dcfg, train=tcfg)
-    return Plan(cfg, reasons, fp, measured, str(data), str(dev), budget)
+    proposal = None if base.train.init else init_proposal(fp, list_pretrained(), dcfg.target)
+    return Plan(cfg, reasons, fp, measured, str(data), str(dev), budget, [proposal] if proposal else [])
 
 
 def plan_path(data: str | Path, out: str | Path | None = None) -> Path:

@@ -1,0 +1,193 @@
+"""The recipe of the built-in models (``make pretrained``): generate their data, train, ship, score.
+
+Each registry entry (``unetkit/pretrained/registry.yaml``) holds its recipe: the synthetic data (generator
+style, count, size, seed), the run configuration (fixed epochs and steps, not a time budget, so a rerun does
+the same work) and the fixed evaluation sets. :func:`build_pretrained` follows it and writes the shipped file
+(the best checkpoint's weights in half precision, the recipe and the generator's style version recorded in it),
+then its sha256, size, scores and run time into the registry. :func:`score_pretrained` is the scoring the
+registry's numbers come from; the tests call it to check the shipped file still earns them.
+
+Run: ``python -m unetkit.workflows.pretrain nuclei`` (``make pretrained``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..checkpoint import load_checkpoint
+from ..config import RunConfig
+from ..data.checks import object_diameters
+from ..data.io import read_image
+from ..data.synthetic import STYLE_VERSION, synthesize_dataset
+from ..errors import ConfigError
+from ..pretrained import PRETRAINED_DIR, REGISTRY, file_sha256, read_registry
+from ..version import __version__
+from .evaluate import evaluate_model
+from .train import train
+
+__all__ = ["build_pretrained", "score_pretrained", "ship_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+#: the scores a registry entry records for each evaluation set
+SCORES = ("f1", "dsb_score", "aji")
+
+
+def score_pretrained(
+    model: str | Path, dataset: dict[str, Any], work: str | Path, *, progress: bool = False, **predict: Any
+) -> dict[str, float]:
+    """Instance F1@0.5, DSB score and AJI of ``model`` on the synthetic set ``dataset`` (style, n, size, seed),
+    generated under ``work``; ``predict``: options of :func:`predict_files` (e.g. ``diameter="auto"``)."""
+    work = Path(work)
+    data = synthesize_dataset(
+        work / "data", n=int(dataset["n"]), size=int(dataset["size"]), seed=int(dataset["seed"]),
+        style=str(dataset.get("style", "default")), overwrite=True,
+    )  # fmt: skip
+    ev = evaluate_model(
+        model, data, work / "pred", mode="instance", overwrite=True, progress=progress, **predict
+    )
+    return {k: round(float(ev.mean[k]), 4) for k in SCORES}
+
+
+def diameter_range(data: str | Path, share: float = 0.1) -> list[float]:
+    """The object sizes a model trained on ``data`` saw: the ``share`` and ``1 - share`` quantiles over the
+    images of each image's median object diameter (px). ``predict --diameter`` leaves sizes inside alone."""
+    medians = []
+    for mask in sorted((Path(data) / "masks").iterdir()):
+        found = object_diameters(read_image(mask))
+        if len(found):
+            medians.append(float(np.median(found)))
+    if not medians:
+        raise ConfigError(f"{data}: no objects in the masks; the recipe's data cannot train a model")
+    lo, hi = np.quantile(medians, [share, 1 - share])
+    return [round(float(lo), 1), round(float(hi), 1)]
+
+
+def ship_checkpoint(
+    best: str | Path, dest: str | Path, name: str, recipe: dict[str, Any], sizes: list[float] | None = None
+) -> Path:
+    """The shipped form of a run's best checkpoint: weights in half precision, no optimiser state, the recipe and
+    the generator's style version recorded under ``pretrained``, the range of object sizes it learnt (``sizes``,
+    see :func:`diameter_range`) in its preprocessing; written atomically."""
+    payload = load_checkpoint(best)
+    if sizes is not None:
+        payload["preprocessing"]["object_diameter_range"] = sizes
+    payload["state_dict"] = {
+        k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()
+    }
+    payload["state"] = {}
+    training = payload.get("training") or {}
+    payload["training"] = {
+        k: training[k] for k in ("best_epoch", "best_score", "epochs", "steps") if k in training
+    }
+    payload["pretrained"] = {
+        "name": name,
+        "recipe": recipe,
+        "style_version": STYLE_VERSION,
+        "unetkit_version": __version__,
+        "weights": "float16",
+    }
+    buffer = io.BytesIO()  # not the temporary file: torch.save names the archive's records after the file
+    torch.save(payload, buffer)
+    atomic_write_bytes(Path(dest), buffer.getvalue())
+    return Path(dest)
+
+
+def build_pretrained(
+    name: str,
+    *,
+    registry: str | Path = REGISTRY,
+    out_dir: str | Path | None = None,
+    work: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Follow the recipe of the registry entry ``name``: generate its data, train, write the shipped file into
+    ``out_dir`` (default: beside the registry), score it on the entry's evaluation sets and record sha256, bytes,
+    scores and run time in the registry. ``overrides``: recipe values to replace (``{"data": {"n": 8}}``, for
+    tests). Returns the updated entry."""
+    registry = Path(registry)
+    book = read_registry(registry)
+    entry = (book.get("models") or {}).get(name)
+    if entry is None:
+        raise ConfigError(
+            f"{name}: no entry in {registry}; add one (see the nuclei entry) before building it"
+        )
+    recipe = _merged(entry["recipe"], overrides or {})
+    out_dir = Path(out_dir) if out_dir is not None else registry.parent
+    cfg = RunConfig.from_dict(recipe["config"], source=f"{registry}: {name}.recipe.config")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"unetkit-pretrain-{name}-", dir=work) as tmp:
+        d = recipe["data"]
+        data = synthesize_dataset(
+            Path(tmp) / "data", n=int(d["n"]), size=int(d["size"]), seed=int(d["seed"]), style=str(d["style"])
+        )
+        log.info(
+            "%s: training by its recipe (%d epochs of %d steps)",
+            name,
+            cfg.train.epochs,
+            cfg.train.steps_per_epoch,
+        )
+        result = train(data, Path(tmp) / "run", cfg, progress=progress)
+        sizes = diameter_range(data)
+        shipped = ship_checkpoint(result.best_checkpoint, out_dir / entry["file"], name, recipe, sizes)
+        minutes = (time.perf_counter() - started) / 60
+        scores = {
+            set_name: score_pretrained(shipped, spec, Path(tmp) / set_name, progress=progress)
+            for set_name, spec in (recipe.get("evaluation") or {}).items()
+        }
+    entry.update(
+        sha256=file_sha256(shipped),
+        bytes=shipped.stat().st_size,
+        scores=scores,
+        runtime=f"{minutes:.0f} min to train on {torch.get_num_threads()} CPU threads (unetkit {__version__}, "
+        f"torch {torch.__version__})",
+    )
+    if overrides:
+        entry["recipe"] = recipe
+    header = "".join(
+        line for line in registry.read_text(encoding="utf-8").splitlines(True) if line.startswith("#")
+    )
+    atomic_write_text(registry, header + yaml.safe_dump(book, sort_keys=False, width=110, allow_unicode=True))
+    log.info("%s: %s (%d bytes), scores %s", name, shipped, entry["bytes"], scores)
+    return dict(entry)
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = (
+            _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m unetkit.workflows.pretrain", description="Retrain built-in models by their recipes."
+    )
+    parser.add_argument("names", nargs="*", help="registry entries (default: all)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    names = args.names or list(read_registry().get("models") or {})
+    for name in names:
+        entry = build_pretrained(name, progress=not args.no_progress)
+        print(f"{name}: {PRETRAINED_DIR / entry['file']} sha256 {entry['sha256']} scores {entry['scores']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

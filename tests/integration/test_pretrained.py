@@ -1,0 +1,154 @@
+"""The built-in nuclei model through the real CLI and the Python API: it segments nuclei before anything is
+annotated, offline; it still earns the scores its registry records; fine-tuning starts from it; the plan proposes
+it; and its recipe is reproducible bit for bit."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from scipy import ndimage as ndi
+
+from tests.conftest import TINY_CLI
+from unetkit import load_checkpoint, read_image, synth_nuclei, synthesize_dataset, write_image
+from unetkit.cli.main import main
+from unetkit.inference import Predictor
+from unetkit.inference.scale import estimate_diameter
+from unetkit.metrics.scoring import score_instances
+from unetkit.pretrained import REGISTRY, file_sha256, get_pretrained, pretrained_path
+from unetkit.workflows.pretrain import build_pretrained, score_pretrained
+
+
+def f1(pred, truth) -> float:
+    return score_instances(pred, truth)[0]["f1"]
+
+
+#: a Python process in which any network connection fails: nothing may be downloaded
+OFFLINE = (
+    "import socket, sys\n"
+    "def refuse(*a, **k): raise OSError('network access attempted')\n"
+    "socket.socket.connect = refuse; socket.create_connection = refuse\n"
+    "from unetkit.cli.main import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_predict_nuclei_segments_unseen_nuclei_offline_through_the_cli(tmp_path):
+    data = synthesize_dataset(tmp_path / "data", n=3, size=(200, 260), seed=321)
+    out = tmp_path / "pred"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-c", OFFLINE, "predict", "nuclei", str(data / "images")),
+            *("--out", str(out), "--instances", "--no-progress"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    for mask in sorted((data / "masks").iterdir()):
+        labels = read_image(out / f"{mask.stem}_instances.tif")
+        truth = read_image(mask)
+        assert labels.shape == truth.shape == (200, 260)
+        assert f1(labels, truth) > 0.8  # nuclei it never saw, no training
+
+
+def test_the_python_api_and_diameter_round_trip_shapes(tmp_path):
+    plain = Predictor.from_pretrained("nuclei")
+    auto = Predictor.from_pretrained("nuclei", diameter="auto")
+    high = plain.trained_range[1]
+    counts = {"plain 1x": np.zeros(3), "plain 3x": np.zeros(3), "auto 1x": np.zeros(3), "auto 3x": np.zeros(3)}
+    for seed in (9, 10, 11):
+        image, truth = synth_nuclei((150, 170), seed=seed)
+        big = ndi.zoom(image.astype(np.float32), 3, order=1).clip(0, 255).astype(np.uint8)  # nuclei ~50 px
+        big_truth = ndi.zoom(truth, 3, order=0)
+        assert estimate_diameter(big_truth) > high  # outside what it learnt
+        for name, predictor in (("plain", plain), ("auto", auto)):
+            for zoom, img, tru in (("1x", image, truth), ("3x", big, big_truth)):
+                labels = predictor.predict_instances(img)
+                assert labels.shape == img.shape  # mapped back onto the image's own grid
+                s = score_instances(labels, tru)[0]
+                counts[f"{name} {zoom}"] += [s["tp"], s["fp"], s["fn"]]
+    f1 = {k: 2 * tp / (2 * tp + fp + fn) for k, (tp, fp, fn) in counts.items()}
+    assert f1["plain 1x"] > 0.85  # nuclei it never saw, nothing trained
+    assert f1["auto 1x"] >= f1["plain 1x"] - 0.02
+    assert f1["auto 3x"] > 0.85 > f1["plain 3x"] + 0.1  # larger ones are brought into it
+    inside = Predictor.from_pretrained("nuclei", diameter=(plain.trained_range[0] + high) / 2)
+    np.testing.assert_array_equal(inside.predict_instances(image), plain.predict_instances(image))  # left alone
+
+
+def test_the_shipped_model_still_earns_its_recorded_validation_scores(tmp_path):
+    model = get_pretrained("nuclei")
+    scores = score_pretrained(pretrained_path("nuclei"), model.recipe["evaluation"]["validation"], tmp_path)
+    for key, recorded in model.scores["validation"].items():
+        assert scores[key] == pytest.approx(recorded, abs=0.003), key
+
+
+def test_models_lists_the_built_in_model_with_its_size_and_scores(capsys):
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    entry = get_pretrained("nuclei")
+    assert "nuclei" in text and f"{entry.bytes / 1e6:.1f} MB" in text
+    assert f"f1 {entry.scores['style_shift']['f1']:.3f}" in text
+
+
+def test_fine_tuning_from_the_built_in_model_matching_and_mismatching_channels_and_classes(tmp_path, caplog):
+    caplog.set_level("INFO")
+    grey = synthesize_dataset(tmp_path / "grey", n=3, size=64, seed=5)
+    out = tmp_path / "tuned"
+    args = ["train", str(grey), "--out", str(out), *TINY_CLI, "--init", "nuclei", "--target", "border"]
+    assert main(args) == 0
+    tuned, start = load_checkpoint(out / "best.pt"), load_checkpoint(pretrained_path("nuclei"))
+    assert (
+        tuned["model"]["hparams"] == start["model"]["hparams"]
+    )  # its architecture, every layer carried over
+    assert "adapted" not in caplog.text and "anew" not in caplog.text
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["init"] == "nuclei"
+    caplog.clear()
+    rgb = tmp_path / "rgb"  # colour images, foreground only: the input layer adapted, the head anew
+    for i in range(3):
+        image, labels = synth_nuclei(64, seed=50 + i)
+        write_image(rgb / "images" / f"im{i}.png", np.stack([image, image, image // 2], axis=-1))
+        write_image(rgb / "masks" / f"im{i}.png", labels)
+    (rgb / "dataset.yaml").write_text("layout: paired\nmask_encoding: instances\n")
+    out = tmp_path / "tuned-rgb"
+    assert main(["train", str(rgb), "--out", str(out), *TINY_CLI, "--init", "nuclei"]) == 0
+    hp = load_checkpoint(out / "best.pt")["model"]["hparams"]
+    assert (hp["in_channels"], hp["num_classes"]) == (3, 1)
+    assert "adapted from 1 to 3 channel(s)" in caplog.text and "anew" in caplog.text
+
+
+def test_the_plan_proposes_the_built_in_model_for_nuclei(tmp_path, capsys):
+    data = synthesize_dataset(tmp_path / "data", n=4, size=96, seed=2)
+    assert main(["plan", str(data), "--no-measure", "--device", "cpu"]) == 0
+    assert "proposal  --init nuclei" in capsys.readouterr().out
+    assert "# proposal: --init nuclei" in (data / "plan.yaml").read_text()
+
+
+def test_the_recipe_is_reproducible_bit_for_bit(tmp_path):
+    tiny = {
+        "data": {"n": 4, "size": 64},
+        "config": {"data": {"patch_size": 32}, "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2}},
+        "evaluation": {"validation": {"n": 1, "size": 64}},
+    }
+    entries = []
+    for i in range(2):
+        (tmp_path / str(i)).mkdir()
+        registry = shutil.copy(REGISTRY, tmp_path / str(i) / "registry.yaml")
+        entries.append(build_pretrained("nuclei", registry=registry, overrides=tiny, progress=False))
+        shipped = tmp_path / str(i) / "nuclei.pt"
+        assert (
+            entries[-1]["sha256"] == file_sha256(shipped) and entries[-1]["bytes"] == shipped.stat().st_size
+        )
+        assert get_pretrained("nuclei", registry).scores == entries[-1]["scores"]  # written back, readable
+    assert entries[0]["sha256"] == entries[1]["sha256"]
+
+
+def test_evaluate_takes_the_built_in_model_by_name(tmp_path, capsys):
+    data = synthesize_dataset(tmp_path / "data", n=2, size=128, seed=11)
+    assert main(["evaluate", "nuclei", str(data), "--mode", "instance"]) == 0
+    out = capsys.readouterr().out
+    assert "mode: instance" in out and "dsb_score" in out
