@@ -63,15 +63,14 @@ def resolve_model_path(model: str | Path) -> Path:
     against its registered sha256. A name that is also a path here is refused as ambiguous unless that path
     holds a model. Anything else is refused plainly, before the file is opened."""
     path = Path(model)
-    builtin = (
-        get_pretrained(model) if isinstance(model, str) and "/" not in model and "\\" not in model else None
-    )
-    if builtin is not None and (str(model).startswith(PREFIX) or not path.exists()):
-        return pretrained_path(builtin.name)
-    if builtin is not None and not _holds_model(path):
+    name = model if isinstance(model, str) and "/" not in model and "\\" not in model else None
+    if name is not None and (name.startswith(PREFIX) or not path.exists()):
+        if name.startswith(PREFIX) or get_pretrained(name) is not None:
+            return pretrained_path(name)
+    elif name is not None and not _holds_model(path) and get_pretrained(name) is not None:
         raise CheckpointError(
             f"{model}: both a built-in model and a {'folder' if path.is_dir() else 'file'} here that holds no "
-            f"model; write {PREFIX}{builtin.name} for the built-in model"
+            f"model; write {PREFIX}{name} for the built-in model"
         )
     if path.is_dir():
         for name in ("best.pt", "last.pt"):

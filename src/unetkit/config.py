@@ -222,6 +222,12 @@ class DataConfig:
     norm_scale: float = option(255.0, "fixed normalisation: divide by this")
     val_fraction: float = option(0.2, "fraction of images (or rows, for < 4 images) held out for validation")
     patch_size: int = option(256, "training patch size = network input size in pixels", aliases=("--patch",))
+    input_scale: float | None = option(
+        None,
+        "resample every training image and mask by this factor, and every image the model later predicts "
+        "(recorded in the checkpoint): below 1 shrinks objects larger than the network suits (2-D)",
+        default_text="1; with --init, the factor that brings your objects into the sizes the model learnt",
+    )
     patch_depth: int | None = option(None, "volumes: patch size along z", default_text="--patch-size")
     augment: bool = option(True, "random flips and 90-degree rotations")
     elastic: bool = option(False, "the paper's elastic deformation (3x3 grid, --elastic-sigma px)")
@@ -459,6 +465,10 @@ def check_config(cfg: RunConfig) -> None:
             "augmentation strengths must be >= 0",
         ),
         (d.scale < 1, f"data.scale must be < 1, got {d.scale}"),
+        (
+            d.input_scale is None or 1 / 8 <= d.input_scale <= 8,
+            f"data.input_scale must be between 0.125 and 8, got {d.input_scale}",
+        ),
         (m.num_classes is None or m.num_classes >= 1, f"model.num_classes must be >= 1, got {m.num_classes}"),
         (
             d.normalization != "percentile" or 0 <= d.norm_low < d.norm_high <= 100,

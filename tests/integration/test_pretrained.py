@@ -60,7 +60,12 @@ def test_the_python_api_and_diameter_round_trip_shapes(tmp_path):
     plain = Predictor.from_pretrained("nuclei")
     auto = Predictor.from_pretrained("nuclei", diameter="auto")
     high = plain.trained_range[1]
-    counts = {"plain 1x": np.zeros(3), "plain 3x": np.zeros(3), "auto 1x": np.zeros(3), "auto 3x": np.zeros(3)}
+    counts = {
+        "plain 1x": np.zeros(3),
+        "plain 3x": np.zeros(3),
+        "auto 1x": np.zeros(3),
+        "auto 3x": np.zeros(3),
+    }
     for seed in (9, 10, 11):
         image, truth = synth_nuclei((150, 170), seed=seed)
         big = ndi.zoom(image.astype(np.float32), 3, order=1).clip(0, 255).astype(np.uint8)  # nuclei ~50 px
@@ -77,7 +82,9 @@ def test_the_python_api_and_diameter_round_trip_shapes(tmp_path):
     assert f1["auto 1x"] >= f1["plain 1x"] - 0.02
     assert f1["auto 3x"] > 0.85 > f1["plain 3x"] + 0.1  # larger ones are brought into it
     inside = Predictor.from_pretrained("nuclei", diameter=(plain.trained_range[0] + high) / 2)
-    np.testing.assert_array_equal(inside.predict_instances(image), plain.predict_instances(image))  # left alone
+    np.testing.assert_array_equal(
+        inside.predict_instances(image), plain.predict_instances(image)
+    )  # left alone
 
 
 def test_the_shipped_model_still_earns_its_recorded_validation_scores(tmp_path):
@@ -152,3 +159,32 @@ def test_evaluate_takes_the_built_in_model_by_name(tmp_path, capsys):
     assert main(["evaluate", "nuclei", str(data), "--mode", "instance"]) == 0
     out = capsys.readouterr().out
     assert "mode: instance" in out and "dsb_score" in out
+
+
+def test_fine_tuning_on_objects_larger_than_the_model_learnt_resamples_them_for_training_and_prediction(
+    tmp_path, caplog
+):
+    from unetkit.data.synthetic import SynthParams
+
+    caplog.set_level("INFO")
+    big = SynthParams(radius=(22.0, 28.0), nuclei_per_mpx=60, clusters_per_mpx=0)  # ~50 px across
+    data = synthesize_dataset(tmp_path / "big", n=3, size=(150, 130), seed=3, params=big)
+    out = tmp_path / "tuned"
+    assert (
+        main(["train", str(data), "--out", str(out), *TINY_CLI, "--init", "nuclei", "--target", "border"])
+        == 0
+    )
+    scale = yaml.safe_load((out / "config.yaml").read_text())["data"]["input_scale"]
+    high = Predictor.from_pretrained("nuclei").trained_range[1]
+    assert 0.35 < scale < 0.7 and "images are resampled by" in caplog.text
+    pre = load_checkpoint(out / "best.pt")["preprocessing"]
+    assert pre["input_scale"] == scale and pre["object_diameter"] == pytest.approx(high, rel=0.1)
+    pred = tmp_path / "pred"
+    assert main(["predict", str(out), str(data / "images"), "--out", str(pred), "--no-progress"]) == 0
+    for mask in (data / "masks").iterdir():  # predicted at the training scale, written at the image's own
+        assert read_image(pred / f"{mask.stem}.png").shape == read_image(mask).shape == (150, 130)
+    # the flag itself: --input-scale 1 keeps the images as they are, even from the built-in model
+    again = tmp_path / "kept"
+    args = ["train", str(data), "--out", str(again), *TINY_CLI, "--init", "nuclei", "--input-scale", "1"]
+    assert main(args) == 0
+    assert load_checkpoint(again / "best.pt")["preprocessing"]["input_scale"] == 1.0

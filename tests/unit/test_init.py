@@ -3,11 +3,13 @@ output layer anew for other classes, the architecture and normalisation taken fr
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from unetkit import save_checkpoint
-from unetkit.config import FINE_TUNE_LR, ModelConfig, RunConfig, TrainConfig
+from unetkit import check_dataset, save_checkpoint, synthesize_dataset
+from unetkit.config import FINE_TUNE_LR, DataConfig, ModelConfig, RunConfig, TrainConfig
+from unetkit.data.dataset import SampleStore
 from unetkit.errors import CheckpointError
 from unetkit.models import create_model
 from unetkit.training.init import init_config, load_initial_weights
@@ -81,3 +83,32 @@ def test_a_rate_given_as_the_scratch_default_is_kept_and_a_second_application_ch
     once, _, _ = init_config(RunConfig(train=TrainConfig(init=str(ckpt), lr=1e-3)))
     twice, _, notes = init_config(once)
     assert once.train.lr == twice.train.lr == 1e-3 and notes == []
+
+
+def test_input_scale_brings_objects_into_the_initial_models_sizes():
+    from unetkit.training.init import SIZE_TOLERANCE, input_scale_for
+
+    ranged = {"preprocessing": {"object_diameter": 8.0, "object_diameter_range": [6.0, 26.0]}}
+    assert input_scale_for(ranged, 15.0, "m") == (1.0, None)  # inside: untouched
+    factor, note = input_scale_for(ranged, 52.0, "m")
+    assert factor == 0.5 and "resampled by 0.5" in note
+    assert input_scale_for(ranged, 3.0, "m")[0] == 2.0  # small objects are enlarged to the range's start
+    plain = {"preprocessing": {"object_diameter": 16.0}}  # a run's model: its median within a tolerance
+    assert input_scale_for(plain, 16.0 * SIZE_TOLERANCE, "m") == (1.0, None)
+    assert input_scale_for(plain, 48.0, "m")[0] == pytest.approx(16.0 * SIZE_TOLERANCE / 48.0, abs=1e-3)
+    assert input_scale_for({"preprocessing": {}}, 48.0, "m") == (1.0, None)  # nothing known: nothing done
+    assert input_scale_for(ranged, None, "m") == (1.0, None)
+
+
+def test_the_sample_store_resamples_image_and_target_alike(tmp_path):
+    from unetkit.data.resample import scaled_shape
+
+    data = synthesize_dataset(tmp_path / "d", n=1, size=(101, 77), seed=0)
+    report = check_dataset(data)
+    stores = [
+        SampleStore(report.samples, report.encoding, report.normalizer(DataConfig()), 1, input_scale=s)
+        for s in (1.0, 0.5)
+    ]
+    (image, target), (small, small_target) = stores[0][0], stores[1][0]
+    assert small.shape[1:] == small_target.shape == scaled_shape(image.shape[1:], 0.5) == (50, 38)
+    assert set(np.unique(small_target)) <= set(np.unique(target))  # nearest: no new labels

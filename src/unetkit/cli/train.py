@@ -64,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("training")
     add_options(g, "train", ("epochs", "steps_per_epoch", "batch_size", "lr", "loss", "patience", "seed"))
     add_options(g, "train", ("device", "num_workers", "amp", "init"))
-    add_options(g, "data", ("val_fraction", "augment"))
+    add_options(g, "data", ("val_fraction", "augment", "input_scale"))
     a = p.add_argument_group("augmentation (image, mask and weight map alike; seeded)")
     add_options(a, "data", AUGMENTATION)
     o = p.add_argument_group("optimisation")

@@ -21,6 +21,7 @@ from .io import channel_indices, to_channels_first
 from .layouts import Sample, read_sample_image, read_sample_mask
 from .masks import IGNORE, MaskEncoding, encode_mask, mask_weights
 from .normalize import Normalizer
+from .resample import zoom_image, zoom_labels
 from .windows import read_window
 
 __all__ = ["PatchDataset", "SampleStore", "View", "split_views"]
@@ -40,8 +41,10 @@ class SampleStore:
         cache_mb: float = 2048,
         weights: tuple[float, float] | tuple[float, float, bool] | None = None,
         volumes: bool = False,
+        input_scale: float = 1.0,
     ) -> None:
         self.samples = samples
+        self.input_scale = float(input_scale)  # 2-D: images and masks resampled by it (--input-scale)
         self.volumes = volumes  # 3-D samples: (C, D, H, W) images, (D, H, W) targets
         self.weights = weights  # (w0, sigma[, balance]): also compute the paper's weight map per sample
         self.encoding = encoding
@@ -69,6 +72,8 @@ class SampleStore:
             chw = to_channels_first(raw, self.in_channels, s.image_label)
         image = self.normalizer(chw)
         mask = read_sample_mask(s, self.volumes)
+        if self.input_scale != 1:
+            image, mask = zoom_image(image, self.input_scale), zoom_labels(mask, self.input_scale)
         target = encode_mask(self.encoding, mask, s.mask_label, self.volumes)
         item: tuple[np.ndarray, ...] = (image, target)
         if self.weights is not None:

@@ -157,7 +157,7 @@ def predict_one(
             if probs is not None:
                 probs[:, y0:y1] = encode_probs(rows, probs_dtype)  # type: ignore[arg-type]
 
-        if predictor.diameter is not None:  # rescaled whole, in memory (only images that fit get here)
+        if predictor.rescales:  # rescaled whole, in memory (only images that fit get here)
             write(
                 0, h, predictor.proba_channels_first(np.asarray(source[..., 0:h, 0:w]), f, progress=progress)
             )

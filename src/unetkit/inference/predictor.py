@@ -153,6 +153,8 @@ class Predictor:
         self.diameter = parse_diameter(diameter)
         self.trained_diameter: float | None = self.preprocessing.get("object_diameter")
         self.trained_range: list[float] | None = self.preprocessing.get("object_diameter_range")
+        #: the model was trained on images resampled by this factor (``--input-scale``): so are its inputs
+        self.input_scale = float(self.preprocessing.get("input_scale") or 1.0)
         if self.diameter is not None and not self.trained_diameter:
             raise ConfigError(
                 "--diameter: this model does not record the size of the objects it learnt (it was trained before "
@@ -306,9 +308,22 @@ class Predictor:
         """:meth:`predict_proba` of raw pixels already ``(C, *spatial)`` with the model's channels, rescaled
         to the model's object size first when a ``diameter`` is set."""
         stats = self.normalizer.statistics(x)
-        if self.diameter is None:
+        if not self.rescales:
             return self._proba(x, stats, name, tta, progress)
         return self._rescaled_proba(x, stats, name, tta, progress)
+
+    @property
+    def rescales(self) -> bool:
+        """Whether images are resampled before the network (``--diameter``, or a model trained with
+        ``--input-scale``) and its output mapped back: done whole, in memory."""
+        return self.diameter is not None or self.input_scale != 1
+
+    @property
+    def rescaling(self) -> str:
+        """What resamples, in words, for messages."""
+        if self.diameter is not None:
+            return "--diameter"
+        return f"this model (trained at --input-scale {self.input_scale:g})"
 
     def _proba(
         self, x: np.ndarray, stats: Any, name: str | Path, tta: bool | None, progress: bool
@@ -324,11 +339,14 @@ class Predictor:
     def _rescaled_proba(
         self, x: np.ndarray, stats: Any, name: str | Path, tta: bool | None, progress: bool
     ) -> np.ndarray:
-        """``--diameter``: predict ``x`` zoomed so its objects have the size the model learnt, map it back."""
+        """Predict ``x`` zoomed as the model needs (its ``input_scale``, or with ``--diameter`` so its objects
+        have the size the model learnt), mapped back onto ``x``'s grid."""
         trained = float(self.trained_diameter or 0)
         diameter = self.diameter
+        if diameter is None:  # a model trained on resampled images: its inputs are resampled alike
+            return self._proba_at(x, self.input_scale, stats, name, tta, progress)
         if diameter == "auto":
-            first = self._proba(x, stats, name, tta, progress)
+            first = self._proba_at(x, self.input_scale, stats, name, tta, progress)
             found = estimate_diameter(self.instances(self.to_labels(first)), volume=x.ndim == 4)
             if found is None:
                 log.info("%s: --diameter auto found no objects; the image is kept at its scale", name)
@@ -340,13 +358,19 @@ class Predictor:
             )
             log.info("%s: objects about %.1f px across (estimated); the model learnt %s", name, found, learnt)
             factor = factor_for(found, target_diameter(found, trained, self.trained_range))
-            if abs(factor - 1) < NEGLIGIBLE:
+            if abs(factor / self.input_scale - 1) < NEGLIGIBLE:
                 return first
-        else:
-            assert isinstance(diameter, float)
-            factor = factor_for(diameter, target_diameter(diameter, trained, self.trained_range))
-            if abs(factor - 1) < NEGLIGIBLE:
-                return self._proba(x, stats, name, tta, progress)
+            return self._proba_at(x, factor, stats, name, tta, progress)
+        assert isinstance(diameter, float)
+        factor = factor_for(diameter, target_diameter(diameter, trained, self.trained_range))
+        return self._proba_at(x, factor, stats, name, tta, progress)
+
+    def _proba_at(
+        self, x: np.ndarray, factor: float, stats: Any, name: str | Path, tta: bool | None, progress: bool
+    ) -> np.ndarray:
+        """Probabilities of ``x`` zoomed by ``factor`` (not when it is within ``NEGLIGIBLE`` of 1), on ``x``'s grid."""
+        if abs(factor - 1) < NEGLIGIBLE:
+            return self._proba(x, stats, name, tta, progress)
         probs = self._proba(rescale(x, factor), stats, name, tta, progress)
         return resize_to(probs, tuple(x.shape[1:]))
 

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..data.checks import object_diameters
+from ..data.resample import zoom_image
 from ..errors import ConfigError
 
 __all__ = ["estimate_diameter", "parse_diameter", "rescale", "resize_to", "target_diameter"]
@@ -62,9 +63,8 @@ def target_diameter(diameter: float, trained: float, trained_range: list[float] 
     return min(max(diameter, lo), hi)
 
 
-def rescale(x: np.ndarray, factor: float) -> np.ndarray:
-    """A channels-first image ``(C, *spatial)`` zoomed by ``factor`` in its spatial axes (linear)."""
-    return ndi.zoom(x, (1, *[factor] * (x.ndim - 1)), order=1, mode="nearest", grid_mode=True)
+#: a channels-first image ``(C, *spatial)`` zoomed by a factor in its spatial axes (linear)
+rescale = zoom_image
 
 
 def resize_to(probs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

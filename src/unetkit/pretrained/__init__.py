@@ -64,8 +64,13 @@ class PretrainedModel:
 
 def read_registry(path: Path = REGISTRY) -> dict[str, Any]:
     """The registry as plain data (``{"models": {name: entry}}``); safe YAML only."""
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckpointError(
+            f"{path}: the registry of built-in models cannot be read ({exc}); reinstall unetkit"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("models", {}), dict):
         raise CheckpointError(f"{path}: damaged registry of built-in models: reinstall unetkit")
     return data

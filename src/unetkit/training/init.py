@@ -19,7 +19,10 @@ from ..checkpoint import load_checkpoint, resolve_model_path
 from ..config import FINE_TUNE_LR, ModelConfig, RunConfig
 from ..errors import CheckpointError, ConfigError
 
-__all__ = ["FINE_TUNE_LR", "INIT_ARCH_FIELDS", "init_config", "load_initial_weights"]
+__all__ = ["FINE_TUNE_LR", "INIT_ARCH_FIELDS", "init_config", "input_scale_for", "load_initial_weights"]
+
+#: a model without a recorded range of sizes is taken to segment objects within this factor of its median
+SIZE_TOLERANCE = 1.5
 
 #: the fields of the model configuration that come from the initial model
 INIT_ARCH_FIELDS = tuple(
@@ -122,3 +125,24 @@ def _adapt_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
         return weight.sum(dim=1, keepdim=True)
     mean = weight.mean(dim=1, keepdim=True)
     return mean.repeat(1, channels, *([1] * (weight.ndim - 2))) * (weight.shape[1] / channels)
+
+
+def input_scale_for(
+    payload: dict[str, Any], diameter: float | None, source: str | Path
+) -> tuple[float, str | None]:
+    """The ``--input-scale`` that brings a dataset's objects (median ``diameter`` px) into the sizes the initial
+    model learnt (its ``object_diameter_range``, else its median object diameter within ``SIZE_TOLERANCE``),
+    and a note saying so; ``(1.0, None)`` when they already fit or nothing is known."""
+    pre = payload.get("preprocessing") or {}
+    known = pre.get("object_diameter_range")
+    if not diameter or not (known or pre.get("object_diameter")):
+        return 1.0, None
+    lo, hi = known or (pre["object_diameter"] / SIZE_TOLERANCE, pre["object_diameter"] * SIZE_TOLERANCE)
+    if lo <= diameter <= hi:
+        return 1.0, None
+    factor = round(min(max(diameter, lo), hi) / diameter, 3)
+    return factor, (
+        f"--init {source}: your objects are about {diameter:.1f} px across, the model learnt {lo:g}-{hi:g} px: "
+        f"images are resampled by {factor:g} for training and for every prediction with the new model "
+        "(--input-scale to choose)"
+    )

@@ -20,6 +20,7 @@ from ..data.checks import DataReport
 from ..data.dataset import PatchDataset, SampleStore, View, split_views
 from ..data.masks import MaskEncoding
 from ..data.normalize import Normalizer
+from ..data.resample import scaled_shape
 from ..device import amp_dtype, compile_model
 from ..errors import ConfigError
 from ..losses import get_loss
@@ -170,7 +171,8 @@ def _preprocessing(
     """What a checkpoint needs to rebuild the model's input and output, how its truth was read, and the scale
     of the objects it learnt (``predict --diameter`` rescales other images to it)."""
     return {
-        "object_diameter": object_diameter,
+        "object_diameter": object_diameter,  # as the network saw them: after --input-scale
+        "input_scale": float(cfg.data.input_scale or 1.0),
         "in_channels": cfg.model.in_channels,
         "num_classes": cfg.model.num_classes,
         "normalization": normalizer.to_dict(),
@@ -194,6 +196,7 @@ def build_training(
     encoding = report.encoding
     assert encoding is not None and cfg.model.in_channels is not None and cfg.model.num_classes is not None
     volumes = cfg.model.spatial_dims == 3
+    scale = float(cfg.data.input_scale or 1.0)
     store = SampleStore(
         report.samples,
         encoding,
@@ -202,9 +205,11 @@ def build_training(
         cfg.data.cache_mb,
         weights=(cfg.data.w0, cfg.data.sigma, cfg.data.weight_balance) if cfg.data.weight_map else None,
         volumes=volumes,
+        input_scale=scale,
     )
+    shapes = [scaled_shape(tuple(s), scale) for s in report.shapes] if scale != 1 else list(report.shapes)
     train_views, val_views, note = split_views(
-        store, [shape[0] for shape in report.shapes], cfg.data.val_fraction, cfg.train.seed
+        store, [shape[0] for shape in shapes], cfg.data.val_fraction, cfg.train.seed
     )
     log.info("%s", note)
     torch.manual_seed(cfg.train.seed)
@@ -234,7 +239,7 @@ def build_training(
     dataset = PatchDataset(
         store,
         train_views,
-        list(report.shapes),
+        shapes,
         patch_in,
         patch_out,
         cfg.train.steps_per_epoch * cfg.train.batch_size,
@@ -243,7 +248,8 @@ def build_training(
         seed=cfg.train.seed,
     )
     step = _step(model, cfg, device, ctx)
-    preprocessing = _preprocessing(cfg, encoding, normalizer, report.object_diameter)
+    diameter = report.object_diameter * scale if report.object_diameter else report.object_diameter
+    preprocessing = _preprocessing(cfg, encoding, normalizer, diameter)
     meta = {"patch_in": patch_in, "patch_out": patch_out, "data": str(data), "split": note}
     return TrainingSetup(
         cfg, store, train_views, val_views, dataset, step, preprocessing, meta, patch_in, volumes

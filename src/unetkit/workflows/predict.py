@@ -174,8 +174,11 @@ def predict_files(
         raise DataError(f"--out {out}: exists and is not a folder")
     guard_outputs(files, out, [], protect)
     predictor = model if isinstance(model, Predictor) else Predictor.from_checkpoint(model, **kwargs)
-    if dask and predictor.diameter is not None:
-        raise ConfigError("--diameter rescales whole images in memory; --dask works chunk by chunk: drop one")
+    if dask and predictor.rescales:
+        raise ConfigError(
+            f"{predictor.rescaling} rescales whole images in memory; --dask works chunk by chunk: "
+            + ("drop one" if predictor.diameter is not None else "predict without --dask")
+        )
     if dask:
         guard_outputs(files, out, [out / f"{i.name}.zarr" for i in items], protect)
         assert not isinstance(model, Predictor)
@@ -346,10 +349,11 @@ def _image_jobs(
             bad.append(str(exc))
             continue
         large = h * w > max_pixels
-        if large and predictor.diameter is not None:
+        if large and predictor.rescales:
             raise DataError(
-                f"{item.path}: {h} x {w} pixels is predicted tile by tile from disk; --diameter rescales images "
-                "that fit in memory: rescale this one beforehand, or drop --diameter"
+                f"{item.path}: {h} x {w} pixels is predicted tile by tile from disk; {predictor.rescaling} "
+                "rescales images that fit in memory: rescale this one beforehand"
+                + (", or drop --diameter" if predictor.diameter is not None else "")
             )
         fmt = format or ("tiff" if large or pages > 1 else "png")
         if fmt == "png" and (large or pages > 1):

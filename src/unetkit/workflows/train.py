@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..losses import get_loss
 from ..safety import guard_outputs, sample_files
 from ..training.distributed import init_distributed, spawn
-from ..training.init import init_config, load_initial_weights
+from ..training.init import init_config, input_scale_for, load_initial_weights
 from ..training.run_folder import RunFolder
 from ..training.setup import build_training, num_classes_for
 from ..training.state import TrainResult, TrainState
@@ -93,6 +93,14 @@ def train(
     launch = nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1
     _check_processes(cfg, nproc, launch, device)
     report, normalizer = _resolve_data(cfg, data, folder)  # every file checked, before the run folder is made
+    if cfg.data.input_scale is None:  # auto: 1, or what brings the objects to the initial model's sizes
+        scale, note = (1.0, None)
+        if init_payload is not None and cfg.model.spatial_dims == 2:
+            scale, note = input_scale_for(init_payload, report.object_diameter, cfg.train.init or "")
+        cfg.data = dataclasses.replace(cfg.data, input_scale=scale)
+        init_notes += [note] if note else []
+    if cfg.data.input_scale != 1 and cfg.model.spatial_dims == 3:
+        raise ConfigError("--input-scale resamples 2-D images; volumes are trained at their own scale")
     if launch:  # everything is checked: start the processes, each of which runs this function
         if payload is None:
             folder.existing(overwrite)
