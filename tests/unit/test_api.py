@@ -23,6 +23,7 @@ def test_public_api_is_curated_and_complete():
         "atomic",
         "extras",
         "planning",
+        "pretrained",
         "safety",
         "version",
         "workflows",
