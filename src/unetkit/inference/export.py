@@ -127,7 +127,10 @@ def _export_onnx(core: nn.Module, model: Any, example: torch.Tensor, path: str, 
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.save(proto, path)
+    onnx.save(proto, path)  # weights inline: one self-contained file
+    Path(path + ".data").unlink(
+        missing_ok=True
+    )  # the exporter's external weights, named after the temporary file
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"x": x})[0]
 

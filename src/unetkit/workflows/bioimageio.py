@@ -1,0 +1,398 @@
+"""``unetkit export MODEL --format bioimageio``: a BioImage Model Zoo package (model spec 0.5) that deepImageJ,
+ilastik, QuPath, BiaPy and ``bioimageio.core`` run.
+
+The package (a zip with ``rdf.yaml`` at its root) holds:
+
+- the network's weights three ways: the PyTorch state dict with the architecture's source (one generated,
+  self-contained file: unetkit's own ``models/blocks.py`` and ``models/unet.py``, nothing else imported), and
+  TorchScript and ONNX converted from it (their ``parent``), each verified against PyTorch;
+- the input as the spec describes it: axes ``batch, channel, y, x`` whose sizes are ``min + n * step`` (``step``
+  = ``2**depth``, the pooling; padded networks), and the preprocessing as the spec's own operations (percentile
+  normalisation → ``scale_range`` per image and channel, fixed → ``scale_linear``, mean/std →
+  ``fixed_zero_mean_unit_variance``); the output (probabilities: ``sigmoid``/``softmax`` as postprocessing) the
+  input's size, with a halo for tiling consumers;
+- a test input (a synthetic image) and the output PyTorch gives for it, with the reproducibility tolerance;
+- a generated model card (``README.md``: training data, recipe, validation scores, limits), citations (the U-Net
+  paper, unetkit), tags and a cover picture (the test image with the predicted objects outlined).
+
+Plain YAML is written here (no ``bioimageio.spec`` needed to export); the tests validate the package with
+``bioimageio.core``'s own model test (the ``[bioimageio]`` extra).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import inspect
+import json
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from ..atomic import atomic_path
+from ..checkpoint import build_model, load_checkpoint, resolve_model_path
+from ..data.synthetic import synth_nuclei
+from ..errors import ConfigError, UnetkitError
+from ..inference import Predictor
+from ..inference.export import write_exported
+from ..models import blocks as blocks_module
+from ..models import unet as unet_module
+from ..safety import guard_outputs
+from ..version import __version__
+from ..viz import contour_overlay
+
+__all__ = ["FORMAT_VERSION", "BioimageioPackage", "export_bioimageio"]
+
+#: the bioimage.io model description format written
+FORMAT_VERSION = "0.5.4"
+#: the size of the test input (a multiple of every step up to depth 6)
+TEST_SIZE = 256
+#: what consumers may differ by on the test output (float32 on other hardware and runtimes)
+TOLERANCE = {"relative_tolerance": 1e-3, "absolute_tolerance": 1e-3, "mismatched_elements_per_million": 100}
+CITATIONS = [
+    {
+        "text": "Ronneberger, Fischer and Brox. U-Net: Convolutional Networks for Biomedical Image Segmentation. "
+        "MICCAI 2015.",
+        "doi": "10.1007/978-3-319-24574-4_28",
+    },
+    {
+        "text": f"unetkit {__version__}: U-Net segmentation toolkit",
+        "url": "https://github.com/unetkit/unetkit",
+    },
+]
+
+
+class BioimageioPackage:
+    """What :func:`export_bioimageio` wrote: the zip, its description, and how far each exported weight format
+    differs from PyTorch."""
+
+    def __init__(self, path: Path, rdf: dict[str, Any], diffs: dict[str, float]) -> None:
+        self.path, self.rdf, self.diffs = path, rdf, diffs
+
+    @property
+    def bytes(self) -> int:
+        return self.path.stat().st_size
+
+
+def export_bioimageio(
+    model: str | Path,
+    out: str | Path,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    authors: list[str] | None = None,
+    license: str = "MIT",
+    overwrite: bool = False,
+) -> BioimageioPackage:
+    """Write ``model`` (a checkpoint, a run folder or a built-in name) as a bioimage.io model package ``out``
+    (a ``.zip``), atomically. ``authors``: names (default: "unetkit user"); ``license``: an SPDX identifier.
+
+    Example:
+        >>> export_bioimageio("run/best.pt", "model.zip", name="My nuclei", authors=["A. Author"]).bytes
+    """
+    out = Path(out)
+    path = resolve_model_path(model)
+    if path.suffix.lower() == ".onnx":
+        raise ConfigError(
+            f"{path}: export a bioimage.io package from the checkpoint (RUN/best.pt), not from ONNX"
+        )
+    if out.suffix.lower() != ".zip":
+        raise ConfigError(f"--out {out}: a bioimage.io package is a .zip file; name it e.g. model.zip")
+    guard_outputs([path], out, [out])
+    if out.exists() and not overwrite:
+        raise UnetkitError(f"{out}: already exists; pass --overwrite to replace it")
+    if not re.fullmatch(r"[A-Za-z0-9.+-]+", license):
+        raise ConfigError(f"--license {license!r}: give an SPDX identifier, e.g. MIT, CC-BY-4.0, Apache-2.0")
+    if name is not None and not 5 <= len(name.strip()) <= 128:
+        raise ConfigError(f"--name {name!r}: bioimage.io asks for 5 to 128 characters")
+    payload = load_checkpoint(path)
+    network = build_model(payload, path).eval()
+    hp = dict(payload["model"]["hparams"])
+    pre = payload["preprocessing"]
+    if payload["model"]["name"] != "unet" or network.padding != "same" or hp.get("spatial_dims", 2) != 2:
+        raise ConfigError(
+            f"{path}: bioimage.io export supports 2-D padded U-Nets (arch unet, padding same); this is "
+            f"{payload['model']['name']}, padding {network.padding}, {hp.get('spatial_dims', 2)}-D"
+        )
+    if float(pre.get("input_scale") or 1.0) != 1.0:
+        raise ConfigError(
+            f"{path}: the model resamples its inputs (--input-scale {pre['input_scale']:g}), which the bioimage.io "
+            "format cannot express; train without --input-scale to export it"
+        )
+    title = name or (payload.get("pretrained") or {}).get("name") or f"unetkit U-Net ({path.parent.name})"
+    with tempfile.TemporaryDirectory(prefix="unetkit-bioimageio-") as tmp:
+        folder = Path(tmp)
+        files, diffs = _weights(network, payload, folder)
+        test_in, _, labels = _test_tensors(path, payload, folder)
+        _cover(test_in, labels, folder / "cover.png")
+        (folder / "README.md").write_text(_model_card(title, payload, path), encoding="utf-8")
+        rdf = _rdf(title, description, authors, license, payload, network, files)
+        (folder / "rdf.yaml").write_text(
+            yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
+        with atomic_path(out, ".zip") as tmp_zip:
+            with zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as archive:
+                for file in sorted(folder.iterdir()):
+                    archive.write(file, file.name)
+    return BioimageioPackage(out, rdf, diffs)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _weights(network: Any, payload: dict[str, Any], folder: Path) -> tuple[dict[str, str], dict[str, float]]:
+    """The state dict (float32) and its architecture file, TorchScript and ONNX (each verified)."""
+    torch.save({k: v.float() if v.is_floating_point() else v for k, v in network.state_dict().items()},
+               folder / "weights.pt")  # fmt: skip
+    (folder / "unetkit_unet.py").write_text(architecture_source(), encoding="utf-8")
+    diffs = {
+        "torchscript": write_exported(
+            network, payload, folder / "weights.torchscript.pt", "torchscript"
+        ).max_abs_diff
+    }
+    diffs["onnx"] = write_exported(network, payload, folder / "weights.onnx", "onnx").max_abs_diff
+    return {
+        "state_dict": "weights.pt",
+        "torchscript": "weights.torchscript.pt",
+        "onnx": "weights.onnx",
+    }, diffs
+
+
+def architecture_source() -> str:
+    """One self-contained Python file defining ``UNet`` exactly as unetkit does (its blocks and U-Net modules,
+    their relative imports removed and the model registry replaced by a no-op), so a consumer can rebuild the
+    network from the state dict without unetkit."""
+    parts = []
+    for module in (blocks_module, unet_module):
+        text = inspect.getsource(module)
+        text = re.sub(r"^from __future__ import annotations\n", "", text, flags=re.M)
+        text = re.sub(r"^from \.[\w.]* import [^\n(]*(\([^)]*\))?\n", "", text, flags=re.M)
+        parts.append(f"# ---- from unetkit {__version__}: {module.__name__} ----\n{text}")
+    head = (
+        '"""The U-Net of unetkit (https://github.com/unetkit/unetkit), generated for a bioimage.io package: '
+        'build it with\n``UNet(**kwargs)`` (the kwargs in rdf.yaml) and load ``weights.pt``."""\n\n'
+        "from __future__ import annotations\n\n\n"
+        "def register_model(name, *args, **kwargs):\n    return lambda cls: cls\n\n\n"
+    )
+    return head + "\n\n".join(parts)
+
+
+def _test_tensors(
+    path: Path, payload: dict[str, Any], folder: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A synthetic nuclei image as the test input (its grey values in every channel) and the output PyTorch
+    gives for it after the package's preprocessing and postprocessing; also its objects, for the cover."""
+    channels = int(payload["preprocessing"]["in_channels"])
+    image = synth_nuclei(TEST_SIZE, seed=2024)[0].astype(np.float32)
+    raw = np.repeat(image[None], channels, axis=0)  # (C, H, W)
+    predictor = Predictor.from_checkpoint(path, precision="float32", tile=TEST_SIZE, device="cpu")
+    with torch.no_grad():
+        probs = predictor.predict_proba(np.moveaxis(raw, 0, -1) if channels > 1 else raw[0])
+    np.save(folder / "test_input.npy", raw[None])
+    np.save(folder / "test_output.npy", probs[None].astype(np.float32))
+    labels = predictor.instances(predictor.to_labels(probs))
+    return raw, probs, labels
+
+
+def _cover(raw: np.ndarray, labels: np.ndarray, dest: Path) -> None:
+    grey = raw[0]
+    lo, hi = np.percentile(grey, (1, 99.8))
+    picture = np.clip((grey - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
+    Image.fromarray(contour_overlay(picture, labels)).save(dest)
+
+
+def _preprocessing(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    norm = payload["preprocessing"]["normalization"]
+    method = norm.get("method")
+    steps: list[dict[str, Any]] = [{"id": "ensure_dtype", "kwargs": {"dtype": "float32"}}]
+    if method == "percentile":
+        steps.append(
+            {
+                "id": "scale_range",
+                "kwargs": {
+                    "axes": ["y", "x"],
+                    "min_percentile": float(norm["low"]),
+                    "max_percentile": float(norm["high"]),
+                },
+            }
+        )
+    elif method == "fixed":
+        steps.append({"id": "scale_linear", "kwargs": {"gain": 1.0 / float(norm["scale"]), "offset": 0.0}})
+    elif method in ("dataset",) and norm.get("mean") is not None:
+        mean, std = [float(v) for v in norm["mean"]], [float(v) for v in norm["std"]]
+        kwargs: dict[str, Any] = {"mean": mean[0], "std": std[0]} if len(mean) == 1 else {
+            "mean": mean, "std": std, "axis": "channel"}  # fmt: skip
+        steps.append({"id": "fixed_zero_mean_unit_variance", "kwargs": kwargs})
+    elif method == "minmax":
+        steps.append(
+            {
+                "id": "scale_range",
+                "kwargs": {"axes": ["y", "x"], "min_percentile": 0.0, "max_percentile": 100.0},
+            }
+        )
+    elif method == "zscore":
+        steps.append({"id": "zero_mean_unit_variance", "kwargs": {"axes": ["y", "x"]}})
+    elif method != "none":
+        raise ConfigError(f"normalisation {method!r} has no bioimage.io equivalent; export is not possible")
+    return steps
+
+
+def _rdf(
+    title: str,
+    description: str | None,
+    authors: list[str] | None,
+    license: str,
+    payload: dict[str, Any],
+    network: Any,
+    files: dict[str, str],
+) -> dict[str, Any]:
+    hp = dict(payload["model"]["hparams"])
+    pre = payload["preprocessing"]
+    step = int(network.size_multiples[0])
+    classes = list(pre.get("class_names") or [])
+    out_names = (
+        ["foreground"]
+        if int(hp["num_classes"]) == 1
+        else (classes or [f"class{i}" for i in range(hp["num_classes"])])
+    )
+    channels = int(pre["in_channels"])
+    who = [{"name": a} for a in (authors or ["unetkit user"])]
+    space = [{"id": axis, "type": "space", "size": {"min": 4 * step, "step": step}} for axis in ("y", "x")]
+    halo = min(step, 32)
+    post = (
+        [{"id": "sigmoid"}]
+        if int(hp["num_classes"]) == 1
+        else [{"id": "softmax", "kwargs": {"axis": "channel"}}]
+    )
+    training = payload.get("training") or {}
+    return {
+        "type": "model",
+        "format_version": FORMAT_VERSION,
+        "name": title,
+        "description": description
+        or f"U-Net segmentation model trained with unetkit {payload.get('unetkit_version', __version__)}: "
+        f"{', '.join(out_names)} probabilities from {channels}-channel images.",
+        "authors": who,
+        "cite": CITATIONS,
+        "license": license,
+        "documentation": "README.md",
+        "covers": ["cover.png"],
+        "tags": [
+            "unet",
+            "unetkit",
+            "segmentation",
+            "2d",
+            "pytorch",
+            "instance-segmentation"
+            if pre.get("encoding", {}).get("name") == "instances"
+            else "semantic-segmentation",
+        ],
+        "timestamp": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+        "inputs": [
+            {
+                "id": "raw",
+                "description": "raw image, channels first",
+                "axes": [
+                    {"type": "batch"},
+                    {"type": "channel", "channel_names": [f"channel{i}" for i in range(channels)]},
+                    *space,
+                ],
+                "test_tensor": {"source": "test_input.npy"},
+                "preprocessing": _preprocessing(payload),
+            }
+        ],
+        "outputs": [
+            {
+                "id": "probabilities",
+                "description": "per-pixel class probabilities",
+                "axes": [
+                    {"type": "batch"},
+                    {"type": "channel", "channel_names": out_names},
+                    *[
+                        {
+                            "id": axis,
+                            "type": "space",
+                            "halo": halo,
+                            "size": {"tensor_id": "raw", "axis_id": axis},
+                        }
+                        for axis in ("y", "x")
+                    ],
+                ],
+                "test_tensor": {"source": "test_output.npy"},
+                "data": {"type": "float32", "range": [0.0, 1.0]},
+                "postprocessing": post,
+            }
+        ],
+        "weights": {
+            "pytorch_state_dict": {
+                "source": files["state_dict"],
+                "architecture": {"source": "unetkit_unet.py", "callable": "UNet", "kwargs": hp},
+                "pytorch_version": torch.__version__.split("+")[0],
+            },
+            "torchscript": {
+                "source": files["torchscript"],
+                "parent": "pytorch_state_dict",
+                "pytorch_version": torch.__version__.split("+")[0],
+            },
+            "onnx": {"source": files["onnx"], "parent": "pytorch_state_dict", "opset_version": 18},
+        },
+        "config": {
+            "bioimageio": {"reproducibility_tolerance": [TOLERANCE]},
+            "unetkit": {
+                "version": __version__,
+                "preprocessing": json.loads(json.dumps(pre, default=str)),
+                "best_score": training.get("best_score"),
+            },
+        },
+    }
+
+
+def _model_card(title: str, payload: dict[str, Any], path: Path) -> str:
+    training = payload.get("training") or {}
+    config = training.get("config") or {}
+    pre = payload["preprocessing"]
+    pretrained = payload.get("pretrained") or {}
+    lines = [
+        f"# {title}",
+        "",
+        f"A U-Net trained with unetkit {payload.get('unetkit_version', __version__)} and exported from `{path.name}`.",
+        "",
+        "## Data and recipe",
+        "",
+    ]
+    if pretrained:
+        lines.append(f"unetkit's built-in model `{pretrained.get('name')}`, trained on synthetic images only by the "
+                     f"recipe `{json.dumps(pretrained.get('recipe', {}).get('data', {}))}` (generator style version "
+                     f"{pretrained.get('style_version')}).")  # fmt: skip
+    else:
+        data = training.get("data") or config.get("data", {}).get("layout") or "a user's dataset"
+        lines.append(f"Trained on {data}.")
+    if config:
+        lines += ["", "```yaml", yaml.safe_dump(config, sort_keys=False).strip(), "```"]
+    lines += [
+        "",
+        "## Input and output",
+        "",
+        f"- input: {pre['in_channels']} channel(s), normalised as `{json.dumps(pre['normalization'])}`",
+        f"- output: probabilities of {', '.join(pre.get('class_names') or ['foreground'])}",
+        f"- objects it learnt: about {pre.get('object_diameter') or 'unknown'} px across (median diameter)",
+        "",
+        "## Scores",
+        "",
+        f"Best validation Dice: {training.get('best_score', 'not recorded')}.",
+        "",
+        "## Limits",
+        "",
+        "Check the model on a few annotated images of your own before trusting it; images far from its training "
+        "data (other stains, optics, object sizes) need fine-tuning (`unetkit train DATA --init MODEL`).",
+        "",
+    ]
+    return "\n".join(lines)

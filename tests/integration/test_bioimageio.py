@@ -1,0 +1,120 @@
+"""``unetkit export --format bioimageio``: a BioImage Model Zoo package (spec 0.5) that the zoo's own tool,
+``bioimageio.core``, tests and runs: all three weight formats reproduce the test output; the description says
+what the network takes (axes, sizes, preprocessing) and gives (probabilities)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.conftest import tiny_config
+from unetkit import ConfigError, UnetkitError, synthesize_dataset, train
+from unetkit.cli.main import main
+from unetkit.config import ModelConfig
+from unetkit.workflows.bioimageio import architecture_source, export_bioimageio
+
+bioimageio_core = pytest.importorskip("bioimageio.core", reason="the [bioimageio] extra is not installed")
+pytest.importorskip("onnxruntime", reason="the [onnx] extra is not installed")
+
+FILES = {
+    "rdf.yaml",
+    "README.md",
+    "cover.png",
+    "test_input.npy",
+    "test_output.npy",
+    "unetkit_unet.py",
+    "weights.pt",
+    "weights.torchscript.pt",
+    "weights.onnx",
+}
+
+
+def _zoo_test(path) -> None:
+    summary = bioimageio_core.test_model(str(path))
+    failed = [
+        f"{d.name}: {d.errors[0].msg[:200] if d.errors else ''}"
+        for d in summary.details
+        if d.status == "failed"
+    ]
+    assert summary.status == "passed", failed
+    reproduced = [d.name for d in summary.details if d.name.startswith("Reproduce test outputs")]
+    assert len(reproduced) == 3  # onnx, pytorch_state_dict, torchscript: each against the test output
+
+
+def test_the_built_in_model_exports_as_a_package_the_zoos_own_test_passes(tmp_path, capsys):
+    out = tmp_path / "nuclei.zip"
+    assert (
+        main(["export", "nuclei", "--format", "bioimageio", "--out", str(out), "--author", "A. Tester"]) == 0
+    )
+    assert "bioimage.io 0.5" in capsys.readouterr().out
+    with zipfile.ZipFile(out) as archive:
+        assert set(archive.namelist()) == FILES  # nothing else: no exporter leftovers
+        rdf = yaml.safe_load(archive.read("rdf.yaml"))
+    raw = rdf["inputs"][0]
+    assert [a["type"] for a in raw["axes"]] == ["batch", "channel", "space", "space"]
+    assert raw["axes"][2]["size"] == {"min": 64, "step": 16}  # depth 4: multiples of 16
+    scale = next(p for p in raw["preprocessing"] if p["id"] == "scale_range")["kwargs"]
+    assert (scale["min_percentile"], scale["max_percentile"], scale["axes"]) == (1.0, 99.8, ["y", "x"])
+    output = rdf["outputs"][0]
+    assert output["axes"][1]["channel_names"] == ["background", "interior", "border"]
+    assert output["postprocessing"] == [{"id": "softmax", "kwargs": {"axis": "channel"}}]
+    assert rdf["weights"]["onnx"]["parent"] == rdf["weights"]["torchscript"]["parent"] == "pytorch_state_dict"
+    assert (
+        rdf["authors"] == [{"name": "A. Tester"}] and rdf["cite"][0]["doi"] == "10.1007/978-3-319-24574-4_28"
+    )
+    _zoo_test(out)
+
+
+def test_a_trained_run_exports_and_passes_too(tiny_run, tmp_path):
+    package = export_bioimageio(tiny_run.run_dir, tmp_path / "tiny.zip", name="tiny nuclei", license="CC-BY-4.0")
+    assert package.rdf["inputs"][0]["axes"][2]["size"] == {"min": 16, "step": 4}  # depth 2
+    assert package.rdf["outputs"][0]["postprocessing"] == [{"id": "sigmoid"}]  # binary: one sigmoid output
+    assert max(package.diffs.values()) < 1e-4
+    _zoo_test(package.path)
+    with pytest.raises(UnetkitError, match="already exists"):
+        export_bioimageio(tiny_run.run_dir, tmp_path / "tiny.zip")
+
+
+def test_the_architecture_file_rebuilds_the_network_without_unetkit(tiny_run, tmp_path):
+    source = tmp_path / "unetkit_unet.py"  # our own generated source, imported as a consumer would
+    source.write_text(architecture_source())
+    spec = importlib.util.spec_from_file_location("unetkit_unet_test", source)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    payload = torch.load(tiny_run.best_checkpoint, weights_only=True)
+    net = module.UNet(**payload["model"]["hparams"]).eval()
+    net.load_state_dict(payload["state_dict"])
+    from unetkit.checkpoint import build_model
+
+    ours = build_model(payload).eval()
+    x = torch.from_numpy(np.random.default_rng(0).random((1, 1, 48, 40), np.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), ours(x))
+    assert "import unetkit" not in architecture_source() and "from ." not in architecture_source()
+
+
+def test_what_the_format_cannot_express_is_refused_before_anything_is_written(tmp_path):
+    data = synthesize_dataset(tmp_path / "d", n=4, size=96, seed=1)
+    cfg = tiny_config(epochs=1)
+    cfg.model = ModelConfig(base_channels=4, depth=2, padding="valid")
+    cfg.data.patch_size = 60
+    run = train(data, tmp_path / "valid", cfg, progress=False)
+    with pytest.raises(ConfigError, match="padded"):
+        export_bioimageio(run.best_checkpoint, tmp_path / "v.zip")
+    with pytest.raises(ConfigError, match=r"\.zip"):
+        export_bioimageio("nuclei", tmp_path / "model.yaml")
+    with pytest.raises(ConfigError, match="5 to 128"):
+        export_bioimageio("nuclei", tmp_path / "m.zip", name="nuc")
+    with pytest.raises(ConfigError, match="SPDX"):
+        export_bioimageio("nuclei", tmp_path / "m.zip", license="my own licence")
+    assert not list(tmp_path.glob("*.zip"))
