@@ -72,7 +72,9 @@ def test_the_built_in_model_exports_as_a_package_the_zoos_own_test_passes(tmp_pa
 
 
 def test_a_trained_run_exports_and_passes_too(tiny_run, tmp_path):
-    package = export_bioimageio(tiny_run.run_dir, tmp_path / "tiny.zip", name="tiny nuclei", license="CC-BY-4.0")
+    package = export_bioimageio(
+        tiny_run.run_dir, tmp_path / "tiny.zip", name="tiny nuclei", license="CC-BY-4.0"
+    )
     assert package.rdf["inputs"][0]["axes"][2]["size"] == {"min": 16, "step": 4}  # depth 2
     assert package.rdf["outputs"][0]["postprocessing"] == [{"id": "sigmoid"}]  # binary: one sigmoid output
     assert max(package.diffs.values()) < 1e-4
