@@ -18,7 +18,16 @@ from .planning import Plan, fingerprint
 from .pretrained import list_pretrained
 from .training import TrainResult
 from .version import __version__
-from .workflows import evaluate, evaluate_model, export_model, plan_training, predict_files, run_demo, train
+from .workflows import (
+    evaluate,
+    evaluate_model,
+    export_bioimageio,
+    export_model,
+    plan_training,
+    predict_files,
+    run_demo,
+    train,
+)
 
 __all__ = [
     "CheckpointError",
@@ -40,6 +49,7 @@ __all__ = [
     "create_model",
     "evaluate",
     "evaluate_model",
+    "export_bioimageio",
     "export_model",
     "fingerprint",
     "list_models",

@@ -8,9 +8,11 @@ functions with the same defaults:
 - :func:`predict_files` — images, folders or datasets → masks, labels, probabilities, overlays;
 - :func:`evaluate` / :func:`evaluate_model` — predictions (or a model) against the truth → scores, report;
 - :func:`export_model` — a checkpoint → ONNX or TorchScript, verified;
+- :func:`export_bioimageio` — a checkpoint → a BioImage Model Zoo package;
 - :func:`run_demo` — the whole loop on the built-in synthetic nuclei.
 """
 
+from .bioimageio import export_bioimageio
 from .demo import run_demo
 from .evaluate import evaluate, evaluate_model
 from .export import export_model
@@ -22,6 +24,7 @@ __all__ = [
     "collect_inputs",
     "evaluate",
     "evaluate_model",
+    "export_bioimageio",
     "export_model",
     "plan_training",
     "predict_files",
