@@ -72,6 +72,8 @@ def resolve_model_path(model: str | Path) -> Path:
             f"{model}: both a built-in model and a {'folder' if path.is_dir() else 'file'} here that holds no "
             f"model; write {PREFIX}{name} for the built-in model"
         )
+    if path.is_dir() and any((path / n).is_file() for n in ("rdf.yaml", "bioimageio.yaml")):
+        return path  # a bioimage.io package, unpacked
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
             if (path / name).is_file():

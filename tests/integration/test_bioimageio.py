@@ -120,3 +120,129 @@ def test_what_the_format_cannot_express_is_refused_before_anything_is_written(tm
     with pytest.raises(ConfigError, match="SPDX"):
         export_bioimageio("nuclei", tmp_path / "m.zip", license="my own licence")
     assert not list(tmp_path.glob("*.zip"))
+
+
+# ---- import: unetkit predict PACKAGE ----
+
+
+def test_an_exported_package_predicts_the_same_masks_as_its_checkpoint(tmp_path):
+    from unetkit import Predictor, read_image, synth_nuclei, write_image
+
+    package = export_bioimageio("nuclei", tmp_path / "nuclei.zip")
+    image = synth_nuclei((301, 517), seed=5)[0]  # odd sizes, larger than one 256-pixel tile
+    write_image(tmp_path / "in" / "img.png", image)
+    for model, out in ((str(package.path), "zip"), ("nuclei", "checkpoint")):
+        args = ["predict", model, str(tmp_path / "in"), "--out", str(tmp_path / out), "--tile", "256"]
+        assert main([*args, "--precision", "float32", "--instances", "--no-progress"]) == 0
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "zip" / "img.png"), read_image(tmp_path / "checkpoint" / "img.png")
+    )
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "zip" / "img_instances.tif"),
+        read_image(tmp_path / "checkpoint" / "img_instances.tif"),
+    )
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(package.path).extractall(unpacked)  # a folder holding rdf.yaml is a package too
+    a = Predictor.from_checkpoint(unpacked, precision="float32", tile=256).predict_proba(image)
+    b = Predictor.from_pretrained("nuclei", precision="float32", tile=256).predict_proba(image)
+    assert np.abs(a - b).max() < 1e-4
+
+
+def _zoo_layout_package(folder, weights=("torchscript",)):
+    """A package laid out as the spec repository's unet2d_nuclei_broad example (bioimageio.yaml, input 'raw',
+    zero_mean_unit_variance, output 'probability' with a halo and sigmoid), its weights made here."""
+    folder.mkdir()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 1, 3, padding=1)
+    ).eval()
+    torch.jit.trace(net, torch.zeros(1, 1, 64, 64)).save(str(folder / "weights.pt"))
+    size = {"min": 64, "step": 16}
+    rdf = {
+        "name": "UNet 2D Nuclei Broad (test copy)",
+        "description": "a tiny stand-in network in the example's layout",
+        "authors": [{"name": "Test"}],
+        "cite": [{"text": "test", "url": "https://example.com/"}],
+        "license": "MIT",
+        "format_version": "0.5.4",
+        "type": "model",
+        "documentation": "README.md",
+        "inputs": [
+            {
+                "id": "raw",
+                "axes": [
+                    {"type": "batch"},
+                    {"type": "channel", "channel_names": ["raw_intensity"]},
+                    {"id": "y", "type": "space", "size": size},
+                    {"id": "x", "type": "space", "size": size},
+                ],
+                "test_tensor": {"source": "test_input.npy"},
+                "preprocessing": [
+                    {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+                    {"id": "zero_mean_unit_variance", "kwargs": {"axes": ["x", "y"]}},
+                ],
+            }
+        ],
+        "outputs": [
+            {
+                "id": "probability",
+                "axes": [
+                    {"type": "batch"},
+                    {"type": "channel", "channel_names": ["probability"]},
+                    {"id": "y", "type": "space", "halo": 8, "size": {"tensor_id": "raw", "axis_id": "y"}},
+                    {"id": "x", "type": "space", "halo": 8, "size": {"tensor_id": "raw", "axis_id": "x"}},
+                ],
+                "test_tensor": {"source": "test_output.npy"},
+                "postprocessing": [{"id": "sigmoid"}],
+            }
+        ],
+        "weights": {},
+    }
+    if "torchscript" in weights:
+        rdf["weights"]["torchscript"] = {"source": "weights.pt", "pytorch_version": "2.13"}
+    if "pytorch_state_dict" in weights:
+        rdf["weights"]["pytorch_state_dict"] = {
+            "source": "weights.pt",
+            "architecture": {"source": "unet2d.py", "callable": "UNet2d", "kwargs": {}},
+        }
+    (folder / "bioimageio.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    return net
+
+
+def test_a_zoo_layout_package_runs_through_unetkits_tiling(tmp_path):
+    from unetkit import Predictor, synth_nuclei
+
+    net = _zoo_layout_package(tmp_path / "zoo")
+    image = synth_nuclei((150, 170), seed=1)[0]
+    predictor = Predictor.from_checkpoint(tmp_path / "zoo", tile=64, precision="float32")
+    assert predictor.tile_in == 64 and predictor.halo >= 8  # the package's minimum size and halo
+    probs = predictor.predict_proba(image)
+    x = image.astype(np.float32)
+    x = (x - x.mean()) / x.std()  # zero_mean_unit_variance over y, x
+    with torch.no_grad():
+        whole = torch.sigmoid(net(torch.from_numpy(x)[None, None]))[0].numpy()
+    assert probs.shape == whole.shape == (1, 150, 170)
+    # tiles with mirrored context = the whole image at once (but at the image's own border, where unetkit
+    # mirrors and the network pads with zeros: two convolutions reach 2 pixels)
+    assert np.abs(probs - whole)[:, 2:-2, 2:-2].max() < 1e-3
+
+
+def test_packages_unetkit_cannot_run_safely_are_refused_by_name(tmp_path):
+    from unetkit import Predictor
+
+    _zoo_layout_package(tmp_path / "code", weights=("pytorch_state_dict",))
+    with pytest.raises(ConfigError, match="Python architecture code"):
+        Predictor.from_checkpoint(tmp_path / "code")
+    old = tmp_path / "old"
+    _zoo_layout_package(old)
+    text = (old / "bioimageio.yaml").read_text().replace("format_version: 0.5.4", "format_version: 0.4.10")
+    (old / "bioimageio.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="format 0.4.10"):
+        Predictor.from_checkpoint(old)
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("rdf.yaml", "type: model\n")
+        archive.writestr("../outside.txt", "x")
+    with pytest.raises(UnetkitError, match="outside the package"):
+        Predictor.from_checkpoint(evil)
+    assert not (tmp_path / "outside.txt").exists()

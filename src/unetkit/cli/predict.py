@@ -30,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "model",
         metavar="MODEL",
         help="a built-in model by name (nuclei; `unetkit models` lists them), a run folder or checkpoint written "
-        "by 'unetkit train' (RUN or RUN/best.pt), or a .onnx from 'unetkit export'",
+        "by 'unetkit train' (RUN or RUN/best.pt), a .onnx from 'unetkit export', or a bioimage.io package (.zip or a "
+        "folder with rdf.yaml)",
     )
     p.add_argument(
         "inputs",

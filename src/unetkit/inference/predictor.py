@@ -32,6 +32,7 @@ from ..device import autocast, compile_model, resolve_device
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.blocks import fold_batch_norms
 from ..pretrained import pretrained_path
+from .bioimageio import is_package, load_package
 from .blending import BLEND_MODES, importance_map
 from .postprocess import first_pixel_order, instances_from_classes
 from .scale import (
@@ -215,6 +216,8 @@ class Predictor:
 
         ``tile`` defaults to the checkpoint's training patch size (at least 256)."""
         path = resolve_model_path(path)
+        if is_package(path):
+            return cls._from_package(path, **kwargs)
         engine = kwargs.pop("engine", None) or "torch"
         if engine not in ENGINES:
             raise ConfigError(f"--engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
@@ -243,6 +246,25 @@ class Predictor:
         if kwargs.get("tile") is None:
             kwargs["tile"] = default_tile(payload)
         return cls(model, payload["preprocessing"], **kwargs)
+
+    @classmethod
+    def _from_package(cls, path: Path, **kwargs: Any) -> Predictor:
+        """A bioimage.io package (see :mod:`unetkit.inference.bioimageio`): tiles of at least its minimum size,
+        overlapping by at least twice its output halo, which is cropped (unetkit's own packages: blended as their
+        checkpoints are)."""
+        if (kwargs.pop("engine", None) or "torch") != "torch" or kwargs.get("compile"):
+            raise ConfigError("a bioimage.io package runs its own weights: drop --engine and --compile")
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        model, preprocessing = load_package(path)
+        step = model.size_multiples[0]
+        tile = max(int(kwargs.get("tile") or 256), model.min_size)
+        kwargs["tile"] = -(-tile // step) * step
+        if model.halo and not model.ours:  # the spec's halo: output to discard at tile edges, not to blend
+            kwargs.setdefault("blend", "crop")
+        kwargs["overlap"] = max(
+            float(kwargs.get("overlap", _DEFAULTS.overlap)), min(0.9, 2 * model.halo / kwargs["tile"])
+        )
+        return cls(model, preprocessing, **kwargs)
 
     @classmethod
     def from_pretrained(cls, name: str = "nuclei", **kwargs: Any) -> Predictor:
