@@ -53,7 +53,9 @@ def test_models_command_lists_every_architecture(unetkit_exe):
     for name in list_models():
         assert name in done.stdout
     lines = done.stdout.splitlines()
-    table = lines[next(i for i, line in enumerate(lines) if line.startswith("name")) + 1 :]  # after the built-ins
+    table = lines[
+        next(i for i, line in enumerate(lines) if line.startswith("name")) + 1 :
+    ]  # after the built-ins
     counts = [int(line.split()[1].replace(",", "")) for line in table]
     assert len(counts) == len(list_models()) and all(c > 1000 for c in counts)
 
