@@ -143,6 +143,11 @@ def test_an_exported_package_predicts_the_same_masks_as_its_checkpoint(tmp_path)
     )
     unpacked = tmp_path / "unpacked"
     zipfile.ZipFile(package.path).extractall(unpacked)  # a folder holding rdf.yaml is a package too
+    data = synthesize_dataset(tmp_path / "data", n=2, size=128, seed=3)
+    for model in (package.path, unpacked):  # evaluate MODEL DATA takes packages as well
+        assert main(["evaluate", str(model), str(data), "--mode", "instance"]) == 0
+    with pytest.raises(ConfigError, match="not a training checkpoint"):
+        train(data, tmp_path / "tuned", tiny_config(init=str(package.path)), progress=False)
     a = Predictor.from_checkpoint(unpacked, precision="float32", tile=256).predict_proba(image)
     b = Predictor.from_pretrained("nuclei", precision="float32", tile=256).predict_proba(image)
     assert np.abs(a - b).max() < 1e-4

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ..config import RunConfig
+from ..inference.bioimageio import is_package
 from ..metrics.results import MODES
 from ..pretrained import PREFIX, get_pretrained
 from ..workflows.evaluate import PRED_ENCODINGS, evaluate, evaluate_model
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     is_model = (
         builtin
         or pred.is_file()
+        or is_package(pred)
         or (pred.is_dir() and any((pred / n).is_file() for n in ("best.pt", "last.pt")))
     )
     if is_model:

@@ -36,8 +36,11 @@ def init_config(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any], list[str]]:
     nothing more."""
     assert cfg.train.init is not None
     path = resolve_model_path(cfg.train.init)
-    if path.suffix.lower() == ".onnx":
-        raise ConfigError(f"--init {path}: an ONNX file holds no trainable weights; give RUN or RUN/best.pt")
+    if path.suffix.lower() in (".onnx", ".zip") or path.is_dir():
+        raise ConfigError(
+            f"--init {path}: an exported model (ONNX, bioimage.io package) is not a training checkpoint; give RUN, "
+            "RUN/best.pt or a built-in model"
+        )
     payload = load_checkpoint(path)
     hparams = dict(payload["model"]["hparams"])
     notes = []

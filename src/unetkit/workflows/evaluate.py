@@ -183,6 +183,7 @@ def evaluate_model(
     for ``isbi``, probabilities), then :func:`evaluate` them, reading the truth as the model read its training
     masks unless ``data_config`` or ``DATA/dataset.yaml`` say otherwise."""
     from ..checkpoint import load_checkpoint, resolve_model_path
+    from ..inference.bioimageio import is_package
     from ..safety import sample_files
 
     if mode not in MODES:
@@ -190,7 +191,7 @@ def evaluate_model(
     model = resolve_model_path(model)
     model_encoding = None
     stored: dict[str, Any] = {}
-    if Path(model).suffix.lower() != ".onnx":
+    if Path(model).suffix.lower() != ".onnx" and not is_package(model):
         pre = load_checkpoint(model)["preprocessing"]
         model_encoding = MaskEncoding.from_dict(pre["encoding"]) if pre.get("encoding") else None
         stored = pre.get("dataset") or {}
