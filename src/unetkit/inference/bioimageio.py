@@ -25,7 +25,7 @@ import torch
 import yaml
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, UnetkitError
 from ..extras import require_extra
 
 __all__ = ["DESCRIPTIONS", "PackageModel", "is_package", "load_package"]
@@ -70,6 +70,8 @@ def load_package(path: str | Path) -> tuple[PackageModel, dict[str, Any]]:
         )
     try:
         model = PackageModel(folder, rdf, str(path))
+    except UnetkitError:  # already said plainly (UnetkitError is also a ValueError)
+        raise
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise CheckpointError(
             f"{path}: damaged model description ({type(exc).__name__}: {str(exc)[:200]})"
