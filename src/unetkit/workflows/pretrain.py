@@ -185,7 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     names = args.names or list(read_registry().get("models") or {})
     for name in names:
         entry = build_pretrained(name, progress=not args.no_progress)
-        print(f"{name}: {PRETRAINED_DIR / entry['file']} sha256 {entry['sha256']} scores {entry['scores']}")
+        log.info(
+            "%s: %s sha256 %s scores %s",
+            name,
+            PRETRAINED_DIR / entry["file"],
+            entry["sha256"],
+            entry["scores"],
+        )
     return 0
 
 
