@@ -177,7 +177,6 @@ class PackageModel(nn.Module):
                 "values": list(range(self.num_classes)),
                 "class_names": names or [f"class{i}" for i in range(self.num_classes)],
             }
-        self.input_id = str(inp.get("id", "input"))
         self._run = _runner(folder, rdf.get("weights") or {}, source)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
