@@ -13,7 +13,6 @@ package, no member or total larger than ``MAX_BYTES``.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import tempfile
 import zipfile
@@ -27,6 +26,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError, UnetkitError
 from ..extras import require_extra
+from ..pretrained import file_sha256
 
 __all__ = ["DESCRIPTIONS", "PackageModel", "is_package", "load_package"]
 
@@ -243,7 +243,7 @@ def _runner(folder: Path, weights: dict[str, Any], source: str):
         file = (folder / str(entry["source"])).resolve()
         if folder.resolve() not in file.parents or not file.is_file():
             raise CheckpointError(f"{source}: {fmt} weights {entry['source']!r} are not in the package")
-        if entry.get("sha256") and hashlib.sha256(file.read_bytes()).hexdigest() != entry["sha256"]:
+        if entry.get("sha256") and file_sha256(file) != entry["sha256"]:
             raise CheckpointError(f"{source}: {file.name} does not match its sha256: the package was altered")
         if fmt == "onnx":
             require_extra(("onnxruntime",), "onnx", "running ONNX weights of a bioimage.io package")

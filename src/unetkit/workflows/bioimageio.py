@@ -22,7 +22,6 @@ Plain YAML is written here (no ``bioimageio.spec`` needed to export); the tests 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import inspect
 import json
 import re
@@ -142,10 +141,6 @@ def export_bioimageio(
                 for file in sorted(folder.iterdir()):
                     archive.write(file, file.name)
     return BioimageioPackage(out, rdf, diffs)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _weights(network: Any, payload: dict[str, Any], folder: Path) -> tuple[dict[str, str], dict[str, float]]:
