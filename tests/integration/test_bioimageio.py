@@ -1,6 +1,7 @@
 """``unetkit export --format bioimageio``: a BioImage Model Zoo package (spec 0.5) that the zoo's own tool,
 ``bioimageio.core``, tests and runs: all three weight formats reproduce the test output; the description says
-what the network takes (axes, sizes, preprocessing) and gives (probabilities)."""
+what the network takes (axes, sizes, preprocessing) and gives (probabilities, and instance labels computed
+in the graph)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ FILES = {
     "cover.png",
     "test_input.npy",
     "test_output.npy",
+    "test_instances.npy",
     "unetkit_unet.py",
     "weights.pt",
     "weights.torchscript.pt",
@@ -68,7 +70,34 @@ def test_the_built_in_model_exports_as_a_package_the_zoos_own_test_passes(tmp_pa
     assert (
         rdf["authors"] == [{"name": "A. Tester"}] and rdf["cite"][0]["doi"] == "10.1007/978-3-319-24574-4_28"
     )
-    _zoo_test(out)
+    labels = rdf["outputs"][1]  # the second output: instance labels, computed in the graph
+    assert labels["id"] == "instances" and labels["data"] == {"type": "int32"}
+    assert rdf["weights"]["pytorch_state_dict"]["architecture"]["callable"] == "UNetInstances"
+    assert rdf["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]["instances"]["method"] == "interior"
+    _zoo_test(out)  # all three formats reproduce both outputs
+
+
+def test_a_consumer_running_only_the_onnx_weights_gets_unetkits_objects(tmp_path):
+    """What deepImageJ, QuPath or ilastik do: apply the described preprocessing, run the weights, read the
+    outputs; no Python of ours. The labels match unetkit's own instance step on the same image."""
+    import onnxruntime as ort
+
+    from unetkit import Predictor, synth_nuclei
+    from unetkit.metrics.instance import match_instances
+
+    package = export_bioimageio("nuclei", tmp_path / "nuclei.zip")
+    session = ort.InferenceSession(zipfile.ZipFile(package.path).read("weights.onnx"))
+    assert [o.name for o in session.get_outputs()] == ["logits", "instances"]
+    image, truth = synth_nuclei((256, 320), seed=7)
+    x = image.astype(np.float32)
+    lo, hi = np.percentile(x, (1.0, 99.8))  # the package's scale_range
+    _, labels = session.run(None, {"x": ((x - lo) / (hi - lo + 1e-6)).astype(np.float32)[None, None]})
+    labels = labels[0, 0]
+    ours = Predictor.from_pretrained("nuclei", precision="float32", tile=512).predict_instances(image)
+    assert labels.dtype == np.int32 and labels.max() == len(np.unique(labels)) - 1
+    agreement = match_instances(ours, labels).f1(0.5)
+    assert agreement > 0.9, agreement
+    assert match_instances(truth, labels).f1(0.5) > match_instances(truth, ours).f1(0.5) - 0.05
 
 
 def test_a_trained_run_exports_and_passes_too(tiny_run, tmp_path):
@@ -77,8 +106,13 @@ def test_a_trained_run_exports_and_passes_too(tiny_run, tmp_path):
     )
     assert package.rdf["inputs"][0]["axes"][2]["size"] == {"min": 16, "step": 4}  # depth 2
     assert package.rdf["outputs"][0]["postprocessing"] == [{"id": "sigmoid"}]  # binary: one sigmoid output
+    assert package.rdf["config"]["unetkit"]["instances"]["method"] == "watershed"  # and its objects
     assert max(package.diffs.values()) < 1e-4
     _zoo_test(package.path)
+    plain = export_bioimageio(tiny_run.run_dir, tmp_path / "plain.zip", instances=False)
+    assert [o["id"] for o in plain.rdf["outputs"]] == ["probabilities"]
+    with zipfile.ZipFile(plain.path) as archive:
+        assert "test_instances.npy" not in archive.namelist()
     with pytest.raises(UnetkitError, match="already exists"):
         export_bioimageio(tiny_run.run_dir, tmp_path / "tiny.zip")
 

@@ -38,6 +38,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--description", help="one or two sentences (default: generated)")
     b.add_argument("--author", action="append", help="an author's name (repeat for several)")
     b.add_argument("--license", default="MIT", help="an SPDX identifier (default: %(default)s)")
+    b.add_argument(
+        "--no-instances",
+        dest="instances",
+        action="store_false",
+        help="leave out the second output, instance labels computed inside the graph (border-target and "
+        "binary models have it by default)",
+    )
     p.set_defaults(run=run)
 
 
@@ -56,9 +63,14 @@ def run(args: argparse.Namespace) -> int:
             description=args.description,
             authors=args.author,
             license=args.license,
+            instances=args.instances,
             overwrite=args.overwrite,
         )
-        diffs = ", ".join(f"{k} {v:.2e}" for k, v in package.diffs.items())
+        diffs = ", ".join(f"{k} {v:.2e}" for k, v in package.diffs.items() if not k.endswith("labels"))
+        if any(k.endswith("labels") for k in package.diffs):
+            diffs += "; instance labels differing: " + ", ".join(
+                f"{k.split()[0]} {v:.2%}" for k, v in package.diffs.items() if k.endswith("labels")
+            )
         print(f"wrote {package.path} ({package.bytes / 1e6:.1f} MB, bioimage.io {package.rdf['format_version']}); "
               f"max |exported - PyTorch|: {diffs}")  # fmt: skip
         return 0

@@ -12,6 +12,7 @@ checkpoint) tiles, normalises and post-processes exactly as with PyTorch. Needs 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,24 @@ class _Core(nn.Module):
         return self.model._forward(x)  # type: ignore[operator]
 
 
+class _CoreInstances(nn.Module):
+    """The network and its in-graph instance step (:class:`~unetkit.models.instances.UNetInstances`): two
+    outputs, logits and instance labels."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_multiples(x)  # type: ignore[operator]
+
+
 @dataclass
 class ExportResult:
     path: Path
     format: str
     max_abs_diff: float  # largest difference from PyTorch on the verification inputs (float32)
+    labels_mismatch: float = 0.0  # with instances: the fraction of pixels whose label differs from PyTorch's
 
 
 def _sample_inputs(model: Any, channels: int) -> list[torch.Tensor]:
@@ -60,7 +74,9 @@ def _sample_inputs(model: Any, channels: int) -> list[torch.Tensor]:
 def write_exported(model: Any, payload: dict[str, Any], out: Path, format: str) -> ExportResult:
     """Export ``model`` (rebuilt from the checkpoint ``payload``) to ``out`` atomically and verify it: the
     largest absolute difference from PyTorch over two input sizes must stay below 1e-4 (float32), else the
-    file is not written."""
+    file is not written. A :class:`~unetkit.models.instances.UNetInstances` is exported with its second
+    output, the instance labels (``instances``); their mismatch with PyTorch's is measured, not bounded (a
+    probability at a class boundary may round the other way)."""
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"--format {format!r} is unknown; choose one of {', '.join(EXPORT_FORMATS)}")
     if model.padding != "same":
@@ -72,51 +88,81 @@ def write_exported(model: Any, payload: dict[str, Any], out: Path, format: str) 
         require_extra(("onnx", "onnxruntime", "onnxscript"), "onnx", "export --format onnx")
     channels = int(payload["preprocessing"]["in_channels"])
     inputs = _sample_inputs(model, channels)
-    core = _Core(model).eval()
-    with atomic_path(out, out.suffix or ".tmp") as path:
+    two = hasattr(model, "forward_multiples")
+    core = (_CoreInstances(model) if two else _Core(model)).eval()
+    names = ["logits", "instances"] if two else ["logits"]
+    with atomic_path(out, out.suffix or ".tmp") as path, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracers' notes on shape checks that are constant in the graph
         tmp = str(path)
         if format == "onnx":
-            run = _export_onnx(core, model, inputs[0], tmp, payload)
+            run = _export_onnx(core, model, inputs[0], tmp, payload, names)
         else:
             with torch.no_grad():
                 scripted = torch.jit.trace(core, inputs[0], check_trace=False)
             scripted.save(tmp)
             loaded = torch.jit.load(tmp)
 
-            def run(x: np.ndarray) -> np.ndarray:
+            def run(x: np.ndarray) -> list[np.ndarray]:
                 with torch.no_grad():
-                    return loaded(torch.from_numpy(x)).numpy()
+                    y = loaded(torch.from_numpy(x))
+                return [t.numpy() for t in y] if isinstance(y, tuple) else [y.numpy()]
 
-        diff = 0.0
+        diff, mismatch = 0.0, 0.0
         with torch.no_grad():
             for x in inputs:
-                diff = max(diff, float(np.abs(run(x.numpy()) - core(x).numpy()).max()))
+                ref = core(x)
+                ref = [t.numpy() for t in ref] if isinstance(ref, tuple) else [ref.numpy()]
+                got = run(x.numpy())
+                diff = max(diff, float(np.abs(got[0] - ref[0]).max()))
+                if two:
+                    mismatch = max(mismatch, float((got[1] != ref[1]).mean()))
         if not diff < TOLERANCE:
             raise UnetkitError(
                 f"{out}: the exported model differs from PyTorch by {diff:.2e} (> {TOLERANCE}); not written"
             )
-    return ExportResult(out, format, diff)
+    return ExportResult(out, format, diff, mismatch)
 
 
-def _export_onnx(core: nn.Module, model: Any, example: torch.Tensor, path: str, payload: dict[str, Any]):
+def _export_onnx(
+    core: nn.Module, model: Any, example: torch.Tensor, path: str, payload: dict[str, Any], names: list[str]
+):
     import onnx
     import onnxruntime as ort
 
     mult = model.size_multiples
-    names = ("d", "h", "w")[-len(mult) :]
+    axes = ("d", "h", "w")[-len(mult) :]
     dims = {0: torch.export.Dim("batch", min=1, max=4096)}
-    for axis, (name, m) in enumerate(zip(names, mult, strict=True), start=2):
+    for axis, (name, m) in enumerate(zip(axes, mult, strict=True), start=2):
         dims[axis] = m * torch.export.Dim(name, min=1, max=8192 // m)
-    torch.onnx.export(
-        core,
-        (example,),
-        path,
-        dynamo=True,
-        dynamic_shapes={"x": dims},
-        input_names=["x"],
-        output_names=["logits"],
-    )
+    if len(names) == 1:
+        torch.onnx.export(
+            core,
+            (example,),
+            path,
+            dynamo=True,
+            dynamic_shapes={"x": dims},
+            input_names=["x"],
+            output_names=names,
+        )
+    else:  # the in-graph instance step is ~2000 unrolled operations: the TorchScript-based exporter takes
+        # seconds where the dynamo one (symbolic shapes on every node) takes minutes
+        spatial = {axis: name for axis, name in enumerate(axes, start=2)}
+        torch.onnx.register_custom_op_symbolic("aten::scatter_reduce", _scatter_max, 18)
+        try:
+            torch.onnx.export(
+                core,
+                (example,),
+                path,
+                dynamo=False,
+                opset_version=18,
+                dynamic_axes={"x": {0: "batch", **spatial}, **{n: {0: "batch", **spatial} for n in names}},
+                input_names=["x"],
+                output_names=names,
+            )
+        finally:
+            torch.onnx.unregister_custom_op_symbolic("aten::scatter_reduce", 18)
     proto = onnx.load(path)
+    del proto.graph.value_info[:]  # shapes the exporter guessed for one input size; the runtime infers them
     meta = {
         "unetkit.model": json.dumps(payload["model"]),
         "unetkit.preprocessing": json.dumps(payload["preprocessing"]),
@@ -132,7 +178,19 @@ def _export_onnx(core: nn.Module, model: Any, example: torch.Tensor, path: str, 
         missing_ok=True
     )  # the exporter's external weights, named after the temporary file
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"x": x})[0]
+    return lambda x: session.run(None, {"x": x})
+
+
+def _scatter_max(g: Any, self: Any, dim: Any, index: Any, src: Any, reduce: Any, include_self: Any) -> Any:
+    """``scatter_reduce(..., "amax")`` as one ONNX ScatterElements (the stock translation wraps it in If nodes
+    for 0-d tensors, whose mixed ranks make ONNX Runtime warn on every run)."""
+    from torch.onnx import symbolic_helper
+
+    mode = symbolic_helper._maybe_get_const(reduce, "s")
+    if mode != "amax" or not symbolic_helper._maybe_get_const(include_self, "b"):
+        raise UnetkitError(f"scatter_reduce {mode!r} is not exported by unetkit")
+    axis = symbolic_helper._get_const(dim, "i", "dim")
+    return g.op("ScatterElements", self, index, src, axis_i=axis, reduction_s="max")
 
 
 class OnnxModel(nn.Module):

@@ -42,7 +42,9 @@ from ..errors import ConfigError, UnetkitError
 from ..inference import Predictor
 from ..inference.export import write_exported
 from ..models import blocks as blocks_module
+from ..models import instances as instances_module
 from ..models import unet as unet_module
+from ..models.instances import UNetInstances, instance_labels
 from ..safety import guard_outputs
 from ..version import __version__
 from ..viz import contour_overlay
@@ -55,6 +57,12 @@ FORMAT_VERSION = "0.5.4"
 TEST_SIZE = 256
 #: what consumers may differ by on the test output (float32 on other hardware and runtimes)
 TOLERANCE = {"relative_tolerance": 1e-3, "absolute_tolerance": 1e-3, "mismatched_elements_per_million": 100}
+#: the instance labels: identical but for pixels whose class flips at a probability tie (none on the test image)
+LABELS_TOLERANCE = {
+    "relative_tolerance": 0.0,
+    "absolute_tolerance": 0.0,
+    "mismatched_elements_per_million": 1000,
+}
 CITATIONS = [
     {
         "text": "Ronneberger, Fischer and Brox. U-Net: Convolutional Networks for Biomedical Image Segmentation. "
@@ -88,10 +96,13 @@ def export_bioimageio(
     description: str | None = None,
     authors: list[str] | None = None,
     license: str = "MIT",
+    instances: bool = True,
     overwrite: bool = False,
 ) -> BioimageioPackage:
     """Write ``model`` (a checkpoint, a run folder or a built-in name) as a bioimage.io model package ``out``
     (a ``.zip``), atomically. ``authors``: names (default: "unetkit user"); ``license``: an SPDX identifier.
+    ``instances``: for a border-target or binary model, a second output with finished instance labels,
+    computed inside the exported graph (:mod:`unetkit.models.instances`), so every consumer gets objects.
 
     Example:
         >>> export_bioimageio("run/best.pt", "model.zip", name="My nuclei", authors=["A. Author"]).bytes
@@ -126,13 +137,23 @@ def export_bioimageio(
             "format cannot express; train without --input-scale to export it"
         )
     title = name or (payload.get("pretrained") or {}).get("name") or f"unetkit U-Net ({path.parent.name})"
+    predictor = Predictor.from_checkpoint(path, precision="float32", tile=TEST_SIZE, device="cpu")
+    step = (
+        _instance_step(predictor)
+        if instances and predictor.instance_method in ("interior", "watershed")
+        else None
+    )
+    if step is not None:
+        with_instances = UNetInstances(**hp, instances=step).eval()
+        with_instances.load_state_dict(network.state_dict())
+        network = with_instances
     with tempfile.TemporaryDirectory(prefix="unetkit-bioimageio-") as tmp:
         folder = Path(tmp)
         files, diffs = _weights(network, payload, folder)
-        test_in, _, labels = _test_tensors(path, payload, folder)
+        test_in, _, labels = _test_tensors(predictor, payload, folder, step)
         _cover(test_in, labels, folder / "cover.png")
-        (folder / "README.md").write_text(_model_card(title, payload, path), encoding="utf-8")
-        rdf = _rdf(title, description, authors, license, payload, network, files)
+        (folder / "README.md").write_text(_model_card(title, payload, path, step), encoding="utf-8")
+        rdf = _rdf(title, description, authors, license, payload, network, files, step)
         (folder / "rdf.yaml").write_text(
             yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True), encoding="utf-8"
         )
@@ -143,17 +164,27 @@ def export_bioimageio(
     return BioimageioPackage(out, rdf, diffs)
 
 
+def _instance_step(predictor: Predictor) -> dict[str, Any]:
+    """The keyword arguments of the in-graph instance step matching ``predictor``'s own."""
+    return {
+        "method": predictor.instance_method,
+        "threshold": float(predictor.threshold),
+        "min_size": int(predictor.min_size),
+    }
+
+
 def _weights(network: Any, payload: dict[str, Any], folder: Path) -> tuple[dict[str, str], dict[str, float]]:
-    """The state dict (float32) and its architecture file, TorchScript and ONNX (each verified)."""
+    """The state dict (float32) and its architecture file, TorchScript and ONNX (each verified: the largest
+    probability difference from PyTorch, and with instances the share of pixels labelled differently)."""
     torch.save({k: v.float() if v.is_floating_point() else v for k, v in network.state_dict().items()},
                folder / "weights.pt")  # fmt: skip
     (folder / "unetkit_unet.py").write_text(architecture_source(), encoding="utf-8")
-    diffs = {
-        "torchscript": write_exported(
-            network, payload, folder / "weights.torchscript.pt", "torchscript"
-        ).max_abs_diff
-    }
-    diffs["onnx"] = write_exported(network, payload, folder / "weights.onnx", "onnx").max_abs_diff
+    diffs: dict[str, float] = {}
+    for fmt, file in (("torchscript", "weights.torchscript.pt"), ("onnx", "weights.onnx")):
+        result = write_exported(network, payload, folder / file, fmt)
+        diffs[fmt] = result.max_abs_diff
+        if hasattr(network, "forward_multiples"):
+            diffs[f"{fmt} labels"] = result.labels_mismatch
     return {
         "state_dict": "weights.pt",
         "torchscript": "weights.torchscript.pt",
@@ -166,14 +197,14 @@ def architecture_source() -> str:
     their relative imports removed and the model registry replaced by a no-op), so a consumer can rebuild the
     network from the state dict without unetkit."""
     parts = []
-    for module in (blocks_module, unet_module):
+    for module in (blocks_module, unet_module, instances_module):
         text = inspect.getsource(module)
         text = re.sub(r"^from __future__ import annotations\n", "", text, flags=re.M)
         text = re.sub(r"^from \.[\w.]* import [^\n(]*(\([^)]*\))?\n", "", text, flags=re.M)
         parts.append(f"# ---- from unetkit {__version__}: {module.__name__} ----\n{text}")
     head = (
         '"""The U-Net of unetkit (https://github.com/unetkit/unetkit), generated for a bioimage.io package: '
-        'build it with\n``UNet(**kwargs)`` (the kwargs in rdf.yaml) and load ``weights.pt``."""\n\n'
+        'build it with\n``UNet(**kwargs)`` or ``UNetInstances(**kwargs)`` (the kwargs in rdf.yaml) and load ``weights.pt``."""\n\n'
         "from __future__ import annotations\n\n\n"
         "def register_model(name, *args, **kwargs):\n    return lambda cls: cls\n\n\n"
     )
@@ -181,18 +212,22 @@ def architecture_source() -> str:
 
 
 def _test_tensors(
-    path: Path, payload: dict[str, Any], folder: Path
+    predictor: Predictor, payload: dict[str, Any], folder: Path, step: dict[str, Any] | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A synthetic nuclei image as the test input (its grey values in every channel) and the output PyTorch
-    gives for it after the package's preprocessing and postprocessing; also its objects, for the cover."""
+    """A synthetic nuclei image as the test input (its grey values in every channel) and the outputs PyTorch
+    gives for it after the package's preprocessing and postprocessing (probabilities; with ``step``, the
+    in-graph instance labels); also unetkit's own objects, for the cover."""
     channels = int(payload["preprocessing"]["in_channels"])
     image = synth_nuclei(TEST_SIZE, seed=2024)[0].astype(np.float32)
     raw = np.repeat(image[None], channels, axis=0)  # (C, H, W)
-    predictor = Predictor.from_checkpoint(path, precision="float32", tile=TEST_SIZE, device="cpu")
     with torch.no_grad():
         probs = predictor.predict_proba(np.moveaxis(raw, 0, -1) if channels > 1 else raw[0])
     np.save(folder / "test_input.npy", raw[None])
     np.save(folder / "test_output.npy", probs[None].astype(np.float32))
+    if step is not None:
+        p = torch.from_numpy(probs[None]).double().clamp(1e-12, 1 - 1e-12)
+        logits = torch.logit(p) if p.shape[1] == 1 else torch.log(p)
+        np.save(folder / "test_instances.npy", instance_labels(logits, **step).numpy())
     labels = predictor.instances(predictor.to_labels(probs))
     return raw, probs, labels
 
@@ -248,6 +283,7 @@ def _rdf(
     payload: dict[str, Any],
     network: Any,
     files: dict[str, str],
+    instances: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     hp = dict(payload["model"]["hparams"])
     pre = payload["preprocessing"]
@@ -324,12 +360,17 @@ def _rdf(
                 "test_tensor": {"source": "test_output.npy"},
                 "data": {"type": "float32", "range": [0.0, 1.0]},
                 "postprocessing": post,
-            }
+            },
+            *_instances_output(halo, instances),
         ],
         "weights": {
             "pytorch_state_dict": {
                 "source": files["state_dict"],
-                "architecture": {"source": "unetkit_unet.py", "callable": "UNet", "kwargs": hp},
+                "architecture": {
+                    "source": "unetkit_unet.py",
+                    "callable": "UNetInstances" if instances else "UNet",
+                    "kwargs": {**hp, "instances": instances} if instances else hp,
+                },
                 "pytorch_version": torch.__version__.split("+")[0],
             },
             "torchscript": {
@@ -340,17 +381,46 @@ def _rdf(
             "onnx": {"source": files["onnx"], "parent": "pytorch_state_dict", "opset_version": 18},
         },
         "config": {
-            "bioimageio": {"reproducibility_tolerance": [TOLERANCE]},
+            "bioimageio": {
+                "reproducibility_tolerance": [
+                    {**TOLERANCE, "output_ids": ["probabilities"]},
+                    *([{**LABELS_TOLERANCE, "output_ids": ["instances"]}] if instances else []),
+                ]
+            },
             "unetkit": {
                 "version": __version__,
                 "preprocessing": json.loads(json.dumps(pre, default=str)),
                 "best_score": training.get("best_score"),
+                "instances": instances,
             },
         },
     }
 
 
-def _model_card(title: str, payload: dict[str, Any], path: Path) -> str:
+def _instances_output(halo: int, instances: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not instances:
+        return []
+    return [
+        {
+            "id": "instances",
+            "description": "instance labels, 0 background, computed in the graph: exact per tile (see README)",
+            "axes": [
+                {"type": "batch"},
+                {"type": "channel", "channel_names": ["instances"]},
+                *[
+                    {"id": axis, "type": "space", "halo": halo, "size": {"tensor_id": "raw", "axis_id": axis}}
+                    for axis in ("y", "x")
+                ],
+            ],
+            "test_tensor": {"source": "test_instances.npy"},
+            "data": {"type": "int32"},
+        }
+    ]
+
+
+def _model_card(
+    title: str, payload: dict[str, Any], path: Path, instances: dict[str, Any] | None = None
+) -> str:
     training = payload.get("training") or {}
     config = training.get("config") or {}
     pre = payload["preprocessing"]
@@ -377,7 +447,17 @@ def _model_card(title: str, payload: dict[str, Any], path: Path) -> str:
         "## Input and output",
         "",
         f"- input: {pre['in_channels']} channel(s), normalised as `{json.dumps(pre['normalization'])}`",
-        f"- output: probabilities of {', '.join(pre.get('class_names') or ['foreground'])}",
+        f"- output `probabilities`: probabilities of {', '.join(pre.get('class_names') or ['foreground'])}",
+        *(
+            [
+                "- output `instances`: instance labels computed inside the graph (int32; a distance-transform "
+                f"watershed in tensor operations with {json.dumps(instances)}); every consumer that runs the "
+                "TorchScript or ONNX weights gets them. Exact per tile: consumers that tile a large image get "
+                "objects cut at tile edges; run large images whole, or with `unetkit predict model.zip`",
+            ]
+            if instances
+            else []
+        ),
         f"- objects it learnt: about {pre.get('object_diameter') or 'unknown'} px across (median diameter)",
         "",
         "## Scores",
