@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,onnx,dask,bioimageio]"
+	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,onnx,dask,bioimageio,ome-zarr]"
 	touch $(STAMP)
 
 demo: setup
@@ -41,7 +41,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 setup-bench: $(BENCH_STAMP)
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,onnx,dask,bioimageio,bench]"
+	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,onnx,dask,bioimageio,ome-zarr,bench]"
 	touch $(BENCH_STAMP)
 
 bench: setup

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from tests.conftest import tiny_config
-from unetkit import ConfigError, UnetkitError, synthesize_dataset, train
+from unetkit import ConfigError, UnetkitError, read_image, synthesize_dataset, train
 from unetkit.cli.main import main
 from unetkit.config import ModelConfig
 from unetkit.workflows.bioimageio import architecture_source, export_bioimageio
@@ -109,12 +110,25 @@ def test_a_trained_run_exports_and_passes_too(tiny_run, tmp_path):
     assert package.rdf["config"]["unetkit"]["instances"]["method"] == "watershed"  # and its objects
     assert max(package.diffs.values()) < 1e-4
     _zoo_test(package.path)
+    with zipfile.ZipFile(package.path) as archive:  # the cover: the model on one of its validation images
+        card = archive.read("README.md").decode()
+        cover = np.asarray(Image.open(archive.open("cover.png")))
+    shown = tiny_run_validation_image(tiny_run)
+    assert f"a validation image of its run ({shown.name})" in card
+    assert cover.shape[:2] == read_image(shown).shape[:2]  # the image itself (under 512 pixels a side)
     plain = export_bioimageio(tiny_run.run_dir, tmp_path / "plain.zip", instances=False)
     assert [o["id"] for o in plain.rdf["outputs"]] == ["probabilities"]
     with zipfile.ZipFile(plain.path) as archive:
         assert "test_instances.npy" not in archive.namelist()
     with pytest.raises(UnetkitError, match="already exists"):
         export_bioimageio(tiny_run.run_dir, tmp_path / "tiny.zip")
+
+
+def tiny_run_validation_image(run):
+    from pathlib import Path
+
+    payload = torch.load(run.best_checkpoint, weights_only=True)
+    return Path(payload["training"]["validation"][0]["image"])
 
 
 def test_the_architecture_file_rebuilds_the_network_without_unetkit(tiny_run, tmp_path):

@@ -65,8 +65,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--format",
         choices=FORMATS,
-        help="png (default), tiff (tiled, compressed; the default for images over 64 megapixels) or zarr "
-        "(one NAME.zarr group with mask, probs and instances)",
+        help="png (default), tiff (tiled, compressed; the default for images over 64 megapixels), zarr "
+        "(one NAME.zarr group with mask, probs and instances) or ome-zarr (NAME.ome.zarr: the image as a "
+        "multiscale OME-Zarr with mask and instances in its labels group; napari-ome-zarr opens it)",
+    )
+    p.add_argument(
+        "--level",
+        type=int,
+        metavar="N",
+        help="read OME-Zarr inputs at resolution level N of their pyramid (0 = full resolution; the results "
+        "have that level's size and pixel size)",
     )
     p.add_argument(
         "--overlay", action="store_true", help="also write NAME_overlay.png: contours on the image"
@@ -135,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         dask=args.dask,
         dask_workers=args.dask_workers,
         chunk=args.chunk,
+        level=args.level,
     )
     objects = [r.objects for r in results if r.objects is not None]
     extra = f", {sum(objects)} object(s)" if objects else ""

@@ -19,7 +19,7 @@ import tifffile
 from ..errors import DataError
 from .io import channel_indices, read_image, stored_channels_first, unreadable
 
-__all__ = ["LAZY_SUFFIXES", "ImageSource", "image_size", "open_image"]
+__all__ = ["LAZY_SUFFIXES", "ImageSource", "image_size", "ome_level", "ome_pixel_size", "open_image"]
 
 LAZY_SUFFIXES = (".tif", ".tiff", ".zarr", ".npy")
 
@@ -125,7 +125,7 @@ def open_image(path: str | Path, *, volume: bool = False) -> ImageSource:
     the same way."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".zarr":
+    if suffix == ".zarr" or _inside_zarr(path):
         return _open_zarr(path, volume)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -149,10 +149,15 @@ def open_image(path: str | Path, *, volume: bool = False) -> ImageSource:
     return ImageSource(arr, 2 if arr.ndim == 3 else None, path)
 
 
+def _inside_zarr(path: Path) -> bool:
+    """An array inside a ``.zarr`` store (e.g. one level of an OME-Zarr pyramid, ``image.ome.zarr/1``)."""
+    return path.is_dir() and any(p.suffix.lower() == ".zarr" for p in path.parents)
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """Height and width of an image file without reading its pixels (PNG/JPEG/BMP: the header only)."""
     path = Path(path)
-    if path.suffix.lower() in LAZY_SUFFIXES:
+    if path.suffix.lower() in LAZY_SUFFIXES or _inside_zarr(path):
         with open_image(path) as src:
             h, w = src.spatial_shape[-2:]
             return h, w
@@ -222,6 +227,72 @@ def _open_tiff(path: Path, volume: bool = False) -> ImageSource:
         raise
 
 
+def _multiscales(attrs: Any) -> list[dict[str, Any]] | None:
+    """An OME-Zarr group's ``multiscales`` (NGFF 0.4 at the top of the attributes, 0.5 under ``ome``)."""
+    found = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+    return found if isinstance(found, list) and found and isinstance(found[0], dict) else None
+
+
+def ome_level(path: str | Path, level: int) -> Path:
+    """The array of resolution ``level`` (0: full resolution) of the OME-Zarr image ``path``."""
+    import zarr
+
+    path = Path(path)
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception:
+        raise DataError(f"{path}: --level reads OME-Zarr images; this is not a zarr group") from None
+    scales = _multiscales(group.attrs)
+    if not scales:
+        raise DataError(f"{path}: --level reads OME-Zarr images; this zarr group has no multiscales metadata")
+    datasets = scales[0].get("datasets") or []
+    group_any: Any = group
+    if not 0 <= level < len(datasets):
+        sizes = ", ".join(
+            f"{i}: {'x'.join(map(str, group_any[d['path']].shape))}"
+            for i, d in enumerate(datasets)
+            if d["path"] in group
+        )
+        raise DataError(f"{path}: --level {level} does not exist; its levels are {sizes}")
+    return path / str(datasets[level]["path"])
+
+
+def ome_pixel_size(path: str | Path) -> dict[str, Any] | None:
+    """Where the pixels of ``path`` lie when it is a level of an OME-Zarr image: ``scale`` and
+    ``translation`` (y, x; the level's own) and ``units`` (y, x; None when not given); else None."""
+    import zarr
+
+    path = Path(path)
+    for group_path, key in ((path.parent, path.name), (path, None)):
+        try:
+            group = zarr.open_group(str(group_path), mode="r")
+        except Exception:
+            continue
+        scales = _multiscales(group.attrs)
+        if not scales:
+            continue
+        axes = [a.get("name") if isinstance(a, dict) else a for a in scales[0].get("axes") or []]
+        units = [a.get("unit") if isinstance(a, dict) else None for a in scales[0].get("axes") or []]
+        for dataset in scales[0].get("datasets") or []:
+            if key is not None and dataset.get("path") != key:
+                continue
+            moves = {
+                t.get("type"): t.get(t.get("type")) for t in dataset.get("coordinateTransformations") or []
+            }
+            scale, shift = moves.get("scale"), moves.get("translation") or [0.0] * len(axes)
+            if not isinstance(scale, list) or "y" not in axes or "x" not in axes or len(scale) != len(axes):
+                return None
+            iy, ix = axes.index("y"), axes.index("x")
+            return {
+                "scale": (float(scale[iy]), float(scale[ix])),
+                "translation": (float(shift[iy]), float(shift[ix]))
+                if len(shift) == len(axes)
+                else (0.0, 0.0),
+                "units": (units[iy], units[ix]),
+            }
+    return None
+
+
 def _open_zarr(path: Path, volume: bool = False) -> ImageSource:
     import zarr
 
@@ -232,7 +303,7 @@ def _open_zarr(path: Path, volume: bool = False) -> ImageSource:
         raise DataError(f"{path}: cannot be opened as a zarr array or group ({exc})") from None
     if isinstance(node, zarr.Group):
         attrs: Any = node.attrs
-        multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        multiscales = _multiscales(attrs)
         key = multiscales[0]["datasets"][0]["path"] if multiscales else next(iter(node.array_keys()), None)
         if key is None:
             raise DataError(f"{path}: a zarr group without arrays; point predict at the image array")

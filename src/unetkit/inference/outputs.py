@@ -70,6 +70,8 @@ def output_paths(
     """The files written for one input called ``stem`` (see :func:`predict_files`)."""
     if fmt == "zarr":
         paths = {"mask": out / f"{stem}.zarr"}
+    elif fmt == "ome-zarr":
+        paths = {"mask": out / f"{stem}.ome.zarr"}
     else:
         paths = {"mask": out / f"{stem}.{'png' if fmt == 'png' else 'tif'}"}
         if probs:
@@ -150,7 +152,14 @@ def write_outputs(
         dtype = instance_dtype(objects)
         outputs.append(("instances", [(lambda r, c: np.asarray(labels[r, c]).astype(dtype), (h, w), dtype)]))
     written: dict[str, Path] = {}
-    if fmt == "zarr":
+    if fmt == "ome-zarr":
+        from .omezarr import write_ome_zarr
+
+        assert work is not None
+        layers = {key: planes[0] for key, planes in outputs}
+        final = publish_group(write_ome_zarr(work / "result.ome.zarr", source, layers), paths["mask"])
+        written = {key: final for key in layers}
+    elif fmt == "zarr":
         assert work is not None
         group = work / "result.zarr"
         for key, planes in outputs:

@@ -146,7 +146,7 @@ def predict_one(
 
     h, w = source.spatial_shape
     out.mkdir(parents=True, exist_ok=True)
-    work = work_dir(out, paths["mask"].stem) if large or fmt == "zarr" else None
+    work = work_dir(out, paths["mask"].stem) if large or fmt in ("zarr", "ome-zarr") else None
     try:
         store = zarr.open_group(str(work / "arrays.zarr"), mode="w") if large and work else None
         classes = new_array((h, w), np.uint8, store, "classes")
@@ -204,8 +204,10 @@ def predict_volumes(
     written as a multi-page TIFF (or a zarr group); the overlay shows the middle slice."""
     import zarr
 
-    if fmt == "png":
-        raise ConfigError("a 3-D model writes volumes: use --format tiff (the default) or --format zarr")
+    if fmt in ("png", "ome-zarr"):
+        raise ConfigError(
+            f"a 3-D model writes volumes: use --format tiff (the default) or --format zarr, not {fmt}"
+        )
     bad = []
     for item, _ in jobs:  # headers and channels of every input before the first result is written
         try:

@@ -24,7 +24,7 @@ from ..data.io import write_image
 
 __all__ = ["CHUNK", "FORMATS", "PROBS_DTYPES", "Plane", "RowSink", "encode_probs", "new_array", "save"]
 
-FORMATS = ("png", "tiff", "zarr")
+FORMATS = ("png", "tiff", "zarr", "ome-zarr")
 PROBS_DTYPES = ("float32", "float16", "uint8")
 CHUNK = 512  # zarr chunk / strip height (rows)
 TIFF_TILE = 256

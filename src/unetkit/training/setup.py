@@ -250,7 +250,24 @@ def build_training(
     step = _step(model, cfg, device, ctx)
     diameter = report.object_diameter * scale if report.object_diameter else report.object_diameter
     preprocessing = _preprocessing(cfg, encoding, normalizer, diameter)
-    meta = {"patch_in": patch_in, "patch_out": patch_out, "data": str(data), "split": note}
+    meta = {
+        "patch_in": patch_in,
+        "patch_out": patch_out,
+        "data": str(data),
+        "split": note,
+        "validation": _validation_record(store, val_views),
+    }
     return TrainingSetup(
         cfg, store, train_views, val_views, dataset, step, preprocessing, meta, patch_in, volumes
     )
+
+
+def _validation_record(store: SampleStore, views: list[View], limit: int = 20) -> list[dict[str, Any]]:
+    """Which images (files, pages, rows) validated the run, for what reads the checkpoint later (a bioimage.io
+    package's cover shows the model on one of them)."""
+    record = []
+    for view in views[:limit]:
+        sample = store.samples[view.index]
+        record.append({"image": str(sample.image), "page": sample.image_page,
+                       "rows": list(view.rows) if view.rows else None})  # fmt: skip
+    return record

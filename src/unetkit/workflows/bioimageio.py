@@ -37,6 +37,7 @@ from PIL import Image
 
 from ..atomic import atomic_path
 from ..checkpoint import build_model, load_checkpoint, resolve_model_path
+from ..data.io import read_image
 from ..data.synthetic import synth_nuclei
 from ..errors import ConfigError, UnetkitError
 from ..inference import Predictor
@@ -55,6 +56,8 @@ __all__ = ["FORMAT_VERSION", "BioimageioPackage", "export_bioimageio"]
 FORMAT_VERSION = "0.5.4"
 #: the size of the test input (a multiple of every step up to depth 6)
 TEST_SIZE = 256
+#: the cover's largest side (a crop of a validation image)
+COVER = 512
 #: what consumers may differ by on the test output (float32 on other hardware and runtimes)
 TOLERANCE = {"relative_tolerance": 1e-3, "absolute_tolerance": 1e-3, "mismatched_elements_per_million": 100}
 #: the instance labels: identical but for pixels whose class flips at a probability tie (none on the test image)
@@ -151,8 +154,10 @@ def export_bioimageio(
         folder = Path(tmp)
         files, diffs = _weights(network, payload, folder)
         test_in, _, labels = _test_tensors(predictor, payload, folder, step)
-        _cover(test_in, labels, folder / "cover.png")
-        (folder / "README.md").write_text(_model_card(title, payload, path, step), encoding="utf-8")
+        shown = _validation_cover(predictor, payload) or (test_in[0], labels, "a synthetic test image")
+        _cover(shown[0], shown[1], folder / "cover.png")
+        card = _model_card(title, payload, path, step) + f"\nThe cover shows the model on {shown[2]}.\n"
+        (folder / "README.md").write_text(card, encoding="utf-8")
         rdf = _rdf(title, description, authors, license, payload, network, files, step)
         (folder / "rdf.yaml").write_text(
             yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True), encoding="utf-8"
@@ -232,10 +237,34 @@ def _test_tensors(
     return raw, probs, labels
 
 
-def _cover(raw: np.ndarray, labels: np.ndarray, dest: Path) -> None:
-    grey = raw[0]
+def _validation_cover(
+    predictor: Predictor, payload: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """The model on one of its run's validation images (a crop of at most COVER pixels a side, as it
+    predicts it): ``(picture, labels, what)``; None when the checkpoint records none or they are gone."""
+    for entry in (payload.get("training") or {}).get("validation") or []:
+        file = Path(str(entry.get("image", "")))
+        if not file.is_file():
+            continue
+        try:
+            image = read_image(file, entry.get("page"))
+        except UnetkitError:
+            continue
+        rows = entry.get("rows") or [0, image.shape[0]]
+        image = image[rows[0] : rows[1]]
+        y0, x0 = max(0, (image.shape[0] - COVER) // 2), max(0, (image.shape[1] - COVER) // 2)
+        crop = np.ascontiguousarray(image[y0 : y0 + COVER, x0 : x0 + COVER])
+        classes = predictor.predict(crop, file)
+        labels = classes if predictor.instance_method == "components" else predictor.instances(classes)
+        return crop, labels, f"a validation image of its run ({file.name})"
+    return None
+
+
+def _cover(image: np.ndarray, labels: np.ndarray, dest: Path) -> None:
+    """The image (first channel, or its colours) stretched to its 1-99.8 percentiles, objects outlined."""
+    grey = image if image.ndim == 2 else image[..., :3] if image.shape[-1] >= 3 else image[..., 0]
     lo, hi = np.percentile(grey, (1, 99.8))
-    picture = np.clip((grey - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
+    picture = np.clip((grey.astype(np.float32) - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
     Image.fromarray(contour_overlay(picture, labels)).save(dest)
 
 

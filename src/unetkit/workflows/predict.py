@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 
 from ..data.io import IMAGE_SUFFIXES
 from ..data.layouts import Naming, detect_layout, find_images, load_layout
-from ..data.lazy import open_image
+from ..data.lazy import ome_level, open_image
 from ..errors import ConfigError, DataError
+from ..extras import require_extra
 from ..inference.outputs import PredictedFile, PredictedFiles, bad_inputs, existing, output_paths, prepare_out
 from ..inference.pipeline import InputImage, check_input, predict_one, predict_stack, predict_volumes
 from ..inference.predictor import Predictor
@@ -52,11 +53,15 @@ def samples_as_inputs(samples: Sequence[Any]) -> list[InputImage]:
 
 
 def collect_inputs(
-    inputs: Sequence[str | Path | InputImage], layout: str = "auto", naming: Any = None
+    inputs: Sequence[str | Path | InputImage],
+    layout: str = "auto",
+    naming: Any = None,
+    level: int | None = None,
 ) -> list[InputImage]:
     """Expand files, ``.zarr`` arrays and folders into named inputs. A folder is read as a dataset when it is
     one (any layout ``train`` takes: its images, masks or not; ``layout`` and ``naming`` as for ``train``) and
-    as a folder of images otherwise."""
+    as a folder of images otherwise. ``level``: read OME-Zarr images at this resolution level (0: full; every
+    input must then be an OME-Zarr image)."""
     naming = naming or Naming()
     forced = layout != "auto" or naming != Naming()
 
@@ -66,8 +71,11 @@ def collect_inputs(
             items.append(item)
             continue
         p = Path(item)
+        if level is not None and not (p.suffix.lower() == ".zarr" and p.is_dir()):
+            raise DataError(f"{p}: --level {level} reads OME-Zarr images (NAME.ome.zarr); this is not one")
         if p.suffix.lower() == ".zarr" and p.exists():
-            items.append(InputImage(p.stem, p))
+            name = p.stem[: -len(".ome")] if p.stem.lower().endswith(".ome") else p.stem
+            items.append(InputImage(name, p if level is None else ome_level(p, level)))
         elif p.is_dir() or (p.is_file() and p.suffix.lower() in (".csv", ".json")):
             if forced:  # the user named the layout: its errors are theirs to see
                 found_layout = load_layout(p, layout, naming=naming, masks=False)
@@ -132,6 +140,7 @@ def predict_files(
     dask: str | bool | None = None,
     dask_workers: int = 2,
     chunk: int | None = None,
+    level: int | None = None,
     **kwargs: object,
 ) -> PredictedFiles:
     """Segment image files (or folders of them, datasets in any layout, or ``.zarr`` arrays) into ``out``.
@@ -146,7 +155,13 @@ def predict_files(
     - ``NAME_instances.tif`` with ``instances``: object labels (uint16, or uint32 past 65,535 objects);
     - ``NAME_overlay.png`` with ``overlay``: contours drawn on the image (at most 2048 pixels a side);
     - with ``format="zarr"`` one group ``NAME.zarr`` holding the arrays ``mask``, ``probs`` and
-      ``instances`` instead.
+      ``instances`` instead;
+    - with ``format="ome-zarr"`` one OME-Zarr image ``NAME.ome.zarr``: the input as a multiscale pyramid with
+      its pixel size, and a ``labels`` group holding ``mask`` and ``instances`` as multiscale label images
+      (:mod:`unetkit.inference.omezarr`; the ``[ome-zarr]`` extra).
+
+    ``level``: read OME-Zarr inputs at that resolution level (0 = full resolution); the results have that
+    level's size and pixel size.
     A multi-page TIFF given to a 2-D model (an ISBI stack) is segmented page by page into stacks. ``layout``
     and ``naming`` (:class:`~unetkit.data.layouts.Naming`) find a dataset folder's images as ``train`` does.
 
@@ -166,7 +181,7 @@ def predict_files(
     :mod:`unetkit.inference.distributed`). The semantic result equals the single-process one.
     """
     probs_dtype = _check_options(format, save_probs, overwrite, resume, dask, overlay, chunk, model)
-    items = collect_inputs(inputs, layout, naming)
+    items = collect_inputs(inputs, layout, naming, level)
     out = Path(out)
     files = [i.path for i in items]
     if out.exists() and not out.is_dir():
@@ -323,6 +338,13 @@ def _check_options(
             )
         if format not in (None, "zarr") or overlay:
             raise ConfigError("--dask writes zarr groups (--format zarr) and no --overlay")
+    if format == "ome-zarr":
+        require_extra(("ome_zarr", "dask"), "ome-zarr", "predict --format ome-zarr")
+        if probs_dtype is not None:
+            raise ConfigError(
+                "--format ome-zarr writes the image and its labels (mask, instances); probabilities are not "
+                "labels: use --format zarr or tiff with --save-probs"
+            )
         if chunk is not None and chunk < 16:
             raise ConfigError(f"--chunk must be at least 16 pixels, got {chunk}")
     return probs_dtype
@@ -356,6 +378,11 @@ def _image_jobs(
                 + (", or drop --diameter" if predictor.diameter is not None else "")
             )
         fmt = format or ("tiff" if large or pages > 1 else "png")
+        if fmt == "ome-zarr" and (pages > 1 or predictor.encoding.name == "rgb"):
+            what = f"a stack of {pages} pages" if pages > 1 else "masks encoded as colours"
+            raise DataError(
+                f"{item.path}: {what} cannot be written as OME-Zarr labels; use --format tiff or --format zarr"
+            )
         if fmt == "png" and (large or pages > 1):
             why = (
                 f"{h} x {w} pixels is too large to write as PNG in bounded memory"
