@@ -280,6 +280,60 @@ def test_a_zoo_layout_package_runs_through_unetkits_tiling(tmp_path):
     assert np.abs(probs - whole)[:, 2:-2, 2:-2].max() < 1e-3
 
 
+def test_a_3d_zoo_layout_package_segments_volumes(tmp_path):
+    """A 3-D package (axes batch, channel, z, y, x; a stand-in network, TorchScript) through unetkit's 3-D
+    tiling and the CLI: the volume's probabilities equal the network on the whole volume away from its border."""
+    from unetkit import Predictor, synth_nuclei_3d
+    from unetkit.data.io import write_volume
+
+    folder = tmp_path / "zoo3d"
+    folder.mkdir()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 1, 3, padding=1)
+    ).eval()
+    torch.jit.trace(net, torch.zeros(1, 1, 16, 32, 32)).save(str(folder / "weights.pt"))
+    size = {"min": 16, "step": 8}
+    space = [{"id": a, "type": "space", "size": size} for a in ("z", "y", "x")]
+    rdf = {
+        "name": "tiny 3-D stand-in", "format_version": "0.5.4", "type": "model",
+        "inputs": [{"id": "raw", "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["raw"]}, *space],
+                    "preprocessing": [{"id": "scale_range", "kwargs": {"axes": ["z", "y", "x"],
+                                                                      "min_percentile": 1, "max_percentile": 99.8}}]},
+        ],
+        "outputs": [{"id": "fg", "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["fg"]},
+                                          *[{"id": a, "type": "space", "halo": 2,
+                                             "size": {"tensor_id": "raw", "axis_id": a}} for a in ("z", "y", "x")]],
+                     "postprocessing": [{"id": "sigmoid"}]}],
+        "weights": {"torchscript": {"source": "weights.pt", "pytorch_version": "2.13"}},
+    }  # fmt: skip
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
+    volume = synth_nuclei_3d((24, 70, 60), seed=2)[0]
+    predictor = Predictor.from_checkpoint(folder, precision="float32", tile=32)
+    assert predictor.spatial_dims == 3
+    probs = predictor.predict_proba(volume)
+    x = volume.astype(np.float32)
+    lo, hi = np.percentile(x, (1, 99.8))
+    with torch.no_grad():
+        whole = torch.sigmoid(net(torch.from_numpy(((x - lo) / (hi - lo)).astype(np.float32))[None, None]))[
+            0
+        ].numpy()
+    assert probs.shape == whole.shape == (1, 24, 70, 60)
+    assert np.abs(probs - whole)[:, 2:-2, 2:-2, 2:-2].max() < 1e-3
+    write_volume(tmp_path / "in" / "vol.tif", volume)
+    assert (
+        main(["predict", str(folder), str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--no-progress"])
+        == 0
+    )
+    assert read_volume_shape(tmp_path / "out" / "vol.tif") == (24, 70, 60)
+
+
+def read_volume_shape(path):
+    from unetkit.data.io import read_volume
+
+    return read_volume(path).shape
+
+
 def test_packages_unetkit_cannot_run_safely_are_refused_by_name(tmp_path):
     from unetkit import Predictor
 

@@ -260,7 +260,8 @@ def _runner(folder: Path, weights: dict[str, Any], source: str):
         scripted = torch.jit.load(str(file), map_location="cpu").eval()
 
         def run(x: np.ndarray, scripted: Any = scripted) -> np.ndarray:
-            with torch.no_grad():
+            # the package's numbers are float32: no autocast around foreign weights (--precision bf16/fp16)
+            with torch.no_grad(), torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
                 y = scripted(torch.from_numpy(x))
             return (y[0] if isinstance(y, (tuple, list)) else y).numpy()
 
