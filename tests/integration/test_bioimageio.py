@@ -153,14 +153,28 @@ def test_the_architecture_file_rebuilds_the_network_without_unetkit(tiny_run, tm
     assert "import unetkit" not in architecture_source() and "from ." not in architecture_source()
 
 
-def test_what_the_format_cannot_express_is_refused_before_anything_is_written(tmp_path):
+def test_the_papers_unpadded_network_exports_with_its_margins_and_runs_back(tmp_path):
+    from unetkit import Predictor, synth_nuclei
+
     data = synthesize_dataset(tmp_path / "d", n=4, size=96, seed=1)
     cfg = tiny_config(epochs=1)
     cfg.model = ModelConfig(base_channels=4, depth=2, padding="valid")
     cfg.data.patch_size = 60
     run = train(data, tmp_path / "valid", cfg, progress=False)
-    with pytest.raises(ConfigError, match="padded"):
-        export_bioimageio(run.best_checkpoint, tmp_path / "v.zip")
+    package = export_bioimageio(run.best_checkpoint, tmp_path / "v.zip")
+    # valid sizes 4k + 44 (depth 2); the output is the input less a 20-pixel margin on each side, no halo
+    assert package.rdf["inputs"][0]["axes"][2]["size"] == {"min": 44, "step": 4}
+    for output in package.rdf["outputs"]:
+        assert output["axes"][2] == {"id": "y", "type": "space", "size": {"tensor_id": "raw", "axis_id": "y",
+                                                                         "offset": -40}}  # fmt: skip
+    _zoo_test(package.path)
+    image = synth_nuclei((150, 171), seed=3)[0]  # odd sizes: unetkit tiles the package with its margins
+    a = Predictor.from_checkpoint(run.best_checkpoint, precision="float32", tile=64).predict_proba(image)
+    b = Predictor.from_checkpoint(package.path, precision="float32", tile=64).predict_proba(image)
+    assert a.shape == b.shape == (1, 150, 171) and np.abs(a - b).max() < 1e-4
+
+
+def test_what_the_format_cannot_express_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match=r"\.zip"):
         export_bioimageio("nuclei", tmp_path / "model.yaml")
     with pytest.raises(ConfigError, match="5 to 128"):

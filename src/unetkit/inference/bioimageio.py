@@ -156,6 +156,19 @@ class PackageModel(nn.Module):
         self.min_size = max(mins)
         self.size_multiples = (step,) * self.spatial_dims
         self.padding, self.margin = "same", 0
+        offsets = {
+            int(a["size"].get("offset", 0) or 0)
+            for a in out_axes
+            if a.get("type") == "space" and isinstance(a.get("size"), dict) and "tensor_id" in a["size"]
+        }
+        if offsets - {0}:  # an unpadded network: the output is the input less a margin on each side
+            if len(offsets) != 1 or next(iter(offsets)) % 2 or next(iter(offsets)) > 0:
+                raise ConfigError(
+                    f"{source}: output size offsets {sorted(offsets)}; unetkit tiles outputs smaller than the "
+                    "input by the same even margin on every axis"
+                )
+            self.padding, self.margin = "valid", -next(iter(offsets)) // 2
+            self.geometry = _PackageGeometry(self.min_size, step, 2 * self.margin)
         halos = [int(a.get("halo", 0) or 0) for a in out_axes if a.get("type") == "space"]
         self.halo = max(halos, default=0)
         channel = next((a for a in in_axes if a.get("type") == "channel"), None)
@@ -184,6 +197,9 @@ class PackageModel(nn.Module):
             }
         self._run = _runner(folder, rdf.get("weights") or {}, source)
 
+    def output_size(self, size: int) -> int:
+        return self.geometry.output_size(size) if self.padding == "valid" else size
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().cpu().float().numpy()
         if not self.channel:
@@ -202,6 +218,20 @@ class PackageModel(nn.Module):
                 else torch.log(y.clamp_min(1e-12))
             )
         return y.to(x.device)
+
+
+class _PackageGeometry:
+    """The sizes an unpadded package takes (``low + n * step``) and gives (the input less ``shrink``)."""
+
+    def __init__(self, low: int, step: int, shrink: int) -> None:
+        self.low, self.step, self.shrink = low, step, shrink
+
+    def fit(self, size: int) -> int:
+        """The largest valid input length not above ``size``, or the smallest valid one."""
+        return self.low + max(0, (size - self.low) // self.step) * self.step
+
+    def output_size(self, size: int) -> int:
+        return size - self.shrink
 
 
 def _activation(steps: list[dict[str, Any]], source: str) -> str:

@@ -63,15 +63,21 @@ class ExportResult:
 
 
 def _sample_inputs(model: Any, channels: int) -> list[torch.Tensor]:
-    mult = model.size_multiples
     torch.manual_seed(0)
+    if model.padding == "valid":  # two valid sizes (the paper's network: 16k + 124)
+        a = model.geometry.input_size(1)
+        b = model.geometry.input_size(a + 2**model.depth)
+        return [torch.randn(1, channels, a, b), torch.randn(2, channels, b, a)]
+    mult = model.size_multiples
     return [
         torch.randn(1, channels, *(2 * m for m in mult)),
         torch.randn(2, channels, *(m * (3 + i) for i, m in enumerate(mult))),
     ]
 
 
-def write_exported(model: Any, payload: dict[str, Any], out: Path, format: str) -> ExportResult:
+def write_exported(
+    model: Any, payload: dict[str, Any], out: Path, format: str, *, valid_ok: bool = False
+) -> ExportResult:
     """Export ``model`` (rebuilt from the checkpoint ``payload``) to ``out`` atomically and verify it: the
     largest absolute difference from PyTorch over two input sizes must stay below 1e-4 (float32), else the
     file is not written. A :class:`~unetkit.models.instances.UNetInstances` is exported with its second
@@ -79,7 +85,9 @@ def write_exported(model: Any, payload: dict[str, Any], out: Path, format: str) 
     probability at a class boundary may round the other way)."""
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"--format {format!r} is unknown; choose one of {', '.join(EXPORT_FORMATS)}")
-    if model.padding != "same":
+    if (
+        model.padding != "same" and not valid_ok
+    ):  # a bioimage.io package describes valid sizes; a bare file not
         raise ConfigError(
             f"{out}: export supports padded (padding='same') networks; this one is 'valid' (the paper's), "
             "whose input sizes are not a simple multiple"
@@ -134,7 +142,7 @@ def _export_onnx(
     dims = {0: torch.export.Dim("batch", min=1, max=4096)}
     for axis, (name, m) in enumerate(zip(axes, mult, strict=True), start=2):
         dims[axis] = m * torch.export.Dim(name, min=1, max=8192 // m)
-    if len(names) == 1:
+    if len(names) == 1 and model.padding == "same":
         torch.onnx.export(
             core,
             (example,),
@@ -145,8 +153,10 @@ def _export_onnx(
             output_names=names,
         )
     else:  # the in-graph instance step is ~2000 unrolled operations: the TorchScript-based exporter takes
-        # seconds where the dynamo one (symbolic shapes on every node) takes minutes
+        # seconds where the dynamo one (symbolic shapes on every node) takes minutes; valid networks' sizes
+        # (16k + 124) are not a multiple the dynamo one is told
         spatial = {axis: name for axis, name in enumerate(axes, start=2)}
+        out_spatial = spatial if model.padding == "same" else {a: f"{n}_out" for a, n in spatial.items()}
         torch.onnx.register_custom_op_symbolic("aten::scatter_reduce", _scatter_max, 18)
         try:
             torch.onnx.export(
@@ -155,7 +165,10 @@ def _export_onnx(
                 path,
                 dynamo=False,
                 opset_version=18,
-                dynamic_axes={"x": {0: "batch", **spatial}, **{n: {0: "batch", **spatial} for n in names}},
+                dynamic_axes={
+                    "x": {0: "batch", **spatial},
+                    **{n: {0: "batch", **out_spatial} for n in names},
+                },
                 input_names=["x"],
                 output_names=names,
             )

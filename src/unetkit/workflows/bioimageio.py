@@ -129,10 +129,10 @@ def export_bioimageio(
     network = build_model(payload, path).eval()
     hp = dict(payload["model"]["hparams"])
     pre = payload["preprocessing"]
-    if payload["model"]["name"] != "unet" or network.padding != "same" or hp.get("spatial_dims", 2) != 2:
+    if payload["model"]["name"] != "unet" or hp.get("spatial_dims", 2) != 2:
         raise ConfigError(
-            f"{path}: bioimage.io export supports 2-D padded U-Nets (arch unet, padding same); this is "
-            f"{payload['model']['name']}, padding {network.padding}, {hp.get('spatial_dims', 2)}-D"
+            f"{path}: bioimage.io export supports 2-D U-Nets (arch unet); this is "
+            f"{payload['model']['name']}, {hp.get('spatial_dims', 2)}-D"
         )
     if float(pre.get("input_scale") or 1.0) != 1.0:
         raise ConfigError(
@@ -186,7 +186,7 @@ def _weights(network: Any, payload: dict[str, Any], folder: Path) -> tuple[dict[
     (folder / "unetkit_unet.py").write_text(architecture_source(), encoding="utf-8")
     diffs: dict[str, float] = {}
     for fmt, file in (("torchscript", "weights.torchscript.pt"), ("onnx", "weights.onnx")):
-        result = write_exported(network, payload, folder / file, fmt)
+        result = write_exported(network, payload, folder / file, fmt, valid_ok=True)
         diffs[fmt] = result.max_abs_diff
         if hasattr(network, "forward_multiples"):
             diffs[f"{fmt} labels"] = result.labels_mismatch
@@ -224,9 +224,18 @@ def _test_tensors(
     in-graph instance labels); also unetkit's own objects, for the cover."""
     channels = int(payload["preprocessing"]["in_channels"])
     image = synth_nuclei(TEST_SIZE, seed=2024)[0].astype(np.float32)
+    net: Any = predictor.model
+    if net.padding == "valid":  # a valid size; the output is the network's on it: smaller by the margins
+        size = net.geometry.fit(TEST_SIZE)
+        image = image[:size, :size]
     raw = np.repeat(image[None], channels, axis=0)  # (C, H, W)
+    pixels = np.moveaxis(raw, 0, -1) if channels > 1 else raw[0]
     with torch.no_grad():
-        probs = predictor.predict_proba(np.moveaxis(raw, 0, -1) if channels > 1 else raw[0])
+        if net.padding == "valid":
+            x = torch.from_numpy(predictor.prepare(pixels))[None]
+            probs = predictor._activate(net._forward(x))[0].numpy()
+        else:
+            probs = predictor.predict_proba(pixels)
     np.save(folder / "test_input.npy", raw[None])
     np.save(folder / "test_output.npy", probs[None].astype(np.float32))
     if step is not None:
@@ -325,8 +334,13 @@ def _rdf(
     )
     channels = int(pre["in_channels"])
     who = [{"name": a} for a in (authors or ["unetkit user"])]
-    space = [{"id": axis, "type": "space", "size": {"min": 4 * step, "step": step}} for axis in ("y", "x")]
-    halo = min(step, 32)
+    if (
+        network.padding == "valid"
+    ):  # the paper's network: sizes 2**depth * k + offset, output smaller by margins
+        low, shrink, halo = network.geometry.input_size(1), -2 * network.geometry.margin, 0
+    else:
+        low, shrink, halo = 4 * step, 0, min(step, 32)
+    space = [{"id": axis, "type": "space", "size": {"min": low, "step": step}} for axis in ("y", "x")]
     post = (
         [{"id": "sigmoid"}]
         if int(hp["num_classes"]) == 1
@@ -380,8 +394,8 @@ def _rdf(
                         {
                             "id": axis,
                             "type": "space",
-                            "halo": halo,
-                            "size": {"tensor_id": "raw", "axis_id": axis},
+                            **({"halo": halo} if halo else {}),  # the spec's halo is at least 1 when given
+                            "size": {"tensor_id": "raw", "axis_id": axis, "offset": shrink},
                         }
                         for axis in ("y", "x")
                     ],
@@ -390,7 +404,7 @@ def _rdf(
                 "data": {"type": "float32", "range": [0.0, 1.0]},
                 "postprocessing": post,
             },
-            *_instances_output(halo, instances),
+            *_instances_output(halo, shrink, instances),
         ],
         "weights": {
             "pytorch_state_dict": {
@@ -426,7 +440,7 @@ def _rdf(
     }
 
 
-def _instances_output(halo: int, instances: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _instances_output(halo: int, shrink: int, instances: dict[str, Any] | None) -> list[dict[str, Any]]:
     if not instances:
         return []
     return [
@@ -437,7 +451,12 @@ def _instances_output(halo: int, instances: dict[str, Any] | None) -> list[dict[
                 {"type": "batch"},
                 {"type": "channel", "channel_names": ["instances"]},
                 *[
-                    {"id": axis, "type": "space", "halo": halo, "size": {"tensor_id": "raw", "axis_id": axis}}
+                    {
+                        "id": axis,
+                        "type": "space",
+                        **({"halo": halo} if halo else {}),
+                        "size": {"tensor_id": "raw", "axis_id": axis, "offset": shrink},
+                    }
                     for axis in ("y", "x")
                 ],
             ],
