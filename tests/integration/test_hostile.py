@@ -147,13 +147,26 @@ def test_demo_overwrite_never_removes_what_the_demo_did_not_write(tmp_path):
     assert mine.read_text() == "cell,area\n1,42\n"
 
 
+# Linux keeps a process's peak resident memory across exec (the mm it leaves at exec counts): a child forked
+# from this pytest process, which grows past 1 GiB over the suite, would report pytest's peak. A small Python
+# forks the command instead and reports its wait4 peak.
+_MEASURE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def _run_measured(cmd):
-    """Run a command; its exit code, stderr and peak resident memory in MiB (this child's own, via wait4)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, err, usage.ru_maxrss / 1024
+    """Run a command; its exit code, stderr and peak resident memory in MiB (its own, via wait4)."""
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True)
+    rc, peak_kib = (int(v) for v in proc.stdout.split())
+    return rc, proc.stderr, peak_kib / 1024
 
 
 BOMBS = {

@@ -338,6 +338,8 @@ def _check_options(
             )
         if format not in (None, "zarr") or overlay:
             raise ConfigError("--dask writes zarr groups (--format zarr) and no --overlay")
+        if chunk is not None and chunk < 16:
+            raise ConfigError(f"--chunk must be at least 16 pixels, got {chunk}")
     if format == "ome-zarr":
         require_extra(("ome_zarr", "dask"), "ome-zarr", "predict --format ome-zarr")
         if probs_dtype is not None:
@@ -345,8 +347,6 @@ def _check_options(
                 "--format ome-zarr writes the image and its labels (mask, instances); probabilities are not "
                 "labels: use --format zarr or tiff with --save-probs"
             )
-        if chunk is not None and chunk < 16:
-            raise ConfigError(f"--chunk must be at least 16 pixels, got {chunk}")
     return probs_dtype
 
 
