@@ -19,7 +19,7 @@ import tifffile
 from ..errors import DataError
 from .io import channel_indices, read_image, stored_channels_first, unreadable
 
-__all__ = ["LAZY_SUFFIXES", "ImageSource", "image_size", "ome_level", "ome_pixel_size", "open_image"]
+__all__ = ["LAZY_SUFFIXES", "ImageSource", "image_size", "ome_level", "ome_placement", "open_image"]
 
 LAZY_SUFFIXES = (".tif", ".tiff", ".zarr", ".npy")
 
@@ -257,7 +257,7 @@ def ome_level(path: str | Path, level: int) -> Path:
     return path / str(datasets[level]["path"])
 
 
-def ome_pixel_size(path: str | Path) -> dict[str, Any] | None:
+def ome_placement(path: str | Path) -> dict[str, Any] | None:
     """Where the pixels of ``path`` lie when it is a level of an OME-Zarr image: ``scale`` and
     ``translation`` (y, x; the level's own) and ``units`` (y, x; None when not given); else None."""
     import zarr

@@ -303,8 +303,8 @@ def _runner(folder: Path, weights: dict[str, Any], source: str):
 
 
 def _first_output_only(file: Path) -> bytes | str:
-    """The ONNX graph cut to its first output (ONNX Runtime runs every node of a graph, so a package's
-    in-graph instance step would cost a third of the run time for labels unetkit does not use)."""
+    """The ONNX graph cut to its first output (ONNX Runtime runs every node of a graph: a package's in-graph
+    instance step would triple the run time, for labels unetkit does not use)."""
     import onnx
 
     proto = onnx.load(str(file))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.lazy import ImageSource, ome_pixel_size
+from ..data.lazy import ImageSource, ome_placement
 from ..extras import require_extra
 from .writers import CHUNK, Plane
 
@@ -70,7 +70,7 @@ def write_ome_zarr(dest: Path, source: ImageSource, labels: dict[str, Plane]) ->
 
     h, w = source.spatial_shape
     factors = pyramid_factors((h, w))
-    place = ome_pixel_size(Path(source.name)) or {}
+    place = ome_placement(Path(source.name)) or {}
     (sy, sx), (ty, tx) = place.get("scale", (1.0, 1.0)), place.get("translation", (0.0, 0.0))
     units = place.get("units") or (None, None)
     axis_units = {"y": units[0], "x": units[1]} if all(units) else None
