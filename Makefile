@@ -8,6 +8,8 @@ TORCH_PIN   ?= torch==2.13.0
 TORCH_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 STAMP  := $(VENV)/.installed
 
+
+.PHONY: gui-deps
 .PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-journey bench-hostile bench-pretrained pretrained lint clean
 
 setup: $(STAMP)
@@ -15,14 +17,29 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,onnx,dask,bioimageio,ome-zarr]"
+	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,onnx,dask,bioimageio,ome-zarr,napari]"
 	touch $(STAMP)
 
 demo: setup
 	$(VENV)/bin/unetkit demo --out demo-output --overwrite
 
+# The napari tests need an X server (Xvfb, started by pytest-xvfb) and the X libraries Qt's xcb platform loads:
+# installed from the OS packages when missing (Debian/Ubuntu, as root), so a fresh machine passes `make test`.
+GUI_DEBS := xvfb libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 \
+	libxcb-xinerama0 libxcb-xkb1 libxcb-cursor0 libxkbcommon-x11-0 libgl1 libegl1 libfontconfig1 libdbus-1-3
+
+gui-deps:
+	@missing=""; for p in $(GUI_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing OS packages for the napari tests:$$missing"; \
+	    apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
+	  else echo "the napari tests need these OS packages:$$missing (e.g. sudo apt-get install$$missing)"; exit 1; fi; \
+	fi
+
 # The three tiers, fastest first: unit (about a minute), integration (real CLI, DDP, Dask, kills), slow.
-test: setup
+test: setup gui-deps
 	$(PY) -m pytest tests/unit -q
 	$(PY) -m pytest tests/integration -q
 	$(PY) -m pytest tests/slow -q
@@ -30,7 +47,7 @@ test: setup
 test-unit: setup
 	$(PY) -m pytest tests/unit -q
 
-test-integration: setup
+test-integration: setup gui-deps
 	$(PY) -m pytest tests/integration -q
 
 test-slow: setup
@@ -41,7 +58,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 setup-bench: $(BENCH_STAMP)
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,onnx,dask,bioimageio,ome-zarr,bench]"
+	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,onnx,dask,bioimageio,ome-zarr,napari,bench]"
 	touch $(BENCH_STAMP)
 
 bench: setup

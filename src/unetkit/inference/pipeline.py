@@ -129,6 +129,61 @@ def predict_stack(
     )
 
 
+def segment_source(
+    predictor: Predictor,
+    source: ImageSource,
+    store: Any = None,
+    probs_dtype: str | None = None,
+    want_instances: bool = False,
+    object_context: int = 128,
+    progress: bool = False,
+    *,
+    name: str | Path = "image",
+    on_tiles: Any = None,
+) -> tuple[Any, Any, Any, int | None]:
+    """One 2-D image (a lazy source: file, zarr, Dask or NumPy array) → class indices ``(H, W)``, encoded
+    probabilities ``(C, H, W)`` (with ``probs_dtype``) and instance labels ``(H, W)`` with their count (with
+    ``want_instances``), held in NumPy arrays or, with ``store`` (a zarr group), on disk, where a large image's
+    objects are labelled block by block. What ``predict`` runs per image and the napari plugin per layer;
+    ``on_tiles(done, total)``: see :meth:`Predictor.stream`."""
+    h, w = source.spatial_shape
+    classes = new_array((h, w), np.uint8, store, "classes")
+    probs = new_array((predictor.num_classes, h, w), probs_dtype, store, "probs") if probs_dtype else None
+
+    def write(y0: int, y1: int, rows: np.ndarray) -> None:
+        classes[y0:y1] = predictor.to_labels(rows)
+        if probs is not None:
+            probs[:, y0:y1] = encode_probs(rows, probs_dtype)  # type: ignore[arg-type]
+
+    if predictor.rescales:  # rescaled whole, in memory (only images that fit get here)
+        write(
+            0, h, predictor.proba_channels_first(np.asarray(source[..., 0:h, 0:w]), name, progress=progress)
+        )
+        if on_tiles is not None:
+            on_tiles(1, 1)
+    else:
+        predictor.stream(source, RowSink(write, h), progress=progress, name=name, on_tiles=on_tiles)
+
+    labels: Any = None
+    objects = None
+    if want_instances:
+        if store is not None:
+            labels = new_array((h, w), np.int32, store, "instances")
+            objects = instances_blockwise(
+                lambda where: np.asarray(classes[where]),
+                (h, w),
+                lambda where, values: labels.__setitem__(where, values),
+                predictor.instances,
+                context=object_context,
+                out_read=lambda where: np.asarray(labels[where]),
+                progress=progress,
+            )
+        else:
+            labels = predictor.instances(classes)
+            objects = int(labels.max())
+    return classes, probs, labels, objects
+
+
 def predict_one(
     predictor: Predictor,
     f: Path,
@@ -144,43 +199,13 @@ def predict_one(
 ) -> PredictedFile:
     import zarr
 
-    h, w = source.spatial_shape
     out.mkdir(parents=True, exist_ok=True)
     work = work_dir(out, paths["mask"].stem) if large or fmt in ("zarr", "ome-zarr") else None
     try:
         store = zarr.open_group(str(work / "arrays.zarr"), mode="w") if large and work else None
-        classes = new_array((h, w), np.uint8, store, "classes")
-        probs = new_array((predictor.num_classes, h, w), probs_dtype, store, "probs") if probs_dtype else None
-
-        def write(y0: int, y1: int, rows: np.ndarray) -> None:
-            classes[y0:y1] = predictor.to_labels(rows)
-            if probs is not None:
-                probs[:, y0:y1] = encode_probs(rows, probs_dtype)  # type: ignore[arg-type]
-
-        if predictor.rescales:  # rescaled whole, in memory (only images that fit get here)
-            write(
-                0, h, predictor.proba_channels_first(np.asarray(source[..., 0:h, 0:w]), f, progress=progress)
-            )
-        else:
-            predictor.stream(source, RowSink(write, h), progress=progress, name=f)
-
-        labels: Any = None
-        objects = None
-        if want_instances:
-            if large:
-                labels = new_array((h, w), np.int32, store, "instances")
-                objects = instances_blockwise(
-                    lambda where: np.asarray(classes[where]),
-                    (h, w),
-                    lambda where, values: labels.__setitem__(where, values),
-                    predictor.instances,
-                    context=object_context,
-                    out_read=lambda where: np.asarray(labels[where]),
-                    progress=progress,
-                )
-            else:
-                labels = predictor.instances(classes)
-                objects = int(labels.max())
+        classes, probs, labels, objects = segment_source(
+            predictor, source, store, probs_dtype, want_instances, object_context, progress, name=f
+        )
         return write_outputs(predictor, f, source, fmt, paths, classes, probs, labels, objects, large, work)
     finally:
         if work is not None:

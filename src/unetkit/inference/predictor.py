@@ -469,10 +469,12 @@ class Predictor:
         tta: bool | None = None,
         progress: bool = False,
         name: str | Path = "image",
+        on_tiles: Callable[[int, int], None] | None = None,
     ) -> None:
         """Predict a ``(C, H, W)`` image or ``(C, D, H, W)`` volume (array or lazy source, raw pixels) and
         hand final probability rows (slices) to ``emit(y0, y1, probs)`` in order (``probs``:
-        ``(num_classes, y1 - y0, *rest)`` float32).
+        ``(num_classes, y1 - y0, *rest)`` float32). ``on_tiles(done, total)`` after every batch of tiles (a
+        GUI's progress bar; an exception it raises, e.g. on Cancel, stops the run there).
 
         ``stats``: per-channel normalisation ``(offset, scale)``; by default measured on a subsample of
         the image (the whole image when it has up to 4 megapixels).
@@ -501,6 +503,7 @@ class Predictor:
             disable=not progress,
             leave=False,
         )
+        done = 0
         try:
             for batch, inputs in self._batches(source, tiles, stats):
                 probs = self._forward(inputs, use_tta)
@@ -531,6 +534,9 @@ class Predictor:
                             wsum[height - n :] = 0
                             top = stop
                 bar.update(len(batch))
+                done += len(batch)
+                if on_tiles is not None:
+                    on_tiles(done, len(tiles))
         finally:
             bar.close()
         if top != h:  # pragma: no cover - the plan covers every row

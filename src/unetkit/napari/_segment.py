@@ -1,0 +1,248 @@
+"""The Segment widget: a model (a built-in name, a checkpoint, a run folder, an ONNX file or a bioimage.io
+package) applied to an image layer, in a worker thread with a progress bar and Cancel; the result arrives as a
+Labels layer (objects, or classes) and, on request, the probabilities as an Image layer.
+
+The work is :func:`unetkit.inference.pipeline.segment_source`, what ``unetkit predict`` runs per image: the
+layer's data is read window by window (NumPy, Dask or zarr arrays alike), so a large layer is never loaded whole;
+past :data:`LARGE` pixels the results are held in a zarr store on disk (objects labelled block by block) and
+shown lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.types import FileDialogMode
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+from qtpy.QtCore import QObject, Signal
+
+from ..data.lazy import ImageSource
+from ..errors import UnetkitError
+from ..inference.pipeline import segment_source
+from ..inference.predictor import Predictor
+from ..pretrained import list_pretrained
+
+__all__ = ["LARGE", "SegmentWidget"]
+
+log = logging.getLogger(__name__)
+
+#: layers over this many pixels keep their results on disk (a zarr store) rather than in memory
+LARGE = 1 << 26
+
+
+class Cancelled(Exception):
+    """Raised in the worker when the user pressed Cancel."""
+
+
+class _Tiles(QObject):
+    """Progress from the worker thread to the widget (a queued Qt signal: safe across threads)."""
+
+    done = Signal(int, int)
+
+
+class SegmentWidget(Container):
+    """Segment an image layer with a U-Net (see the module docstring)."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.models: dict[str, str] = {m.name: m.name for m in list_pretrained() if m.path.is_file()}
+        self.model = ComboBox(label="model", choices=list(self.models), tooltip="a built-in or trained model")
+        self.model_file = FileEdit(
+            label="or file",
+            mode=FileDialogMode.EXISTING_FILE,
+            value=None,
+            tooltip="a checkpoint (best.pt), ONNX file or bioimage.io .zip",
+        )
+        import napari.layers
+
+        self.image: Any = create_widget(annotation=napari.layers.Image, label="image")
+        self.tile = SpinBox(label="tile", value=512, min=64, max=8192, step=64)
+        self.tta = CheckBox(text="average over the 8 rotations and flips (TTA)", value=False)
+        self.threshold = FloatSpinBox(label="threshold", value=0.5, min=0.01, max=0.99, step=0.05)
+        self.instances = CheckBox(text="separate touching objects (instances)", value=True)
+        self.diameter = FloatSpinBox(
+            label="object diameter", value=0.0, min=0.0, max=10000.0, tooltip="pixels; 0: as the model learnt"
+        )
+        self.probabilities = CheckBox(text="also the probabilities", value=False)
+        self.run_button = PushButton(text="Segment")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="tiles", value=0, min=0, max=1)
+        self.status = Label(value="")
+        self.extend(
+            [
+                self.model,
+                self.model_file,
+                self.image,
+                self.tile,
+                self.tta,
+                self.threshold,
+                self.instances,
+                self.diameter,
+                self.probabilities,
+                self.run_button,
+                self.cancel_button,
+                self.progress,
+                self.status,
+            ]
+        )
+        self._tiles = _Tiles()
+        self._tiles.done.connect(self._on_tiles)
+        self._cancel = threading.Event()
+        self._keep: list[Any] = []  # on-disk results shown lazily live as long as the widget
+        self.worker: Any = None
+        self.run_button.changed.connect(self.start)
+        self.cancel_button.changed.connect(self.stop)
+
+    def add_model(self, label: str, path: str | Path) -> None:
+        """Offer a model (e.g. one just trained) in the model list, and select it."""
+        self.models[label] = str(path)
+        self.model.choices = list(self.models)
+        self.model.value = label
+
+    def chosen_model(self) -> str:
+        file = str(self.model_file.value or "")
+        if file not in ("", "."):
+            return file
+        if self.model.value is None:
+            raise UnetkitError("choose a model, or a model file")
+        return self.models[self.model.value]
+
+    def start(self, *_: Any) -> Any:
+        """Segment the chosen layer in a worker thread; returns the worker (tests wait on it)."""
+        from napari.qt.threading import create_worker
+
+        layer = self.image.value
+        if layer is None:
+            self.status.value = "add or choose an image layer first"
+            return None
+        try:
+            model = self.chosen_model()
+        except UnetkitError as exc:
+            self.status.value = str(exc)
+            return None
+        options: dict[str, Any] = {"tile": int(self.tile.value), "tta": bool(self.tta.value)}
+        options["threshold"] = float(self.threshold.value)
+        if self.diameter.value > 0:
+            options["diameter"] = float(self.diameter.value)
+        data = layer.data[0] if layer.multiscale else layer.data
+        self._cancel.clear()
+        self.progress.value, self.progress.max = 0, 1
+        self.status.value = f"segmenting {layer.name} with {Path(model).name} ..."
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.worker = create_worker(
+            _segment,
+            model,
+            data,
+            bool(layer.rgb),
+            layer.name,
+            options,
+            bool(self.instances.value),
+            bool(self.probabilities.value),
+            self._cancel,
+            self._tiles.done.emit,
+            _ignore_errors=True,  # handled below: Cancel and user mistakes as one line, not a traceback
+        )
+        self.worker.returned.connect(lambda result: self._show(layer, result))
+        self.worker.errored.connect(self._failed)
+        self.worker.finished.connect(self._idle)
+        self.worker.start()
+        return self.worker
+
+    def stop(self, *_: Any) -> None:
+        self._cancel.set()
+        self.status.value = "cancelling after the current tiles ..."
+
+    def _on_tiles(self, done: int, total: int) -> None:
+        self.progress.max = max(1, total)
+        self.progress.value = done
+
+    def _idle(self) -> None:
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+
+    def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled):
+            self.status.value = "cancelled: nothing was added"
+            return
+        from napari.utils.notifications import show_error
+
+        self.status.value = f"error: {exc}"
+        if not isinstance(exc, UnetkitError):  # not the user's mistake: keep the traceback for a report
+            log.error("segmenting failed", exc_info=exc)
+        show_error(str(exc))
+
+    def _show(self, layer: Any, result: dict[str, Any]) -> None:
+        place = {"scale": layer.scale[-2:], "translate": layer.translate[-2:]}
+        if result.get("keep") is not None:
+            self._keep.append(result["keep"])
+        name = f"{layer.name} {'objects' if result['objects'] is not None else 'classes'}"
+        self.viewer.add_labels(result["labels"], name=name, **place)
+        if result["probs"] is not None:
+            self.viewer.add_image(result["probs"], name=f"{layer.name} probabilities", **place)
+        found = f"{result['objects']} objects" if result["objects"] is not None else "classes"
+        self.status.value = f"{layer.name}: {found} in {result['seconds']:.1f} s"
+
+
+def _segment(
+    model: str,
+    data: Any,
+    rgb: bool,
+    name: str,
+    options: dict[str, Any],
+    instances: bool,
+    probabilities: bool,
+    cancel: threading.Event,
+    report: Any,
+) -> dict[str, Any]:
+    """The worker: load the model, segment the layer's data (see :func:`segment_source`)."""
+    import time
+
+    start = time.perf_counter()
+    predictor = Predictor.from_checkpoint(model, **options)
+    source = ImageSource(data, 2 if rgb else None, name).select(predictor.in_channels)
+    h, w = source.spatial_shape
+    keep, store = None, None
+    if h * w > LARGE:
+        import zarr
+
+        keep = tempfile.TemporaryDirectory(prefix="unetkit-napari-")
+        store = zarr.open_group(str(Path(keep.name) / "result.zarr"), mode="w")
+
+    def on_tiles(done: int, total: int) -> None:
+        if cancel.is_set():
+            raise Cancelled
+        report(done, total)
+
+    classes, probs, labels, objects = segment_source(
+        predictor,
+        source,
+        store,
+        "float16" if probabilities else None,
+        instances,
+        name=name,
+        on_tiles=on_tiles,
+    )
+    shown = labels if instances else (classes if store is not None else np.asarray(classes))
+    return {
+        "labels": shown,
+        "probs": probs,
+        "objects": objects,
+        "keep": keep,
+        "seconds": time.perf_counter() - start,
+    }

@@ -1,0 +1,102 @@
+"""The napari plugin, driven headless in a real viewer (napari's ``make_napari_viewer``, pytest-qt, Xvfb started
+by pytest-xvfb): the sample data through the plugin's own contribution, the Segment widget on a NumPy layer and
+on a Dask-backed one (the same objects as the Python API), Cancel, and a screenshot of what the user sees."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari", reason="the [napari] extra is not installed")
+pytest.importorskip("pytestqt", reason="the [napari] extra is not installed")
+
+from unetkit import Predictor  # noqa: E402
+from unetkit.napari._segment import SegmentWidget  # noqa: E402
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _wait(qtbot, worker, timeout=120_000):
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+
+
+def _screenshot(viewer, name, tmp_path):
+    """What the user sees (viewer and docked widgets), saved under the test's folder, and under docs/ when
+    UNETKIT_DOCS_SCREENSHOTS=1 (how the README's pictures are made)."""
+    from PIL import Image
+
+    viewer.window._qt_window.resize(1400, 860)  # room for the canvas beside the docked widget
+    viewer.reset_view()
+    picture = viewer.screenshot(canvas_only=False, flash=False)
+    assert picture.ndim == 3 and picture.shape[0] > 200 and picture[..., :3].std() > 5  # not a blank window
+    Image.fromarray(picture).save(tmp_path / name)
+    if os.environ.get("UNETKIT_DOCS_SCREENSHOTS") == "1":
+        DOCS.mkdir(exist_ok=True)
+        Image.fromarray(picture).save(DOCS / name)
+
+
+def test_segment_widget_turns_an_image_layer_into_objects(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.open_sample("unetkit", "nuclei")  # the plugin's sample data contribution
+    assert [layer.name for layer in viewer.layers] == ["nuclei", "nuclei (true labels)"]
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment", area="right")
+    assert widget.model.value == "nuclei"  # the built-in model is offered first
+    widget.image.value = viewer.layers["nuclei"]
+    widget.tile.value = 256
+    worker = widget.start()
+    _wait(qtbot, worker)
+    result = viewer.layers["nuclei objects"]
+    image = viewer.layers["nuclei"].data
+    assert result.data.shape == image.shape
+    expected = Predictor.from_checkpoint("nuclei", tile=256).predict_instances(image)
+    np.testing.assert_array_equal(np.asarray(result.data), expected)  # the same work as the API and the CLI
+    assert widget.progress.value == widget.progress.max > 1 and "objects in" in widget.status.value
+    _screenshot(viewer, "napari-segment.png", tmp_path)
+
+
+def test_a_dask_backed_layer_is_read_window_by_window(make_napari_viewer, qtbot):
+    da = pytest.importorskip("dask.array")
+    from unetkit import synth_nuclei
+
+    image = synth_nuclei((300, 420), seed=3)[0]
+    reads = []
+
+    def counted(block, block_info=None):
+        reads.append(block.shape)
+        return block
+
+    lazy = da.from_array(image, chunks=(128, 128)).map_blocks(counted, dtype=image.dtype)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(lazy, name="lazy")
+    widget = SegmentWidget(viewer)
+    widget.image.value = layer
+    widget.tile.value, widget.instances.value, widget.probabilities.value = 256, False, True
+    _wait(qtbot, widget.start())
+    classes = viewer.layers["lazy classes"].data
+    probs = viewer.layers["lazy probabilities"].data
+    expected = Predictor.from_checkpoint("nuclei", tile=256).predict(image)
+    np.testing.assert_array_equal(np.asarray(classes), expected)
+    assert probs.shape == (3, 300, 420) and probs.dtype == np.float16
+    assert reads and max(h * w for h, w in reads) < image.size  # never the whole layer at once
+
+
+def test_cancel_stops_the_run_and_adds_nothing(make_napari_viewer, qtbot):
+    from unetkit import synth_nuclei
+
+    viewer = make_napari_viewer()
+    viewer.add_image(synth_nuclei((1024, 1024), seed=1)[0], name="big")
+    widget = SegmentWidget(viewer)
+    widget.image.value = viewer.layers["big"]
+    widget.tile.value = 64  # many tiles: time to cancel
+    worker = widget.start()
+    qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=60_000)
+    widget.stop()
+    _wait(qtbot, worker)
+    assert widget.status.value == "cancelled: nothing was added"
+    assert [layer.name for layer in viewer.layers] == ["big"]
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
