@@ -100,3 +100,37 @@ def test_cancel_stops_the_run_and_adds_nothing(make_napari_viewer, qtbot):
     assert widget.status.value == "cancelled: nothing was added"
     assert [layer.name for layer in viewer.layers] == ["big"]
     assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_evaluate_widget_scores_as_unetkit_evaluate_and_shows_the_errors(make_napari_viewer, qtbot, tmp_path):
+    from unetkit import evaluate, synth_nuclei, write_image
+    from unetkit.config import DataConfig
+    from unetkit.napari._evaluate import ROWS, EvaluateWidget
+
+    image, truth = synth_nuclei((256, 256), seed=5)
+    pred = Predictor.from_checkpoint("nuclei", tile=256).predict_instances(image)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="nuclei")
+    viewer.add_labels(truth, name="truth")
+    viewer.add_labels(pred, name="prediction")
+    widget = EvaluateWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Evaluate", area="right")
+    widget.prediction.value, widget.truth.value = viewer.layers["prediction"], viewer.layers["truth"]
+    scores = widget.evaluate()
+    # the same numbers as `unetkit evaluate` on the same labels written as files
+    write_image(tmp_path / "gt" / "img.tif", truth.astype(np.uint16))
+    write_image(tmp_path / "pred" / "img.tif", pred.astype(np.uint16))  # a label image, read by its IDs
+    ev = evaluate(
+        tmp_path / "pred", tmp_path / "gt", mode="instance", data=DataConfig(mask_encoding="instances")
+    )
+    for key in ROWS:
+        assert scores[key] == pytest.approx(ev.mean[key]), key
+    assert tuple(widget.table.row_headers) == ROWS and widget.table.shape == (len(ROWS), 2)
+    assert widget.table.data[ROWS.index("f1"), 0] == f"{scores['f1']:.4g}"
+    # the errors as layers: every missed object is a true object no prediction matches, and so on
+    missed = viewer.layers["prediction: misses"].data
+    false = viewer.layers["prediction: false positives"].data
+    assert len(np.unique(missed)) - 1 == int(scores["fn"]) and len(np.unique(false)) - 1 == int(scores["fp"])
+    assert set(np.unique(missed)) <= set(np.unique(truth)) and set(np.unique(false)) <= set(np.unique(pred))
+    assert "F1@0.5" in widget.status.value
+    _screenshot(viewer, "napari-evaluate.png", tmp_path)

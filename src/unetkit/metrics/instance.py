@@ -203,16 +203,27 @@ class InstanceScores:
         union += float(ov.pred_area[unused].sum())
         return inter / union if union else 1.0
 
-    def split_merge(self, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-        """Labels of true objects that were *split* (unmatched at ``threshold``, and two or more predictions
-        each cover at least 10% of it) and of predictions that *merge* objects (unmatched, and covering at
-        least 10% of each of two or more true objects)."""
+    def _matched(self, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """Whether each true and each predicted object is matched at ``threshold``."""
         ov = self.overlaps
         matched = self.matches(threshold)
         t_ok = np.zeros(ov.n_true, bool)
         p_ok = np.zeros(ov.n_pred, bool)
         t_ok[ov.pair_true[matched]] = True
         p_ok[ov.pair_pred[matched]] = True
+        return t_ok, p_ok
+
+    def unmatched(self, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+        """Labels of the true objects missed (false negatives) and of the false positive predictions."""
+        t_ok, p_ok = self._matched(threshold)
+        return self.overlaps.true_ids[~t_ok], self.overlaps.pred_ids[~p_ok]
+
+    def split_merge(self, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+        """Labels of true objects that were *split* (unmatched at ``threshold``, and two or more predictions
+        each cover at least 10% of it) and of predictions that *merge* objects (unmatched, and covering at
+        least 10% of each of two or more true objects)."""
+        ov = self.overlaps
+        t_ok, p_ok = self._matched(threshold)
         big_t = ov.inter >= 0.1 * ov.true_area[ov.pair_true]
         n_parts = np.bincount(ov.pair_true[big_t], minlength=ov.n_true)
         split = ov.true_ids[(n_parts >= 2) & ~t_ok]

@@ -1,0 +1,76 @@
+"""The Evaluate widget: a prediction Labels layer against a ground-truth Labels layer, scored by the function
+``unetkit evaluate`` uses per image (:func:`unetkit.metrics.scoring.score_instances`): the scores as a table,
+and the errors as layers: misses (true objects unmatched at IoU 0.5), false positives, splits and merges."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import Container, Label, PushButton, Table, create_widget
+
+from ..metrics.instance import match_instances
+from ..metrics.results import DEFINITIONS
+from ..metrics.scoring import score_instances
+
+__all__ = ["ROWS", "EvaluateWidget"]
+
+#: the scores shown, in order (those of ``unetkit evaluate --mode instance``'s summary, and more)
+ROWS = ("n_true", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "pq", "dsb_score", "aji", "splits",
+        "merges", "dice")  # fmt: skip
+
+
+class EvaluateWidget(Container):
+    """Score a prediction layer against a ground-truth layer (see the module docstring)."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__(labels=True)
+        import napari.layers
+
+        self.viewer = napari_viewer
+        self.prediction: Any = create_widget(annotation=napari.layers.Labels, label="prediction")
+        self.truth: Any = create_widget(annotation=napari.layers.Labels, label="ground truth")
+        self.run_button = PushButton(text="Evaluate")
+        self.table = Table(value={"score": [], "value": []})
+        self.status = Label(value="")
+        self.extend([self.prediction, self.truth, self.run_button, self.table, self.status])
+        self.run_button.changed.connect(self.evaluate)
+        self.scores: dict[str, float] = {}
+
+    def evaluate(self, *_: Any) -> dict[str, float]:
+        pred, truth = self.prediction.value, self.truth.value
+        if pred is None or truth is None or pred is truth:
+            self.status.value = "choose a prediction layer and a different ground-truth layer"
+            return {}
+        p, t = np.asarray(pred.data), np.asarray(truth.data)
+        if p.shape != t.shape:
+            self.status.value = f"the layers differ in shape: {p.shape} and {t.shape}"
+            return {}
+        found = score_instances(p, t)[0]
+        self.scores = {k: float(found[k]) for k in ROWS}
+        self.table.value = {
+            "data": [[f"{self.scores[k]:.4g}", DEFINITIONS.get(k, "")] for k in ROWS],
+            "index": list(ROWS),
+            "columns": ["value", "meaning"],
+        }
+        s = match_instances(t, p)
+        missed, false = s.unmatched(0.5)
+        split, merged = s.split_merge(0.5)
+        place = {"scale": truth.scale, "translate": truth.translate}
+        for name, labels, ids in (
+            ("misses", t, missed),
+            ("false positives", p, false),
+            ("splits", t, split),
+            ("merges", p, merged),
+        ):
+            layer_name = f"{pred.name}: {name}"
+            errors = np.where(np.isin(labels, ids), labels, 0)
+            if layer_name in self.viewer.layers:
+                self.viewer.layers[layer_name].data = errors
+            else:
+                self.viewer.add_labels(errors, name=layer_name, **place)
+        self.status.value = (
+            f"F1@0.5 {self.scores['f1']:.3f}: {len(missed)} missed, {len(false)} false, {len(split)} split, "
+            f"{len(merged)} merged"
+        )
+        return self.scores
