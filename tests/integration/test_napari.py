@@ -134,3 +134,23 @@ def test_evaluate_widget_scores_as_unetkit_evaluate_and_shows_the_errors(make_na
     assert set(np.unique(missed)) <= set(np.unique(truth)) and set(np.unique(false)) <= set(np.unique(pred))
     assert "F1@0.5" in widget.status.value
     _screenshot(viewer, "napari-evaluate.png", tmp_path)
+
+
+def test_a_model_file_is_used_and_a_bad_one_is_one_line(make_napari_viewer, qtbot, tiny_run, tmp_path):
+    from unetkit import synth_nuclei
+
+    image = synth_nuclei((128, 160), seed=2)[0]
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    widget = SegmentWidget(viewer)
+    widget.image.value = viewer.layers["cells"]
+    widget.model_file.value = tiny_run.best_checkpoint  # a trained run's checkpoint instead of a built-in
+    _wait(qtbot, widget.start())
+    expected = Predictor.from_checkpoint(tiny_run.best_checkpoint, tile=512).predict_instances(image)
+    np.testing.assert_array_equal(np.asarray(viewer.layers["cells objects"].data), expected)
+    (tmp_path / "notes.pt").write_text("not a model")
+    widget.model_file.value = tmp_path / "notes.pt"
+    _wait(qtbot, widget.start())
+    assert widget.status.value.startswith("error: ") and "\n" not in widget.status.value
+    assert "Traceback" not in widget.status.value
+    assert [layer.name for layer in viewer.layers] == ["cells", "cells objects"]  # nothing added
