@@ -32,26 +32,18 @@ TOLERANCE = 1e-4
 
 
 class _Core(nn.Module):
-    """The network without its input padding: sizes must be multiples of its ``size_multiples``."""
+    """The network without its input padding (sizes must be multiples of its ``size_multiples``, or valid
+    sizes): logits, and with :class:`~unetkit.models.instances.UNetInstances` the instance labels too."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.labels = hasattr(model, "forward_multiples")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> Any:
+        if self.labels:
+            return self.model.forward_multiples(x)  # type: ignore[operator]
         return self.model._forward(x)  # type: ignore[operator]
-
-
-class _CoreInstances(nn.Module):
-    """The network and its in-graph instance step (:class:`~unetkit.models.instances.UNetInstances`): two
-    outputs, logits and instance labels."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.forward_multiples(x)  # type: ignore[operator]
 
 
 @dataclass
@@ -85,9 +77,7 @@ def write_exported(
     probability at a class boundary may round the other way)."""
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"--format {format!r} is unknown; choose one of {', '.join(EXPORT_FORMATS)}")
-    if (
-        model.padding != "same" and not valid_ok
-    ):  # a bioimage.io package describes valid sizes; a bare file not
+    if model.padding != "same" and not valid_ok:  # a bioimage.io package describes valid sizes; a file not
         raise ConfigError(
             f"{out}: export supports padded (padding='same') networks; this one is 'valid' (the paper's), "
             "whose input sizes are not a simple multiple"
@@ -96,8 +86,8 @@ def write_exported(
         require_extra(("onnx", "onnxruntime", "onnxscript"), "onnx", "export --format onnx")
     channels = int(payload["preprocessing"]["in_channels"])
     inputs = _sample_inputs(model, channels)
-    two = hasattr(model, "forward_multiples")
-    core = (_CoreInstances(model) if two else _Core(model)).eval()
+    core = _Core(model).eval()
+    two = core.labels
     names = ["logits", "instances"] if two else ["logits"]
     with atomic_path(out, out.suffix or ".tmp") as path, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracers' notes on shape checks that are constant in the graph

@@ -16,7 +16,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
@@ -238,9 +237,8 @@ def _segment(
         name=name,
         on_tiles=on_tiles,
     )
-    shown = labels if instances else (classes if store is not None else np.asarray(classes))
     return {
-        "labels": shown,
+        "labels": labels if instances else classes,
         "probs": probs,
         "objects": objects,
         "keep": keep,

@@ -270,11 +270,9 @@ def _validation_cover(
 
 
 def _cover(image: np.ndarray, labels: np.ndarray, dest: Path) -> None:
-    """The image (first channel, or its colours) stretched to its 1-99.8 percentiles, objects outlined."""
-    grey = image if image.ndim == 2 else image[..., :3] if image.shape[-1] >= 3 else image[..., 0]
-    lo, hi = np.percentile(grey, (1, 99.8))
-    picture = np.clip((grey.astype(np.float32) - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
-    Image.fromarray(contour_overlay(picture, labels)).save(dest)
+    """The image (``(H, W[, C])``; :func:`contour_overlay` stretches it to its 1-99.8 percentiles), objects
+    outlined."""
+    Image.fromarray(contour_overlay(image, labels)).save(dest)
 
 
 def _preprocessing(payload: dict[str, Any]) -> list[dict[str, Any]]:
