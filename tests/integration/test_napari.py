@@ -19,9 +19,11 @@ from unetkit.napari._segment import SegmentWidget  # noqa: E402
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
-def _wait(qtbot, worker, timeout=120_000):
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
+def _wait(qtbot, widget, timeout=120_000):
+    """Until the widget's run has finished. Not ``waitSignal(worker.finished)`` after ``start()``: a run that fails
+    at once (a bad model file) can finish before the test connects, and the signal is never seen."""
+    assert widget.worker is not None, "the widget started nothing"
+    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
 
 
 def _screenshot(viewer, name, tmp_path):
@@ -48,8 +50,8 @@ def test_segment_widget_turns_an_image_layer_into_objects(make_napari_viewer, qt
     assert widget.model.value == "nuclei"  # the built-in model is offered first
     widget.image.value = viewer.layers["nuclei"]
     widget.tile.value = 256
-    worker = widget.start()
-    _wait(qtbot, worker)
+    widget.start()
+    _wait(qtbot, widget)
     result = viewer.layers["nuclei objects"]
     image = viewer.layers["nuclei"].data
     assert result.data.shape == image.shape
@@ -76,7 +78,8 @@ def test_a_dask_backed_layer_is_read_window_by_window(make_napari_viewer, qtbot)
     widget = SegmentWidget(viewer)
     widget.image.value = layer
     widget.tile.value, widget.instances.value, widget.probabilities.value = 256, False, True
-    _wait(qtbot, widget.start())
+    widget.start()
+    _wait(qtbot, widget)
     classes = viewer.layers["lazy classes"].data
     probs = viewer.layers["lazy probabilities"].data
     expected = Predictor.from_checkpoint("nuclei", tile=256).predict(image)
@@ -93,10 +96,10 @@ def test_cancel_stops_the_run_and_adds_nothing(make_napari_viewer, qtbot):
     widget = SegmentWidget(viewer)
     widget.image.value = viewer.layers["big"]
     widget.tile.value = 64  # many tiles: time to cancel
-    worker = widget.start()
+    widget.start()
     qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=60_000)
     widget.stop()
-    _wait(qtbot, worker)
+    _wait(qtbot, widget)
     assert widget.status.value == "cancelled: nothing was added"
     assert [layer.name for layer in viewer.layers] == ["big"]
     assert widget.run_button.enabled and not widget.cancel_button.enabled
@@ -145,12 +148,14 @@ def test_a_model_file_is_used_and_a_bad_one_is_one_line(make_napari_viewer, qtbo
     widget = SegmentWidget(viewer)
     widget.image.value = viewer.layers["cells"]
     widget.model_file.value = tiny_run.best_checkpoint  # a trained run's checkpoint instead of a built-in
-    _wait(qtbot, widget.start())
+    widget.start()
+    _wait(qtbot, widget)
     expected = Predictor.from_checkpoint(tiny_run.best_checkpoint, tile=512).predict_instances(image)
     np.testing.assert_array_equal(np.asarray(viewer.layers["cells objects"].data), expected)
     (tmp_path / "notes.pt").write_text("not a model")
     widget.model_file.value = tmp_path / "notes.pt"
-    _wait(qtbot, widget.start())
+    widget.start()
+    _wait(qtbot, widget)
     assert widget.status.value.startswith("error: ") and "\n" not in widget.status.value
     assert "Traceback" not in widget.status.value
     assert [layer.name for layer in viewer.layers] == ["cells", "cells objects"]  # nothing added

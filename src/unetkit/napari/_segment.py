@@ -106,6 +106,7 @@ class SegmentWidget(Container):
         self._cancel = threading.Event()
         self._keep: list[Any] = []  # on-disk results shown lazily live as long as the widget
         self.worker: Any = None
+        self.busy = False  # True from start until the worker has finished (set on the GUI thread)
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.stop)
 
@@ -145,6 +146,7 @@ class SegmentWidget(Container):
         self.progress.value, self.progress.max = 0, 1
         self.status.value = f"segmenting {layer.name} with {Path(model).name} ..."
         self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.busy = True
         self.worker = create_worker(
             _segment,
             model,
@@ -174,6 +176,7 @@ class SegmentWidget(Container):
 
     def _idle(self) -> None:
         self.run_button.enabled, self.cancel_button.enabled = True, False
+        self.busy = False
 
     def _failed(self, exc: BaseException) -> None:
         if isinstance(exc, Cancelled):
