@@ -19,6 +19,7 @@ from .pretrained import list_pretrained
 from .training import TrainResult
 from .version import __version__
 from .workflows import (
+    TrainHooks,
     evaluate,
     evaluate_model,
     export_bioimageio,
@@ -27,6 +28,7 @@ from .workflows import (
     predict_files,
     run_demo,
     train,
+    write_painted_dataset,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "Predictor",
     "RunConfig",
     "TrainConfig",
+    "TrainHooks",
     "TrainResult",
     "UNet",
     "UnetkitError",
@@ -67,4 +70,5 @@ __all__ = [
     "synthesize_dataset",
     "train",
     "write_image",
+    "write_painted_dataset",
 ]

@@ -1,6 +1,8 @@
 """The napari plugin, driven headless in a real viewer (napari's ``make_napari_viewer``, pytest-qt, Xvfb started
 by pytest-xvfb): the sample data through the plugin's own contribution, the Segment widget on a NumPy layer and
-on a Dask-backed one (the same objects as the Python API), Cancel, and a screenshot of what the user sees."""
+on a Dask-backed one (the same objects as the Python API), Cancel, the Train widget from painted layers and from
+a folder (a checkpoint offered to Segment; Cancel keeps the best model), the Evaluate widget, and screenshots of
+what the user sees."""
 
 from __future__ import annotations
 
@@ -17,6 +19,16 @@ from unetkit import Predictor  # noqa: E402
 from unetkit.napari._segment import SegmentWidget  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.fixture(autouse=True)
+def _no_trained_models():
+    """Each test starts in a fresh session: no model trained by an earlier test is offered."""
+    from unetkit.napari._models import TRAINED
+
+    TRAINED.models.clear()
+    yield
+    TRAINED.models.clear()
 
 
 def _wait(qtbot, widget, timeout=120_000):
@@ -159,3 +171,102 @@ def test_a_model_file_is_used_and_a_bad_one_is_one_line(make_napari_viewer, qtbo
     assert widget.status.value.startswith("error: ") and "\n" not in widget.status.value
     assert "Traceback" not in widget.status.value
     assert [layer.name for layer in viewer.layers] == ["cells", "cells objects"]  # nothing added
+
+
+def _hidden(field):
+    """Hidden by the widget (``visible`` also says False for any field of a window not shown)."""
+    return field.native.isHidden()
+
+
+def _tiny_settings(tmp_path, **train):
+    from tests.conftest import tiny_config
+
+    path = tmp_path / "tiny.yaml"
+    tiny_config(**train).to_yaml(path)
+    return path
+
+
+def test_train_widget_learns_from_painted_layers_and_offers_the_model(make_napari_viewer, qtbot, tmp_path):
+    from unetkit import read_image, synth_nuclei
+    from unetkit.napari._train import SCRATCH, TrainWidget
+    from unetkit.workflows.painted import IGNORED
+
+    image, truth = synth_nuclei((256, 256), seed=11)
+    ids = np.unique(truth)[1:]
+    paint = np.where(np.isin(truth, ids[::4]), truth + 1, 0)  # a quarter of the nuclei painted
+    paint[(truth == 0) & (np.arange(256)[:, None] % 32 < 3)] = 1  # background painted in strokes
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(paint, name="painted")
+    segment = SegmentWidget(viewer)  # open, not docked: the screenshot shows Train beside the image
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train", area="right")
+    assert _hidden(widget.background_label) and _hidden(widget.folder)
+    widget.image.value, widget.labels.value = viewer.layers["cells"], viewer.layers["painted"]
+    widget.unpainted.value = "ignored"
+    assert not _hidden(widget.background_label)
+    widget.init.value = SCRATCH
+    widget.settings.value = _tiny_settings(tmp_path, epochs=3, steps_per_epoch=4)
+    widget.work.value = tmp_path / "work"
+    widget.start()
+    _wait(qtbot, widget)
+    run = tmp_path / "work" / "cells" / "run"
+    assert (run / "best.pt").is_file() and "offered in Segment" in widget.status.value, widget.status.value
+    # the painted layers were written as a dataset with the unpainted pixels ignored, kept beside the run
+    mask = read_image(tmp_path / "work" / "cells" / "data" / "masks" / "cells.tif")
+    assert (mask == IGNORED).any() and set(np.unique(mask[mask != IGNORED])) >= {0}
+    # the live plot saw every step and epoch; the progress bar ended full
+    assert len(widget.plot.rows) == 3 and len(widget.plot.steps) == 12
+    assert widget.progress.value == widget.progress.max == 12
+    _screenshot(viewer, "napari-train.png", tmp_path)
+    # the trained model is chosen in the Segment widget, and it is the run's checkpoint that segments
+    assert segment.model.value == "cells (trained)" and segment.chosen_model() == str(run / "best.pt")
+    segment.image.value = viewer.layers["cells"]
+    segment.start()
+    _wait(qtbot, segment)
+    expected = Predictor.from_checkpoint(run / "best.pt", tile=512).predict_instances(image)
+    np.testing.assert_array_equal(np.asarray(viewer.layers["cells objects"].data), expected)
+    # a Segment widget opened later offers it too
+    assert SegmentWidget(viewer).model.value == "cells (trained)"  # one opened later offers it, chosen
+
+
+def test_train_widget_from_a_folder_cancel_keeps_the_best_model(
+    make_napari_viewer, qtbot, tiny_data, tmp_path
+):
+    from unetkit.napari._models import TRAINED
+    from unetkit.napari._train import SCRATCH, TrainWidget
+
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train", area="right")  # docked: its layer lists follow
+    widget.source.value = "dataset folder"
+    assert not _hidden(widget.folder) and _hidden(widget.image)
+    widget.start()  # no folder chosen: one line, nothing started
+    assert widget.worker is None and widget.status.value == "choose the dataset folder"
+    widget.folder.value = tiny_data
+    widget.init.value = SCRATCH
+    widget.settings.value = _tiny_settings(tmp_path, epochs=500, steps_per_epoch=3)
+    widget.work.value = tmp_path / "work"
+    widget.start()
+    qtbot.waitUntil(lambda: widget.best is not None and widget.progress.value > 6, timeout=120_000)
+    widget.stop()
+    _wait(qtbot, widget)
+    run = tmp_path / "work" / "tiny" / "run"
+    assert widget.status.value.startswith("cancelled; kept the best model"), widget.status.value
+    assert (run / "best.pt").is_file() and (run / "last.pt").is_file()  # last.pt: resumable from the CLI
+    assert TRAINED.models["tiny (trained)"] == str(run / "best.pt")
+    assert widget.progress.value < widget.progress.max == 1500
+    # a painted layer that cannot train is one line in the status, nothing written
+    from unetkit import synth_nuclei
+
+    image, truth = synth_nuclei((128, 128), seed=1)
+    viewer.add_image(image, name="few")
+    viewer.add_labels(np.zeros_like(truth), name="nothing painted")
+    widget.source.value = "painted layers"
+    widget.image.value, widget.labels.value = viewer.layers["few"], viewer.layers["nothing painted"]
+    widget.start()
+    _wait(qtbot, widget)
+    assert (
+        widget.status.value == "error: few: no object is painted: paint a few objects with labels 1, 2, 3 ..."
+    )
+    assert not (tmp_path / "work" / "few" / "data").exists()

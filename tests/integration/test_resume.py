@@ -126,3 +126,34 @@ def test_ctrl_c_saves_the_exact_position_and_says_how_to_resume(unetkit_exe, tin
     assert done.returncode == 0, done.stderr
     assert same_weights(run / "last.pt", reference / "last.pt")
     assert rows(run) == rows(reference)
+
+
+def test_a_stop_asked_from_another_thread_keeps_the_exact_position(tiny_data, tmp_path):
+    """What the napari Train widget's Cancel does: ``TrainHooks.stop`` set from another thread mid-epoch stops
+    after the current step exactly as Ctrl-C does; the resumed run equals an uninterrupted one bitwise, and the
+    hooks saw every step and every epoch."""
+    import threading
+
+    from tests.conftest import tiny_config
+    from unetkit import train
+    from unetkit.training.loop import TrainHooks, TrainingInterrupted
+
+    cfg = tiny_config(epochs=3, steps_per_epoch=6, seed=3)
+    whole = train(tiny_data, tmp_path / "whole", cfg, progress=False)
+    stop, steps, epochs = threading.Event(), [], []
+
+    def on_step(epoch, step, total, loss):
+        steps.append((epoch, step, total))
+        if (epoch, step) == (2, 4):  # as a GUI would: another thread sets the event a moment later
+            threading.Thread(target=stop.set).start()
+            time.sleep(0.05)
+
+    hooks = TrainHooks(stop=stop, on_step=on_step, on_epoch=epochs.append)
+    with pytest.raises(TrainingInterrupted, match="interrupted during epoch 2 at step"):
+        train(tiny_data, tmp_path / "stopped", cfg, progress=False, hooks=hooks)
+    assert steps[:6] == [(1, k, 6) for k in range(1, 7)] and steps[-1][0] == 2 and steps[-1][1] >= 4
+    assert [int(r["epoch"]) for r in epochs] == [1] and epochs[0]["best_epoch"] == 1
+    assert (tmp_path / "stopped" / "best.pt").is_file()  # the best model so far is kept
+    train(tiny_data, tmp_path / "stopped", resume=True, progress=False)
+    assert same_weights(whole.last_checkpoint, tmp_path / "stopped" / "last.pt")
+    assert rows(tmp_path / "whole") == rows(tmp_path / "stopped")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -16,9 +15,8 @@ from ..planning import (
     DEFAULT_BUDGET,
     parse_duration,
 )
-from ..training.init import init_config
 from ..workflows.plan import plan_for_training
-from ..workflows.train import train
+from ..workflows.train import announce, starting_from, train
 from .common import add_data_args, add_progress, config_with_data_args, reading_config
 from .options import add_options, apply_options
 
@@ -158,29 +156,6 @@ def planned_config(args: argparse.Namespace, out: Path | None = None) -> tuple[R
     )
 
 
-def announce(cfg: RunConfig, measured: dict, data: str | Path, out: str | Path) -> str:
-    """What training will do and how long it will take, said before it starts."""
-    t, d, m = cfg.train, cfg.data, cfg.model
-    what = (
-        f"{t.epochs} epoch(s) x {t.steps_per_epoch} steps of {t.batch_size} patches of {d.patch_size} px "
-        f"(U-Net depth {m.depth}, base {m.base_channels}) on {data} into {out}"
-    )
-    step = measured.get("step_seconds")
-    val = measured.get("validation_seconds", 0.0)
-    if step:
-        est = t.epochs * (t.steps_per_epoch * step + val) + measured.get("startup_seconds", 0.0)
-        when = f"about {_minutes(est)} (measured {step:.2f} s/step)"
-    else:
-        when = "time not measured (no plan measurement for these settings)"
-    if t.time_budget:
-        when += f"; stops before an epoch that would pass {_minutes(t.time_budget)}"
-    return f"training: {what}; {when}; early stopping after {t.patience} epoch(s) without a better Dice"
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
-
-
 def run(args: argparse.Namespace) -> int:
     if args.resume:
         given = sorted(k for k, v in vars(args).items() if k not in RESUME_ALLOWED and v not in (None, False))
@@ -204,12 +179,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else default_run_dir(args.data)
         planned, measured = planned_config(args, out)
         cfg = config_from_args(args, planned)
-        if cfg.train.init:  # the model's architecture and normalisation, said before training is announced
-            if args.lr is None:  # not the plan's from-scratch rate: the fine-tuning one
-                cfg.train = dataclasses.replace(cfg.train, lr=None)
-            cfg, _, notes = init_config(cfg)
-            for note in notes:
-                log.info("%s", note)
+        cfg = starting_from(cfg, keep_lr=args.lr is not None)  # said before training is announced
         if args.time_budget and (args.config or args.no_plan):
             cfg.train = replace(cfg.train, time_budget=parse_duration(args.time_budget))
         if int(os.environ.get("RANK", "0")) == 0:

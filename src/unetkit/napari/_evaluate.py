@@ -33,6 +33,7 @@ class EvaluateWidget(Container):
         self.run_button = PushButton(text="Evaluate")
         self.table = Table(value={"score": [], "value": []})
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # long messages wrap, never widen the dock
         self.extend([self.prediction, self.truth, self.run_button, self.table, self.status])
         self.run_button.changed.connect(self.evaluate)
         self.scores: dict[str, float] = {}

@@ -20,12 +20,8 @@ from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
-    Label,
-    ProgressBar,
-    PushButton,
     SpinBox,
     create_widget,
 )
@@ -36,6 +32,8 @@ from ..errors import UnetkitError
 from ..inference.pipeline import segment_source
 from ..inference.predictor import Predictor
 from ..pretrained import list_pretrained
+from ._models import TRAINED
+from ._worker import WorkerWidget
 
 __all__ = ["LARGE", "SegmentWidget"]
 
@@ -55,14 +53,17 @@ class _Tiles(QObject):
     done = Signal(int, int)
 
 
-class SegmentWidget(Container):
+class SegmentWidget(WorkerWidget):
     """Segment an image layer with a U-Net (see the module docstring)."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__(labels=True)
+        super().__init__()
         self.viewer = napari_viewer
         self.models: dict[str, str] = {m.name: m.name for m in list_pretrained() if m.path.is_file()}
+        self.models.update(TRAINED.models)  # trained in this session by the Train widget
         self.model = ComboBox(label="model", choices=list(self.models), tooltip="a built-in or trained model")
+        if TRAINED.models:  # opened after training: the model just trained
+            self.model.value = list(TRAINED.models)[-1]
         self.model_file = FileEdit(
             label="or file",
             mode=FileDialogMode.EXISTING_FILE,
@@ -80,10 +81,6 @@ class SegmentWidget(Container):
             label="object diameter", value=0.0, min=0.0, max=10000.0, tooltip="pixels; 0: as the model learnt"
         )
         self.probabilities = CheckBox(text="also the probabilities", value=False)
-        self.run_button = PushButton(text="Segment")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="tiles", value=0, min=0, max=1)
-        self.status = Label(value="")
         self.extend(
             [
                 self.model,
@@ -95,20 +92,14 @@ class SegmentWidget(Container):
                 self.instances,
                 self.diameter,
                 self.probabilities,
-                self.run_button,
-                self.cancel_button,
-                self.progress,
-                self.status,
+                *self._controls("Segment", "Cancel", "tiles"),
             ]
         )
         self._tiles = _Tiles()
         self._tiles.done.connect(self._on_tiles)
-        self._cancel = threading.Event()
         self._keep: list[Any] = []  # on-disk results shown lazily live as long as the widget
-        self.worker: Any = None
-        self.busy = False  # True from start until the worker has finished (set on the GUI thread)
-        self.run_button.changed.connect(self.start)
-        self.cancel_button.changed.connect(self.stop)
+        TRAINED.added.connect(self.add_model)  # a model trained from now on is offered (and chosen) ...
+        self.native.destroyed.connect(lambda *_: TRAINED.added.disconnect(self.add_model))  # ... while shown
 
     def add_model(self, label: str, path: str | Path) -> None:
         """Offer a model (e.g. one just trained) in the model list, and select it."""
@@ -125,9 +116,7 @@ class SegmentWidget(Container):
         return self.models[self.model.value]
 
     def start(self, *_: Any) -> Any:
-        """Segment the chosen layer in a worker thread; returns the worker (tests wait on it)."""
-        from napari.qt.threading import create_worker
-
+        """Segment the chosen layer in a worker thread; returns the worker."""
         layer = self.image.value
         if layer is None:
             self.status.value = "add or choose an image layer first"
@@ -142,12 +131,8 @@ class SegmentWidget(Container):
         if self.diameter.value > 0:
             options["diameter"] = float(self.diameter.value)
         data = layer.data[0] if layer.multiscale else layer.data
-        self._cancel.clear()
-        self.progress.value, self.progress.max = 0, 1
         self.status.value = f"segmenting {layer.name} with {Path(model).name} ..."
-        self.run_button.enabled, self.cancel_button.enabled = False, True
-        self.busy = True
-        self.worker = create_worker(
+        return self._launch(
             _segment,
             model,
             data,
@@ -158,36 +143,22 @@ class SegmentWidget(Container):
             bool(self.probabilities.value),
             self._cancel,
             self._tiles.done.emit,
-            _ignore_errors=True,  # handled below: Cancel and user mistakes as one line, not a traceback
+            returned=lambda result: self._show(layer, result),
         )
-        self.worker.returned.connect(lambda result: self._show(layer, result))
-        self.worker.errored.connect(self._failed)
-        self.worker.finished.connect(self._idle)
-        self.worker.start()
-        return self.worker
 
     def stop(self, *_: Any) -> None:
-        self._cancel.set()
+        super().stop()
         self.status.value = "cancelling after the current tiles ..."
 
     def _on_tiles(self, done: int, total: int) -> None:
         self.progress.max = max(1, total)
         self.progress.value = done
 
-    def _idle(self) -> None:
-        self.run_button.enabled, self.cancel_button.enabled = True, False
-        self.busy = False
-
     def _failed(self, exc: BaseException) -> None:
         if isinstance(exc, Cancelled):
             self.status.value = "cancelled: nothing was added"
             return
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"error: {exc}"
-        if not isinstance(exc, UnetkitError):  # not the user's mistake: keep the traceback for a report
-            log.error("segmenting failed", exc_info=exc)
-        show_error(str(exc))
+        super()._failed(exc)
 
     def _show(self, layer: Any, result: dict[str, Any]) -> None:
         place = {"scale": layer.scale[-2:], "translate": layer.translate[-2:]}

@@ -32,6 +32,7 @@ __all__ = [
     "SCHEDULES",
     "Step",
     "StopRequest",
+    "TrainHooks",
     "TrainingInterrupted",
     "make_optimizer",
     "make_schedule",
@@ -47,20 +48,39 @@ class TrainingInterrupted(UnetkitError):
     """Ctrl-C during training: ``last.pt`` was saved at the exact position; the message says how to resume."""
 
 
+@dataclass(frozen=True)
+class TrainHooks:
+    """How a caller in the same process (a GUI, a notebook) follows and stops a run: ``stop`` set from any
+    thread stops it after the current step, exactly as Ctrl-C does (``last.pt`` at that position, ``best.pt``
+    kept, :class:`TrainingInterrupted` raised); ``on_step(epoch, step, steps, loss)`` after every training step
+    and ``on_epoch(row)`` with each epoch's ``metrics.csv`` row after it is written. Called on the training
+    thread: keep them short (a GUI posts a queued signal)."""
+
+    stop: threading.Event | None = None
+    on_step: Callable[[int, int, int, float], None] | None = None
+    on_epoch: Callable[[dict[str, float]], None] | None = None
+
+
 class StopRequest:
     """Ctrl-C during training is deferred to the end of the current step, so the saved position always
-    matches the saved weights; a second Ctrl-C stops at once."""
+    matches the saved weights; a second Ctrl-C stops at once. ``event``: a stop asked for by the caller
+    (:class:`TrainHooks`), checked at the same points."""
 
-    def __init__(self) -> None:
-        self.requested = False
+    def __init__(self, event: threading.Event | None = None) -> None:
+        self._signalled = False
+        self._event = event
         self._previous: Any = None
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
 
+    @property
+    def requested(self) -> bool:
+        return self._signalled or (self._event is not None and self._event.is_set())
+
     def _handle(self, signum: int, frame: object) -> None:
-        if self.requested:
+        if self._signalled:
             raise KeyboardInterrupt
-        self.requested = True
+        self._signalled = True
         log.warning("stopping after this step (Ctrl-C again to stop at once)")
 
     def restore(self) -> None:
@@ -113,6 +133,7 @@ def train_epoch(
     bar: tqdm,
     stop: StopRequest,
     last_val: str,
+    hooks: TrainHooks | None = None,
 ) -> tuple[float, float]:
     """The training steps of ``epoch`` from ``st.step_in_epoch`` on; returns (seconds, data-wait seconds).
 
@@ -144,6 +165,8 @@ def train_epoch(
         st.step_in_epoch += 1
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(st.epoch_losses[-20:]):.3f}", val_dice=last_val)
+        if hooks is not None and hooks.on_step is not None:
+            hooks.on_step(epoch, st.step_in_epoch, cfg.train.steps_per_epoch, st.epoch_losses[-1])
         if stop.requested:
             raise KeyboardInterrupt
         t_ready = time.perf_counter()

@@ -10,7 +10,7 @@ import time
 from tqdm.auto import tqdm
 
 from .distributed import DistContext
-from .loop import StopRequest, TrainingInterrupted, train_epoch, validate
+from .loop import StopRequest, TrainHooks, TrainingInterrupted, train_epoch, validate
 from .run_folder import RunFolder
 from .setup import TrainingSetup
 from .state import TrainResult, TrainState
@@ -67,6 +67,7 @@ def fit(
     *,
     progress: bool,
     resume_hint: str,
+    hooks: TrainHooks | None = None,
 ) -> TrainResult:
     """Train from ``st`` to the end (epochs, early stopping or the budget); rank 0 writes the run folder."""
     cfg = setup.cfg
@@ -81,13 +82,13 @@ def fit(
     )
     stopped_early = False
     last_val = "-" if not st.history else f"{st.history[-1]['val_dice']:.3f}"
-    stop = StopRequest()
+    stop = StopRequest(hooks.stop if hooks is not None else None)
     tile = max(setup.patch_in) if setup.volumes else 512
     try:
         for epoch in range(st.epoch + 1, cfg.train.epochs + 1):
             bar.set_description(f"epoch {epoch}/{cfg.train.epochs}")
             t0 = time.perf_counter()
-            seconds, wait = train_epoch(step, setup.dataset, st, cfg, epoch, ctx, bar, stop, last_val)
+            seconds, wait = train_epoch(step, setup.dataset, st, cfg, epoch, ctx, bar, stop, last_val, hooks)
             row = _validated_row(setup, st, ctx, epoch, t0, wait / max(seconds, 1e-9), tile)
             best = st.end_epoch(row)
             if ctx.is_main:
@@ -95,6 +96,8 @@ def fit(
                     setup.save(folder.best, st, last=False)
                 setup.save(folder.last, st, last=True)
                 folder.log_epoch(st.history)
+                if hooks is not None and hooks.on_epoch is not None:
+                    hooks.on_epoch(dict(row, best_epoch=st.best_epoch, best_score=st.best_score))
             last_val = f"{row['val_dice']:.3f} (best {st.best_score:.3f} @ {st.best_epoch})"
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_dice=last_val)
             log.debug("epoch %d: %s", epoch, row)

@@ -9,6 +9,7 @@ functions with the same defaults:
 - :func:`evaluate` / :func:`evaluate_model` — predictions (or a model) against the truth → scores, report;
 - :func:`export_model` — a checkpoint → ONNX or TorchScript, verified;
 - :func:`export_bioimageio` — a checkpoint → a BioImage Model Zoo package;
+- :func:`write_painted_dataset` — one painted image (e.g. napari layers) → a dataset folder for :func:`train`;
 - :func:`run_demo` — the whole loop on the built-in synthetic nuclei.
 """
 
@@ -16,11 +17,13 @@ from .bioimageio import export_bioimageio
 from .demo import run_demo
 from .evaluate import evaluate, evaluate_model
 from .export import export_model
+from .painted import write_painted_dataset
 from .plan import plan_training
 from .predict import collect_inputs, predict_files
-from .train import train
+from .train import TrainHooks, train
 
 __all__ = [
+    "TrainHooks",
     "collect_inputs",
     "evaluate",
     "evaluate_model",
@@ -30,4 +33,5 @@ __all__ = [
     "predict_files",
     "run_demo",
     "train",
+    "write_painted_dataset",
 ]

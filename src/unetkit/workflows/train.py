@@ -24,12 +24,13 @@ from ..losses import get_loss
 from ..safety import guard_outputs, sample_files
 from ..training.distributed import init_distributed, spawn
 from ..training.init import init_config, input_scale_for, load_initial_weights
+from ..training.loop import TrainHooks
 from ..training.run_folder import RunFolder
 from ..training.setup import build_training, num_classes_for
 from ..training.state import TrainResult, TrainState
 from ..training.trainer import fit
 
-__all__ = ["train"]
+__all__ = ["TrainHooks", "announce", "starting_from", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def train(
     resume: bool = False,
     epochs: int | None = None,
     nproc: int = 1,
+    hooks: TrainHooks | None = None,
 ) -> TrainResult:
     """Train a U-Net on a dataset (any layout ``check-data`` reads) and write a run folder.
 
@@ -61,6 +63,8 @@ def train(
         nproc: train data-parallel in this many processes on this machine (``torch.distributed``: gloo on
             CPUs, NCCL on GPUs, one process per GPU); ``train.batch_size`` is the global batch, split between
             them. Under ``torchrun`` (``WORLD_SIZE`` set) every process calls ``train`` and joins the group.
+        hooks: follow the run step by step and stop it from another thread (:class:`TrainHooks`: a GUI, a
+            notebook); one process only.
 
     Example:
         >>> result = train("nuclei/", "run/", RunConfig(train=TrainConfig(epochs=5)))
@@ -91,6 +95,10 @@ def train(
     _check_loss(cfg)
     device = resolve_device(cfg.train.device)
     launch = nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1
+    if hooks is not None and (nproc > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise ConfigError(
+            "training hooks (a GUI's progress and Cancel) follow one process: train with nproc=1"
+        )
     _check_processes(cfg, nproc, launch, device)
     report, normalizer = _resolve_data(cfg, data, folder)  # every file checked, before the run folder is made
     if cfg.data.input_scale is None:  # auto: 1, or what brings the objects to the initial model's sizes
@@ -126,7 +134,44 @@ def train(
         folder.open_log(purge_after=st.epoch + 1 if payload is not None else None)
         folder.write_csv(st.history)  # rewritten from the checkpoint's history on resume
     hint = f"unetkit train {data} --resume {folder.path}"
-    return fit(setup, folder, st, ctx, progress=progress, resume_hint=hint)
+    return fit(setup, folder, st, ctx, progress=progress, resume_hint=hint, hooks=hooks)
+
+
+def starting_from(cfg: RunConfig, keep_lr: bool = False) -> RunConfig:
+    """``cfg`` made ready for its ``train.init`` model (architecture and normalisation from it, said in the
+    log), with the fine-tuning learning rate unless ``keep_lr`` (the user chose one); unchanged without init."""
+    if not cfg.train.init:
+        return cfg
+    if not keep_lr:  # not the plan's from-scratch rate: the fine-tuning one
+        cfg.train = dataclasses.replace(cfg.train, lr=None)
+    cfg, _, notes = init_config(cfg)
+    for note in notes:
+        log.info("%s", note)
+    return cfg
+
+
+def announce(cfg: RunConfig, measured: dict, data: str | Path, out: str | Path) -> str:
+    """What training will do and how long it will take, said before it starts (``measured``: the plan's
+    times, or empty)."""
+    t, d, m = cfg.train, cfg.data, cfg.model
+    what = (
+        f"{t.epochs} epoch(s) x {t.steps_per_epoch} steps of {t.batch_size} patches of {d.patch_size} px "
+        f"(U-Net depth {m.depth}, base {m.base_channels}) on {data} into {out}"
+    )
+    step = measured.get("step_seconds")
+    val = measured.get("validation_seconds", 0.0)
+    if step:
+        est = t.epochs * (t.steps_per_epoch * step + val) + measured.get("startup_seconds", 0.0)
+        when = f"about {_minutes(est)} (measured {step:.2f} s/step)"
+    else:
+        when = "time not measured (no plan measurement for these settings)"
+    if t.time_budget:
+        when += f"; stops before an epoch that would pass {_minutes(t.time_budget)}"
+    return f"training: {what}; {when}; early stopping after {t.patience} epoch(s) without a better Dice"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def _check_loss(cfg: RunConfig) -> None:

@@ -1,0 +1,387 @@
+"""The Train widget: a U-Net trained from painted layers (an image and its labels; unpainted pixels background or
+ignored) or from a dataset folder, within a time budget, optionally starting from a built-in model, in a worker
+thread with a live plot of the loss and the validation Dice, and Cancel that keeps the best model so far. The
+trained model is offered in every Segment widget.
+
+The work is what ``unetkit train DATA --time-budget T [--init NAME]`` runs: the plan
+(:func:`~unetkit.workflows.plan.plan_for_training`, or a settings file as ``--config``), the initial model
+(:func:`~unetkit.workflows.train.starting_from`), the announcement, and :func:`~unetkit.workflows.train.train`
+with :class:`~unetkit.training.loop.TrainHooks` for the progress and Cancel. Painted layers are first written as
+a dataset folder (:func:`~unetkit.workflows.painted.write_painted_dataset`), kept with the run, so every model
+can be traced to the labels it learnt from and retrained from the command line.
+
+Each training writes ``WORK/NAME-N/`` (``data/`` for painted layers, ``run/`` with ``best.pt``, ``last.pt``,
+``metrics.csv``, ``curves.png`` and TensorBoard logs); nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from magicgui.types import FileDialogMode
+from magicgui.widgets import (
+    ComboBox,
+    FileEdit,
+    FloatSpinBox,
+    SpinBox,
+    create_widget,
+)
+from qtpy.QtCore import QObject, Signal
+
+from ..config import load_config, replace
+from ..errors import UnetkitError
+from ..pretrained import list_pretrained
+from ..training.loop import TrainHooks, TrainingInterrupted
+from ..workflows.painted import UNPAINTED, write_painted_dataset
+from ..workflows.plan import plan_for_training
+from ..workflows.train import announce, starting_from, train
+from ._models import TRAINED
+from ._worker import WorkerWidget
+
+__all__ = ["SCRATCH", "TrainWidget"]
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("painted layers", "dataset folder")
+#: the "start from" choice that trains from random weights
+SCRATCH = "(from scratch)"
+#: seconds between redraws of the plot while steps arrive
+REDRAW = 0.5
+#: the plot's colours: napari's dark theme
+PAPER, INK = "#262930", "#d1d2d4"
+
+
+class Cancelled(Exception):
+    """Cancel pressed before training started (while planning): nothing was trained."""
+
+
+class _Events(QObject):
+    """From the worker thread to the widget (queued Qt signals: safe across threads)."""
+
+    said = Signal(str)
+    run = Signal(str)  # the run folder, once chosen
+    planned = Signal(int, int)  # epochs, steps per epoch
+    step = Signal(int, int, int, float)  # epoch, step, steps per epoch, loss
+    epoch = Signal(dict)
+
+
+class TrainWidget(WorkerWidget):
+    """Train a U-Net from painted layers or a dataset folder (see the module docstring)."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        import napari.layers
+
+        self.viewer = napari_viewer
+        self.source = ComboBox(label="train from", choices=list(SOURCES), value=SOURCES[0])
+        self.image: Any = create_widget(annotation=napari.layers.Image, label="image")
+        self.labels: Any = create_widget(annotation=napari.layers.Labels, label="labels")
+        self.unpainted = ComboBox(
+            label="unpainted pixels",
+            choices=list(UNPAINTED),
+            value=UNPAINTED[0],
+            tooltip="background: every object is painted; ignored: only painted pixels count (paint background "
+            "with the background label)",
+        )
+        self.background_label = SpinBox(
+            label="background label", value=1, min=1, max=2**31 - 1, tooltip="the label painted on background"
+        )
+        self.folder = FileEdit(
+            label="dataset",
+            mode=FileDialogMode.EXISTING_DIRECTORY,
+            value=None,
+            tooltip="any layout of check-data",
+        )
+        builtins = [m.name for m in list_pretrained() if m.path.is_file()]
+        self.init = ComboBox(
+            label="start from",
+            choices=[*builtins, SCRATCH],
+            value=builtins[0] if builtins else SCRATCH,
+            tooltip="fine-tune a built-in model (fewer labels needed), or train from random weights",
+        )
+        self.budget = FloatSpinBox(
+            label="minutes",
+            value=10.0,
+            min=0.1,
+            max=24 * 60.0,
+            step=1.0,
+            tooltip="time budget, planning included",
+        )
+        self.settings = FileEdit(
+            label="settings",
+            mode=FileDialogMode.EXISTING_FILE,
+            value=None,
+            filter="*.yaml",
+            tooltip="optional: a config YAML (as unetkit train --config) instead of the plan",
+        )
+        self.work = FileEdit(
+            label="save to",
+            mode=FileDialogMode.EXISTING_DIRECTORY,
+            value=Path.home() / "unetkit-napari",
+            tooltip="a folder per training: NAME-N/data (painted layers) and NAME-N/run",
+        )
+        self.extend(
+            [
+                self.source,
+                self.image,
+                self.labels,
+                self.unpainted,
+                self.background_label,
+                self.folder,
+                self.init,
+                self.budget,
+                self.settings,
+                self.work,
+                *self._controls("Train", "Cancel (keeps the best model)", "steps"),
+            ]
+        )
+        self.plot = _Plot()
+        self.native.layout().addWidget(self.plot.canvas)
+        self._events = _Events()
+        self._events.said.connect(self._say)
+        self._events.run.connect(self._run)
+        self._events.planned.connect(self._planned)
+        self._events.step.connect(self._step)
+        self._events.epoch.connect(self._epoch)
+        self._t0 = time.perf_counter()
+        self.run_dir: Path | None = None
+        self.best: dict[str, float] | None = None
+        self.source.changed.connect(self._show_fields)
+        self.unpainted.changed.connect(self._show_fields)
+        self._show_fields()
+
+    def _show_fields(self, *_: Any) -> None:
+        layers = self.source.value == SOURCES[0]
+        for w in (self.image, self.labels, self.unpainted):
+            w.visible = layers
+        self.background_label.visible = layers and self.unpainted.value == "ignored"
+        self.folder.visible = not layers
+
+    def _job(self) -> dict[str, Any]:
+        """What to train, read from the widgets on the GUI thread (the worker never touches them)."""
+        settings = str(self.settings.value or "")
+        job: dict[str, Any] = {
+            "budget": float(self.budget.value) * 60,
+            "init": None if self.init.value == SCRATCH else self.init.value,
+            "settings": settings if settings not in ("", ".") else None,
+            "work": Path(str(self.work.value)).expanduser(),
+        }
+        if self.source.value == SOURCES[0]:
+            image, labels = self.image.value, self.labels.value
+            if image is None or labels is None:
+                raise UnetkitError("choose the image layer and the labels layer painted on it")
+            job["layers"] = {
+                "image": image.data[0] if image.multiscale else image.data,
+                "labels": labels.data[0] if labels.multiscale else labels.data,
+                "name": _safe(image.name),
+                "unpainted": self.unpainted.value,
+                "background_label": int(self.background_label.value),
+            }
+            job["name"] = _safe(image.name)
+        else:
+            folder = str(self.folder.value or "")
+            if folder in ("", "."):
+                raise UnetkitError("choose the dataset folder")
+            job["data"], job["name"] = Path(folder), _safe(Path(folder).name)
+        return job
+
+    def start(self, *_: Any) -> Any:
+        """Train in a worker thread; returns the worker."""
+        try:
+            job = self._job()
+        except UnetkitError as exc:
+            self.status.value = str(exc)
+            return None
+        self.run_dir, self.best = None, None
+        self.plot.clear()
+        hooks = TrainHooks(
+            stop=self._cancel,
+            on_step=self._events.step.emit,
+            on_epoch=lambda row: self._events.epoch.emit(dict(row)),
+        )
+        return self._launch(_train_job, job, hooks, self._events, returned=self._trained)
+
+    def stop(self, *_: Any) -> None:
+        super().stop()
+        self.status.value = "stopping after the current step ..."
+
+    # -- progress (GUI thread) --------------------------------------------------------------------------
+
+    def _say(self, text: str) -> None:
+        self.status.value = text
+
+    def _run(self, folder: str) -> None:
+        self.run_dir = Path(folder)
+
+    def _planned(self, epochs: int, steps: int) -> None:
+        self.progress.max, self.progress.value = max(1, epochs * steps), 0
+        self.progress.native.setFormat("%p%")
+        self.plot.epochs = epochs
+        self._t0 = time.perf_counter()
+
+    def _step(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        done = min(self.progress.max, (epoch - 1) * steps + step)
+        self.progress.value = done
+        self.plot.add_step(epoch - 1 + step / steps, loss)
+        left = (time.perf_counter() - self._t0) / done * (self.progress.max - done)  # validations included
+        self.progress.native.setFormat(f"%p% · about {_duration(left)} left")
+
+    def _epoch(self, row: dict[str, float]) -> None:
+        self.best = {"epoch": row["best_epoch"], "dice": row["best_score"]}
+        self.plot.add_epoch(row)
+        self.status.value = (
+            f"epoch {int(row['epoch'])}: loss {row['train_loss']:.3f}, validation Dice {row['val_dice']:.3f} "
+            f"(best {row['best_score']:.3f} at epoch {int(row['best_epoch'])})"
+        )
+
+    def _idle(self) -> None:
+        super()._idle()
+        self.progress.native.setFormat("%p%")
+
+    def _offer(self, checkpoint: Path, what: str) -> str:
+        label = f"{checkpoint.parent.parent.name} (trained)"
+        TRAINED.add(label, checkpoint)
+        return f"{what}: {checkpoint} is offered in Segment as {label!r}"
+
+    def _trained(self, result: Any) -> None:
+        self.plot.draw()
+        done = f"best validation Dice {result.best_score:.3f} at epoch {result.best_epoch} of {len(result.history)}"
+        self.status.value = self._offer(Path(result.best_checkpoint), done)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.plot.draw()
+        if isinstance(exc, Cancelled):
+            self.status.value = "cancelled while planning: nothing was trained"
+            return
+        best = self.run_dir / "best.pt" if self.run_dir is not None else None
+        if isinstance(exc, TrainingInterrupted):
+            if best is not None and best.is_file() and self.best is not None:
+                what = f"cancelled; kept the best model (validation Dice {self.best['dice']:.3f}, epoch "
+                self.status.value = self._offer(best, what + f"{int(self.best['epoch'])})")
+            else:
+                self.status.value = "cancelled before the first validation: no model to keep"
+            return
+        super()._failed(exc)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _safe(name: str) -> str:
+    """A layer or folder name as a file name."""
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    return keep or "layer"
+
+
+def _numbered(work: Path, name: str) -> Path:
+    folder, k = work / name, 2
+    while folder.exists():
+        folder, k = work / f"{name}-{k}", k + 1
+    return folder
+
+
+def _train_job(job: dict[str, Any], hooks: TrainHooks, events: _Events) -> Any:
+    """The worker: the dataset (painted layers written, or the folder), the plan or settings, then training."""
+    import numpy as np
+
+    say = events.said.emit
+    folder = _numbered(job["work"], job["name"])
+    out = folder / "run"
+    if "layers" in job:
+        layers = job["layers"]
+        say(f"writing the painted labels to {folder / 'data'} ...")
+        data = write_painted_dataset(
+            np.asarray(layers["image"]),
+            np.asarray(layers["labels"]),
+            folder / "data",
+            name=layers["name"],
+            unpainted=layers["unpainted"],
+            background_label=layers["background_label"],
+        )
+    else:
+        data = job["data"]
+    measured: dict[str, Any] = {}
+    if job["settings"]:
+        cfg = load_config(job["settings"])
+        cfg.train = replace(cfg.train, time_budget=job["budget"])
+    else:
+        say(f"planning for {job['budget'] / 60:g} min (a trial step and a short measured run) ...")
+        cfg, measured = plan_for_training(data, time_budget=job["budget"], out=out, progress=False)
+    if job["init"]:
+        cfg.train = dataclasses.replace(cfg.train, init=job["init"])
+        cfg = starting_from(cfg, keep_lr=job["settings"] is not None and cfg.train.lr is not None)
+    if hooks.stop is not None and hooks.stop.is_set():
+        raise Cancelled
+    events.run.emit(str(out))
+    say(announce(cfg, measured, data, out).replace(" on ", "\non ", 1).replace("; ", "\n"))
+    events.planned.emit(cfg.train.epochs, cfg.train.steps_per_epoch)
+    start = time.perf_counter()
+    result = train(data, out, cfg, progress=False, hooks=hooks)
+    log.info("trained %s in %.0f s", out, time.perf_counter() - start)
+    return result
+
+
+class _Plot:
+    """The loss per step, the training loss and the validation Dice per epoch, redrawn as they arrive."""
+
+    def __init__(self) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.6, 2.6), dpi=100, layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(220)
+        self.loss = self.figure.add_subplot(1, 1, 1)
+        self.dice = self.loss.twinx()
+        self.epochs = 0
+        self._last = 0.0
+        self.clear()
+
+    def clear(self) -> None:
+        self.steps: list[tuple[float, float]] = []
+        self.rows: list[dict[str, float]] = []
+        self.draw()
+
+    def add_step(self, x: float, loss: float) -> None:
+        self.steps.append((x, loss))
+        if time.perf_counter() - self._last > REDRAW:
+            self.draw()
+
+    def add_epoch(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+        self.draw()
+
+    def draw(self) -> None:
+        self._last = time.perf_counter()
+        ax, ax2 = self.loss, self.dice
+        ax.clear()
+        ax2.clear()  # which also puts its axis back on the left
+        ax2.yaxis.tick_right()
+        ax2.yaxis.set_label_position("right")
+        if self.steps:
+            xs, ys = zip(*self.steps, strict=True)
+            ax.plot(xs, ys, color="tab:blue", alpha=0.35, lw=0.8, label="loss (steps)")
+        if self.rows:
+            epochs = [r["epoch"] for r in self.rows]
+            ax.plot(epochs, [r["train_loss"] for r in self.rows], "o-", color="tab:blue", ms=3, label="loss")
+            ax2.plot(
+                epochs, [r["val_dice"] for r in self.rows], "s-", color="tab:orange", ms=3, label="val Dice"
+            )
+        ax.set_xlabel("epoch", color=INK)
+        ax.set_ylabel("loss", color="tab:blue")
+        ax2.set_ylabel("validation Dice", color="tab:orange")
+        self.figure.set_facecolor(PAPER)
+        ax.set_facecolor(PAPER)
+        for a in (ax, ax2):
+            a.tick_params(colors=INK)
+            for spine in a.spines.values():
+                spine.set_color(INK)
+        ax2.set_ylim(0, 1)
+        if self.epochs:
+            ax.set_xlim(0, self.epochs)
+        self.canvas.draw_idle()

@@ -1,0 +1,73 @@
+"""What the Segment and Train widgets share: a run button, Cancel, a progress bar and a status line, and the work
+in a napari worker thread whose mistakes arrive as one status line (never a traceback in the user's face)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from magicgui.widgets import Container, Label, ProgressBar, PushButton
+
+from ..errors import UnetkitError
+
+__all__ = ["WorkerWidget"]
+
+log = logging.getLogger(__name__)
+
+
+class WorkerWidget(Container):
+    """A form whose work runs in a worker thread. Subclasses add their fields, then :meth:`_controls`; their
+    ``start`` calls :meth:`_launch`. ``busy`` is true from the launch until the worker has finished (set on the
+    GUI thread: tests wait for it to fall)."""
+
+    def __init__(self) -> None:
+        super().__init__(labels=True)
+        self._cancel = threading.Event()
+        self.worker: Any = None
+        self.busy = False
+
+    def _controls(self, run: str, cancel: str, unit: str) -> list[Any]:
+        self.run_button = PushButton(text=run)
+        self.cancel_button = PushButton(text=cancel, enabled=False)
+        self.progress = ProgressBar(label=unit, value=0, min=0, max=1)
+        self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # long messages wrap, never widen the dock
+        self.run_button.changed.connect(self.start)
+        self.cancel_button.changed.connect(self.stop)
+        return [self.run_button, self.cancel_button, self.progress, self.status]
+
+    def start(self, *_: Any) -> Any:
+        raise NotImplementedError
+
+    def stop(self, *_: Any) -> None:
+        self._cancel.set()
+
+    def _launch(self, work: Callable[..., Any], *args: Any, returned: Callable[[Any], None]) -> Any:
+        """Run ``work(*args)`` in a worker thread: ``returned`` gets its result, :meth:`_failed` its exception."""
+        from napari.qt.threading import create_worker
+
+        self._cancel.clear()
+        self.progress.value, self.progress.max = 0, 1
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.busy = True
+        # errors handled in _failed: Cancel and user mistakes as one line, not a traceback
+        self.worker = create_worker(work, *args, _ignore_errors=True)
+        self.worker.returned.connect(returned)
+        self.worker.errored.connect(self._failed)
+        self.worker.finished.connect(self._idle)
+        self.worker.start()
+        return self.worker
+
+    def _idle(self) -> None:
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+        self.busy = False
+
+    def _failed(self, exc: BaseException) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.value = f"error: {exc}"
+        if not isinstance(exc, UnetkitError):  # not the user's mistake: keep the traceback for a report
+            log.error("%s failed", type(self).__name__, exc_info=exc)
+        show_error(str(exc))

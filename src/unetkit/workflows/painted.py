@@ -1,0 +1,116 @@
+"""A training dataset from one painted image: an image and its labels (e.g. napari layers, or arrays in a
+notebook) written as a dataset folder ``unetkit train`` reads, with nothing guessed.
+
+Painted labels mean objects: every non-zero label is one object (touching objects need different labels). What
+the *unpainted* pixels mean is the painter's to say:
+
+- ``"background"``: everything was painted; unpainted pixels are background (a fully annotated image or crop);
+- ``"ignored"``: only painted pixels teach the model: objects are painted with their labels, background with
+  ``background_label``, and unpainted pixels are left out of the loss and the scores (``ignore_index`` in
+  ``dataset.yaml``). The dataset is cropped to the painted area (plus context), so a few objects painted on a
+  whole slide make a small dataset.
+
+Validation holds out the bottom rows of a single image (see :func:`unetkit.data.dataset.split_views`), so
+objects must be painted in both parts; this is checked here, before anything is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_text
+from ..config import DataConfig
+from ..data.io import write_image
+from ..data.layouts import DESCRIPTOR
+from ..errors import DataError
+
+__all__ = ["CONTEXT", "UNPAINTED", "write_painted_dataset"]
+
+UNPAINTED = ("background", "ignored")
+#: pixels of image context kept around the painted area when unpainted pixels are ignored
+CONTEXT = 32
+#: the mask value of unpainted pixels in ``ignored`` mode (uint32 masks)
+IGNORED = np.iinfo(np.uint32).max
+
+
+def write_painted_dataset(
+    image: np.ndarray,
+    labels: np.ndarray,
+    out: str | Path,
+    *,
+    name: str = "painted",
+    unpainted: str = "background",
+    background_label: int = 1,
+    val_fraction: float | None = None,
+) -> Path:
+    """Write ``out/images/NAME.tif``, ``out/masks/NAME.tif`` and ``out/dataset.yaml`` (instance masks; the
+    ignore value in ``ignored`` mode) from ``image`` (``(H, W)``, or ``(H, W, 3|4)`` colour) and ``labels``
+    (``(H, W)`` integers). ``out`` must not exist yet (nothing is overwritten). Returns ``out``.
+
+    Raises :class:`DataError` (one line, with the fix) for labels that cannot train a model: another shape,
+    not integers, no object, no painted background in ``ignored`` mode, or objects only on one side of the
+    validation split.
+    """
+    out = Path(out)
+    if unpainted not in UNPAINTED:
+        raise DataError(f"unpainted={unpainted!r}: choose one of {', '.join(UNPAINTED)}")
+    image, labels = np.asarray(image), np.asarray(labels)
+    if labels.ndim != 2:
+        raise DataError(
+            f"{name}: labels of shape {labels.shape}: paint a 2-D labels layer (stacks and volumes train from a "
+            "dataset folder: unetkit train DATA)"
+        )
+    colour = image.ndim == 3 and image.shape[-1] in (3, 4)
+    if image.shape[:2] != labels.shape or not (image.ndim == 2 or colour):
+        raise DataError(
+            f"{name}: the image is {image.shape} and the labels {labels.shape}: paint labels of the image's own "
+            "size on a 2-D (or colour) image"
+        )
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool) or (labels < 0).any():
+        raise DataError(
+            f"{name}: labels of type {labels.dtype}: labels are non-negative integers (0: unpainted)"
+        )
+    painted = labels != 0
+    if unpainted == "ignored":
+        background = labels == background_label
+        objects = painted & ~background
+        if not background.any():
+            raise DataError(
+                f"{name}: unpainted pixels are ignored, so paint some background with label {background_label} "
+                "(or say unpainted pixels are background)"
+            )
+        mask = np.where(painted, labels, 0).astype(np.uint32)
+        mask[background] = 0
+        mask[~painted] = IGNORED
+        rows, cols = np.nonzero(painted)
+        r0, r1 = max(0, rows.min() - CONTEXT), min(labels.shape[0], rows.max() + 1 + CONTEXT)
+        c0, c1 = max(0, cols.min() - CONTEXT), min(labels.shape[1], cols.max() + 1 + CONTEXT)
+        image, mask, objects = image[r0:r1, c0:c1], mask[r0:r1, c0:c1], objects[r0:r1, c0:c1]
+    else:
+        objects = painted
+        mask = labels.astype(np.uint32)
+    if not objects.any():
+        raise DataError(f"{name}: no object is painted: paint a few objects with labels 1, 2, 3 ...")
+    h = mask.shape[0]
+    share = DataConfig().val_fraction if val_fraction is None else val_fraction
+    cut = h - max(1, round(h * share))
+    if not objects[:cut].any() or not objects[cut:].any():
+        raise DataError(
+            f"{name}: objects are painted only {'above' if objects[:cut].any() else 'below'} row {cut} of the "
+            f"{'painted area' if unpainted == 'ignored' else 'image'} (rows {cut}-{h} validate the model): paint "
+            "objects in both parts"
+        )
+    if out.exists():
+        raise DataError(f"{out} exists: choose a new folder (nothing is overwritten)")
+    write_image(out / "images" / f"{name}.tif", np.ascontiguousarray(image))
+    write_image(out / "masks" / f"{name}.tif", np.ascontiguousarray(mask))
+    ignore = f"ignore_index: {IGNORED}\n" if unpainted == "ignored" else ""
+    atomic_write_text(
+        out / DESCRIPTOR,
+        f"# written by unetkit from painted labels: masks hold instance labels (0 = background"
+        f"{', ' + str(IGNORED) + ' = unpainted, ignored' if ignore else ''})\n"
+        f"layout: paired\nmask_encoding: instances\n{ignore}",
+    )
+    return out
