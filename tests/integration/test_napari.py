@@ -270,3 +270,42 @@ def test_train_widget_from_a_folder_cancel_keeps_the_best_model(
         widget.status.value == "error: few: no object is painted: paint a few objects with labels 1, 2, 3 ..."
     )
     assert not (tmp_path / "work" / "few" / "data").exists()
+
+
+def test_a_predict_result_opens_as_layers_through_the_reader(make_napari_viewer, tmp_path):
+    from unetkit import predict_files, synth_nuclei, write_image
+
+    image, _ = synth_nuclei((200, 240), seed=4)
+    write_image(tmp_path / "in" / "cells.png", image)
+    (result,) = predict_files(
+        "nuclei",
+        [tmp_path / "in"],
+        tmp_path / "pred",
+        format="zarr",
+        save_probs=True,
+        instances=True,
+        progress=False,
+    )
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(result.mask), plugin="unetkit")
+    assert [layer.name for layer in layers] == [
+        "cells objects",
+        "cells mask",
+        *(f"cells probabilities (class {i})" for i in range(3)),
+    ]
+    objects, mask = viewer.layers["cells objects"], viewer.layers["cells mask"]
+    assert type(objects).__name__ == "Labels" and type(mask).__name__ == "Labels"
+    expected = Predictor.from_checkpoint("nuclei").predict_instances(image)
+    np.testing.assert_array_equal(np.asarray(objects.data), expected)
+    assert not mask.visible and np.asarray(mask.data).shape == image.shape
+    assert sum(type(layer).__name__ == "Image" for layer in layers) == 3  # one per class, 0..1
+    # a zarr store that is not a unetkit result is left to other readers
+    import zarr
+
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w").create_array("raw", shape=(4, 4), dtype="u1")
+    from unetkit.napari._reader import get_reader
+
+    assert (
+        get_reader(str(tmp_path / "other.zarr")) is None
+        and get_reader(str(tmp_path / "in" / "cells.png")) is None
+    )
