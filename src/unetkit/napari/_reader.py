@@ -47,7 +47,7 @@ def _read(path: Path, names: list[str]) -> list[tuple[Any, dict[str, Any], str]]
     layers = []
     for key in names:
         suffix, kind = RESULT_ARRAYS[key]
-        data = group[key]
+        data: Any = group[key]  # an array: _result_arrays checked
         meta: dict[str, Any] = {"name": f"{stem} {suffix}"}
         if kind == "image":  # (C, H, W): one layer per class, 0..1
             classes = range(data.shape[0])
