@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 
 .PHONY: gui-deps
-.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-journey bench-hostile bench-pretrained pretrained lint clean
+.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-pretrained pretrained lint clean
 
 setup: $(STAMP)
 
@@ -105,6 +105,10 @@ bench-arch: setup
 # The paper's recipe vs plain cross-entropy on touching nuclei (about 6 minutes on 2 cores).
 bench-borders: setup
 	$(PY) bench/border_weights.py
+
+# bfloat16 mixed-precision training against float32: speed and accuracy on the demo and border-weights recipes
+bench-precision: setup
+	$(PY) bench/training_precision.py
 
 # Style (ruff), the house's layers (import-linter: pyproject's [tool.importlinter]) and types (mypy).
 lint: setup

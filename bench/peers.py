@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from unetkit import Predictor, synth_nuclei
 from unetkit.data.normalize import Normalizer
-from unetkit.device import compile_cache_dir
+from unetkit.device import compile_cache_dir, cpu_has_native_bf16
 from unetkit.models import create_model
 
 
@@ -63,14 +63,24 @@ def interleaved(fns: dict[str, object], rounds: int = 5) -> dict[str, float]:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def conv_ceiling(bf16: bool) -> float:
-    """The best GFLOP/s of a 3x3 convolution at the shapes a U-Net's levels have (batch 4: 64 channels at 256²,
-    128 at 128², 256 at 64²), channels-last (the fastest layout for both precisions here)."""
+def conv_ceiling(bf16: bool, dims: int = 2) -> float:
+    """The single-image ceiling: the best GFLOP/s of one 3x3 (3x3x3) convolution on one image at the shapes a
+    U-Net's levels have (2-D: 16 channels at 512² ... 256 at 64²; 3-D: 16 at 64³ ... 128 at 16³), in the layout
+    unetkit runs (channels-last in 2-D)."""
     best = 0.0
-    for ch, size in ((64, 256), (128, 128), (256, 64)):
-        conv = torch.nn.Conv2d(ch, ch, 3, padding=1).eval().to(memory_format=torch.channels_last)
-        x = torch.randn(4, ch, size, size).contiguous(memory_format=torch.channels_last)
-        flops = 2 * ch * ch * 9 * 4 * size * size
+    shapes = (
+        ((16, 512), (32, 256), (64, 256), (128, 128), (256, 64))
+        if dims == 2
+        else ((16, 64), (32, 32), (64, 32), (128, 16))
+    )
+    for ch, size in shapes:
+        if dims == 2:
+            conv = torch.nn.Conv2d(ch, ch, 3, padding=1).eval().to(memory_format=torch.channels_last)
+            x = torch.randn(1, ch, size, size).contiguous(memory_format=torch.channels_last)
+        else:
+            conv = torch.nn.Conv3d(ch, ch, 3, padding=1).eval()
+            x = torch.randn(1, ch, size, size, size)
+        flops = 2 * ch * ch * 3**dims * size**dims
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             best = max(best, flops / timeit(lambda conv=conv, x=x: conv(x), 5) / 1e9)
     return best
@@ -83,6 +93,7 @@ ENGINES = {  # label: (precision, compiled)
     "unetkit fast path, compiled": ("auto", True),
 }
 PEER = "MONAI BasicUNet"
+ONNX = "unetkit, ONNX Runtime engine"
 
 
 def make_ours():
@@ -106,6 +117,16 @@ def predictor(model, precision: str, compiled: bool, **kw) -> Predictor:
     kw = {"tile": 256, "overlap": 0.25, "batch_size": 4, **kw}
     return Predictor(
         model, PREP, device="cpu", precision=precision, channels_last=True, fuse=True, compile=compiled, **kw
+    )
+
+
+def onnx_predictor(tmp: Path) -> Predictor:
+    """The same network through ``--engine onnxruntime`` (a checkpoint exported on the fly, verified)."""
+    from unetkit import save_checkpoint
+
+    path = save_checkpoint(tmp / "bench.pt", make_ours(), model_name="unet", preprocessing=PREP)
+    return Predictor.from_checkpoint(
+        path, engine="onnxruntime", device="cpu", tile=256, overlap=0.25, batch_size=4
     )
 
 
@@ -168,7 +189,9 @@ def accuracy(rows: list) -> None:
     cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.batch_size = 3, 20, 8
     with tempfile.TemporaryDirectory() as tmp:
         data = synthesize_dataset(Path(tmp) / "data", n=16, size=256, seed=0)
-        run = train(data, Path(tmp) / "run", cfg, progress=False)
+        run = train(data, Path(tmp) / "run", cfg, progress=False)  # the default: amp (bfloat16 here)
+        cfg.train.amp = False
+        run32 = train(data, Path(tmp) / "run32", cfg, progress=False)
         wait = np.mean([h["data_wait"] for h in run.history[1:]])  # epoch 1 includes start-up
         rows.append(
             (
@@ -180,6 +203,21 @@ def accuracy(rows: list) -> None:
             )
         )
         held_out = [synth_nuclei(512, 100 + i) for i in range(4)]
+        trained = {}
+        for label, r in (("trained with --no-amp (float32)", run32), ("trained with amp (default)", run)):
+            p = Predictor.from_checkpoint(r.best_checkpoint, device="cpu", precision="float32")
+            cm = sum(confusion_matrix(lab > 0, p.predict(im) > 0, 2) for im, lab in held_out)
+            trained[label] = 2 * cm[1, 1] / (2 * cm[1, 1] + cm[0, 1] + cm[1, 0])
+            first = trained["trained with --no-amp (float32)"]
+            rows.append(
+                (
+                    "Dice of the small U-Net trained here in each precision (float32 inference)",
+                    label,
+                    "bfloat16" if "default" in label and cpu_has_native_bf16() else "float32",
+                    f"{trained[label]:.4f}",
+                    f"{trained[label] - first:+.4f} vs float32",
+                )
+            )
         dice = {}
         for label, (precision, compiled) in ENGINES.items():
             p = Predictor.from_checkpoint(
@@ -198,10 +236,140 @@ def accuracy(rows: list) -> None:
             )
 
 
+TRAIN_ENGINES = {  # label: (bfloat16 autocast, channels-last)
+    "unetkit trainer, float32 (--no-amp)": (False, True),
+    "unetkit trainer, default (amp: bfloat16)": (True, True),
+}
+
+
+def training_flops(net: torch.nn.Module, shape: tuple[int, ...]) -> float:
+    """FLOPs of one training step (forward and backward) at ``shape``."""
+    net.train()
+    x = torch.randn(*shape)
+    with FlopCounterMode(display=False) as counter:
+        net(x).sum().backward()
+    return float(counter.get_total_flops())
+
+
+def training_rows(
+    rows, rounds, shape, make_net, make_peer_net, flops, peaks, what="training, batch 8 x 128², Adam"
+):
+    """Training steps (BCE, Adam) timed in alternation: unetkit as its trainer runs them (channels-last in 2-D;
+    bfloat16 autocast by default on a CPU with native bfloat16) and the peer in float32 and given the same fast
+    path. Returns the medians."""
+    x = torch.randn(*shape)
+    y = (torch.rand(*shape) > 0.7).float()
+    fmt = torch.channels_last if len(shape) == 4 else torch.contiguous_format
+    native = cpu_has_native_bf16()
+    engines = {label: (make_net, bf16 and native, cl) for label, (bf16, cl) in TRAIN_ENGINES.items()}
+    engines[PEER] = (make_peer_net, False, False)
+    engines[f"{PEER}, same fast path"] = (make_peer_net, native, len(shape) == 4)
+    steps: dict[str, object] = {}
+    for label, (make, bf16, cl) in engines.items():
+        net = make().train()
+        if cl:
+            net = net.to(memory_format=fmt)
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        xi = x.contiguous(memory_format=fmt) if cl else x
+
+        def step(net=net, opt=opt, loss_fn=loss_fn, xi=xi, bf16=bf16) -> None:
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = net(xi)
+            loss_fn(out.float(), y).backward()
+            opt.step()
+
+        steps[label] = (step, "bfloat16" if bf16 else "float32")
+    times = interleaved({k: v[0] for k, v in steps.items()}, rounds=rounds)
+    n = shape[0]
+    for label, t in times.items():
+        prec = steps[label][1]
+        share = f", {flops / t / 1e9 / peaks[prec]:.0%} of ceiling" if label in TRAIN_ENGINES else ""
+        rows.append((what, label, prec, f"{n / t:.1f} images/s", f"{times[PEER] / t:.2f}{share}"))
+    return times
+
+
+def three_d(rows: list) -> None:
+    """A 3-D U-Net (the same levels, Conv3d) on a 128³ volume: inference (tile 64³, overlap 0.25, Gaussian, batch
+    1) in float32 and on the fast path against MONAI's 3-D BasicUNet, attained share of the 3-D ceiling, and
+    training steps (batch 2 x 64³)."""
+    from monai.inferers import sliding_window_inference
+    from monai.networks.nets import BasicUNet
+
+    from unetkit import synth_nuclei_3d
+
+    def ours3() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return create_model("unet", base_channels=16, depth=4, norm="batch", spatial_dims=3).eval()
+
+    def peer3() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return BasicUNet(3, 1, 1, features=(16, 32, 64, 128, 256, 16), norm="batch", act="relu").eval()
+
+    volume = synth_nuclei_3d((128, 128, 128), 0)[0]
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        ours3()(torch.zeros(1, 1, 64, 64, 64))
+    tile_flops = counter.get_total_flops()
+    engines = {
+        f"unetkit 3-D {k}": Predictor(
+            ours3(),
+            PREP,
+            device="cpu",
+            precision=prec,
+            channels_last=True,
+            fuse=True,
+            tile=64,
+            overlap=0.25,
+            batch_size=1,
+        )
+        for k, prec in (("float32", "float32"), ("fast path", "auto"))
+    }
+    n_tiles = len(next(iter(engines.values())).plan((128, 128, 128)))
+    peer = peer3()
+    x = torch.from_numpy(Normalizer()(volume[None].astype(np.float32)))[None]
+
+    def monai() -> None:
+        with torch.inference_mode():
+            sliding_window_inference(x, (64, 64, 64), 1, peer, overlap=0.25, mode="gaussian")
+
+    fns: dict[str, object] = {k: (lambda p=p: p.predict_proba(volume)) for k, p in engines.items()}
+    fns[f"{PEER} 3-D"] = monai
+    times = interleaved(fns, rounds=3)
+    peaks = {"float32": conv_ceiling(False, 3), "bfloat16": conv_ceiling(True, 3)}
+    for label, t in times.items():
+        prec = engines[label].precision if label in engines else "float32"
+        share = f", {n_tiles * tile_flops / t / 1e9 / peaks[prec]:.0%} of ceiling" if label in engines else ""
+        rows.append(
+            (
+                "3-D inference 128³, tile 64³, overlap 0.25",
+                label,
+                prec,
+                f"{t:.2f} s ({128**3 / t / 1e6:.2f} MVox/s)",
+                f"{times[f'{PEER} 3-D'] / t:.2f}{share}",
+            )
+        )
+    for prec, peak in peaks.items():
+        rows.append(
+            (
+                "3x3x3 conv ceiling, single volume (best of 4 U-Net shapes)",
+                "torch",
+                prec,
+                f"{peak:.0f} GFLOP/s",
+                "",
+            )
+        )
+    flops = training_flops(ours3(), (2, 1, 64, 64, 64))
+    training_rows(
+        rows, 3, (2, 1, 64, 64, 64), ours3, peer3, flops, peaks, what="3-D training, batch 2 x 64³, Adam"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--train-steps", type=int, default=8, help="timed training steps per engine")
     parser.add_argument("--large", type=int, default=4096, help="side of the large image (0: skip)")
+    parser.add_argument("--no-3d", dest="three_d", action="store_false", help="skip the 3-D table")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=4096, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -226,6 +394,7 @@ def main() -> None:
     accuracy(rows)
     t0 = time.perf_counter()
     engines = {label: predictor(make_ours(), *spec) for label, spec in ENGINES.items()}
+    engines[ONNX] = onnx_predictor(Path(tempfile.mkdtemp(prefix="unetkit-bench-")))
     for p in engines.values():
         p.predict_proba(synth_nuclei(256, 0)[0])  # compiles (or loads the kernel cache)
     compile_s = time.perf_counter() - t0
@@ -274,30 +443,22 @@ def main() -> None:
                 )
             )
 
-    x = torch.randn(8, 1, 128, 128)
-    y = (torch.rand(8, 1, 128, 128) > 0.7).float()
-    steps: dict[str, object] = {}
-    for label, net in (("unetkit UNet", make_ours()), (PEER, make_peer())):
-        net.train()
-        opt = torch.optim.Adam(net.parameters(), 1e-3)
-        loss_fn = torch.nn.BCEWithLogitsLoss()
-
-        def step(net=net, opt=opt, loss_fn=loss_fn) -> None:
-            opt.zero_grad()
-            loss_fn(net(x), y).backward()
-            opt.step()
-
-        steps[label] = step
-    train_t = interleaved(steps, rounds=args.train_steps)
-    for label, t in train_t.items():
-        ratio = train_t[PEER] / t
-        rows.append(
-            ("training, batch 8 x 128², Adam", label, "float32", f"{8 / t:.1f} images/s", f"{ratio:.2f}")
-        )
     peaks = {"float32": conv_ceiling(False), "bfloat16": conv_ceiling(True)}
+    train_flops = training_flops(make_ours(), (8, 1, 128, 128))
+    training_rows(rows, args.train_steps, (8, 1, 128, 128), make_ours, make_peer, train_flops, peaks)
+    if args.three_d:
+        three_d(rows)
     for prec, peak in peaks.items():
-        rows.append(("3x3 conv ceiling (best of 3 U-Net shapes)", "torch", prec, f"{peak:.0f} GFLOP/s", ""))
-    for label in ENGINES:
+        rows.append(
+            (
+                "3x3 conv ceiling, single image (best of 5 U-Net shapes)",
+                "torch",
+                prec,
+                f"{peak:.0f} GFLOP/s",
+                "",
+            )
+        )
+    for label in [*ENGINES, ONNX]:
         mps, prec = mps_1024[label]
         attained = tiles_1024 * flops_tile / (1024 * 1024 / (mps * 1e6)) / 1e9
         rows.append(

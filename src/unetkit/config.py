@@ -275,7 +275,11 @@ class TrainConfig:
     )
     seed: int = option(0, "random seed")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", default_text="auto: CUDA when present")
-    amp: bool = option(True, "mixed precision on CUDA (ignored on the CPU)")
+    amp: bool = option(
+        True,
+        "mixed precision: bfloat16 (or float16) on CUDA, bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX); "
+        "off: float32",
+    )
     num_workers: int = option(0, "DataLoader worker processes", aliases=("--workers",))
     init: str | None = option(
         None,
@@ -303,7 +307,12 @@ class PredictConfig:
         choices=BLENDS,
         default_text="gaussian",
     )
-    batch_size: int = option(4, "tiles per forward pass", aliases=("--batch",))
+    batch_size: int | None = option(
+        None,
+        "tiles per forward pass",
+        aliases=("--batch",),
+        default_text="as many as make 512x512 pixels (4 tiles of 256², 1 of 512²), 4 volumes",
+    )
     threshold: float = option(0.5, "foreground probability threshold of a binary model")
     tta: bool = option(
         False, "test-time augmentation: average over 8 flips/rotations of each tile (8x the time)"

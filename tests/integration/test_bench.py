@@ -14,6 +14,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
     [
         "run_all.py",
         "border_weights.py",
+        "training_precision.py",
         "tiled_inference.py",
         "architectures.py",
         "peers.py",

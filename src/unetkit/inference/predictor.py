@@ -28,7 +28,7 @@ from ..data.io import channel_indices, to_channels_first
 from ..data.lazy import ImageSource
 from ..data.masks import MaskEncoding
 from ..data.normalize import Normalizer
-from ..device import autocast, compile_model, resolve_device
+from ..device import autocast, compile_model, cpu_has_native_bf16, resolve_device
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.blocks import fold_batch_norms
 from ..pretrained import pretrained_path
@@ -61,11 +61,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
     if device.type == "cpu":
-        native = (
-            getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-            or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        )
-        return "bfloat16" if native else "float32"
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
     return "float32"
 
 
@@ -88,10 +84,24 @@ def available_memory() -> float:
     return 8.0 * 2**30
 
 
-def default_tile(payload: dict[str, Any], minimum: int = 256) -> int:
-    """Tile size for a checkpoint: its training patch size, at least ``minimum`` (fewer, larger tiles are
-    cheaper; a fully convolutional net trained on 128-pixel patches segments 256-pixel tiles as well)."""
+#: pixels per forward pass the default batch fills (2-D): measured fastest on CPUs (bench/peers.py)
+BATCH_PIXELS = 512 * 512
+
+
+def default_batch(tile: int, dims: int) -> int:
+    """Tiles per forward pass when none is given: as many as make :data:`BATCH_PIXELS` (4 tiles of 256², 1 of
+    512²: the same memory either way); 4 volumes."""
+    return max(1, BATCH_PIXELS // (tile * tile)) if dims == 2 else 4
+
+
+def default_tile(payload: dict[str, Any], minimum: int | None = None) -> int:
+    """Tile size for a checkpoint: its training patch size, at least ``minimum`` (default: 512 for images, 256
+    for volumes). Fewer, larger tiles are cheaper: less overlap computed twice, and on CPUs one 512² tile per
+    forward pass runs faster than four of 256² (``bench/peers.py``); a fully convolutional net trained on
+    128-pixel patches segments larger tiles as well."""
     cfg = (payload.get("training") or {}).get("config") or {}
+    if minimum is None:
+        minimum = 256 if (cfg.get("model") or {}).get("spatial_dims") == 3 else 512
     patch = (cfg.get("data") or {}).get("patch_size") or 512
     if not isinstance(patch, int) or not 1 <= patch <= MAX_TILE:
         raise CheckpointError(
@@ -130,7 +140,7 @@ class Predictor:
         tile: int = 512,
         overlap: float = _DEFAULTS.overlap,
         blend: str | None = _DEFAULTS.blend,
-        batch_size: int = _DEFAULTS.batch_size,
+        batch_size: int | None = _DEFAULTS.batch_size,
         threshold: float = _DEFAULTS.threshold,
         amp: bool = True,
         precision: str = _DEFAULTS.precision,
@@ -146,7 +156,7 @@ class Predictor:
             raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
         if blend is not None and blend not in BLENDS:
             raise ConfigError(f"--blend {blend!r} is unknown; choose one of {', '.join(BLENDS)}")
-        if tile < 1 or batch_size < 1:
+        if tile < 1 or (batch_size is not None and batch_size < 1):
             raise ConfigError(f"--tile and --batch must be positive, got {tile} and {batch_size}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -162,7 +172,6 @@ class Predictor:
                 "unetkit recorded it); train it again, or drop --diameter"
             )
         self.normalizer = Normalizer.from_dict(self.preprocessing["normalization"])
-        self.batch_size = int(batch_size)
         self.threshold = float(threshold)
         self.tta = tta
         self.amp = amp
@@ -183,6 +192,7 @@ class Predictor:
         self.compiled = bool(compile)
         if self.compiled:
             self.model = compile_model(self.model)
+        self.batch_size = int(batch_size) if batch_size is not None else 0  # 0: chosen below, from the tile
         self.prefetch = max(0, int(prefetch))
         self.min_size = int(min_size)
         self.overlap = float(overlap)
@@ -209,12 +219,14 @@ class Predictor:
                 raise ConfigError(
                     f"--tile {tile} with --overlap {overlap} leaves no tile core; use a larger --tile"
                 )
+        if not self.batch_size:
+            self.batch_size = default_batch(self.tile_in, self.spatial_dims)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> Predictor:
         """Load a checkpoint written by :func:`unetkit.train` (safe loading, see ``load_checkpoint``).
 
-        ``tile`` defaults to the checkpoint's training patch size (at least 256)."""
+        ``tile`` defaults to the checkpoint's training patch size (at least 512 for images, 256 for volumes)."""
         path = resolve_model_path(path)
         if is_package(path):
             return cls._from_package(path, **kwargs)
