@@ -307,12 +307,7 @@ class PredictConfig:
         choices=BLENDS,
         default_text="gaussian",
     )
-    batch_size: int | None = option(
-        None,
-        "tiles per forward pass",
-        aliases=("--batch",),
-        default_text="as many as make 512x512 pixels (4 tiles of 256², 1 of 512²), 4 volumes",
-    )
+    batch_size: int = option(4, "tiles per forward pass", aliases=("--batch",))
     threshold: float = option(0.5, "foreground probability threshold of a binary model")
     tta: bool = option(
         False, "test-time augmentation: average over 8 flips/rotations of each tile (8x the time)"

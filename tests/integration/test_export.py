@@ -8,7 +8,7 @@ import pytest
 import tifffile
 import torch
 
-from unetkit import Predictor, UnetkitError, synth_nuclei, write_image
+from unetkit import ConfigError, Predictor, UnetkitError, synth_nuclei, write_image
 from unetkit.workflows.export import export_model
 
 onnx = pytest.importorskip("onnx", reason="the [onnx] extra is not installed")
@@ -41,7 +41,9 @@ def test_onnxruntime_predictions_equal_pytorch_ones(tiny_run, tmp_path, unetkit_
         tiny_run.best_checkpoint, device="cpu", tile=64, precision="float32"
     ).predict_proba(image)
     ort = Predictor.from_checkpoint(tiny_run.best_checkpoint, device="cpu", tile=64, engine="onnxruntime")
-    assert type(ort.model).__name__ == "OnnxModel"
+    assert type(ort.model).__name__ == "OnnxModel" and ort.precision == "float32"  # what ORT computes in
+    with pytest.raises(ConfigError, match="ONNX Runtime runs the float32 graph"):
+        Predictor.from_checkpoint(tiny_run.best_checkpoint, engine="onnxruntime", precision="bfloat16")
     np.testing.assert_allclose(ort.predict_proba(image), torch_probs, atol=1e-4)
 
     src = write_image(tmp_path / "in" / "x.png", image)

@@ -84,24 +84,12 @@ def available_memory() -> float:
     return 8.0 * 2**30
 
 
-#: pixels per forward pass the default batch fills (2-D): measured fastest on CPUs (bench/peers.py)
-BATCH_PIXELS = 512 * 512
-
-
-def default_batch(tile: int, dims: int) -> int:
-    """Tiles per forward pass when none is given: as many as make :data:`BATCH_PIXELS` (4 tiles of 256², 1 of
-    512²: the same memory either way); 4 volumes."""
-    return max(1, BATCH_PIXELS // (tile * tile)) if dims == 2 else 4
-
-
-def default_tile(payload: dict[str, Any], minimum: int | None = None) -> int:
-    """Tile size for a checkpoint: its training patch size, at least ``minimum`` (default: 512 for images, 256
-    for volumes). Fewer, larger tiles are cheaper: less overlap computed twice, and on CPUs one 512² tile per
-    forward pass runs faster than four of 256² (``bench/peers.py``); a fully convolutional net trained on
-    128-pixel patches segments larger tiles as well."""
+def default_tile(payload: dict[str, Any], minimum: int = 256) -> int:
+    """Tile size for a checkpoint: its training patch size, at least ``minimum`` (fewer, larger tiles are
+    cheaper; a fully convolutional net trained on 128-pixel patches segments 256-pixel tiles as well). Not more
+    by default: measured on CPUs (``bench/peers.py``), 512² tiles one per pass ran no faster per FLOP than four
+    of 256², and their coarser grid computes more overlap on most image sizes."""
     cfg = (payload.get("training") or {}).get("config") or {}
-    if minimum is None:
-        minimum = 256 if (cfg.get("model") or {}).get("spatial_dims") == 3 else 512
     patch = (cfg.get("data") or {}).get("patch_size") or 512
     if not isinstance(patch, int) or not 1 <= patch <= MAX_TILE:
         raise CheckpointError(
@@ -140,7 +128,7 @@ class Predictor:
         tile: int = 512,
         overlap: float = _DEFAULTS.overlap,
         blend: str | None = _DEFAULTS.blend,
-        batch_size: int | None = _DEFAULTS.batch_size,
+        batch_size: int = _DEFAULTS.batch_size,
         threshold: float = _DEFAULTS.threshold,
         amp: bool = True,
         precision: str = _DEFAULTS.precision,
@@ -156,7 +144,7 @@ class Predictor:
             raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
         if blend is not None and blend not in BLENDS:
             raise ConfigError(f"--blend {blend!r} is unknown; choose one of {', '.join(BLENDS)}")
-        if tile < 1 or (batch_size is not None and batch_size < 1):
+        if tile < 1 or batch_size < 1:
             raise ConfigError(f"--tile and --batch must be positive, got {tile} and {batch_size}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -192,7 +180,7 @@ class Predictor:
         self.compiled = bool(compile)
         if self.compiled:
             self.model = compile_model(self.model)
-        self.batch_size = int(batch_size) if batch_size is not None else 0  # 0: chosen below, from the tile
+        self.batch_size = int(batch_size)
         self.prefetch = max(0, int(prefetch))
         self.min_size = int(min_size)
         self.overlap = float(overlap)
@@ -219,14 +207,12 @@ class Predictor:
                 raise ConfigError(
                     f"--tile {tile} with --overlap {overlap} leaves no tile core; use a larger --tile"
                 )
-        if not self.batch_size:
-            self.batch_size = default_batch(self.tile_in, self.spatial_dims)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> Predictor:
         """Load a checkpoint written by :func:`unetkit.train` (safe loading, see ``load_checkpoint``).
 
-        ``tile`` defaults to the checkpoint's training patch size (at least 512 for images, 256 for volumes)."""
+        ``tile`` defaults to the checkpoint's training patch size (at least 256)."""
         path = resolve_model_path(path)
         if is_package(path):
             return cls._from_package(path, **kwargs)
@@ -239,6 +225,11 @@ class Predictor:
                 raise ConfigError(
                     "--compile applies to the torch engine; ONNX Runtime optimises its own graph"
                 )
+            if kwargs.get("precision") == "bfloat16":
+                raise ConfigError(
+                    "--precision bfloat16 applies to the torch engine; ONNX Runtime runs the float32 graph"
+                )
+            kwargs["precision"] = "float32"  # what ONNX Runtime computes in (no autocast around it)
             from .export import OnnxModel, write_exported
 
             if Path(path).suffix.lower() != ".onnx":  # a checkpoint: export it (verified) to a temporary file
