@@ -277,8 +277,8 @@ class TrainConfig:
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", default_text="auto: CUDA when present")
     amp: bool = option(
         True,
-        "mixed precision: bfloat16 (or float16) on CUDA, bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX); "
-        "off: float32",
+        "mixed precision: bfloat16 (or float16) on CUDA, bfloat16 for images on CPUs with native bfloat16 "
+        "(AVX512-BF16, AMX); off: float32",
     )
     num_workers: int = option(0, "DataLoader worker processes", aliases=("--workers",))
     init: str | None = option(

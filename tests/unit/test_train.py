@@ -78,3 +78,22 @@ def test_paper_recipe_through_the_cli(tmp_path):
     assert cfg["train"]["optimizer"] == "sgd" and cfg["train"]["momentum"] == 0.99
     assert cfg["data"]["elastic"] and cfg["data"]["weight_map"] and cfg["data"]["border_gap"] == 2
     assert payload["state"]["optimizer"]["param_groups"][0]["momentum"] == 0.99
+
+
+def test_cpu_mixed_precision_is_for_images_only():
+    """bfloat16 autocast trains images on CPUs with native bfloat16; volumes stay float32 (torch 2.13's CPU bfloat16
+    Conv3d backward gave non-finite weight gradients intermittently on small patches, caught by the Dask test)."""
+    import torch
+
+    from unetkit import ModelConfig, RunConfig, TrainConfig
+    from unetkit.models import create_model
+    from unetkit.training.distributed import DistContext
+    from unetkit.training.setup import _step
+
+    for dims, want in ((2, True), (3, False)):
+        cfg = RunConfig(model=ModelConfig(base_channels=4, depth=2, spatial_dims=dims, num_classes=1))
+        cfg.train = TrainConfig(epochs=1, steps_per_epoch=1, lr=1e-3)
+        model = create_model("unet", base_channels=4, depth=2, spatial_dims=dims, num_classes=1)
+        step = _step(model, cfg, torch.device("cpu"), DistContext())
+        assert step.cpu_bf16 is want and step.amp
+        assert step.memory_format == (torch.channels_last if dims == 2 else torch.contiguous_format)

@@ -103,13 +103,16 @@ class Step:
     amp: bool
     num_classes: int
     memory_format: torch.memory_format = torch.contiguous_format
+    #: bfloat16 autocast on CPUs with native bfloat16 (2-D only: torch 2.13's CPU bfloat16 Conv3d backward
+    #: returned non-finite weight gradients, intermittently, on small volume patches)
+    cpu_bf16: bool = False
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         y = y.to(self.device, non_blocking=True)
         weight = weight.to(self.device, non_blocking=True) if weight is not None else None
         target = y[:, None] if self.num_classes == 1 else y.long()
-        with autocast(self.device, self.amp, cpu=True):  # bfloat16 on CPUs with native bfloat16
+        with autocast(self.device, self.amp, cpu=self.cpu_bf16):
             logits = self.forward(x)
         loss = self.loss_fn(logits.float(), target, weight)
         aux = getattr(self.model, "aux_logits", None)  # deep supervision (unet++): mean over all heads

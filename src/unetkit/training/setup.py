@@ -167,6 +167,7 @@ def _step(model: torch.nn.Module, cfg: RunConfig, device: torch.device, ctx: Dis
         amp=cfg.train.amp,
         num_classes=cfg.model.num_classes,
         memory_format=fmt,
+        cpu_bf16=cfg.model.spatial_dims == 2,
     )
 
 
