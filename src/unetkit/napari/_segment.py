@@ -92,7 +92,7 @@ class SegmentWidget(WorkerWidget):
                 self.instances,
                 self.diameter,
                 self.probabilities,
-                *self._controls("Segment", "Cancel", "tiles"),
+                *self._controls("Segment", "Cancel", "tiles", self.start),
             ]
         )
         self._tiles = _Tiles()

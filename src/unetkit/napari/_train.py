@@ -136,7 +136,7 @@ class TrainWidget(WorkerWidget):
                 self.budget,
                 self.settings,
                 self.work,
-                *self._controls("Train", "Cancel (keeps the best model)", "steps"),
+                *self._controls("Train", "Cancel (keeps the best model)", "steps", self.start),
             ]
         )
         self.plot = _Plot()

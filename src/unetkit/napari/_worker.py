@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 
 
 class WorkerWidget(Container):
-    """A form whose work runs in a worker thread. Subclasses add their fields, then :meth:`_controls`; their
-    ``start`` calls :meth:`_launch`. ``busy`` is true from the launch until the worker has finished (set on the
+    """A form whose work runs in a worker thread. Subclasses add their fields, then :meth:`_controls` with their
+    ``start``, which calls :meth:`_launch`. ``busy`` is true from the launch until the worker has finished (set on the
     GUI thread: tests wait for it to fall)."""
 
     def __init__(self) -> None:
@@ -28,18 +28,15 @@ class WorkerWidget(Container):
         self.worker: Any = None
         self.busy = False
 
-    def _controls(self, run: str, cancel: str, unit: str) -> list[Any]:
+    def _controls(self, run: str, cancel: str, unit: str, start: Callable[..., Any]) -> list[Any]:
         self.run_button = PushButton(text=run)
         self.cancel_button = PushButton(text=cancel, enabled=False)
         self.progress = ProgressBar(label=unit, value=0, min=0, max=1)
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # long messages wrap, never widen the dock
-        self.run_button.changed.connect(self.start)
+        self.run_button.changed.connect(start)
         self.cancel_button.changed.connect(self.stop)
         return [self.run_button, self.cancel_button, self.progress, self.status]
-
-    def start(self, *_: Any) -> Any:
-        raise NotImplementedError
 
     def stop(self, *_: Any) -> None:
         self._cancel.set()
