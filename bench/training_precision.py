@@ -39,15 +39,19 @@ def _images_per_second(result, cfg) -> float:
     return len(result.history) * cfg.train.steps_per_epoch * cfg.train.batch_size / seconds
 
 
+def _trained(data: Path, out: Path, cfg) -> tuple:
+    """Train (same seed), return (result, images/s of the training steps, seconds of the whole run)."""
+    t0 = time.perf_counter()
+    result = train(data, out, cfg, overwrite=True, progress=False)
+    return result, _images_per_second(result, cfg), time.perf_counter() - t0
+
+
 def demo_rows(root: Path) -> list[tuple]:
     data = synthesize_dataset(root / "demo" / "data", n=40, size=256, seed=0, overwrite=True)
     test = synthesize_dataset(root / "demo" / "test", n=8, size=(288, 352), seed=10_000, overwrite=True)
     rows = []
     for amp in (False, True):
-        cfg = _with_amp(DEMO_CONFIG, amp)
-        t0 = time.perf_counter()
-        result = train(data, root / "demo" / f"run-{amp}", cfg, overwrite=True, progress=False)
-        seconds = time.perf_counter() - t0
+        result, ips, seconds = _trained(data, root / "demo" / f"run-{amp}", _with_amp(DEMO_CONFIG, amp))
         pred = root / "demo" / f"pred-{amp}"
         predict_files(
             result.best_checkpoint, [test / "images"], pred, progress=False, device="cpu", overwrite=True
@@ -64,9 +68,7 @@ def demo_rows(root: Path) -> list[tuple]:
         )
         dice = evaluate(pred, test).mean["dice"]
         f1 = evaluate(inst, test, mode="instance").mean["f1"]
-        rows.append(
-            ("demo", amp, _images_per_second(result, cfg), seconds, {"pixel Dice": dice, "F1@0.5": f1})
-        )
+        rows.append(("demo", amp, ips, seconds, {"pixel Dice": dice, "F1@0.5": f1}))
     return rows
 
 
@@ -88,16 +90,13 @@ def border_rows(root: Path) -> list[tuple]:
     )
     rows = []
     for amp in (False, True):
-        cfg = _with_amp(paper, amp)
-        t0 = time.perf_counter()
-        result = train(train_dir, root / "borders" / f"run-{amp}", cfg, overwrite=True, progress=False)
-        seconds = time.perf_counter() - t0
+        result, ips, seconds = _trained(train_dir, root / "borders" / f"run-{amp}", _with_amp(paper, amp))
         s = evaluate_objects(result.last_checkpoint, test_dir, 1.0)
         rows.append(
             (
                 "border weights",
                 amp,
-                _images_per_second(result, cfg),
+                ips,
                 seconds,
                 {"F1@0.5": s["f1"], "mAP": s["map"]},
             )

@@ -16,7 +16,7 @@ from ..planning import (
     parse_duration,
 )
 from ..workflows.plan import plan_for_training
-from ..workflows.train import announce, starting_from, train
+from ..workflows.train import announce, new_folder, starting_from, train
 from .common import add_data_args, add_progress, config_with_data_args, reading_config
 from .options import add_options, apply_options
 
@@ -128,11 +128,7 @@ RESUME_ALLOWED = {
 
 def default_run_dir(data: str | Path) -> Path:
     """``runs/NAME`` for dataset ``NAME``, or ``runs/NAME-2``, ``-3``...: never an existing folder."""
-    name = Path(data).resolve().stem or "run"
-    out = Path("runs") / name
-    k = 2
-    while out.exists():
-        out, k = Path("runs") / f"{name}-{k}", k + 1
+    out = new_folder("runs", Path(data).resolve().stem or "run")
     log.info("writing the run to %s (--out to choose)", out)
     return out
 

@@ -160,6 +160,7 @@ class Predictor:
                 "unetkit recorded it); train it again, or drop --diameter"
             )
         self.normalizer = Normalizer.from_dict(self.preprocessing["normalization"])
+        self.batch_size = int(batch_size)
         self.threshold = float(threshold)
         self.tta = tta
         self.amp = amp
@@ -180,7 +181,6 @@ class Predictor:
         self.compiled = bool(compile)
         if self.compiled:
             self.model = compile_model(self.model)
-        self.batch_size = int(batch_size)
         self.prefetch = max(0, int(prefetch))
         self.min_size = int(min_size)
         self.overlap = float(overlap)

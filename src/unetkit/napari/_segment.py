@@ -33,7 +33,7 @@ from ..inference.pipeline import segment_source
 from ..inference.predictor import Predictor
 from ..pretrained import list_pretrained
 from ._models import TRAINED
-from ._worker import WorkerWidget
+from ._worker import WorkerWidget, full_resolution
 
 __all__ = ["LARGE", "SegmentWidget"]
 
@@ -130,7 +130,7 @@ class SegmentWidget(WorkerWidget):
         options["threshold"] = float(self.threshold.value)
         if self.diameter.value > 0:
             options["diameter"] = float(self.diameter.value)
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = full_resolution(layer)
         self.status.value = f"segmenting {layer.name} with {Path(model).name} ..."
         return self._launch(
             _segment,

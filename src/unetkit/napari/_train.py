@@ -38,9 +38,9 @@ from ..pretrained import list_pretrained
 from ..training.loop import TrainHooks, TrainingInterrupted
 from ..workflows.painted import UNPAINTED, write_painted_dataset
 from ..workflows.plan import plan_for_training
-from ..workflows.train import announce, starting_from, train
+from ..workflows.train import announce, new_folder, starting_from, train
 from ._models import TRAINED
-from ._worker import WorkerWidget
+from ._worker import WorkerWidget, full_resolution
 
 __all__ = ["SCRATCH", "TrainWidget"]
 
@@ -175,9 +175,8 @@ class TrainWidget(WorkerWidget):
             if image is None or labels is None:
                 raise UnetkitError("choose the image layer and the labels layer painted on it")
             job["layers"] = {
-                "image": image.data[0] if image.multiscale else image.data,
-                "labels": labels.data[0] if labels.multiscale else labels.data,
-                "name": _safe(image.name),
+                "image": full_resolution(image),
+                "labels": full_resolution(labels),
                 "unpainted": self.unpainted.value,
                 "background_label": int(self.background_label.value),
             }
@@ -201,7 +200,7 @@ class TrainWidget(WorkerWidget):
         hooks = TrainHooks(
             stop=self._cancel,
             on_step=self._events.step.emit,
-            on_epoch=lambda row: self._events.epoch.emit(dict(row)),
+            on_epoch=self._events.epoch.emit,
         )
         return self._launch(_train_job, job, hooks, self._events, returned=self._trained)
 
@@ -278,19 +277,12 @@ def _safe(name: str) -> str:
     return keep or "layer"
 
 
-def _numbered(work: Path, name: str) -> Path:
-    folder, k = work / name, 2
-    while folder.exists():
-        folder, k = work / f"{name}-{k}", k + 1
-    return folder
-
-
 def _train_job(job: dict[str, Any], hooks: TrainHooks, events: _Events) -> Any:
     """The worker: the dataset (painted layers written, or the folder), the plan or settings, then training."""
     import numpy as np
 
     say = events.said.emit
-    folder = _numbered(job["work"], job["name"])
+    folder = new_folder(job["work"], job["name"])
     out = folder / "run"
     if "layers" in job:
         layers = job["layers"]
@@ -299,7 +291,7 @@ def _train_job(job: dict[str, Any], hooks: TrainHooks, events: _Events) -> Any:
             np.asarray(layers["image"]),
             np.asarray(layers["labels"]),
             folder / "data",
-            name=layers["name"],
+            name=job["name"],
             unpainted=layers["unpainted"],
             background_label=layers["background_label"],
         )

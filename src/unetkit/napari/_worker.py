@@ -12,9 +12,14 @@ from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
 from ..errors import UnetkitError
 
-__all__ = ["WorkerWidget"]
+__all__ = ["WorkerWidget", "full_resolution"]
 
 log = logging.getLogger(__name__)
+
+
+def full_resolution(layer: Any) -> Any:
+    """A layer's data at full resolution (level 0 of a multiscale layer), as it is: not loaded."""
+    return layer.data[0] if layer.multiscale else layer.data
 
 
 class WorkerWidget(Container):

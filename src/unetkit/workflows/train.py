@@ -30,7 +30,7 @@ from ..training.setup import build_training, num_classes_for
 from ..training.state import TrainResult, TrainState
 from ..training.trainer import fit
 
-__all__ = ["TrainHooks", "announce", "starting_from", "train"]
+__all__ = ["TrainHooks", "announce", "new_folder", "starting_from", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,14 @@ def train(
         folder.write_csv(st.history)  # rewritten from the checkpoint's history on resume
     hint = f"unetkit train {data} --resume {folder.path}"
     return fit(setup, folder, st, ctx, progress=progress, resume_hint=hint, hooks=hooks)
+
+
+def new_folder(parent: str | Path, name: str) -> Path:
+    """``parent/NAME``, or ``parent/NAME-2``, ``-3``...: never an existing folder."""
+    out, k = Path(parent) / name, 2
+    while out.exists():
+        out, k = Path(parent) / f"{name}-{k}", k + 1
+    return out
 
 
 def starting_from(cfg: RunConfig, keep_lr: bool = False) -> RunConfig:
