@@ -4,12 +4,18 @@ One row per registered architecture at the same width and depth (base 16, depth 
 forward GFLOPs for one 256x256 image and one 64³ volume (counted by ``torch.utils.flop_counter``, a
 multiply-add = 2 FLOPs), CPU inference time for each, and the validation Dice after the same short training
 budget on the built-in synthetic nuclei (same data, seed, steps and patch size for every architecture).
+
+A second table gives the peak training memory of one step (forward + backward + Adam, float32, batch 8 of
+256², each measured in a fresh process: its peak resident memory above what it held before the step) for the
+plain U-Net and for dense-unet with and without gradient checkpointing (``memory_efficient``).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -36,6 +42,34 @@ def seconds(net: torch.nn.Module, shape: tuple[int, ...], repeat: int = 3) -> fl
         for _ in range(repeat):
             net(x)
     return (time.perf_counter() - t0) / repeat
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _training_step_memory(name: str, kw: dict, batch: int, size: int) -> tuple[float, float]:
+    """In a fresh process: (peak MiB above the resident memory before the first step, seconds per step)."""
+    torch.manual_seed(0)
+    net = create_model(name, num_classes=1, **kw).train()
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    x, y = torch.randn(batch, 1, size, size), (torch.rand(batch, 1, size, size) > 0.5).float()
+    before = _rss_mib()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return peak - before, min(times[1:])
+
+
+def training_memory(name: str, kw: dict, batch: int = 8, size: int = 256) -> tuple[float, float]:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_training_step_memory, (name, kw, batch, size))
 
 
 def main() -> None:
@@ -90,6 +124,21 @@ def main() -> None:
         "val Dice",
         "train s",
     )
+    table(head, rows)
+    kw = {"base_channels": args.base_channels, "depth": args.depth, "norm": "batch"}
+    memory = []
+    for name, extra, label in (
+        ("unet", {}, "unet"),
+        ("dense-unet", {}, "dense-unet"),
+        ("dense-unet", {"memory_efficient": True}, "dense-unet, memory_efficient"),
+    ):
+        peak, step = training_memory(name, {**kw, **extra})
+        memory.append((label, f"{peak:.0f}", f"{step:.2f}"))
+    print("\ntraining step, float32, batch 8 x 256², one process each")
+    table(("network", "peak MiB above start", "s per step"), memory)
+
+
+def table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     w = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, tuple("-" * n for n in w), *rows]:
         print("| " + " | ".join(f"{c!s:<{n}}" for c, n in zip(r, w, strict=True)) + " |")

@@ -60,6 +60,8 @@ SCHEDULES = ("cosine", "poly", "constant")
 PADDINGS = ("same", "valid")
 UPSAMPLINGS = ("transpose", "bilinear")
 NORMS = ("batch", "instance", "group", "none")
+#: model fields only ``dense-unet`` takes
+DENSE_ONLY = ("growth_rate", "dense_layers", "compression", "bottleneck", "memory_efficient")
 BLENDS = ("gaussian", "taper", "constant", "crop")
 PRECISIONS = ("float32", "bfloat16", "auto")
 ENGINES = ("torch", "onnxruntime")
@@ -168,7 +170,36 @@ class ModelConfig:
         default_text="2, or DATA/dataset.yaml's",
     )
     anisotropic_levels: int = option(0, "volumes: the first N poolings keep z (coarse z spacing)")
-    deep_supervision: bool = option(False, "unet++: a loss on every nested output")
+    deep_supervision: bool = option(
+        False, "unet++: a loss on every nested output; dense-unet: a loss on every decoder level"
+    )
+    growth_rate: int | None = option(
+        None, "dense-unet: feature maps each dense layer adds", default_text="base_channels / 2"
+    )
+    dense_layers: list[int] | None = option(
+        None,
+        "dense-unet: layers per dense block: one value for every level, or depth + 1 values from the top level "
+        "to the bottleneck",
+        default_text="4 at every level",
+    )
+    compression: float = option(
+        0.5, "dense-unet: share of the channels a transition down keeps (1: FC-DenseNet)"
+    )
+    bottleneck: bool = option(True, "dense-unet: a 1x1 convolution to 4x the growth rate before each 3x3")
+    memory_efficient: bool = option(
+        False,
+        "dense-unet: recompute each dense layer's concatenation in the backward pass (gradient checkpointing): "
+        "less training memory, more time; same gradients",
+    )
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``create_model(arch, ...)``: every field but ``arch``, without the options
+        of another architecture (:data:`DENSE_ONLY`; :func:`check_config` refuses them when set)."""
+        kw = {k: v for k, v in asdict(self).items() if k != "arch"}
+        if self.arch != "dense-unet":
+            for name in DENSE_ONLY:
+                del kw[name]
+        return kw
 
 
 @dataclass
@@ -498,6 +529,15 @@ def check_config(cfg: RunConfig) -> None:
         ("train.loss", t.loss, ("auto", *LOSS_NAMES)),
         ("model.padding", m.padding, PADDINGS),
     ]
+    if m.arch != "dense-unet":
+        defaults = ModelConfig()
+        for name in DENSE_ONLY:
+            if getattr(m, name) != getattr(defaults, name):
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(
+                    f"model.{name} ({flag}) is a dense-unet option; this run's architecture is {m.arch!r}: "
+                    f"add --arch dense-unet or drop {flag}"
+                )
     for name, value, allowed in choices:
         if value not in allowed:
             raise ConfigError(f"{name} {value!r} is unknown; choose one of {', '.join(map(str, allowed))}")

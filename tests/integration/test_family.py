@@ -13,7 +13,7 @@ from unetkit.models import create_model, list_models
 SHAPES = {2: (2, 1, 37, 45), 3: (1, 1, 9, 21, 19)}  # odd sizes, not multiples of 2**depth
 
 
-@pytest.mark.parametrize("arch", ["residual-unet", "attention-unet", "unet++"])
+@pytest.mark.parametrize("arch", ["residual-unet", "attention-unet", "unet++", "dense-unet"])
 def test_each_architecture_trains_through_the_cli(arch, tiny_data, tmp_path, unetkit_exe):
     out = tmp_path / arch
     done = subprocess.run(
@@ -43,6 +43,80 @@ def test_each_architecture_trains_through_the_cli(arch, tiny_data, tmp_path, une
     )
     assert pred.returncode == 0, pred.stderr
     assert len(list((tmp_path / "p").glob("*.png"))) == len(list((tiny_data / "images").glob("*.png")))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_dense_unet_with_its_options_trains_on_borders_exports_and_tiles(tiny_data, tmp_path, unetkit_exe):
+    pytest.importorskip("onnxruntime", reason="the [onnx] extra is not installed")
+    from unetkit import Predictor, synth_nuclei
+    from unetkit.workflows.export import export_model
+
+    run = tmp_path / "dense"
+    dense = [
+        "--arch",
+        "dense-unet",
+        "--growth-rate",
+        "3",
+        "--dense-layers",
+        "2",
+        "3",
+        "2",
+        "--compression",
+        "0.5",
+    ]
+    done = subprocess.run(
+        [
+            unetkit_exe,
+            "train",
+            str(tiny_data),
+            "--out",
+            str(run),
+            *TINY_CLI,
+            "--depth",
+            "2",
+            "--base-channels",
+            "4",
+            *dense,
+            "--no-bottleneck",
+            "--memory-efficient",
+            "--deep-supervision",
+            "--target",
+            "border",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    hp = load_checkpoint(run / "best.pt")["model"]["hparams"]
+    assert (hp["num_classes"], hp["dense_layers"], hp["growth_rate"]) == (3, [2, 3, 2], 3)
+    assert hp["memory_efficient"] and hp["deep_supervision"] and not hp["bottleneck"]
+    # exported as the family is, verified against PyTorch inside export (< 1e-4)
+    for fmt, name in (("onnx", "m.onnx"), ("torchscript", "m.ts.pt")):
+        assert export_model(run / "best.pt", tmp_path / name, fmt).max_abs_diff < 1e-4
+    image, _ = synth_nuclei((70, 110), seed=8)
+    eager = Predictor.from_checkpoint(run / "best.pt", device="cpu", tile=32, precision="float32")
+    assert len(eager.plan(image.shape)) > 4  # overlap-tiled
+    ort = Predictor.from_checkpoint(tmp_path / "m.onnx", device="cpu", tile=32)
+    np.testing.assert_allclose(ort.predict_proba(image), eager.predict_proba(image), atol=1e-4)
+    out = tmp_path / "pred"
+    cmd = [unetkit_exe, "predict", str(run / "best.pt"), str(tiny_data / "images"), "--out", str(out)]
+    done = subprocess.run(
+        [*cmd, "--tile", "32", "--instances", "--device", "cpu", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(list(out.glob("*_instances.tif"))) == len(list((tiny_data / "images").glob("*.png")))
+    refused = subprocess.run(
+        [unetkit_exe, "train", str(tiny_data), "--out", str(tmp_path / "x"), *TINY_CLI, "--growth-rate", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "--growth-rate) is a dense-unet option" in refused.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_models_command_lists_every_architecture(unetkit_exe):

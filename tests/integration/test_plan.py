@@ -178,3 +178,31 @@ def test_training_stops_before_an_epoch_would_overrun_the_time_budget(tiny_data,
     assert sum(seconds) * (1 + 1 / n) > budget  # and the run stopped when the next one would not
     with pytest.raises(ConfigError, match="time_budget"):
         train(tiny_data, tmp_path / "bad", RunConfig(train=TrainConfig(time_budget=-1.0)), progress=False)
+
+
+def test_the_plan_measures_and_keeps_the_architecture_asked_for(tmp_path, unetkit_exe):
+    from unetkit.checkpoint import load_checkpoint
+
+    data = synthesize_dataset(tmp_path / "data", n=6, size=64, seed=1)
+    plan = [unetkit_exe, "plan", str(data), "--no-measure", "--device", "cpu", "--no-progress"]
+    refused = subprocess.run([*plan, "--growth-rate", "8"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--arch dense-unet" in refused.stderr
+    assert not (data / "plan.yaml").exists()
+    dense = ["--arch", "dense-unet", "--growth-rate", "8", "--memory-efficient"]
+    done = subprocess.run([*plan, *dense], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "dense-unet depth" in done.stdout
+    cfg, _ = read_plan(data / "plan.yaml")
+    assert (cfg.model.arch, cfg.model.growth_rate, cfg.model.memory_efficient) == ("dense-unet", 8, True)
+    assert "measured on it" in (data / "plan.yaml").read_text()
+    out = tmp_path / "run"
+    flags = ["--epochs", "1", "--steps-per-epoch", "2", "--patch", "32", "--no-progress", "--device", "cpu"]
+    trained = subprocess.run(
+        [unetkit_exe, "train", str(data), "--out", str(out), *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert trained.returncode == 0, trained.stderr
+    model = load_checkpoint(out / "best.pt")["model"]
+    assert model["name"] == "dense-unet" and model["hparams"]["growth_rate"] == 8

@@ -44,3 +44,21 @@ def test_replace_ignores_unset_flags():
     cfg = RunConfig().train
     assert replace(cfg, epochs=None, lr=0.5).epochs == cfg.epochs
     assert replace(cfg, epochs=None, lr=0.5).lr == 0.5
+
+
+def test_dense_unet_options_reach_only_dense_unet(tmp_path):
+    from unetkit.config import check_config
+    from unetkit.models import create_model
+
+    (tmp_path / "d.yaml").write_text(
+        "model:\n  arch: dense-unet\n  growth_rate: 6\n  dense_layers: [2, 3, 4, 5, 6]\n  memory_efficient: true\n"
+    )
+    cfg = load_config(tmp_path / "d.yaml")
+    check_config(cfg)
+    net = create_model(cfg.model.arch, **{**cfg.model.kwargs(), "in_channels": 1, "num_classes": 1})
+    assert net.hparams["dense_layers"] == [2, 3, 4, 5, 6] and net.hparams["growth_rate"] == 6
+    plain = RunConfig()
+    assert "growth_rate" not in plain.model.kwargs()  # a U-Net is built without them
+    plain.model.memory_efficient = True
+    with pytest.raises(ConfigError, match="--memory-efficient\\) is a dense-unet option.*--arch dense-unet"):
+        check_config(plain)

@@ -1,5 +1,6 @@
 """The U-Net family behind one registry: every architecture honours one contract, in 2-D and 3-D."""
 
+import copy
 from typing import ClassVar
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 
 from unetkit.checkpoint import build_model, load_checkpoint, save_checkpoint
 from unetkit.models import create_model, list_models
+from unetkit.models.dense import DenseLayer
 
 SHAPES = {2: (2, 1, 37, 45), 3: (1, 1, 9, 21, 19)}  # odd sizes, not multiples of 2**depth
 
@@ -142,3 +144,82 @@ class TestUNetPlusPlus(ArchitectureContract):
             assert net(torch.randn(*SHAPES[2])).shape == out.shape and net.aux_logits == []
         with pytest.raises(ValueError, match="same"):
             create_model("unet++", padding="valid")
+
+
+class TestDenseUNet(ArchitectureContract):
+    name, params = "dense-unet", (7044, 13388)
+    extra: ClassVar[dict] = {"deep_supervision": True}
+
+    def test_every_layer_reads_all_earlier_maps_of_its_block(self):
+        net = self.build(growth_rate=3, dense_layers=[2, 3, 4], compression=0.5, deep_supervision=False)
+        seen: dict[str, int] = {}
+        for name, layer in net.named_modules():
+            if isinstance(layer, DenseLayer):
+                layer.register_forward_pre_hook(
+                    lambda m, args, name=name: seen.__setitem__(name, sum(f.shape[1] for f in args[0]))
+                )
+        net.eval()
+        with torch.no_grad():
+            net(torch.randn(*SHAPES[2]))
+        # the first encoder block starts from the stem's 4 maps; each layer adds 3
+        assert [seen[f"encoder.0.layers.{i}"] for i in range(2)] == [4, 7]
+        # transition down keeps half of 4 + 2 * 3 = 10; the second block starts from 5
+        assert [seen[f"encoder.1.layers.{i}"] for i in range(3)] == [5, 8, 11]
+        # the bottleneck: half of 5 + 3 * 3 = 14 → 7, then 4 layers
+        assert [seen[f"bottom.layers.{i}"] for i in range(4)] == [7, 10, 13, 16]
+        # up: only the bottleneck's 4 * 3 = 12 new maps rise, beside the 14-map skip of level 1
+        assert [seen[f"decoder.0.layers.{i}"] for i in range(3)] == [26, 29, 32]
+        # the top: the 10-map skip and the 9 new maps of level 1; its whole output (10 + 9 + 2 * 3) feeds the head
+        assert [seen[f"decoder.1.layers.{i}"] for i in range(2)] == [19, 22]
+        assert net.head.in_channels == 25
+
+    def test_gradient_checkpointing_gives_the_same_step_with_less_kept(self):
+        torch.manual_seed(0)
+        plain = self.build(num_classes=2, dense_layers=[6, 6, 6]).train()
+        lean = copy.deepcopy(plain)
+        for m in lean.modules():
+            if isinstance(m, DenseLayer):
+                m.memory_efficient = True
+        x = torch.randn(2, 1, 48, 40)
+        kept = {}
+        for name, net in (("plain", plain), ("lean", lean)):
+            sizes: dict[int, int] = {}  # storages autograd keeps for the backward pass (each counted once)
+
+            def pack(t, sizes=sizes):
+                storage = t.untyped_storage()
+                sizes[storage.data_ptr()] = storage.nbytes()
+                return t
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                loss = net(x).square().mean() + sum(a.square().mean() for a in net.aux_logits)
+            loss.backward()
+            kept[name] = sum(sizes.values())
+        for (name, p), q in zip(plain.named_parameters(), lean.parameters(), strict=True):
+            torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=0, msg=name)
+        for (name, b), c in zip(plain.named_buffers(), lean.buffers(), strict=True):
+            assert torch.equal(b, c), name  # the recomputation does not count the batch twice
+        assert all(int(n) == 1 for k, n in plain.named_buffers() if k.endswith("num_batches_tracked"))
+        assert kept["lean"] < 0.6 * kept["plain"], kept
+
+    def test_options_are_checked_and_valid_padding_refused_with_the_reason(self):
+        with pytest.raises(ValueError, match="same.*dense block.*shrinks"):
+            create_model("dense-unet", padding="valid")
+        with pytest.raises(ValueError, match="depth \\+ 1 = 3"):
+            self.build(dense_layers=[4, 4])
+        with pytest.raises(ValueError, match="compression"):
+            self.build(compression=0)
+        with pytest.raises(ValueError, match="growth_rate"):
+            self.build(growth_rate=0)
+        net = self.build(dense_layers=[2], growth_rate=5, bottleneck=False)
+        assert net.hparams["dense_layers"] == [2, 2, 2] and net.hparams["growth_rate"] == 5
+        assert not any(
+            isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) for m in net.encoder.modules()
+        )
+
+    def test_side_outputs_train_and_inference_uses_the_top_head(self):
+        net = self.build(num_classes=2).train()
+        out = net(torch.randn(*SHAPES[2]))
+        assert len(net.aux_logits) == 1 and net.aux_logits[0].shape == out.shape
+        net.eval()
+        with torch.no_grad():
+            assert net(torch.randn(*SHAPES[2])).shape == out.shape and net.aux_logits == []

@@ -95,5 +95,7 @@ def test_registry():
     assert "unet" in list_models()
     net = create_model("unet", base_channels=4, depth=1)
     assert isinstance(net, UNet) and net.hparams["base_channels"] == 4
-    with pytest.raises(ValueError, match="available: attention-unet, residual-unet, unet, unet\\+\\+"):
+    with pytest.raises(
+        ValueError, match="available: attention-unet, dense-unet, residual-unet, unet, unet\\+\\+"
+    ):
         create_model("vnet")

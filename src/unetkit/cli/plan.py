@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import RunConfig
+from ..config import DENSE_ONLY, RunConfig, check_config
 from ..errors import ConfigError
+from ..models.registry import list_models
 from ..planning import DEFAULT_BUDGET, PLAN_FILE
 from ..workflows.plan import plan_path, plan_training
 from .common import add_progress, add_reading_args, reading_config
+from .options import add_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing plan file")
     add_progress(p)
     add_reading_args(p)
+    m = p.add_argument_group("model (the plan chooses the rest)")
+    add_options(m, "model", ("arch", "deep_supervision", *DENSE_ONLY), arch={"choices": list_models()})
     p.set_defaults(run=run)
 
 
@@ -57,11 +61,13 @@ def run(args: argparse.Namespace) -> int:
     path = plan_path(args.data, args.out)
     if path.exists() and not args.overwrite:  # checked before any compute
         raise ConfigError(f"{path} exists; pass --overwrite to plan again, or edit it")
+    reading = reading_config(args, RunConfig())
+    check_config(reading)  # the flags themselves, before anything is read
     plan = plan_training(
         args.data,
         device=args.device,
         time_budget=args.time_budget,
-        config=reading_config(args, RunConfig()),
+        config=reading,
         calibrate=not args.no_measure,
         progress=args.progress,
     )

@@ -18,7 +18,7 @@ from torch import nn
 from .blocks import BLOCKS, CONV, DROPOUT, Down, Up, center_crop, he_init_, pad_to_multiple
 from .registry import register_model
 
-__all__ = ["InvalidSizeError", "UNet", "ValidGeometry"]
+__all__ = ["DeepSupervision", "InvalidSizeError", "UNet", "UNetBase", "ValidGeometry"]
 
 
 class InvalidSizeError(ValueError):
@@ -116,36 +116,12 @@ class ValidGeometry:
         )
 
 
-@register_model("unet")
-class UNet(nn.Module):
-    """U-Net (Ronneberger et al. 2015) for 2-D images or 3-D volumes, configurable beyond the paper.
-
-    Args:
-        in_channels: image channels (1 for grayscale).
-        num_classes: output channels; 1 means a binary sigmoid output, >= 2 a softmax over classes.
-        depth: number of poolings (paper: 4).
-        base_channels: channels at the first level, doubling per level (paper: 64; Keras tutorial: 16).
-        padding: ``"valid"`` (paper, output smaller than input) or ``"same"`` (any size in, same size out).
-        up: ``"transpose"`` (paper's 2x2 up-convolution) or ``"bilinear"`` (trilinear in 3-D).
-        norm: ``None`` (paper), ``"batch"``, ``"instance"`` or ``"group"``.
-        act: activation name (paper: ``"relu"``).
-        dropout: dropout rate at the end of the contracting path (paper: 0.5 at the bottleneck).
-        level_dropout: optional per-level rates (``depth + 1`` values, top to bottom), applied between the
-            two convolutions of each level in encoder and decoder, as in the Keras tutorial.
-        spatial_dims: 2 (images, ``(N, C, H, W)``) or 3 (volumes, ``(N, C, D, H, W)``).
-        anisotropic_levels: 3-D only: the first k poolings keep z (pool 1x2x2), for stacks whose z spacing
-            is coarser than x/y.
-        block: ``"double"`` (two conv-norm-act, the paper) or ``"residual"`` (residual units).
-        attention: additive attention gates on the skips (Oktay et al. 2018).
-
-    Shapes: ``(N, in_channels, *S)`` → ``(N, num_classes, *S')`` with ``S' = S`` for ``"same"`` and
-    ``S' = output_size(S)`` per axis for ``"valid"``.
-
-    Example:
-        >>> net = UNet(in_channels=1, num_classes=2, padding="valid")  # the paper's 31,030,658 parameters
-        >>> net(torch.zeros(1, 1, 572, 572)).shape
-        torch.Size([1, 2, 388, 388])
-    """
+class UNetBase(nn.Module):
+    """What every member of the U-Net family shares: the checked hyper-parameters common to all (recorded in
+    ``hparams``, which checkpoints store and :func:`~unetkit.models.registry.create_model` takes back), the
+    pooling geometry (``size_multiples``, the paper's valid sizes, ``margin``), and the forward pass around
+    ``_forward``: the input shape checked, a padded network's input padded to the pooling grid and its output
+    cropped back. Subclasses build their layers and define ``_forward``."""
 
     def __init__(
         self,
@@ -161,9 +137,6 @@ class UNet(nn.Module):
         level_dropout: Sequence[float] | None = None,
         spatial_dims: int = 2,
         anisotropic_levels: int = 0,
-        block: str = "double",
-        attention: bool = False,
-        deep_supervision: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -187,10 +160,6 @@ class UNet(nn.Module):
             )
         if anisotropic_levels and padding == "valid":
             raise ValueError("anisotropic pooling needs padding='same'")
-        if block not in BLOCKS:
-            raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
-        if deep_supervision:
-            raise ValueError("deep_supervision is a U-Net++ option (--arch unet++)")
         self.hparams: dict[str, Any] = {
             "in_channels": in_channels,
             "num_classes": num_classes,
@@ -204,41 +173,15 @@ class UNet(nn.Module):
             "level_dropout": list(level_dropout) if level_dropout is not None else None,
             "spatial_dims": spatial_dims,
             "anisotropic_levels": anisotropic_levels,
-            "block": block,
-            "attention": attention,
         }
         self.padding = padding
         self.depth = depth
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.spatial_dims = spatial_dims
-        rates = list(level_dropout) if level_dropout is not None else [0.0] * (depth + 1)
-        pad = 1 if padding == "same" else 0
-        widths = [base_channels * 2**i for i in range(depth + 1)]
-        pools = self.pool_sizes(depth, spatial_dims, anisotropic_levels)
-
-        def conv_kw(level: int) -> dict[str, Any]:
-            return {"padding": pad, "norm": norm, "act": act, "dropout": rates[level], "dims": spatial_dims}
-
-        self.inc = BLOCKS[block](in_channels, widths[0], **conv_kw(0))
-        self.downs = nn.ModuleList(
-            Down(widths[i], widths[i + 1], pool=pools[i], block=block, **conv_kw(i + 1)) for i in range(depth)
-        )
-        self.drop = DROPOUT[spatial_dims](dropout) if dropout > 0 else nn.Identity()
-        self.ups = nn.ModuleList(
-            Up(
-                widths[i + 1],
-                widths[i],
-                mode=up,
-                scale=pools[i],
-                block=block,
-                attention=attention,
-                **conv_kw(i),
-            )
-            for i in reversed(range(depth))
-        )
-        self.head = CONV[spatial_dims](widths[0], num_classes, kernel_size=1)
-        he_init_(self)
+        #: per level, top to bottom: the dropout rate inside its blocks
+        self.level_rates = list(level_dropout) if level_dropout is not None else [0.0] * (depth + 1)
+        self.pools = self.pool_sizes(depth, spatial_dims, anisotropic_levels)
 
     @staticmethod
     def pool_sizes(depth: int, dims: int, anisotropic_levels: int = 0) -> list[int | tuple[int, ...]]:
@@ -288,6 +231,120 @@ class UNet(nn.Module):
             return self._forward(x)
         x, shape = pad_to_multiple(x, self.size_multiples)
         return center_crop(self._forward(x), shape)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DeepSupervision:
+    """Mixin for members with deep supervision: ``_forward`` leaves the extra heads' logits in ``aux_logits`` (in
+    training; the trainer averages their losses with the main one), and they are cropped as the main output."""
+
+    aux_logits: list[torch.Tensor]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.aux_logits = []
+        out = super().forward(x)  # type: ignore[misc]
+        self.aux_logits = [center_crop(a, out.shape[2:]) for a in self.aux_logits]
+        return out
+
+
+@register_model("unet")
+class UNet(UNetBase):
+    """U-Net (Ronneberger et al. 2015) for 2-D images or 3-D volumes, configurable beyond the paper.
+
+    Args:
+        in_channels: image channels (1 for grayscale).
+        num_classes: output channels; 1 means a binary sigmoid output, >= 2 a softmax over classes.
+        depth: number of poolings (paper: 4).
+        base_channels: channels at the first level, doubling per level (paper: 64; Keras tutorial: 16).
+        padding: ``"valid"`` (paper, output smaller than input) or ``"same"`` (any size in, same size out).
+        up: ``"transpose"`` (paper's 2x2 up-convolution) or ``"bilinear"`` (trilinear in 3-D).
+        norm: ``None`` (paper), ``"batch"``, ``"instance"`` or ``"group"``.
+        act: activation name (paper: ``"relu"``).
+        dropout: dropout rate at the end of the contracting path (paper: 0.5 at the bottleneck).
+        level_dropout: optional per-level rates (``depth + 1`` values, top to bottom), applied between the
+            two convolutions of each level in encoder and decoder, as in the Keras tutorial.
+        spatial_dims: 2 (images, ``(N, C, H, W)``) or 3 (volumes, ``(N, C, D, H, W)``).
+        anisotropic_levels: 3-D only: the first k poolings keep z (pool 1x2x2), for stacks whose z spacing
+            is coarser than x/y.
+        block: ``"double"`` (two conv-norm-act, the paper) or ``"residual"`` (residual units).
+        attention: additive attention gates on the skips (Oktay et al. 2018).
+
+    Shapes: ``(N, in_channels, *S)`` → ``(N, num_classes, *S')`` with ``S' = S`` for ``"same"`` and
+    ``S' = output_size(S)`` per axis for ``"valid"``.
+
+    Example:
+        >>> net = UNet(in_channels=1, num_classes=2, padding="valid")  # the paper's 31,030,658 parameters
+        >>> net(torch.zeros(1, 1, 572, 572)).shape
+        torch.Size([1, 2, 388, 388])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 1,
+        depth: int = 4,
+        base_channels: int = 64,
+        padding: str = "same",
+        up: str = "transpose",
+        norm: str | None = None,
+        act: str = "relu",
+        dropout: float = 0.0,
+        level_dropout: Sequence[float] | None = None,
+        spatial_dims: int = 2,
+        anisotropic_levels: int = 0,
+        block: str = "double",
+        attention: bool = False,
+        deep_supervision: bool = False,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            num_classes,
+            depth,
+            base_channels,
+            padding,
+            up,
+            norm,
+            act,
+            dropout,
+            level_dropout,
+            spatial_dims,
+            anisotropic_levels,
+        )
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
+        if deep_supervision:
+            raise ValueError(
+                "deep_supervision is a U-Net++ and dense-unet option (--arch unet++, dense-unet)"
+            )
+        self.hparams.update(block=block, attention=attention)
+        rates, pools = self.level_rates, self.pools
+        pad = 1 if padding == "same" else 0
+        widths = [base_channels * 2**i for i in range(depth + 1)]
+
+        def conv_kw(level: int) -> dict[str, Any]:
+            return {"padding": pad, "norm": norm, "act": act, "dropout": rates[level], "dims": spatial_dims}
+
+        self.inc = BLOCKS[block](in_channels, widths[0], **conv_kw(0))
+        self.downs = nn.ModuleList(
+            Down(widths[i], widths[i + 1], pool=pools[i], block=block, **conv_kw(i + 1)) for i in range(depth)
+        )
+        self.drop = DROPOUT[spatial_dims](dropout) if dropout > 0 else nn.Identity()
+        self.ups = nn.ModuleList(
+            Up(
+                widths[i + 1],
+                widths[i],
+                mode=up,
+                scale=pools[i],
+                block=block,
+                attention=attention,
+                **conv_kw(i),
+            )
+            for i in reversed(range(depth))
+        )
+        self.head = CONV[spatial_dims](widths[0], num_classes, kernel_size=1)
+        he_init_(self)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.inc(x)]

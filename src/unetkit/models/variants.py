@@ -16,7 +16,7 @@ from torch import nn
 
 from .blocks import BLOCKS, CONV, center_crop, he_init_, upsampler
 from .registry import register_model
-from .unet import UNet
+from .unet import DeepSupervision, UNet
 
 __all__ = ["UNetPlusPlus", "attention_unet", "residual_unet"]
 
@@ -36,7 +36,7 @@ def attention_unet(**kwargs: Any) -> UNet:
 
 
 @register_model("unet++")
-class UNetPlusPlus(UNet):
+class UNetPlusPlus(DeepSupervision, UNet):
     """U-Net++ (Zhou et al. 2018): node X(i, j) at level i merges X(i, 0..j-1) with the up-sampled
     X(i+1, j-1), so the skips become dense, nested pathways. With ``deep_supervision`` a 1x1 head reads
     each of X(0, 1..depth): training averages their losses (the trainer reads ``aux_logits``), inference
@@ -72,12 +72,6 @@ class UNetPlusPlus(UNet):
         del self.head
         self.aux_logits: list[torch.Tensor] = []
         he_init_(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.aux_logits = []
-        out = super().forward(x)
-        self.aux_logits = [center_crop(a, out.shape[2:]) for a in self.aux_logits]  # like the main output
-        return out
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         depth = self.depth

@@ -3,7 +3,6 @@ and the process memory figures it reads."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ def fit_batch(
     from ..losses import get_loss
     from ..models import create_model
 
-    kw = {k: v for k, v in dataclasses.asdict(model_cfg).items() if k != "arch"}
+    kw = model_cfg.kwargs()
     kw.update(in_channels=in_ch, num_classes=classes, norm="batch")
     net = create_model(model_cfg.arch, **kw).to(device)
     opt = torch.optim.Adam(net.parameters(), 1e-3)

@@ -89,7 +89,7 @@ class Plan:
             ),
             (
                 "network",
-                f"U-Net depth {m.depth}, base {m.base_channels}, {m.norm} norm"
+                f"{'U-Net' if m.arch == 'unet' else m.arch} depth {m.depth}, base {m.base_channels}, {m.norm} norm"
                 + (f", {m.anisotropic_levels} in-plane-only pooling(s)" if m.anisotropic_levels else ""),
             ),
             ("patches", f"{patch}, batch {t.batch_size}, {d.normalization} normalisation"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 
-from ..config import DataConfig, ModelConfig, TrainConfig
+from ..config import DENSE_ONLY, DataConfig, ModelConfig, TrainConfig
 from ..errors import ConfigError
 from ..models import ValidGeometry
 from ..pretrained import PretrainedModel
@@ -63,6 +63,28 @@ def receptive_field(depth: int) -> int:
     return 2 * ValidGeometry(depth).margin + 1
 
 
+#: why an architecture option left at its default is what it is
+OPTION_DEFAULTS = {
+    "growth_rate": "the default: half of base_channels per dense layer (DenseNet-BC), about a U-Net's FLOPs",
+    "dense_layers": "the default: 4 layers in every dense block (FC-DenseNet56)",
+    "compression": "the default: transitions keep half the channels (DenseNet-BC)",
+    "bottleneck": "the default: a 1x1 convolution to 4x the growth rate before each 3x3 (DenseNet-BC)",
+    "memory_efficient": "the default: every map kept for the backward pass (--memory-efficient recomputes them)",
+}
+
+
+def architecture_options(model: ModelConfig, reasons: dict[str, str]) -> None:
+    """The chosen architecture's own options go into the plan as given (or as their defaults, for dense-unet):
+    the plan file must rebuild the network that was measured."""
+    defaults = ModelConfig()
+    names = ["deep_supervision", *(DENSE_ONLY if model.arch == "dense-unet" else ())]
+    for name in names:
+        if getattr(model, name) != getattr(defaults, name):
+            reasons[f"model.{name}"] = "given on the command line"
+        elif name in OPTION_DEFAULTS:
+            reasons[f"model.{name}"] = OPTION_DEFAULTS[name]
+
+
 def geometry_rules(
     fp: Fingerprint, cuda: bool, model: ModelConfig, dcfg: DataConfig, reasons: dict[str, str]
 ) -> None:
@@ -94,10 +116,15 @@ def geometry_rules(
         patch = min(cap, _round_up(max(patch, 256 if dims == 2 else 96), 2**depth), limit)
     while depth > 2 and patch / 2**depth < MIN_BOTTLENECK:
         depth -= 1
-    model.arch, model.padding, model.depth = "unet", "same", depth
+    model.padding, model.depth = "same", depth
     model.spatial_dims = dims
     rf = receptive_field(depth)
-    reasons["model.arch"] = "the U-Net itself; the variants change little once the configuration is right"
+    reasons["model.arch"] = (
+        "the U-Net itself; the variants change little once the configuration is right"
+        if model.arch == "unet"
+        else f"chosen (--arch {model.arch}): the batch and the epochs below are measured on it"
+    )
+    architecture_options(model, reasons)
     reasons["model.padding"] = "padded convolutions: any tile size, the output covers the whole input"
     reasons["model.spatial_dims"] = "volumes (dataset.yaml: spatial_dims 3)" if dims == 3 else "2-D images"
     reasons["model.depth"] = (

@@ -4,7 +4,6 @@ optimiser, schedule and scaler; and the ``last.pt``/``best.pt`` payloads that le
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,7 +218,7 @@ def build_training(
     )
     log.info("%s", note)
     torch.manual_seed(cfg.train.seed)
-    model_kw = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "arch"}
+    model_kw = cfg.model.kwargs()
     try:
         model = create_model(cfg.model.arch, **model_kw).to(device)
     except (ValueError, TypeError) as exc:
