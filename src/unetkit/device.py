@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["autocast", "compile_cache_dir", "compile_model", "resolve_device"]
+__all__ = ["autocast", "compile_cache_dir", "compile_model", "resolve_device", "tune_allocator"]
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -93,3 +95,31 @@ def compile_model(model: torch.nn.Module) -> torch.nn.Module:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
     compiled: torch.nn.Module = torch.compile(model, dynamic=False)  # type: ignore[assignment]
     return compiled
+
+
+#: glibc ``mallopt`` parameters (malloc.h) and the values :func:`tune_allocator` sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 * 2**20  # glibc's largest: blocks above it are mapped, and unmapped when freed
+TRIM_THRESHOLD = 2**31 - 1
+
+
+def tune_allocator() -> bool:
+    """Keep freed memory in the process for the next tensor instead of returning it to the kernel (glibc only;
+    the CLI calls this once; ``UNETKIT_MALLOC=system`` leaves glibc's defaults). Returns whether it applied.
+
+    glibc's defaults hand every freed block above a few MiB back to the kernel (unmapped, or trimmed off the
+    heap's top), so each training step or tile batch maps its activations afresh and the kernel zeroes every page
+    again on first touch: on the 2-core reference machine 4 million page faults per 2048² prediction, a third of
+    its time. With blocks up to 32 MiB served from the heap and the heap not trimmed, that work goes (2048²
+    prediction 1.4x, a 256² training step 1.2x faster); blocks above 32 MiB (whole images, accumulators) are
+    still mapped and returned, so peak memory stays within a few per cent on large images (``make bench-peers``
+    measures both)."""
+    if os.environ.get("UNETKIT_MALLOC", "").lower() == "system" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # musl or another C library
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )

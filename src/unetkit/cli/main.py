@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from ..device import tune_allocator
 from ..errors import UnetkitError
 from ..training import TrainingInterrupted
 from ..version import __version__
@@ -59,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("unetkit: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)
+    tune_allocator()  # tensors reuse freed memory instead of faulting in fresh pages (device.tune_allocator)
     previous = _forward_sigterm()
     try:
         return int(args.run(args) or 0)
