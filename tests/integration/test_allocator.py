@@ -12,10 +12,9 @@ from unetkit.device import tune_allocator
 applied = tune_allocator()
 x = torch.ones(1)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(40):  # what a training step or a tile batch does: activations made and freed
-    a = torch.empty(3 * 2**20, dtype=torch.float32).fill_(1.0)  # 12 MiB
-    b = a * 2
-    del a, b
+for _ in range(40):  # what a training step or a tile batch does: activations made, all alive, then freed
+    alive = [torch.ones(3 * 2**20) * i for i in range(8)]  # 8 x 12 MiB
+    del alive
 print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
@@ -34,7 +33,8 @@ def test_freed_tensor_memory_is_reused_not_faulted_in_again():
     tuned, tuned_faults = faults()
     system, system_faults = faults(UNETKIT_MALLOC="system")
     assert tuned and not system
-    # 40 x 24 MiB made and freed: glibc's defaults fault every page in again (about 6,000 per round); tuned, the
-    # heap keeps them after the first round
-    assert system_faults > 40 * 3000
-    assert tuned_faults < system_faults / 10
+    # 40 rounds of 96 MiB made and freed: tuned, the heap keeps the pages after the first round (about 24,500
+    # faults) and is never trimmed. With glibc's defaults the outcome depends on the heap's layout: when its free top
+    # can be trimmed (most runs here) every round faults its pages in again, about a million faults; when something
+    # sits above it, the pages stay. So only the tuned bound is asserted; both counts are in the message.
+    assert tuned_faults < 4 * 24_576, (tuned_faults, system_faults)
