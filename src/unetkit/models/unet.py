@@ -8,7 +8,7 @@ input internally to a multiple of ``2**depth``, so it accepts any size and retur
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +123,9 @@ class UNetBase(nn.Module):
     ``_forward``: the input shape checked, a padded network's input padded to the pooling grid and its output
     cropped back. Subclasses build their layers and define ``_forward``."""
 
+    #: the network on an input its pooling accepts (each member defines it)
+    _forward: Callable[[torch.Tensor], torch.Tensor]
+
     def __init__(
         self,
         in_channels: int = 1,
@@ -231,9 +234,6 @@ class UNetBase(nn.Module):
             return self._forward(x)
         x, shape = pad_to_multiple(x, self.size_multiples)
         return center_crop(self._forward(x), shape)
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
 
 class DeepSupervision:
