@@ -43,12 +43,16 @@ from unetkit.device import compile_cache_dir, cpu_has_native_bf16, tune_allocato
 from unetkit.models import create_model
 
 
-def timeit(fn, repeat: int = 3) -> float:
+def timeit(fn, repeat: int = 3, best: bool = False) -> float:
+    """Seconds per call after a warm-up: the mean of ``repeat`` calls, or with ``best`` the fastest (a ceiling is
+    what the hardware can do, and the machine's noise only ever slows a call down)."""
     fn()
-    t0 = time.perf_counter()
+    times = []
     for _ in range(repeat):
+        t0 = time.perf_counter()
         fn()
-    return (time.perf_counter() - t0) / repeat
+        times.append(time.perf_counter() - t0)
+    return min(times) if best else sum(times) / repeat
 
 
 def interleaved(fns: dict[str, object], rounds: int = 5) -> dict[str, float]:
@@ -66,22 +70,10 @@ def interleaved(fns: dict[str, object], rounds: int = 5) -> dict[str, float]:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def best_time(fn, repeat: int = 7) -> float:
-    """The fastest of ``repeat`` calls after a warm-up: a ceiling is what the hardware can do, and the machine's
-    noise only ever slows a call down."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def conv_ceiling(bf16: bool, dims: int = 2) -> float:
     """The single-image ceiling: the best GFLOP/s of one 3x3 (3x3x3) convolution on one image at the shapes a
     U-Net's levels have (2-D: 16 channels at 512² ... 256 at 64²; 3-D: 16 at 64³ ... 128 at 16³), in the layout
-    unetkit runs (channels-last in 2-D), fastest call of several (``best_time``); the input is already in the
+    unetkit runs (channels-last in 2-D), fastest of 7 calls; the input is already in the
     computing precision."""
     best = 0.0
     shapes = (
@@ -100,7 +92,7 @@ def conv_ceiling(bf16: bool, dims: int = 2) -> float:
         if bf16:
             conv, x = conv.to(torch.bfloat16), x.to(torch.bfloat16)
         with torch.inference_mode():
-            best = max(best, flops / best_time(lambda conv=conv, x=x: conv(x)) / 1e9)
+            best = max(best, flops / timeit(lambda conv=conv, x=x: conv(x), 7, best=True) / 1e9)
     return best
 
 
@@ -471,11 +463,8 @@ def main() -> None:
         large = {label: in_fresh_process(label, args.large) for label in [*ENGINES, DEFAULTS, PEER]}
         large[SYSTEM_MALLOC] = in_fresh_process("unetkit fast path", args.large, system_malloc=True)
         for label, info in large.items():
-            prec = (
-                engines[label if label != SYSTEM_MALLOC else "unetkit fast path"].precision
-                if label != PEER
-                else "float32"
-            )
+            engine = "unetkit fast path" if label == SYSTEM_MALLOC else label
+            prec = engines[engine].precision if engine in engines else "float32"
             rows.append(
                 (
                     f"inference {args.large}² (fresh process): time, peak RSS while predicting",

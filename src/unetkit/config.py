@@ -60,8 +60,11 @@ SCHEDULES = ("cosine", "poly", "constant")
 PADDINGS = ("same", "valid")
 UPSAMPLINGS = ("transpose", "bilinear")
 NORMS = ("batch", "instance", "group", "none")
-#: model fields only ``dense-unet`` takes
-DENSE_ONLY = ("growth_rate", "dense_layers", "compression", "bottleneck", "memory_efficient")
+#: model fields that only one architecture takes (``ModelConfig.kwargs`` leaves them out for the others,
+#: ``check_config`` refuses them there)
+ARCH_ONLY = {"dense-unet": ("growth_rate", "dense_layers", "compression", "bottleneck", "memory_efficient")}
+#: all of them, in order (their CLI flags)
+ARCH_ONLY_FIELDS = tuple(name for names in ARCH_ONLY.values() for name in names)
 BLENDS = ("gaussian", "taper", "constant", "crop")
 PRECISIONS = ("float32", "bfloat16", "auto")
 ENGINES = ("torch", "onnxruntime")
@@ -192,14 +195,14 @@ class ModelConfig:
         "less training memory, more time; same gradients",
     )
 
+    def foreign(self) -> dict[str, str]:
+        """The fields of other architectures (:data:`ARCH_ONLY`), each with the architecture it belongs to."""
+        return {name: arch for arch, names in ARCH_ONLY.items() if arch != self.arch for name in names}
+
     def kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of ``create_model(arch, ...)``: every field but ``arch``, without the options
-        of another architecture (:data:`DENSE_ONLY`; :func:`check_config` refuses them when set)."""
-        kw = {k: v for k, v in asdict(self).items() if k != "arch"}
-        if self.arch != "dense-unet":
-            for name in DENSE_ONLY:
-                del kw[name]
-        return kw
+        """The keyword arguments of ``create_model(arch, ...)``: every field but ``arch`` and :meth:`foreign`."""
+        foreign = self.foreign()
+        return {k: v for k, v in asdict(self).items() if k != "arch" and k not in foreign}
 
 
 @dataclass
@@ -529,15 +532,14 @@ def check_config(cfg: RunConfig) -> None:
         ("train.loss", t.loss, ("auto", *LOSS_NAMES)),
         ("model.padding", m.padding, PADDINGS),
     ]
-    if m.arch != "dense-unet":
-        defaults = ModelConfig()
-        for name in DENSE_ONLY:
-            if getattr(m, name) != getattr(defaults, name):
-                flag = "--" + name.replace("_", "-")
-                raise ConfigError(
-                    f"model.{name} ({flag}) is a dense-unet option; this run's architecture is {m.arch!r}: "
-                    f"add --arch dense-unet or drop {flag}"
-                )
+    defaults = ModelConfig()
+    for name, owner in m.foreign().items():
+        if getattr(m, name) != getattr(defaults, name):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(
+                f"model.{name} ({flag}) is a {owner} option; this run's architecture is {m.arch!r}: "
+                f"add --arch {owner} or drop {flag}"
+            )
     for name, value, allowed in choices:
         if value not in allowed:
             raise ConfigError(f"{name} {value!r} is unknown; choose one of {', '.join(map(str, allowed))}")

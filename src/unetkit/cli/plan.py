@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import DENSE_ONLY, RunConfig, check_config
+from ..config import ARCH_ONLY_FIELDS, RunConfig, check_config
 from ..errors import ConfigError
 from ..models.registry import list_models
 from ..planning import DEFAULT_BUDGET, PLAN_FILE
@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_progress(p)
     add_reading_args(p)
     m = p.add_argument_group("model (the plan chooses the rest)")
-    add_options(m, "model", ("arch", "deep_supervision", *DENSE_ONLY), arch={"choices": list_models()})
+    add_options(m, "model", ("arch", "deep_supervision", *ARCH_ONLY_FIELDS), arch={"choices": list_models()})
     p.set_defaults(run=run)
 
 

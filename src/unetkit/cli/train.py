@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..config import DENSE_ONLY, RunConfig, check_config, replace
+from ..config import ARCH_ONLY_FIELDS, RunConfig, check_config, replace
 from ..errors import ConfigError
 from ..models import list_models
 from ..planning import (
@@ -99,7 +99,7 @@ MODEL = (
     "spatial_dims",
     "anisotropic_levels",
     "deep_supervision",
-    *DENSE_ONLY,
+    *ARCH_ONLY_FIELDS,
 )
 
 

@@ -240,7 +240,6 @@ class DenseUNet(DeepSupervision, UNetBase):
             memory_efficient=memory_efficient,
             deep_supervision=deep_supervision,
         )
-        self.deep_supervision = deep_supervision
         dims, rates, pools = spatial_dims, self.level_rates, self.pools
 
         def kw(level: int) -> dict[str, Any]:

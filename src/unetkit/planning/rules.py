@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 
-from ..config import DENSE_ONLY, DataConfig, ModelConfig, TrainConfig
+from ..config import ARCH_ONLY, DataConfig, ModelConfig, TrainConfig
 from ..errors import ConfigError
 from ..models import ValidGeometry
 from ..pretrained import PretrainedModel
@@ -74,10 +74,10 @@ OPTION_DEFAULTS = {
 
 
 def architecture_options(model: ModelConfig, reasons: dict[str, str]) -> None:
-    """The chosen architecture's own options go into the plan as given (or as their defaults, for dense-unet):
-    the plan file must rebuild the network that was measured."""
+    """The chosen architecture's own options go into the plan as given (or as their defaults): the plan file must
+    rebuild the network that was measured."""
     defaults = ModelConfig()
-    names = ["deep_supervision", *(DENSE_ONLY if model.arch == "dense-unet" else ())]
+    names = ["deep_supervision", *ARCH_ONLY.get(model.arch, ())]
     for name in names:
         if getattr(model, name) != getattr(defaults, name):
             reasons[f"model.{name}"] = "given on the command line"
