@@ -54,6 +54,8 @@ LAYOUTS = ("paired", "flat", "dsb", "isbi", "ctc", "list")
 ENCODINGS = ("binary", "classes", "rgb", "instances")
 TARGETS = ("foreground", "border")
 NORMALIZATIONS = ("percentile", "fixed", "dataset", "minmax", "zscore", "none")
+#: what validation holds out (DataConfig.val_split)
+VAL_SPLITS = ("auto", "images", "objects", "rows")
 LOSS_NAMES = ("bce", "ce", "dice", "bce_dice", "ce_dice", "focal", "focal_dice")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "poly", "constant")
@@ -254,7 +256,16 @@ class DataConfig:
     norm_low: float = option(1.0, "percentile normalisation: the percentile mapped to 0")
     norm_high: float = option(99.8, "percentile normalisation: the percentile mapped to 1")
     norm_scale: float = option(255.0, "fixed normalisation: divide by this")
-    val_fraction: float = option(0.2, "fraction of images (or rows, for < 4 images) held out for validation")
+    val_fraction: float = option(
+        0.2, "fraction of images (or of each image, for < 4 images) held out for validation"
+    )
+    val_split: str = option(
+        "auto",
+        "what validation holds out: whole images, whole objects (with their surroundings) or the bottom rows of "
+        "each image",
+        choices=VAL_SPLITS,
+        default_text="auto: images from 4 images on; with fewer, objects for 2-D object masks, else rows",
+    )
     patch_size: int = option(256, "training patch size = network input size in pixels", aliases=("--patch",))
     input_scale: float | None = option(
         None,
@@ -527,6 +538,7 @@ def check_config(cfg: RunConfig) -> None:
         ("data.mask_encoding", d.mask_encoding, ("auto", *ENCODINGS)),
         ("data.target", d.target, TARGETS),
         ("data.normalization", d.normalization, NORMALIZATIONS),
+        ("data.val_split", d.val_split, VAL_SPLITS),
         ("train.optimizer", t.optimizer, OPTIMIZERS),
         ("train.schedule", t.schedule, SCHEDULES),
         ("train.loss", t.loss, ("auto", *LOSS_NAMES)),

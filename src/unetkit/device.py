@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,14 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["autocast", "compile_cache_dir", "compile_model", "resolve_device", "tune_allocator"]
+__all__ = [
+    "autocast",
+    "compile_cache_dir",
+    "compile_model",
+    "process_started",
+    "resolve_device",
+    "tune_allocator",
+]
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -123,3 +131,19 @@ def tune_allocator() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
+
+
+def process_started() -> float:
+    """When this process started, as a ``time.perf_counter()`` reading: a command's time budget counts its
+    start-up (Python and torch imports) too. Linux reads it from ``/proc``; elsewhere, or if that fails, now."""
+    now = time.perf_counter()
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        ticks = int(
+            stat[stat.rindex(")") + 2 :].split()[19]
+        )  # field 22, starttime, in clock ticks after boot
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return now
+    return now - age if age >= 0 else now

@@ -6,7 +6,7 @@ from unetkit.data.checks import check_dataset
 from unetkit.data.dataset import PatchDataset, SampleStore, split_views
 from unetkit.data.io import to_channels_first
 from unetkit.data.layouts import paired_folders
-from unetkit.data.masks import MaskEncoding
+from unetkit.data.masks import IGNORE, MaskEncoding
 from unetkit.data.normalize import Normalizer, normalize
 from unetkit.data.synthetic import count_touching_pairs
 
@@ -109,11 +109,33 @@ def test_split_by_images_or_by_region_for_few_images(tmp_path):
     assert len(val) == 2 and len(train) == 8
     assert not {t.index for t in train} & {v.index for v in val}
     store = _store(tmp_path / "b", 2)
-    train, val, note = split_views(store, [40, 40], 0.25, seed=0)
-    assert "only 2 image(s)" in note
+    train, val, note = split_views(store, [40, 40], 0.25, seed=0, how="rows")
+    assert "only 2 image(s)" in note and "bottom 25%" in note
     (ti, tt), (vi, vt) = train[0].read(store), val[0].read(store)
     assert ti.shape == (1, 30, 30) and vi.shape == (1, 10, 30)
     np.testing.assert_array_equal(np.concatenate([tt, vt]), store[0][1])
+
+
+def test_few_images_of_objects_hold_out_whole_objects_with_their_surroundings(tmp_path):
+    from unetkit import synth_nuclei
+
+    image, labels = synth_nuclei((160, 200), seed=4)
+    write_image(tmp_path / "images" / "a.png", image)
+    write_image(tmp_path / "masks" / "a.png", labels)
+    store = SampleStore(paired_folders(tmp_path), MaskEncoding("instances"), Normalizer("percentile"), 1)
+    (train,), (val,), note = split_views(store, [160], 0.2, seed=0)
+    assert "whole objects" in note
+    t, v = train.read(store)[1], val.read(store)[1]
+    counted_t, counted_v = t != IGNORE, v != IGNORE
+    assert not (counted_t & counted_v).any() and (counted_t | counted_v).all()  # a partition of the image
+    assert 0.1 < counted_v.mean() < 0.5 and val.pixels((160, 200)) == counted_v.sum()
+    for label in np.unique(labels[labels > 0]):  # every object whole on one side
+        inside = counted_v[labels == label]
+        assert inside.all() or not inside.any(), label
+    assert (labels[counted_v] > 0).any() and (labels[counted_v] == 0).any()  # objects and their surroundings
+    # rows when asked for, or when an image holds too few objects to hold some out
+    (_,), (rows,), note = split_views(store, [160], 0.2, seed=0, how="rows")
+    assert rows.rows == (128, 160) and "bottom 20%" in note
 
 
 def test_store_reads_lazily_and_keeps_within_its_memory_budget(tmp_path):

@@ -128,10 +128,19 @@ def test_norm_learning_rate_width_and_epochs():
 
 
 def test_the_time_budget_stops_before_an_epoch_that_would_overrun_it():
-    st = TrainState(history=[{"seconds": 10.0}, {"seconds": 10.0}], epoch=2)
-    assert not _budget_spent(st, 31.0, epochs=10)  # 20 spent + 10 expected fits in 31
-    assert _budget_spent(st, 29.0, epochs=10)
-    assert not _budget_spent(st, None, epochs=10) and not _budget_spent(st, 29.0, epochs=2)
+    import time
+
+    from unetkit.training.state import BudgetClock
+
+    # epoch 0 (the starting model's validation) and the first, warming-up epoch do not predict the next one
+    rows = [{"epoch": 0, "seconds": 1.0}, {"epoch": 1, "seconds": 30.0}, {"epoch": 2, "seconds": 10.0}]
+    st = TrainState(history=rows, epoch=2)
+    clock = BudgetClock(started=time.perf_counter() - 20.0)  # 20 s on the clock: planning counts
+    assert not _budget_spent(st, clock, 31.0, epochs=10)  # 20 spent + 10 expected fits in 31
+    assert _budget_spent(st, clock, 29.0, epochs=10)
+    assert not _budget_spent(st, clock, None, epochs=10) and not _budget_spent(st, clock, 29.0, epochs=2)
+    resumed = BudgetClock(started=time.perf_counter(), before=20.0)  # earlier processes' seconds count too
+    assert _budget_spent(st, resumed, 29.0, epochs=10)
 
 
 def test_the_length_fills_the_budget_with_epochs_of_measured_time():

@@ -8,9 +8,10 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
-from ..device import tune_allocator
+from ..device import process_started, tune_allocator
 from ..errors import UnetkitError
 from ..training import TrainingInterrupted
 from ..version import __version__
@@ -51,8 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # a command's clock (train --time-budget) starts with its process; called in-process (argv given), now
+    started = process_started() if argv is None else time.perf_counter()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.started = started
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logger = logging.getLogger("unetkit")
     if not logger.handlers:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.domains import DOMAINS
 from ..data.synthetic import STYLES, synthesize_dataset
 from ..errors import ConfigError
 
@@ -43,11 +44,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--style",
-        choices=STYLES,
+        choices=(*STYLES, *DOMAINS),
         default="default",
         help="default: DSB-like fluorescence crops; random: each image drawn from the domain-randomised family "
-        "(nuclei ~6-60 px, sparse to packed, dim to saturated, clean to noisy, hazy, 8/12/16-bit); held-out: "
-        "ranges that family never draws, to test generalisation (default: default)",
+        "(version 3: nuclei 5-80 px, single to confluent sheets, dim to saturated, few photons to clean, "
+        "out of focus, unevenly lit, hazy, 8/12/16-bit cameras; random@2: version 2); held-out: ranges version 2 "
+        f"never draws; a domain of the style-shift suite ({', '.join(DOMAINS)}): its fixed setting "
+        "(default: default)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
     p.set_defaults(run=run)

@@ -15,6 +15,7 @@ from ..planning import (
     DEFAULT_BUDGET,
     parse_duration,
 )
+from ..training.run_folder import RunFolder
 from ..workflows.plan import plan_for_training
 from ..workflows.train import announce, new_folder, starting_from, train
 from .common import add_data_args, add_progress, config_with_data_args, reading_config
@@ -48,9 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--time-budget",
-        help=f"training time, planning included, e.g. 5m, 2h: the plan's epochs fill it (from its measured "
-        f"times), and no epoch starts that would overrun it (default for a new plan: {CPU_TRAIN_BUDGET} on a CPU, "
-        f"{DEFAULT_BUDGET} on a GPU)",
+        help="the command's time, e.g. 5m, 2h: one clock from its start (planning included) to the last "
+        "validation; the plan's epochs fill it (from its measured times), and no epoch starts that would "
+        f"overrun it (default for a new plan: {CPU_TRAIN_BUDGET} on a CPU, {DEFAULT_BUDGET} on a GPU)",
     )
     p.add_argument(
         "--resume",
@@ -62,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("training")
     add_options(g, "train", ("epochs", "steps_per_epoch", "batch_size", "lr", "loss", "patience", "seed"))
     add_options(g, "train", ("device", "num_workers", "amp", "init"))
-    add_options(g, "data", ("val_fraction", "augment", "input_scale"))
+    add_options(g, "data", ("val_fraction", "val_split", "augment", "input_scale"))
     a = p.add_argument_group("augmentation (image, mask and weight map alike; seeded)")
     add_options(a, "data", AUGMENTATION)
     o = p.add_argument_group("optimisation")
@@ -124,6 +125,7 @@ RESUME_ALLOWED = {
     "command",
     "verbose",
     "quiet",
+    "started",
 }
 
 
@@ -150,6 +152,8 @@ def planned_config(args: argparse.Namespace, out: Path | None = None) -> tuple[R
         fixed_length=args.epochs is not None or args.steps_per_epoch is not None,
         out=out,
         progress=args.progress,
+        init=args.init,
+        started=args.started,
     )
 
 
@@ -170,10 +174,12 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             progress=args.progress,
             nproc=args.nproc,
+            started=args.started,
         )
     else:
         check_config(config_from_args(args, RunConfig()))  # the flags themselves, before any planning
         out = Path(args.out) if args.out else default_run_dir(args.data)
+        RunFolder(out).existing(args.overwrite)  # refused before any planning: a run is there already
         planned, measured = planned_config(args, out)
         cfg = config_from_args(args, planned)
         cfg = starting_from(cfg, keep_lr=args.lr is not None)  # said before training is announced
@@ -198,13 +204,16 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=args.progress,
             nproc=args.nproc,
+            started=args.started,
+            # the plan's epochs are an estimate for the budget unless the flags fix the length
+            fill_budget=planned is not None and args.epochs is None and args.steps_per_epoch is None,
         )
     if int(os.environ.get("RANK", "0")):  # under torchrun: rank 0 reports
         return 0
     stop = "stopped early" if result.stopped_early else "finished"
+    at = "epoch 0 (the starting model)" if result.best_epoch == 0 else f"epoch {result.best_epoch}"
     print(
-        f"training {stop} after {len(result.history)} epoch(s); best validation Dice "
-        f"{result.best_score:.4f} at epoch {result.best_epoch}\n"
+        f"training {stop} after {result.trained_epochs} epoch(s); best validation Dice {result.best_score:.4f} at {at}\n"
         f"  best checkpoint: {result.best_checkpoint}\n  curves: {result.run_dir / 'curves.png'}\n"
         f"  TensorBoard: tensorboard --logdir {result.run_dir / 'tb'}"
     )

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 from torch.utils.data import Dataset
 
 from ..errors import DataError
@@ -99,39 +100,74 @@ class SampleStore:
 
 @dataclass(frozen=True)
 class View:
-    """Sample ``index`` of a store, restricted to rows ``[row0, row1)`` (``None``: all rows)."""
+    """Sample ``index`` of a store, restricted to rows ``[row0, row1)`` (``None``: all rows), or with its
+    ``held_out`` pixels (whole objects and their surroundings) the only ones that count (``validation``) or the
+    ones that do not (training: unlabelled there)."""
 
     index: int
     name: str
     rows: tuple[int, int] | None = None
+    held_out: np.ndarray | None = field(default=None, compare=False, repr=False)
+    validation: bool = False
+
+    def pixels(self, shape: tuple[int, ...]) -> int:
+        """The pixels (voxels) of this view of a sample of spatial ``shape`` that count, without reading it."""
+        if self.held_out is not None:
+            held = int(self.held_out.sum())
+            return held if self.validation else int(np.prod(shape)) - held
+        rows = self.rows[1] - self.rows[0] if self.rows else shape[0]
+        return int(rows * np.prod(shape[1:]))
 
     def read(self, store: SampleStore) -> tuple[np.ndarray, ...]:
         item = store[self.index]
+        if self.held_out is not None:
+            image, target, *rest = item
+            hidden = ~self.held_out if self.validation else self.held_out
+            return (image, np.where(hidden, np.uint8(IGNORE), target), *rest)
         if self.rows is None:
             return item
         r0, r1 = self.rows
         return (item[0][:, r0:r1], *(a[r0:r1] for a in item[1:]))
 
 
-def split_views(
-    store: SampleStore, heights: list[int], val_fraction: float, seed: int
-) -> tuple[list[View], list[View], str]:
-    """Hold out whole images for validation, or, with fewer than 4 images, the last rows of each image.
+#: object-wise validation needs at least this many objects in an image, else its bottom rows are held out
+MIN_OBJECTS_TO_HOLD_OUT = 5
 
-    Returns ``(train, val, note)``; the note says which split was used.
+
+def split_views(
+    store: SampleStore, heights: list[int], val_fraction: float, seed: int, how: str = "auto"
+) -> tuple[list[View], list[View], str]:
+    """Hold out whole images for validation (``how="images"``, or ``auto`` from 4 images on), whole objects of
+    each image with their surroundings (``objects``, or ``auto`` below 4 images of 2-D object masks), or the
+    bottom rows of each image (``rows``). ``val_fraction``: the share of images, or of each image's pixels.
+
+    Returns ``(train, val, note)``; the note says which split was used. Holding out objects rather than rows
+    keeps every validation object whole (a cut through an object is scored as a wrong border) and spreads
+    validation over the image instead of its bottom strip.
     """
     if not 0 < val_fraction < 1:
         raise DataError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     names = [s.name for s in store.samples]
     n = len(names)
-    if n >= 4:
+    if how == "images" or (how == "auto" and n >= 4):
+        if n < 2:
+            raise DataError("data.val_split images: needs at least 2 images; use objects or rows")
         order = np.random.default_rng(seed).permutation(n)
-        n_val = max(1, round(n * val_fraction))
+        n_val = min(n - 1, max(1, round(n * val_fraction)))
         val = [View(int(i), names[i]) for i in sorted(order[:n_val])]
         train = [View(int(i), names[i]) for i in sorted(order[n_val:])]
         return train, val, f"validating on {n_val} of {n} images"
-    train, val = [], []
+    objects = how == "objects" or (
+        how == "auto" and not store.volumes and store.encoding.name in ("instances", "binary")
+    )
+    train, val, held = [], [], 0
     for i, h in enumerate(heights):
+        region = _held_out_objects(store, i, val_fraction, seed) if objects else None
+        if region is not None:
+            train.append(View(i, names[i], held_out=region))
+            val.append(View(i, f"{names[i]}[held-out objects]", held_out=region, validation=True))
+            held += 1
+            continue
         cut = h - max(1, round(h * val_fraction))
         if cut < 1:
             raise DataError(
@@ -139,11 +175,48 @@ def split_views(
             )
         train.append(View(i, names[i], (0, cut)))
         val.append(View(i, f"{names[i]}[rows {cut}:]", (cut, h)))
+    where = (
+        f"whole objects with their surroundings, about {val_fraction:.0%} of each image"
+        if held == n
+        else f"the bottom {val_fraction:.0%} of each image"
+        if not held
+        else f"whole objects in {held} image(s), the bottom {val_fraction:.0%} of the others"
+    )
     note = (
-        f"only {n} image(s): validating on the bottom {val_fraction:.0%} of each image "
-        "(rows held out from training); add images for a more reliable validation score"
+        f"only {n} image(s): validating on {where} (left out of training); add images for a more reliable "
+        "validation score"
     )
     return train, val, note
+
+
+def _held_out_objects(store: SampleStore, index: int, share: float, seed: int) -> np.ndarray | None:
+    """The region of randomly chosen whole objects of sample ``index`` with a margin of background around each,
+    about ``share`` of its pixels; objects the region touches join it whole. None when the sample has too few
+    objects to hold some out."""
+    target = store[index][1]
+    if target.ndim != 2:
+        return None
+    labels, count = ndi.label((target > 0) & (target != IGNORE))
+    if count < MIN_OBJECTS_TO_HOLD_OUT:
+        return None
+    boxes = ndi.find_objects(labels)
+    rng = np.random.default_rng([seed, index])
+    region = np.zeros(target.shape, bool)
+    goal = share * target.size
+    for k in rng.permutation(count):
+        box = boxes[k]
+        if box is None:
+            continue
+        margin = max(4, max(b.stop - b.start for b in box) // 2)
+        grown = tuple(slice(max(0, b.start - margin), b.stop + margin) for b in box)
+        region[grown] = True
+        if region.sum() >= goal:
+            break
+    touched = np.unique(labels[region])
+    region |= np.isin(labels, touched[touched > 0])  # no object is cut by the region's edge
+    if region.all() or region.sum() > 0.5 * target.size:
+        return None  # too few objects, too large: the rows are a better split
+    return region
 
 
 class PatchDataset(Dataset):

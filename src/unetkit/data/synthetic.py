@@ -8,6 +8,7 @@ Gaussian (read) noise. Every image comes with its instance labels. Generation is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,19 @@ class SynthParams:
     texture: float = 0.0  # extra chromatin granularity and dark nucleoli, share of the brightness
     cytoplasm: float = 0.0  # faint cell bodies around the nuclei (structured background), share of brightness
     debris_per_mpx: float = 0.0  # small unlabelled bright specks (debris, micronuclei under the minimum size)
+    # Version 3, off by default and drawn from a stream of their own (earlier styles' images stay bit for bit):
+    sheet: float = 0.0  # share of the image covered by confluent sheets of packed, touching nuclei
+    mitotic_per_mpx: float = 0.0  # condensed chromosomes: small, bright, jagged metaphase plates (objects)
+    apoptotic_per_mpx: float = 0.0  # pyknotic (small, very bright) and fragmented (2-4 bright bodies) nuclei
+    chromocenters: float = 0.0  # bright chromocenters and nucleoli inside the nuclei, share of the brightness
+    depth_blur: float = (
+        0.0  # extra blur (sigma, px) of the most out-of-focus nuclei: each lies at its own depth
+    )
+    vignetting: float = 0.0  # the light falls off towards the field's edge, by this share at the corners
+    illumination: float = 0.0  # uneven excitation: a smooth random field spanning exp(+-illumination)
+    offset: float = 0.0  # the camera's dark level, share of its full scale
+    full_scale: float = 0.0  # the share of the camera's range that brightness 1 reaches (0: 200/255 or 0.78)
+    hot_pixels_per_mpx: float = 0.0  # the camera's hot pixels: single bright pixels, never objects
 
 
 def synth_nuclei(
@@ -85,6 +99,7 @@ def synth_nuclei(
     rng = np.random.default_rng(seq)
     # The optional features draw from their own stream, so the default images are unchanged by them.
     extra = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, 7919)))
+    v3 = np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, 7927)))
     labels = np.zeros((h, w), np.uint16)
     signal = np.zeros((h, w), np.float32)
     # Chromatin texture: smoothed noise, mean 1, shared by all nuclei.
@@ -94,9 +109,9 @@ def synth_nuclei(
     mpx = h * w / 1e6
     nuclei: list[tuple[float, float, float]] = []  # (y, x, radius) of placed nuclei
 
-    def place(cy: float, cx: float, max_overlap: float) -> bool:
-        a = rng.uniform(*p.radius)
-        b = a * rng.uniform(*p.aspect)
+    def place(cy: float, cx: float, max_overlap: float, stream: np.random.Generator = rng) -> bool:
+        a = stream.uniform(*p.radius)
+        b = a * stream.uniform(*p.aspect)
         ok = _draw(
             labels,
             signal,
@@ -106,8 +121,8 @@ def synth_nuclei(
             cx,
             a,
             b,
-            rng.uniform(0, np.pi),
-            rng.uniform(*p.brightness),
+            stream.uniform(0, np.pi),
+            stream.uniform(*p.brightness),
             len(nuclei) + 1,
             max_overlap,
             _outline(extra, p.irregularity),
@@ -117,6 +132,9 @@ def synth_nuclei(
             nuclei.append((cy, cx, a))
         return ok
 
+    if p.sheet > 0:  # confluent sheets first: packed nuclei on a jittered hexagonal grid, touching
+        for cy, cx in _sheet_sites(v3, h, w, p):
+            place(cy, cx, max_overlap=0.35, stream=v3)
     for _ in range(rng.poisson(p.nuclei_per_mpx * mpx)):
         for _attempt in range(10):
             if place(rng.uniform(0, h), rng.uniform(0, w), max_overlap=0.0):
@@ -137,12 +155,16 @@ def synth_nuclei(
                     break
     if p.dividing_per_mpx > 0:
         _dividing(labels, signal, texture, extra, p, len(nuclei) + 1, extra.poisson(p.dividing_per_mpx * mpx))
+    if p.mitotic_per_mpx > 0 or p.apoptotic_per_mpx > 0:
+        _condensed(labels, signal, texture, v3, p, int(labels.max()) + 1, mpx)
     if p.texture > 0:  # granular chromatin and dark nucleoli
         grain = ndi.gaussian_filter(extra.standard_normal((h, w)).astype(np.float32), extra.uniform(0.7, 2.0))
         grain /= grain.std() + 1e-6
         spots = ndi.gaussian_filter((extra.random((h, w)) < 0.004).astype(np.float32), 1.5)
         spots /= spots.max() + 1e-6
         signal *= np.clip(1.0 + p.texture * (0.5 * grain - 1.2 * spots), 0.15, None)
+    if p.chromocenters > 0:
+        signal += _chromocenters(labels, signal, v3, p)
     if p.cytoplasm > 0 or p.debris_per_mpx > 0:
         signal += _structured_background(labels, signal, extra, p)
 
@@ -152,21 +174,32 @@ def synth_nuclei(
     ramp = (np.cos(theta) * xx / w + np.sin(theta) * yy / h).astype(np.float32)
     # Low-frequency blotches: coarse noise, smoothly up-sampled (cheap at any image size).
     coarse = rng.standard_normal((max(2, h // 32), max(2, w // 32))).astype(np.float32)
-    blotches = ndi.zoom(
-        coarse, (h / coarse.shape[0], w / coarse.shape[1]), order=3, grid_mode=True, mode="nearest"
-    )
+    blotches = _upsampled(coarse, h, w)
     blotches = blotches[:h, :w] / (np.abs(blotches).max() + 1e-6)
     background = rng.uniform(*p.background) * (1.0 + 0.5 * ramp + 0.3 * blotches)
     if p.haze[1] > 0:  # light from out-of-focus nuclei: the signal blurred widely
         background = background + rng.uniform(*p.haze) * ndi.gaussian_filter(signal, 4 * max(p.radius))
-    clean = ndi.gaussian_filter(signal, rng.uniform(*p.blur_sigma)) + background
+    sigma = rng.uniform(*p.blur_sigma)
+    if p.depth_blur > 0:  # each nucleus at its own depth: the deeper, the more blurred
+        clean = _depth_blurred(labels, signal, v3, sigma, p.depth_blur) + background
+    else:
+        clean = ndi.gaussian_filter(signal, sigma) + background
+    if p.vignetting > 0 or p.illumination > 0:
+        clean *= _illumination(v3, h, w, p)
     photons = rng.uniform(*p.photons)
     noisy = rng.poisson(np.clip(clean, 0, None) * photons).astype(np.float32) / photons
     noisy += rng.normal(0.0, rng.uniform(*p.read_noise), size=(h, w)).astype(np.float32)
-    if p.bits == 8:
-        return np.clip(noisy * 200.0, 0, 255).astype(np.uint8), labels
-    top = 2**p.bits - 1  # dim and saturated objects alike: values clip at the camera's full scale
-    return np.clip(noisy * 0.78 * top, 0, top).astype(np.uint16), labels
+    top = 255 if p.bits == 8 else 2**p.bits - 1  # values clip at the camera's full scale
+    if p.full_scale > 0:
+        counts = noisy * (p.full_scale * top)
+    else:  # the scales of versions 1 and 2, computed as they were (their images stay bit for bit)
+        counts = noisy * 200.0 if p.bits == 8 else noisy * 0.78 * top
+    if p.offset > 0:
+        counts += p.offset * top
+    if p.hot_pixels_per_mpx > 0:
+        hot = v3.integers(0, h * w, v3.poisson(p.hot_pixels_per_mpx * mpx))
+        counts.ravel()[hot] += v3.uniform(0.2, 1.0, hot.size) * top
+    return np.clip(counts, 0, top).astype(np.uint8 if p.bits == 8 else np.uint16), labels
 
 
 def _draw(
@@ -258,6 +291,120 @@ def _dividing(
                 label += 1
 
 
+def _upsampled(coarse: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Coarse noise smoothly up-sampled (cubic) to at least ``(h, w)``: blotches, regions, light fields at any
+    image size."""
+    return ndi.zoom(
+        coarse, (h / coarse.shape[0], w / coarse.shape[1]), order=3, grid_mode=True, mode="nearest"
+    )
+
+
+def _sheet_sites(rng: np.random.Generator, h: int, w: int, p: SynthParams) -> list[tuple[float, float]]:
+    """Centres of a confluent sheet: a jittered hexagonal grid, spaced by the nuclei's size, inside a smooth
+    random region covering ``p.sheet`` of the image."""
+    a = float(np.mean(p.radius))
+    spacing = 2.0 * a * float(np.sqrt(np.mean(p.aspect))) * rng.uniform(0.85, 1.0)
+    coarse = rng.standard_normal((max(2, h // 48), max(2, w // 48)))
+    field = _upsampled(coarse, h, w)
+    region = field[:h, :w] >= np.quantile(field, 1.0 - min(p.sheet, 1.0))
+    theta = rng.uniform(0, np.pi / 3)
+    c, s = np.cos(theta), np.sin(theta)
+    n = int(max(h, w) * 1.5 / spacing) + 2
+    sites = []
+    for i in range(-n, n + 1):
+        for j in range(-n, n + 1):
+            u, v = (j + 0.5 * (i % 2)) * spacing, i * spacing * np.sqrt(3) / 2
+            y = h / 2 + s * u + c * v + rng.normal(0, 0.12 * spacing)
+            x = w / 2 + c * u - s * v + rng.normal(0, 0.12 * spacing)
+            if 0 <= y < h and 0 <= x < w and region[int(y), int(x)]:
+                sites.append((float(y), float(x)))
+    rng.shuffle(sites)
+    return sites
+
+
+def _condensed(
+    labels: np.ndarray,
+    signal: np.ndarray,
+    texture: np.ndarray,
+    rng: np.random.Generator,
+    p: SynthParams,
+    label: int,
+    mpx: float,
+) -> None:
+    """Condensed chromatin, each piece an object: mitotic figures (metaphase plates: thin, jagged, about twice
+    as bright as an interphase nucleus) and apoptotic nuclei (pyknotic: small, round, very bright; or fragmented
+    into 2-4 bright bodies close together)."""
+    h, w = labels.shape
+    bright = float(np.mean(p.brightness))
+    for _ in range(rng.poisson(p.mitotic_per_mpx * mpx)):
+        a = rng.uniform(*p.radius) * rng.uniform(0.6, 0.9)
+        amps = np.array([0.25, 0.2, 0.15, 0.1, 0.08]) * rng.uniform(0.5, 1.0, 5)
+        ok = _draw(labels, signal, texture, rng, rng.uniform(0, h), rng.uniform(0, w), a,
+                   a * rng.uniform(0.2, 0.35), rng.uniform(0, np.pi), min(2.0, 2.0 * bright), label, 0.0,
+                   (amps, rng.uniform(0, 2 * np.pi, 5)))  # fmt: skip
+        label += int(ok)
+    for _ in range(rng.poisson(p.apoptotic_per_mpx * mpx)):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(*p.radius)
+        pieces = 1 if rng.random() < 0.5 else int(rng.integers(2, 5))
+        size = r * (rng.uniform(0.35, 0.55) if pieces == 1 else rng.uniform(0.22, 0.35))
+        for _piece in range(pieces):
+            at = rng.uniform(0, 2 * np.pi)
+            dist = 0.0 if pieces == 1 else r * rng.uniform(0.4, 0.9)
+            ok = _draw(labels, signal, texture, rng, cy + dist * np.sin(at), cx + dist * np.cos(at), size,
+                       size * rng.uniform(0.8, 1.0), 0.0, min(2.0, 2.2 * bright), label, 0.0)  # fmt: skip
+            label += int(ok)
+
+
+def _chromocenters(
+    labels: np.ndarray, signal: np.ndarray, rng: np.random.Generator, p: SynthParams
+) -> np.ndarray:
+    """Bright spots inside the nuclei (chromocenters, bright nucleoli): a few per nucleus, sized by the
+    nucleus."""
+    h, w = labels.shape
+    fg = labels > 0
+    if not fg.any():
+        return np.zeros((h, w), np.float32)
+    r = float(np.mean(p.radius))
+    density = 4.0 / (np.pi * r * r)  # about four spots per nucleus
+    points = (rng.random((h, w)) < density) & fg
+    sigma = max(1.0, 0.1 * r)
+    spots = ndi.gaussian_filter(points.astype(np.float32), sigma) * (2 * np.pi * sigma * sigma)  # peaks of 1
+    spots = np.minimum(spots, 1.5)
+    level = float(np.median(signal[fg]))
+    return (p.chromocenters * level * spots * fg).astype(np.float32)
+
+
+def _depth_blurred(
+    labels: np.ndarray, signal: np.ndarray, rng: np.random.Generator, sigma: float, extra: float
+) -> np.ndarray:
+    """The signal with each nucleus blurred by its depth: in-focus ones by ``sigma``, the deepest by ``sigma +
+    extra`` (three depth layers; most nuclei near focus); light outside the nuclei stays in focus."""
+    depth = rng.random(int(labels.max()) + 1) ** 2
+    depth[0] = 0.0
+    layer = np.minimum((depth * 3).astype(np.int64), 2)[labels]
+    out = np.zeros_like(signal)
+    for k in range(3):
+        part = np.where(layer == k, signal, 0.0).astype(np.float32)
+        if part.any():
+            out += ndi.gaussian_filter(part, sigma + extra * k / 2)
+    return out
+
+
+def _illumination(rng: np.random.Generator, h: int, w: int, p: SynthParams) -> np.ndarray:
+    """A multiplicative light field: vignetting (a quadratic fall-off from an off-centre optical axis) times a
+    smooth random excitation field."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cy, cx = h * rng.uniform(0.3, 0.7), w * rng.uniform(0.3, 0.7)
+    r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / (h * h / 4 + w * w / 4)
+    field = np.clip(1.0 - p.vignetting * r2, 0.05, None)
+    if p.illumination > 0:
+        coarse = rng.standard_normal((3, 3)).astype(np.float32)
+        smooth = _upsampled(coarse, h, w)[:h, :w]
+        smooth /= np.abs(smooth).max() + 1e-6
+        field = field * np.exp(p.illumination * smooth)
+    return field.astype(np.float32)
+
+
 def _structured_background(
     labels: np.ndarray, signal: np.ndarray, rng: np.random.Generator, p: SynthParams
 ) -> np.ndarray:
@@ -347,14 +494,82 @@ def _relabel_sequential(labels: np.ndarray) -> np.ndarray:
 
 
 #: the version of the style family below: recorded with anything trained on it (a change means new data)
-STYLE_VERSION = 2
-#: the generator styles: ``default`` (:class:`SynthParams`), ``random`` (the training family) and
-#: ``held-out`` (parameter ranges the training family never draws, to measure generalisation honestly)
-STYLES = ("default", "random", "held-out")
+STYLE_VERSION = 3
+#: the generator styles: ``default`` (:class:`SynthParams`), ``random`` (the training family, version 3),
+#: ``random@2`` (version 2, which trained ``nuclei@1``) and ``held-out`` (ranges version 2 never draws: larger
+#: nuclei, noisier cameras, more haze). The style-shift suite's domains (:mod:`unetkit.data.domains`) are styles
+#: too (``unetkit synth --style few-photons``).
+STYLES = ("default", "random", "held-out", "random@2")
+#: what version 3 adds to the family, by group (each can be left out: ``random_style(..., without=...)``, the
+#: generator's ablation in ``bench/generator_ablation.py``)
+FEATURES = ("sizes", "camera", "focus", "illumination", "chromatin", "mitosis", "sheets")
 
 
-def random_style(rng: np.random.Generator, held_out: bool = False) -> SynthParams:
-    """One style of the domain-randomised family: nuclei from ~6 to ~60 px across, sparse to packed clusters,
+def random_style(
+    rng: np.random.Generator,
+    held_out: bool = False,
+    version: int = STYLE_VERSION,
+    without: tuple[str, ...] = (),
+) -> SynthParams:
+    """One style of the domain-randomised family (``version`` 3, or 2: :func:`random_style_v2`).
+
+    Version 3 widens version 2 by the :data:`FEATURES`: ``sizes`` (nuclei 5-80 px across, log-uniform),
+    ``camera`` (a dark offset, dim images far below full scale, hot pixels, down to 4 photons at full
+    brightness), ``focus`` (nuclei at different depths, blurred by theirs), ``illumination`` (vignetting, uneven
+    excitation, haze up to 0.8), ``chromatin`` (bright chromocenters and nucleoli), ``mitosis`` (metaphase plates,
+    pyknotic and fragmented apoptotic nuclei) and ``sheets`` (confluent sheets of packed nuclei). ``without``:
+    feature groups left out, as version 2 draws them (every value is drawn anyway, so leaving one out changes no
+    other)."""
+    if version == 2 or held_out:
+        return random_style_v2(rng, held_out)
+    unknown = set(without) - set(FEATURES)
+    if unknown:
+        raise DataError(f"unknown generator features {sorted(unknown)}; choose from {', '.join(FEATURES)}")
+    base = random_style_v2(rng)
+    on = {f: f not in without for f in FEATURES}
+    # every value is drawn, in this order, whichever features are on
+    aspect = base.aspect[0]
+    diameter = float(np.exp(rng.uniform(np.log(5.0), np.log(80.0))))  # equivalent diameter, px
+    photons = float(np.exp(rng.uniform(np.log(4.0), np.log(400.0))))
+    full_scale = float(np.exp(rng.uniform(np.log(0.1 if base.bits == 8 else 0.01), np.log(0.9))))
+    offset = float(rng.uniform(0.0, 0.08)) if rng.random() < 0.5 else 0.0
+    full_scale = full_scale if rng.random() < 0.6 else 0.0
+    hot = float(rng.uniform(20, 300)) if rng.random() < 0.3 else 0.0
+    depth_blur = float(rng.uniform(1.0, 5.0)) if rng.random() < 0.35 else 0.0
+    vignetting = float(rng.uniform(0.2, 0.8)) if rng.random() < 0.4 else 0.0
+    illumination = float(rng.uniform(0.2, 0.9)) if rng.random() < 0.4 else 0.0
+    haze = float(rng.uniform(0.4, 0.8)) if rng.random() < 0.2 else 0.0
+    chromocenters = float(rng.uniform(0.3, 1.5)) if rng.random() < 0.3 else 0.0
+    mitotic = float(rng.uniform(0.01, 0.08)) if rng.random() < 0.3 else 0.0
+    apoptotic = float(rng.uniform(0.01, 0.08)) if rng.random() < 0.3 else 0.0
+    sheet = float(rng.uniform(0.3, 0.9)) if rng.random() < 0.25 else 0.0
+
+    radius = diameter / 2 / float(np.sqrt((aspect + 1) / 2))  # semi-major axis of that area
+    scale = (radius / float(np.mean(base.radius))) ** 2 if on["sizes"] else 1.0  # the same share covered
+    per_mpx = (base.nuclei_per_mpx + 3.5 * base.clusters_per_mpx) / scale
+    return dataclasses.replace(
+        base,
+        radius=(0.75 * radius, 1.25 * radius) if on["sizes"] else base.radius,
+        nuclei_per_mpx=base.nuclei_per_mpx / scale,
+        clusters_per_mpx=base.clusters_per_mpx / scale,
+        dividing_per_mpx=base.dividing_per_mpx / scale,
+        photons=(0.8 * photons, 1.2 * photons) if on["camera"] else base.photons,
+        offset=offset * on["camera"],
+        full_scale=full_scale * on["camera"],
+        hot_pixels_per_mpx=hot * on["camera"],
+        depth_blur=depth_blur * on["focus"],
+        vignetting=vignetting * on["illumination"],
+        illumination=illumination * on["illumination"],
+        haze=(0.8 * haze, haze) if on["illumination"] and haze and not base.haze[1] else base.haze,
+        chromocenters=chromocenters * on["chromatin"],
+        mitotic_per_mpx=per_mpx * mitotic * on["mitosis"],
+        apoptotic_per_mpx=per_mpx * apoptotic * on["mitosis"],
+        sheet=sheet * on["sheets"],
+    )
+
+
+def random_style_v2(rng: np.random.Generator, held_out: bool = False) -> SynthParams:
+    """One style of version 2 of the family: nuclei from ~6 to ~60 px across, sparse to packed clusters,
     dim to saturated, clean confocal to noisy wide-field, flat to hazy backgrounds, 8/12/16-bit; irregular,
     overlapping and dividing nuclei, chromatin textures and nucleoli, cell bodies and debris around them.
 
@@ -401,12 +616,20 @@ def random_style(rng: np.random.Generator, held_out: bool = False) -> SynthParam
 
 
 def style_of(style: str, seed: int | np.random.SeedSequence) -> SynthParams | None:
-    """The :class:`SynthParams` of ``style`` for one image (None: the default), deterministic for ``seed``."""
+    """The :class:`SynthParams` of ``style`` (one of :data:`STYLES` or a suite domain) for one image (None: the
+    default), deterministic for ``seed``."""
+    from .domains import DOMAINS  # the suite's domains are built from this module's parameters
+
+    if style in DOMAINS:
+        return DOMAINS[style].params
     if style not in STYLES:
-        raise DataError(f"--style {style!r} is unknown; choose one of {', '.join(STYLES)}")
+        raise DataError(f"--style {style!r} is unknown; choose one of {', '.join((*STYLES, *DOMAINS))}")
     if style == "default":
         return None
-    return random_style(np.random.default_rng(seed), held_out=style == "held-out")
+    rng = np.random.default_rng(seed)
+    return random_style(
+        rng, held_out=style == "held-out", version=2 if style == "random@2" else STYLE_VERSION
+    )
 
 
 def synthesize_dataset(

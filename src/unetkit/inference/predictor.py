@@ -371,8 +371,7 @@ class Predictor:
         if diameter is None:  # a model trained on resampled images: its inputs are resampled alike
             return self._proba_at(x, self.input_scale, stats, name, tta, progress)
         if diameter == "auto":
-            first = self._proba_at(x, self.input_scale, stats, name, tta, progress)
-            found = estimate_diameter(self.instances(self.to_labels(first)), volume=x.ndim == 4)
+            first, found = self._first_pass(x, stats, name, tta, progress)
             if found is None:
                 log.info("%s: --diameter auto found no objects; the image is kept at its scale", name)
                 return first
@@ -389,6 +388,25 @@ class Predictor:
         assert isinstance(diameter, float)
         factor = factor_for(diameter, target_diameter(diameter, trained, self.trained_range))
         return self._proba_at(x, factor, stats, name, tta, progress)
+
+    def _first_pass(
+        self, x: np.ndarray, stats: Any, name: str | Path, tta: bool | None, progress: bool
+    ) -> tuple[np.ndarray, float | None]:
+        """``--diameter auto``'s first pass (at the model's input scale): its probabilities, and the typical
+        diameter of the objects it finds on ``x``'s grid (None: no objects)."""
+        first = self._proba_at(x, self.input_scale, stats, name, tta, progress)
+        return first, estimate_diameter(self.instances(self.to_labels(first)), volume=x.ndim == 4)
+
+    def estimate_diameter(self, image: np.ndarray, name: str | Path = "image") -> float | None:
+        """The objects' typical diameter in ``image`` (px, on its own grid) as ``--diameter auto`` estimates it:
+        the area-weighted median diameter of the objects a first pass finds; None when it finds none.
+
+        Example:
+            >>> Predictor.from_pretrained("nuclei").estimate_diameter(image)
+            17.3
+        """
+        x = self.channels_first(image, name)
+        return self._first_pass(x, self.normalizer.statistics(x), name, None, False)[1]
 
     def _proba_at(
         self, x: np.ndarray, factor: float, stats: Any, name: str | Path, tta: bool | None, progress: bool

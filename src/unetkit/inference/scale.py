@@ -14,7 +14,7 @@ import logging
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..data.checks import object_diameters
+from ..data.checks import object_diameters, typical_diameter
 from ..data.resample import zoom_image
 from ..errors import ConfigError
 
@@ -78,13 +78,6 @@ def resize_to(probs: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def estimate_diameter(labels: np.ndarray, volume: bool = False) -> float | None:
-    """The typical equivalent diameter of the objects in ``labels``: the median weighted by object area (pixels
-    vote, not objects), so fragments of over-split large objects and small false detections do not drag the
-    estimate down; None when there are no objects."""
-    found = object_diameters(labels, volume)
-    if not len(found):
-        return None
-    order = np.sort(found)
-    weights = order ** (3 if volume else 2)
-    cumulative = np.cumsum(weights)
-    return float(order[np.searchsorted(cumulative, cumulative[-1] / 2)])
+    """The typical equivalent diameter of the objects in ``labels`` (:func:`~unetkit.data.checks.typical_diameter`:
+    the median weighted by object area); None when there are no objects."""
+    return typical_diameter(object_diameters(labels, volume), volume)

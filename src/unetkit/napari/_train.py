@@ -165,6 +165,7 @@ class TrainWidget(WorkerWidget):
         """What to train, read from the widgets on the GUI thread (the worker never touches them)."""
         settings = str(self.settings.value or "")
         job: dict[str, Any] = {
+            "started": time.perf_counter(),  # the budget's clock: from the click, planning included
             "budget": float(self.budget.value) * 60,
             "init": None if self.init.value == SCRATCH else self.init.value,
             "settings": settings if settings not in ("", ".") else None,
@@ -232,6 +233,11 @@ class TrainWidget(WorkerWidget):
     def _epoch(self, row: dict[str, float]) -> None:
         self.best = {"epoch": row["best_epoch"], "dice": row["best_score"]}
         self.plot.add_epoch(row)
+        if row["epoch"] == 0:
+            self.status.value = (
+                f"the starting model: validation Dice {row['val_dice']:.3f} (epoch 0, before any step)"
+            )
+            return
         self.status.value = (
             f"epoch {int(row['epoch'])}: loss {row['train_loss']:.3f}, validation Dice {row['val_dice']:.3f} "
             f"(best {row['best_score']:.3f} at epoch {int(row['best_epoch'])})"
@@ -248,7 +254,12 @@ class TrainWidget(WorkerWidget):
 
     def _trained(self, result: Any) -> None:
         self.plot.draw()
-        done = f"best validation Dice {result.best_score:.3f} at epoch {result.best_epoch} of {len(result.history)}"
+        at = (
+            "the starting model (no epoch beat it)"
+            if result.best_epoch == 0
+            else f"epoch {result.best_epoch}"
+        )
+        done = f"best validation Dice {result.best_score:.3f}: {at} of {result.trained_epochs}"
         self.status.value = self._offer(Path(result.best_checkpoint), done)
 
     def _failed(self, exc: BaseException) -> None:
@@ -302,8 +313,15 @@ def _train_job(job: dict[str, Any], hooks: TrainHooks, events: _Events) -> Any:
         cfg = load_config(job["settings"])
         cfg.train = replace(cfg.train, time_budget=job["budget"])
     else:
-        say(f"planning for {job['budget'] / 60:g} min (a trial step and a short measured run) ...")
-        cfg, measured = plan_for_training(data, time_budget=job["budget"], out=out, progress=False)
+        say(f"planning for {job['budget'] / 60:g} min (counted in the budget) ...")
+        cfg, measured = plan_for_training(
+            data,
+            time_budget=job["budget"],
+            out=out,
+            progress=False,
+            init=job["init"],
+            started=job["started"],
+        )
     if job["init"]:
         cfg.train = dataclasses.replace(cfg.train, init=job["init"])
         cfg = starting_from(cfg, keep_lr=job["settings"] is not None and cfg.train.lr is not None)
@@ -312,10 +330,8 @@ def _train_job(job: dict[str, Any], hooks: TrainHooks, events: _Events) -> Any:
     events.run.emit(str(out))
     say(announce(cfg, measured, data, out).replace(" on ", "\non ", 1).replace("; ", "\n"))
     events.planned.emit(cfg.train.epochs, cfg.train.steps_per_epoch)
-    start = time.perf_counter()
-    result = train(data, out, cfg, progress=False, hooks=hooks)
-    log.info("trained %s in %.0f s", out, time.perf_counter() - start)
-    return result
+    fill = not job["settings"]  # the plan's epochs are an estimate for the budget
+    return train(data, out, cfg, progress=False, hooks=hooks, started=job["started"], fill_budget=fill)
 
 
 class _Plot:

@@ -55,6 +55,28 @@ def fit_batch(
     )
 
 
+class PeakMemory:
+    """The peak memory of what runs after it is made: the device's allocations on CUDA, the process's resident
+    set elsewhere (Linux; 0 where unknown)."""
+
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self.cuda = device.type == "cuda"
+        self.device = device
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+            self.base = float(torch.cuda.memory_allocated(device))
+        else:
+            self.base = _reset_peak_rss()
+
+    def bytes(self) -> float:
+        import torch
+
+        peak = torch.cuda.max_memory_allocated(self.device) if self.cuda else _peak_rss()
+        return float(max(peak - self.base, 0))
+
+
 def _trial(net, opt, loss_fn, in_ch, classes, shape, batch, device) -> tuple[float, float]:
     import torch
 
@@ -65,12 +87,7 @@ def _trial(net, opt, loss_fn, in_ch, classes, shape, batch, device) -> tuple[flo
         else torch.randint(0, classes, (batch, *shape), device=device)
     )
     cuda = device.type == "cuda"
-    base: float
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    else:
-        base = _reset_peak_rss()
+    memory = PeakMemory(device)
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
@@ -81,8 +98,7 @@ def _trial(net, opt, loss_fn, in_ch, classes, shape, batch, device) -> tuple[flo
         if cuda:
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated(device) if cuda else _peak_rss()) - base
-    return float(np.median(times[1:])), float(max(peak, 0))
+    return float(np.median(times[1:])), memory.bytes()
 
 
 def _proc_kib(path: str, field: str) -> float | None:

@@ -30,6 +30,7 @@ from .state import TrainState
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
+    "Schedule",
     "Step",
     "StopRequest",
     "TrainHooks",
@@ -236,17 +237,25 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimi
     return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
-def make_schedule(name: str, warmup: int, total: int) -> Callable[[int], float]:
-    """Learning-rate factor per step: linear warm-up, then cosine or poly (0.9) decay to 1%, or constant."""
+class Schedule:
+    """Learning-rate factor per step: linear warm-up, then cosine or poly (0.9) decay to 1% at step ``total``,
+    or constant. An object, not a closure, so ``total`` can follow a budgeted run's length and ``LambdaLR``
+    saves and restores it with the scheduler's state (an exact resume)."""
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if name == "cosine":
+    def __init__(self, name: str, warmup: int, total: int) -> None:
+        self.name, self.warmup, self.total = name, warmup, total
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        if self.name == "cosine":
             return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
-        if name == "poly":
+        if self.name == "poly":
             return max(0.01, (1 - progress) ** 0.9)
         return 1.0
 
-    return factor
+
+def make_schedule(name: str, warmup: int, total: int) -> Schedule:
+    """The learning-rate factor per step (:class:`Schedule`)."""
+    return Schedule(name, warmup, total)

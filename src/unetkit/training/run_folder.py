@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ CSV_FIELDS = (
     "seconds",
     "val_seconds",
     "data_wait",
+    "elapsed",
 )
 #: TensorBoard tags of the epoch rows
 TB_TAGS = (
@@ -107,7 +109,8 @@ class RunFolder:
         if self._writer is not None and history:
             row = history[-1]
             for key, tag in TB_TAGS:
-                self._writer.add_scalar(tag, row[key], int(row["epoch"]))
+                if not math.isnan(row[key]):  # epoch 0 (the starting model) has no training loss
+                    self._writer.add_scalar(tag, row[key], int(row["epoch"]))
             self._writer.flush()
         save_curves(history, self.path / "curves.png")
 

@@ -47,6 +47,7 @@ class TrainingSetup:
     meta: dict[str, Any]  # patch sizes, data folder and split, stored with every checkpoint
     patch_in: Any
     volumes: bool
+    shapes: list[tuple[int, ...]]  # every sample's spatial shape as the network sees it (after --input-scale)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -214,7 +215,7 @@ def build_training(
     )
     shapes = [scaled_shape(tuple(s), scale) for s in report.shapes] if scale != 1 else list(report.shapes)
     train_views, val_views, note = split_views(
-        store, [shape[0] for shape in shapes], cfg.data.val_fraction, cfg.train.seed
+        store, [shape[0] for shape in shapes], cfg.data.val_fraction, cfg.train.seed, cfg.data.val_split
     )
     log.info("%s", note)
     torch.manual_seed(cfg.train.seed)
@@ -263,7 +264,7 @@ def build_training(
         "validation": _validation_record(store, val_views),
     }
     return TrainingSetup(
-        cfg, store, train_views, val_views, dataset, step, preprocessing, meta, patch_in, volumes
+        cfg, store, train_views, val_views, dataset, step, preprocessing, meta, patch_in, volumes, shapes
     )
 
 
@@ -274,5 +275,6 @@ def _validation_record(store: SampleStore, views: list[View], limit: int = 20) -
     for view in views[:limit]:
         sample = store.samples[view.index]
         record.append({"image": str(sample.image), "page": sample.image_page,
-                       "rows": list(view.rows) if view.rows else None})  # fmt: skip
+                       "rows": list(view.rows) if view.rows else None,
+                       "held_out_pixels": int(view.held_out.sum()) if view.held_out is not None else None})  # fmt: skip
     return record

@@ -3,11 +3,42 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainResult", "TrainState"]
+__all__ = ["PHASES", "BudgetClock", "TrainResult", "TrainState"]
+
+#: where a training command's time goes, in the order the log states it
+PHASES = ("planning", "preparation", "training", "validation", "saving")
+
+
+@dataclass
+class BudgetClock:
+    """One clock for a training command's ``--time-budget``: from the command's start (``started``, a
+    ``time.perf_counter()`` reading) to the last validation, planning included. ``before``: seconds on the
+    clock from earlier processes of the same run (``--resume``); ``phases``: seconds per :data:`PHASES`, this
+    process's and the earlier ones' together."""
+
+    started: float = field(default_factory=time.perf_counter)
+    before: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def elapsed(self) -> float:
+        """Seconds on the clock: earlier processes' and this one's since its start."""
+        return self.before + time.perf_counter() - self.started
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
+
+    def split(self) -> str:
+        """``total = planning + preparation + ...`` in seconds; what no phase claims is saving and logging."""
+        total = self.elapsed()
+        parts = dict(self.phases)
+        parts["saving"] = max(0.0, total - sum(v for k, v in parts.items() if k != "saving"))
+        named = " + ".join(f"{k} {parts.get(k, 0.0):.0f}" for k in PHASES)
+        return f"{total:.0f} s = {named} (s; saving: checkpoints, logs and curves)"
 
 
 @dataclass
@@ -21,16 +52,20 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     best_score: float = -1.0
     best_epoch: int = 0
+    #: seconds on the budget clock and per phase when the state was saved (``--resume`` continues them)
+    clock: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> TrainState:
-        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls)})
+        # ``clock`` is absent from checkpoints written before it existed
+        return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
 
     def end_epoch(self, row: dict[str, float]) -> bool:
-        """Record a finished epoch's row; whether it is the best so far."""
+        """Record a finished epoch's row (epoch 0: the starting model, validated before any step); whether it
+        is the best so far."""
         self.history.append(row)
         self.epoch, self.step_in_epoch, self.epoch_losses = int(row["epoch"]), 0, []
         if row["val_dice"] > self.best_score:
@@ -49,3 +84,8 @@ class TrainResult:
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
+
+    @property
+    def trained_epochs(self) -> int:
+        """Finished epochs of training (epoch 0, the starting model's validation, is none)."""
+        return sum(1 for row in self.history if row["epoch"] >= 1)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..config import RunConfig
+from ..config import FINE_TUNE_LR, RunConfig
 from ..data.checks import naming_of
 from ..data.layouts import load_layout, read_descriptor
 from ..device import resolve_device
@@ -33,7 +33,7 @@ from ..planning import (
     rebudget,
 )
 from ..planning.fingerprint import describe_dataset
-from ..planning.measure import fit_batch
+from ..planning.measure import PeakMemory, fit_batch
 from ..planning.rules import (
     augmentation_rules,
     geometry_rules,
@@ -48,11 +48,20 @@ from ..planning.rules import (
 )
 from ..pretrained import list_pretrained
 from ..safety import writable
-from .train import train
+from ..training.distributed import DistContext
+from ..training.init import INIT_ARCH_FIELDS, init_config
+from ..training.loop import validate
+from ..training.setup import build_training
+from .train import resolve_data, train
 
-__all__ = ["default_time_budget", "plan_for_training", "plan_path", "plan_training"]
+__all__ = ["PROBE_BUDGET", "default_time_budget", "plan_for_training", "plan_path", "plan_training"]
 
 log = logging.getLogger(__name__)
+
+#: fine-tuning budgets up to this many seconds are planned from a probe of a few real steps, not a measured run
+PROBE_BUDGET = 600.0
+#: the probe's timed steps (after one that warms up: decoding, caches, kernels)
+PROBE_STEPS = 3
 
 
 def plan_training(
@@ -64,17 +73,21 @@ def plan_training(
     calibrate: bool = True,
     progress: bool = False,
     budget_includes_planning: bool = False,
+    started: float | None = None,
 ) -> Plan:
     """Fingerprint ``data`` and choose a training setup for ``device`` and ``time_budget`` (see the module).
 
     ``config``: how to read the data (layout, mask encoding, class map, ignore index are kept; everything
-    else is planned). ``calibrate=False`` skips the measured training run: the epochs are then the default
-    and the plan says so (quick, for looking at the choices). ``budget_includes_planning``: the epochs fill
-    what is left of the budget after planning (``unetkit train`` planning on the fly)."""
+    else is planned) and ``train.init``, the model to fine-tune: its architecture is the one measured, and for
+    budgets up to ``PROBE_BUDGET`` the times come from a probe of a few real steps instead of the measured
+    run. ``calibrate=False`` skips the measurement: the epochs are then the default and the plan says so
+    (quick, for looking at the choices). ``budget_includes_planning``: the epochs fill what is left of the
+    budget after planning (``unetkit train`` planning on the fly), on a clock that began at ``started`` (a
+    ``time.perf_counter()`` reading; default: now)."""
     budget = parse_duration(time_budget)
     dev = resolve_device(device)  # a bad --device is refused before anything is read
     base = config or RunConfig()
-    t_start = time.perf_counter()
+    t_start = time.perf_counter() if started is None else started
     volumes = (base.model.spatial_dims == 3) or (
         Path(data).is_dir() and read_descriptor(data).get("spatial_dims") == 3
     )
@@ -92,6 +105,17 @@ def plan_training(
     intensity_rules(fp, dcfg, reasons)
     crowded = target_rules(fp, dcfg, tcfg, reasons)
     augmentation_rules(fp, dcfg, reasons)
+    init = base.train.init
+    if init:  # the network that will train is the starting model's: measure that one
+        start, payload, _ = init_config(RunConfig(model=model, data=dcfg, train=tcfg))
+        model, dcfg = start.model, start.data
+        for key in INIT_ARCH_FIELDS:
+            reasons[f"model.{key}"] = f"the starting model's (--init {init})"
+        reasons["data.normalization"] = f"the starting model's (--init {init})"
+        learnt = ((payload.get("preprocessing") or {}).get("encoding") or {}).get("target")
+        if learnt == "border" and fp.mask_encoding == "instances" and base.data.target == "foreground":
+            dcfg.target, crowded = "border", True  # its output layer carries over instead of starting anew
+            reasons["data.target"] = f"the starting model's (--init {init}): its output layer carries over"
 
     # --- batch: a trial forward/backward pass on the device
     in_ch = fp.channels
@@ -99,8 +123,13 @@ def plan_training(
     patch = dcfg.patch_size
     shape: tuple[int, ...] = (dcfg.patch_depth or patch, patch, patch) if dims == 3 else (patch, patch)
     want = (16 if cuda else 8) if dims == 2 else (4 if cuda else 2)
-    batch, trial = fit_batch(model, in_ch, classes, shape, want, dev)
-    norm_rule(batch, model, reasons)
+    probe = calibrate and budget is not None and bool(init) and budget <= PROBE_BUDGET
+    if probe:  # the probe's real steps run at this batch and report their memory
+        batch, trial = want, "the usual batch for this device; the probe's steps measure its memory"
+    else:
+        batch, trial = fit_batch(model, in_ch, classes, shape, want, dev)
+    if not init:  # a starting model keeps its own normalisation layers
+        norm_rule(batch, model, reasons)
     tcfg.batch_size = batch
     reasons["train.batch_size"] = trial
     tcfg.optimizer, tcfg.schedule = "adam", "cosine"
@@ -112,8 +141,19 @@ def plan_training(
     tcfg.steps_per_epoch = 25
     cfg = RunConfig(model=model, data=dcfg, train=tcfg)
     if calibrate and budget is not None:
-        timing = _calibrate(data, cfg, progress)
+        timing = _probe(data, cfg) if probe else _calibrate(data, cfg, progress)
+        if probe:
+            measured["trial"] = reasons["train.batch_size"] = (
+                f"the probe's steps of {batch} x {'x'.join(map(str, shape))} used {timing.pop('peak_mib'):.0f} MiB"
+            )
+        measured["timing"] = (
+            f"a probe of {PROBE_STEPS} real steps of the starting model and one validation image"
+            if probe
+            else "a measured run of 3 epochs x 6 steps"
+        )
         startup = timing["startup_seconds"]
+        if init:  # epoch 0: the starting model is validated before the first step
+            startup += timing["validation_seconds"]
         if budget_includes_planning:
             startup += time.perf_counter() - t_start
         epoch_seconds = length_rules(timing, budget, startup, tcfg, reasons)
@@ -124,11 +164,14 @@ def plan_training(
         reasons["train.epochs"] = "the default: not measured (no --time-budget, or calibration skipped)"
         reasons["train.steps_per_epoch"] = "the default"
     learning_rate_rule(total_steps, tcfg, reasons)
+    if init:
+        tcfg.lr = FINE_TUNE_LR
+        reasons["train.lr"] = f"the fine-tuning rate (--init {init}): the starting weights are kept close"
     tcfg.patience = patience_for(tcfg.epochs)
     reasons["train.patience"] = "a third of the epochs (at least 10): a budgeted run mostly trains to its end"
     measured["planning_seconds"] = round(time.perf_counter() - t_start, 1)
     cfg = RunConfig(model=model, data=dcfg, train=tcfg)
-    proposal = None if base.train.init else init_proposal(fp, list_pretrained(), dcfg.target)
+    proposal = None if init else init_proposal(fp, list_pretrained(), dcfg.target)
     return Plan(cfg, reasons, fp, measured, str(data), str(dev), budget, [proposal] if proposal else [])
 
 
@@ -159,11 +202,19 @@ def plan_for_training(
     fixed_length: bool = False,
     out: Path | None = None,
     progress: bool = True,
+    init: str | None = None,
+    started: float | None = None,
 ) -> tuple[RunConfig, dict[str, Any]]:
     """The plan a training run starts from, and its measured times: ``plan_file`` (default ``DATA/plan.yaml``)
     when it exists (re-budgeted for ``time_budget``), else a plan made now and written there (beside the run in
     ``out`` when the dataset is read-only) that fills ``time_budget`` (default: ``CPU_TRAIN_BUDGET`` on a CPU),
-    planning included. ``fixed_length``: the caller fixes epochs/steps, so no measured run is made."""
+    planning included. ``fixed_length``: the caller fixes epochs/steps, so no measured run is made.
+
+    ``init``: the run fine-tunes this model: a new plan measures its network (for budgets up to
+    ``PROBE_BUDGET`` by a probe of a few steps, see :func:`plan_training`) and goes with the run, to
+    ``out/plan.yaml``, since it is not a plan for the dataset alone. A plan in ``out`` replaces the one there:
+    the caller has checked that ``out`` may be written. ``started``: when the command began (the
+    budget's clock; default: now)."""
     path = Path(plan_file) if plan_file else plan_path(data)
     budget = parse_duration(time_budget)
     if path.is_file():
@@ -172,7 +223,10 @@ def plan_for_training(
         raise ConfigError(f"--plan {path}: no such file (make one with `unetkit plan DATA --out {path}`)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(f"{path} is missing: run `unetkit plan {data}` once before torchrun")
-    if out is not None and not writable(path.parent):  # a read-only dataset: the plan goes with the run
+    if out is not None and init:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "plan.yaml"
+    elif out is not None and not writable(path.parent):  # a read-only dataset: the plan goes with the run
         log.info("%s is not writable: the plan goes to %s", path.parent, out / "plan.yaml")
         out.mkdir(parents=True, exist_ok=True)
         path = out / "plan.yaml"
@@ -187,23 +241,30 @@ def plan_for_training(
                 time_budget,
                 "CPU" if cpu else "GPU",
             )
+    base = dataclasses.replace(reading or RunConfig())
+    if init:
+        base.train = dataclasses.replace(base.train, init=init)
+    probe = bool(init) and (parse_duration(time_budget) or 0) <= PROBE_BUDGET
     log.info(
         "planning %s (%s)",
         path,
         "no measured run: --epochs/--steps-per-epoch fix the length"
         if fixed_length
+        else f"a probe of {PROBE_STEPS} steps of the starting model {init}, counted in the budget"
+        if probe
         else "a trial step and a short measured run, counted in the budget",
     )
     plan = plan_training(
         data,
         device=device or "auto",
         time_budget=time_budget,
-        config=reading or RunConfig(),
+        config=base,
         calibrate=not fixed_length,
         progress=progress,
         budget_includes_planning=True,
+        started=started,
     )
-    plan.write(path)
+    plan.write(path, overwrite=out is not None and path.parent == out)  # a run's own plan goes with it
     log.info("wrote %s:\n%s", path, plan.summary())
     return plan.config, plan.measured
 
@@ -262,8 +323,8 @@ def _calibrate(data: str | Path, cfg: RunConfig, progress: bool) -> dict[str, fl
     """A real training run of 3 epochs x 6 steps in a scratch folder: step, validation and start-up times."""
     steps, epochs = 6, 3
     trial = dataclasses.replace(cfg)
-    trial.train = dataclasses.replace(
-        cfg.train, epochs=epochs, steps_per_epoch=steps, patience=10, time_budget=None
+    trial.train = dataclasses.replace(  # the starting weights (init) change no time: not loaded here
+        cfg.train, epochs=epochs, steps_per_epoch=steps, patience=10, time_budget=None, init=None
     )
     with tempfile.TemporaryDirectory(prefix="unetkit-plan-") as tmp:
         t0 = time.perf_counter()
@@ -282,4 +343,44 @@ def _calibrate(data: str | Path, cfg: RunConfig, progress: bool) -> dict[str, fl
         "validation_seconds": round(val, 3),
         "startup_seconds": round(startup, 2),
         "data_wait": round(float(warm["data_wait"]), 4),
+    }
+
+
+def _probe(data: str | Path, cfg: RunConfig) -> dict[str, float]:
+    """The times of a short fine-tuning run without running one: the run's own parts (data checks, sample
+    store, patches with their augmentation, the network, optimiser step) built as training builds them, then
+    ``PROBE_STEPS`` timed steps after one that warms up, and the prediction of one validation image (scaled to
+    all of them by their pixels). Nothing is written."""
+    t0 = time.perf_counter()
+    trial = dataclasses.replace(cfg)
+    trial.train = dataclasses.replace(cfg.train, init=None, time_budget=None, lr=cfg.train.lr or FINE_TUNE_LR)
+    with _quiet_here():
+        report, normalizer = resolve_data(trial, data)
+        setup = build_training(
+            trial, report, normalizer, data, resolve_device(trial.train.device), DistContext()
+        )
+    batch = trial.train.batch_size
+    device = setup.step.device
+    memory = PeakMemory(device)
+    setup.dataset.set_epoch(1)
+    loader = iter(torch.utils.data.DataLoader(setup.dataset, batch_size=batch, num_workers=0, drop_last=True))
+    times = []
+    for _ in range(PROBE_STEPS + 1):
+        t_step = time.perf_counter()
+        x, y, *w = next(loader)
+        setup.step(x, y, w[0] if w else None)
+        times.append(time.perf_counter() - t_step)
+    startup = time.perf_counter() - t0 - sum(times[1:])
+    views = setup.val_views
+    t_val = time.perf_counter()
+    tile = max(setup.patch_in) if setup.volumes else 512
+    validate(setup.model, setup.preprocessing, setup.store, views[:1], device, trial.train.amp, tile)
+    pixels = [view.pixels(setup.shapes[view.index]) for view in views]
+    val = (time.perf_counter() - t_val) * sum(pixels) / max(pixels[0], 1)
+    return {
+        "step_seconds": round(min(times[1:]), 4),  # the steadiest: the first steps still warm up
+        "validation_seconds": round(val, 3),
+        "startup_seconds": round(startup, 2),
+        "data_wait": 0.0,
+        "peak_mib": memory.bytes() / 2**20,
     }

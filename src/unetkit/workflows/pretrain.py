@@ -28,8 +28,10 @@ import yaml
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..checkpoint import load_checkpoint
 from ..config import RunConfig
-from ..data.checks import object_diameters
+from ..data.checks import object_diameters, typical_diameter
+from ..data.domains import DOMAINS, synthesize_domain
 from ..data.io import read_image
+from ..data.layouts import DESCRIPTOR
 from ..data.synthetic import STYLE_VERSION, synthesize_dataset
 from ..errors import ConfigError
 from ..pretrained import PRETRAINED_DIR, REGISTRY, file_sha256, read_registry
@@ -37,7 +39,7 @@ from ..version import __version__
 from .evaluate import evaluate_model
 from .train import train
 
-__all__ = ["build_pretrained", "score_pretrained", "ship_checkpoint"]
+__all__ = ["build_pretrained", "score_pretrained", "score_suite", "ship_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +63,40 @@ def score_pretrained(
     return {k: round(float(ev.mean[k]), 4) for k in SCORES}
 
 
+def score_suite(
+    model: str | Path,
+    work: str | Path,
+    *,
+    domains: tuple[str, ...] | None = None,
+    progress: bool = False,
+    **predict: Any,
+) -> dict[str, dict[str, float]]:
+    """:func:`score_pretrained`'s scores of ``model`` on the test images of every domain of the style-shift
+    suite (:mod:`unetkit.data.domains`; ``domains`` for fewer), generated under ``work`` (kept: a second call
+    reuses them), and their ``mean`` over the domains. ``predict``: options of :func:`predict_files`."""
+    work = Path(work)
+    out: dict[str, dict[str, float]] = {}
+    for name in domains or tuple(DOMAINS):
+        test = work / f"{name}-test"
+        if not (test / DESCRIPTOR).is_file():
+            synthesize_domain(name, test, "test", overwrite=True)
+        ev = evaluate_model(
+            model, test, work / f"pred-{name}", mode="instance", overwrite=True, progress=progress, **predict
+        )
+        out[name] = {k: round(float(ev.mean[k]), 4) for k in SCORES}
+    out["mean"] = {k: round(float(np.mean([out[d][k] for d in out])), 4) for k in SCORES}
+    return out
+
+
 def diameter_range(data: str | Path, share: float = 0.1) -> list[float]:
     """The object sizes a model trained on ``data`` saw: the ``share`` and ``1 - share`` quantiles over the
-    images of each image's median object diameter (px). ``predict --diameter`` leaves sizes inside alone."""
+    images of each image's typical object diameter (px; the estimate ``--diameter auto`` makes,
+    :func:`~unetkit.data.checks.typical_diameter`). ``predict --diameter`` leaves sizes inside alone."""
     medians = []
     for mask in sorted((Path(data) / "masks").iterdir()):
-        found = object_diameters(read_image(mask))
-        if len(found):
-            medians.append(float(np.median(found)))
+        typical = typical_diameter(object_diameters(read_image(mask)))
+        if typical is not None:
+            medians.append(typical)
     if not medians:
         raise ConfigError(f"{data}: no objects in the masks; the recipe's data cannot train a model")
     lo, hi = np.quantile(medians, [share, 1 - share])

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import logging
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -27,10 +28,10 @@ from ..training.init import init_config, input_scale_for, load_initial_weights
 from ..training.loop import TrainHooks
 from ..training.run_folder import RunFolder
 from ..training.setup import build_training, num_classes_for
-from ..training.state import TrainResult, TrainState
+from ..training.state import BudgetClock, TrainResult, TrainState
 from ..training.trainer import fit
 
-__all__ = ["TrainHooks", "announce", "new_folder", "starting_from", "train"]
+__all__ = ["TrainHooks", "announce", "new_folder", "resolve_data", "starting_from", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ def train(
     epochs: int | None = None,
     nproc: int = 1,
     hooks: TrainHooks | None = None,
+    started: float | None = None,
+    fill_budget: bool = False,
 ) -> TrainResult:
     """Train a U-Net on a dataset (any layout ``check-data`` reads) and write a run folder.
 
@@ -65,12 +68,20 @@ def train(
             them. Under ``torchrun`` (``WORLD_SIZE`` set) every process calls ``train`` and joins the group.
         hooks: follow the run step by step and stop it from another thread (:class:`TrainHooks`: a GUI, a
             notebook); one process only.
+        started: when the command began (a ``time.perf_counter()`` reading, e.g. before planning): the
+            ``train.time_budget`` clock runs from then to the last validation (default: now). The log's last
+            line splits that time into planning, preparation, training, validation and saving.
+        fill_budget: ``train.epochs`` is a plan's estimate for ``train.time_budget``: re-fit it to the budget at
+            the pace measured in the first epochs (the learning-rate schedule follows).
 
     Example:
         >>> result = train("nuclei/", "run/", RunConfig(train=TrainConfig(epochs=5)))
         >>> result.best_checkpoint
         PosixPath('run/best.pt')
     """
+    entered = time.perf_counter()
+    clock = BudgetClock(started=entered if started is None else started)
+    clock.add("planning", entered - clock.started)
     folder = RunFolder(out)
     payload = None
     if resume:
@@ -100,7 +111,7 @@ def train(
             "training hooks (a GUI's progress and Cancel) follow one process: train with nproc=1"
         )
     _check_processes(cfg, nproc, launch, device)
-    report, normalizer = _resolve_data(cfg, data, folder)  # every file checked, before the run folder is made
+    report, normalizer = resolve_data(cfg, data, folder)  # every file checked, before the run folder is made
     if cfg.data.input_scale is None:  # auto: 1, or what brings the objects to the initial model's sizes
         scale, note = (1.0, None)
         if init_payload is not None and cfg.model.spatial_dims == 2:
@@ -113,7 +124,16 @@ def train(
         if payload is None:
             folder.existing(overwrite)
         run = functools.partial(
-            train, data, out, config, overwrite=overwrite, progress=progress, resume=resume, epochs=epochs
+            train,
+            data,
+            out,
+            config,
+            overwrite=overwrite,
+            progress=progress,
+            resume=resume,
+            epochs=epochs,
+            started=clock.started,
+            fill_budget=fill_budget,
         )
         return spawn(nproc, run)
     ctx, device = init_distributed(device)
@@ -129,12 +149,27 @@ def train(
     if payload is not None:
         st = setup.restore(payload)
         log.info("resuming %s after epoch %d (step %d of the next)", out, st.epoch, st.step_in_epoch)
+        saved = dict(st.clock)  # the time budget counts the earlier processes' time too
+        clock.before = saved.pop("elapsed", sum(h["seconds"] for h in st.history))
+        for phase, seconds in saved.items():
+            clock.add(phase, seconds)
     if ctx.is_main:  # one writer: rank 0
         folder.write_config(cfg)
         folder.open_log(purge_after=st.epoch + 1 if payload is not None else None)
         folder.write_csv(st.history)  # rewritten from the checkpoint's history on resume
     hint = f"unetkit train {data} --resume {folder.path}"
-    return fit(setup, folder, st, ctx, progress=progress, resume_hint=hint, hooks=hooks)
+    clock.add("preparation", time.perf_counter() - entered)
+    return fit(
+        setup,
+        folder,
+        st,
+        ctx,
+        progress=progress,
+        resume_hint=hint,
+        hooks=hooks,
+        clock=clock,
+        fill_budget=fill_budget and payload is None,
+    )
 
 
 def new_folder(parent: str | Path, name: str) -> Path:
@@ -209,9 +244,12 @@ def _check_processes(cfg: RunConfig, nproc: int, launch: bool, device: torch.dev
         )
 
 
-def _resolve_data(cfg: RunConfig, data: str | Path, folder: RunFolder) -> tuple[DataReport, Normalizer]:
-    """Check every file of the dataset, refuse outputs that touch it, and record in ``cfg`` what was resolved
-    from the data: 3-D, channels, classes, and the dataset description (layout, encoding, class map)."""
+def resolve_data(
+    cfg: RunConfig, data: str | Path, folder: RunFolder | None = None
+) -> tuple[DataReport, Normalizer]:
+    """Check every file of the dataset, refuse outputs (the run ``folder``'s) that touch it, and record in
+    ``cfg`` what was resolved from the data: 3-D, channels, classes, and the dataset description (layout,
+    encoding, class map)."""
     if read_descriptor(data).get("spatial_dims") == 3 and cfg.model.spatial_dims == 2:
         log.info("%s/dataset.yaml says the samples are volumes: training a 3-D network", data)
         cfg.model = dataclasses.replace(cfg.model, spatial_dims=3)
@@ -223,7 +261,8 @@ def _resolve_data(cfg: RunConfig, data: str | Path, folder: RunFolder) -> tuple[
         volumes=cfg.model.spatial_dims == 3,
     )
     report.raise_if_problems()
-    guard_outputs(sample_files(report.samples), folder.path, folder.files)
+    if folder is not None:
+        guard_outputs(sample_files(report.samples), folder.path, folder.files)
     for note in report.notes:
         log.info("%s", note)
     encoding = report.encoding
