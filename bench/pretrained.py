@@ -1,172 +1,301 @@
-"""The built-in ``nuclei`` model (``make bench-pretrained``): prints tables; never a timed test.
+"""The built-in ``nuclei`` model on the style-shift suite (``make bench-pretrained``): prints tables; never a
+timed test.
 
-1. Zero-shot: instance F1 at IoU 0.5 and the DSB 2018 score of the shipped model on its registry's evaluation
-   sets: ``validation`` (the training style family, unseen images) and ``style_shift`` (held-out generator
-   styles: nuclei larger, cameras noisier or backgrounds hazier than training ever drew), plain and with
-   ``--diameter auto``.
-2. Fine-tuning vs scratch, the way a user runs them: one user "domain" (a single held-out style: every image
-   of it shares its generator settings), 1, 2 and 5 annotated 384² images, and
-   ``unetkit train DATA --time-budget B ...`` from scratch (learning rate 1e-3) vs the same with
-   ``--init nuclei`` (2e-4, the fine-tuning default), B = 1, 2, 5 minutes. Both arms train the built-in model's
-   architecture, border target, patches and batch, 10 steps per epoch at a constant rate, and stop before an epoch
-   that would pass the budget (``--no-plan``: a plan's measured run would not fit in one minute, and neither arm
-   should pay for one). Every model predicts the same 8 unseen images of the domain. The last table: for each
-   image count, the shortest budget at which the fine-tuned model reaches the from-scratch 5-minute F1, and its
-   share of the 5 minutes.
+Every figure is measured on the suite (``unetkit.data.domains``): generated imaging domains held out from all
+training data, each with a pool of 5 annotated images and 8 test images. Per domain:
 
-About 50 minutes on 2 cores (18 training runs, the fine-tuned ones often stopping early, plus scoring); ``--budgets``/``--images`` for fewer.
+1. zero-shot: each built-in version (``nuclei@1``, ``nuclei``) on the test images, plain and with
+   ``--diameter auto``; and on unseen images of the training family; instance F1 at IoU 0.5, DSB 2018 score, AJI;
+2. size: the typical object diameter ``--diameter auto`` estimates from the model's first pass against the
+   same estimate on the true masks (one estimate everywhere: ``data.checks.typical_diameter``);
+3. fine-tuning from the built-in model on the first 1, 2 and 5 pool images for 1 and 2 minutes, and training
+   from scratch on them for 2 and 5 minutes, each as a user runs it: ``unetkit train DATA [--init nuclei]
+   --time-budget B`` (the plan made on the fly and counted in the budget), then ``evaluate`` on the test images.
+
+Each cell is appended to ``OUT/results.jsonl`` as it is measured; a rerun with the same ``--out`` skips the cells
+there (``--domains``/``--images``/``--fine-tune``/``--scratch`` for fewer). About 30 minutes per domain on 2
+cores, so about 3.5 hours for the suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+SCORES = ("f1", "dsb_score", "aji")
 
 
 def main() -> None:
+    from unetkit.data.domains import DOMAINS, POOL
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--images", default="1,2,5", help="training image counts (default: 1,2,5)")
-    parser.add_argument("--budgets", default="1,2,5", help="time budgets in minutes (default: 1,2,5)")
-    parser.add_argument(
-        "--domain-seed", type=int, default=0, help="which held-out style is the user's domain"
-    )
-    parser.add_argument("--test-n", type=int, default=8)
-    parser.add_argument("--keep", help="keep data and runs in this folder")
+    parser.add_argument("--domains", default=",".join(DOMAINS), help="suite domains (default: all)")
+    parser.add_argument("--images", default="1,2,5", help=f"training image counts, at most {POOL}")
+    parser.add_argument("--fine-tune", default="1,2", help="fine-tuning budgets in minutes")
+    parser.add_argument("--scratch", default="2,5", help="from-scratch budgets in minutes")
+    parser.add_argument("--models", default="nuclei@1,nuclei", help="built-in models scored zero-shot")
+    parser.add_argument("--out", help="keep data, runs and results.jsonl here (default: a temporary folder)")
     args = parser.parse_args()
-
-    import numpy as np
-
-    from unetkit import evaluate_model, synthesize_dataset
-    from unetkit.data.synthetic import style_of
-    from unetkit.pretrained import get_pretrained, pretrained_path
-    from unetkit.workflows.pretrain import score_pretrained
-
-    images = [int(v) for v in args.images.split(",")]
-    budgets = [float(v) for v in args.budgets.split(",")]
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="unetkit-bench-pretrained-"))
-    model = get_pretrained("nuclei")
-    assert model is not None
-    weights = pretrained_path("nuclei")
-    print(f"built-in model: {weights} ({model.bytes / 1e6:.1f} MB), work in {work}\n", flush=True)
-
-    print("## Zero-shot (the shipped model, no training on these images)\n")
-    print("| set | images | --diameter | F1@0.5 | DSB score | AJI |\n|---|---:|---|---:|---:|---:|")
-    for set_name, spec in model.recipe["evaluation"].items():
-        for diameter in (None, "auto"):
-            t0 = time.perf_counter()
-            s = score_pretrained(weights, spec, work / f"zero-{set_name}-{diameter}", diameter=diameter)
-            print(
-                f"| {set_name} ({spec['style']} styles) | {spec['n']} | {diameter or 'none'} | {s['f1']:.3f} | "
-                f"{s['dsb_score']:.3f} | {s['aji']:.3f} |  <!-- {time.perf_counter() - t0:.0f} s -->",
-                flush=True,
-            )
-
-    style = style_of("held-out", np.random.SeedSequence([args.domain_seed, 77]))
-    assert style is not None
-    print(
-        f"\n## Fine-tuning vs from scratch on one held-out style (domain seed {args.domain_seed}: nuclei radius "
-        f"{style.radius[0]:.0f}-{style.radius[1]:.0f} px, {style.photons[0]:.0f}-{style.photons[1]:.0f} photons, "
-        f"haze {style.haze[1]:.2f}, {style.bits}-bit)\n",
-        flush=True,
-    )
-    test = synthesize_dataset(
-        work / "domain-test", n=args.test_n, size=384, seed=90_000, params=style, overwrite=True
-    )
-    pool = synthesize_dataset(
-        work / "domain-pool", n=max(images), size=384, seed=80_000, params=style, overwrite=True
-    )
-    zero = evaluate_model(weights, test, work / "domain-zero", mode="instance", progress=False)
-    auto = evaluate_model(
-        weights, test, work / "domain-zero-auto", mode="instance", progress=False, diameter="auto"
-    )
-    rows = [("built-in, no training", 0, 0.0, zero.mean["f1"], zero.mean["dsb_score"], 0.0)]
-    print("| start | images | budget | F1@0.5 | DSB score | wall s |\n|---|---:|---:|---:|---:|---:|")
-    print(f"| built-in (zero-shot) | 0 | 0 | {zero.mean['f1']:.3f} | {zero.mean['dsb_score']:.3f} | 0 |")
-    print(
-        f"| built-in, --diameter auto | 0 | 0 | {auto.mean['f1']:.3f} | {auto.mean['dsb_score']:.3f} | 0 |",
-        flush=True,
-    )
-    unetkit = (sys.executable, "-m", "unetkit")
-    recipe = model.recipe["config"]
-    same = [  # both arms: the built-in model's architecture, patches and batch; only the start and the rate differ
-        *("--no-plan", "--epochs", "1000", "--steps-per-epoch", "10", "--schedule", "constant"),
-        *("--arch", recipe["model"]["arch"], "--depth", str(recipe["model"]["depth"])),
-        *("--base-channels", str(recipe["model"]["base_channels"]), "--target", "border"),
-        *(
-            "--patch-size",
-            str(recipe["data"]["patch_size"]),
-            "--batch-size",
-            str(recipe["train"]["batch_size"]),
-        ),
-        *("--device", "cpu", "--no-progress", "--overwrite"),
-    ]
-    for n in images:
-        data = _subset(pool, work / f"data-{n}", n)
-        for budget in budgets:
-            for arm in ("scratch", "init nuclei"):
-                tag = f"{'init' if arm != 'scratch' else 'scratch'}-{n}-{budget:g}"
-                cmd = [
-                    *(*unetkit, "train", str(data), "--time-budget", f"{budget * 60:.0f}s"),
-                    *("--out", str(work / f"run-{tag}"), *same),
-                ]
-                if arm != "scratch":
-                    cmd += ["--init", "nuclei"]
-                t0 = time.perf_counter()
-                _run(cmd)
-                seconds = time.perf_counter() - t0
-                ev = evaluate_model(
-                    work / f"run-{tag}", test, work / f"pred-{tag}", mode="instance", progress=False
-                )
-                rows.append((arm, n, budget, ev.mean["f1"], ev.mean["dsb_score"], seconds))
-                print(
-                    f"| {arm} | {n} | {budget:g} min | {ev.mean['f1']:.3f} | {ev.mean['dsb_score']:.3f} | "
-                    f"{seconds:.0f} |",
-                    flush=True,
-                )
-
-    longest = max(budgets)
-    print(f"\n## Time for the fine-tuned model to reach the from-scratch {longest:g}-minute F1\n")
-    print(
-        f"| images | scratch F1 at {longest:g} min | fine-tuned: first budget reaching it | share of {longest:g} min |"
-    )
-    print("|---:|---:|---|---:|")
-    for n in images:
-        target = next(r[3] for r in rows if r[0] == "scratch" and r[1] == n and r[2] == longest)
-        reached = [r for r in rows if r[0] == "init nuclei" and r[1] == n and r[3] >= target]
-        first = min(reached, key=lambda r: r[2], default=None)
-        if zero.mean["f1"] >= target:
-            print(f"| {n} | {target:.3f} | 0 min (zero-shot F1 {zero.mean['f1']:.3f}) | 0 |")
-        elif first is None:
-            print(f"| {n} | {target:.3f} | not reached within {longest:g} min | — |")
-        else:
-            print(f"| {n} | {target:.3f} | {first[2]:g} min (F1 {first[3]:.3f}) | {first[2] / longest:.2f} |")
-    if not args.keep:
+    work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="unetkit-bench-pretrained-"))
+    work.mkdir(parents=True, exist_ok=True)
+    book = Results(work / "results.jsonl")
+    domains = [d for d in args.domains.split(",") if d]
+    images = [int(v) for v in args.images.split(",") if v]
+    models = [m for m in args.models.split(",") if m]
+    _machine()
+    print(f"work in {work}\n", flush=True)
+    for name in domains:
+        measure_domain(name, work, book, models, images, _minutes(args.fine_tune), _minutes(args.scratch))
+    family(work, book, models)
+    report(book, domains, models, images, _minutes(args.fine_tune), _minutes(args.scratch))
+    if not args.out:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(cmd: list[str]) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+class Results:
+    """The cells measured so far, by key; each new one appended to the file as it is measured."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.cells: dict[str, dict[str, Any]] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                self.cells[row["key"]] = row
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.cells.get(key)
+
+    def put(self, key: str, row: dict[str, Any]) -> dict[str, Any]:
+        row = {"key": key, **row}
+        self.cells[key] = row
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        return row
 
 
-def _subset(pool: Path, dest: Path, n: int) -> Path:
-    """The first ``n`` images of ``pool`` and their masks, copied with its dataset.yaml into ``dest``."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    for sub in ("images", "masks"):
-        (dest / sub).mkdir(parents=True)
-        for path in sorted((pool / sub).iterdir())[:n]:
-            shutil.copy2(path, dest / sub / path.name)
-    shutil.copy2(pool / "dataset.yaml", dest / "dataset.yaml")
-    return dest
+def _minutes(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v]
+
+
+def _machine() -> None:
+    import platform
+
+    import torch
+
+    from unetkit.device import cpu_has_native_bf16
+
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor(),
+    ) if Path("/proc/cpuinfo").is_file() else platform.processor()  # fmt: skip
+    print(
+        f"CPU: {cpu}; {torch.get_num_threads()} threads; native bfloat16: {cpu_has_native_bf16()}; "
+        f"torch {torch.__version__}"
+    )
+
+
+def _scores(ev: Any) -> dict[str, float]:
+    return {k: round(float(ev.mean[k]), 4) for k in SCORES}
+
+
+def measure_domain(
+    name: str,
+    work: Path,
+    book: Results,
+    models: list[str],
+    images: list[int],
+    fine: list[float],
+    scratch: list[float],
+) -> None:
+    import numpy as np
+
+    from unetkit import evaluate_model, read_image
+    from unetkit.data.checks import object_diameters, typical_diameter
+    from unetkit.data.domains import synthesize_domain
+    from unetkit.inference import Predictor
+
+    test = work / name / "test"
+    if not (test / "dataset.yaml").is_file():
+        synthesize_domain(name, test, "test", overwrite=True)
+    for model in models:
+        for diameter in (None, "auto"):
+            key = f"{name}|zero|{model}|{diameter or 'none'}"
+            if book.get(key) is None:
+                ev = evaluate_model(
+                    model, test, work / name / "pred" / key.replace("|", "-"), mode="instance",
+                    overwrite=True, progress=False, diameter=diameter,
+                )  # fmt: skip
+                book.put(key, _scores(ev))
+        key = f"{name}|size|{model}"
+        if book.get(key) is None:
+            predictor = Predictor.from_pretrained(model)
+            true, found = [], []
+            for mask in sorted((test / "masks").iterdir()):
+                true.append(typical_diameter(object_diameters(read_image(mask))) or np.nan)
+                found.append(predictor.estimate_diameter(read_image(test / "images" / mask.name)) or np.nan)
+            error = np.abs(np.array(found) / np.array(true) - 1)
+            book.put(key, {"true": float(np.nanmedian(true)), "estimated": float(np.nanmedian(found)),
+                           "error": float(np.nanmedian(error)), "worst": float(np.nanmax(error))})  # fmt: skip
+    for n in images:
+        data = work / name / f"pool-{n}"
+        if not (data / "dataset.yaml").is_file():
+            synthesize_domain(name, data, "pool", n, overwrite=True)
+        arms = [("init", b) for b in fine] + [("scratch", b) for b in scratch]
+        for arm, budget in arms:
+            key = f"{name}|{arm}|{n}|{budget:g}"
+            if book.get(key) is not None:
+                continue
+            run = work / name / f"run-{arm}-{n}-{budget:g}"
+            copy = (
+                work / name / f"data-{arm}-{n}-{budget:g}"
+            )  # each run plans afresh: no plan left by another
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(data, copy)
+            cmd = [
+                sys.executable,
+                "-m",
+                "unetkit",
+                "train",
+                str(copy),
+                "--time-budget",
+                f"{budget * 60:.0f}s",
+            ]
+            cmd += ["--out", str(run), "--overwrite", "--no-progress"]
+            cmd += ["--init", "nuclei"] if arm == "init" else []
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if done.returncode:
+                sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+            split = next((line for line in done.stderr.splitlines() if "time: " in line), "")
+            ev = evaluate_model(run, test, work / name / "pred" / key.replace("|", "-"), mode="instance",
+                                overwrite=True, progress=False)  # fmt: skip
+            metrics = (run / "metrics.csv").read_text().splitlines()
+            book.put(key, {**_scores(ev), "wall": round(wall, 1), "split": split.split("time: ")[-1],
+                           "epochs": len(metrics) - 1 - (arm == "init"),
+                           "best_epoch": _best_epoch(metrics)})  # fmt: skip
+        print(f"{name}: {n} image(s) done", flush=True)
+
+
+def _best_epoch(metrics: list[str]) -> int:
+    head = metrics[0].split(",")
+    rows = [dict(zip(head, line.split(","), strict=False)) for line in metrics[1:]]
+    return int(max(rows, key=lambda r: float(r["val_dice"]))["epoch"])
+
+
+def family(work: Path, book: Results, models: list[str]) -> None:
+    """Unseen images of each model's own training family (its registry's validation set)."""
+    from unetkit.pretrained import get_pretrained
+    from unetkit.workflows.pretrain import score_pretrained
+
+    for model in models:
+        key = f"family|{model}"
+        entry = get_pretrained(model)
+        if book.get(key) is None and entry is not None:
+            spec = entry.recipe["evaluation"]["validation"]
+            book.put(key, {**score_pretrained(model, spec, work / "family" / model), "set": spec})
+
+
+def report(
+    book: Results,
+    domains: list[str],
+    models: list[str],
+    images: list[int],
+    fine: list[float],
+    scratch: list[float],
+) -> None:
+    from unetkit.data.domains import DOMAINS
+
+    def cell(key: str, what: str = "f1") -> str:
+        row = book.get(key)
+        return "—" if row is None else f"{row[what]:.3f}"
+
+    print("\n## Zero-shot: F1@0.5 (DSB score, AJI) on each domain's 8 test images\n")
+    head = [f"{m}{' auto' if d else ''}" for m in models for d in (False, True)]
+    print("| domain | what differs | " + " | ".join(head) + " |")
+    print("|---|---|" + "---:|" * len(head))
+    means: dict[str, list[float]] = {h: [] for h in head}
+    for name in domains:
+        cells = []
+        for m in models:
+            for d, tag in ((False, "none"), (True, "auto")):
+                row = book.get(f"{name}|zero|{m}|{tag}")
+                cells.append(
+                    "—" if row is None else f"{row['f1']:.3f} ({row['dsb_score']:.3f}, {row['aji']:.3f})"
+                )
+                if row is not None:
+                    means[f"{m}{' auto' if d else ''}"].append(row["f1"])
+        print(f"| {name} | {DOMAINS[name].what} | " + " | ".join(cells) + " |")
+    print(
+        "| **mean** | | "
+        + " | ".join(f"**{sum(v) / len(v):.3f}**" if v else "—" for v in means.values())
+        + " |"
+    )
+    for m in models:
+        row = book.get(f"family|{m}")
+        if row is not None:
+            print(f"\nunseen images of {m}'s training family ({row['set']['n']} x {row['set']['size']}²): F1@0.5 "
+                  f"{row['f1']:.3f}, DSB {row['dsb_score']:.3f}, AJI {row['aji']:.3f}")  # fmt: skip
+
+    print(
+        "\n## Size: typical object diameter (px, area-weighted median), true masks vs --diameter auto's estimate\n"
+    )
+    print("| domain | true | " + " | ".join(f"{m} estimate | {m} error" for m in models) + " |")
+    print("|---|---:|" + "---:|---:|" * len(models))
+    for name in domains:
+        rows = [book.get(f"{name}|size|{m}") for m in models]
+        true = next((r["true"] for r in rows if r), None)
+        cells = [f"{r['estimated']:.1f} | {r['error']:.0%}" if r else "— | —" for r in rows]
+        print(f"| {name} | {true:.1f} | " + " | ".join(cells) + " |" if true else f"| {name} | — |")
+
+    arms = [("init", b, f"fine-tuned {b:g} min") for b in fine] + [
+        ("scratch", b, f"scratch {b:g} min") for b in scratch
+    ]
+    print(
+        "\n## Fine-tuning the built-in model vs training from scratch: F1@0.5 (DSB score, AJI) on the test images\n"
+    )
+    print("| domain | images | zero-shot | " + " | ".join(a[2] for a in arms) + " |")
+    print("|---|---:|---:|" + "---:|" * len(arms))
+    for name in domains:
+        zero = book.get(f"{name}|zero|{models[-1]}|none")
+        for n in images:
+            cells = []
+            for arm, budget, _ in arms:
+                row = book.get(f"{name}|{arm}|{n}|{budget:g}")
+                cells.append(
+                    "—" if row is None else f"{row['f1']:.3f} ({row['dsb_score']:.3f}, {row['aji']:.3f})"
+                )
+            print(f"| {name} | {n} | {zero['f1']:.3f} | " + " | ".join(cells) + " |" if zero else "")
+    print("\n## Acceptance: 1 image, 2-minute fine-tune vs zero-shot and vs scratch 5 minutes\n")
+    print(
+        "| domain | zero-shot | fine-tuned 1 image 2 min | scratch 1 image 5 min | >= zero-shot | > scratch |"
+    )
+    print("|---|---:|---:|---:|---|---|")
+    for name in domains:
+        zero, ft, sc = (
+            book.get(k) for k in (f"{name}|zero|{models[-1]}|none", f"{name}|init|1|2", f"{name}|scratch|1|5")
+        )
+        if zero and ft and sc:
+            print(f"| {name} | {zero['f1']:.3f} | {ft['f1']:.3f} | {sc['f1']:.3f} | "
+                  f"{'yes' if ft['f1'] >= zero['f1'] else 'NO'} | {'yes' if ft['f1'] > sc['f1'] else 'NO'} |")  # fmt: skip
+    print("\n## Time split of the runs (planning + preparation + training + validation + saving, s)\n")
+    for name in domains:
+        for n in images:
+            for arm, budget, label in arms:
+                row = book.get(f"{name}|{arm}|{n}|{budget:g}")
+                if row is not None:
+                    print(f"- {name}, {n} image(s), {label}: {row['split']}; {row['epochs']} epochs, best "
+                          f"epoch {row['best_epoch']}; wall {row['wall']:.0f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

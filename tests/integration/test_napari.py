@@ -230,6 +230,32 @@ def test_train_widget_learns_from_painted_layers_and_offers_the_model(make_napar
     assert SegmentWidget(viewer).model.value == "cells (trained)"  # one opened later offers it, chosen
 
 
+def test_train_widget_fine_tuning_plots_the_starting_model_as_epoch_0(
+    make_napari_viewer, qtbot, tiny_data, tmp_path
+):
+    import csv
+
+    from unetkit.napari._train import TrainWidget
+
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    widget.source.value = "dataset folder"
+    widget.folder.value = tiny_data
+    widget.init.value = "nuclei"  # fine-tune the built-in model
+    widget.settings.value = _tiny_settings(tmp_path, epochs=2, steps_per_epoch=2)
+    widget.work.value = tmp_path / "work"
+    widget.start()
+    _wait(qtbot, widget)
+    run = tmp_path / "work" / "tiny" / "run"
+    assert (run / "best.pt").is_file(), widget.status.value
+    with open(run / "metrics.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    # the plot starts at epoch 0, the starting model's validation, as metrics.csv does
+    assert [int(r["epoch"]) for r in widget.plot.rows] == [int(r["epoch"]) for r in table] == [0, 1, 2]
+    assert widget.plot.rows[0]["val_dice"] == pytest.approx(float(table[0]["val_dice"]))
+    assert "offered in Segment" in widget.status.value and " of 2" in widget.status.value
+
+
 def test_train_widget_from_a_folder_cancel_keeps_the_best_model(
     make_napari_viewer, qtbot, tiny_data, tmp_path
 ):

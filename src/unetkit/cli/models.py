@@ -9,6 +9,12 @@ from ..models.registry import create_model, describe_model, list_models
 from ..pretrained import list_pretrained
 
 DEFAULTS = ModelConfig()
+#: what each registry score set is, in words
+SCORE_SETS = {
+    "validation": "unseen images of its training family",
+    "style_shift": "held-out styles (version 2)",
+    "suite": "style-shift suite, mean over its domains (make bench-pretrained)",
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {'':<14}trained on: {m.trained_on}")
         for set_name, scores in m.scores.items():
             numbers = ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
-            print(f"  {'':<14}{set_name.replace('_', ' ')}: {numbers}")
+            print(f"  {'':<14}{SCORE_SETS.get(set_name, set_name.replace('_', ' '))}: {numbers}")
+        if m.suite:
+            f1 = ", ".join(f"{domain} {s['f1']:.2f}" for domain, s in m.suite.items())
+            print(f"  {'':<14}F1@0.5 per suite domain: {f1}")
     print("\nArchitectures (--arch NAME):")
     print(f"{'name':<16}{'params 2-D':>14}{'params 3-D':>14}  description")
     for name in list_models():

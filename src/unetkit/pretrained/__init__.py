@@ -2,7 +2,9 @@
 
 Nothing is downloaded: each model is a unetkit checkpoint (half-precision weights) lying beside this file,
 checked against the sha256 its registry entry records before it is used. A model is selected by name wherever
-a MODEL is taken (``unetkit predict nuclei ...``, ``--init nuclei``, ``Predictor.from_pretrained("nuclei")``).
+a MODEL is taken (``unetkit predict nuclei ...``, ``--init nuclei``, ``Predictor.from_pretrained("nuclei")``);
+``NAME@N`` names version N (``nuclei@1``: the first built-in nuclei model, kept loadable when ``nuclei`` moved
+on), the bare name the newest.
 Adding a model is a data-only change: its file and an entry in ``registry.yaml`` (see the ``nuclei`` entry for
 the fields); ``make pretrained`` retrains the registered models from the recipes their entries hold.
 """
@@ -55,6 +57,9 @@ class PretrainedModel:
     bytes: int = 0
     #: the data the plan proposes it for: spatial_dims, channels, encodings, diameter [lo, hi] px, target
     proposed_for: dict[str, Any] = field(default_factory=dict)
+    version: int = 1
+    #: zero-shot scores on each domain of the style-shift suite (unetkit.data.domains), when measured
+    suite: dict[str, dict[str, float]] = field(default_factory=dict)
     folder: Path = PRETRAINED_DIR  # where its registry lies; ``file`` is relative to it
 
     @property
@@ -93,9 +98,15 @@ def list_pretrained(registry: Path = REGISTRY) -> list[PretrainedModel]:
 
 
 def get_pretrained(name: str, registry: Path = REGISTRY) -> PretrainedModel | None:
-    """The entry registered as ``name`` (or ``pretrained:name``), else None."""
+    """The entry registered as ``name`` (or ``pretrained:name``), or ``NAME@N``: the entry ``NAME`` when it is
+    version N; else None."""
     name = name.removeprefix(PREFIX)
-    return next((m for m in list_pretrained(registry) if m.name == name), None)
+    models = list_pretrained(registry)
+    found = next((m for m in models if m.name == name), None)
+    base, _, version = name.rpartition("@")
+    if found is None and base and version.isdigit():
+        found = next((m for m in models if m.name == base and m.version == int(version)), None)
+    return found
 
 
 def file_sha256(path: Path) -> str:

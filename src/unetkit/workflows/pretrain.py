@@ -120,10 +120,11 @@ def ship_checkpoint(
     payload["training"] = {
         k: training[k] for k in ("best_epoch", "best_score", "epochs", "steps") if k in training
     }
+    style = str(recipe.get("data", {}).get("style", ""))
     payload["pretrained"] = {
         "name": name,
         "recipe": recipe,
-        "style_version": STYLE_VERSION,
+        "style_version": int(style.rpartition("@")[2]) if "@" in style else STYLE_VERSION,
         "unetkit_version": __version__,
         "weights": "float16",
     }
@@ -172,14 +173,18 @@ def build_pretrained(
         sizes = diameter_range(data)
         shipped = ship_checkpoint(result.best_checkpoint, out_dir / entry["file"], name, recipe, sizes)
         minutes = (time.perf_counter() - started) / 60
-        scores = {
-            set_name: score_pretrained(shipped, spec, Path(tmp) / set_name, progress=progress)
-            for set_name, spec in (recipe.get("evaluation") or {}).items()
-        }
+        scores, suite = {}, {}
+        for set_name, spec in (recipe.get("evaluation") or {}).items():
+            if set_name == "suite":  # the style-shift suite's domains (spec: true)
+                suite = score_suite(shipped, Path(tmp) / "suite", progress=progress)
+                scores["suite"] = suite.pop("mean")
+            else:
+                scores[set_name] = score_pretrained(shipped, spec, Path(tmp) / set_name, progress=progress)
     entry.update(
         sha256=file_sha256(shipped),
         bytes=shipped.stat().st_size,
         scores=scores,
+        **({"suite": suite} if suite else {}),
         runtime=f"{minutes:.0f} min to train on {torch.get_num_threads()} CPU threads (unetkit {__version__}, "
         f"torch {torch.__version__})",
     )
@@ -206,11 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m unetkit.workflows.pretrain", description="Retrain built-in models by their recipes."
     )
-    parser.add_argument("names", nargs="*", help="registry entries (default: all)")
+    parser.add_argument("names", nargs="*", help="registry entries (default: every current one, no NAME@N)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    names = args.names or list(read_registry().get("models") or {})
+    # by default the current models; an older version (NAME@N) is kept as shipped unless named
+    names = args.names or [n for n in read_registry().get("models") or {} if "@" not in n]
     for name in names:
         entry = build_pretrained(name, progress=not args.no_progress)
         log.info(
