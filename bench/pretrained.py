@@ -15,6 +15,9 @@ training data, each with a pool of 5 annotated images and 8 test images. Per dom
 Each cell is appended to ``OUT/results.jsonl`` as it is measured; a rerun with the same ``--out`` skips the cells
 there (``--domains``/``--images``/``--fine-tune``/``--scratch`` for fewer). About 30 minutes per domain on 2
 cores, so about 3.5 hours for the suite.
+
+``--variants 'NAME=FLAGS;...'`` trains every cell once more per variant with those flags added to the command
+(``aug=--scale 0.2 --intensity 0.2``): how the plan's choices for tiny datasets were measured.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def main() -> None:
     parser.add_argument("--fine-tune", default="1,2", help="fine-tuning budgets in minutes")
     parser.add_argument("--scratch", default="2,5", help="from-scratch budgets in minutes")
     parser.add_argument("--models", default="nuclei@1,nuclei", help="built-in models scored zero-shot")
+    parser.add_argument("--variants", default="", help="NAME=FLAGS;...: extra flags for every training cell")
     parser.add_argument("--out", help="keep data, runs and results.jsonl here (default: a temporary folder)")
     args = parser.parse_args()
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="unetkit-bench-pretrained-"))
@@ -51,12 +55,17 @@ def main() -> None:
     domains = [d for d in args.domains.split(",") if d]
     images = [int(v) for v in args.images.split(",") if v]
     models = [m for m in args.models.split(",") if m]
+    variants = {"": []} | {
+        k.strip(): v.split() for k, _, v in (item.partition("=") for item in args.variants.split(";") if item)
+    }
     _machine()
     print(f"work in {work}\n", flush=True)
     for name in domains:
-        measure_domain(name, work, book, models, images, _minutes(args.fine_tune), _minutes(args.scratch))
+        measure_domain(
+            name, work, book, models, images, _minutes(args.fine_tune), _minutes(args.scratch), variants
+        )
     family(work, book, models)
-    report(book, domains, models, images, _minutes(args.fine_tune), _minutes(args.scratch))
+    report(book, domains, models, images, _minutes(args.fine_tune), _minutes(args.scratch), list(variants))
     if not args.out:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -116,6 +125,7 @@ def measure_domain(
     images: list[int],
     fine: list[float],
     scratch: list[float],
+    variants: dict[str, list[str]],
 ) -> None:
     import numpy as np
 
@@ -150,15 +160,19 @@ def measure_domain(
         data = work / name / f"pool-{n}"
         if not (data / "dataset.yaml").is_file():
             synthesize_domain(name, data, "pool", n, overwrite=True)
-        arms = [("init", b) for b in fine] + [("scratch", b) for b in scratch]
-        for arm, budget in arms:
-            key = f"{name}|{arm}|{n}|{budget:g}"
+        arms = [
+            (a, b, v)
+            for a, budgets in (("init", fine), ("scratch", scratch))
+            for b in budgets
+            for v in variants
+        ]
+        for arm, budget, variant in arms:
+            key = f"{name}|{arm}|{n}|{budget:g}" + (f"|{variant}" if variant else "")
             if book.get(key) is not None:
                 continue
-            run = work / name / f"run-{arm}-{n}-{budget:g}"
-            copy = (
-                work / name / f"data-{arm}-{n}-{budget:g}"
-            )  # each run plans afresh: no plan left by another
+            tag = key.split("|", 1)[1].replace("|", "-")
+            run = work / name / f"run-{tag}"
+            copy = work / name / f"data-{tag}"  # each run plans afresh: no plan left by another
             shutil.rmtree(copy, ignore_errors=True)
             shutil.copytree(data, copy)
             cmd = [
@@ -172,6 +186,7 @@ def measure_domain(
             ]
             cmd += ["--out", str(run), "--overwrite", "--no-progress"]
             cmd += ["--init", "nuclei"] if arm == "init" else []
+            cmd += variants[variant]
             t0 = time.perf_counter()
             done = subprocess.run(cmd, capture_output=True, text=True)
             wall = time.perf_counter() - t0
@@ -213,12 +228,9 @@ def report(
     images: list[int],
     fine: list[float],
     scratch: list[float],
+    variants: list[str],
 ) -> None:
     from unetkit.data.domains import DOMAINS
-
-    def cell(key: str, what: str = "f1") -> str:
-        row = book.get(key)
-        return "—" if row is None else f"{row[what]:.3f}"
 
     print("\n## Zero-shot: F1@0.5 (DSB score, AJI) on each domain's 8 test images\n")
     head = [f"{m}{' auto' if d else ''}" for m in models for d in (False, True)]
@@ -288,6 +300,18 @@ def report(
         if zero and ft and sc:
             print(f"| {name} | {zero['f1']:.3f} | {ft['f1']:.3f} | {sc['f1']:.3f} | "
                   f"{'yes' if ft['f1'] >= zero['f1'] else 'NO'} | {'yes' if ft['f1'] > sc['f1'] else 'NO'} |")  # fmt: skip
+    if len(variants) > 1:
+        print("\n## Variants: F1@0.5 (DSB score) of the same cells with extra flags (plan: as planned)\n")
+        print("| domain | images | arm | " + " | ".join(v or "plan" for v in variants) + " |")
+        print("|---|---:|---|" + "---:|" * len(variants))
+        for name in domains:
+            for n in images:
+                for arm, budget, label in arms:
+                    rows = [
+                        book.get(f"{name}|{arm}|{n}|{budget:g}" + (f"|{v}" if v else "")) for v in variants
+                    ]
+                    cells = ["—" if r is None else f"{r['f1']:.3f} ({r['dsb_score']:.3f})" for r in rows]
+                    print(f"| {name} | {n} | {label} | " + " | ".join(cells) + " |")
     print("\n## Time split of the runs (planning + preparation + training + validation + saving, s)\n")
     for name in domains:
         for n in images:
