@@ -80,7 +80,7 @@ def same_weights(a, b):
 def rows(run):
     with open(run / "metrics.csv") as fh:
         return [
-            {k: v for k, v in r.items() if k not in ("seconds", "val_seconds", "data_wait")}
+            {k: v for k, v in r.items() if k not in ("seconds", "val_seconds", "data_wait", "elapsed")}
             for r in csv.DictReader(fh)
         ]
 
