@@ -503,6 +503,8 @@ STYLES = ("default", "random", "held-out", "random@2")
 #: what version 3 adds to the family, by group (each can be left out: ``random_style(..., without=...)``, the
 #: generator's ablation in ``bench/generator_ablation.py``)
 FEATURES = ("sizes", "camera", "focus", "illumination", "chromatin", "mitosis", "sheets")
+#: version 3 draws at least this many nuclei per megapixel (about 6 in a 256² image), whatever their size
+MIN_NUCLEI_PER_MPX = 100.0
 
 
 def random_style(
@@ -545,8 +547,13 @@ def random_style(
     sheet = float(rng.uniform(0.3, 0.9)) if rng.random() < 0.25 else 0.0
 
     radius = diameter / 2 / float(np.sqrt((aspect + 1) / 2))  # semi-major axis of that area
-    scale = (radius / float(np.mean(base.radius))) ** 2 if on["sizes"] else 1.0  # the same share covered
-    per_mpx = (base.nuclei_per_mpx + 3.5 * base.clusters_per_mpx) / scale
+    base_mpx = base.nuclei_per_mpx + 3.5 * base.clusters_per_mpx
+    scale = 1.0
+    if on[
+        "sizes"
+    ]:  # the same share of the image covered, but never fewer than MIN_NUCLEI_PER_MPX (no empty images)
+        scale = min((radius / float(np.mean(base.radius))) ** 2, base_mpx / MIN_NUCLEI_PER_MPX)
+    per_mpx = base_mpx / scale
     return dataclasses.replace(
         base,
         radius=(0.75 * radius, 1.25 * radius) if on["sizes"] else base.radius,
