@@ -132,9 +132,11 @@ def synth_nuclei(
             nuclei.append((cy, cx, a))
         return ok
 
-    if p.sheet > 0:  # confluent sheets first: packed nuclei on a jittered hexagonal grid, touching
+    if (
+        p.sheet > 0
+    ):  # confluent sheets first: a monolayer of nuclei on a jittered hexagonal grid, touching, hardly overlapping
         for cy, cx in _sheet_sites(v3, h, w, p):
-            place(cy, cx, max_overlap=0.35, stream=v3)
+            place(cy, cx, max_overlap=0.1, stream=v3)
     for _ in range(rng.poisson(p.nuclei_per_mpx * mpx)):
         for _attempt in range(10):
             if place(rng.uniform(0, h), rng.uniform(0, w), max_overlap=0.0):
@@ -303,7 +305,7 @@ def _sheet_sites(rng: np.random.Generator, h: int, w: int, p: SynthParams) -> li
     """Centres of a confluent sheet: a jittered hexagonal grid, spaced by the nuclei's size, inside a smooth
     random region covering ``p.sheet`` of the image."""
     a = float(np.mean(p.radius))
-    spacing = 2.0 * a * float(np.sqrt(np.mean(p.aspect))) * rng.uniform(0.85, 1.0)
+    spacing = 2.0 * a * float(np.sqrt(np.mean(p.aspect))) * rng.uniform(0.95, 1.1)
     coarse = rng.standard_normal((max(2, h // 48), max(2, w // 48)))
     field = _upsampled(coarse, h, w)
     region = field[:h, :w] >= np.quantile(field, 1.0 - min(p.sheet, 1.0))
