@@ -96,7 +96,7 @@ def test_a_resumed_fine_tuning_run_keeps_epoch_0_and_ends_as_an_uninterrupted_on
         assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
-def test_an_init_run_with_a_small_budget_plans_from_a_probe_not_a_measured_run(
+def test_a_small_budget_plans_from_a_probe_not_a_measured_run(
     tiny_data, tiny_run, tmp_path, monkeypatch, caplog
 ):
     import unetkit.workflows.plan as plan
@@ -120,6 +120,8 @@ def test_an_init_run_with_a_small_budget_plans_from_a_probe_not_a_measured_run(
     fine = plan.plan_training(data, time_budget="20m", config=tiny_config(init=str(tiny_run.run_dir)))
     assert len(calls) == 1 and calls[0][1].model.depth == fine.config.model.depth == 2  # the tiny run's
     assert fine.measured["timing"].startswith("a measured run")
+    scratch = plan.plan_training(data, time_budget="1m", config=tiny_config())  # a short budget: a probe too
+    assert len(calls) == 1 and scratch.measured["timing"].startswith("a probe")
 
 
 def test_the_logged_time_split_adds_up_to_the_wall_time(tiny_data, tmp_path, unetkit_exe):

@@ -58,7 +58,7 @@ __all__ = ["PROBE_BUDGET", "default_time_budget", "plan_for_training", "plan_pat
 
 log = logging.getLogger(__name__)
 
-#: fine-tuning budgets up to this many seconds are planned from a probe of a few real steps, not a measured run
+#: budgets up to this many seconds are planned from a probe of a few real steps, not a measured run
 PROBE_BUDGET = 600.0
 #: the probe's timed steps (after one that warms up: decoding, caches, kernels)
 PROBE_STEPS = 3
@@ -78,9 +78,10 @@ def plan_training(
     """Fingerprint ``data`` and choose a training setup for ``device`` and ``time_budget`` (see the module).
 
     ``config``: how to read the data (layout, mask encoding, class map, ignore index are kept; everything
-    else is planned) and ``train.init``, the model to fine-tune: its architecture is the one measured, and for
-    budgets up to ``PROBE_BUDGET`` the times come from a probe of a few real steps instead of the measured
-    run. ``calibrate=False`` skips the measurement: the epochs are then the default and the plan says so
+    else is planned) and ``train.init``, the model to fine-tune: its architecture is the one measured. For
+    budgets up to ``PROBE_BUDGET`` the times come from a probe of a few real steps instead of the measured run
+    (on a CPU without the trial pass either: the probe's steps run at the usual batch and report their memory),
+    so a short budget trains instead of planning. ``calibrate=False`` skips the measurement: the epochs are then the default and the plan says so
     (quick, for looking at the choices). ``budget_includes_planning``: the epochs fill what is left of the
     budget after planning (``unetkit train`` planning on the fly), on a clock that began at ``started`` (a
     ``time.perf_counter()`` reading; default: now)."""
@@ -123,9 +124,9 @@ def plan_training(
     patch = dcfg.patch_size
     shape: tuple[int, ...] = (dcfg.patch_depth or patch, patch, patch) if dims == 3 else (patch, patch)
     want = (16 if cuda else 8) if dims == 2 else (4 if cuda else 2)
-    probe = calibrate and budget is not None and bool(init) and budget <= PROBE_BUDGET
-    if probe:  # the probe's real steps run at this batch and report their memory
-        batch, trial = want, "the usual batch for this device; the probe's steps measure its memory"
+    probe = calibrate and budget is not None and budget <= PROBE_BUDGET
+    if probe and not cuda:  # the probe's real steps run at this batch and report their memory (below)
+        batch, trial = want, ""
     else:
         batch, trial = fit_batch(model, in_ch, classes, shape, want, dev)
     if not init:  # a starting model keeps its own normalisation layers
@@ -142,12 +143,13 @@ def plan_training(
     cfg = RunConfig(model=model, data=dcfg, train=tcfg)
     if calibrate and budget is not None:
         timing = _probe(data, cfg) if probe else _calibrate(data, cfg, progress)
-        if probe:
+        peak = timing.pop("peak_mib", 0.0)
+        if probe and not trial:
             measured["trial"] = reasons["train.batch_size"] = (
-                f"the probe's steps of {batch} x {'x'.join(map(str, shape))} used {timing.pop('peak_mib'):.0f} MiB"
+                f"the probe's steps of {batch} x {'x'.join(map(str, shape))} used {peak:.0f} MiB"
             )
         measured["timing"] = (
-            f"a probe of {PROBE_STEPS} real steps of the starting model and one validation image"
+            f"a probe of {PROBE_STEPS} real steps and one validation image"
             if probe
             else "a measured run of 3 epochs x 6 steps"
         )
@@ -158,12 +160,10 @@ def plan_training(
             startup += time.perf_counter() - t_start
         epoch_seconds = length_rules(timing, budget, startup, tcfg, reasons)
         measured.update(timing, epoch_seconds=round(epoch_seconds, 3))
-        total_steps = tcfg.epochs * tcfg.steps_per_epoch
     else:
-        total_steps = tcfg.epochs * tcfg.steps_per_epoch
         reasons["train.epochs"] = "the default: not measured (no --time-budget, or calibration skipped)"
         reasons["train.steps_per_epoch"] = "the default"
-    learning_rate_rule(total_steps, tcfg, reasons)
+    learning_rate_rule(tcfg.epochs * tcfg.steps_per_epoch, tcfg, reasons)
     if init:
         tcfg.lr = FINE_TUNE_LR
         reasons["train.lr"] = f"the fine-tuning rate (--init {init}): the starting weights are kept close"
@@ -244,13 +244,14 @@ def plan_for_training(
     base = dataclasses.replace(reading or RunConfig())
     if init:
         base.train = dataclasses.replace(base.train, init=init)
-    probe = bool(init) and (parse_duration(time_budget) or 0) <= PROBE_BUDGET
+    probe = (parse_duration(time_budget) or 0) <= PROBE_BUDGET
     log.info(
         "planning %s (%s)",
         path,
         "no measured run: --epochs/--steps-per-epoch fix the length"
         if fixed_length
-        else f"a probe of {PROBE_STEPS} steps of the starting model {init}, counted in the budget"
+        else f"a probe of {PROBE_STEPS} steps of {f'the starting model {init}' if init else 'the network'}, counted "
+        "in the budget"
         if probe
         else "a trial step and a short measured run, counted in the budget",
     )
