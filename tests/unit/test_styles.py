@@ -31,7 +31,8 @@ def test_version_3_widens_the_family_and_each_feature_can_be_left_out_alone():
     diameters = [2 * np.mean(s.radius) * np.sqrt((s.aspect[0] + 1) / 2) for s in styles]
     assert min(diameters) < 6 and max(diameters) > 70  # 5-80 px across
     assert min(s.photons[1] for s in styles) < 6  # down to a few photons
-    assert all(s.nuclei_per_mpx + 3.5 * s.clusters_per_mpx >= 99.9 for s in styles)  # large nuclei: no empty fields
+    # large nuclei: no empty fields
+    assert all(s.nuclei_per_mpx + 3.5 * s.clusters_per_mpx >= 99.9 for s in styles)
     for name in ("sheet", "mitotic_per_mpx", "apoptotic_per_mpx", "chromocenters", "depth_blur", "vignetting",
                  "illumination", "offset", "full_scale", "hot_pixels_per_mpx"):  # fmt: skip
         on = [getattr(s, name) > 0 for s in styles]

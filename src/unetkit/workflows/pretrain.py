@@ -33,6 +33,7 @@ from ..data.domains import DOMAINS, synthesize_domain
 from ..data.io import read_image
 from ..data.layouts import DESCRIPTOR
 from ..data.synthetic import STYLE_VERSION, synthesize_dataset
+from ..device import tune_allocator
 from ..errors import ConfigError
 from ..pretrained import PRETRAINED_DIR, REGISTRY, file_sha256, read_registry
 from ..version import __version__
@@ -175,9 +176,10 @@ def build_pretrained(
         minutes = (time.perf_counter() - started) / 60
         scores, suite = {}, {}
         for set_name, spec in (recipe.get("evaluation") or {}).items():
-            if set_name == "suite":  # the style-shift suite's domains (spec: true)
-                suite = score_suite(shipped, Path(tmp) / "suite", progress=progress)
-                scores["suite"] = suite.pop("mean")
+            if set_name == "suite":  # the style-shift suite's domains (spec: true; false: not scored)
+                if spec:
+                    suite = score_suite(shipped, Path(tmp) / "suite", progress=progress)
+                    scores["suite"] = suite.pop("mean")
             else:
                 scores[set_name] = score_pretrained(shipped, spec, Path(tmp) / set_name, progress=progress)
     entry.update(
@@ -215,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    tune_allocator()  # as the CLI: freed activations stay in the heap (a step ~15% faster; results unchanged)
     # by default the current models; an older version (NAME@N) is kept as shipped unless named
     names = args.names or [n for n in read_registry().get("models") or {} if "@" not in n]
     for name in names:
