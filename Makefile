@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 
 .PHONY: gui-deps
-.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-pretrained pretrained lint clean
+.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-pretrained bench-ablation pretrained lint clean
 
 setup: $(STAMP)
 
@@ -85,14 +85,20 @@ bench-journey: setup
 	$(PY) bench/newcomer.py
 
 # Retrain the built-in models by the recipes in src/unetkit/pretrained/registry.yaml (fixed seeds and steps);
-# rewrites their weight files, sha256, scores and run time there (nuclei: about 30 minutes on 2 CPU cores).
+# rewrites their weight files, sha256, scores and run time there (nuclei: about 70 minutes on 2 CPU cores).
 pretrained: setup
 	$(PY) -m unetkit.workflows.pretrain
 
-# The built-in nuclei model on the style-shift set (zero-shot), then fine-tuning on 1, 2 and 5 images from
-# --init nuclei vs from scratch under 1-, 2- and 5-minute budgets (about 50 minutes on 2 cores).
+# The built-in nuclei models on the style-shift suite (zero-shot, size estimate), then fine-tuning on 1, 2 and 5
+# images from --init nuclei for 1 and 2 minutes vs from scratch for 2 and 5 (about 3.5 hours on 2 cores;
+# bench/pretrained.py --images 1 --fine-tune 2 --scratch 5 for the acceptance cells alone, about an hour).
 bench-pretrained: setup
 	$(PY) bench/pretrained.py
+
+# What each group of the generator's version 3 does for the built-in model: the same network trained on the whole
+# family and on the family without one group at a time, scored on the style-shift suite (about 2 hours on 2 cores).
+bench-ablation: setup
+	$(PY) bench/generator_ablation.py --n 500 --steps 2500 --epochs 10 --arch 16x4,16x5,18x4
 
 # Hostile inputs and faults through the CLI: exit code, time, peak memory, inputs unchanged (about a minute).
 bench-hostile: setup

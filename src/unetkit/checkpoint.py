@@ -63,7 +63,8 @@ def resolve_model_path(model: str | Path) -> Path:
     against its registered sha256. A name that is also a path here is refused as ambiguous unless that path
     holds a model. Anything else is refused plainly, before the file is opened."""
     path = Path(model)
-    name = model if isinstance(model, str) and "/" not in model and "\\" not in model else None
+    text = str(model)  # a Path("nuclei") names the built-in model as the string does
+    name = text if "/" not in text and "\\" not in text else None
     if name is not None and (name.startswith(PREFIX) or not path.exists()):
         if name.startswith(PREFIX) or get_pretrained(name) is not None:
             return pretrained_path(name)

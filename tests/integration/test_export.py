@@ -110,3 +110,19 @@ def test_compiled_predictions_equal_eager_ones_and_kernels_are_cached(tiny_run, 
     np.testing.assert_allclose(tifffile.imread(tmp_path / "out" / "x_probs.tif"), eager[0], atol=1e-4)
     cache = tmp_path / "cache" / "unetkit" / "inductor"
     assert cache.is_dir() and sum(1 for p in cache.rglob("*") if p.is_file()) > 0
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize(("model", "fmt", "written"), [("nuclei", "onnx", "nuclei.onnx"),
+                                                        ("pretrained:nuclei", "torchscript", "nuclei.ts.pt")])  # fmt: skip
+def test_a_built_in_model_exports_by_its_name_in_every_format(model, fmt, written, tmp_path, unetkit_exe):
+    # README: a built-in name works wherever a MODEL is taken; it was refused as "no such model file"
+    from unetkit.pretrained import file_sha256, get_pretrained, pretrained_path
+
+    shipped = pretrained_path("nuclei")
+    done = subprocess.run([unetkit_exe, "export", model, "--format", fmt], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / written).is_file() and f"wrote {written}" in done.stdout
+    assert file_sha256(shipped) == get_pretrained("nuclei").sha256  # the built-in file is untouched
+    assert Predictor.from_checkpoint(model, device="cpu").model is not None
