@@ -87,19 +87,29 @@ def test_the_python_api_and_diameter_round_trip_shapes(tmp_path):
     )  # left alone
 
 
-def test_the_shipped_model_still_earns_its_recorded_validation_scores(tmp_path):
-    model = get_pretrained("nuclei")
-    scores = score_pretrained(pretrained_path("nuclei"), model.recipe["evaluation"]["validation"], tmp_path)
+@pytest.mark.parametrize("name", ["nuclei", "nuclei@1"])
+def test_each_shipped_version_still_earns_its_recorded_validation_scores(name, tmp_path):
+    model = get_pretrained(name)
+    scores = score_pretrained(pretrained_path(name), model.recipe["evaluation"]["validation"], tmp_path)
     for key, recorded in model.scores["validation"].items():
         assert scores[key] == pytest.approx(recorded, abs=0.003), key
+
+
+def test_the_shipped_model_still_earns_its_recorded_suite_scores_on_two_domains(tmp_path):
+    from unetkit.workflows.pretrain import score_suite
+
+    model = get_pretrained("nuclei")
+    scores = score_suite(pretrained_path("nuclei"), tmp_path, domains=("few-photons", "dim16"))
+    for domain in ("few-photons", "dim16"):
+        assert scores[domain]["f1"] == pytest.approx(model.suite[domain]["f1"], abs=0.003), domain
 
 
 def test_models_lists_the_built_in_model_with_its_size_and_scores(capsys):
     assert main(["models"]) == 0
     text = capsys.readouterr().out
     entry = get_pretrained("nuclei")
-    assert "nuclei" in text and f"{entry.bytes / 1e6:.1f} MB" in text
-    assert f"f1 {entry.scores['style_shift']['f1']:.3f}" in text
+    assert "nuclei" in text and "nuclei@1" in text and f"{entry.bytes / 1e6:.1f} MB" in text
+    assert f"f1 {entry.scores['suite']['f1']:.3f}" in text and "per suite domain" in text
 
 
 def test_fine_tuning_from_the_built_in_model_matching_and_mismatching_channels_and_classes(tmp_path, caplog):
@@ -139,7 +149,7 @@ def test_the_recipe_is_reproducible_bit_for_bit(tmp_path):
     tiny = {
         "data": {"n": 4, "size": 64},
         "config": {"data": {"patch_size": 32}, "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2}},
-        "evaluation": {"validation": {"n": 1, "size": 64}},
+        "evaluation": {"validation": {"n": 1, "size": 64}, "suite": False},
     }
     entries = []
     for i in range(2):

@@ -15,26 +15,44 @@ from unetkit.inference import Predictor
 from unetkit.pretrained import REGISTRY, file_sha256, get_pretrained, list_pretrained, pretrained_path
 
 
-def test_the_shipped_nuclei_model_matches_its_registry_entry():
-    model = get_pretrained("nuclei")
+@pytest.mark.parametrize("name", ["nuclei", "nuclei@1"])
+def test_each_shipped_nuclei_version_matches_its_registry_entry(name):
+    model = get_pretrained(name)
     assert model is not None and model.path.is_file()
     assert file_sha256(model.path) == model.sha256
     assert model.path.stat().st_size == model.bytes <= 10 * 2**20  # the wheel stays light
-    assert {"validation", "style_shift"} <= set(model.scores)
+    assert "validation" in model.scores and ("suite" in model.scores or "style_shift" in model.scores)
     assert model.licence and model.limits and model.trained_on and model.runtime
 
 
-def test_the_shipped_file_loads_safely_with_half_precision_weights_and_its_recipe():
-    path = pretrained_path("nuclei")
+def _style_version(style: str) -> int:
+    return int(style.rpartition("@")[2]) if "@" in style else STYLE_VERSION
+
+
+@pytest.mark.parametrize("name", ["nuclei", "nuclei@1"])
+def test_each_shipped_file_loads_safely_with_half_precision_weights_and_its_recipe(name):
+    path = pretrained_path(name)
     payload = load_checkpoint(path)  # weights_only: no code can run
     floats = [t for t in payload["state_dict"].values() if t.is_floating_point()]
     assert floats and all(t.dtype == torch.float16 for t in floats)
-    info = payload["pretrained"]
-    assert info["name"] == "nuclei" and info["style_version"] == STYLE_VERSION
-    assert info["recipe"] == get_pretrained("nuclei").recipe
+    info, entry = payload["pretrained"], get_pretrained(name)
+    assert info["name"] == name.partition("@")[0]
+    assert info["style_version"] == _style_version(entry.recipe["data"]["style"])  # the family it learnt
+    assert info["recipe"]["config"] == entry.recipe["config"]
+    assert {k: v for k, v in info["recipe"]["data"].items() if k != "style"} == {
+        k: v for k, v in entry.recipe["data"].items() if k != "style"
+    }
     net = build_model(payload, path)
     assert next(net.parameters()).dtype == torch.float32  # computed in float32 on the CPU
     assert payload["preprocessing"]["in_channels"] == 1 and payload["preprocessing"]["object_diameter"] > 0
+
+
+def test_versions_are_named_by_number_and_the_bare_name_is_the_newest():
+    newest, first = get_pretrained("nuclei"), get_pretrained("nuclei@1")
+    assert newest.version == 2 and first.version == 1 and newest.path != first.path
+    assert get_pretrained("nuclei@2") == newest and get_pretrained("pretrained:nuclei@1") == first
+    assert get_pretrained("nuclei@3") is None
+    assert resolve_model_path("nuclei@1") == pretrained_path("nuclei@1") == first.path
 
 
 def test_a_model_is_found_by_name_and_a_name_that_is_also_a_folder_here_is_refused(tmp_path, monkeypatch):
@@ -71,11 +89,11 @@ def test_a_second_model_is_a_data_only_addition(tmp_path):
     registry = tmp_path / "registry.yaml"
     text = REGISTRY.read_text()
     entry = (
-        text[text.index("  nuclei:") :]
+        text[text.index("  nuclei:") : text.index("  nuclei@1:")]
         .replace("  nuclei:", "  he-nuclei:", 1)
         .replace("file: nuclei.pt", "file: he.pt")
     )
     registry.write_text(text + entry)
     shutil.copy(pretrained_path("nuclei"), tmp_path / "he.pt")
-    assert [m.name for m in list_pretrained(registry)] == ["nuclei", "he-nuclei"]
+    assert [m.name for m in list_pretrained(registry)] == ["nuclei", "nuclei@1", "he-nuclei"]
     assert pretrained_path("he-nuclei", registry) == tmp_path / "he.pt"
