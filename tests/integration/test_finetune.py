@@ -55,7 +55,7 @@ def test_a_fine_tune_whose_every_epoch_is_worse_ends_with_the_starting_model(nuc
     assert [int(r["epoch"]) for r in table] == [0, 1, 2]
     assert math.isnan(float(table[0]["train_loss"]))  # epoch 0: validated, not trained
     assert all(float(r["val_dice"]) < float(table[0]["val_dice"]) for r in table[1:])
-    assert "no epoch beat the starting model" in captured.err
+    assert "no epoch clearly beat the starting model" in captured.err
     assert "at epoch 0 (the starting model)" in captured.out
     # best.pt holds the starting model's weights bitwise (float32, as loaded), with this run's preprocessing
     best = load_checkpoint(out / "best.pt")

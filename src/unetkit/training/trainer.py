@@ -127,7 +127,7 @@ def fit(
     """Train from ``st`` to the end (epochs, early stopping or the budget); rank 0 writes the run folder.
 
     A run that starts from a trained model (``train.init``) validates it first, as epoch 0, so ``best.pt`` is
-    the starting model until an epoch beats it: fine-tuning never ends worse than its start. ``clock``: the
+    the starting model until an epoch beats it by ``START_MARGIN``: fine-tuning never ends worse than its start. ``clock``: the
     command's budget clock (planning included; default: started now). ``fill_budget``: the epochs are a plan's
     estimate for ``train.time_budget``, re-fitted to it after each epoch of the first half at the measured pace
     (rank 0's clock decides for every rank)."""
@@ -218,7 +218,7 @@ def fit(
     if ctx.is_main:
         if st.best_epoch == 0 and st.history and st.history[0]["epoch"] == 0:
             log.info(
-                "no epoch beat the starting model (validation Dice %.4f): best.pt is the starting model, with this "
+                "no epoch clearly beat the starting model (validation Dice %.4f): best.pt is the starting model, with this "
                 "run's preprocessing",
                 st.best_score,
             )
