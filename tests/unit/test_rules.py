@@ -10,7 +10,7 @@ import pytest
 from unetkit.config import DataConfig, ModelConfig, TrainConfig
 from unetkit.planning import rules
 from unetkit.planning.fingerprint import Fingerprint
-from unetkit.training.state import TrainState
+from unetkit.training.state import START_MARGIN, TrainState
 from unetkit.training.trainer import _budget_spent
 
 
@@ -101,6 +101,17 @@ def test_augmentation_follows_what_the_data_varies_in():
     assert not many.elastic and many.scale == 0 and many.intensity == 0
 
 
+@pytest.mark.parametrize("samples", [1, 2, rules.TINY_DATASET])
+def test_a_handful_of_images_is_jittered_in_brightness_whatever_its_measured_spread(samples):
+    # one image has a brightness CV of 0 by construction: that is no evidence that unseen images look alike
+    tiny, reasons = DataConfig(), {}
+    rules.augmentation_rules(fp(samples=samples, brightness_cv=0.0), tiny, reasons)
+    assert tiny.intensity > 0 and "cannot show" in reasons["data.intensity"]
+    steady = DataConfig()
+    rules.augmentation_rules(fp(samples=rules.TINY_DATASET + 1, brightness_cv=0.0), steady, {})
+    assert steady.intensity == 0
+
+
 def test_quantitative_steady_images_keep_their_absolute_intensities():
     ct, micro = DataConfig(), DataConfig()
     rules.intensity_rules(fp(dtype="int16", brightness_cv=0.05), ct, {})
@@ -169,3 +180,14 @@ def test_the_plan_proposes_the_built_in_nuclei_model_only_for_data_like_its_own(
         fp(diameter_median=None),
     ):
         assert rules.init_proposal(other, models, target="border") is None
+
+
+def test_a_fine_tuned_epoch_replaces_the_starting_model_only_by_a_clear_margin():
+    st = TrainState()
+    assert st.end_epoch({"epoch": 0, "val_dice": 0.90})  # the starting model
+    assert not st.end_epoch({"epoch": 1, "val_dice": 0.90 + START_MARGIN / 2})  # within the noise
+    assert st.best_epoch == 0 and st.best_score == 0.90
+    assert st.end_epoch({"epoch": 2, "val_dice": 0.90 + 2 * START_MARGIN})  # a clear gain
+    assert st.end_epoch({"epoch": 3, "val_dice": 0.90 + 2.1 * START_MARGIN})  # later epochs: any gain
+    scratch = TrainState()  # no starting model: the first epoch is the best so far
+    assert scratch.end_epoch({"epoch": 1, "val_dice": 0.1})

@@ -40,6 +40,9 @@ FEW_IMAGES = 30
 SCALE_SPREAD = 2.5
 #: brightness varies between images by more than this coefficient of variation: intensity jitter
 BRIGHTNESS_JITTER_CV = 0.2
+#: this many training images or fewer cannot show how unseen images vary in brightness (one image has a CV of 0
+#: by construction): intensity jitter regardless of their CV
+TINY_DATASET = 5
 #: quantitative (signed or float) images steadier than this CV: dataset-wide z-score (as CT)
 QUANTITATIVE_CV = 0.25
 #: foreground under this share of pixels: half the patches centred on objects
@@ -255,9 +258,13 @@ def augmentation_rules(fp: Fingerprint, dcfg: DataConfig, reasons: dict[str, str
     reasons["data.scale"] = f"object diameters span {spread:.1f}x (5th to 95th percentile): " + (
         "random scaling by up to 20% widens what the network sees" if dcfg.scale else "no scaling needed"
     )
-    dcfg.intensity = 0.2 if fp.brightness_cv > BRIGHTNESS_JITTER_CV else 0.0
-    reasons["data.intensity"] = f"brightness varies between images by CV {fp.brightness_cv:.2f}: " + (
-        "brightness/contrast/gamma jitter" if dcfg.intensity else "no intensity jitter needed"
+    tiny = fp.samples <= TINY_DATASET
+    dcfg.intensity = 0.2 if tiny or fp.brightness_cv > BRIGHTNESS_JITTER_CV else 0.0
+    reasons["data.intensity"] = (
+        f"{fp.samples} image(s) cannot show how unseen images vary in brightness: brightness/contrast/gamma jitter"
+        if tiny
+        else f"brightness varies between images by CV {fp.brightness_cv:.2f}: "
+        + ("brightness/contrast/gamma jitter" if dcfg.intensity else "no intensity jitter needed")
     )
 
 
