@@ -214,11 +214,12 @@ def family(work: Path, book: Results, models: list[str]) -> None:
     from unetkit.workflows.pretrain import score_pretrained
 
     for model in models:
-        key = f"family|{model}"
-        entry = get_pretrained(model)
-        if book.get(key) is None and entry is not None:
-            spec = entry.recipe["evaluation"]["validation"]
-            book.put(key, {**score_pretrained(model, spec, work / "family" / model), "set": spec})
+        for own in models:  # its own family, and each other model's (v2 on v1's family: a like-for-like row)
+            key = f"family|{model}" + ("" if own == model else f"|on|{own}")
+            entry = get_pretrained(own)
+            if book.get(key) is None and entry is not None:
+                spec = entry.recipe["evaluation"]["validation"]
+                book.put(key, {**score_pretrained(model, spec, work / "family" / own), "set": spec})
 
 
 def report(
@@ -253,11 +254,14 @@ def report(
         + " | ".join(f"**{sum(v) / len(v):.3f}**" if v else "—" for v in means.values())
         + " |"
     )
+    print()
     for m in models:
-        row = book.get(f"family|{m}")
-        if row is not None:
-            print(f"\nunseen images of {m}'s training family ({row['set']['n']} x {row['set']['size']}²): F1@0.5 "
-                  f"{row['f1']:.3f}, DSB {row['dsb_score']:.3f}, AJI {row['aji']:.3f}")  # fmt: skip
+        for own in models:
+            row = book.get(f"family|{m}" + ("" if own == m else f"|on|{own}"))
+            if row is not None:
+                print(f"{m} on unseen images of {own}'s training family ({row['set']['n']} x "
+                      f"{row['set']['size']}², style {row['set']['style']}): F1@0.5 {row['f1']:.3f}, "
+                      f"DSB {row['dsb_score']:.3f}, AJI {row['aji']:.3f}")  # fmt: skip
 
     print(
         "\n## Size: typical object diameter (px, area-weighted median), true masks vs --diameter auto's estimate\n"
