@@ -200,8 +200,9 @@ def predict_one(
     import zarr
 
     out.mkdir(parents=True, exist_ok=True)
-    work = work_dir(out, paths["mask"].stem) if large or fmt in ("zarr", "ome-zarr") else None
-    try:
+    work = None
+    try:  # the work folder is made inside: a signal right after it exists still removes it
+        work = work_dir(out, paths["mask"].stem) if large or fmt in ("zarr", "ome-zarr") else None
         store = zarr.open_group(str(work / "arrays.zarr"), mode="w") if large and work else None
         classes, probs, labels, objects = segment_source(
             predictor, source, store, probs_dtype, want_instances, object_context, progress, name=f
@@ -265,8 +266,9 @@ def predict_volumes(
             arrays["instances"] = labels.astype(instance_dtype(int(labels.max())))
         written: dict[str, Path] = {}
         if fmt == "zarr":
-            work = work_dir(out, item.name)
-            try:
+            work = None
+            try:  # made inside, as above
+                work = work_dir(out, item.name)
                 group = zarr.open_group(str(work / "result.zarr"), mode="w")
                 for key, arr in arrays.items():
                     group.create_array(
@@ -274,7 +276,8 @@ def predict_volumes(
                     )
                 publish_group(work / "result.zarr", paths["mask"])
             finally:
-                remove_tree(work)
+                if work is not None:
+                    remove_tree(work)
             written = dict.fromkeys(arrays, paths["mask"])
         else:
             for key, arr in arrays.items():
