@@ -208,6 +208,11 @@ def _best_epoch(metrics: list[str]) -> int:
     return int(max(rows, key=lambda r: float(r["val_dice"]))["epoch"])
 
 
+def _family_key(model: str, own: str) -> str:
+    """The results key of ``model`` scored on ``own``'s training family (its own: ``family|MODEL``)."""
+    return f"family|{model}" + ("" if own == model else f"|on|{own}")
+
+
 def family(work: Path, book: Results, models: list[str]) -> None:
     """Unseen images of each model's own training family (its registry's validation set)."""
     from unetkit.pretrained import get_pretrained
@@ -215,7 +220,7 @@ def family(work: Path, book: Results, models: list[str]) -> None:
 
     for model in models:
         for own in models:  # its own family, and each other model's (v2 on v1's family: a like-for-like row)
-            key = f"family|{model}" + ("" if own == model else f"|on|{own}")
+            key = _family_key(model, own)
             entry = get_pretrained(own)
             if book.get(key) is None and entry is not None:
                 spec = entry.recipe["evaluation"]["validation"]
@@ -257,7 +262,7 @@ def report(
     print()
     for m in models:
         for own in models:
-            row = book.get(f"family|{m}" + ("" if own == m else f"|on|{own}"))
+            row = book.get(_family_key(m, own))
             if row is not None:
                 print(f"{m} on unseen images of {own}'s training family ({row['set']['n']} x "
                       f"{row['set']['size']}², style {row['set']['style']}): F1@0.5 {row['f1']:.3f}, "
