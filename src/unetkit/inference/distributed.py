@@ -38,7 +38,7 @@ from .postprocess import (
     region_slices,
 )
 from .predictor import Predictor
-from .writers import encode_probs, remove_tree, work_dir
+from .writers import encode_probs, work_folder
 
 __all__ = ["DaskRun", "chunk_regions", "model_spec", "predict_chunks"]
 
@@ -319,8 +319,7 @@ def predict_dask_files(
         spec = model_spec(model, cluster.threads_per_task(), settings)
         log.info("Dask: %d worker(s) at %s", cluster.n_workers, cluster.client.scheduler.address)
         for f, final in zip(files, finals, strict=True):
-            work = Path(work_dir(out, final.stem))  # where every worker can write
-            try:
+            with work_folder(out, final.stem) as work:  # where every worker can write
                 group = work / "result.zarr"
                 objects = predict_chunks(
                     cluster,
@@ -336,8 +335,6 @@ def predict_dask_files(
                     progress=progress,
                 )
                 publish_group(group, final)
-            finally:
-                remove_tree(work)
             results.append(
                 PredictedFile(
                     source=f,

@@ -5,6 +5,7 @@ job."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from .outputs import (
 )
 from .postprocess import instances_blockwise
 from .predictor import Predictor
-from .writers import RowSink, encode_probs, new_array, remove_tree, work_dir
+from .writers import RowSink, encode_probs, new_array, work_folder
 
 __all__ = ["InputImage", "check_input", "predict", "predict_one", "predict_stack", "predict_volumes"]
 
@@ -200,17 +201,14 @@ def predict_one(
     import zarr
 
     out.mkdir(parents=True, exist_ok=True)
-    work = None
-    try:  # the work folder is made inside: a signal right after it exists still removes it
-        work = work_dir(out, paths["mask"].stem) if large or fmt in ("zarr", "ome-zarr") else None
+    with contextlib.ExitStack() as stack:
+        needs_work = large or fmt in ("zarr", "ome-zarr")
+        work = stack.enter_context(work_folder(out, paths["mask"].stem)) if needs_work else None
         store = zarr.open_group(str(work / "arrays.zarr"), mode="w") if large and work else None
         classes, probs, labels, objects = segment_source(
             predictor, source, store, probs_dtype, want_instances, object_context, progress, name=f
         )
         return write_outputs(predictor, f, source, fmt, paths, classes, probs, labels, objects, large, work)
-    finally:
-        if work is not None:
-            remove_tree(work)
 
 
 def predict_volumes(
@@ -266,18 +264,13 @@ def predict_volumes(
             arrays["instances"] = labels.astype(instance_dtype(int(labels.max())))
         written: dict[str, Path] = {}
         if fmt == "zarr":
-            work = None
-            try:  # made inside, as above
-                work = work_dir(out, item.name)
+            with work_folder(out, item.name) as work:
                 group = zarr.open_group(str(work / "result.zarr"), mode="w")
                 for key, arr in arrays.items():
                     group.create_array(
                         key, data=arr, chunks=(*arr.shape[:-3], *(min(64, n) for n in arr.shape[-3:]))
                     )
                 publish_group(work / "result.zarr", paths["mask"])
-            finally:
-                if work is not None:
-                    remove_tree(work)
             written = dict.fromkeys(arrays, paths["mask"])
         else:
             for key, arr in arrays.items():

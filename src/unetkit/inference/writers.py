@@ -8,6 +8,7 @@ memory never holds a whole image. Every file appears atomically under its final 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -145,6 +146,19 @@ def work_dir(out: Path, name: str) -> Path:
     """A hidden work folder for ``name`` in ``out``, named with this process's id so that a later run can tell
     a stale one (its process is gone) from one in use."""
     return Path(tempfile.mkdtemp(prefix=f".{name}{WORK}{os.getpid()}.", dir=out))
+
+
+@contextlib.contextmanager
+def work_folder(out: Path, name: str) -> Iterator[Path]:
+    """:func:`work_dir`, removed on leaving, however left: made inside the ``try``, so a signal that arrives
+    right after the folder exists still removes it."""
+    work = None
+    try:
+        work = work_dir(out, name)
+        yield work
+    finally:
+        if work is not None:
+            remove_tree(work)
 
 
 def remove_stale_work(out: Path) -> list[Path]:
