@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import functools
+import os
 import subprocess
 
 import pytest
 
 from tests.conftest import tiny_config
-from unetkit import ConfigError, load_checkpoint, train
+from unetkit import ConfigError, UnetkitError, load_checkpoint, train
+from unetkit.training.distributed import spawn
 
 
 def ddp_config(epochs: int = 2):
@@ -68,3 +71,14 @@ def test_distributed_settings_are_checked_before_any_process_starts(tiny_data, t
     with pytest.raises(ConfigError, match="--sync-bn needs CUDA"):
         train(tiny_data, tmp_path / "b", cfg, progress=False, nproc=2)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_process_that_dies_is_reported_in_one_line():
+    # os.abort: a process killed by a signal, as a crashed backend leaves it
+    with pytest.raises(UnetkitError, match=r"distributed training failed in process \d: .*SIGABRT"):
+        spawn(2, os.abort)
+
+
+def test_a_result_larger_than_a_pipe_buffer_comes_back():
+    # a long run's history is larger than a pipe's 64 KiB: read while joining, or the processes never exit
+    assert spawn(2, functools.partial(bytes, 300_000)) == bytes(300_000)

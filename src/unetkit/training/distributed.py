@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -61,8 +62,12 @@ class DistContext:
         if self.enabled:
             dist.barrier()
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Leave the process group. ``finished``: every rank got here the same way (the run ended normally), so
+        they first wait for each other and none tears its connections down under a rank still communicating."""
         if self.enabled and dist.is_initialized():
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -114,29 +119,50 @@ def _worker(rank: int, world: int, port: int, fn: Callable[..., Any], args: tupl
     except UnetkitError as exc:  # a clean message for the parent; the others are stopped by the spawner
         results.put((rank, exc))
         raise SystemExit(2) from None
-    if rank == 0:
-        results.put((rank, out))
+    results.put((rank, out if rank == 0 else None))
+    # The work is done and written (files closed, process group left). Skip the interpreter's finalisation:
+    # there, C++ threads of the communication backend can abort the process (seen once in CI: "terminate called
+    # without an active exception", SIGABRT) and turn a finished run into a failed command.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _drain(results: Any, got: dict[int, Any]) -> None:
+    while not results.empty():
+        rank, out = results.get()
+        got[rank] = out
 
 
 def spawn(nproc: int, fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn(*args)`` in ``nproc`` fresh processes on this machine (``torch.multiprocessing.spawn``) that
     form one process group; returns rank 0's result."""
     import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessException
 
     ctx = mp.get_context("spawn")
     results = ctx.SimpleQueue()
+    got: dict[int, Any] = {}
+    context = mp.start_processes(
+        _worker,
+        args=(nproc, _free_port(), fn, args, results),
+        nprocs=nproc,
+        join=False,
+        start_method="spawn",
+    )
     try:
-        mp.start_processes(
-            _worker,
-            args=(nproc, _free_port(), fn, args, results),
-            nprocs=nproc,
-            join=True,
-            start_method="spawn",
-        )
-    except mp.ProcessException as exc:  # type: ignore[attr-defined]
-        while not results.empty():
-            _, out = results.get()
+        # read the results while waiting: a result larger than the pipe's buffer (a long run's history) would
+        # otherwise keep its process from exiting, and the join from returning
+        while not context.join(timeout=0.2):
+            _drain(results, got)
+    except ProcessException as exc:
+        _drain(results, got)
+        for out in got.values():
             if isinstance(out, BaseException):
                 raise out from None
         raise UnetkitError(f"distributed training failed in process {exc.error_index}: {exc}") from None
-    return results.get()[1]
+    _drain(results, got)
+    if 0 not in got:
+        raise UnetkitError("distributed training ended without a result from process 0")
+    return got[0]

@@ -145,6 +145,7 @@ def fit(
     stopped_early = False
     last_val = "-" if not st.history else f"{st.history[-1]['val_dice']:.3f}"
     stop = StopRequest(hooks.stop if hooks is not None else None)
+    finished = False  # the loop ended the same way on every rank
     tile = max(setup.patch_in) if setup.volumes else 512
 
     def finish(epoch: int, t0: float, seconds: float, wait: float) -> dict[str, float]:
@@ -197,6 +198,7 @@ def fit(
             if ctx.sum([float(spent)])[0] > 0:
                 stopped_early = True
                 break
+        finished = True
     except KeyboardInterrupt:
         bar.close()
         if ctx.is_main:
@@ -214,7 +216,7 @@ def fit(
         stop.restore()
         bar.close()
         folder.close()
-        ctx.close()
+        ctx.close(finished=finished)
     if ctx.is_main:
         if st.best_epoch == 0 and st.history and st.history[0]["epoch"] == 0:
             log.info(
