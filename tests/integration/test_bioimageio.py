@@ -367,3 +367,26 @@ def test_packages_unetkit_cannot_run_safely_are_refused_by_name(tmp_path):
     with pytest.raises(UnetkitError, match="outside the package"):
         Predictor.from_checkpoint(evil)
     assert not (tmp_path / "outside.txt").exists()
+
+
+def test_a_package_whose_weights_write_into_the_input_image_is_refused_before_it_runs(tmp_path, capsys):
+    """Issue 31: a TorchScript package whose forward maps the image being segmented read-write (the attack
+    overwrote it, exit 0). Refused by operator name before any image is read; the image is unchanged."""
+    import hashlib
+
+    from tests.unit.test_foreign import MapsAFile
+    from unetkit import synth_nuclei, write_image
+
+    images = tmp_path / "images"
+    write_image(images / "cells.tif", synth_nuclei((96, 96), seed=1)[0])
+    victim = images / "cells.tif"
+    before = hashlib.sha256(victim.read_bytes()).hexdigest()
+    _zoo_layout_package(tmp_path / "zoo")
+    torch.jit.script(MapsAFile(str(victim))).save(str(tmp_path / "zoo" / "weights.pt"))
+    code = main(
+        ["predict", str(tmp_path / "zoo"), str(images), "--out", str(tmp_path / "pred"), "--no-progress"]
+    )
+    err = capsys.readouterr().err
+    assert code != 0 and "aten::from_file" in err and "Traceback" not in err
+    assert hashlib.sha256(victim.read_bytes()).hexdigest() == before
+    assert not (tmp_path / "pred").exists() or not any((tmp_path / "pred").iterdir())

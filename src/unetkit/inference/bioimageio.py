@@ -27,6 +27,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError, UnetkitError
 from ..extras import require_extra
 from ..pretrained import file_sha256
+from .foreign import check_onnx, load_scripted, onnx_session
 
 __all__ = ["DESCRIPTIONS", "PackageModel", "is_package", "load_package"]
 
@@ -282,12 +283,10 @@ def _runner(folder: Path, weights: dict[str, Any], source: str):
             raise CheckpointError(f"{source}: {file.name} does not match its sha256: the package was altered")
         if fmt == "onnx":
             require_extra(("onnxruntime",), "onnx", "running ONNX weights of a bioimage.io package")
-            import onnxruntime as ort
-
-            session = ort.InferenceSession(_first_output_only(file), providers=["CPUExecutionProvider"])
+            session = onnx_session(_first_output_only(file, source), source)
             name = session.get_inputs()[0].name
             return lambda x: session.run(None, {name: x})[0]
-        scripted = torch.jit.load(str(file), map_location="cpu").eval()
+        scripted = load_scripted(file, source)
 
         def run(x: np.ndarray, scripted: Any = scripted) -> np.ndarray:
             # the package's numbers are float32: no autocast around foreign weights (--precision bf16/fp16)
@@ -302,14 +301,21 @@ def _runner(folder: Path, weights: dict[str, Any], source: str):
     )
 
 
-def _first_output_only(file: Path) -> bytes | str:
-    """The ONNX graph cut to its first output (ONNX Runtime runs every node of a graph: a package's in-graph
-    instance step would triple the run time, for labels unetkit does not use)."""
+def _first_output_only(file: Path, source: str) -> bytes | str:
+    """The ONNX graph, checked (:func:`check_onnx`), cut to its first output (ONNX Runtime runs every node of a
+    graph: a package's in-graph instance step would triple the run time, for labels unetkit does not use)."""
     import onnx
 
-    proto = onnx.load(str(file))
+    try:
+        proto = onnx.load(str(file), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, ValueError, OSError … for a damaged file
+        raise CheckpointError(
+            f"{source}: {file.name} is not a readable ONNX file ({str(exc)[:200]})"
+        ) from None
+    check_onnx(proto, file.parent, source)
     if len(proto.graph.output) < 2:
         return str(file)
+    onnx.load_external_data_for_model(proto, str(file.parent))
     first = proto.graph.output[0].name
     cut = onnx.utils.Extractor(proto).extract_model([i.name for i in proto.graph.input], [first])
     cut.metadata_props.extend(proto.metadata_props)

@@ -24,6 +24,7 @@ from torch import nn
 from ..atomic import atomic_path
 from ..errors import CheckpointError, ConfigError, UnetkitError
 from ..extras import require_extra
+from .foreign import check_onnx, onnx_session
 
 __all__ = ["EXPORT_FORMATS", "ExportResult", "OnnxModel", "write_exported"]
 
@@ -218,6 +219,7 @@ class OnnxModel(nn.Module):
                 f"{path}: not a readable ONNX file ({str(exc).splitlines()[0][:200]}); export it again with "
                 "`unetkit export`"
             ) from None
+        check_onnx(proto, self.path.parent, str(path))
         meta = {p.key: p.value for p in proto.metadata_props}
         if "unetkit.model" not in meta:
             raise ConfigError(f"{path}: not an ONNX file written by 'unetkit export' (no unetkit metadata)")
@@ -248,7 +250,7 @@ class OnnxModel(nn.Module):
         ]
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.session = onnx_session(str(path), str(path), options, providers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape[2:])
