@@ -60,18 +60,20 @@ def save_checkpoint(
 def resolve_model_path(model: str | Path) -> Path:
     """MODEL as users give it: a checkpoint or ``.onnx`` file, a run folder (its ``best.pt``, else
     ``last.pt``), or the name of a built-in model (``nuclei``, or ``pretrained:nuclei``), whose file is checked
-    against its registered sha256. A name that is also a path here is refused as ambiguous unless that path
-    holds a model. Anything else is refused plainly, before the file is opened."""
+    against its registered sha256. A bare name that is also a path here is refused as ambiguous (``pretrained:``
+    or ``./`` says which). Anything else is refused plainly, before the file is opened."""
     path = Path(model)
     text = str(model)  # a Path("nuclei") names the built-in model as the string does
     name = text if "/" not in text and "\\" not in text else None
     if name is not None and (name.startswith(PREFIX) or not path.exists()):
         if name.startswith(PREFIX) or get_pretrained(name) is not None:
             return pretrained_path(name)
-    elif name is not None and not _holds_model(path) and get_pretrained(name) is not None:
+    elif name is not None and get_pretrained(name) is not None:
+        kind = "folder" if path.is_dir() else "file"
+        holds = "holds a model" if _holds_model(path) else "holds no model"
         raise CheckpointError(
-            f"{model}: both a built-in model and a {'folder' if path.is_dir() else 'file'} here that holds no "
-            f"model; write {PREFIX}{name} for the built-in model"
+            f"{model}: both a built-in model and a {kind} here (which {holds}): write {PREFIX}{name} for the "
+            f"built-in model, or ./{name} for the {kind}"
         )
     if path.is_dir() and any((path / n).is_file() for n in ("rdf.yaml", "bioimageio.yaml")):
         return path  # a bioimage.io package, unpacked
@@ -162,6 +164,29 @@ def _check_records(path: Path) -> None:
         raise CheckpointError(f"{path}: damaged checkpoint ({exc}); use another, e.g. RUN/last.pt") from None
 
 
+def _check_declared_size(
+    spec: dict[str, Any], hparams: dict[str, Any], state: Any, source: str | Path
+) -> None:
+    """The network the hyper-parameters describe is the one whose weights are stored, counted on PyTorch's
+    ``meta`` device (no memory): hyper-parameters inside the bounds can still describe a network of hundreds of
+    GiB (depth 8, base 1024), which building would allocate before the weights could disagree."""
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise CheckpointError(f"{source}: damaged unetkit checkpoint: the weights are not a table of tensors")
+    try:
+        with torch.device("meta"):
+            meta = create_model(str(spec.get("name")), **hparams)
+    except (ValueError, RuntimeError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{source}: the stored model cannot be rebuilt ({str(exc)[:300]})") from None
+    declared = sum(t.numel() for t in meta.state_dict().values())
+    stored = sum(t.numel() for t in state.values())
+    if declared != stored:
+        raise CheckpointError(
+            f"{source}: its hyper-parameters describe a network of {declared:,} values (needs "
+            f"{declared * 4 / 2**30:.1f} GiB), its weights hold {stored:,}: the file was altered; use the checkpoint "
+            "as training wrote it"
+        )
+
+
 def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> nn.Module:
     """Rebuild the model stored in a loaded checkpoint, weights included. Declared sizes are checked against
     :data:`HPARAM_BOUNDS` before the model is built, and the weights must be finite."""
@@ -181,6 +206,7 @@ def build_model(payload: dict[str, Any], source: str | Path = "checkpoint") -> n
             f"{source}: its preprocessing says {declared} output class(es), the network {hparams['num_classes']}: "
             "the file was altered; use the checkpoint as training wrote it"
         )
+    _check_declared_size(spec, hparams, payload["state_dict"], source)
     try:
         model = create_model(spec["name"], **hparams)
         model.load_state_dict(payload["state_dict"])

@@ -82,8 +82,15 @@ LEGACY_KEYS = {"ModelConfig": {"name": "arch"}}
 YAML_MAX_BYTES = 1 << 20
 
 
+#: the deepest nesting a YAML file may have (a configuration needs 3; a model description about 8)
+YAML_MAX_DEPTH = 64
+
+
 class _NoAliasLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without aliases: a 600-byte "billion laughs" file cannot expand to gigabytes."""
+    """PyYAML's safe loader without aliases (a 600-byte "billion laughs" file cannot expand to gigabytes) and
+    without deep nesting (``[[[[…`` 100,000 deep would exhaust Python's recursion limit)."""
+
+    _depth = 0
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -91,7 +98,13 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.YAMLError(
                 f"YAML aliases (*{event.anchor}) are not accepted here; write the values out"
             )
-        return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > YAML_MAX_DEPTH:
+                raise yaml.YAMLError(f"nested more than {YAML_MAX_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def read_yaml(path: str | Path, option: str) -> Any:

@@ -108,3 +108,38 @@ def test_what_ome_zarr_labels_cannot_hold_is_refused_with_the_fix(tmp_path, caps
     assert main([*args, "--save-probs"]) != 0
     assert "use --format zarr or tiff with --save-probs" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_zarr_input_with_missing_chunks_is_refused_not_read_as_zeros(tmp_path, capsys):
+    """Issue 31: an unfinished copy (chunks missing) was segmented as if its missing parts were empty, exit 0."""
+    import shutil
+
+    import zarr
+
+    image = synth_nuclei((256, 256), seed=5)[0]
+    store = tmp_path / "in" / "cells.zarr"
+    arr = zarr.open_array(str(store), mode="w", shape=image.shape, chunks=(64, 64), dtype=image.dtype)
+    arr[:] = image
+    chunk_files = sorted(
+        p for p in store.rglob("*") if p.is_file() and p.name not in ("zarr.json", ".zarray")
+    )
+    assert len(chunk_files) == 16
+    for p in chunk_files[:5]:  # the copy stopped early
+        p.unlink()
+    common = ["predict", "nuclei", str(store), "--no-progress", "--precision", "float32"]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "5 of 16 chunks are missing" in err and "--fill-missing-chunks" in err
+    assert not (tmp_path / "a").exists()
+    assert main([*common, "--out", str(tmp_path / "b"), "--skip-bad"]) == 1  # skipped, listed, exit 1
+    assert not list((tmp_path / "b").glob("cells*"))
+    assert main([*common, "--out", str(tmp_path / "c"), "--fill-missing-chunks"]) == 0  # the user's choice
+    assert (tmp_path / "c" / "cells.png").exists()
+    # unetkit's own OME-Zarr results store every chunk of the image (an all-dark one included): read back whole
+    dark = np.zeros((300, 300), np.uint8)
+    write_image(tmp_path / "dark" / "dark.png", dark)
+    shutil.rmtree(tmp_path / "c")
+    assert main(["predict", "nuclei", str(tmp_path / "dark"), "--out", str(tmp_path / "c"),
+                 "--format", "ome-zarr", "--no-progress"]) == 0  # fmt: skip
+    again = ["predict", "nuclei", str(tmp_path / "c" / "dark.ome.zarr"), "--out", str(tmp_path / "d")]
+    assert main([*again, "--no-progress"]) == 0

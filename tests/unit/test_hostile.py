@@ -1,5 +1,7 @@
 """Issue 17 (part): hostile files and faults get one line and exit 2, never a traceback, a hang or a damaged input."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -56,3 +58,99 @@ def test_a_pickled_npy_is_never_unpickled_and_says_what_to_do(tmp_path):
     np.save(tmp_path / "cell_seg.npy", {"masks": np.zeros((4, 4))}, allow_pickle=True)  # as Cellpose saves
     with pytest.raises(UserDataError, match="never unpickles"):
         read_image(tmp_path / "cell_seg.npy")
+
+
+def test_a_file_name_cannot_become_a_spreadsheet_formula(tmp_path):
+    """Issue 31: evaluate --csv wrote names raw; `=cmd|' -C calc'!A0` ran as a formula when opened."""
+    import csv
+
+    import numpy as np
+
+    from unetkit import evaluate, write_image
+
+    lab = np.zeros((32, 32), np.uint8)
+    lab[4:12, 4:12] = 255
+    for folder in ("pred", "gt"):
+        for name in ("=cmd|' -C calc'!A0", "+1", "@SUM(A1)", "plain"):
+            write_image(tmp_path / folder / f"{name}.png", lab)
+    rows = list(csv.reader(open(evaluate(tmp_path / "pred", tmp_path / "gt").write_csv(tmp_path / "s.csv"))))
+    names = [r[0] for r in rows[1:-1]]
+    assert sorted(names) == sorted(["'=cmd|' -C calc'!A0", "'+1", "'@SUM(A1)", "plain"])
+    assert rows[-1][0] == "mean"
+
+
+def test_yaml_nested_deeper_than_any_description_is_one_line(tmp_path):
+    from unetkit import ConfigError
+    from unetkit.config import read_yaml
+
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("model: " + "[" * 100_000 + "]" * 100_000)  # was a RecursionError traceback
+    with pytest.raises(ConfigError, match="nested more than 64 levels"):
+        read_yaml(deep, "--config")
+
+
+def _package_zip(path, members):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("rdf.yaml", "type: model\nformat_version: 0.5.4\n")
+        for info, data in members:
+            z.writestr(info, data)
+    return path
+
+
+def test_package_archives_are_bounded_by_ratio_links_and_checksums(tmp_path):
+    import stat
+    import tempfile
+    import zipfile
+
+    from unetkit import CheckpointError
+    from unetkit.inference.bioimageio import load_package
+
+    bomb = _package_zip(tmp_path / "bomb.zip", [("weights.onnx", bytes(50 * 2**20))])  # 50 MiB of zeros
+    with pytest.raises(CheckpointError, match="inflates .*-fold .* a zip bomb"):
+        load_package(bomb)
+    link = zipfile.ZipInfo("weights.onnx")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with pytest.raises(CheckpointError, match="is a symbolic link"):
+        load_package(_package_zip(tmp_path / "link.zip", [(link, "/etc/passwd")]))
+    damaged = _package_zip(tmp_path / "crc.zip", [(zipfile.ZipInfo("weights.onnx"), b"A" * 4096)])  # stored
+    raw = bytearray(damaged.read_bytes())
+    at = raw.index(b"A" * 4096)
+    raw[at + 100] = ord("B")  # one flipped byte: the CRC no longer matches
+    damaged.write_bytes(bytes(raw))
+    before = set((Path(tempfile.gettempdir()) / "unetkit").glob("*"))
+    with pytest.raises(CheckpointError, match="cannot be unpacked"):
+        load_package(damaged)
+    assert set((Path(tempfile.gettempdir()) / "unetkit").glob("*")) == before  # nothing left behind
+
+
+def test_a_package_unpacked_by_a_killed_process_is_swept_on_the_next_start(tmp_path):
+    import tempfile
+
+    from unetkit.inference.bioimageio import _folder
+
+    base = Path(tempfile.gettempdir()) / "unetkit"
+    base.mkdir(exist_ok=True)
+    dead = 2**22 + 1  # above Linux's largest process id: no such process
+    stale = base / f".package.work.{dead}.abc"  # as a SIGKILLed process leaves it
+    stale.mkdir()
+    (stale / "weights.onnx").write_bytes(b"x")
+    folder = _folder(_package_zip(tmp_path / "ok.zip", []))
+    assert not stale.exists() and folder.is_dir() and folder.parent == base
+
+
+def test_hyper_parameters_that_describe_a_giant_network_are_refused_before_it_is_built():
+    """Issue 31: depth 8 and base 1024 are inside the bounds, but describe ~7,600 GiB of weights: building the
+    network first (to load the weights into it) was killed for memory. Counted on the meta device instead."""
+    from unetkit import CheckpointError
+    from unetkit.checkpoint import build_model, load_checkpoint
+    from unetkit.pretrained import pretrained_path
+
+    payload = load_checkpoint(pretrained_path("nuclei"))
+    payload["model"]["hparams"].update(depth=8, base_channels=1024)
+    with pytest.raises(CheckpointError, match=r"describe a network of [\d,]+ values \(needs 7[\d.]+ GiB\)"):
+        build_model(payload, "giant.pt")
+    payload["model"]["hparams"].update(depth=4, base_channels=32)  # the right size, but not these weights
+    with pytest.raises(CheckpointError):
+        build_model(payload, "altered.pt")

@@ -4,6 +4,7 @@ safely, and is found by name wherever a MODEL is taken; a damaged or altered fil
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,6 +64,13 @@ def test_a_model_is_found_by_name_and_a_name_that_is_also_a_folder_here_is_refus
     with pytest.raises(CheckpointError, match="pretrained:nuclei"):
         resolve_model_path("nuclei")
     assert resolve_model_path("pretrained:nuclei") == pretrained_path("nuclei")
+    # issue 31: a folder called nuclei that holds a model ran in silence; now both readings are named
+    (tmp_path / "nuclei" / "best.pt").write_bytes(pretrained_path("nuclei").read_bytes())
+    with pytest.raises(
+        CheckpointError, match=r"which holds a model\): write pretrained:nuclei .* or ./nuclei"
+    ):
+        resolve_model_path("nuclei")
+    assert resolve_model_path("./nuclei") == Path("nuclei") / "best.pt"
     with pytest.raises(CheckpointError, match="no such model"):
         resolve_model_path("./nuclei-run")  # a path, never a name
     with pytest.raises(CheckpointError, match="no built-in model of that name"):

@@ -6,10 +6,14 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from ..checkpoint import resolve_model_path
 from ..config import RunConfig
+from ..data.io import IMAGE_SUFFIXES
+from ..errors import DataError
 from ..inference.bioimageio import is_package
-from ..metrics.results import MODES
+from ..metrics.results import MODES, is_evaluation_csv, is_evaluation_json
 from ..pretrained import PREFIX, get_pretrained
+from ..safety import guard_file, guard_outputs
 from ..workflows.evaluate import PRED_ENCODINGS, evaluate, evaluate_model
 from .common import add_reading_args, reading_config
 
@@ -69,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         or is_package(pred)
         or (pred.is_dir() and any((pred / n).is_file() for n in ("best.pt", "last.pt")))
     )
+    _guard_writes(args, is_model and not builtin)
     if is_model:
         with tempfile.TemporaryDirectory() as tmp:
             result = evaluate_model(
@@ -85,6 +90,39 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate(args.pred, args.gt, mode=args.mode, data=data, pred_encoding=args.pred_encoding)
         _write(result, args)
     return 0
+
+
+def _guard_writes(args: argparse.Namespace, model_file: bool) -> None:
+    """Before any compute: --csv, --json and --report never replace or join the inputs (PRED and GT are read
+    as data; a model's files are in use), and replace only what unetkit wrote, with --overwrite."""
+    pred, gt = Path(args.pred), Path(args.gt)
+    data = [gt] + ([pred] if pred.is_dir() and not model_file else [])
+    protect: list[Path] = [p for p in (pred, gt) if p.exists()]
+    if model_file:
+        protect += [resolve_model_path(pred)] if not is_package(pred) else []
+        protect += [pred / n for n in ("best.pt", "last.pt", "config.yaml") if pred.is_dir()]
+    config = getattr(args, "config", None)
+    protect += [Path(config)] if config and Path(config).exists() else []
+    for flag, path, ours in (
+        ("--csv", args.csv, is_evaluation_csv),
+        ("--json", args.json, is_evaluation_json),
+    ):
+        if path:
+            guard_file(
+                path, flag, protect=protect, overwrite=args.overwrite, ours=ours, data_folders=data,
+                data_suffixes=IMAGE_SUFFIXES,
+            )  # fmt: skip
+    if args.report:
+        from ..workflows.report import is_report
+
+        report = Path(args.report)
+        guard_outputs([], report, [report / "index.html"], protect, flag="--report", data_folders=data)
+        if report.exists() and not is_report(report):
+            raise DataError(
+                f"--report {report}: holds an index.html unetkit did not write; choose another folder"
+            )
+        if (report / "index.html").exists() and not args.overwrite:
+            raise DataError(f"--report {report}: a report is there already; pass --overwrite to replace it")
 
 
 def _write(result, args: argparse.Namespace) -> None:

@@ -117,6 +117,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="go on past inputs that cannot be read or do not fit the model; they are listed at the end and the "
         "exit code is 1",
     )
+    p.add_argument(
+        "--fill-missing-chunks",
+        action="store_true",
+        help="read the missing chunks of a zarr input as its fill value (for stores that leave chunks equal to "
+        "it unwritten); without it such an input is refused as incomplete",
+    )
     add_progress(p)
     add_finding_args(p)
     p.set_defaults(run=run)
@@ -137,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         layout=args.layout or "auto",
         naming=naming_from_args(args),
         skip_bad=args.skip_bad,
+        fill_missing_chunks=args.fill_missing_chunks,
         progress=args.progress,
         object_context=args.object_context,
         **predictor_options(args),

@@ -17,7 +17,7 @@ from ..planning import (
 )
 from ..training.run_folder import RunFolder
 from ..workflows.plan import plan_for_training
-from ..workflows.train import announce, new_folder, starting_from, train
+from ..workflows.train import announce, guard_run_folder, new_folder, starting_from, train
 from .common import add_data_args, add_progress, config_with_data_args, reading_config
 from .options import add_options, apply_options
 
@@ -179,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_config(config_from_args(args, RunConfig()))  # the flags themselves, before any planning
         out = Path(args.out) if args.out else default_run_dir(args.data)
+        guard_run_folder(args.data, out, (args.init, args.config))  # before any planning: never among inputs
         RunFolder(out).existing(args.overwrite)  # refused before any planning: a run is there already
         planned, measured = planned_config(args, out)
         cfg = config_from_args(args, planned)

@@ -293,7 +293,8 @@ def ome_placement(path: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def _open_zarr(path: Path, volume: bool = False) -> ImageSource:
+def _zarr_array(path: Path) -> Any:
+    """The image array of a zarr array or group (an OME-Zarr image's full resolution, or its first array)."""
     import zarr
 
     node: Any
@@ -304,10 +305,43 @@ def _open_zarr(path: Path, volume: bool = False) -> ImageSource:
     if isinstance(node, zarr.Group):
         attrs: Any = node.attrs
         multiscales = _multiscales(attrs)
-        key = multiscales[0]["datasets"][0]["path"] if multiscales else next(iter(node.array_keys()), None)
+        key = (
+            multiscales[0]["datasets"][0].get("path") if multiscales else next(iter(node.array_keys()), None)
+        )
         if key is None:
             raise DataError(f"{path}: a zarr group without arrays; point predict at the image array")
-        node = node[key]
+        parts = Path(str(key)).parts
+        if not isinstance(key, str) or not parts or Path(key).is_absolute() or ".." in parts:
+            raise DataError(f"{path}: the multiscales path {str(key)[:80]!r} points outside the store")
+        try:
+            node = node[key]
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DataError(f"{path}: the multiscales path {key[:80]!r} names no array ({exc})") from None
+    return node
+
+
+def missing_chunks(path: str | Path) -> str | None:
+    """Why the zarr image ``path`` is incomplete (chunks missing, as an unfinished copy leaves a store), or None.
+
+    zarr reads a missing chunk as the array's fill value without a word, so an incomplete store would be
+    segmented as if its missing parts were empty. Stores that leave chunks equal to the fill value unwritten on
+    purpose are read with ``--fill-missing-chunks``."""
+    path = Path(path)
+    if not (path.suffix.lower() == ".zarr" or _inside_zarr(path)):
+        return None
+    node = _zarr_array(path)
+    total, stored = int(node.nchunks), int(node.nchunks_initialized)
+    if stored >= total:
+        return None
+    return (
+        f"{path}: {total - stored:,} of {total:,} chunks are missing (an unfinished copy?); zarr would read them as "
+        f"the fill value {node.fill_value!r}: copy the store again, or pass --fill-missing-chunks if the store "
+        "leaves chunks equal to its fill value unwritten on purpose"
+    )
+
+
+def _open_zarr(path: Path, volume: bool = False) -> ImageSource:
+    node = _zarr_array(path)
     shape = node.shape
     lead = 0
     while len(shape) - lead > (3 if volume else 2) and shape[lead] == 1:

@@ -13,7 +13,9 @@ package, no member or total larger than ``MAX_BYTES``.
 
 from __future__ import annotations
 
+import atexit
 import math
+import stat
 import tempfile
 import zipfile
 from pathlib import Path
@@ -21,13 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
+from ..config import read_yaml
 from ..errors import CheckpointError, ConfigError, UnetkitError
 from ..extras import require_extra
 from ..pretrained import file_sha256
 from .foreign import check_onnx, load_scripted, onnx_session
+from .writers import remove_stale_work, remove_tree, work_dir
 
 __all__ = ["DESCRIPTIONS", "PackageModel", "is_package", "load_package"]
 
@@ -35,7 +38,8 @@ __all__ = ["DESCRIPTIONS", "PackageModel", "is_package", "load_package"]
 DESCRIPTIONS = ("rdf.yaml", "bioimageio.yaml")
 #: the most an archive may unpack to (a zip bomb is refused before it is extracted)
 MAX_BYTES = 4 * 2**30
-_KEEP: list[tempfile.TemporaryDirectory] = []  # extracted archives live as long as the process
+#: the most a member may inflate (weights compress about 1.1-fold, text ~10-fold)
+MAX_RATIO = 200
 
 
 def is_package(path: str | Path) -> bool:
@@ -50,10 +54,10 @@ def load_package(path: str | Path) -> tuple[PackageModel, dict[str, Any]]:
     """The network of a package and the preprocessing record a :class:`Predictor` takes."""
     folder = _folder(Path(path))
     description = next(folder / n for n in DESCRIPTIONS if (folder / n).is_file())
-    try:
-        rdf = yaml.safe_load(description.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: {description.name} is not readable YAML ({str(exc)[:200]})") from None
+    try:  # bounded: no aliases, at most YAML_MAX_BYTES, nesting bounded
+        rdf = read_yaml(description, f"{path}:")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
     if not isinstance(rdf, dict) or rdf.get("type") != "model":
         raise CheckpointError(
             f"{path}: not a bioimage.io model description (type: {str(rdf.get('type'))[:40]})"
@@ -99,16 +103,32 @@ def _folder(path: Path) -> Path:
             name = Path(info.filename)
             if name.is_absolute() or ".." in name.parts:
                 raise CheckpointError(f"{path}: the member {info.filename[:80]!r} points outside the package")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise CheckpointError(
+                    f"{path}: the member {info.filename[:80]!r} is a symbolic link: refused"
+                )
+            if info.file_size > 2**20 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+                raise CheckpointError(
+                    f"{path}: the member {info.filename[:80]!r} inflates {info.file_size / max(info.compress_size, 1):.0f}"
+                    f"-fold (> {MAX_RATIO}): a zip bomb, refused"
+                )
         if total > MAX_BYTES:
             raise CheckpointError(
                 f"{path}: unpacks to {total / 2**30:.1f} GiB (> {MAX_BYTES / 2**30:.0f}): refused"
             )
         if not any(Path(i.filename).name in DESCRIPTIONS and len(Path(i.filename).parts) == 1 for i in infos):
             raise CheckpointError(f"{path}: no rdf.yaml at the top of the archive: not a bioimage.io package")
-        tmp = tempfile.TemporaryDirectory(prefix="unetkit-package-")
-        _KEEP.append(tmp)
-        archive.extractall(tmp.name)
-    return Path(tmp.name)
+        base = Path(tempfile.gettempdir()) / "unetkit"
+        base.mkdir(exist_ok=True)
+        remove_stale_work(base)  # packages unpacked by processes that were killed
+        folder = work_dir(base, "package")
+        atexit.register(remove_tree, folder)  # lives as long as the process
+        try:
+            archive.extractall(folder)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a bad CRC, a truncated member, a full disk
+            remove_tree(folder)
+            raise CheckpointError(f"{path}: cannot be unpacked ({str(exc)[:200]})") from None
+    return folder
 
 
 def _axes(tensor: dict[str, Any]) -> list[dict[str, Any]]:

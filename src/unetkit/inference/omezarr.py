@@ -78,15 +78,18 @@ def write_ome_zarr(dest: Path, source: ImageSource, labels: dict[str, Plane]) ->
     group = zarr.open_group(str(dest), mode="w")
     lead = [1.0] * (image.ndim - 2)  # the channel axis: not scaled, not moved
     chunks = (*image.shape[:-2], CHUNK, CHUNK)
-    write_image(
-        da.from_array(image, chunks=chunks, asarray=False),
-        group,
-        scale_factors=factors,
-        axes="yx" if image.ndim == 2 else "cyx",
-        scale={"y": sy, "x": sx},
-        axes_units=axis_units,
-        storage_options={"chunks": chunks},
-    )
+    # every chunk of the image goes to disk (an all-dark one too): a missing chunk then means an incomplete
+    # copy, which unetkit refuses as an input, never "equal to the fill value"
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        write_image(
+            da.from_array(image, chunks=chunks, asarray=False),
+            group,
+            scale_factors=factors,
+            axes="yx" if image.ndim == 2 else "cyx",
+            scale={"y": sy, "x": sx},
+            axes_units=axis_units,
+            storage_options={"chunks": chunks},
+        )
     # where each level lies: where the input (an OME-Zarr level) lay; the library's resize averages f x f
     # pixels (centred (f - 1) / 2 further on), labels keep every f-th pixel (nearest neighbour: every value
     # is a real label, on the full-resolution pixel f*i)

@@ -162,6 +162,8 @@ class Predictor:
         self.normalizer = Normalizer.from_dict(self.preprocessing["normalization"])
         self.batch_size = int(batch_size)
         self.threshold = float(threshold)
+        if not 0.0 <= self.threshold <= 1.0:  # NaN too: every comparison with it is false (all background)
+            raise ConfigError(f"--threshold {threshold}: give a probability between 0 and 1, e.g. 0.5")
         self.tta = tta
         self.amp = amp
         if precision not in PRECISIONS:

@@ -159,6 +159,33 @@ def work_folder(out: Path, name: str) -> Iterator[Path]:
     finally:
         if work is not None:
             remove_tree(work)
+            if (
+                _drain_zarr_io()
+            ):  # an interrupted zarr write goes on in zarr's IO thread: let it end, remove again
+                remove_tree(work)
+
+
+def _drain_zarr_io(timeout: float = 10.0) -> bool:
+    """Wait (at most ``timeout`` s) for the tasks still running on zarr's IO event loop: a signal interrupts the
+    main thread's wait for a zarr write, not the write, which may recreate files after their folder was removed.
+    True if there were any."""
+    import asyncio
+    import sys
+
+    sync = sys.modules.get("zarr.core.sync")  # zarr not imported: nothing can be pending
+    loop = getattr(sync, "loop", [None])[0] if sync is not None else None
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return False
+
+    async def others() -> int:
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        await asyncio.wait(pending, timeout=timeout) if pending else None
+        return len(pending)
+
+    try:
+        return bool(asyncio.run_coroutine_threadsafe(others(), loop).result(timeout + 1))
+    except Exception:  # a loop shutting down: nothing more to wait for
+        return False
 
 
 def remove_stale_work(out: Path) -> list[Path]:

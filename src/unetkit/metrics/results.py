@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..atomic import atomic_path, atomic_write_text
+from ..safety import head_text
 
 __all__ = ["COLUMNS", "DEFINITIONS", "MODES", "Evaluation", "ImageResult", "fmt"]
 
@@ -126,7 +127,9 @@ class Evaluation:
         return path
 
     def write_csv(self, path: str | Path) -> Path:
-        """One row per image and a last row ``mean``; every score a column."""
+        """One row per image and a last row ``mean``; every score a column. Image names that a spreadsheet would
+        run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return) are written behind a
+        ``'``, as OWASP advises against CSV injection."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         keys = list(self.mean)
@@ -134,7 +137,7 @@ class Evaluation:
             w = csv.writer(fh)
             w.writerow(["image", *keys])
             for s in self.images:
-                w.writerow([s.name, *(fmt(s.scores.get(k)) for k in keys)])
+                w.writerow([_cell(s.name), *(fmt(s.scores.get(k)) for k in keys)])
             w.writerow(["mean", *(fmt(self.mean[k]) for k in keys)])
         return path
 
@@ -154,6 +157,30 @@ class Evaluation:
             + "  ".join(f"{fmt(self.mean[c]):>{w}}" for c, w in zip(cols, widths, strict=True))
         )
         return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """A text cell no spreadsheet evaluates."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def is_evaluation_csv(path: Path) -> bool:
+    """Whether ``path`` is a table :meth:`Evaluation.write_csv` wrote (its header and its last row, ``mean``)."""
+    head = head_text(path)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 4096))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    last = tail.rstrip().splitlines()[-1:]
+    return head.startswith("image,") and bool(last) and last[0].startswith("mean,")
+
+
+def is_evaluation_json(path: Path) -> bool:
+    """Whether ``path`` is a record :meth:`Evaluation.write_json` wrote."""
+    head = head_text(path, 1 << 16)
+    return head.lstrip().startswith("{") and '"metric_definitions"' in head
 
 
 def fmt(v: float | None) -> str:

@@ -15,6 +15,7 @@ import yaml
 from ..atomic import atomic_write_text
 from ..config import INFO_SECTIONS, RunConfig, load_config, read_yaml
 from ..errors import ConfigError
+from ..safety import head_text
 from ..version import __version__
 from .fingerprint import Fingerprint
 from .rules import epochs_for, format_duration, patience_for
@@ -141,6 +142,12 @@ def _dump_section(name: str, values: dict[str, Any], reasons: dict[str, str]) ->
         reason = reasons.get(key)
         out.append(f"  {key}: {text}" + (f"  # {reason}" if reason else ""))
     return "\n".join(out)
+
+
+def is_plan(path: Path) -> bool:
+    """Whether ``path`` is a plan :meth:`Plan.write` wrote (its first line says so)."""
+    first = head_text(path, 512).splitlines()[:1]
+    return bool(first) and first[0].startswith("# unetkit ") and " plan for " in first[0]
 
 
 def read_plan(path: str | Path) -> tuple[RunConfig, dict[str, Any]]:

@@ -46,7 +46,7 @@ from ..models import blocks as blocks_module
 from ..models import instances as instances_module
 from ..models import unet as unet_module
 from ..models.instances import UNetInstances, instance_labels
-from ..safety import guard_outputs
+from ..safety import guard_file
 from ..version import __version__
 from ..viz import contour_overlay
 
@@ -118,9 +118,7 @@ def export_bioimageio(
         )
     if out.suffix.lower() != ".zip":
         raise ConfigError(f"--out {out}: a bioimage.io package is a .zip file; name it e.g. model.zip")
-    guard_outputs([path], out, [out])
-    if out.exists() and not overwrite:
-        raise UnetkitError(f"{out}: already exists; pass --overwrite to replace it")
+    guard_file(out, "--out", protect=[path], overwrite=overwrite)
     if not re.fullmatch(r"[A-Za-z0-9.+-]+", license):
         raise ConfigError(f"--license {license!r}: give an SPDX identifier, e.g. MIT, CC-BY-4.0, Apache-2.0")
     if name is not None and not 5 <= len(name.strip()) <= 128:

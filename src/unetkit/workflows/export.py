@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checkpoint import build_model, load_checkpoint, resolve_model_path
-from ..errors import UnetkitError
 from ..inference.export import EXPORT_FORMATS, ExportResult, write_exported
-from ..safety import guard_outputs
+from ..safety import guard_file
 
 __all__ = ["EXPORT_FORMATS", "ExportResult", "export_model"]
 
@@ -23,8 +22,6 @@ def export_model(
     """
     out = Path(out)
     checkpoint = resolve_model_path(checkpoint)
-    guard_outputs([checkpoint], out, [out])  # the checkpoint in use is an input
-    if out.exists() and not overwrite:
-        raise UnetkitError(f"{out}: already exists; pass --overwrite to replace it")
+    guard_file(out, "--out", protect=[checkpoint], overwrite=overwrite)  # the checkpoint in use is an input
     payload = load_checkpoint(checkpoint)
     return write_exported(build_model(payload, checkpoint).eval(), payload, out, format)

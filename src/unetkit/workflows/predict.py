@@ -14,9 +14,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..checkpoint import resolve_model_path
 from ..data.io import IMAGE_SUFFIXES
 from ..data.layouts import Naming, detect_layout, find_images, load_layout
-from ..data.lazy import ome_level, open_image
+from ..data.lazy import missing_chunks, ome_level, open_image
 from ..errors import ConfigError, DataError
 from ..extras import require_extra
 from ..inference.outputs import PredictedFile, PredictedFiles, bad_inputs, existing, output_paths, prepare_out
@@ -130,6 +131,7 @@ def predict_files(
     overwrite: bool = False,
     resume: bool = False,
     skip_bad: bool = False,
+    fill_missing_chunks: bool = False,
     protect: Sequence[str | Path] = (),
     layout: str = "auto",
     naming: Any = None,
@@ -169,6 +171,8 @@ def predict_files(
     first result is written. Each result appears atomically under its final name. Existing results are an
     error unless ``overwrite`` (replace them) or ``resume`` (keep them and do the rest: a killed batch goes on
     where it stopped). ``skip_bad``: go on past damaged inputs; they are listed in the result's ``skipped``.
+    A zarr input with missing chunks is refused (:func:`~unetkit.data.lazy.missing_chunks`) unless
+    ``fill_missing_chunks`` (read them as the store's fill value) or ``skip_bad``.
 
     ``format`` defaults to PNG, or TIFF for images over ``max_pixels_in_memory`` pixels: those are read
     lazily and held on disk while they are processed, so memory does not grow with the image. Instance IDs
@@ -181,9 +185,14 @@ def predict_files(
     :mod:`unetkit.inference.distributed`). The semantic result equals the single-process one.
     """
     probs_dtype = _check_options(format, save_probs, overwrite, resume, dask, overlay, chunk, model)
+    if not isinstance(model, Predictor):
+        resolve_model_path(model)  # a missing model is the first thing to say (cheap: the file is not read)
     items = collect_inputs(inputs, layout, naming, level)
     out = Path(out)
     files = [i.path for i in items]
+    # folders given as inputs are read as data: no result goes inside one (a later command would read it)
+    given = [Path(i) for i in inputs if isinstance(i, (str, Path)) and Path(i).is_dir()]
+    protect = [*protect, *given]
     if out.exists() and not out.is_dir():
         guard_outputs(files, out, [out], protect)
         raise DataError(f"--out {out}: exists and is not a folder")
@@ -196,6 +205,7 @@ def predict_files(
         )
     if dask:
         guard_outputs(files, out, [out / f"{i.name}.zarr" for i in items], protect)
+        items, _ = _complete(items, fill_missing_chunks, skip_bad)
         assert not isinstance(model, Predictor)
         options = {"probs_dtype": probs_dtype, "instances": instances, "object_context": object_context}
         return _on_dask(
@@ -217,6 +227,8 @@ def predict_files(
         kinds = {"probs": probs_dtype is not None, "instances": instances, "overlay": overlay}
         vjobs = [(i, output_paths(i.name, out, fmt, **kinds)) for i in items]
         guard_outputs(files, out, [p for _, paths in vjobs for p in paths.values()], protect)
+        kept, _ = _complete([i for i, _ in vjobs], fill_missing_chunks, skip_bad)
+        vjobs = [job for job in vjobs if job[0] in kept]
         return predict_volumes(
             predictor, vjobs, out, fmt, probs_dtype, instances, overlay, overwrite, resume, skip_bad, progress
         )
@@ -226,15 +238,34 @@ def predict_files(
     guard_outputs(files, out, [p for *_, paths, _ in jobs for p in paths.values()], protect)
     if bad and not skip_bad:
         raise bad_inputs(bad, len(items))
+    kept, incomplete = _complete([job[0] for job in jobs], fill_missing_chunks, skip_bad)  # sizes first
+    jobs = [job for job in jobs if job[0] in kept]
     jobs, done = existing(jobs, overwrite, resume, lambda job: job[3])
     prepare_out(out)
     results = _predict_images(
         predictor, jobs, out, probs_dtype, instances, object_context, skip_bad, progress
     )
-    results.skipped[:0] = bad
+    results.skipped[:0] = [*incomplete.values(), *bad]
     if done:
         log.info("--resume: kept %d complete result(s), segmented %d", done, len(jobs))
     return results
+
+
+def _complete(
+    items: list[InputImage], fill_missing_chunks: bool, skip_bad: bool
+) -> tuple[list[InputImage], dict[Path, str]]:
+    """The inputs without zarr stores that miss chunks (:func:`~unetkit.data.lazy.missing_chunks`), and why
+    each was left out (``skip_bad``; else the first is an error). ``fill_missing_chunks``: the user's choice to
+    read them as the fill value."""
+    if fill_missing_chunks:
+        return items, {}
+    incomplete = {i.path: m for i in items if (m := missing_chunks(i.path))}
+    if incomplete and not skip_bad:
+        first, more = next(iter(incomplete.values())), len(incomplete) - 1
+        raise DataError(first + (f" (and {more} more input(s) like it)" if more else ""))
+    for reason in incomplete.values():  # --skip-bad: left out before anything starts, listed at the end
+        log.warning("skipped: %s", reason)
+    return [i for i in items if i.path not in incomplete], incomplete
 
 
 def _predict_images(

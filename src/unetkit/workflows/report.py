@@ -17,6 +17,7 @@ from ..atomic import atomic_path, atomic_write_text
 from ..data.io import read_image, read_volume, write_image
 from ..data.masks import IGNORE
 from ..metrics.results import COLUMNS, DEFINITIONS, Evaluation, fmt
+from ..safety import head_text
 from ..viz import gray_rgb, outline, tint
 
 __all__ = ["write_report"]
@@ -75,6 +76,12 @@ def _histogram(ious: list[float], path: Path) -> Path:
         fig.savefig(tmp)
     plt.close(fig)
     return path
+
+
+def is_report(folder: Path) -> bool:
+    """Whether ``folder`` holds a report :func:`write_report` wrote (or nothing yet)."""
+    index = folder / "index.html"
+    return not index.exists() or "<title>unetkit evaluation</title>" in head_text(index, 512)
 
 
 def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = False) -> Path:

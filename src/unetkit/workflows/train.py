@@ -11,16 +11,17 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from ..config import DEFAULT_LR, RunConfig, check_config, load_config
 from ..data.checks import DataReport, check_dataset
-from ..data.layouts import read_descriptor
+from ..data.layouts import detect_layout, read_descriptor
 from ..data.normalize import Normalizer
 from ..device import resolve_device
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..losses import get_loss
 from ..safety import guard_outputs, sample_files
 from ..training.distributed import init_distributed, spawn
@@ -111,7 +112,10 @@ def train(
             "training hooks (a GUI's progress and Cancel) follow one process: train with nproc=1"
         )
     _check_processes(cfg, nproc, launch, device)
-    report, normalizer = resolve_data(cfg, data, folder)  # every file checked, before the run folder is made
+    # every file checked, before the run folder is made; the configuration file and the starting model in use
+    # are inputs too
+    used = [p for p in (config, cfg.train.init) if isinstance(p, (str, Path)) and p and Path(p).exists()]
+    report, normalizer = resolve_data(cfg, data, folder, protect=used)
     if cfg.data.input_scale is None:  # auto: 1, or what brings the objects to the initial model's sizes
         scale, note = (1.0, None)
         if init_payload is not None and cfg.model.spatial_dims == 2:
@@ -244,12 +248,25 @@ def _check_processes(cfg: RunConfig, nproc: int, launch: bool, device: torch.dev
         )
 
 
+def guard_run_folder(data: str | Path, out: str | Path, protect: Sequence[str | Path | None] = ()) -> None:
+    """The run folder ``out`` is not the dataset, inside it, nor any of ``protect`` (the starting model, the
+    configuration): checked from the paths alone, before planning reads the data (:func:`train` checks again
+    with every file of the dataset)."""
+    used = [p for p in protect if isinstance(p, (str, Path)) and p and Path(p).exists()]
+    try:
+        detect_layout(data)  # not a dataset: that is the error to report first (planning says it)
+        folders = [Path(data)] if Path(data).is_dir() else []
+    except DataError:
+        folders = []
+    guard_outputs([], Path(out), [], used, data_folders=folders)
+
+
 def resolve_data(
-    cfg: RunConfig, data: str | Path, folder: RunFolder | None = None
+    cfg: RunConfig, data: str | Path, folder: RunFolder | None = None, protect: Sequence[str | Path] = ()
 ) -> tuple[DataReport, Normalizer]:
-    """Check every file of the dataset, refuse outputs (the run ``folder``'s) that touch it, and record in
-    ``cfg`` what was resolved from the data: 3-D, channels, classes, and the dataset description (layout,
-    encoding, class map)."""
+    """Check every file of the dataset, refuse outputs (the run ``folder``'s) that touch it or ``protect``
+    (nor sit inside the dataset's folders), and record in ``cfg`` what was resolved from the data: 3-D,
+    channels, classes, and the dataset description (layout, encoding, class map)."""
     if read_descriptor(data).get("spatial_dims") == 3 and cfg.model.spatial_dims == 2:
         log.info("%s/dataset.yaml says the samples are volumes: training a 3-D network", data)
         cfg.model = dataclasses.replace(cfg.model, spatial_dims=3)
@@ -262,7 +279,15 @@ def resolve_data(
     )
     report.raise_if_problems()
     if folder is not None:
-        guard_outputs(sample_files(report.samples), folder.path, folder.files)
+        files = sample_files(report.samples)
+        described = [Path(data) / n for n in ("dataset.yaml",) if (Path(data) / n).is_file()]
+        guard_outputs(
+            files,
+            folder.path,
+            folder.files,
+            [*protect, *described],
+            data_folders=[Path(data), *{f.parent for f in files}] if Path(data).is_dir() else [],
+        )
     for note in report.notes:
         log.info("%s", note)
     encoding = report.encoding
