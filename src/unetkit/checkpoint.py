@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path
+from .data.masks import MaskEncoding
 from .errors import CheckpointError
 from .models import create_model
 from .pretrained import PREFIX, get_pretrained, pretrained_path
@@ -48,7 +49,8 @@ def save_checkpoint(
         "unetkit_version": __version__,
         "model": {"name": model_name, "hparams": dict(model.hparams)},  # type: ignore[arg-type]
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "preprocessing": preprocessing,
+        # the input channels are part of every record (read before the model is built): the network knows them
+        "preprocessing": {"in_channels": model.hparams.get("in_channels", 1), **preprocessing},  # type: ignore[union-attr,operator]
         "training": training or {},
         "state": state or {},
     }
@@ -133,7 +135,67 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     for key in ("model", "state_dict", "preprocessing"):
         if key not in payload:
             raise CheckpointError(f"{path}: damaged unetkit checkpoint: the '{key}' entry is missing")
+    check_metadata(payload, path)
     return payload
+
+
+#: the types of a checkpoint's preprocessing record (``in_channels`` is required)
+_PRE_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "in_channels": (int, "an integer"),
+    "num_classes": (int, "an integer"),
+    "normalization": (dict, "a table"),
+    "encoding": (dict, "a table"),
+    "input_scale": ((int, float), "a number"),
+    "object_diameter": ((int, float), "a number"),
+    "class_names": ((list, tuple), "a list"),
+    "dataset": (dict, "a table"),
+}
+
+
+def check_metadata(payload: dict[str, Any], path: str | Path) -> None:
+    """Every metadata field a checkpoint is read by has its type, and its stored mask encoding fits its head:
+    a tampered or damaged record is refused in one line naming the field, not met later as a KeyError."""
+
+    def bad(field: str, found: Any, wanted: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path}: damaged unetkit checkpoint: {field} is {type(found).__name__} {str(found)[:40]!r}, not "
+            f"{wanted}; use the checkpoint as training wrote it"
+        )
+
+    spec, pre = payload["model"], payload["preprocessing"]
+    if not isinstance(spec, dict):
+        raise bad("model", spec, "a table")
+    if not isinstance(spec.get("name"), str):
+        raise bad("model.name", spec.get("name"), "a model name")
+    if not isinstance(spec.get("hparams"), dict):
+        raise bad("model.hparams", spec.get("hparams"), "a table")
+    if not isinstance(payload["state_dict"], dict):
+        raise bad("state_dict", payload["state_dict"], "a table of tensors")
+    if not isinstance(pre, dict):
+        raise bad("preprocessing", pre, "a table")
+    if "in_channels" not in pre:
+        raise CheckpointError(f"{path}: damaged unetkit checkpoint: preprocessing.in_channels is missing")
+    for key, (types, wanted) in _PRE_TYPES.items():
+        value = pre.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise bad(f"preprocessing.{key}", value, wanted)
+    norm = pre.get("normalization")
+    if norm is not None and not isinstance(norm.get("method"), str):
+        raise bad("preprocessing.normalization.method", norm.get("method"), "a method name")
+    if pre.get("encoding"):
+        try:
+            encoding = MaskEncoding.from_dict(pre["encoding"])
+            classes = encoding.num_classes
+        except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
+            raise CheckpointError(
+                f"{path}: damaged unetkit checkpoint: preprocessing.encoding ({str(exc)[:120]})"
+            ) from None
+        head = spec["hparams"].get("num_classes")
+        if isinstance(head, int) and not (head == classes or (head == 1 and classes == 2)):
+            raise CheckpointError(
+                f"{path}: its stored mask encoding ({encoding.name}, {classes} classes) does not fit its network's "
+                f"{head} output channel(s): the file was altered; use the checkpoint as training wrote it"
+            )
 
 
 #: bounds on a checkpoint's declared sizes, checked before anything is allocated

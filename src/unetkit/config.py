@@ -92,8 +92,10 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     _depth = 0
 
+    aliases = False
+
     def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
+        if not self.aliases and self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.YAMLError(
                 f"YAML aliases (*{event.anchor}) are not accepted here; write the values out"
@@ -107,9 +109,32 @@ class _NoAliasLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def read_yaml(path: str | Path, option: str) -> Any:
-    """A small YAML (or JSON) file's content, safely: no Python tags, no aliases, at most YAML_MAX_BYTES,
-    UTF-8. Errors are :class:`ConfigError` naming ``option`` and the file."""
+class _AliasLoader(_NoAliasLoader):
+    """For formats whose files use aliases (bioimage.io's ``rdf.yaml``): aliases allowed, their expansion
+    bounded after loading (:func:`_expanded_size`)."""
+
+    aliases = True
+
+
+#: the most values a YAML file with aliases may expand to
+YAML_MAX_EXPANDED = 1_000_000
+
+
+def _expanded_size(value: Any, memo: dict[int, int]) -> int:
+    """How many values ``value`` holds once every alias is written out (shared objects counted once each)."""
+    key = id(value)
+    if key in memo:
+        return memo[key]
+    memo[key] = 1  # a cycle counts once
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    memo[key] = 1 + sum(_expanded_size(v, memo) for _, v in items)
+    return memo[key]
+
+
+def read_yaml(path: str | Path, option: str, aliases: bool = False) -> Any:
+    """A small YAML (or JSON) file's content, safely: no Python tags, no aliases (``aliases``: allowed, but the
+    content they expand to bounded by YAML_MAX_EXPANDED values), at most YAML_MAX_BYTES, nested at most
+    YAML_MAX_DEPTH levels, UTF-8. Errors are :class:`ConfigError` naming ``option`` and the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{option} {path}: no such file")
@@ -120,7 +145,12 @@ def read_yaml(path: str | Path, option: str) -> Any:
         )
     try:
         text = path.read_bytes().decode("utf-8")
-        return yaml.load(text, Loader=_NoAliasLoader)
+        content = yaml.load(text, Loader=_AliasLoader if aliases else _NoAliasLoader)
+        if aliases and _expanded_size(content, {}) > YAML_MAX_EXPANDED:
+            raise ConfigError(
+                f"{option} {path}: its aliases expand to more than {YAML_MAX_EXPANDED:,} values (an alias bomb)"
+            )
+        return content
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{option} {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:

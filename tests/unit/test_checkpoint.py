@@ -7,7 +7,7 @@ import torch
 from unetkit import CheckpointError, UNet, load_checkpoint, save_checkpoint
 from unetkit.checkpoint import FORMAT_VERSION, build_model
 
-PREP = {"in_channels": 1, "normalization": "percentile", "norm_low": 1.0, "norm_high": 99.8}
+PREP = {"in_channels": 1, "normalization": {"method": "percentile", "low": 1.0, "high": 99.8}}
 
 
 def _save(path, **kw):

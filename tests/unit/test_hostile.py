@@ -154,3 +154,76 @@ def test_hyper_parameters_that_describe_a_giant_network_are_refused_before_it_is
     payload["model"]["hparams"].update(depth=4, base_channels=32)  # the right size, but not these weights
     with pytest.raises(CheckpointError):
         build_model(payload, "altered.pt")
+
+
+TAMPERED = {  # issue 31: each was a KeyError/TypeError/AttributeError traceback, or ran (exit 0)
+    "preprocessing": (lambda p: p.__setitem__("preprocessing", "x"), "preprocessing is str"),
+    "normalization": (lambda p: p["preprocessing"].__setitem__("normalization", "x"), "normalization is str"),
+    "in_channels": (lambda p: p["preprocessing"].pop("in_channels"), "in_channels is missing"),
+    "model.name": (lambda p: p["model"].__setitem__("name", 5), "model.name is int"),
+    "encoding": (lambda p: p["preprocessing"].__setitem__("encoding", {"name": 7}), "preprocessing.encoding"),
+    "encoding vs head": (
+        lambda p: p["preprocessing"].__setitem__("encoding", {"name": "classes", "values": [0, 1, 2, 3, 4]}),
+        r"\(classes, 5 classes\) does not fit its network's 3 output channel",
+    ),
+}
+
+
+@pytest.mark.parametrize("field", list(TAMPERED))
+def test_tampered_checkpoint_metadata_is_refused_naming_the_field(tmp_path, field):
+    import copy
+
+    import torch
+
+    from unetkit import CheckpointError
+    from unetkit.checkpoint import load_checkpoint
+    from unetkit.pretrained import pretrained_path
+
+    payload = copy.deepcopy(torch.load(pretrained_path("nuclei"), weights_only=True))
+    mutate, message = TAMPERED[field]
+    mutate(payload)
+    torch.save(payload, tmp_path / "t.pt")
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "t.pt")
+
+
+def test_unreadable_layouts_are_refused_with_what_was_found(tmp_path):
+    import tifffile
+
+    from unetkit import DataError, Predictor, synthesize_dataset
+    from unetkit.data.checks import check_dataset
+    from unetkit.data.io import count_planes, read_image
+
+    hyper = tmp_path / "five.tif"  # time and z: which planes are the images? (its 2nd channel was "alpha")
+    tifffile.imwrite(hyper, np.zeros((2, 3, 2, 32, 32), np.uint8), imagej=True)
+    for read in (count_planes, read_image):
+        with pytest.raises(DataError, match=r"a 5-D TIFF \(axes TZCYX, shape \(2, 3, 2, 32, 32\)\)"):
+            read(hyper)
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((6, 32, 32), np.uint8))  # one stack axis: still a stack
+    assert count_planes(tmp_path / "stack.tif") == 6
+    with pytest.raises(DataError, match="0x0 pixels: an image without pixels"):  # was an IndexError
+        Predictor.from_pretrained("nuclei").check_size((0, 0), "empty.npy")
+    data = synthesize_dataset(tmp_path / "ds", n=2, size=32, seed=1)
+    (data / "dataset.yaml").write_text("images_dir: images\nmasks_dir: images\n")
+    with pytest.raises(DataError, match="is the images folder"):  # images were read as their own masks
+        check_dataset(data)
+
+
+def test_a_package_description_may_use_aliases_but_not_an_alias_bomb(tmp_path):
+    """rdf.yaml files use aliases (PyYAML writes them for a repeated size); an alias bomb under `type:` hung
+    the error message that printed it. Aliases are allowed there, their expansion counted and bounded."""
+    from unetkit.config import read_yaml
+
+    ok = tmp_path / "rdf.yaml"
+    ok.write_text("size: &s {min: 64, step: 16}\ninputs: [{size: *s}, {size: *s}]\ntype: model\n")
+    assert read_yaml(ok, "rdf", aliases=True)["inputs"][1]["size"] == {"min": 64, "step": 16}
+    with pytest.raises(ConfigError, match="aliases"):
+        read_yaml(ok, "--config")  # a configuration never needs them
+    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 10):
+        prev, name = chr(96 + i), chr(97 + i)
+        levels.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(levels) + "\ntype: *j\n")  # 9^10 values once written out
+    with pytest.raises(ConfigError, match="expand to more than 1,000,000 values"):
+        read_yaml(bomb, "rdf", aliases=True)

@@ -179,10 +179,23 @@ def _plane_axes(axes: str, stack: bool) -> list[str]:
     return planes
 
 
+def _check_one_stack_axis(path: Path, axes: str, shape: tuple[int, ...]) -> None:
+    """A TIFF holds a 2-D image, or a stack of them along one axis: a hyperstack (time and z, or several
+    unnamed axes) has no single reading, so it is refused with what was found, never flattened in silence."""
+    extra = [(a, n) for a, n in zip(axes, shape, strict=True) if a not in "YXSC" and n > 1]
+    if len(extra) > 1:
+        raise DataError(
+            f"{path}: a {len(shape)}-D TIFF (axes {axes}, shape {tuple(shape)}) with {len(extra)} axes beside the "
+            "image's: unetkit reads 2-D images, stacks along one axis and volumes; save what to segment as its "
+            "own files (e.g. one time point per file)"
+        )
+
+
 def _read_tiff(path: Path, page: int | None) -> np.ndarray:
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         axes = series.axes
+        _check_one_stack_axis(path, axes, tuple(series.shape))
         planes = _plane_axes(axes, stack=page is not None)
         n_planes = int(np.prod([series.shape[axes.index(a)] for a in planes])) if planes else 1
         if page is None and n_planes > 1:
@@ -213,8 +226,11 @@ def count_planes(path: str | Path, stack: bool = False) -> int:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            _check_one_stack_axis(path, series.axes, tuple(series.shape))
             planes = _plane_axes(series.axes, stack)
             return int(np.prod([series.shape[series.axes.index(a)] for a in planes]))
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(f"{path}: cannot be read as a TIFF ({exc})") from None
 

@@ -186,7 +186,14 @@ def paired_dirs(root: Path, naming: Naming = Naming(), masks: bool = True) -> tu
             )
         images = found[0]
     if naming.masks_dir:
-        return images, _folder(root, naming.masks_dir, "--masks-dir")
+        masks_dir = _folder(root, naming.masks_dir, "--masks-dir")
+        if masks_dir.resolve() == images.resolve():
+            raise DataError(
+                f"{root}: the masks folder ({naming.masks_dir}) is the images folder ({images.name}): every image "
+                "would be read as its own mask; name the folder that holds the masks (--masks-dir, or masks_dir "
+                "in dataset.yaml)"
+            )
+        return images, masks_dir
     found = [root / n for n in MASK_DIRS if (root / n).is_dir() and root / n != images]
     if len(found) > 1:
         raise DataError(

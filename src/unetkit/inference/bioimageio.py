@@ -55,7 +55,7 @@ def load_package(path: str | Path) -> tuple[PackageModel, dict[str, Any]]:
     folder = _folder(Path(path))
     description = next(folder / n for n in DESCRIPTIONS if (folder / n).is_file())
     try:  # bounded: no aliases, at most YAML_MAX_BYTES, nesting bounded
-        rdf = read_yaml(description, f"{path}:")
+        rdf = read_yaml(description, f"{path}:", aliases=True)
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
     if not isinstance(rdf, dict) or rdf.get("type") != "model":

@@ -159,7 +159,17 @@ class Predictor:
                 "--diameter: this model does not record the size of the objects it learnt (it was trained before "
                 "unetkit recorded it); train it again, or drop --diameter"
             )
-        self.normalizer = Normalizer.from_dict(self.preprocessing["normalization"])
+        if not isinstance(self.preprocessing.get("normalization"), dict):
+            raise CheckpointError(
+                "the model has no record of how its images were normalised (preprocessing.normalization): "
+                "not a checkpoint of a training run; use RUN/best.pt"
+            )
+        try:
+            self.normalizer = Normalizer.from_dict(self.preprocessing["normalization"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"the model's preprocessing.normalization is damaged ({str(exc)[:120]})"
+            ) from None
         self.batch_size = int(batch_size)
         self.threshold = float(threshold)
         if not 0.0 <= self.threshold <= 1.0:  # NaN too: every comparison with it is false (all background)
@@ -458,6 +468,8 @@ class Predictor:
         """Refuse, before anything is allocated, an image whose streaming needs more than ``max_memory``
         bytes (default: half the memory available now) or more than :data:`MAX_TILES` tiles. Memory grows with
         the image's width (one full-width row of tiles is held), not its height."""
+        if not shape or min(shape) < 1:
+            raise DataError(f"{name}: {'x'.join(map(str, shape))} pixels: an image without pixels")
         step = max(1, self.core if self.blend == "crop" else round(self.tile_in * (1 - self.overlap)))
         tiles = math.prod(max(1, -(-n // step)) for n in shape)
         if tiles > MAX_TILES:
