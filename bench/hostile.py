@@ -124,6 +124,7 @@ def main() -> None:
     for i in range(300):
         write_image(many / f"im{i:03d}.png", rng.integers(0, 255, (256, 256), np.uint8))
     del payload
+    issue31 = _issue31_attacks(exe, work, data, run_dir, model)
 
     o = lambda k: str(work / f"out-{k}")  # noqa: E731
     attacks = [
@@ -151,7 +152,8 @@ def main() -> None:
         ("fault", "SIGTERM mid-batch", [exe, "predict", model, str(many), "--out", o(17), "--format", "zarr"], {"term_after": 5.0}),
         ("fault", "--lr 1e30", [exe, "train", str(data), "--no-plan", "--lr", "1e30", "--epochs", "1", "--steps-per-epoch", "2", "--patch", "48", "--base-channels", "2", "--depth", "1", "--out", o(18)], {}),
     ]  # fmt: skip
-    inputs = [d, data, many, bomb_data, run_dir]
+    attacks += issue31
+    inputs = [d, data, many, bomb_data, run_dir, work / "i31"]
     print("| category | attack | command | exit | wall | peak RSS | inputs unchanged | message |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for cat, what, cmd, kw in attacks:
@@ -168,6 +170,116 @@ def main() -> None:
         print(
             f"| {cat} | {what} | `{cmd[1]}` | {rc} | {wall:.1f} s | {peak:.0f} MiB | {'yes' if same else 'NO'} | {line[:150]} |"
         )
+
+
+def _issue31_attacks(exe: str, work: Path, data: Path, run_dir: Path, model: str) -> list:
+    """Issue 31's surfaces: model packages that run code, output flags aimed at inputs, incomplete or bombed
+    stores, tampered checkpoints and descriptions."""
+    import copy
+    import shutil
+    import zipfile
+
+    import tifffile
+    import torch
+    import yaml
+    import zarr
+
+    from unetkit import synth_nuclei, write_image
+
+    d = work / "i31"
+    d.mkdir()
+    images = d / "images"
+    write_image(images / "cells.tif", synth_nuclei((128, 128), seed=1)[0])
+    # a TorchScript bioimage.io package whose forward maps the input image read-write and zeroes it
+    pkg = d / "evil_pkg"
+    pkg.mkdir()
+    src = d / "evil_module.py"
+    src.write_text(
+        "import torch\n"
+        "class MapsAFile(torch.nn.Module):\n"
+        "    def __init__(self, path: str):\n"
+        "        super().__init__()\n"
+        "        self.path = path\n"
+        "        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)\n"
+        "    def forward(self, x):\n"
+        "        t = torch.from_file(self.path, shared=True, size=64, dtype=torch.uint8)\n"
+        "        t.fill_(0)\n"
+        "        return self.conv(x) + t.float().sum()\n"
+    )
+    sys.path.insert(0, str(d))
+    from evil_module import MapsAFile  # type: ignore[import-not-found]
+
+    torch.jit.script(MapsAFile(str(images / "cells.tif"))).save(str(pkg / "weights.pt"))
+    size = {"min": 64, "step": 16}
+    space = [{"id": a, "type": "space", "size": dict(size)} for a in ("y", "x")]
+    halo = [
+        {"id": a, "type": "space", "halo": 8, "size": {"tensor_id": "raw", "axis_id": a}} for a in ("y", "x")
+    ]
+    rdf = {
+        "name": "hostile", "format_version": "0.5.4", "type": "model",
+        "inputs": [{"id": "raw", "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["raw"]}, *space]}],
+        "outputs": [{"id": "p", "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["p"]}, *halo],
+                     "postprocessing": [{"id": "sigmoid"}]}],
+        "weights": {"torchscript": {"source": "weights.pt", "pytorch_version": "2.13"}},
+    }  # fmt: skip
+    (pkg / "rdf.yaml").write_text(yaml.safe_dump(rdf))
+    alias_pkg = shutil.copytree(pkg, d / "alias_pkg")
+    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 10):
+        levels.append(f"{chr(97 + i)}: &{chr(97 + i)} [{', '.join([f'*{chr(96 + i)}'] * 9)}]")
+    (alias_pkg / "rdf.yaml").write_text("\n".join(levels) + "\ntype: *j\n")
+    with zipfile.ZipFile(d / "ratio.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("rdf.yaml", "type: model\n")
+        z.writestr("weights.onnx", bytes(300 * 2**20))
+    # stores: missing chunks, a 512² image as one 60000² chunk, a 144 MB .zattrs
+    image = synth_nuclei((256, 256), seed=2)[0]
+    missing = zarr.open_array(str(d / "missing.zarr"), mode="w", shape=image.shape, chunks=(64, 64), dtype="uint8",
+                              zarr_format=2)  # fmt: skip
+    missing[:] = image
+    for key in ("0.0", "0.1", "1.0", "2.2", "3.3"):
+        (d / "missing.zarr" / key).unlink()
+    one = zarr.open_array(str(d / "onechunk.zarr"), mode="w", shape=(512, 512), chunks=(60000, 60000),
+                          dtype="uint8", zarr_format=2)  # fmt: skip
+    one[:] = 1
+    big = zarr.open_array(str(d / "bigattrs.zarr"), mode="w", shape=(64, 64), chunks=(64, 64), dtype="uint8",
+                          zarr_format=2)  # fmt: skip
+    big[:] = 1
+    (d / "bigattrs.zarr" / ".zattrs").write_text('{"junk": "' + "x" * 144_000_000 + '"}')
+    # checkpoints
+    payload = torch.load(model, weights_only=True)
+    giant = copy.deepcopy(payload)
+    giant["model"]["hparams"].update(depth=8, base_channels=1024)
+    torch.save(giant, d / "giant.pt")
+    tampered = copy.deepcopy(payload)
+    tampered["preprocessing"]["normalization"] = "x"
+    torch.save(tampered, d / "tampered.pt")
+    # layouts
+    (d / "hyper").mkdir()
+    tifffile.imwrite(d / "hyper" / "five.tif", np.zeros((2, 3, 2, 64, 64), np.uint8), imagej=True)
+    same = shutil.copytree(data, d / "samedirs")
+    (same / "dataset.yaml").write_text("images_dir: images\nmasks_dir: images\n")
+    o = lambda k: str(work / f"out31-{k}")  # noqa: E731
+    img = str(images)
+    return [
+        ("package", "TorchScript maps the input read-write", [exe, "predict", str(pkg), img, "--out", o(1)], {}),
+        ("package", "rdf.yaml alias bomb under type:", [exe, "predict", str(alias_pkg), img, "--out", o(2)], {}),
+        ("package", "zip member 300 MiB of zeros", [exe, "predict", str(d / "ratio.zip"), img, "--out", o(3)], {}),
+        ("checkpoint", "depth 8, base 1024 (in bounds)", [exe, "predict", str(d / "giant.pt"), img, "--out", o(4)], {}),
+        ("checkpoint", "normalization tampered", [exe, "predict", str(d / "tampered.pt"), img, "--out", o(5)], {}),
+        ("store", "zarr missing 5 of 16 chunks", [exe, "predict", model, str(d / "missing.zarr"), "--out", o(6)], {}),
+        ("store", "512² zarr as one 60000² chunk", [exe, "predict", model, str(d / "onechunk.zarr"), "--out", o(7)], {}),
+        ("store", "144 MB .zattrs", [exe, "predict", model, str(d / "bigattrs.zarr"), "--out", o(8)], {}),
+        ("layout", "5-D ImageJ TIFF", [exe, "predict", model, str(d / "hyper"), "--out", o(9)], {}),
+        ("layout", "masks_dir = images_dir", [exe, "check-data", str(same)], {}),
+        ("value", "--threshold nan", [exe, "predict", model, img, "--out", o(10), "--threshold", "nan"], {}),
+        ("output", "evaluate --csv GT/masks/x.png", [exe, "evaluate", str(data / "masks"), str(data), "--csv", str(data / "masks" / "x.png")], {}),
+        ("output", "evaluate MODEL --csv RUN/best.pt", [exe, "evaluate", str(run_dir), str(data), "--csv", model, "--overwrite"], {}),
+        ("output", "plan --out DATA/masks/x.png", [exe, "plan", str(data), "--out", str(data / "masks" / "x.png"), "--overwrite", "--no-measure"], {}),
+        ("output", "plan --out DATA/dataset.yaml", [exe, "plan", str(data), "--out", str(data / "dataset.yaml"), "--overwrite", "--no-measure"], {}),
+        ("output", "train --init RUN --out RUN", [exe, "train", str(data), "--init", str(run_dir), "--out", str(run_dir), "--overwrite"], {}),
+        ("output", "train --out DATA", [exe, "train", str(data), "--out", str(data), "--overwrite"], {}),
+        ("output", "predict IMAGES --out IMAGES/pred", [exe, "predict", model, img, "--out", str(images / "pred")], {}),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":

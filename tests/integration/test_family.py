@@ -132,6 +132,12 @@ def test_models_command_lists_every_architecture(unetkit_exe):
     ]  # after the built-ins
     counts = [int(line.split()[1].replace(",", "")) for line in table]
     assert len(counts) == len(list_models()) and all(c > 1000 for c in counts)
+    # issue 31: the largest sizes the bounds allow are counted, not built (~7,600 GiB; it was killed for memory)
+    giant = subprocess.run(
+        [unetkit_exe, "models", "--base-channels", "1024", "--depth", "8"], capture_output=True, text=True
+    )
+    row = next(line for line in giant.stdout.splitlines() if line.startswith("unet "))
+    assert giant.returncode == 0 and int(row.split()[1].replace(",", "")) > 10**12
 
 
 # -- volumes -------------------------------------------------------------------------------------------------

@@ -227,3 +227,32 @@ def test_a_package_description_may_use_aliases_but_not_an_alias_bomb(tmp_path):
     bomb.write_text("\n".join(levels) + "\ntype: *j\n")  # 9^10 values once written out
     with pytest.raises(ConfigError, match="expand to more than 1,000,000 values"):
         read_yaml(bomb, "rdf", aliases=True)
+
+
+def test_zarr_stores_are_bounded_before_anything_is_decompressed(tmp_path):
+    """Issue 31: a 512² image stored as one 60000² chunk (inflated to 3.4 GiB), a 144 MB .zattrs, a multiscales
+    path outside the store: each refused from the metadata."""
+    import json
+
+    import zarr
+
+    from unetkit import DataError
+    from unetkit.data.lazy import ZARR_MAX_METADATA, open_image
+
+    one = zarr.open_array(str(tmp_path / "one.zarr"), mode="w", shape=(512, 512), chunks=(60000, 60000),
+                          dtype="uint8", zarr_format=2)  # fmt: skip
+    with pytest.raises(DataError, match=r"chunks of 60000x60000 \(3\.4 GiB each, for an array of 512x512\)"):
+        open_image(tmp_path / "one.zarr")
+    assert not any(p.name == "0.0" for p in (tmp_path / "one.zarr").iterdir())  # nothing was written or read
+    del one
+    big = zarr.open_array(str(tmp_path / "big.zarr"), mode="w", shape=(8, 8), chunks=(8, 8), dtype="uint8",
+                          zarr_format=2)  # fmt: skip
+    big[:] = 1
+    (tmp_path / "big.zarr" / ".zattrs").write_text(json.dumps({"junk": "x" * (ZARR_MAX_METADATA + 1)}))
+    with pytest.raises(DataError, match="bytes of metadata"):
+        open_image(tmp_path / "big.zarr")
+    group = zarr.open_group(str(tmp_path / "out.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", shape=(8, 8), dtype="uint8")
+    group.attrs["multiscales"] = [{"datasets": [{"path": "../big.zarr"}], "axes": ["y", "x"]}]
+    with pytest.raises(DataError, match="points outside the store"):
+        open_image(tmp_path / "out.zarr")

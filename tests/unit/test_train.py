@@ -1,6 +1,7 @@
 import pytest
 
-from unetkit import load_checkpoint, synthesize_dataset
+from tests.conftest import tiny_config
+from unetkit import DataError, load_checkpoint, synthesize_dataset, train
 
 
 def test_schedules_warm_up_and_decay():
@@ -97,3 +98,17 @@ def test_cpu_mixed_precision_is_for_images_only():
         step = _step(model, cfg, torch.device("cpu"), DistContext())
         assert step.cpu_bf16 is want and step.amp
         assert step.memory_format == (torch.channels_last if dims == 2 else torch.contiguous_format)
+
+
+def test_a_second_train_into_a_run_folder_in_use_is_refused(tiny_data, tmp_path):
+    """Issue 31: two concurrent `train` runs into one --out both exited 0 and left a mixed run folder."""
+    from unetkit.training.run_folder import LOCK_FILE, RunFolder
+
+    first = RunFolder(tmp_path / "run")
+    first.lock()  # a run in progress (another process holds the same kind of lock)
+    with pytest.raises(DataError, match=r"another unetkit process \(pid \d+\) is writing a run there"):
+        train(tiny_data, tmp_path / "run", tiny_config(epochs=1), progress=False)
+    assert not (tmp_path / "run" / "best.pt").exists()
+    first.close()
+    result = train(tiny_data, tmp_path / "run", tiny_config(epochs=1), progress=False)
+    assert result.best_checkpoint.exists() and not (tmp_path / "run" / LOCK_FILE).exists()

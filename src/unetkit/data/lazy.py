@@ -254,7 +254,10 @@ def ome_level(path: str | Path, level: int) -> Path:
             if d["path"] in group
         )
         raise DataError(f"{path}: --level {level} does not exist; its levels are {sizes}")
-    return path / str(datasets[level]["path"])
+    key = str(datasets[level].get("path"))
+    if Path(key).is_absolute() or ".." in Path(key).parts:
+        raise DataError(f"{path}: the multiscales path {key[:80]!r} points outside the store")
+    return path / key
 
 
 def ome_placement(path: str | Path) -> dict[str, Any] | None:
@@ -293,11 +296,31 @@ def ome_placement(path: str | Path) -> dict[str, Any] | None:
     return None
 
 
+#: the largest zarr metadata file read (a plate of thousands of wells stays under 1 MB)
+ZARR_MAX_METADATA = 16 * 2**20
+#: the largest chunk decompressed at once (a 4096² float32 chunk is 64 MiB)
+ZARR_MAX_CHUNK = 512 * 2**20
+_ZARR_METADATA = (".zattrs", ".zarray", ".zgroup", ".zmetadata", "zarr.json")
+
+
+def check_zarr_metadata(folder: Path) -> None:
+    """Metadata files are bounded in size before zarr parses them (a 144 MB .zattrs took minutes)."""
+    for name in _ZARR_METADATA:
+        f = folder / name
+        if f.is_file() and f.stat().st_size > ZARR_MAX_METADATA:
+            raise DataError(
+                f"{f}: {f.stat().st_size:,} bytes of metadata (at most {ZARR_MAX_METADATA:,}): not an image store "
+                "unetkit reads"
+            )
+
+
 def _zarr_array(path: Path) -> Any:
-    """The image array of a zarr array or group (an OME-Zarr image's full resolution, or its first array)."""
+    """The image array of a zarr array or group (an OME-Zarr image's full resolution, or its first array),
+    its metadata and chunk size bounded before anything is decompressed."""
     import zarr
 
     node: Any
+    check_zarr_metadata(path)
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:
@@ -313,11 +336,24 @@ def _zarr_array(path: Path) -> Any:
         parts = Path(str(key)).parts
         if not isinstance(key, str) or not parts or Path(key).is_absolute() or ".." in parts:
             raise DataError(f"{path}: the multiscales path {str(key)[:80]!r} points outside the store")
+        check_zarr_metadata(path / key)
         try:
             node = node[key]
         except (KeyError, ValueError, TypeError) as exc:
             raise DataError(f"{path}: the multiscales path {key[:80]!r} names no array ({exc})") from None
+    check_zarr_chunks(node, path)
     return node
+
+
+def check_zarr_chunks(node: Any, path: Path) -> None:
+    """A chunk is decompressed whole: one larger than :data:`ZARR_MAX_CHUNK` is refused from the metadata (a
+    512² image stored as one 60000² chunk inflated to 3.4 GiB)."""
+    chunk = math.prod(node.chunks) * node.dtype.itemsize
+    if chunk > ZARR_MAX_CHUNK:
+        raise DataError(
+            f"{path}: chunks of {'x'.join(map(str, node.chunks))} ({chunk / 2**30:.1f} GiB each, for an array of "
+            f"{'x'.join(map(str, node.shape))}) would be decompressed whole; rechunk the store (e.g. 1024x1024)"
+        )
 
 
 def missing_chunks(path: str | Path) -> str | None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..data.lazy import check_zarr_chunks, check_zarr_metadata
+from ..errors import DataError
+
 __all__ = ["RESULT_ARRAYS", "get_reader"]
 
 #: the arrays of a result group, and the layer each becomes
@@ -30,11 +33,18 @@ def _result_arrays(path: Path) -> list[str]:
     import zarr
 
     try:
+        check_zarr_metadata(path)  # bounded before zarr parses it
         group = zarr.open_group(str(path), mode="r")
         keys = set(group.array_keys())
-    except Exception:  # not a zarr group at all: another reader's
+    except Exception:  # not a zarr group at all (or a hostile one): another reader's
         return []
     if "mask" not in keys or not keys <= set(RESULT_ARRAYS) or list(group.group_keys()):
+        return []
+    try:
+        for k in keys:
+            check_zarr_metadata(path / k)
+            check_zarr_chunks(group[k], path / k)
+    except DataError:
         return []
     return [k for k in RESULT_ARRAYS if k in keys]
 

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ from ..viz import save_curves
 __all__ = ["CSV_FIELDS", "RUN_FILES", "RunFolder"]
 
 RUN_FILES = ("best.pt", "last.pt", "config.yaml", "metrics.csv", "curves.png")
+#: held by the process writing the run (hidden; removed when it ends)
+LOCK_FILE = ".unetkit.lock"
 CSV_FIELDS = (
     "epoch",
     "train_loss",
@@ -48,6 +52,7 @@ class RunFolder:
         self.best = self.path / "best.pt"
         self.last = self.path / "last.pt"
         self._writer: Any = None
+        self._lock: int | None = None
 
     @property
     def files(self) -> list[Path]:
@@ -122,7 +127,30 @@ class RunFolder:
             for row in history:
                 w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
+    def lock(self) -> None:
+        """Hold ``RUN/.unetkit.lock`` (an exclusive ``flock``, released by the system if the process dies) while
+        this process writes the run: a second ``train`` into the same folder is refused instead of both writing
+        one mixed run. Released by :meth:`close`."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise DataError(
+                f"--out {self.path}: another unetkit process (pid {holder}) is writing a run there; wait for it "
+                "to end, or choose another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock = fd
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._lock is not None:  # the file goes first: whoever opens it next locks a fresh one
+            (self.path / LOCK_FILE).unlink(missing_ok=True)
+            os.close(self._lock)  # closing releases the lock
+            self._lock = None

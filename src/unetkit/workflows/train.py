@@ -141,39 +141,45 @@ def train(
         )
         return spawn(nproc, run)
     ctx, device = init_distributed(device)
-    if payload is None and ctx.is_main:
-        folder.prepare(overwrite)
-    ctx.barrier()
-    setup = build_training(cfg, report, normalizer, data, device, ctx)
-    if init_payload is not None:
-        init_notes += load_initial_weights(setup.model, init_payload, cfg.train.init or "")
-        for note in init_notes if ctx.is_main else []:
-            log.info("%s", note)
-    st = TrainState()
-    if payload is not None:
-        st = setup.restore(payload)
-        log.info("resuming %s after epoch %d (step %d of the next)", out, st.epoch, st.step_in_epoch)
-        saved = dict(st.clock)  # the time budget counts the earlier processes' time too
-        clock.before = saved.pop("elapsed", sum(h["seconds"] for h in st.history))
-        for phase, seconds in saved.items():
-            clock.add(phase, seconds)
-    if ctx.is_main:  # one writer: rank 0
-        folder.write_config(cfg)
-        folder.open_log(purge_after=st.epoch + 1 if payload is not None else None)
-        folder.write_csv(st.history)  # rewritten from the checkpoint's history on resume
-    hint = f"unetkit train {data} --resume {folder.path}"
-    clock.add("preparation", time.perf_counter() - entered)
-    return fit(
-        setup,
-        folder,
-        st,
-        ctx,
-        progress=progress,
-        resume_hint=hint,
-        hooks=hooks,
-        clock=clock,
-        fill_budget=fill_budget and payload is None,
-    )
+    if ctx.is_main:
+        folder.lock()  # one writer per run folder, held until fit() closes the folder
+    try:
+        if payload is None and ctx.is_main:
+            folder.prepare(overwrite)
+        ctx.barrier()
+        setup = build_training(cfg, report, normalizer, data, device, ctx)
+        if init_payload is not None:
+            init_notes += load_initial_weights(setup.model, init_payload, cfg.train.init or "")
+            for note in init_notes if ctx.is_main else []:
+                log.info("%s", note)
+        st = TrainState()
+        if payload is not None:
+            st = setup.restore(payload)
+            log.info("resuming %s after epoch %d (step %d of the next)", out, st.epoch, st.step_in_epoch)
+            saved = dict(st.clock)  # the time budget counts the earlier processes' time too
+            clock.before = saved.pop("elapsed", sum(h["seconds"] for h in st.history))
+            for phase, seconds in saved.items():
+                clock.add(phase, seconds)
+        if ctx.is_main:  # one writer: rank 0
+            folder.write_config(cfg)
+            folder.open_log(purge_after=st.epoch + 1 if payload is not None else None)
+            folder.write_csv(st.history)  # rewritten from the checkpoint's history on resume
+        hint = f"unetkit train {data} --resume {folder.path}"
+        clock.add("preparation", time.perf_counter() - entered)
+        return fit(
+            setup,
+            folder,
+            st,
+            ctx,
+            progress=progress,
+            resume_hint=hint,
+            hooks=hooks,
+            clock=clock,
+            fill_budget=fill_budget and payload is None,
+        )
+    except BaseException:
+        folder.close()  # fit() closes it too; this covers a failure before training starts
+        raise
 
 
 def new_folder(parent: str | Path, name: str) -> Path:
