@@ -125,10 +125,13 @@ def test_package_archives_are_bounded_by_ratio_links_and_checksums(tmp_path):
     assert set((Path(tempfile.gettempdir()) / "unetkit").glob("*")) == before  # nothing left behind
 
 
-def test_a_package_unpacked_by_a_killed_process_is_swept_on_the_next_start(tmp_path):
+def test_a_package_unpacked_by_a_killed_process_is_swept_on_the_next_start(tmp_path, monkeypatch):
     import tempfile
 
+    from unetkit.inference import writers
     from unetkit.inference.bioimageio import _folder
+
+    monkeypatch.setattr(writers, "_TEMP_ROOT", [])  # as in a new process
 
     base = Path(tempfile.gettempdir()) / "unetkit"
     base.mkdir(exist_ok=True)

@@ -13,10 +13,8 @@ package, no member or total larger than ``MAX_BYTES``.
 
 from __future__ import annotations
 
-import atexit
 import math
 import stat
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ from ..errors import CheckpointError, ConfigError, UnetkitError
 from ..extras import require_extra
 from ..pretrained import file_sha256
 from .foreign import check_onnx, load_scripted, onnx_session
-from .writers import remove_stale_work, remove_tree, work_dir
+from .writers import process_temp, remove_tree
 
 __all__ = ["DESCRIPTIONS", "PackageModel", "is_package", "load_package"]
 
@@ -118,11 +116,7 @@ def _folder(path: Path) -> Path:
             )
         if not any(Path(i.filename).name in DESCRIPTIONS and len(Path(i.filename).parts) == 1 for i in infos):
             raise CheckpointError(f"{path}: no rdf.yaml at the top of the archive: not a bioimage.io package")
-        base = Path(tempfile.gettempdir()) / "unetkit"
-        base.mkdir(exist_ok=True)
-        remove_stale_work(base)  # packages unpacked by processes that were killed
-        folder = work_dir(base, "package")
-        atexit.register(remove_tree, folder)  # lives as long as the process
+        folder = process_temp("package")  # TMP/unetkit: removed at exit, swept after a kill
         try:
             archive.extractall(folder)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a bad CRC, a truncated member, a full disk

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import queue
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -45,6 +44,7 @@ from .scale import (
     target_diameter,
 )
 from .tiling import Tile, plan_blend_tiles, plan_tiles, read_window
+from .writers import process_temp
 
 __all__ = ["BLENDS", "ENGINES", "PRECISIONS", "Predictor", "default_tile", "resolve_precision"]
 
@@ -65,7 +65,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "float32"
 
 
-_KEEP: list[tempfile.TemporaryDirectory] = []  # on-the-fly ONNX exports live as long as the process
 RowsCallback = Callable[[int, int, np.ndarray], None]
 
 
@@ -245,12 +244,10 @@ class Predictor:
             from .export import OnnxModel, write_exported
 
             if Path(path).suffix.lower() != ".onnx":  # a checkpoint: export it (verified) to a temporary file
-                tmp = tempfile.TemporaryDirectory(prefix="unetkit-onnx-")
                 payload = load_checkpoint(path)
                 path = write_exported(
-                    build_model(payload, path).eval(), payload, Path(tmp.name) / "model.onnx", "onnx"
+                    build_model(payload, path).eval(), payload, process_temp("onnx") / "model.onnx", "onnx"
                 ).path
-                _KEEP.append(tmp)
             model: nn.Module = OnnxModel(path)
             payload = {"training": model.training_info, "preprocessing": model.preprocessing}
         else:

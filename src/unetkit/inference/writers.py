@@ -8,6 +8,7 @@ memory never holds a whole image. Every file appears atomically under its final 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -186,6 +187,28 @@ def _drain_zarr_io(timeout: float = 10.0) -> bool:
         return bool(asyncio.run_coroutine_threadsafe(others(), loop).result(timeout + 1))
     except Exception:  # a loop shutting down: nothing more to wait for
         return False
+
+
+_TEMP_ROOT: list[Path] = []
+
+
+def temp_root() -> Path:
+    """``TMP/unetkit``, the one folder unetkit's temporary files live under (unpacked packages, on-the-fly
+    exports, a plan's trial run); the first call in a process sweeps what killed processes left there."""
+    if not _TEMP_ROOT:
+        root = Path(tempfile.gettempdir()) / "unetkit"
+        root.mkdir(exist_ok=True)
+        remove_stale_work(root)
+        _TEMP_ROOT.append(root)
+    return _TEMP_ROOT[0]
+
+
+def process_temp(name: str) -> Path:
+    """A folder under :func:`temp_root` that lives as long as this process (removed at exit; swept by the next
+    process if this one is killed)."""
+    folder = work_dir(temp_root(), name)
+    atexit.register(remove_tree, folder)
+    return folder
 
 
 def remove_stale_work(out: Path) -> list[Path]:

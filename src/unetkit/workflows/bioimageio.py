@@ -25,7 +25,6 @@ import datetime
 import inspect
 import json
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from ..data.synthetic import synth_nuclei
 from ..errors import ConfigError, UnetkitError
 from ..inference import Predictor
 from ..inference.export import write_exported
+from ..inference.writers import temp_root, work_folder
 from ..models import blocks as blocks_module
 from ..models import instances as instances_module
 from ..models import unet as unet_module
@@ -148,7 +148,7 @@ def export_bioimageio(
         with_instances = UNetInstances(**hp, instances=step).eval()
         with_instances.load_state_dict(network.state_dict())
         network = with_instances
-    with tempfile.TemporaryDirectory(prefix="unetkit-bioimageio-") as tmp:
+    with work_folder(temp_root(), "bioimageio") as tmp:  # TMP/unetkit: swept after a kill
         folder = Path(tmp)
         files, diffs = _weights(network, payload, folder)
         test_in, _, labels = _test_tensors(predictor, payload, folder, step)

@@ -8,7 +8,6 @@ import csv
 import dataclasses
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from ..data.checks import naming_of
 from ..data.layouts import load_layout, read_descriptor
 from ..device import resolve_device
 from ..errors import ConfigError, DataError
+from ..inference.writers import temp_root, work_folder
 from ..planning import (
     CPU_TRAIN_BUDGET,
     DEFAULT_BUDGET,
@@ -327,7 +327,7 @@ def _calibrate(data: str | Path, cfg: RunConfig, progress: bool) -> dict[str, fl
     trial.train = dataclasses.replace(  # the starting weights (init) change no time: not loaded here
         cfg.train, epochs=epochs, steps_per_epoch=steps, patience=10, time_budget=None, init=None
     )
-    with tempfile.TemporaryDirectory(prefix="unetkit-plan-") as tmp:
+    with work_folder(temp_root(), "plan") as tmp:  # TMP/unetkit: swept after a kill
         t0 = time.perf_counter()
         with _quiet_here():  # the trial run's own messages would only confuse
             train(data, Path(tmp) / "run", trial, progress=progress)
