@@ -6,6 +6,7 @@ tensors and plain containers are ever unpickled, never arbitrary objects.
 
 from __future__ import annotations
 
+import errno
 import pickle
 import zipfile
 from pathlib import Path
@@ -55,7 +56,14 @@ def save_checkpoint(
         "state": state or {},
     }
     with atomic_path(path, ".tmp") as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except (
+            RuntimeError
+        ) as exc:  # torch's zip writer reports a short write (disk full, file limit) this way
+            raise OSError(
+                errno.ENOSPC, f"the checkpoint could not be written ({str(exc)[:120]})", str(path)
+            ) from None
     return path
 
 

@@ -294,6 +294,18 @@ def test_a_zoo_layout_package_runs_through_unetkits_tiling(tmp_path):
     assert np.abs(probs - whole)[:, 2:-2, 2:-2].max() < 1e-3
 
 
+def test_a_size_step_of_zero_is_refused_in_one_line(tmp_path):
+    """Issue 31: an axis `step: 0` was a ZeroDivisionError traceback."""
+    from unetkit import Predictor
+
+    _zoo_layout_package(tmp_path / "zoo")
+    rdf = yaml.safe_load((tmp_path / "zoo" / "bioimageio.yaml").read_text())
+    rdf["inputs"][0]["axes"][2]["size"] = {"min": 64, "step": 0}
+    (tmp_path / "zoo" / "bioimageio.yaml").write_text(yaml.safe_dump(rdf))
+    with pytest.raises(ConfigError, match=r"input axis 'y' has the size .*min >= 1 and step >= 1"):
+        Predictor.from_checkpoint(tmp_path / "zoo")
+
+
 def test_a_3d_zoo_layout_package_segments_volumes(tmp_path):
     """A 3-D package (axes batch, channel, z, y, x; a stand-in network, TorchScript) through unetkit's 3-D
     tiling and the CLI: the volume's probabilities equal the network on the whole volume away from its border."""

@@ -26,6 +26,19 @@ def test_onnx_export_is_verified_and_self_describing(tiny_run, tmp_path):
     assert all(d.dim_param for d in dims[2:])  # dynamic height and width
     with pytest.raises(UnetkitError, match="already exists"):
         export_model(tiny_run.best_checkpoint, tmp_path / "m.onnx")
+    # issue 31: metadata that does not describe the graph (a shallower depth) failed inside ONNX Runtime with a
+    # traceback; now one line naming the file
+    import json
+
+    for prop in proto.metadata_props:
+        if prop.key == "unetkit.model":
+            spec = json.loads(prop.value)
+            spec["hparams"]["depth"] = 1
+            prop.value = json.dumps(spec)
+    onnx.save(proto, str(tmp_path / "altered.onnx"))
+    predictor = Predictor.from_checkpoint(tmp_path / "altered.onnx", tile=66)
+    with pytest.raises(UnetkitError, match=r"altered\.onnx: ONNX Runtime failed on a tile of"):
+        predictor.predict_proba(np.zeros((66, 66), np.uint8))
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")

@@ -85,6 +85,21 @@ def test_a_full_disk_is_one_line_and_the_debug_flag_shows_the_traceback(tmp_path
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path, tiny_data, unetkit_exe):
+    """Issue 31: torch's zip writer reports a short write as a RuntimeError (a traceback); now the disk fault."""
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    run = tmp_path / "run"
+    cmd = [unetkit_exe, "train", str(tiny_data), "--out", str(run), "--no-plan", "--epochs", "1",
+           "--steps-per-epoch", "1", "--patch", "48", "--no-progress"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=small_files)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "best.pt: the disk is full" in proc.stderr
+    assert not [f for f in run.iterdir() if f.name.startswith(".") and f.name.endswith(".tmp")]
+
+
 def test_stale_work_folders_of_killed_runs_are_removed_and_live_ones_kept(tmp_path):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True

@@ -259,3 +259,16 @@ def test_zarr_stores_are_bounded_before_anything_is_decompressed(tmp_path):
     group.attrs["multiscales"] = [{"datasets": [{"path": "../big.zarr"}], "axes": ["y", "x"]}]
     with pytest.raises(DataError, match="points outside the store"):
         open_image(tmp_path / "out.zarr")
+
+
+def test_an_instances_file_of_another_size_is_named_not_a_traceback(tmp_path):
+    """Issue 31: a NAME_instances file of another size beside the predictions was a ValueError traceback."""
+    from unetkit import DataError
+
+    lab = np.zeros((32, 32), np.uint8)
+    lab[4:12, 4:12] = 255
+    write_image(tmp_path / "gt" / "a.png", lab)
+    write_image(tmp_path / "pred" / "a.png", lab)
+    write_image(tmp_path / "pred" / "a_instances.tif", np.ones((10, 10), np.uint16))
+    with pytest.raises(DataError, match=r"a_instances\.tif: objects of 10x10 pixels for a truth of 32x32"):
+        evaluate(tmp_path / "pred", tmp_path / "gt", mode="instance")

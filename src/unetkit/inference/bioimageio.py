@@ -160,8 +160,17 @@ class PackageModel(nn.Module):
                     f"{source}: input axis {axis.get('id')!r} has the fixed size {size}; unetkit tiles models whose "
                     "sizes are min + n*step"
                 )
-            steps.append(int(size["step"]))
-            mins.append(int(size.get("min") or size["step"]))
+            try:
+                step_, min_ = int(size["step"]), int(size.get("min") or size["step"])
+            except (TypeError, ValueError):
+                step_, min_ = 0, 0
+            if step_ < 1 or min_ < 1:
+                raise ConfigError(
+                    f"{source}: input axis {axis.get('id')!r} has the size {str(size)[:80]}; a parameterized size "
+                    "has min >= 1 and step >= 1"
+                )
+            steps.append(step_)
+            mins.append(min_)
         step = max(steps)
         if any(s & (s - 1) for s in steps) or any(m % step for m in mins):
             raise ConfigError(

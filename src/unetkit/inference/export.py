@@ -258,5 +258,12 @@ class OnnxModel(nn.Module):
             raise ValueError(
                 f"ONNX model input sizes must be multiples of {self.size_multiples}, got {shape}"
             )
-        out = self.session.run(None, {"x": x.detach().cpu().float().numpy()})[0]
+        try:
+            out = self.session.run(None, {"x": x.detach().cpu().float().numpy()})[0]
+        except Exception as exc:  # onnxruntime's own classes (Fail, InvalidArgument …)
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(
+                f"{self.path}: ONNX Runtime failed on a tile of {'x'.join(map(str, shape))} ({first}); the file's "
+                "metadata may not describe its graph (altered?): export it again with `unetkit export`"
+            ) from None
         return torch.from_numpy(out).to(x.device)

@@ -125,6 +125,12 @@ def evaluate(
                 if how_truth not in reading.notes:
                     reading.notes.append(how_truth)
             pl, how = pred_labels(pr, pred_encoding, volumes)
+            if pl.shape != labels.shape:  # a NAME_instances file left from another prediction, or damaged
+                source = pr.instances if pr.instances is not None else pr.mask
+                raise DataError(
+                    f"{source}: objects of {'x'.join(map(str, pl.shape))} pixels for a truth of "
+                    f"{'x'.join(map(str, labels.shape))}: not the prediction of this image; predict it again"
+                )
             how_pred.add(how)
             ignored = classes == IGNORE
             if ignored.any():
