@@ -105,3 +105,13 @@ def test_a_second_model_is_a_data_only_addition(tmp_path):
     shutil.copy(pretrained_path("nuclei"), tmp_path / "he.pt")
     assert [m.name for m in list_pretrained(registry)] == ["nuclei", "nuclei@1", "he-nuclei"]
     assert pretrained_path("he-nuclei", registry) == tmp_path / "he.pt"
+
+
+def test_the_readme_never_makes_a_folder_named_like_a_built_in_model():
+    """Issue 32 item 9: README's command-line block made `nuclei/` with `synth` and then ran the built-in model
+    `nuclei`, which a folder of that name makes ambiguous (refused)."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    made = re.findall(r"unetkit synth ([\w./-]+)", readme)
+    assert made and not [name for name in made if get_pretrained(name) is not None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..data.checks import check_dataset
-from .common import add_data_args, config_with_data_args
+from .common import add_data_args, add_progress, config_with_data_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", metavar="DATA", help="dataset folder, or a .csv/.json list of image,mask paths")
     add_data_args(p)
+    add_progress(p)  # every command takes --no-progress, so scripts can pass it to all
     p.set_defaults(run=run)
 
 

@@ -16,7 +16,7 @@ FINDING = ("layout", "images_dir", "masks_dir", "mask_pattern", "image_pattern")
 #: how its masks are read
 READING = ("mask_encoding", "ignore_index")
 #: how masks become targets and images are normalised, with the patch size
-TARGETS = ("target", "normalization", "norm_scale", "patch_size")
+TARGETS = ("target", "normalization", "norm_low", "norm_high", "norm_scale", "patch_size")
 #: the paper's weight maps and separation borders
 WEIGHTS = ("border_gap", "weight_map", "w0", "weight_balance", "sigma")
 

@@ -15,7 +15,7 @@ from ..metrics.results import MODES, is_evaluation_csv, is_evaluation_json
 from ..pretrained import PREFIX, get_pretrained
 from ..safety import guard_file, guard_outputs
 from ..workflows.evaluate import PRED_ENCODINGS, evaluate, evaluate_model
-from .common import add_reading_args, reading_config
+from .common import add_progress, add_reading_args, reading_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "their IDs, masks with one value besides 0 by connected components), instances, binary",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing report or predictions")
+    add_progress(p)
     add_reading_args(p)
     p.set_defaults(run=run)
 
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
                 mode=args.mode,
                 device=args.device,
                 overwrite=args.overwrite,
+                progress=args.progress,
                 data_config=data,
             )
             _write(result, args)

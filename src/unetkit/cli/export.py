@@ -8,6 +8,7 @@ from pathlib import Path
 from ..pretrained import PREFIX
 from ..workflows.bioimageio import export_bioimageio
 from ..workflows.export import EXPORT_FORMATS, export_model
+from .common import add_progress
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="leave out the second output, instance labels computed inside the graph (border-target and "
         "binary models have it by default)",
     )
+    add_progress(p)  # every command takes --no-progress, so scripts can pass it to all
     p.set_defaults(run=run)
 
 

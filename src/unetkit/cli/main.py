@@ -55,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a command's clock (train --time-budget) starts with its process; called in-process (argv given), now
     started = process_started() if argv is None else time.perf_counter()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown(parser, args.command, unknown)
     args.started = started
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logger = logging.getLogger("unetkit")
@@ -90,6 +92,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _refuse_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> None:
+    """An unknown argument is refused by the command's own parser (its usage, not the top level's), with the
+    nearest flag of that command when one is close (``--instnces`` → ``--instances``)."""
+    import difflib
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    flags = [f for action in sub._actions for f in action.option_strings if f.startswith("--")]
+    hints = []
+    for arg in unknown:
+        near = (
+            difflib.get_close_matches(arg.split("=", 1)[0], flags, n=1, cutoff=0.75)
+            if arg.startswith("--")
+            else []
+        )
+        hints.append(f"{arg} (did you mean {near[0]}?)" if near else arg)
+    sub.error(f"unrecognized arguments: {' '.join(hints)}")
 
 
 def describe_fault(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ import torch
 from ..config import ModelConfig
 from ..models.registry import create_model, describe_model, list_models
 from ..pretrained import list_pretrained
+from .common import add_progress
 
 DEFAULTS = ModelConfig()
 #: what each registry score set is, in words
@@ -30,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--base-channels", type=int, default=DEFAULTS.base_channels, help="(default: %(default)s)")
     p.add_argument("--depth", type=int, default=DEFAULTS.depth, help="(default: %(default)s)")
+    add_progress(p)  # every command takes --no-progress, so scripts can pass it to all
     p.set_defaults(run=run)
 
 

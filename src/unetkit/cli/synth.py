@@ -7,6 +7,7 @@ import argparse
 from ..data.domains import DOMAINS
 from ..data.synthetic import STYLES, synthesize_dataset
 from ..errors import ConfigError
+from .common import add_progress
 
 
 def parse_size(text: str) -> int | tuple[int, int]:
@@ -53,6 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(default: default)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
+    add_progress(p)  # every command takes --no-progress, so scripts can pass it to all
     p.set_defaults(run=run)
 
 

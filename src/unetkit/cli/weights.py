@@ -13,7 +13,7 @@ from ..data.io import write_image
 from ..data.layouts import read_sample_mask
 from ..safety import guard_outputs, sample_files
 from ..viz import heatmap
-from .common import add_data_args, config_with_data_args
+from .common import add_data_args, add_progress, config_with_data_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", required=True, help="folder for the weight maps")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in OUT")
     add_data_args(p)
+    add_progress(p)  # every command takes --no-progress, so scripts can pass it to all
     p.set_defaults(run=run)
 
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     assert encoding is not None
     outputs = [out / f"{s.name}_weights.{ext}" for s in report.samples for ext in ("tif", "png")]
     guard_outputs(sample_files(report.samples), out, outputs)
-    for s in tqdm(report.samples, desc="weights", unit="mask"):
+    for s in tqdm(report.samples, desc="weights", unit="mask", disable=not args.progress):
         mask = read_sample_mask(s)
         target = encoding.encode(mask, s.mask_label)
         w = encoding.weights(mask, target, cfg.data.w0, cfg.data.sigma, cfg.data.weight_balance)
