@@ -62,3 +62,21 @@ def test_3d_patches_are_drawn_from_volumes(tmp_path):
     )
     w = weighted[1][2]
     assert w.shape == (10, 24, 24) and w.min() > 0  # the paper's weight map, slice by slice
+
+
+def test_check_data_reads_a_3d_dataset_as_its_description_says(tmp_path, capsys):
+    """Issue 32 item 1: check-data refused every 3-D dataset (unetkit's own synth --depth output included) as
+    "multi-page TIFF ... use the ISBI layout", ignoring spatial_dims: 3 in dataset.yaml, while train took it."""
+    from unetkit.cli.main import main
+    from unetkit.data.checks import check_dataset
+
+    data = synthesize_dataset(tmp_path / "v", n=2, size=24, depth=10, seed=1)
+    assert "spatial_dims: 3" in (data / "dataset.yaml").read_text()
+    report = check_dataset(data)  # one reading of the description: no flag needed
+    assert report.ok and report.volumes, report.problems
+    assert main(["check-data", str(data)]) == 0
+    assert "OK: training would start" in capsys.readouterr().out
+    assert main(["check-data", str(data), "--spatial-dims", "2"]) == 1  # the user's word wins
+    assert "for 3-D volumes pass --spatial-dims 3" in capsys.readouterr().out
+    (data / "dataset.yaml").write_text("layout: paired\nmask_encoding: instances\n")  # no description of 3-D
+    assert main(["check-data", str(data), "--spatial-dims", "3"]) == 0

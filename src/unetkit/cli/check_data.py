@@ -6,6 +6,7 @@ import argparse
 
 from ..data.checks import check_dataset
 from .common import add_data_args, add_progress, config_with_data_args
+from .options import add_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,14 +22,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", metavar="DATA", help="dataset folder, or a .csv/.json list of image,mask paths")
     add_data_args(p)
+    add_options(
+        p, "model", ("spatial_dims",)
+    )  # default: as DATA/dataset.yaml says (spatial_dims: 3), else 2-D
     add_progress(p)  # every command takes --no-progress, so scripts can pass it to all
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_with_data_args(args)
+    given = args.spatial_dims is not None or bool(args.config)
     report = check_dataset(
-        args.data, cfg.data, num_classes=cfg.model.num_classes, in_channels=cfg.model.in_channels
+        args.data,
+        cfg.data,
+        num_classes=cfg.model.num_classes,
+        in_channels=cfg.model.in_channels,
+        volumes=(cfg.model.spatial_dims == 3) if given else None,  # None: DATA/dataset.yaml decides
     )
     for problem in report.problems:
         print(f"problem: {problem}")

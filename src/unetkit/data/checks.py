@@ -47,6 +47,7 @@ class DataReport:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     object_diameter: float | None = None  # median equivalent diameter of the masks' objects, in pixels
+    volumes: bool = False  # the samples were read as 3-D volumes
 
     @property
     def ok(self) -> bool:
@@ -171,22 +172,30 @@ class _Tally:
         self.class_pixels = np.zeros(self.n_classes, np.int64)
 
 
+def described_volumes(root: str | Path) -> bool:
+    """Whether the dataset description of ``root`` says its samples are volumes (``spatial_dims: 3``)."""
+    return Path(root).is_dir() and read_descriptor(root).get("spatial_dims") == 3
+
+
 def check_dataset(
     root: str | Path,
     cfg: DataConfig | None = None,
     *,
     num_classes: int | None = None,
     in_channels: int | None = None,
-    volumes: bool = False,
+    volumes: bool | None = None,
 ) -> DataReport:
     """Read every image and mask once and report every problem (see the module docstring).
 
     ``volumes``: samples are 3-D volumes (TIFF z-stacks, ``.npy``, ``.zarr``); masks are encoded slice by
-    slice (a 3-class border target marks each slice's object outlines)."""
+    slice (a 3-class border target marks each slice's object outlines). ``None``: as the dataset description
+    says (``spatial_dims: 3`` in ``dataset.yaml``; 2-D otherwise), the one reading train and plan share."""
     cfg = cfg or DataConfig()
     root = Path(root)
+    if volumes is None:
+        volumes = described_volumes(root)
     layout = load_layout(root, cfg.layout, naming=naming_of(cfg))
-    report = DataReport(root, layout.name, layout.samples, list(layout.problems))
+    report = DataReport(root, layout.name, layout.samples, list(layout.problems), volumes=volumes)
     try:
         encoding = resolve_encoding(cfg, root, layout.defaults, num_classes)
     except ConfigError as exc:

@@ -200,8 +200,9 @@ def _read_tiff(path: Path, page: int | None) -> np.ndarray:
         n_planes = int(np.prod([series.shape[axes.index(a)] for a in planes])) if planes else 1
         if page is None and n_planes > 1:
             raise DataError(
-                f"{path}: multi-page TIFF with {n_planes} planes (axes {axes}); use one file per image, or the "
-                "ISBI layout (--layout isbi) for a stack with one sample per page"
+                f"{path}: multi-page TIFF with {n_planes} planes (axes {axes}); for 3-D volumes pass --spatial-dims 3 "
+                "(or write spatial_dims: 3 in DATA/dataset.yaml); else use one file per image, or the ISBI layout "
+                "(--layout isbi) for a stack with one sample per page"
             )
         if page is not None and not 0 <= page < n_planes:
             raise DataError(f"{path}: has {n_planes} plane(s); page {page} does not exist")

@@ -176,9 +176,8 @@ def fingerprint(
     their foreground. At most ``max_samples`` samples (evenly spaced) are measured beyond the checks."""
     root = Path(data)
     cfg = config or DataConfig()
-    if volumes is None:
-        volumes = read_descriptor(root).get("spatial_dims") == 3 if root.is_dir() else False
-    report = check_dataset(root, cfg, num_classes=num_classes, volumes=volumes)
+    report = check_dataset(root, cfg, num_classes=num_classes, volumes=volumes)  # None: as dataset.yaml says
+    volumes = report.volumes
     report.raise_if_problems()
     encoding = report.encoding
     assert encoding is not None and report.in_channels is not None

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from ..config import FINE_TUNE_LR, RunConfig
-from ..data.checks import naming_of
-from ..data.layouts import load_layout, read_descriptor
+from ..data.checks import described_volumes, naming_of
+from ..data.layouts import load_layout
 from ..device import resolve_device
 from ..errors import ConfigError, DataError
 from ..inference.writers import temp_root, work_folder
@@ -89,9 +89,7 @@ def plan_training(
     dev = resolve_device(device)  # a bad --device is refused before anything is read
     base = config or RunConfig()
     t_start = time.perf_counter() if started is None else started
-    volumes = (base.model.spatial_dims == 3) or (
-        Path(data).is_dir() and read_descriptor(data).get("spatial_dims") == 3
-    )
+    volumes = base.model.spatial_dims == 3 or described_volumes(data)
     fp = fingerprint(data, base.data, volumes=volumes, num_classes=base.model.num_classes)
     cuda = dev.type == "cuda"
     reasons: dict[str, str] = {}

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from ..config import DEFAULT_LR, RunConfig, check_config, load_config
-from ..data.checks import DataReport, check_dataset
-from ..data.layouts import detect_layout, read_descriptor
+from ..data.checks import DataReport, check_dataset, described_volumes
+from ..data.layouts import detect_layout
 from ..data.normalize import Normalizer
 from ..device import resolve_device
 from ..errors import ConfigError, DataError
@@ -273,7 +273,7 @@ def resolve_data(
     """Check every file of the dataset, refuse outputs (the run ``folder``'s) that touch it or ``protect``
     (nor sit inside the dataset's folders), and record in ``cfg`` what was resolved from the data: 3-D,
     channels, classes, and the dataset description (layout, encoding, class map)."""
-    if read_descriptor(data).get("spatial_dims") == 3 and cfg.model.spatial_dims == 2:
+    if described_volumes(data) and cfg.model.spatial_dims == 2:
         log.info("%s/dataset.yaml says the samples are volumes: training a 3-D network", data)
         cfg.model = dataclasses.replace(cfg.model, spatial_dims=3)
     report = check_dataset(
