@@ -119,3 +119,47 @@ def test_check_data_fails_when_every_mask_is_empty_and_names_real_sizes(tmp_path
 
 
 # -- time is explicit ----------------------------------------------------------------------------------------
+
+
+# -- issue 32 item 3: evidence that cannot mislead decides, and says so; the masks alone still never do -------
+
+
+def test_evidence_reads_ambiguous_masks_as_object_labels_and_says_which(tmp_path):
+    from unetkit.data.checks import check_dataset
+    from unetkit.training.init import init_evidence
+
+    cellpose = tmp_path / "cp"
+    for i in range(2):  # Cellpose's own naming: img_001.tif + img_001_cp_masks.png, 3 labels
+        write_image(cellpose / f"img_00{i}.tif", np.full((40, 40), 100, np.uint8))
+        write_image(cellpose / f"img_00{i}_cp_masks.png", blocks())
+    report = check_dataset(cellpose)
+    assert report.ok and report.encoding.name == "instances", report.problems
+    assert "NAME_cp_masks" in report.encoding_source
+
+    plain = tmp_path / "plain"
+    for i in range(2):
+        write_image(plain / "images" / f"a{i}.png", np.full((40, 40), 100, np.uint8))
+        write_image(plain / "masks" / f"a{i}.png", blocks())
+    refused = check_dataset(plain)  # no evidence: refused, with a readable hint
+    assert not refused.ok and "mean (3 values besides 0); pass --mask-encoding classes" in refused.problems[0]
+    border = check_dataset(plain, DataConfig(target="border"))
+    assert border.ok and border.encoding.name == "instances" and "--target border" in border.encoding_source
+    why = init_evidence("nuclei")  # the built-in model was trained on object labels
+    assert why and "--init nuclei" in why
+    assert check_dataset(plain, evidence=why).encoding.name == "instances"
+
+    binary = tmp_path / "binary"
+    for i in range(2):
+        write_image(binary / "images" / f"a{i}.png", np.full((40, 40), 100, np.uint8))
+        write_image(binary / "masks" / f"a{i}.png", (blocks() > 0).astype(np.uint8) * 255)
+    assert check_dataset(binary, evidence=why).encoding.name == "binary"  # evidence never overrules the masks
+
+
+def test_evaluate_mode_instance_is_evidence_for_the_truth(tmp_path):
+    truth = {"a": blocks(), "b": blocks()[::-1].copy()}
+    gt = instance_folder(tmp_path / "gt", truth)
+    pred = instance_folder(tmp_path / "pred", truth)
+    with pytest.raises(DataError, match="--mask-encoding instances"):
+        evaluate(pred, gt)  # mode auto, plain names: still refused
+    ev = evaluate(pred, gt, mode="instance")  # the user's own word: object labels
+    assert ev.mean["f1"] == 1.0 and any("--mode instance" in n for n in ev.notes)

@@ -7,6 +7,7 @@ mean and standard deviation.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from .io import check_pixel_values, collapse_gray, has_alpha, to_channels_first
 from .layouts import Naming, Sample, load_layout, read_descriptor, read_sample_image, read_sample_mask
-from .masks import IGNORE, MaskEncoding, encode_mask, parse_class_map, suggest_encoding
+from .masks import IGNORE, MaskEncoding, encode_mask, instance_evidence, parse_class_map, suggest_encoding
 from .normalize import Normalizer
 
 __all__ = ["DataReport", "check_dataset", "naming_of", "resolve_encoding"]
@@ -184,12 +185,14 @@ def check_dataset(
     num_classes: int | None = None,
     in_channels: int | None = None,
     volumes: bool | None = None,
+    evidence: str | None = None,
 ) -> DataReport:
     """Read every image and mask once and report every problem (see the module docstring).
 
     ``volumes``: samples are 3-D volumes (TIFF z-stacks, ``.npy``, ``.zarr``); masks are encoded slice by
     slice (a 3-class border target marks each slice's object outlines). ``None``: as the dataset description
-    says (``spatial_dims: 3`` in ``dataset.yaml``; 2-D otherwise), the one reading train and plan share."""
+    says (``spatial_dims: 3`` in ``dataset.yaml``; 2-D otherwise), the one reading train and plan share.
+    ``evidence``: why ambiguous masks hold object labels (see :func:`~unetkit.data.masks.instance_evidence`)."""
     cfg = cfg or DataConfig()
     root = Path(root)
     if volumes is None:
@@ -213,6 +216,18 @@ def check_dataset(
             tally.usable.append(s)
     _check_channels(report, tally, in_channels)
     _dataset_statistics(report, tally)
+    ambiguous = (
+        encoding is None and not report.problems and not tally.raw_rgb and len(tally.raw_values - {0}) > 1
+    )
+    why = (
+        instance_evidence([str(s.mask) for s in layout.samples], cfg.target, evidence) if ambiguous else None
+    )
+    if why:  # read again as what the evidence says: object labels
+        again = check_dataset(root, dataclasses.replace(cfg, mask_encoding="instances"), num_classes=num_classes,
+                              in_channels=in_channels, volumes=volumes)  # fmt: skip
+        again.encoding_source = f"{why}; the masks hold {len(tally.raw_values - {0})}+ labels"
+        again.notes.append(f"masks read as object labels (instances): {why}")
+        return again
     if encoding is None and not report.problems:
         encoding = _binary_or_refuse(root, cfg, report, tally)
     _check_empty_masks(root, report, tally)
@@ -374,8 +389,9 @@ def _binary_or_refuse(root: Path, cfg: DataConfig, report: DataReport, tally: _T
         return MaskEncoding("binary", target=cfg.target, ignore_value=cfg.ignore_index)
     shown = sorted(raw_values)[:10]
     report.problems.append(
-        f"{root}: cannot tell what the mask values {shown}{'…' if len(raw_values) > 10 else ''} mean; pass "
-        f"--mask-encoding: {suggest_encoding(raw_values, False, max(raw_values))}"
+        f"{root}: cannot tell what the mask values {shown}{'…' if len(raw_values) > 10 else ''} mean "
+        f"({len(raw_values - {0})}{'+' if len(raw_values) >= 1000 else ''} values besides 0); pass --mask-encoding "
+        f"{suggest_encoding(raw_values, False, max(raw_values))}"
     )
     return None
 

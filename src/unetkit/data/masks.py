@@ -268,6 +268,23 @@ def border_target(labels: np.ndarray, width: int = 1) -> np.ndarray:
     return target
 
 
+def instance_evidence(
+    mask_names: list[str], target: str = "foreground", given: str | None = None
+) -> str | None:
+    """Evidence that masks whose values could be classes or object labels hold object labels, or None: the user's
+    own words elsewhere (``given``: ``--mode instance``, a starting model trained on instance masks),
+    ``--target border`` (separating touching objects needs object labels), or a naming convention that means
+    labels (every mask named ``NAME_cp_masks``, as Cellpose writes them). Used only where the masks alone are
+    ambiguous; never to overrule a flag, ``dataset.yaml`` or masks that can only be binary."""
+    if given:
+        return given
+    if target == "border":
+        return "--target border (separating touching objects needs object labels)"
+    if mask_names and all(Path(n).stem.endswith("_cp_masks") for n in mask_names):
+        return "the masks are named NAME_cp_masks (Cellpose writes object labels)"
+    return None
+
+
 def suggest_encoding(values: set[int], rgb: bool, max_value: int) -> str:
     """A suggestion (never applied silently) of the encoding that fits a set of mask values."""
     if rgb:

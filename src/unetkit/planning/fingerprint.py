@@ -169,6 +169,7 @@ def fingerprint(
     num_classes: int | None = None,
     max_samples: int = 200,
     seed: int = 0,
+    evidence: str | None = None,
 ) -> Fingerprint:
     """Measure a dataset (any layout of ``check-data``): every file is checked first, as by ``train``.
 
@@ -176,7 +177,7 @@ def fingerprint(
     their foreground. At most ``max_samples`` samples (evenly spaced) are measured beyond the checks."""
     root = Path(data)
     cfg = config or DataConfig()
-    report = check_dataset(root, cfg, num_classes=num_classes, volumes=volumes)  # None: as dataset.yaml says
+    report = check_dataset(root, cfg, num_classes=num_classes, volumes=volumes, evidence=evidence)
     volumes = report.volumes
     report.raise_if_problems()
     encoding = report.encoding

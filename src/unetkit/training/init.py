@@ -71,6 +71,18 @@ def init_config(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any], list[str]]:
     return cfg, payload, notes
 
 
+def init_evidence(init: str | None, payload: dict[str, Any] | None = None) -> str | None:
+    """Why a dataset's ambiguous masks hold object labels, when the starting model was trained on object labels
+    (its stored encoding); else None (see :func:`~unetkit.data.masks.instance_evidence`)."""
+    if not init:
+        return None
+    payload = payload if payload is not None else load_checkpoint(resolve_model_path(init))
+    encoding = (payload.get("preprocessing") or {}).get("encoding") or {}
+    if encoding.get("name") != "instances":
+        return None
+    return f"--init {init} (it was trained on object labels, instances)"
+
+
 def load_initial_weights(model: torch.nn.Module, payload: dict[str, Any], source: str | Path) -> list[str]:
     """Copy the checkpoint's weights into ``model`` wherever shapes agree, adapting the input layer to other
     channel counts; returns notes on every layer that could not be copied as it was."""

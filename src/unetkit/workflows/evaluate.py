@@ -96,7 +96,8 @@ def evaluate(
         not isinstance(pr.truth.mask, tuple) and pr.truth.mask_page is None and is_volume(pr.truth.mask)  # type: ignore[arg-type]
         for pr in pairs[:1]
     )
-    reading = truth_reading(truth, [pr.truth for pr in pairs], defaults, data, model_encoding, volumes)
+    said = "--mode instance (object labels asked for)" if mode == "instance" else None
+    reading = truth_reading(truth, [pr.truth for pr in pairs], defaults, data, model_encoding, volumes, said)
     enc = reading.encoding
     if mode == "auto":
         mode = "instance" if enc.name == "instances" else "semantic"

@@ -24,7 +24,7 @@ from ..data.layouts import (
     read_descriptor,
     read_sample_mask,
 )
-from ..data.masks import IGNORE, MaskEncoding, encode_mask
+from ..data.masks import IGNORE, MaskEncoding, encode_mask, instance_evidence
 from ..errors import DataError
 from ..metrics.results import OUTPUT_SUFFIXES
 
@@ -214,6 +214,7 @@ def truth_reading(
     data: DataConfig | None,
     model_encoding: MaskEncoding | None,
     volumes: bool,
+    evidence: str | None = None,
 ) -> Reading:
     """The truth's encoding with one precedence: flags (``data``) > ``DATA/dataset.yaml`` > the model's (as it
     read its training masks) > the layout's > the masks themselves when they can only be binary. Anything
@@ -232,7 +233,7 @@ def truth_reading(
     elif layout_defaults.get("mask_encoding"):
         enc, source = resolve_encoding(data, root, layout_defaults, None), "the dataset's layout"
     else:
-        enc, source = _binary_or_refuse(truth, samples, data, volumes), "the masks hold one value besides 0"
+        enc, source = _binary_or_refuse(truth, samples, data, volumes, evidence)
     assert enc is not None
     # the truth is what the user annotated: no separation gaps, and the border class is part of the object
     names = enc.class_names if enc.name in ("classes", "rgb") else None
@@ -240,8 +241,11 @@ def truth_reading(
 
 
 def _binary_or_refuse(
-    truth: str | Path, samples: list[Sample], data: DataConfig, volumes: bool
-) -> MaskEncoding:
+    truth: str | Path, samples: list[Sample], data: DataConfig, volumes: bool, evidence: str | None = None
+) -> tuple[MaskEncoding, str]:
+    """Masks with 0 and one other value are binary; more values are object labels when there is evidence
+    (:func:`~unetkit.data.masks.instance_evidence`: ``--mode instance``, Cellpose's names), else refused."""
+    why = instance_evidence([str(s.mask) for s in samples], "foreground", evidence)
     values: set[int] = set()
     for s in samples:
         m = read_sample_mask(s, volumes)
@@ -251,13 +255,15 @@ def _binary_or_refuse(
             )  # colour masks refused, with the fix
         values.update(np.unique(m).tolist())
         if len(values - {0}) > 1:
+            if why:
+                return MaskEncoding("instances", ignore_value=data.ignore_index), why
             shown = sorted(values)[:8]
             raise DataError(
                 f"GT {truth}: cannot tell what the mask values {shown} mean (object labels or classes?); pass "
                 "--mask-encoding instances (one label per object) or --mask-encoding classes --num-classes N / "
                 "--class-map FILE, or write it in DATA/dataset.yaml (mask_encoding: ...)"
             )
-    return MaskEncoding("binary", ignore_value=data.ignore_index)
+    return MaskEncoding("binary", ignore_value=data.ignore_index), "the masks hold one value besides 0"
 
 
 def truth_arrays(s: Sample, enc: MaskEncoding, volumes: bool) -> tuple[np.ndarray, np.ndarray | None]:

@@ -49,7 +49,7 @@ from ..planning.rules import (
 from ..pretrained import list_pretrained
 from ..safety import writable
 from ..training.distributed import DistContext
-from ..training.init import INIT_ARCH_FIELDS, init_config
+from ..training.init import INIT_ARCH_FIELDS, init_config, init_evidence
 from ..training.loop import validate
 from ..training.setup import build_training
 from .train import resolve_data, train
@@ -90,7 +90,8 @@ def plan_training(
     base = config or RunConfig()
     t_start = time.perf_counter() if started is None else started
     volumes = base.model.spatial_dims == 3 or described_volumes(data)
-    fp = fingerprint(data, base.data, volumes=volumes, num_classes=base.model.num_classes)
+    evidence = init_evidence(base.train.init) if base.data.mask_encoding == "auto" else None
+    fp = fingerprint(data, base.data, volumes=volumes, num_classes=base.model.num_classes, evidence=evidence)
     cuda = dev.type == "cuda"
     reasons: dict[str, str] = {}
     model = dataclasses.replace(base.model)

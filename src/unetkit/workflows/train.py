@@ -25,7 +25,7 @@ from ..errors import ConfigError, DataError
 from ..losses import get_loss
 from ..safety import guard_outputs, sample_files
 from ..training.distributed import init_distributed, spawn
-from ..training.init import init_config, input_scale_for, load_initial_weights
+from ..training.init import init_config, init_evidence, input_scale_for, load_initial_weights
 from ..training.loop import TrainHooks
 from ..training.run_folder import RunFolder
 from ..training.setup import build_training, num_classes_for
@@ -115,7 +115,8 @@ def train(
     # every file checked, before the run folder is made; the configuration file and the starting model in use
     # are inputs too
     used = [p for p in (config, cfg.train.init) if isinstance(p, (str, Path)) and p and Path(p).exists()]
-    report, normalizer = resolve_data(cfg, data, folder, protect=used)
+    evidence = init_evidence(cfg.train.init, init_payload) if init_payload is not None else None
+    report, normalizer = resolve_data(cfg, data, folder, protect=used, evidence=evidence)
     if cfg.data.input_scale is None:  # auto: 1, or what brings the objects to the initial model's sizes
         scale, note = (1.0, None)
         if init_payload is not None and cfg.model.spatial_dims == 2:
@@ -268,7 +269,11 @@ def guard_run_folder(data: str | Path, out: str | Path, protect: Sequence[str | 
 
 
 def resolve_data(
-    cfg: RunConfig, data: str | Path, folder: RunFolder | None = None, protect: Sequence[str | Path] = ()
+    cfg: RunConfig,
+    data: str | Path,
+    folder: RunFolder | None = None,
+    protect: Sequence[str | Path] = (),
+    evidence: str | None = None,
 ) -> tuple[DataReport, Normalizer]:
     """Check every file of the dataset, refuse outputs (the run ``folder``'s) that touch it or ``protect``
     (nor sit inside the dataset's folders), and record in ``cfg`` what was resolved from the data: 3-D,
@@ -282,6 +287,7 @@ def resolve_data(
         num_classes=cfg.model.num_classes,
         in_channels=cfg.model.in_channels,
         volumes=cfg.model.spatial_dims == 3,
+        evidence=evidence,
     )
     report.raise_if_problems()
     if folder is not None:
