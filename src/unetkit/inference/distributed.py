@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoint import resolve_model_path
 from ..data.lazy import open_image
 from ..errors import ConfigError
 from .outputs import PredictedFile, existing, instance_dtype, prepare_out, publish_group
@@ -280,8 +281,9 @@ def predict_chunks(
 def model_spec(model: str | Path, threads: int, settings: dict[str, Any]) -> WorkerModel:
     """The predictor recipe sent to workers (a checkpoint or ``.onnx`` path, resolved, and its settings)."""
     keep = {k: v for k, v in settings.items() if v is not None}
+    path = resolve_model_path(model)  # a built-in name too ("nuclei" is no path in the workers' folder)
     return WorkerModel(
-        str(Path(model).resolve()), tuple(sorted(keep.items())), threads or (os.cpu_count() or 1)
+        str(Path(path).resolve()), tuple(sorted(keep.items())), threads or (os.cpu_count() or 1)
     )
 
 
