@@ -149,3 +149,23 @@ def test_train_reads_a_config_file_and_flags_win(unetkit_exe, tiny_data, tmp_pat
     cfg.write_text("train:\n  epoch: 1\n")
     proc = run(unetkit_exe, "train", tiny_data, "--out", tmp_path / "run2", "--config", cfg, ok=False)
     assert proc.returncode == 2 and "unknown key(s) ['epoch']" in proc.stderr
+
+
+def test_an_old_plans_budget_does_not_cap_a_run_whose_length_is_given(tiny_data, tmp_path, caplog):
+    """Issue 32 item 6: DATA/plan.yaml silently carried its time cap into later --epochs runs."""
+    import shutil
+
+    from unetkit.cli.main import main
+    from unetkit.config import load_config
+
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    assert main(["plan", str(data), "--no-measure", "--no-progress"]) == 0
+    plan = data / "plan.yaml"  # as a measured 1-minute plan records its budget
+    plan.write_text(plan.read_text().replace("\ntrain:\n", "\ntrain:\n  time_budget: 60.0\n", 1))
+    assert load_config(plan).train.time_budget == 60
+    run = tmp_path / "run"
+    args = ["train", str(data), "--out", str(run), "--epochs", "1", "--steps-per-epoch", "1", "--no-progress"]
+    with caplog.at_level("INFO", logger="unetkit"):
+        assert main(args) == 0
+    assert load_config(run / "config.yaml").train.time_budget is None
+    assert "the plan's time budget (1m) does not cap it" in caplog.text

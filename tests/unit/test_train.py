@@ -112,3 +112,14 @@ def test_a_second_train_into_a_run_folder_in_use_is_refused(tiny_data, tmp_path)
     first.close()
     result = train(tiny_data, tmp_path / "run", tiny_config(epochs=1), progress=False)
     assert result.best_checkpoint.exists() and not (tmp_path / "run" / LOCK_FILE).exists()
+
+
+def test_resume_with_more_epochs_is_not_capped_by_the_spent_budget(tiny_data, tmp_path):
+    """Issue 32 item 6: `--resume RUN --epochs N` after a budgeted run added exactly one epoch per call (the
+    budget was spent); asking for epochs is asking for them."""
+    cfg = tiny_config(epochs=2)
+    cfg.train.time_budget = 0.01  # spent after the first epoch
+    first = train(tiny_data, tmp_path / "run", cfg, progress=False)
+    assert [int(r["epoch"]) for r in first.history] == [1]
+    again = train(tiny_data, tmp_path / "run", resume=True, epochs=3, progress=False)
+    assert [int(r["epoch"]) for r in again.history] == [1, 2, 3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -13,6 +14,7 @@ from ..models import list_models
 from ..planning import (
     CPU_TRAIN_BUDGET,
     DEFAULT_BUDGET,
+    format_duration,
     parse_duration,
 )
 from ..training.run_folder import RunFolder
@@ -186,6 +188,16 @@ def run(args: argparse.Namespace) -> int:
         cfg = starting_from(cfg, keep_lr=args.lr is not None)  # said before training is announced
         if args.time_budget and (args.config or args.no_plan):
             cfg.train = replace(cfg.train, time_budget=parse_duration(args.time_budget))
+        fixed = args.epochs is not None or args.steps_per_epoch is not None
+        if (
+            fixed and not args.time_budget and cfg.train.time_budget
+        ):  # the user's length, not a plan's old cap
+            log.info(
+                "--epochs/--steps-per-epoch fix this run's length: the plan's time budget (%s) does not cap it "
+                "(--time-budget to keep one)",
+                format_duration(cfg.train.time_budget),
+            )
+            cfg.train = dataclasses.replace(cfg.train, time_budget=None)  # (config.replace skips None)
         if int(os.environ.get("RANK", "0")) == 0:
             log.info(
                 "%s",

@@ -96,6 +96,14 @@ def train(
         cfg = config if isinstance(config, RunConfig) else (load_config(config) if config else RunConfig())
         cfg = dataclasses.replace(cfg)  # never mutate the caller's object
     if epochs is not None:
+        if resume and cfg.train.time_budget:  # extending a run: the epochs asked for, not its spent budget
+            log.info(
+                "--epochs %d: the run's time budget (%.0f s) no longer caps it; it trains to epoch %d",
+                epochs,
+                cfg.train.time_budget,
+                epochs,
+            )
+            cfg.train = dataclasses.replace(cfg.train, time_budget=None)
         cfg.train = dataclasses.replace(cfg.train, epochs=epochs)
     init_notes: list[str] = []
     init_payload = None
