@@ -289,8 +289,9 @@ def channel_indices(
     if len(index) == 1 and channels == 3:
         return index * 3  # a grayscale image among colour ones
     raise DataError(
-        f"{name}: has {len(index)} channel(s) but {channels} are expected (the model's in_channels); "
-        f"convert the image, or train a model with in_channels={len(index)}"
+        f"{name}: has {len(index)} channel(s) but the model takes {channels}; convert the image, or train a model on "
+        f"{len(index)}-channel images (`unetkit train` takes the channel count from the data; --init adapts a "
+        "model's first layer)"
     )
 
 
