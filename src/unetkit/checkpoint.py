@@ -58,9 +58,8 @@ def save_checkpoint(
     with atomic_path(path, ".tmp") as tmp:
         try:
             torch.save(payload, tmp)
-        except (
-            RuntimeError
-        ) as exc:  # torch's zip writer reports a short write (disk full, file limit) this way
+        # torch's zip writer reports a short write (disk full, file limit) as a RuntimeError
+        except RuntimeError as exc:
             raise OSError(
                 errno.ENOSPC, f"the checkpoint could not be written ({str(exc)[:120]})", str(path)
             ) from None

@@ -22,9 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", metavar="DATA", help="dataset folder, or a .csv/.json list of image,mask paths")
     add_data_args(p)
-    add_options(
-        p, "model", ("spatial_dims",)
-    )  # default: as DATA/dataset.yaml says (spatial_dims: 3), else 2-D
+    # --spatial-dims: default as DATA/dataset.yaml says (spatial_dims: 3), else 2-D
+    add_options(p, "model", ("spatial_dims",))
     add_progress(p)  # every command takes --no-progress, so scripts can pass it to all
     p.set_defaults(run=run)
 

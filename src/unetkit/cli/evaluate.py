@@ -14,6 +14,7 @@ from ..inference.bioimageio import is_package
 from ..metrics.results import MODES, is_evaluation_csv, is_evaluation_json
 from ..pretrained import PREFIX, get_pretrained
 from ..safety import guard_file, guard_outputs
+from ..training.run_folder import RunFolder
 from ..workflows.evaluate import PRED_ENCODINGS, evaluate, evaluate_model
 from .common import add_progress, add_reading_args, reading_config
 
@@ -102,7 +103,7 @@ def _guard_writes(args: argparse.Namespace, model_file: bool) -> None:
     protect: list[Path] = [p for p in (pred, gt) if p.exists()]
     if model_file:
         protect += [resolve_model_path(pred)] if not is_package(pred) else []
-        protect += [pred / n for n in ("best.pt", "last.pt", "config.yaml") if pred.is_dir()]
+        protect += RunFolder(pred).files if pred.is_dir() else []  # the run's own files are in use
     config = getattr(args, "config", None)
     protect += [Path(config)] if config and Path(config).exists() else []
     for flag, path, ours in (

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import ARCH_ONLY_FIELDS, RunConfig, check_config
 from ..data.io import IMAGE_SUFFIXES
+from ..data.layouts import DESCRIPTOR
 from ..models.registry import list_models
 from ..planning import DEFAULT_BUDGET, PLAN_FILE
 from ..planning.planfile import is_plan
@@ -64,9 +65,7 @@ def run(args: argparse.Namespace) -> int:
     path = plan_path(args.data, args.out)
     data = Path(args.data)
     config = getattr(args, "config", None)
-    protect = [
-        p for p in (data / "dataset.yaml", Path(config) if config else None) if p is not None and p.is_file()
-    ]
+    protect = [p for p in (data / DESCRIPTOR, Path(config) if config else None) if p and p.is_file()]
     guard_file(  # before any compute: never an input, never where the data is read, only a plan replaced
         path,
         "--out",

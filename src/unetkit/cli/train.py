@@ -189,9 +189,7 @@ def run(args: argparse.Namespace) -> int:
         if args.time_budget and (args.config or args.no_plan):
             cfg.train = replace(cfg.train, time_budget=parse_duration(args.time_budget))
         fixed = args.epochs is not None or args.steps_per_epoch is not None
-        if (
-            fixed and not args.time_budget and cfg.train.time_budget
-        ):  # the user's length, not a plan's old cap
+        if fixed and not args.time_budget and cfg.train.time_budget:  # the user's length, not the plan's cap
             log.info(
                 "--epochs/--steps-per-epoch fix this run's length: the plan's time budget (%s) does not cap it "
                 "(--time-budget to keep one)",

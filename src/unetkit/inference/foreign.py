@@ -74,9 +74,9 @@ _PICKLE_GLOBALS = {
     ("torch._utils", "_rebuild_parameter"),
     ("collections", "OrderedDict"),
 }
-_PICKLE_MODULES = ("torch.jit._pickle",)
+_PICKLE_MODULES = ("torch.jit._pickle",)  # build_intlist, build_tensor_from_id, restore_type_tag, …
 #: the largest code or pickle record read for the checks (a whole U-Net's code is ~100 KB)
-MAX_RECORD = 16 * 2**20  # build_intlist, build_tensor_from_id, restore_type_tag, …
+MAX_RECORD = 16 * 2**20
 
 
 def _storage_global(module: str, name: str) -> bool:
@@ -92,8 +92,8 @@ def check_archive(file: Path, source: str) -> None:
         raise CheckpointError(f"{source}: {file.name} is not a TorchScript archive ({exc})") from None
     with archive:
         names = archive.namelist()
-        code = [n for n in names if "/code/" in n and n.endswith(".py")]
-        pickles = [n for n in names if n.endswith(".pkl") and not n.endswith(".debug_pkl")]
+        code = {n for n in names if "/code/" in n and n.endswith(".py")}
+        pickles = {n for n in names if n.endswith(".pkl") and not n.endswith(".debug_pkl")}
         if not code or not any(n.endswith("/data.pkl") for n in pickles):
             raise CheckpointError(
                 f"{source}: {file.name} is not a TorchScript archive (no code/ or data.pkl)"
@@ -105,7 +105,7 @@ def check_archive(file: Path, source: str) -> None:
                         f"{source}: {file.name}/{info.filename} would unpack to {info.file_size:,} bytes; code and "
                         f"structure records of a model stay under {MAX_RECORD:,}"
                     )
-        for name in pickles:
+        for name in sorted(pickles):
             for module, attr in _pickle_globals(archive.read(name), f"{source}: {file.name}/{name}"):
                 if not (
                     module.startswith("__torch__")
@@ -117,7 +117,7 @@ def check_archive(file: Path, source: str) -> None:
                         f"{source}: {file.name} refers to {module}.{attr}, which is not a tensor or a class of the "
                         "archive (custom classes run native code): unetkit does not load it"
                     )
-        for name in code:
+        for name in sorted(code):
             try:
                 tree = ast.parse(archive.read(name).decode("utf-8"))
             except (SyntaxError, UnicodeDecodeError, ValueError) as exc:
@@ -237,8 +237,7 @@ def onnx_session(
 
     try:
         return ort.InferenceSession(model, options, providers=providers or ["CPUExecutionProvider"])
-    except (
-        Exception
-    ) as exc:  # onnxruntime raises its own pybind classes (Fail, InvalidGraph, NotImplemented…)
+    # onnxruntime raises its own pybind classes (Fail, InvalidGraph, NotImplemented…), no common base
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{source}: ONNX Runtime refuses this graph ({first[:240]})") from None

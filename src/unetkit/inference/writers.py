@@ -154,15 +154,16 @@ def work_folder(out: Path, name: str) -> Iterator[Path]:
     """:func:`work_dir`, removed on leaving, however left: made inside the ``try``, so a signal that arrives
     right after the folder exists still removes it."""
     work = None
+    interrupted = True
     try:
         work = work_dir(out, name)
         yield work
+        interrupted = False
     finally:
         if work is not None:
             remove_tree(work)
-            if (
-                _drain_zarr_io()
-            ):  # an interrupted zarr write goes on in zarr's IO thread: let it end, remove again
+            # an interrupted zarr write goes on in zarr's IO thread: let it end, then remove what it wrote
+            if interrupted and _drain_zarr_io():
                 remove_tree(work)
 
 

@@ -18,7 +18,7 @@ import torch
 
 from ..config import DEFAULT_LR, RunConfig, check_config, load_config
 from ..data.checks import DataReport, check_dataset, described_volumes
-from ..data.layouts import detect_layout
+from ..data.layouts import DESCRIPTOR, detect_layout
 from ..data.normalize import Normalizer
 from ..device import resolve_device
 from ..errors import ConfigError, DataError
@@ -300,7 +300,7 @@ def resolve_data(
     report.raise_if_problems()
     if folder is not None:
         files = sample_files(report.samples)
-        described = [Path(data) / n for n in ("dataset.yaml",) if (Path(data) / n).is_file()]
+        described = [Path(data) / DESCRIPTOR] if (Path(data) / DESCRIPTOR).is_file() else []
         guard_outputs(
             files,
             folder.path,
