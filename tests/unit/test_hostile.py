@@ -1,7 +1,5 @@
 """Issue 17 (part): hostile files and faults get one line and exit 2, never a traceback, a hang or a damaged input."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -101,7 +99,6 @@ def _package_zip(path, members):
 
 def test_package_archives_are_bounded_by_ratio_links_and_checksums(tmp_path):
     import stat
-    import tempfile
     import zipfile
 
     from unetkit import CheckpointError
@@ -119,26 +116,24 @@ def test_package_archives_are_bounded_by_ratio_links_and_checksums(tmp_path):
     at = raw.index(b"A" * 4096)
     raw[at + 100] = ord("B")  # one flipped byte: the CRC no longer matches
     damaged.write_bytes(bytes(raw))
-    before = set((Path(tempfile.gettempdir()) / "unetkit").glob("*"))
+    from unetkit.inference.writers import temp_root
+
+    before = set(temp_root().glob("*"))
     with pytest.raises(CheckpointError, match="cannot be unpacked"):
         load_package(damaged)
-    assert set((Path(tempfile.gettempdir()) / "unetkit").glob("*")) == before  # nothing left behind
+    assert set(temp_root().glob("*")) == before  # nothing left behind
 
 
 def test_a_package_unpacked_by_a_killed_process_is_swept_on_the_next_start(tmp_path, monkeypatch):
-    import tempfile
-
     from unetkit.inference import writers
     from unetkit.inference.bioimageio import _folder
 
-    monkeypatch.setattr(writers, "_TEMP_ROOT", [])  # as in a new process
-
-    base = Path(tempfile.gettempdir()) / "unetkit"
-    base.mkdir(exist_ok=True)
+    base = writers.temp_root()
     dead = 2**22 + 1  # above Linux's largest process id: no such process
     stale = base / f".package.work.{dead}.abc"  # as a SIGKILLed process leaves it
     stale.mkdir()
     (stale / "weights.onnx").write_bytes(b"x")
+    monkeypatch.setattr(writers, "_TEMP_ROOT", [])  # as in a new process
     folder = _folder(_package_zip(tmp_path / "ok.zip", []))
     assert not stale.exists() and folder.is_dir() and folder.parent == base
 

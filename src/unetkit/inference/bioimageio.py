@@ -116,7 +116,7 @@ def _folder(path: Path) -> Path:
             )
         if not any(Path(i.filename).name in DESCRIPTIONS and len(Path(i.filename).parts) == 1 for i in infos):
             raise CheckpointError(f"{path}: no rdf.yaml at the top of the archive: not a bioimage.io package")
-        folder = process_temp("package")  # TMP/unetkit: removed at exit, swept after a kill
+        folder = process_temp("package")  # TMP/unetkit-UID: removed at exit, swept after a kill
         try:
             archive.extractall(folder)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a bad CRC, a truncated member, a full disk

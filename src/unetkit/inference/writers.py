@@ -194,12 +194,17 @@ _TEMP_ROOT: list[Path] = []
 
 
 def temp_root() -> Path:
-    """``TMP/unetkit``, the one folder unetkit's temporary files live under (unpacked packages, on-the-fly
-    exports, a plan's trial run); the first call in a process sweeps what killed processes left there."""
+    """``TMP/unetkit-UID``, the one folder this user's unetkit temporary files live under (unpacked packages,
+    on-the-fly exports, a plan's trial run); the first call in a process sweeps what killed processes left there.
+    Per user and private (0700): a shared ``/tmp`` is writable by everyone, and another user's folder, or one
+    that is a link, is never used (a folder of this process's own is made instead, and nothing is swept)."""
     if not _TEMP_ROOT:
-        root = Path(tempfile.gettempdir()) / "unetkit"
-        root.mkdir(exist_ok=True)
-        remove_stale_work(root)
+        root = Path(tempfile.gettempdir()) / f"unetkit-{os.getuid()}"
+        root.mkdir(mode=0o700, exist_ok=True)
+        if root.is_symlink() or root.stat().st_uid != os.getuid():
+            root = Path(tempfile.mkdtemp(prefix="unetkit-"))
+        else:
+            remove_stale_work(root)
         _TEMP_ROOT.append(root)
     return _TEMP_ROOT[0]
 

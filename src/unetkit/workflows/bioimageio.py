@@ -148,7 +148,7 @@ def export_bioimageio(
         with_instances = UNetInstances(**hp, instances=step).eval()
         with_instances.load_state_dict(network.state_dict())
         network = with_instances
-    with work_folder(temp_root(), "bioimageio") as tmp:  # TMP/unetkit: swept after a kill
+    with work_folder(temp_root(), "bioimageio") as tmp:  # TMP/unetkit-UID: swept after a kill
         folder = Path(tmp)
         files, diffs = _weights(network, payload, folder)
         test_in, _, labels = _test_tensors(predictor, payload, folder, step)

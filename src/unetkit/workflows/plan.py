@@ -326,7 +326,7 @@ def _calibrate(data: str | Path, cfg: RunConfig, progress: bool) -> dict[str, fl
     trial.train = dataclasses.replace(  # the starting weights (init) change no time: not loaded here
         cfg.train, epochs=epochs, steps_per_epoch=steps, patience=10, time_budget=None, init=None
     )
-    with work_folder(temp_root(), "plan") as tmp:  # TMP/unetkit: swept after a kill
+    with work_folder(temp_root(), "plan") as tmp:  # TMP/unetkit-UID: swept after a kill
         t0 = time.perf_counter()
         with _quiet_here():  # the trial run's own messages would only confuse
             train(data, Path(tmp) / "run", trial, progress=progress)
