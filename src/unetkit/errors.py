@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "UnetkitError"]
+__all__ = ["CheckpointError", "ConfigError", "DataError", "TrainingInterrupted", "UnetkitError"]
 
 
 class UnetkitError(Exception):
@@ -19,3 +19,7 @@ class DataError(UnetkitError, ValueError):
 
 class CheckpointError(UnetkitError, ValueError):
     """A file that is not a readable unetkit checkpoint."""
+
+
+class TrainingInterrupted(UnetkitError):
+    """Ctrl-C during training: ``last.pt`` was saved at the exact position; the message says how to resume."""

@@ -17,6 +17,30 @@ def run(exe, *args, ok=True):
     return proc
 
 
+def test_version_answers_before_heavy_imports(unetkit_exe):
+    """`unetkit --version` (and `import unetkit`) import neither torch nor NumPy (issue 32: it took ~6 s)."""
+    import sys
+
+    from unetkit import __version__
+
+    assert run(unetkit_exe, "--version").stdout.strip() == f"unetkit {__version__}"
+    assert run(unetkit_exe, "-v", "--version").stdout.strip() == f"unetkit {__version__}"
+    probe = (
+        "import sys, contextlib, io\n"
+        "import unetkit\n"
+        "from unetkit.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    assert main(['--version']) == 0\n"
+        "assert out.getvalue().startswith('unetkit '), out.getvalue()\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'scipy') if m in sys.modules))\n"
+        "unetkit.UNet  # the public names still resolve, on first use\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["[]", "True"], proc.stdout
+
+
 @pytest.mark.parametrize("command", [None, "demo", "synth", "train", "predict", "evaluate"])
 def test_help_explains_every_option(unetkit_exe, command):
     proc = run(unetkit_exe, *([command] if command else []), "--help")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import logging
 import signal
 import sys
@@ -11,13 +12,23 @@ import threading
 import time
 from collections.abc import Sequence
 
-from ..device import process_started, tune_allocator
-from ..errors import UnetkitError
-from ..training import TrainingInterrupted
+from ..errors import TrainingInterrupted, UnetkitError
 from ..version import __version__
-from . import check_data, demo, evaluate, export, models, plan, predict, synth, train, weights
 
-COMMANDS = (demo, synth, check_data, weights, plan, train, predict, evaluate, models, export)
+#: the commands, in the order of the help; each module is imported when the parser is built, so that
+#: ``unetkit --version`` answers before torch is imported (see :func:`main`)
+COMMANDS = (
+    "demo",
+    "synth",
+    "check_data",
+    "weights",
+    "plan",
+    "train",
+    "predict",
+    "evaluate",
+    "models",
+    "export",
+)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -46,13 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the full traceback of an error instead of one line"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
-        module.add_parser(sub)
+    for name in COMMANDS:
+        importlib.import_module(f".{name}", __package__).add_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     # a command's clock (train --time-budget) starts with its process; called in-process (argv given), now
+    args_given = sys.argv[1:] if argv is None else list(argv)
+    if "--version" in _global_flags(args_given):  # what argparse would print, without importing every command
+        print(f"unetkit {__version__}")
+        return 0
+    from ..device import process_started, tune_allocator
+
     started = process_started() if argv is None else time.perf_counter()
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -92,6 +109,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _global_flags(argv: list[str]) -> list[str]:
+    """The arguments before the command's name: the top-level flags (``--version``, ``-v``, ``--debug``)."""
+    flags = []
+    for arg in argv:
+        if not arg.startswith("-"):
+            break
+        flags.append(arg)
+    return flags
 
 
 def _refuse_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> None:

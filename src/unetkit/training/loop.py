@@ -21,7 +21,7 @@ from ..config import OPTIMIZERS, SCHEDULES, RunConfig
 from ..data.dataset import PatchDataset, SampleStore, View
 from ..data.weights import IGNORE
 from ..device import autocast
-from ..errors import UnetkitError
+from ..errors import TrainingInterrupted
 from ..inference.predictor import Predictor
 from ..metrics import dice_iou
 from .distributed import DistContext
@@ -43,10 +43,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class TrainingInterrupted(UnetkitError):
-    """Ctrl-C during training: ``last.pt`` was saved at the exact position; the message says how to resume."""
 
 
 @dataclass(frozen=True)
