@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 
 .PHONY: gui-deps
-.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-pretrained bench-ablation pretrained lint clean
+.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-memory bench-pretrained bench-ablation pretrained lint clean
 
 setup: $(STAMP)
 
@@ -103,6 +103,10 @@ bench-ablation: setup
 # Hostile inputs and faults through the CLI: exit code, time, peak memory, inputs unchanged (about a minute).
 bench-hostile: setup
 	$(PY) bench/hostile.py
+
+# Peak memory either side of predict's memory rule and of the old 64-megapixel switch (about 4 minutes).
+bench-memory: setup
+	$(PY) bench/memory_rule.py
 
 # The U-Net family side by side: parameters, GFLOPs, CPU time, Dice after a short budget (about 10 minutes).
 bench-arch: setup

@@ -56,8 +56,8 @@ def test_large_path_on_disk_equals_in_memory_path(tiny_run, tmp_path):
         (big,) = predict_files(
             ckpt, [paths[key]], tmp_path / f"disk-{key}", max_pixels_in_memory=1000, object_context=40, **kw
         )
-        assert big.mask.suffix == ".tif"
-        np.testing.assert_array_equal(tifffile.imread(big.mask), read_image(small.mask))
+        assert big.mask.suffix == ".png"  # streamed, written band by band, and the same format as in memory
+        np.testing.assert_array_equal(read_image(big.mask), read_image(small.mask))
         np.testing.assert_array_equal(tifffile.imread(big.probs), tifffile.imread(small.probs))
         a, b = tifffile.imread(small.instances), tifffile.imread(big.instances)
         assert big.objects == small.objects == a.max() > 3
@@ -93,15 +93,10 @@ def test_zarr_output_and_overlay(tiny_run, tmp_path):
 
 def test_bad_options_fail_before_any_compute(tiny_run, tmp_path):
     _, paths = image_in_every_format(tmp_path)
-    with pytest.raises(DataError, match="too large to write as PNG"):
-        predict_files(
-            tiny_run.best_checkpoint,
-            [paths["tiled"]],
-            tmp_path / "x",
-            format="png",
-            max_pixels_in_memory=100,
-            progress=False,
-        )
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, np.stack([read_image(paths["png"])] * 3), photometric="minisblack")
+    with pytest.raises(DataError, match="a stack of 3 pages; use --format tiff"):
+        predict_files(tiny_run.best_checkpoint, [stack], tmp_path / "x", format="png", progress=False)
     with pytest.raises(ConfigError, match="overlap"):
         predict_files(tiny_run.best_checkpoint, [paths["png"]], tmp_path / "x", overlap=1.5, progress=False)
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())

@@ -173,3 +173,59 @@ def test_watershed_splits_touching_disks_and_interior_components_regrow_their_bo
 
 
 # -- formats, overlay, CLI -------------------------------------------------------------------------------
+
+
+# -- one memory rule, one format rule (issue 32 item 5) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("instances", [False, True])
+def test_memory_never_rises_as_an_image_shrinks(instances):
+    """The in-memory path is taken only while it costs at most the allowance more than streaming: the estimated
+    bytes of the path chosen never fall by more than the allowance as the image grows (a fixed 64-megapixel switch held an 8000² image with
+    instances whole at 3.2 GB, while 8200² streamed at 1.3 GB)."""
+    from unetkit.inference.pipeline import IN_MEMORY_ALLOWANCE, streams, whole_bytes
+
+    predictor = Predictor.from_pretrained("nuclei")
+    assert streams(predictor, (8000, 8000), instances)  # the image of the report, streamed now
+    assert not streams(predictor, (2048, 2048), instances)  # an ordinary image stays whole (faster)
+    chosen = []
+    for side in range(256, 12000, 64):
+        shape = (side, side)
+        big = streams(predictor, shape, instances)
+        need = predictor.streamed_bytes(shape) if big else whole_bytes(predictor, shape, instances)
+        chosen.append(need + (IN_MEMORY_ALLOWANCE if big else 0))
+    assert all(b >= a for a, b in itertools.pairwise(chosen))
+    old = [whole_bytes(predictor, (s, s), instances) for s in (8000, 8192)]  # the old switch: 1.9 GB fell
+    assert old[0] - predictor.streamed_bytes((8200, 8200)) > IN_MEMORY_ALLOWANCE or not instances
+    assert streams(predictor, (100, 100), instances, max_pixels=99)  # the explicit pixel switch still decides
+
+
+def test_default_format_is_one_rule_of_the_mask_size_not_of_the_memory_path():
+    from unetkit.inference.outputs import PNG_MAX_PIXELS, default_format
+
+    assert default_format(8000, 8000, 1) == "png"  # streamed now, and still PNG
+    assert default_format(8200, 8200, 1) == "tiff"  # past what Pillow-based readers open
+    assert default_format(100, 100, 5) == "tiff"  # a stack of pages
+    assert 8000 * 8000 < PNG_MAX_PIXELS < 8200 * 8200
+
+
+@pytest.mark.parametrize(
+    "dtype, shape", [(np.uint8, (1300, 777)), (np.uint16, (1030, 513)), (np.uint8, (600, 301, 3))]
+)
+def test_png_written_band_by_band_reads_back_exactly(tmp_path, dtype, shape):
+    """A streamed mask's PNG (written band by band, never whole) is the array, for Pillow as for unetkit."""
+    from PIL import Image
+
+    from unetkit import read_image
+    from unetkit.inference.writers import save
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+    arr[:300] = arr[:1]  # repeated rows, as masks have
+    path = save(
+        tmp_path / "m.png", [(lambda r, c: arr[r, c], arr.shape, np.dtype(dtype))], "png", in_memory=False
+    )
+    np.testing.assert_array_equal(read_image(path), arr)
+    with Image.open(path) as im:
+        assert im.size == (shape[1], shape[0])
+    assert not list(tmp_path.glob(".*"))  # written atomically: no temporary left

@@ -48,7 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "border model, distance-transform watershed for a binary one)",
     )
     p.add_argument(
-        "--max-memory",
+        "--max-memory-gib",
+        "--max-memory",  # its first name
         type=float,
         metavar="GIB",
         help="refuse an image whose row of tiles needs more memory than this, in GiB, before anything is "
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         overlay=args.overlay,
         overwrite=args.overwrite,
         resume=args.resume,
-        max_memory=args.max_memory * 2**30 if args.max_memory else None,
+        max_memory_gib=args.max_memory_gib,
         layout=args.layout or "auto",
         naming=naming_from_args(args),
         skip_bad=args.skip_bad,

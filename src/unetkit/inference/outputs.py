@@ -26,9 +26,11 @@ from .predictor import Predictor
 from .writers import Plane, remove_stale_work, save
 
 __all__ = [
+    "PNG_MAX_PIXELS",
     "PredictedFile",
     "PredictedFiles",
     "bad_inputs",
+    "default_format",
     "existing",
     "instance_dtype",
     "output_paths",
@@ -62,6 +64,18 @@ class PredictedFiles(list):
     def __init__(self, items: Sequence[PredictedFile] = (), skipped: Sequence[str] = ()):
         super().__init__(items)
         self.skipped = list(skipped)
+
+
+#: the largest mask written as PNG by default: Pillow, and the readers built on it (napari's, imageio, most
+#: scripts), warn past 89 and refuse past 179 megapixels; larger masks are tiled TIFF unless --format png
+PNG_MAX_PIXELS = 1 << 26
+
+
+def default_format(h: int, w: int, pages: int) -> str:
+    """The format of a 2-D input's results when ``--format`` is not given, one rule whatever path the image
+    takes through memory: a stack of pages → TIFF (one page per plane); a mask over :data:`PNG_MAX_PIXELS`
+    pixels → tiled TIFF; else PNG."""
+    return "tiff" if pages > 1 or h * w > PNG_MAX_PIXELS else "png"
 
 
 def output_paths(

@@ -29,10 +29,20 @@ from .outputs import (
     write_outputs,
 )
 from .postprocess import instances_blockwise
-from .predictor import Predictor
+from .predictor import Predictor, available_memory
 from .writers import RowSink, encode_probs, new_array, work_folder
 
-__all__ = ["InputImage", "check_input", "predict", "predict_one", "predict_stack", "predict_volumes"]
+__all__ = [
+    "IN_MEMORY_ALLOWANCE",
+    "InputImage",
+    "check_input",
+    "predict",
+    "predict_one",
+    "predict_stack",
+    "predict_volumes",
+    "streams",
+    "whole_bytes",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +74,65 @@ def predict(
     return (labels, probs) if return_probs else labels
 
 
+#: an image is segmented whole in memory when that needs at most this many bytes more than streaming it would
+IN_MEMORY_ALLOWANCE = 512 * 2**20
+#: bytes per pixel the instance stage adds to an image segmented whole (labels, distances, seeds, watershed
+#: queues; measured: an 8000 x 8000 binary image peaked at 1.1 GB without --instances, 3.2 GB with)
+INSTANCE_BYTES = 36
+
+
+def whole_bytes(predictor: Predictor, shape: tuple[int, int], instances: bool) -> int:
+    """Bytes that grow with an image segmented whole in memory: its float32 channels, probabilities and their
+    weights, the mask, and the instance stage's arrays (measured 13 B/px for a 1-channel binary model, as here)."""
+    per_pixel = 4 * (predictor.in_channels + predictor.num_classes + 1) + 1
+    return shape[0] * shape[1] * (per_pixel + (INSTANCE_BYTES if instances else 0))
+
+
+def streams(
+    predictor: Predictor, shape: tuple[int, int], instances: bool, max_pixels: int | None = None
+) -> bool:
+    """Whether an image of ``shape`` is streamed (read tile row by tile row, results held on disk) rather than
+    segmented whole in memory. ``max_pixels`` decides when given. Otherwise memory does, one rule for every
+    size: whole only while that needs at most :data:`IN_MEMORY_ALLOWANCE` more than streaming would, so a
+    smaller image never needs more than that much more memory than a larger one (with a fixed 64-megapixel
+    switch an 8000 x 8000 image with ``--instances`` peaked at 3.2 GB held whole, 8200 x 8200 at 1.3 GB
+    streamed). Holding whole is kept for the images it suits: exact normalisation statistics, no work folder. An image that must be rescaled
+    (``--diameter``, ``input_scale``) is held whole while that fits in half the available memory."""
+    if max_pixels is not None:
+        return shape[0] * shape[1] > max_pixels
+    whole = whole_bytes(predictor, shape, instances)
+    if predictor.rescales:
+        return whole > available_memory() / 2
+    return whole > predictor.streamed_bytes(shape) + IN_MEMORY_ALLOWANCE
+
+
 def check_input(
-    path: Path, predictor: Predictor, max_pixels: int, max_memory: float | None = None
-) -> tuple[int, int, int]:
-    """Height, width and pages of a 2-D model's input, after reading it as the prediction will (an image that
-    fits in memory is decoded whole; a large one is opened and sampled)."""
+    path: Path,
+    predictor: Predictor,
+    max_pixels: int | None = None,
+    max_memory_gib: float | None = None,
+    instances: bool = False,
+) -> tuple[int, int, int, bool]:
+    """Height, width and pages of a 2-D model's input, and whether it is streamed (:func:`streams`), after
+    reading it as the prediction will (an image segmented whole is decoded whole now; a streamed one is opened
+    and sampled). ``max_memory_gib``: GiB a streamed row of tiles may need (default: half the available memory)."""
     pages = count_planes(path) if path.suffix.lower() in (".tif", ".tiff") else 1
     if pages > 1:
         first = read_image(path, 0)
         predictor.channels_first(first, f"{path} [page 0]")
         check_pixel_values(first, path)
-        return first.shape[0], first.shape[1], pages
+        return first.shape[0], first.shape[1], pages, False
     with open_image(path) as source:
         h, w = source.spatial_shape
-        predictor.check_size((h, w), path, max_memory)  # declared sizes, before anything is read or allocated
+        predictor.check_size(
+            (h, w), path, max_memory_gib
+        )  # declared sizes, before anything is read or allocated
         source.select(predictor.in_channels)
+        large = streams(predictor, (h, w), instances, max_pixels)
         # a small image decodes whole now (a damaged file fails before any result); a large one is sampled
-        pixels = source[..., 0:h, 0:w] if h * w <= max_pixels else source.subsample(1 << 20)
-        check_pixel_values(np.asarray(pixels), path, sampled=h * w > max_pixels)
-    return h, w, 1
+        pixels = source.subsample(1 << 20) if large else source[..., 0:h, 0:w]
+        check_pixel_values(np.asarray(pixels), path, sampled=large)
+    return h, w, 1, large
 
 
 def predict_stack(

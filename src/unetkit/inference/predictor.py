@@ -461,9 +461,11 @@ class Predictor:
             return (labels > 0).astype(np.uint8) * np.uint8(255)
         return self.encoding.decode(labels)
 
-    def check_size(self, shape: tuple[int, ...], name: str | Path, max_memory: float | None = None) -> None:
-        """Refuse, before anything is allocated, an image whose streaming needs more than ``max_memory``
-        bytes (default: half the memory available now) or more than :data:`MAX_TILES` tiles. Memory grows with
+    def check_size(
+        self, shape: tuple[int, ...], name: str | Path, max_memory_gib: float | None = None
+    ) -> None:
+        """Refuse, before anything is allocated, an image whose streaming needs more than ``max_memory_gib``
+        GiB (default: half the memory available now) or more than :data:`MAX_TILES` tiles. Memory grows with
         the image's width (one full-width row of tiles is held), not its height."""
         if not shape or min(shape) < 1:
             raise DataError(f"{name}: {'x'.join(map(str, shape))} pixels: an image without pixels")
@@ -474,15 +476,19 @@ class Predictor:
                 f"{name}: {'x'.join(map(str, shape))} pixels make {tiles:,} tiles (at most {MAX_TILES:,} in one "
                 "process): use --dask to split it into chunks, or a larger --tile"
             )
-        row = math.prod(shape[1:])
-        need = self.tile_in * row * 4 * (2 * (self.num_classes + 1) + self.in_channels + 1)
-        limit = max_memory if max_memory is not None else available_memory() / 2
+        need = self.streamed_bytes(shape)
+        limit = max_memory_gib * 2**30 if max_memory_gib is not None else available_memory() / 2
         if need > limit:
             raise DataError(
                 f"{name}: {'x'.join(map(str, shape))} pixels: one row of tiles needs {need / 2**30:.1f} GiB, more "
-                f"than {limit / 2**30:.1f} GiB ({'--max-memory' if max_memory is not None else 'half the available memory'}); "
-                "use --dask (chunks in both directions), a smaller --tile, or raise --max-memory"
+                f"than {limit / 2**30:.1f} GiB ({'--max-memory-gib' if max_memory_gib is not None else 'half the available memory'}); "
+                "use --dask (chunks in both directions), a smaller --tile, or raise --max-memory-gib"
             )
+
+    def streamed_bytes(self, shape: tuple[int, ...]) -> int:
+        """Bytes that grow with an image of spatial ``shape`` when it is streamed: one full-width row of tiles
+        (input, probability sums and weights, classes). The network's own working memory comes on top."""
+        return self.tile_in * math.prod(shape[1:]) * 4 * (2 * (self.num_classes + 1) + self.in_channels + 1)
 
     # -- the streaming engine --------------------------------------------------------------------------
     def plan(self, shape: tuple[int, ...]) -> list[Tile]:

@@ -13,7 +13,9 @@ import contextlib
 import math
 import os
 import shutil
+import struct
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -105,7 +107,46 @@ def save(path: Path, planes: list[Plane], fmt: str, *, zarr_name: str = "", in_m
     if in_memory:
         arrays = [read(slice(None), slice(None)) for read, _, _ in planes]
         return write_image(path, arrays[0] if len(arrays) == 1 else np.stack(arrays), overwrite=True)
+    if fmt == "png":
+        return _save_png_rows(path, planes[0])
     return _save_tiled_tiff(path, planes)
+
+
+def _save_png_rows(path: Path, plane: Plane) -> Path:
+    """One plane (uint8 or uint16 grey, or uint8 RGB/RGBA) as a PNG written band by band: the file standard
+    readers (Pillow, imageio, Fiji) open, in memory bounded by one band of rows. Rows use PNG's "up" filter
+    (masks repeat row to row), deflated with zlib's default level as Pillow does."""
+    read, shape, dtype = plane
+    h, w = shape[:2]
+    samples = shape[2] if len(shape) > 2 else 1
+    dtype = np.dtype(dtype)
+    if dtype not in (np.uint8, np.uint16) or samples not in (1, 3, 4) or (samples > 1 and dtype != np.uint8):
+        raise ValueError(f"PNG holds uint8/uint16 grey or uint8 RGB(A), not {samples} x {dtype}")
+    colour = {1: 0, 3: 2, 4: 6}[samples]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    deflate = zlib.compressobj(6)
+    previous = np.zeros((1, w * samples * dtype.itemsize), np.uint8)
+    with atomic_path(path, ".png") as tmp, open(tmp, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8 * dtype.itemsize, colour, 0, 0, 0)))
+        for y in range(0, h, CHUNK):
+            band = np.ascontiguousarray(
+                read(slice(y, min(h, y + CHUNK)), slice(0, w)), dtype.newbyteorder(">")
+            )
+            rows = band.reshape(band.shape[0], -1).view(np.uint8)
+            up = np.diff(
+                np.concatenate([previous, rows]), axis=0
+            )  # uint8 arithmetic wraps, as PNG's filter does
+            previous = rows[-1:]
+            filtered = np.concatenate([np.full((len(up), 1), 2, np.uint8), up], axis=1)
+            if data := deflate.compress(filtered.tobytes()):
+                f.write(chunk(b"IDAT", data))
+        f.write(chunk(b"IDAT", deflate.flush()))
+        f.write(chunk(b"IEND", b""))
+    return path
 
 
 def _save_tiled_tiff(path: Path, planes: list[Plane]) -> Path:

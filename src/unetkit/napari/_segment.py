@@ -4,7 +4,8 @@ Labels layer (objects, or classes) and, on request, the probabilities as an Imag
 
 The work is :func:`unetkit.inference.pipeline.segment_source`, what ``unetkit predict`` runs per image: the
 layer's data is read window by window (NumPy, Dask or zarr arrays alike), so a large layer is never loaded whole;
-past :data:`LARGE` pixels the results are held in a zarr store on disk (objects labelled block by block) and
+when holding the results whole would need more memory than streaming (the rule of ``unetkit predict``,
+:func:`~unetkit.inference.pipeline.streams`) they are held in a zarr store on disk (objects labelled block by block) and
 shown lazily.
 """
 
@@ -29,18 +30,15 @@ from qtpy.QtCore import QObject, Signal
 
 from ..data.lazy import ImageSource
 from ..errors import UnetkitError
-from ..inference.pipeline import segment_source
+from ..inference.pipeline import segment_source, streams
 from ..inference.predictor import Predictor
 from ..pretrained import list_pretrained
 from ._models import TRAINED
 from ._worker import WorkerWidget, full_resolution
 
-__all__ = ["LARGE", "SegmentWidget"]
+__all__ = ["SegmentWidget"]
 
 log = logging.getLogger(__name__)
-
-#: layers over this many pixels keep their results on disk (a zarr store) rather than in memory
-LARGE = 1 << 26
 
 
 class Cancelled(Exception):
@@ -191,7 +189,7 @@ def _segment(
     source = ImageSource(data, 2 if rgb else None, name).select(predictor.in_channels)
     h, w = source.spatial_shape
     keep, store = None, None
-    if h * w > LARGE:
+    if streams(predictor, (h, w), instances):  # the same memory rule as unetkit predict
         import zarr
 
         keep = tempfile.TemporaryDirectory(prefix="unetkit-napari-")

@@ -20,7 +20,16 @@ from ..data.layouts import Naming, detect_layout, find_images, load_layout
 from ..data.lazy import missing_chunks, ome_level, open_image
 from ..errors import ConfigError, DataError
 from ..extras import require_extra
-from ..inference.outputs import PredictedFile, PredictedFiles, bad_inputs, existing, output_paths, prepare_out
+from ..inference.outputs import (
+    PNG_MAX_PIXELS,
+    PredictedFile,
+    PredictedFiles,
+    bad_inputs,
+    default_format,
+    existing,
+    output_paths,
+    prepare_out,
+)
 from ..inference.pipeline import InputImage, check_input, predict_one, predict_stack, predict_volumes
 from ..inference.predictor import Predictor
 from ..inference.writers import FORMATS, PROBS_DTYPES
@@ -136,8 +145,8 @@ def predict_files(
     layout: str = "auto",
     naming: Any = None,
     progress: bool = True,
-    max_pixels_in_memory: int = 1 << 26,
-    max_memory: float | None = None,
+    max_pixels_in_memory: int | None = None,
+    max_memory_gib: float | None = None,
     object_context: int = 128,
     dask: str | bool | None = None,
     dask_workers: int = 2,
@@ -174,10 +183,13 @@ def predict_files(
     A zarr input with missing chunks is refused (:func:`~unetkit.data.lazy.missing_chunks`) unless
     ``fill_missing_chunks`` (read them as the store's fill value) or ``skip_bad``.
 
-    ``format`` defaults to PNG, or TIFF for images over ``max_pixels_in_memory`` pixels: those are read
-    lazily and held on disk while they are processed, so memory does not grow with the image. Instance IDs
-    are consistent across tiles and blocks for objects up to ``object_context`` pixels across. ``max_memory``
-    (bytes; default: half the memory available): an image whose row of tiles needs more is refused before
+    ``format`` defaults to PNG, or tiled TIFF for a stack of pages or a mask over
+    :data:`~unetkit.inference.outputs.PNG_MAX_PIXELS` pixels (the log says so). An image is segmented whole in
+    memory, or streamed (read lazily, results held on disk, memory growing with its width only) when holding it
+    whole would need more than 512 MiB beyond streaming (:func:`~unetkit.inference.pipeline.streams`);
+    ``max_pixels_in_memory`` replaces that rule by a pixel count. Instance IDs
+    are consistent across tiles and blocks for objects up to ``object_context`` pixels across. ``max_memory_gib``
+    (GiB, as ``--max-memory-gib``; default: half the memory available): an image whose row of tiles needs more is refused before
     anything is allocated (memory grows with the width; ``--dask`` splits both ways).
 
     ``dask``: run on a Dask cluster instead (``True``: a ``LocalCluster`` of ``dask_workers`` processes started
@@ -233,7 +245,7 @@ def predict_files(
             predictor, vjobs, out, fmt, probs_dtype, instances, overlay, overwrite, resume, skip_bad, progress
         )
     jobs, bad = _image_jobs(
-        items, predictor, out, format, probs_dtype, instances, overlay, max_pixels_in_memory, max_memory
+        items, predictor, out, format, probs_dtype, instances, overlay, max_pixels_in_memory, max_memory_gib
     )
     guard_outputs(files, out, [p for *_, paths, _ in jobs for p in paths.values()], protect)
     if bad and not skip_bad:
@@ -389,38 +401,37 @@ def _image_jobs(
     probs_dtype: str | None,
     instances: bool,
     overlay: bool,
-    max_pixels: int,
-    max_memory: float | None,
+    max_pixels: int | None,
+    max_memory_gib: float | None,
 ) -> tuple[list[tuple[InputImage, bool, str, dict[str, Path], int]], list[str]]:
     """Every 2-D input checked (readable, channels, size) and its outputs named, before anything is written;
     the inputs that fail, one line each."""
     jobs, bad = [], []
     for item in items:
         try:
-            h, w, pages = check_input(item.path, predictor, max_pixels, max_memory)
+            h, w, pages, large = check_input(item.path, predictor, max_pixels, max_memory_gib, instances)
         except DataError as exc:
             bad.append(str(exc))
             continue
-        large = h * w > max_pixels
         if large and predictor.rescales:
             raise DataError(
                 f"{item.path}: {h} x {w} pixels is predicted tile by tile from disk; {predictor.rescaling} "
                 "rescales images that fit in memory: rescale this one beforehand"
                 + (", or drop --diameter" if predictor.diameter is not None else "")
             )
-        fmt = format or ("tiff" if large or pages > 1 else "png")
+        fmt = format or default_format(h, w, pages)
+        if fmt != "png" and not format and pages == 1:
+            log.info(
+                "%s: %d x %d pixels: the mask is written as tiled TIFF (PNG readers refuse masks past %d "
+                "megapixels; --format png to insist)", item.path, h, w, PNG_MAX_PIXELS >> 20,
+            )  # fmt: skip
         if fmt == "ome-zarr" and (pages > 1 or predictor.encoding.name == "rgb"):
             what = f"a stack of {pages} pages" if pages > 1 else "masks encoded as colours"
             raise DataError(
                 f"{item.path}: {what} cannot be written as OME-Zarr labels; use --format tiff or --format zarr"
             )
-        if fmt == "png" and (large or pages > 1):
-            why = (
-                f"{h} x {w} pixels is too large to write as PNG in bounded memory"
-                if large
-                else f"a stack of {pages} pages"
-            )
-            raise DataError(f"{item.path}: {why}; use --format tiff or --format zarr")
+        if fmt == "png" and pages > 1:
+            raise DataError(f"{item.path}: a stack of {pages} pages; use --format tiff or --format zarr")
         paths = output_paths(
             item.name, out, fmt, probs=probs_dtype is not None, instances=instances, overlay=overlay
         )
