@@ -1,7 +1,7 @@
 import pytest
 
 from tests.conftest import tiny_config
-from unetkit import DataError, load_checkpoint, synthesize_dataset, train
+from unetkit import ConfigError, DataError, load_checkpoint, synthesize_dataset, train
 
 
 def test_schedules_warm_up_and_decay():
@@ -123,3 +123,25 @@ def test_resume_with_more_epochs_is_not_capped_by_the_spent_budget(tiny_data, tm
     assert [int(r["epoch"]) for r in first.history] == [1]
     again = train(tiny_data, tmp_path / "run", resume=True, epochs=3, progress=False)
     assert [int(r["epoch"]) for r in again.history] == [1, 2, 3]
+
+
+def test_resume_with_more_time_trains_that_much_longer(tiny_data, tmp_path):
+    """Issue 32 item 6: `--resume RUN --time-budget D` was refused; it now means D more: the run's clock stops D
+    after the time it had spent, and its epochs grow by as many as fit at its measured pace."""
+    cfg = tiny_config(epochs=2)
+    cfg.train.time_budget = 0.01  # spent after the first epoch
+    first = train(tiny_data, tmp_path / "run", cfg, progress=False)
+    assert [int(r["epoch"]) for r in first.history] == [1]
+    spent = first.history[-1]["elapsed"]
+    again = train(tiny_data, tmp_path / "run", resume=True, time_budget=4.0, progress=False)
+    epochs = [int(r["epoch"]) for r in again.history]
+    assert epochs[:2] == [1, 2] and len(epochs) > 2  # more than the run's own 2 epochs: the budget's
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")["training"]["config"]["train"]
+    assert (
+        saved["time_budget"] >= spent + 4.0 and saved["epochs"] >= epochs[-1]
+    )  # the schedule was lengthened
+    assert (
+        again.history[-1]["elapsed"] <= saved["time_budget"] + 1.0
+    )  # and the clock kept (one epoch's slack)
+    with pytest.raises(ConfigError, match="extends a resumed run"):
+        train(tiny_data, tmp_path / "other", tiny_config(epochs=1), time_budget=10, progress=False)

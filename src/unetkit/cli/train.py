@@ -53,13 +53,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--time-budget",
         help="the command's time, e.g. 5m, 2h: one clock from its start (planning included) to the last "
         "validation; the plan's epochs fill it (from its measured times), and no epoch starts that would "
-        f"overrun it (default for a new plan: {CPU_TRAIN_BUDGET} on a CPU, {DEFAULT_BUDGET} on a GPU)",
+        f"overrun it (default for a new plan: {CPU_TRAIN_BUDGET} on a CPU, {DEFAULT_BUDGET} on a GPU); with "
+        "--resume, time more: the run's epochs grow by as many as fit at its measured pace",
     )
     p.add_argument(
         "--resume",
         metavar="RUN",
-        help="continue the run in RUN from RUN/last.pt with its own settings (only --epochs may change); "
-        "the result is identical to an uninterrupted run",
+        help="continue the run in RUN from RUN/last.pt with its own settings (only --epochs and --time-budget may "
+        "change); the result is identical to an uninterrupted run",
     )
     add_data_args(p)
     g = p.add_argument_group("training")
@@ -120,6 +121,7 @@ RESUME_ALLOWED = {
     "plan",
     "resume",
     "epochs",
+    "time_budget",
     "nproc",
     "progress",
     "out",
@@ -165,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise ConfigError(
-                f"--resume uses the run's own settings; drop {flags} (only --epochs may change)"
+                f"--resume uses the run's own settings; drop {flags} (only --epochs and --time-budget may change)"
             )
         if args.out and args.out != args.resume:
             raise ConfigError(f"--resume {args.resume} continues that folder; drop --out {args.out}")
@@ -174,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
             args.resume,
             resume=True,
             epochs=args.epochs,
+            time_budget=parse_duration(args.time_budget) if args.time_budget else None,
             progress=args.progress,
             nproc=args.nproc,
             started=args.started,

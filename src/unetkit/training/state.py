@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +70,22 @@ class TrainState:
     def from_dict(cls, saved: dict[str, Any]) -> TrainState:
         # ``clock`` is absent from checkpoints written before it existed
         return cls(**{f.name: saved[f.name] for f in dataclasses.fields(cls) if f.name in saved})
+
+    def epoch_seconds(self) -> float | None:
+        """The expected seconds of the next epoch on the budget clock: the median gap between consecutive
+        trained epochs' clock readings (steps, validation, and the checkpoints and logs saved between them,
+        which dominate small epochs; the first epoch, which warms up kernels and caches, is not a gap's end);
+        without clock readings, the epochs' own seconds. None before any."""
+        trained = [h for h in self.history if h["epoch"] >= 1]
+        gaps = [
+            b["elapsed"] - a["elapsed"]
+            for a, b in itertools.pairwise(trained)
+            if "elapsed" in a and "elapsed" in b
+        ]
+        if gaps:
+            return float(statistics.median(gaps))
+        seconds = [h["seconds"] for h in trained[1:] or trained]  # the first warms up kernels and caches
+        return float(statistics.median(seconds)) if seconds else None
 
     def end_epoch(self, row: dict[str, float]) -> bool:
         """Record a finished epoch's row (epoch 0: the starting model, validated before any step); whether it

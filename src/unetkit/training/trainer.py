@@ -9,7 +9,6 @@ import logging
 import math
 import time
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from .distributed import DistContext
@@ -26,19 +25,10 @@ log = logging.getLogger(__name__)
 REFIT_SHARE = 0.97
 
 
-def _epoch_seconds(st: TrainState) -> float | None:
-    """The expected seconds of the next epoch (its steps and validation): the median of the trained epochs,
-    the first (which warms up kernels and caches) left out once there are others; None before any."""
-    trained = [h["seconds"] for h in st.history if h["epoch"] >= 1]
-    if len(trained) > 1:
-        trained = trained[1:]
-    return float(np.median(trained)) if trained else None
-
-
 def _budget_spent(st: TrainState, clock: BudgetClock, budget: float | None, epochs: int) -> bool:
     """Whether another epoch would overrun the time budget: the clock (from the command's start, planning
     included) plus the next epoch's expected seconds."""
-    expected = _epoch_seconds(st)
+    expected = st.epoch_seconds()
     if not budget or st.epoch >= epochs or expected is None:
         return False
     spent = clock.elapsed()
@@ -56,7 +46,7 @@ def _refitted(setup: TrainingSetup, st: TrainState, clock: BudgetClock) -> int:
     """A planned, budgeted run's epochs re-fitted to the budget at the pace measured so far (the plan's estimate
     came from a few steps); unchanged after the first half of the run."""
     cfg, budget = setup.cfg, setup.cfg.train.time_budget
-    expected = _epoch_seconds(st)
+    expected = st.epoch_seconds()
     if not budget or expected is None or 2 * st.epoch > cfg.train.epochs:
         return cfg.train.epochs
     epochs = max(st.epoch, st.epoch + int((REFIT_SHARE * budget - clock.elapsed()) // expected))

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -46,6 +47,7 @@ def train(
     progress: bool = True,
     resume: bool = False,
     epochs: int | None = None,
+    time_budget: float | None = None,
     nproc: int = 1,
     hooks: TrainHooks | None = None,
     started: float | None = None,
@@ -64,6 +66,10 @@ def train(
             ``None``): model, optimiser, scheduler, epoch and step, early-stopping state and random streams are
             restored, so the result is identical to an uninterrupted run.
         epochs: override ``train.epochs`` (with ``resume``: extend a finished run).
+        time_budget: with ``resume``, seconds more to train from this call's start: the run's clock stops
+            that much later, and its epochs (unless ``epochs`` is given) are extended by as many as fit at the
+            pace its history measured (the learning-rate schedule follows). Without ``resume``, use
+            ``config.train.time_budget``.
         nproc: train data-parallel in this many processes on this machine (``torch.distributed``: gloo on
             CPUs, NCCL on GPUs, one process per GPU); ``train.batch_size`` is the global batch, split between
             them. Under ``torchrun`` (``WORLD_SIZE`` set) every process calls ``train`` and joins the group.
@@ -95,8 +101,14 @@ def train(
     else:
         cfg = config if isinstance(config, RunConfig) else (load_config(config) if config else RunConfig())
         cfg = dataclasses.replace(cfg)  # never mutate the caller's object
+    if time_budget is not None:
+        if payload is None:
+            raise ConfigError("time_budget= extends a resumed run; a new run takes config.train.time_budget")
+        cfg, epochs = _more_budget(cfg, payload, time_budget, epochs)
     if epochs is not None:
-        if resume and cfg.train.time_budget:  # extending a run: the epochs asked for, not its spent budget
+        if (
+            resume and cfg.train.time_budget and time_budget is None
+        ):  # extending a run: the epochs asked for, not its spent budget
             log.info(
                 "--epochs %d: the run's time budget (%.0f s) no longer caps it; it trains to epoch %d",
                 epochs,
@@ -145,6 +157,7 @@ def train(
             progress=progress,
             resume=resume,
             epochs=epochs,
+            time_budget=time_budget,
             started=clock.started,
             fill_budget=fill_budget,
         )
@@ -184,11 +197,33 @@ def train(
             resume_hint=hint,
             hooks=hooks,
             clock=clock,
-            fill_budget=fill_budget and payload is None,
+            # a resumed run keeps its length, exactly, unless given more time (then re-fitted to it)
+            fill_budget=(fill_budget and payload is None) or time_budget is not None,
         )
     except BaseException:
         folder.close()  # fit() closes it too; this covers a failure before training starts
         raise
+
+
+def _more_budget(
+    cfg: RunConfig, payload: dict[str, Any], seconds: float, epochs: int | None
+) -> tuple[RunConfig, int]:
+    """A resumed run given ``seconds`` more: its budget ends that long after the time already on its clock, and
+    its length grows by the epochs that fit at its measured pace (``epochs``, when given, instead)."""
+    st = TrainState.from_dict(payload["state"])
+    spent = float(st.clock.get("elapsed", sum(h["seconds"] for h in st.history)))
+    pace = st.epoch_seconds()
+    if epochs is None:
+        epochs = st.epoch + max(1, int(seconds // pace)) if pace else max(cfg.train.epochs, st.epoch + 1)
+    log.info(
+        "--time-budget: %.0f s more after the %.0f s this run has spent: it trains to epoch %d%s",
+        seconds,
+        spent,
+        epochs,
+        f" (measured {pace:.1f} s per epoch)" if pace else "",
+    )
+    cfg.train = dataclasses.replace(cfg.train, time_budget=spent + seconds)
+    return cfg, epochs
 
 
 def new_folder(parent: str | Path, name: str) -> Path:
