@@ -74,3 +74,37 @@ def test_tta_averages_the_eight_flips_and_rotations_on_non_square_images():
     np.testing.assert_allclose(
         predictor.predict_proba(image[:, ::-1].copy(), tta=True), tta[..., ::-1], atol=1e-5
     )
+
+
+def test_tiff_pages_without_axes_are_channels_when_the_model_says_so_and_refused_otherwise(tmp_path):
+    """Issue 32 item 4: a 2-channel TIFF saved without axes metadata was segmented as two separate images with
+    exit 0. Its pages are the channels of one image when the model takes that many; a 1-channel model refuses
+    the file (2 channels or 2 images?) and names --layout isbi; the ISBI layout still reads pages as images."""
+    import tifffile
+
+    from unetkit import predict_files, read_image
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((48, 40, 2)) * 200).astype(np.uint8)
+    torch.manual_seed(0)
+    two = Predictor(UNet(in_channels=2, depth=2, base_channels=4).eval(), {**PREP, "in_channels": 2}, tile=32)
+    tifffile.imwrite(tmp_path / "cyx.tif", np.moveaxis(image, -1, 0), photometric="minisblack")  # 2 pages
+    tifffile.imwrite(tmp_path / "yxc.tif", image)  # tifffile stores (H, W, 2) as 48 pages of 40 x 2
+    np.save(tmp_path / "ref.npy", image)
+    results = predict_files(two, [tmp_path / n for n in ("cyx.tif", "yxc.tif", "ref.npy")], tmp_path / "out",
+                            progress=False)  # fmt: skip
+    masks = {r.source.stem: read_image(r.mask) for r in results}
+    assert all(m.shape == (48, 40) for m in masks.values())  # one image each, not a stack of pages
+    np.testing.assert_array_equal(masks["cyx"], masks["ref"])
+    np.testing.assert_array_equal(masks["yxc"], masks["ref"])
+
+    one = Predictor(UNet(depth=2, base_channels=4).eval(), PREP, tile=32)
+    with pytest.raises(DataError, match=r"cyx.tif: 2 pages .* without axes metadata.*--layout isbi"):
+        predict_files(one, [tmp_path / "cyx.tif"], tmp_path / "one", progress=False)
+    assert not (tmp_path / "one").exists()  # refused before anything was written
+    (stack,) = predict_files(one, [tmp_path / "cyx.tif"], tmp_path / "isbi", layout="isbi", progress=False)
+    assert tifffile.imread(stack.mask).shape == (2, 48, 40)  # the user said: pages are images
+    labelled = tmp_path / "zyx.tif"
+    tifffile.imwrite(labelled, np.moveaxis(image, -1, 0), imagej=True, metadata={"axes": "ZYX"})
+    (planes,) = predict_files(one, [labelled], tmp_path / "z", progress=False)  # the file's axes say so
+    assert tifffile.imread(planes.mask).shape == (2, 48, 40)

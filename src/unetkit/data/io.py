@@ -18,11 +18,13 @@ from ..errors import DataError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "UNLABELLED_AXES",
     "channel_indices",
     "check_pixel_values",
     "collapse_gray",
     "count_planes",
     "has_alpha",
+    "pages_reading",
     "read_image",
     "read_volume",
     "to_channels_first",
@@ -199,10 +201,16 @@ def _read_tiff(path: Path, page: int | None) -> np.ndarray:
         planes = _plane_axes(axes, stack=page is not None)
         n_planes = int(np.prod([series.shape[axes.index(a)] for a in planes])) if planes else 1
         if page is None and n_planes > 1:
+            channels = (
+                "; if they are the channels of one image, save it with its axes (tifffile: metadata={'axes': "
+                "'CYX'}; Fiji: Image > Hyperstacks > Re-order)"
+                if axes[0] in UNLABELLED_AXES
+                else ""
+            )
             raise DataError(
                 f"{path}: multi-page TIFF with {n_planes} planes (axes {axes}); for 3-D volumes pass --spatial-dims 3 "
                 "(or write spatial_dims: 3 in DATA/dataset.yaml); else use one file per image, or the ISBI layout "
-                "(--layout isbi) for a stack with one sample per page"
+                f"(--layout isbi) for a stack with one sample per page{channels}"
             )
         if page is not None and not 0 <= page < n_planes:
             raise DataError(f"{path}: has {n_planes} plane(s); page {page} does not exist")
@@ -214,6 +222,34 @@ def _read_tiff(path: Path, page: int | None) -> np.ndarray:
         if ch in axes and arr.ndim == 3:
             arr = np.moveaxis(arr, axes.index(ch), -1)
     return arr
+
+
+#: tifffile's names for a page axis whose metadata does not say what it is (channels of one image, or images)
+UNLABELLED_AXES = "QI"
+
+
+def pages_reading(path: str | Path, channels: int, images: bool = False) -> str:
+    """How a 2-D model taking ``channels`` channels reads a multi-page TIFF: ``"images"`` (a stack, segmented
+    page by page) or ``"channels"`` (one image, its pages or its last axis the channels). The file's axes
+    metadata decides (``C``/``S``: channels; ``Z``, ``T`` and the like: images). Pages it does not label (a
+    NumPy array saved without axes) are channels when their count is the model's channel count (or, for an
+    ``(H, W, C)`` array tifffile stored row by row, when its last axis is), images when ``images`` (the ISBI
+    layout) or when the file is named as ISBI 2012 names its stacks (``test-volume.tif``); otherwise refused: 2 unlabelled pages may be 2 channels or 2 images, and reading the
+    wrong one gives a wrong result with no error."""
+    path = Path(path)
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        axes, shape, shaped = series.axes, tuple(series.shape), tif.is_shaped
+    if axes[0] not in UNLABELLED_AXES or images or path.stem.lower().split("-")[-1] == "volume":
+        return "images"
+    if channels > 1 and (shape[0] == channels or (shaped and len(shape) == 3 and shape[-1] == channels)):
+        return "channels"
+    raise DataError(
+        f"{path}: {shape[0]} pages (shape {shape}) without axes metadata: channels of one image, or separate "
+        f"images? The model takes {channels} channel(s). Pass --layout isbi to segment every page as an image; "
+        "for channels, use a model trained on such images, or save the file with its axes (tifffile: "
+        "metadata={'axes': 'CYX'}; Fiji: Image > Hyperstacks > Re-order)"
+    )
 
 
 def count_planes(path: str | Path, stack: bool = False) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 import tifffile
 
 from ..errors import DataError
-from .io import channel_indices, read_image, stored_channels_first, unreadable
+from .io import UNLABELLED_AXES, channel_indices, read_image, stored_channels_first, unreadable
 
 __all__ = ["LAZY_SUFFIXES", "ImageSource", "image_size", "ome_level", "ome_placement", "open_image"]
 
@@ -118,11 +118,12 @@ class ImageSource:
 SMALL_DECODE = 1 << 26  # compressed TIFFs up to this many values are decoded whole when opened
 
 
-def open_image(path: str | Path, *, volume: bool = False) -> ImageSource:
+def open_image(path: str | Path, *, volume: bool = False, channels: int | None = None) -> ImageSource:
     """Open an image file (or a ``.zarr`` folder) for windowed reading; see the module docstring.
 
     ``volume``: a 3-D volume ``(D, H, W[, C])`` (a TIFF z-stack, a zarr array, a ``.npy``), read window by window
-    the same way."""
+    the same way. ``channels``: the channels the reader expects; a TIFF whose unlabelled pages are that many
+    channels is read as one image (:func:`~unetkit.data.io.pages_reading`)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".zarr" or _inside_zarr(path):
@@ -131,7 +132,7 @@ def open_image(path: str | Path, *, volume: bool = False) -> ImageSource:
         raise DataError(f"{path}: no such file")
     try:
         if suffix in (".tif", ".tiff"):
-            return _open_tiff(path, volume)
+            return _open_tiff(path, volume, channels)
         if suffix == ".npy":
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
             if volume:
@@ -184,11 +185,16 @@ def _volume_source(arr: Any, path: Path, handle: Any = None) -> ImageSource:
     )
 
 
-def _open_tiff(path: Path, volume: bool = False) -> ImageSource:
+def _open_tiff(path: Path, volume: bool = False, channels: int | None = None) -> ImageSource:
     tif = tifffile.TiffFile(path)
     try:
         series = tif.series[0]
         axes = series.axes
+        if channels and channels > 1 and not volume and len(axes) == 3 and axes[0] in UNLABELLED_AXES:
+            if series.shape[0] == channels:  # (C, H, W) saved without axes: its pages are the channels
+                axes = "C" + axes[1:]
+            elif tif.is_shaped and series.shape[-1] == channels:  # (H, W, C) stored by tifffile row by row
+                axes = "YXC"
         squeeze = [i for i, a in enumerate(axes) if a not in "YXSC" and series.shape[i] == 1]
         core = [a for i, a in enumerate(axes) if i not in squeeze]
         if volume:

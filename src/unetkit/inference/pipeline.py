@@ -14,7 +14,15 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..data.io import check_pixel_values, count_planes, read_image, read_volume, write_image, write_volume
+from ..data.io import (
+    check_pixel_values,
+    count_planes,
+    pages_reading,
+    read_image,
+    read_volume,
+    write_image,
+    write_volume,
+)
 from ..data.lazy import ImageSource, open_image
 from ..errors import ConfigError, DataError
 from ..viz import contour_overlay
@@ -50,10 +58,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class InputImage:
     """One input of :func:`~unetkit.workflows.predict_files`: its output name and file (a stack's pages are
-    one input)."""
+    one input). ``stack``: its pages are images (the ISBI layout), whatever their count."""
 
     name: str
     path: Path
+    stack: bool = False
 
 
 def predict(
@@ -112,17 +121,22 @@ def check_input(
     max_pixels: int | None = None,
     max_memory_gib: float | None = None,
     instances: bool = False,
+    stack: bool = False,
 ) -> tuple[int, int, int, bool]:
     """Height, width and pages of a 2-D model's input, and whether it is streamed (:func:`streams`), after
     reading it as the prediction will (an image segmented whole is decoded whole now; a streamed one is opened
-    and sampled). ``max_memory_gib``: GiB a streamed row of tiles may need (default: half the available memory)."""
+    and sampled). A multi-page TIFF is a stack of images or one image of several channels as
+    :func:`~unetkit.data.io.pages_reading` decides (``stack``: the ISBI layout says images). ``max_memory_gib``: GiB a streamed row of tiles may need (default: half the available memory)."""
     pages = count_planes(path) if path.suffix.lower() in (".tif", ".tiff") else 1
+    if pages > 1 and pages_reading(path, predictor.in_channels, stack) == "channels":
+        log.info("%s: its pages are read as the model's %d channels", path, predictor.in_channels)
+        pages = 1
     if pages > 1:
         first = read_image(path, 0)
         predictor.channels_first(first, f"{path} [page 0]")
         check_pixel_values(first, path)
         return first.shape[0], first.shape[1], pages, False
-    with open_image(path) as source:
+    with open_image(path, channels=predictor.in_channels) as source:
         h, w = source.spatial_shape
         predictor.check_size(
             (h, w), path, max_memory_gib

@@ -56,7 +56,7 @@ def samples_as_inputs(samples: Sequence[Any]) -> list[InputImage]:
         if s.image_page is not None:
             if s.image not in seen:
                 seen.add(s.image)
-                out.append(InputImage(s.image.stem, s.image))
+                out.append(InputImage(s.image.stem, s.image, stack=True))
         else:
             out.append(InputImage(s.name, s.image))
     return out
@@ -116,7 +116,7 @@ def collect_inputs(
         elif p.is_file():
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 raise DataError(f"{p}: not an image file; supported: {', '.join(IMAGE_SUFFIXES)}")
-            items.append(InputImage(p.stem, p))
+            items.append(InputImage(p.stem, p, stack=layout == "isbi"))  # --layout isbi: pages are images
         else:
             raise DataError(f"{p}: no such file or folder")
     names = [i.name for i in items]
@@ -298,7 +298,9 @@ def _predict_images(
             if pages > 1:
                 results.append(predict_stack(predictor, item, pages, paths, probs_dtype, instances, progress))
                 continue
-            with open_image(item.path).select(predictor.in_channels) as source:
+            with open_image(item.path, channels=predictor.in_channels).select(
+                predictor.in_channels
+            ) as source:
                 results.append(
                     predict_one(
                         predictor,
@@ -409,7 +411,9 @@ def _image_jobs(
     jobs, bad = [], []
     for item in items:
         try:
-            h, w, pages, large = check_input(item.path, predictor, max_pixels, max_memory_gib, instances)
+            h, w, pages, large = check_input(
+                item.path, predictor, max_pixels, max_memory_gib, instances, item.stack
+            )
         except DataError as exc:
             bad.append(str(exc))
             continue
