@@ -385,7 +385,9 @@ class PredictConfig:
     :func:`~unetkit.predict_files`."""
 
     tile: int | None = option(
-        None, "network input size per tile", default_text="the model's training patch size, at least 256"
+        None,
+        "network input size per tile",
+        default_text="the model's training patch size, at least 256 (512 if it records none, as the built-in model)",
     )
     overlap: float = option(0.25, "fraction of a tile shared with each neighbour (padded networks)")
     blend: str | None = option(

@@ -115,3 +115,25 @@ def test_the_readme_never_makes_a_folder_named_like_a_built_in_model():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     made = re.findall(r"unetkit synth ([\w./-]+)", readme)
     assert made and not [name for name in made if get_pretrained(name) is not None]
+
+
+def test_diameter_auto_logs_the_factor_it_applies(caplog):
+    """Issue 32 item 9: `--diameter auto` logged the estimate, not what it did with it."""
+    import logging
+
+    from scipy import ndimage
+
+    from unetkit import synth_nuclei
+
+    image = synth_nuclei((1024, 1024), seed=3)[0]
+    small = ndimage.zoom(image, 0.25, order=1)  # nuclei smaller than any the model learnt
+    predictor = Predictor.from_pretrained("nuclei", diameter="auto", tta=False)
+    with caplog.at_level(logging.INFO, logger="unetkit"):
+        predictor.predict(small, name="small.png")
+    (line,) = [r.getMessage() for r in caplog.records if "estimated" in r.getMessage()]
+    assert "segmented zoomed x1." in line  # enlarged to the learnt sizes, by the factor said
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="unetkit"):
+        predictor.predict(image[:256, :256], name="plain.png")
+    (line,) = [r.getMessage() for r in caplog.records if "estimated" in r.getMessage()]
+    assert line.endswith("kept at its scale")

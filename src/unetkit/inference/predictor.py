@@ -223,7 +223,7 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, **kwargs: Any) -> Predictor:
         """Load a checkpoint written by :func:`unetkit.train` (safe loading, see ``load_checkpoint``).
 
-        ``tile`` defaults to the checkpoint's training patch size (at least 256)."""
+        ``tile`` defaults to the checkpoint's training patch size (at least 256; 512 when it records none)."""
         path = resolve_model_path(path)
         if is_package(path):
             return cls._from_package(path, **kwargs)
@@ -389,9 +389,16 @@ class Predictor:
                 if self.trained_range
                 else f"{trained:.1f} px"
             )
-            log.info("%s: objects about %.1f px across (estimated); the model learnt %s", name, found, learnt)
             factor = factor_for(found, target_diameter(found, trained, self.trained_range))
-            if abs(factor / self.input_scale - 1) < NEGLIGIBLE:
+            kept = abs(factor / self.input_scale - 1) < NEGLIGIBLE
+            log.info(
+                "%s: objects about %.1f px across (estimated); the model learnt %s: %s",
+                name,
+                found,
+                learnt,
+                "kept at its scale" if kept else f"segmented zoomed x{factor:.3g} (then mapped back)",
+            )
+            if kept:
                 return first
             return self._proba_at(x, factor, stats, name, tta, progress)
         assert isinstance(diameter, float)

@@ -70,6 +70,18 @@ class Plan:
         atomic_write_text(path, text)
         return path
 
+    def targets(self) -> str:
+        """What the network learns, in words: ``--target`` shapes instance masks (foreground, or border's 3
+        classes); class and colour masks are learnt as their classes, whatever ``--target`` says."""
+        m, d = self.config.model, self.config.data
+        if d.target == "border":
+            return "border (interior, border, background)"
+        if m.num_classes and m.num_classes > 1:
+            named = [n for i, n in enumerate(d.class_names or []) if n != f"class_{i}"]  # not the placeholders
+            names = ", ".join(d.class_names or []) if named else ""
+            return f"the masks' {m.num_classes} classes" + (f" ({names})" if names else "")
+        return "foreground"
+
     def summary(self) -> str:
         """The main choices in a few lines (the plan file holds them all, with reasons)."""
         m, d, t = self.config.model, self.config.data, self.config.train
@@ -94,7 +106,7 @@ class Plan:
                 + (f", {m.anisotropic_levels} in-plane-only pooling(s)" if m.anisotropic_levels else ""),
             ),
             ("patches", f"{patch}, batch {t.batch_size}, {d.normalization} normalisation"),
-            ("targets", f"{d.target}{', weight maps' if d.weight_map else ''}, loss {t.loss}"),
+            ("targets", f"{self.targets()}{', weight maps' if d.weight_map else ''}, loss {t.loss}"),
             (
                 "training",
                 f"{t.epochs} epochs x {t.steps_per_epoch} steps, lr {t.lr:g}"

@@ -129,7 +129,7 @@ def geometry_rules(
     )
     architecture_options(model, reasons)
     reasons["model.padding"] = "padded convolutions: any tile size, the output covers the whole input"
-    reasons["model.spatial_dims"] = "volumes (dataset.yaml: spatial_dims 3)" if dims == 3 else "2-D images"
+    reasons["model.spatial_dims"] = "volumes" if dims == 3 else "2-D images"  # the plan says whence
     reasons["model.depth"] = (
         f"receptive field {rf} px covers 2x the 95th-percentile object diameter ({d95:.0f} px); "
         f"the bottleneck is {patch // 2**depth} px (>= 4)"

@@ -18,7 +18,7 @@ import torch
 
 from ..config import FINE_TUNE_LR, RunConfig
 from ..data.checks import described_volumes, naming_of
-from ..data.layouts import load_layout
+from ..data.layouts import DESCRIPTOR, load_layout
 from ..device import resolve_device
 from ..errors import ConfigError, DataError
 from ..inference.writers import temp_root, work_folder
@@ -101,6 +101,14 @@ def plan_training(
     dims = fp.spatial_dims
 
     geometry_rules(fp, cuda, model, dcfg, reasons)
+    if (
+        dims == 3
+    ):  # say where "volumes" came from: the user's flag or configuration, or the dataset's description
+        reasons["model.spatial_dims"] = (
+            "volumes (given: --spatial-dims 3)"
+            if base.model.spatial_dims == 3
+            else f"volumes ({Path(data) / DESCRIPTOR}: spatial_dims 3)"
+        )
     width_rule(dims, cuda, model, reasons)
     intensity_rules(fp, dcfg, reasons)
     crowded = target_rules(fp, dcfg, tcfg, reasons)
