@@ -41,7 +41,9 @@ def test_the_plan_says_what_the_network_learns_and_where_volumes_came_from(tmp_p
     data = synthesize_dataset(tmp_path / "c", n=3, size=64, seed=1)
     for mask in (data / "masks").iterdir():
         m = read_image(mask)
-        write_image(mask, np.where(m > 0, 1 + (np.arange(m.shape[1]) >= 32), 0).astype(np.uint8), overwrite=True)
+        write_image(
+            mask, np.where(m > 0, 1 + (np.arange(m.shape[1]) >= 32), 0).astype(np.uint8), overwrite=True
+        )
     cfg = RunConfig()
     cfg.data.mask_encoding, cfg.model.num_classes = "classes", 3
     plan = plan_training(data, device="cpu", calibrate=False, config=cfg)

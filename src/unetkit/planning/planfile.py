@@ -77,7 +77,9 @@ class Plan:
         if d.target == "border":
             return "border (interior, border, background)"
         if m.num_classes and m.num_classes > 1:
-            named = [n for i, n in enumerate(d.class_names or []) if n != f"class_{i}"]  # not the placeholders
+            named = [
+                n for i, n in enumerate(d.class_names or []) if n != f"class_{i}"
+            ]  # not the placeholders
             names = ", ".join(d.class_names or []) if named else ""
             return f"the masks' {m.num_classes} classes" + (f" ({names})" if names else "")
         return "foreground"
