@@ -267,3 +267,55 @@ def test_an_instances_file_of_another_size_is_named_not_a_traceback(tmp_path):
     write_image(tmp_path / "pred" / "a_instances.tif", np.ones((10, 10), np.uint16))
     with pytest.raises(DataError, match=r"a_instances\.tif: objects of 10x10 pixels for a truth of 32x32"):
         evaluate(tmp_path / "pred", tmp_path / "gt", mode="instance")
+
+
+def test_only_a_decoders_complaint_is_called_damaged_and_skipped(tmp_path, monkeypatch):
+    """Issue 33 item 5: every exception while reading became "damaged or truncated" (and --skip-bad skipped the
+    file): a machine's fault (memory, permissions, I/O) or a bug now propagates as what it is."""
+    import errno
+
+    import PIL.Image
+
+    from unetkit import DataError, predict_files
+    from unetkit.data.io import decoding_error
+
+    assert decoding_error(OSError("image file is truncated")) and decoding_error(SyntaxError("broken PNG"))
+    assert not decoding_error(OSError(errno.EIO, "Input/output error"))
+    assert not decoding_error(PermissionError(errno.EACCES, "Permission denied"))
+    assert not decoding_error(MemoryError()) and not decoding_error(TypeError("a bug"))
+    image = synth_nuclei((64, 64), 0)[0]
+    good, cut = write_image(tmp_path / "in" / "a.png", image), tmp_path / "in" / "b.png"
+    cut.write_bytes(good.read_bytes()[:200])  # a real truncated PNG: damaged, and skipped with --skip-bad
+    with pytest.raises(DataError, match="damaged or truncated"):
+        read_image(cut)
+    done = predict_files("nuclei", [good, cut], tmp_path / "out", skip_bad=True, progress=False)
+    assert [r.source for r in done] == [good] and "b.png" in done.skipped[0]
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(PIL.Image, "open", no_memory)  # the machine fails, not the file
+    with pytest.raises(MemoryError):
+        read_image(good)
+    with pytest.raises(MemoryError):
+        predict_files("nuclei", [good], tmp_path / "out2", skip_bad=True, progress=False)
+
+
+def test_a_bug_is_one_line_naming_the_file_that_holds_its_traceback(tmp_path, monkeypatch, capsys):
+    """Issue 33 item 5: anything that is neither the user's mistake nor a fault of the machine is a bug: one line
+    that says so and where the traceback was kept, exit code 1 (not 2, a user's error)."""
+    import re
+    from pathlib import Path
+
+    import unetkit.cli.synth
+
+    def broken(args):
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+
+    monkeypatch.setattr(unetkit.cli.synth, "run", broken)
+    assert main(["synth", str(tmp_path / "d"), "--n", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "internal error (TypeError: unsupported operand" in err
+    kept = Path(re.search(r"the traceback is in (\S+)", err).group(1))
+    assert "Traceback (most recent call last)" in kept.read_text() and "def broken" not in err
+    kept.unlink()

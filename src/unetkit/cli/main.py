@@ -6,6 +6,7 @@ import argparse
 import errno
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -106,6 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    except Exception as exc:  # a bug shows as a bug: one line, and the traceback kept in a file to report
+        if args.debug:
+            raise
+        first = (str(exc).splitlines() or [""])[0][:200]
+        print(
+            f"unetkit {args.command}: internal error ({type(exc).__name__}{': ' + first if first else ''}): a bug in "
+            f"unetkit, not in your data or options; {_keep_traceback(args.command)} (please report it; --debug "
+            "shows it here)",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -137,6 +149,22 @@ def _refuse_unknown(parser: argparse.ArgumentParser, command: str, unknown: list
         )
         hints.append(f"{arg} (did you mean {near[0]}?)" if near else arg)
     sub.error(f"unrecognized arguments: {' '.join(hints)}")
+
+
+def _keep_traceback(command: str) -> str:
+    """Write the exception being handled to a file in unetkit's private temporary folder; where it went."""
+    import traceback
+
+    text = traceback.format_exc()
+    try:
+        from ..inference.writers import temp_root
+
+        path = temp_root() / f"traceback-{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+        path.write_text(f"unetkit {__version__}: {' '.join(sys.argv)}\n{text}")
+        return f"the traceback is in {path}"
+    except Exception:  # nowhere to write: show it here instead
+        sys.stderr.write(text)
+        return "the traceback is above"
 
 
 def describe_fault(exc: BaseException) -> str:

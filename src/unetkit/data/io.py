@@ -7,6 +7,9 @@ rescaled here (normalisation is an explicit, recorded step: :mod:`unetkit.data.n
 from __future__ import annotations
 
 import logging
+import pickle
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +20,14 @@ from ..atomic import atomic_path
 from ..errors import DataError
 
 __all__ = [
+    "DECODE_ERRORS",
     "IMAGE_SUFFIXES",
     "UNLABELLED_AXES",
     "channel_indices",
     "check_pixel_values",
     "collapse_gray",
     "count_planes",
+    "decoding_error",
     "has_alpha",
     "pages_reading",
     "read_image",
@@ -73,7 +78,9 @@ def read_image(path: str | Path, page: int | None = None) -> np.ndarray:
                 "files: save the masks as PNG or TIFF (Cellpose: NAME_cp_masks.png)"
             ) from None
         raise unreadable(path, exc) from None
-    except Exception as exc:
+    except DECODE_ERRORS as exc:
+        if not decoding_error(exc):
+            raise
         raise unreadable(path, exc) from None
     arr = np.asarray(arr)
     if arr.ndim == 3 and arr.shape[-1] == 1:
@@ -99,7 +106,26 @@ def check_pixel_values(pixels: np.ndarray, path: str | Path, sampled: bool = Fal
         raise DataError(f"{path}: {bad} NaN or infinite pixel value(s){where}; fix or remove the image")
 
 
-def unreadable(path: Path, exc: Exception) -> DataError:
+#: what image decoders raise for a damaged, truncated or foreign file: Pillow (OSError without an errno,
+#: SyntaxError for broken PNG chunks, DecompressionBombError, a ValueError), tifffile (TiffFileError, a
+#: ValueError; IndexError/KeyError on a broken directory), NumPy (ValueError, EOFError, UnpicklingError), zarr and
+#: numcodecs (ValueError, KeyError on bad metadata), and their decompressors (zlib.error, struct.error)
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, SyntaxError, EOFError, IndexError, KeyError, OSError, struct.error, zlib.error,
+    Image.DecompressionBombError, pickle.UnpicklingError,
+)  # fmt: skip
+
+
+def decoding_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a decoder's complaint about a file's bytes ("damaged or truncated"), as opposed to a
+    fault of the machine (no memory; a permission, a missing file, an I/O error: an OSError with an errno) or
+    a bug, which must propagate as what they are, and which ``--skip-bad`` must never skip."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return False
+    return isinstance(exc, DECODE_ERRORS)
+
+
+def unreadable(path: Path, exc: BaseException) -> DataError:
     """The error for a file that exists but cannot be decoded as an image."""
     return DataError(f"{path}: cannot be read as an image, the file is damaged or truncated ({exc})")
 
@@ -144,7 +170,9 @@ def read_volume(path: str | Path) -> np.ndarray:
             raise DataError(f"{path}: volumes are read from .tif/.tiff stacks, .npy or .zarr, not {suffix}")
     except DataError:
         raise
-    except Exception as exc:
+    except DECODE_ERRORS as exc:
+        if not decoding_error(exc):
+            raise
         raise unreadable(path, exc) from None
     arr = np.squeeze(arr) if arr.ndim > 4 else arr
     if arr.ndim == 4 and arr.shape[0] <= 4 < arr.shape[-1]:
@@ -268,7 +296,9 @@ def count_planes(path: str | Path, stack: bool = False) -> int:
             return int(np.prod([series.shape[series.axes.index(a)] for a in planes]))
     except DataError:
         raise
-    except Exception as exc:
+    except DECODE_ERRORS as exc:
+        if not decoding_error(exc):
+            raise
         raise DataError(f"{path}: cannot be read as a TIFF ({exc})") from None
 
 
@@ -316,7 +346,7 @@ def channel_indices(
     n = chw.shape[0]
     index = list(range(n))
     if alpha and channels != n:
-        log.info("%s: dropping the alpha channel", name)
+        log.debug("%s: dropping the alpha channel", name)  # check-data notes it once for a dataset
         index = index[:-1]
     if channels is None or len(index) == channels:
         return index

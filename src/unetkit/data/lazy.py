@@ -9,6 +9,7 @@ and BMP have no random access and are read whole.
 
 from __future__ import annotations
 
+import errno
 import math
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,15 @@ import numpy as np
 import tifffile
 
 from ..errors import DataError
-from .io import UNLABELLED_AXES, channel_indices, read_image, stored_channels_first, unreadable
+from .io import (
+    DECODE_ERRORS,
+    UNLABELLED_AXES,
+    channel_indices,
+    decoding_error,
+    read_image,
+    stored_channels_first,
+    unreadable,
+)
 
 __all__ = ["LAZY_SUFFIXES", "ImageSource", "image_size", "ome_level", "ome_placement", "open_image"]
 
@@ -79,9 +88,11 @@ class ImageSource:
                 sel: list[Any] = spatial
                 sel.insert(self.channel_axis, slice(None))
                 block = np.moveaxis(np.asarray(self.array[tuple(sel)]), self.channel_axis, 0)
-        except (DataError, MemoryError):
-            raise
-        except Exception as exc:  # a damaged compressed tile or strip (zlib, LZW, JPEG ...) found on reading
+        except (
+            DECODE_ERRORS
+        ) as exc:  # a damaged compressed tile or strip (zlib, LZW, JPEG ...) found on reading
+            if isinstance(exc, DataError) or not decoding_error(exc):
+                raise
             raise unreadable(Path(self.name), exc) from None
         return block if self.index == list(range(block.shape[0])) else block[self.index]
 
@@ -142,7 +153,9 @@ def open_image(path: str | Path, *, volume: bool = False, channels: int | None =
             return ImageSource(arr, 2 if arr.ndim == 3 else None, path)
     except DataError:
         raise
-    except Exception as exc:
+    except DECODE_ERRORS as exc:
+        if not decoding_error(exc):
+            raise
         raise unreadable(path, exc) from None
     if volume:
         raise DataError(f"{path}: volumes are read from TIFF z-stacks, .zarr or .npy, not {suffix}")
@@ -167,7 +180,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.height, im.width
-    except Exception as exc:
+    except DECODE_ERRORS as exc:
+        if not decoding_error(exc):
+            raise
         raise unreadable(path, exc) from None
 
 
@@ -246,7 +261,9 @@ def ome_level(path: str | Path, level: int) -> Path:
     path = Path(path)
     try:
         group = zarr.open_group(str(path), mode="r")
-    except Exception:
+    except DECODE_ERRORS as exc:  # zarr: FileNotFoundError / GroupNotFoundError, ValueError for bad metadata
+        if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT):
+            raise
         raise DataError(f"{path}: --level reads OME-Zarr images; this is not a zarr group") from None
     scales = _multiscales(group.attrs)
     if not scales:
@@ -275,7 +292,9 @@ def ome_placement(path: str | Path) -> dict[str, Any] | None:
     for group_path, key in ((path.parent, path.name), (path, None)):
         try:
             group = zarr.open_group(str(group_path), mode="r")
-        except Exception:
+        except DECODE_ERRORS as exc:  # not a group (or not a readable one): the next place, or none
+            if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT):
+                raise
             continue
         scales = _multiscales(group.attrs)
         if not scales:
@@ -329,7 +348,9 @@ def _zarr_array(path: Path) -> Any:
     check_zarr_metadata(path)
     try:
         node = zarr.open(str(path), mode="r")
-    except Exception as exc:
+    except DECODE_ERRORS as exc:
+        if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT):
+            raise
         raise DataError(f"{path}: cannot be opened as a zarr array or group ({exc})") from None
     if isinstance(node, zarr.Group):
         attrs: Any = node.attrs

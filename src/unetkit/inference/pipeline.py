@@ -296,16 +296,17 @@ def predict_volumes(
         raise ConfigError(
             f"a 3-D model writes volumes: use --format tiff (the default) or --format zarr, not {fmt}"
         )
-    bad = []
+    bad, failed = [], set()
     for item, _ in jobs:  # headers and channels of every input before the first result is written
         try:
             with open_image(item.path, volume=True).select(predictor.in_channels):
                 pass
         except DataError as exc:
             bad.append(str(exc))
+            failed.add(item)
     if bad and not skip_bad:
         raise bad_inputs(bad, len(jobs))
-    jobs = [(i, paths) for i, paths in jobs if not any(str(i.path) in b for b in bad)]
+    jobs = [(i, paths) for i, paths in jobs if i not in failed]  # by identity, not by a path within a message
     jobs, _ = existing(jobs, overwrite, resume, lambda job: job[1])
     prepare_out(out)
     results = PredictedFiles(skipped=bad)
