@@ -379,6 +379,23 @@ class TrainConfig:
     )
 
 
+#: the tile side for a model that records no training patch (the built-in models, packages, a bare network);
+#: a model that does tiles at its patch, at least :data:`MIN_DEFAULT_TILE` (see ``inference.predictor.default_tile``)
+DEFAULT_TILE = 512
+MIN_DEFAULT_TILE = 256
+
+#: where a surface's default differs from the definition (a PredictConfig field, or a parameter of
+#: ``predict_files``) on purpose, and why: surface → option → (value, reason)
+SURFACE_DEFAULTS: dict[str, dict[str, tuple[Any, str]]] = {
+    "napari": {
+        "instances": (
+            True,
+            "a viewer shows objects to look at and correct; a file pipeline writes the mask unless asked for labels",
+        ),
+    },
+}
+
+
 @dataclass
 class PredictConfig:
     """Tiled inference: the same defaults for ``unetkit predict``, :class:`~unetkit.Predictor` and
@@ -387,7 +404,8 @@ class PredictConfig:
     tile: int | None = option(
         None,
         "network input size per tile",
-        default_text="the model's training patch size, at least 256 (512 if it records none, as the built-in model)",
+        default_text=f"the model's training patch size, at least {MIN_DEFAULT_TILE} ({DEFAULT_TILE} if it records "
+        "none, as the built-in model)",
     )
     overlap: float = option(0.25, "fraction of a tile shared with each neighbour (padded networks)")
     blend: str | None = option(

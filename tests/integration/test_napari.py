@@ -73,6 +73,28 @@ def test_segment_widget_turns_an_image_layer_into_objects(make_napari_viewer, qt
     _screenshot(viewer, "napari-segment.png", tmp_path)
 
 
+def test_the_segment_widget_starts_from_unetkit_predicts_defaults(make_napari_viewer):
+    """Issue 33 item 1: the widget tiled at 512 and separated instances by default while `unetkit predict` tiles at
+    the model's patch and writes masks: every default is now the definition's, except where it says why not."""
+    import inspect
+
+    from unetkit import PredictConfig, predict_files
+    from unetkit.config import SURFACE_DEFAULTS
+
+    widget = SegmentWidget(make_napari_viewer())
+    defaults = PredictConfig()
+    assert widget.tile.value == 0 and "training patch" in widget.tile.tooltip  # 0: the model's, as the CLI
+    assert widget.tta.value == defaults.tta and widget.threshold.value == defaults.threshold
+    assert widget.diameter.value == 0 and defaults.diameter is None  # 0: as the model learnt
+    documented, why = SURFACE_DEFAULTS["napari"]["instances"]
+    assert (
+        widget.instances.value
+        == documented
+        != inspect.signature(predict_files).parameters["instances"].default
+    )
+    assert why
+
+
 def test_a_dask_backed_layer_is_read_window_by_window(make_napari_viewer, qtbot):
     da = pytest.importorskip("dask.array")
     from unetkit import synth_nuclei
@@ -224,7 +246,7 @@ def test_train_widget_learns_from_painted_layers_and_offers_the_model(make_napar
     segment.image.value = viewer.layers["cells"]
     segment.start()
     _wait(qtbot, segment)
-    expected = Predictor.from_checkpoint(run / "best.pt", tile=512).predict_instances(image)
+    expected = Predictor.from_checkpoint(run / "best.pt").predict_instances(image)  # the CLI's defaults
     np.testing.assert_array_equal(np.asarray(viewer.layers["cells objects"].data), expected)
     # a Segment widget opened later offers it too
     assert SegmentWidget(viewer).model.value == "cells (trained)"  # one opened later offers it, chosen

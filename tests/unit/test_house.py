@@ -110,8 +110,14 @@ def test_python_and_cli_share_the_prediction_defaults():
     defaults = PredictConfig()
     params = inspect.signature(Predictor.__init__).parameters
     for f in dataclasses.fields(PredictConfig):
-        if f.name in params and f.name not in ("tile", "device"):
+        if f.name in params and f.name != "device":  # tile included: one rule (issue 33 item 1)
             assert params[f.name].default == getattr(defaults, f.name), f.name
+    from unetkit.config import DEFAULT_TILE
+
+    net = UNet(depth=2, base_channels=4)
+    prep = {"in_channels": 1, "normalization": {"method": "percentile", "low": 1.0, "high": 99.8}}
+    assert Predictor(net, prep).tile_in == DEFAULT_TILE  # no training patch recorded: 512
+    assert defaults.tile is None  # None: the model's own (its training patch, at least 256; else 512)
     assert params["precision"].default == "auto"  # the CLI's default, no longer float32 in Python only
 
 

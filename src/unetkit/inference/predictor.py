@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..checkpoint import build_model, load_checkpoint, resolve_model_path
-from ..config import BLENDS, ENGINES, PRECISIONS, PredictConfig
+from ..config import BLENDS, DEFAULT_TILE, ENGINES, MIN_DEFAULT_TILE, PRECISIONS, PredictConfig
 from ..data.io import channel_indices, to_channels_first
 from ..data.lazy import ImageSource
 from ..data.masks import MaskEncoding
@@ -83,13 +83,13 @@ def available_memory() -> float:
     return 8.0 * 2**30
 
 
-def default_tile(payload: dict[str, Any], minimum: int = 256) -> int:
+def default_tile(payload: dict[str, Any], minimum: int = MIN_DEFAULT_TILE) -> int:
     """Tile size for a checkpoint: its training patch size, at least ``minimum`` (fewer, larger tiles are
     cheaper; a fully convolutional net trained on 128-pixel patches segments 256-pixel tiles as well). Not more
     by default: measured on CPUs (``bench/peers.py``), 512² tiles one per pass ran no faster per FLOP than four
     of 256², and their coarser grid computes more overlap on most image sizes."""
     cfg = (payload.get("training") or {}).get("config") or {}
-    patch = (cfg.get("data") or {}).get("patch_size") or 512
+    patch = (cfg.get("data") or {}).get("patch_size") or DEFAULT_TILE
     if not isinstance(patch, int) or not 1 <= patch <= MAX_TILE:
         raise CheckpointError(
             f"the checkpoint declares a training patch of {str(patch)[:40]} pixels (at most {MAX_TILE}): damaged "
@@ -124,7 +124,7 @@ class Predictor:
         preprocessing: dict[str, Any],
         *,
         device: str | torch.device = _DEFAULTS.device,
-        tile: int = 512,
+        tile: int | None = _DEFAULTS.tile,
         overlap: float = _DEFAULTS.overlap,
         blend: str | None = _DEFAULTS.blend,
         batch_size: int = _DEFAULTS.batch_size,
@@ -143,6 +143,7 @@ class Predictor:
             raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
         if blend is not None and blend not in BLENDS:
             raise ConfigError(f"--blend {blend!r} is unknown; choose one of {', '.join(BLENDS)}")
+        tile = DEFAULT_TILE if tile is None else tile  # a bare network records no training patch
         if tile < 1 or batch_size < 1:
             raise ConfigError(f"--tile and --batch must be positive, got {tile} and {batch_size}")
         self.device = resolve_device(device)
@@ -269,7 +270,7 @@ class Predictor:
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         model, preprocessing = load_package(path)
         step = model.size_multiples[0]
-        tile = max(int(kwargs.get("tile") or 256), model.min_size)
+        tile = max(int(kwargs.get("tile") or DEFAULT_TILE), model.min_size)
         kwargs["tile"] = -(-tile // step) * step
         if model.halo and not model.ours:  # the spec's halo: output to discard at tile edges, not to blend
             kwargs.setdefault("blend", "crop")

@@ -11,6 +11,7 @@ shown lazily.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import threading
@@ -28,6 +29,7 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QObject, Signal
 
+from ..config import SURFACE_DEFAULTS, PredictConfig
 from ..data.lazy import ImageSource
 from ..errors import UnetkitError
 from ..inference.pipeline import segment_source, streams
@@ -39,6 +41,11 @@ from ._worker import WorkerWidget, full_resolution
 __all__ = ["SegmentWidget"]
 
 log = logging.getLogger(__name__)
+
+#: what tile 0 means: the definition's words (config.PredictConfig.tile)
+_TILE_DEFAULT = next(
+    f.metadata["default_text"] for f in dataclasses.fields(PredictConfig) if f.name == "tile"
+)
 
 
 class Cancelled(Exception):
@@ -71,10 +78,18 @@ class SegmentWidget(WorkerWidget):
         import napari.layers
 
         self.image: Any = create_widget(annotation=napari.layers.Image, label="image")
-        self.tile = SpinBox(label="tile", value=512, min=64, max=8192, step=64)
-        self.tta = CheckBox(text="average over the 8 rotations and flips (TTA)", value=False)
-        self.threshold = FloatSpinBox(label="threshold", value=0.5, min=0.01, max=0.99, step=0.05)
-        self.instances = CheckBox(text="separate touching objects (instances)", value=True)
+        # the defaults are unetkit predict's (config.PredictConfig), except where SURFACE_DEFAULTS says why not
+        self.tile = SpinBox(
+            label="tile", value=0, min=0, max=8192, step=64,
+            tooltip=f"network input size per tile; 0: {_TILE_DEFAULT}",
+        )  # fmt: skip
+        self.tta = CheckBox(text="average over the 8 rotations and flips (TTA)", value=PredictConfig().tta)
+        self.threshold = FloatSpinBox(
+            label="threshold", value=PredictConfig().threshold, min=0.01, max=0.99, step=0.05
+        )
+        self.instances = CheckBox(
+            text="separate touching objects (instances)", value=SURFACE_DEFAULTS["napari"]["instances"][0]
+        )
         self.diameter = FloatSpinBox(
             label="object diameter", value=0.0, min=0.0, max=10000.0, tooltip="pixels; 0: as the model learnt"
         )
@@ -124,7 +139,7 @@ class SegmentWidget(WorkerWidget):
         except UnetkitError as exc:
             self.status.value = str(exc)
             return None
-        options: dict[str, Any] = {"tile": int(self.tile.value), "tta": bool(self.tta.value)}
+        options: dict[str, Any] = {"tile": int(self.tile.value) or None, "tta": bool(self.tta.value)}
         options["threshold"] = float(self.threshold.value)
         if self.diameter.value > 0:
             options["diameter"] = float(self.diameter.value)

@@ -11,6 +11,7 @@ import time
 
 from tqdm.auto import tqdm
 
+from ..config import DEFAULT_TILE
 from .distributed import DistContext
 from .loop import StopRequest, TrainHooks, TrainingInterrupted, train_epoch, validate
 from .run_folder import RunFolder
@@ -136,7 +137,7 @@ def fit(
     last_val = "-" if not st.history else f"{st.history[-1]['val_dice']:.3f}"
     stop = StopRequest(hooks.stop if hooks is not None else None)
     finished = False  # the loop ended the same way on every rank
-    tile = max(setup.patch_in) if setup.volumes else 512
+    tile = max(setup.patch_in) if setup.volumes else DEFAULT_TILE
 
     def finish(epoch: int, t0: float, seconds: float, wait: float) -> dict[str, float]:
         """Validate, record and save the epoch; its row."""
