@@ -95,6 +95,30 @@ def test_the_segment_widget_starts_from_unetkit_predicts_defaults(make_napari_vi
     assert why
 
 
+def test_a_trained_model_stays_offered_and_chosen_when_layers_change(make_napari_viewer, tmp_path):
+    """Issue 35 item 1: napari resets every widget's choices when a layer is added or removed; the model trained
+    in the session vanished from the list and the next Segment silently used the built-in `nuclei`."""
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment", area="right")
+    widget.add_model("cells (trained)", tmp_path / "best.pt")
+    viewer.add_image(np.zeros((32, 32), np.uint8), name="a")  # napari resets the dock widgets' choices
+    viewer.layers.remove("a")
+    assert "cells (trained)" in widget.model.choices and widget.model.value == "cells (trained)"
+    assert widget.chosen_model() == str(tmp_path / "best.pt")
+
+
+def test_threshold_acts_on_a_binary_model_and_is_disabled_with_the_reason_otherwise(
+    make_napari_viewer, tiny_run
+):
+    """Issue 35 item 3: with the built-in 3-class model, thresholds 0.1 and 0.9 gave identical labels."""
+    widget = SegmentWidget(make_napari_viewer())
+    assert widget.model.value == "nuclei"
+    assert not widget.threshold.enabled and "3 classes" in widget.threshold.tooltip
+    widget.model_file.value = tiny_run.best_checkpoint  # a binary model: the threshold is what decides
+    assert widget.threshold.enabled and "binary" in widget.threshold.tooltip
+
+
 def test_a_dask_backed_layer_is_read_window_by_window(make_napari_viewer, qtbot):
     da = pytest.importorskip("dask.array")
     from unetkit import synth_nuclei

@@ -48,6 +48,20 @@ _TILE_DEFAULT = next(
 )
 
 
+def _classes_of(model: str) -> int | None:
+    """The output classes a unetkit checkpoint (or built-in model) declares; None when not known cheaply (an
+    ONNX file, a package, a file that does not load: Segment says what is wrong when it runs)."""
+    from ..checkpoint import load_checkpoint, resolve_model_path
+
+    try:
+        path = resolve_model_path(model)
+        if path.suffix.lower() not in (".pt", ".pth"):
+            return None
+        return int(load_checkpoint(path)["model"]["hparams"]["num_classes"])
+    except (UnetkitError, OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 class Cancelled(Exception):
     """Raised in the worker when the user pressed Cancel."""
 
@@ -66,7 +80,11 @@ class SegmentWidget(WorkerWidget):
         self.viewer = napari_viewer
         self.models: dict[str, str] = {m.name: m.name for m in list_pretrained() if m.path.is_file()}
         self.models.update(TRAINED.models)  # trained in this session by the Train widget
-        self.model = ComboBox(label="model", choices=list(self.models), tooltip="a built-in or trained model")
+        # choices from a callable: napari resets every widget's choices when layers change, and a static list
+        # would drop the models trained since the widget was made (the next Segment then used `nuclei`)
+        self.model = ComboBox(
+            label="model", choices=lambda _widget: list(self.models), tooltip="a built-in or trained model"
+        )
         if TRAINED.models:  # opened after training: the model just trained
             self.model.value = list(TRAINED.models)[-1]
         self.model_file = FileEdit(
@@ -111,13 +129,31 @@ class SegmentWidget(WorkerWidget):
         self._tiles = _Tiles()
         self._tiles.done.connect(self._on_tiles)
         self._keep: list[Any] = []  # on-disk results shown lazily live as long as the widget
+        self.model.changed.connect(self._sync_threshold)
+        self.model_file.changed.connect(self._sync_threshold)
+        self._sync_threshold()
         TRAINED.added.connect(self.add_model)  # a model trained from now on is offered (and chosen) ...
         self.native.destroyed.connect(lambda *_: TRAINED.added.disconnect(self.add_model))  # ... while shown
+
+    def _sync_threshold(self, *_: Any) -> None:
+        """The threshold acts on a binary model's one probability; a model of several classes takes each pixel's
+        most probable class, so its threshold is disabled and says why (it changed nothing with `nuclei`)."""
+        try:
+            classes = _classes_of(self.chosen_model())
+        except UnetkitError:  # a file that is not a model: Segment says so when pressed
+            classes = None
+        binary = classes in (None, 1)
+        self.threshold.enabled = binary
+        self.threshold.tooltip = (
+            "foreground probability threshold of a binary model"
+            if binary
+            else f"not used by this model: it predicts {classes} classes, and each pixel takes the most probable"
+        )
 
     def add_model(self, label: str, path: str | Path) -> None:
         """Offer a model (e.g. one just trained) in the model list, and select it."""
         self.models[label] = str(path)
-        self.model.choices = list(self.models)
+        self.model.reset_choices()
         self.model.value = label
 
     def chosen_model(self) -> str:
