@@ -80,7 +80,8 @@ bench-dask: setup
 bench-plan: setup
 	$(PY) bench/plan.py
 
-# A newcomer's journey on a DSB-style folder: check-data, bare train (10 min), predict, evaluate --report (about 12 minutes).
+# A newcomer's journey on four folders (DSB, Cellpose, 3-D stacks, RGB classes): check-data, train, predict,
+# evaluate --report (about 45 minutes with the default budget; bench/newcomer.py --extra '--time-budget 2m': 10).
 bench-journey: setup
 	$(PY) bench/newcomer.py
 
