@@ -149,7 +149,7 @@ def main() -> None:
         ("overwrite", "evaluate --out DATA/masks", [exe, "evaluate", model, str(data), "--out", str(data / "masks"), "--overwrite"], {}),
         ("overwrite", "export --out = checkpoint", [exe, "export", model, "--out", model, "--overwrite"], {}),
         ("fault", "disk full (RLIMIT_FSIZE 4 KiB)", [exe, "predict", model, str(d / "whole.tif"), "--out", o(16), "--overlay"], {"limit_fsize": 4096}),
-        ("fault", "SIGTERM mid-batch", [exe, "predict", model, str(many), "--out", o(17), "--format", "zarr"], {"term_after": 5.0}),
+        ("fault", "SIGTERM mid-batch", [exe, "predict", model, str(many), "--out", o(17), "--format", "zarr"], {"term_after": 3.0}),
         ("fault", "--lr 1e30", [exe, "train", str(data), "--no-plan", "--lr", "1e30", "--epochs", "1", "--steps-per-epoch", "2", "--patch", "48", "--base-channels", "2", "--depth", "1", "--out", o(18)], {}),
     ]  # fmt: skip
     attacks += issue31

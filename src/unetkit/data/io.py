@@ -6,6 +6,7 @@ rescaled here (normalisation is an explicit, recorded step: :mod:`unetkit.data.n
 
 from __future__ import annotations
 
+import errno
 import logging
 import pickle
 import struct
@@ -20,6 +21,7 @@ from ..atomic import atomic_path
 from ..errors import DataError
 
 __all__ = [
+    "DECODER_PACKAGES",
     "DECODE_ERRORS",
     "IMAGE_SUFFIXES",
     "UNLABELLED_AXES",
@@ -78,7 +80,7 @@ def read_image(path: str | Path, page: int | None = None) -> np.ndarray:
                 "files: save the masks as PNG or TIFF (Cellpose: NAME_cp_masks.png)"
             ) from None
         raise unreadable(path, exc) from None
-    except DECODE_ERRORS as exc:
+    except Exception as exc:
         if not decoding_error(exc):
             raise
         raise unreadable(path, exc) from None
@@ -116,13 +118,23 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
 )  # fmt: skip
 
 
-def decoding_error(exc: BaseException) -> bool:
+#: packages whose own exception classes are decoders' complaints (imagecodecs raises DeflateError, LzwError …
+#: for damaged compressed tiles; tifffile, Pillow, numcodecs and zarr their own errors)
+DECODER_PACKAGES = ("imagecodecs", "numcodecs", "PIL", "tifffile", "zarr")
+
+
+def decoding_error(exc: BaseException, *, missing: bool = False) -> bool:
     """Whether ``exc`` is a decoder's complaint about a file's bytes ("damaged or truncated"), as opposed to a
     fault of the machine (no memory; a permission, a missing file, an I/O error: an OSError with an errno) or
-    a bug, which must propagate as what they are, and which ``--skip-bad`` must never skip."""
-    if isinstance(exc, OSError) and exc.errno is not None:
+    a bug, which must propagate as what they are, and which ``--skip-bad`` must never skip. ``missing``: a
+    missing file counts too (a store probed for a group that is not there)."""
+    if isinstance(exc, (MemoryError, RecursionError)):
         return False
-    return isinstance(exc, DECODE_ERRORS)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return missing and exc.errno == errno.ENOENT
+    if isinstance(exc, DECODE_ERRORS):
+        return True
+    return type(exc).__module__.split(".")[0] in DECODER_PACKAGES
 
 
 def unreadable(path: Path, exc: BaseException) -> DataError:
@@ -170,7 +182,7 @@ def read_volume(path: str | Path) -> np.ndarray:
             raise DataError(f"{path}: volumes are read from .tif/.tiff stacks, .npy or .zarr, not {suffix}")
     except DataError:
         raise
-    except DECODE_ERRORS as exc:
+    except Exception as exc:
         if not decoding_error(exc):
             raise
         raise unreadable(path, exc) from None
@@ -296,7 +308,7 @@ def count_planes(path: str | Path, stack: bool = False) -> int:
             return int(np.prod([series.shape[series.axes.index(a)] for a in planes]))
     except DataError:
         raise
-    except DECODE_ERRORS as exc:
+    except Exception as exc:
         if not decoding_error(exc):
             raise
         raise DataError(f"{path}: cannot be read as a TIFF ({exc})") from None

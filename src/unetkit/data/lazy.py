@@ -9,7 +9,6 @@ and BMP have no random access and are read whole.
 
 from __future__ import annotations
 
-import errno
 import math
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ import tifffile
 
 from ..errors import DataError
 from .io import (
-    DECODE_ERRORS,
     UNLABELLED_AXES,
     channel_indices,
     decoding_error,
@@ -88,9 +86,7 @@ class ImageSource:
                 sel: list[Any] = spatial
                 sel.insert(self.channel_axis, slice(None))
                 block = np.moveaxis(np.asarray(self.array[tuple(sel)]), self.channel_axis, 0)
-        except (
-            DECODE_ERRORS
-        ) as exc:  # a damaged compressed tile or strip (zlib, LZW, JPEG ...) found on reading
+        except Exception as exc:  # a damaged compressed tile or strip (zlib, LZW, JPEG ...) found on reading
             if isinstance(exc, DataError) or not decoding_error(exc):
                 raise
             raise unreadable(Path(self.name), exc) from None
@@ -153,7 +149,7 @@ def open_image(path: str | Path, *, volume: bool = False, channels: int | None =
             return ImageSource(arr, 2 if arr.ndim == 3 else None, path)
     except DataError:
         raise
-    except DECODE_ERRORS as exc:
+    except Exception as exc:
         if not decoding_error(exc):
             raise
         raise unreadable(path, exc) from None
@@ -180,7 +176,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.height, im.width
-    except DECODE_ERRORS as exc:
+    except Exception as exc:
         if not decoding_error(exc):
             raise
         raise unreadable(path, exc) from None
@@ -261,8 +257,8 @@ def ome_level(path: str | Path, level: int) -> Path:
     path = Path(path)
     try:
         group = zarr.open_group(str(path), mode="r")
-    except DECODE_ERRORS as exc:  # zarr: FileNotFoundError / GroupNotFoundError, ValueError for bad metadata
-        if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT):
+    except Exception as exc:  # zarr: FileNotFoundError / GroupNotFoundError, ValueError for bad metadata
+        if not decoding_error(exc, missing=True):
             raise
         raise DataError(f"{path}: --level reads OME-Zarr images; this is not a zarr group") from None
     scales = _multiscales(group.attrs)
@@ -292,8 +288,8 @@ def ome_placement(path: str | Path) -> dict[str, Any] | None:
     for group_path, key in ((path.parent, path.name), (path, None)):
         try:
             group = zarr.open_group(str(group_path), mode="r")
-        except DECODE_ERRORS as exc:  # not a group (or not a readable one): the next place, or none
-            if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT):
+        except Exception as exc:  # not a group (or not a readable one): the next place, or none
+            if not decoding_error(exc, missing=True):
                 raise
             continue
         scales = _multiscales(group.attrs)
@@ -348,8 +344,8 @@ def _zarr_array(path: Path) -> Any:
     check_zarr_metadata(path)
     try:
         node = zarr.open(str(path), mode="r")
-    except DECODE_ERRORS as exc:
-        if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOENT):
+    except Exception as exc:
+        if not decoding_error(exc, missing=True):
             raise
         raise DataError(f"{path}: cannot be opened as a zarr array or group ({exc})") from None
     if isinstance(node, zarr.Group):
