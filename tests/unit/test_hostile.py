@@ -288,7 +288,9 @@ def test_only_a_decoders_complaint_is_called_damaged_and_skipped(tmp_path, monke
     with pytest.raises(Exception) as codec:
         imagecodecs.zlib_decode(b"garbage")  # a codec's own exception class (a RuntimeError): its complaint
     assert decoding_error(codec.value)
-    assert not decoding_error(RuntimeError("a bug")) and not decoding_error(FileNotFoundError(errno.ENOENT, "x"))
+    assert not decoding_error(RuntimeError("a bug")) and not decoding_error(
+        FileNotFoundError(errno.ENOENT, "x")
+    )
     image = synth_nuclei((64, 64), 0)[0]
     good, cut = write_image(tmp_path / "in" / "a.png", image), tmp_path / "in" / "b.png"
     cut.write_bytes(good.read_bytes()[:200])  # a real truncated PNG: damaged, and skipped with --skip-bad
