@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 from pathlib import Path
 
-from ..config import ARCH_ONLY_FIELDS, RunConfig, check_config, replace
+from ..config import ARCH_ONLY_FIELDS, RunConfig, check_config, load_config, replace
 from ..errors import ConfigError
 from ..models import list_models
 from ..planning import (
     CPU_TRAIN_BUDGET,
     DEFAULT_BUDGET,
-    format_duration,
     parse_duration,
 )
 from ..training.run_folder import RunFolder
-from ..workflows.plan import plan_for_training
-from ..workflows.train import announce, guard_run_folder, new_folder, starting_from, train
+from ..workflows.plan import configure_training
+from ..workflows.train import announce, guard_run_folder, new_folder, train
 from .common import add_data_args, add_progress, config_with_data_args, reading_config
 from .options import add_options, apply_options
 
@@ -140,23 +138,28 @@ def default_run_dir(data: str | Path) -> Path:
     return out
 
 
-def planned_config(args: argparse.Namespace, out: Path | None = None) -> tuple[RunConfig | None, dict]:
-    """The plan to start from and its measured times (:func:`~unetkit.workflows.plan.plan_for_training`), or
-    None for --config / --no-plan."""
+def configured(args: argparse.Namespace, out: Path) -> tuple[RunConfig, dict, bool]:
+    """The run's configuration, the plan's measured times and whether to fill the budget: the plan (or
+    --config / --no-plan) with the flags on top, initialised from --init
+    (:func:`~unetkit.workflows.plan.configure_training`, as the napari Train widget)."""
+    settings = None
     if args.config or args.no_plan:
         if args.plan:
             raise ConfigError("--plan FILE is a starting point of its own: drop --config or --no-plan")
-        return None, {}
-    return plan_for_training(
+        settings = load_config(args.config) if args.config else RunConfig()
+    return configure_training(
         args.data,
-        plan_file=args.plan,
-        time_budget=args.time_budget,
-        device=args.device,
-        reading=reading_config(args, RunConfig()),
-        fixed_length=args.epochs is not None or args.steps_per_epoch is not None,
-        out=out,
-        progress=args.progress,
+        out,
+        settings=settings,
+        overrides=lambda cfg: config_from_args(args, cfg),
         init=args.init,
+        lr_chosen=args.lr is not None,
+        time_budget=args.time_budget,
+        fixed_length=args.epochs is not None or args.steps_per_epoch is not None,
+        plan_file=args.plan,
+        reading=reading_config(args, RunConfig()),
+        device=args.device,
+        progress=args.progress,
         started=args.started,
     )
 
@@ -186,31 +189,9 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else default_run_dir(args.data)
         guard_run_folder(args.data, out, (args.init, args.config))  # before any planning: never among inputs
         RunFolder(out).existing(args.overwrite)  # refused before any planning: a run is there already
-        planned, measured = planned_config(args, out)
-        cfg = config_from_args(args, planned)
-        cfg = starting_from(cfg, keep_lr=args.lr is not None)  # said before training is announced
-        if args.time_budget and (args.config or args.no_plan):
-            cfg.train = replace(cfg.train, time_budget=parse_duration(args.time_budget))
-        fixed = args.epochs is not None or args.steps_per_epoch is not None
-        if fixed and not args.time_budget and cfg.train.time_budget:  # the user's length, not the plan's cap
-            log.info(
-                "--epochs/--steps-per-epoch fix this run's length: the plan's time budget (%s) does not cap it "
-                "(--time-budget to keep one)",
-                format_duration(cfg.train.time_budget),
-            )
-            cfg.train = dataclasses.replace(cfg.train, time_budget=None)  # (config.replace skips None)
+        cfg, measured, fill = configured(args, out)
         if int(os.environ.get("RANK", "0")) == 0:
-            log.info(
-                "%s",
-                announce(
-                    cfg,
-                    measured
-                    if planned is not None and cfg.train.batch_size == planned.train.batch_size
-                    else {},
-                    args.data,
-                    out,
-                ),
-            )
+            log.info("%s", announce(cfg, measured, args.data, out))
         result = train(
             args.data,
             out,
@@ -219,8 +200,7 @@ def run(args: argparse.Namespace) -> int:
             progress=args.progress,
             nproc=args.nproc,
             started=args.started,
-            # the plan's epochs are an estimate for the budget unless the flags fix the length
-            fill_budget=planned is not None and args.epochs is None and args.steps_per_epoch is None,
+            fill_budget=fill,  # the plan's epochs are an estimate for the budget unless the flags fix the length
         )
     if int(os.environ.get("RANK", "0")):  # under torchrun: rank 0 reports
         return 0

@@ -3,9 +3,9 @@ ignored) or from a dataset folder, within a time budget, optionally starting fro
 thread with a live plot of the loss and the validation Dice, and Cancel that keeps the best model so far. The
 trained model is offered in every Segment widget.
 
-The work is what ``unetkit train DATA --time-budget T [--init NAME]`` runs: the plan
-(:func:`~unetkit.workflows.plan.plan_for_training`, or a settings file as ``--config``), the initial model
-(:func:`~unetkit.workflows.train.starting_from`), the announcement, and :func:`~unetkit.workflows.train.train`
+The work is what ``unetkit train DATA --time-budget T [--init NAME]`` runs: the configuration made by the same
+function (:func:`~unetkit.workflows.plan.configure_training`: the plan, or a settings file as ``--config``, and
+the initial model), the announcement, and :func:`~unetkit.workflows.train.train`
 with :class:`~unetkit.training.loop.TrainHooks` for the progress and Cancel. Painted layers are first written as
 a dataset folder (:func:`~unetkit.workflows.painted.write_painted_dataset`), kept with the run, so every model
 can be traced to the labels it learnt from and retrained from the command line.
@@ -16,7 +16,6 @@ Each training writes ``WORK/NAME-N/`` (``data/`` for painted layers, ``run/`` wi
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -32,13 +31,13 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QObject, Signal
 
-from ..config import load_config, replace
+from ..config import RunConfig, load_config
 from ..errors import UnetkitError
 from ..pretrained import list_pretrained
 from ..training.loop import TrainHooks, TrainingInterrupted
 from ..workflows.painted import UNPAINTED, write_painted_dataset
-from ..workflows.plan import plan_for_training
-from ..workflows.train import announce, new_folder, starting_from, train
+from ..workflows.plan import configure_training
+from ..workflows.train import announce, new_folder, train
 from ._models import TRAINED
 from ._worker import WorkerWidget, full_resolution
 
@@ -288,6 +287,21 @@ def _safe(name: str) -> str:
     return keep or "layer"
 
 
+def job_config(job: dict[str, Any], data: str | Path, out: Path) -> tuple[RunConfig, dict[str, Any], bool]:
+    """The widget's settings as a run's configuration, made exactly as ``unetkit train`` makes it
+    (:func:`~unetkit.workflows.plan.configure_training`): the plan, or the settings file as ``--config``; the
+    model to fine-tune with the fine-tuning learning rate (the widget chooses none)."""
+    return configure_training(
+        data,
+        out,
+        settings=load_config(job["settings"]) if job["settings"] else None,
+        init=job["init"],
+        time_budget=job["budget"],
+        progress=False,
+        started=job["started"],
+    )
+
+
 def _train_job(job: dict[str, Any], hooks: TrainHooks, events: _Events) -> Any:
     """The worker: the dataset (painted layers written, or the folder), the plan or settings, then training."""
     import numpy as np
@@ -308,29 +322,14 @@ def _train_job(job: dict[str, Any], hooks: TrainHooks, events: _Events) -> Any:
         )
     else:
         data = job["data"]
-    measured: dict[str, Any] = {}
-    if job["settings"]:
-        cfg = load_config(job["settings"])
-        cfg.train = replace(cfg.train, time_budget=job["budget"])
-    else:
+    if not job["settings"]:
         say(f"planning for {job['budget'] / 60:g} min (counted in the budget) ...")
-        cfg, measured = plan_for_training(
-            data,
-            time_budget=job["budget"],
-            out=out,
-            progress=False,
-            init=job["init"],
-            started=job["started"],
-        )
-    if job["init"]:
-        cfg.train = dataclasses.replace(cfg.train, init=job["init"])
-        cfg = starting_from(cfg, keep_lr=job["settings"] is not None and cfg.train.lr is not None)
+    cfg, measured, fill = job_config(job, data, out)
     if hooks.stop is not None and hooks.stop.is_set():
         raise Cancelled
     events.run.emit(str(out))
     say(announce(cfg, measured, data, out).replace(" on ", "\non ", 1).replace("; ", "\n"))
     events.planned.emit(cfg.train.epochs, cfg.train.steps_per_epoch)
-    fill = not job["settings"]  # the plan's epochs are an estimate for the budget
     return train(data, out, cfg, progress=False, hooks=hooks, started=job["started"], fill_budget=fill)
 
 

@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from ..planning import (
     PLAN_FILE,
     Plan,
     fingerprint,
+    format_duration,
     parse_duration,
     read_plan,
     rebudget,
@@ -52,7 +53,7 @@ from ..training.distributed import DistContext
 from ..training.init import INIT_ARCH_FIELDS, init_config, init_evidence
 from ..training.loop import validate
 from ..training.setup import build_training
-from .train import resolve_data, train
+from .train import resolve_data, starting_from, train
 
 __all__ = ["PROBE_BUDGET", "default_time_budget", "plan_for_training", "plan_path", "plan_training"]
 
@@ -197,6 +198,70 @@ def plan_path(data: str | Path, out: str | Path | None = None) -> Path:
 def default_time_budget(device: str | None) -> str:
     """The budget a bare `unetkit train DATA` plans for: short on a CPU (a newcomer's first run), longer on a GPU."""
     return CPU_TRAIN_BUDGET if resolve_device(device or "auto").type == "cpu" else DEFAULT_BUDGET
+
+
+def configure_training(
+    data: str | Path,
+    out: Path,
+    *,
+    settings: RunConfig | None = None,
+    overrides: Callable[[RunConfig], RunConfig] | None = None,
+    init: str | None = None,
+    lr_chosen: bool = False,
+    time_budget: str | float | None = None,
+    fixed_length: bool = False,
+    plan_file: str | Path | None = None,
+    reading: RunConfig | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    started: float | None = None,
+) -> tuple[RunConfig, dict[str, Any], bool]:
+    """Plan if needed, then initialise: the one way a new run's configuration is made (``unetkit train``, the
+    napari Train widget), so the same settings give the same run. Returns the configuration, the plan's
+    measured times for :func:`~unetkit.workflows.train.announce` (empty when they do not describe it) and
+    whether its epochs are a plan's estimate to re-fit to the budget (``train(fill_budget=...)``).
+
+    ``settings``: start from this configuration instead of a plan (``--config``, ``--no-plan``); else from
+    ``plan_file`` or the dataset's plan, made now if absent (:func:`plan_for_training`, with ``reading``,
+    ``device``, ``progress`` and ``started``). ``overrides``: the caller's explicit choices (the command
+    line's flags), applied to either. ``init``: the model to fine-tune; its architecture and normalisation,
+    and the fine-tuning learning rate unless ``lr_chosen`` (the user chose one now: a settings file's rate is
+    its own training's). ``time_budget``: the run's clock; ``fixed_length``: the caller fixed epochs or steps,
+    which then no plan's time cap limits unless ``time_budget`` is given too."""
+    planned_batch = None
+    measured: dict[str, Any] = {}
+    if settings is None:
+        cfg, measured = plan_for_training(
+            data,
+            plan_file=plan_file,
+            time_budget=time_budget,
+            device=device,
+            reading=reading,
+            fixed_length=fixed_length,
+            out=out,
+            progress=progress,
+            init=init,
+            started=started,
+        )
+        planned_batch = cfg.train.batch_size
+    else:
+        cfg = dataclasses.replace(settings)
+        if time_budget:
+            cfg.train = dataclasses.replace(cfg.train, time_budget=parse_duration(time_budget))
+    if overrides is not None:
+        cfg = overrides(cfg)
+    if init:
+        cfg.train = dataclasses.replace(cfg.train, init=init)
+    cfg = starting_from(cfg, keep_lr=lr_chosen)  # said before training is announced
+    if fixed_length and not time_budget and cfg.train.time_budget:  # the user's length, not the plan's cap
+        log.info(
+            "--epochs/--steps-per-epoch fix this run's length: the plan's time budget (%s) does not cap it "
+            "(--time-budget to keep one)",
+            format_duration(cfg.train.time_budget),
+        )
+        cfg.train = dataclasses.replace(cfg.train, time_budget=None)
+    same = planned_batch is not None and cfg.train.batch_size == planned_batch  # the measured times apply
+    return cfg, measured if same else {}, planned_batch is not None and not fixed_length
 
 
 def plan_for_training(
