@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 
 from unetkit.config import DataConfig, ModelConfig, TrainConfig
+from unetkit.errors import ConfigError
 from unetkit.planning import rules
 from unetkit.planning.fingerprint import Fingerprint
 from unetkit.training.state import START_MARGIN, TrainState
@@ -163,6 +164,14 @@ def test_the_length_fills_the_budget_with_epochs_of_measured_time():
     short = TrainConfig()
     rules.length_rules(timing, 60.0, 10.0, short, {})
     assert short.epochs >= 1 and short.steps_per_epoch < 40  # few epochs fit: shorter ones
+    # issue 35 item 2: a budget in which not one planned epoch fits trains short epochs instead of refusing
+    # ("give at least 4m21s" for a 2-minute budget): 240 steps x 0.5 s + 30 s validation, 20 s start-up, 2 min
+    slow, timing = TrainConfig(), {"step_seconds": 0.5, "validation_seconds": 30.0}
+    rules.length_rules(timing, 120.0, 20.0, slow, {})
+    assert slow.epochs >= 1 and 10 <= slow.steps_per_epoch < 200
+    assert slow.epochs * (slow.steps_per_epoch * 0.5 + 30.0) <= 0.92 * 120 - 20
+    with pytest.raises(ConfigError, match="give at least"):  # not even 10 steps and a validation fit
+        rules.length_rules(timing, 40.0, 20.0, TrainConfig(), {})
 
 
 def test_the_plan_proposes_the_built_in_nuclei_model_only_for_data_like_its_own():

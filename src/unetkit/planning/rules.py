@@ -348,11 +348,11 @@ def length_rules(
         f"validation ({val:.1f} s) stays under ~{VALIDATION_SHARE:.0%} of an epoch at {step:.2f} s per step"
     )
     epoch_seconds = steps * step + val
-    epochs, why = epochs_for(budget, epoch_seconds, startup, steps)
-    if epochs < MIN_EPOCHS and steps > 10:
-        steps = max(10, int(steps * epochs / MIN_EPOCHS))
+    usable = 0.92 * budget - startup  # as epochs_for counts it
+    if usable < MIN_EPOCHS * epoch_seconds and steps > 10:  # short epochs, rather than too few (or none)
+        steps = max(10, min(steps, int((usable / MIN_EPOCHS - val) / max(step, 1e-6))))
         epoch_seconds = steps * step + val
-        epochs, why = epochs_for(budget, epoch_seconds, startup, steps)
+    epochs, why = epochs_for(budget, epoch_seconds, startup, steps)  # refused only if 10 steps do not fit
     tcfg.steps_per_epoch, tcfg.epochs, tcfg.time_budget = steps, epochs, budget
     reasons["train.epochs"] = why
     reasons["train.time_budget"] = "the run also stops before an epoch that would overrun the budget"
