@@ -94,7 +94,7 @@ def test_zarr_output_and_overlay(tiny_run, tmp_path):
 def test_bad_options_fail_before_any_compute(tiny_run, tmp_path):
     _, paths = image_in_every_format(tmp_path)
     stack = tmp_path / "stack.tif"
-    tifffile.imwrite(stack, np.stack([read_image(paths["png"])] * 3), photometric="minisblack")
+    tifffile.imwrite(stack, np.stack([read_image(paths["png"])] * 3), imagej=True, metadata={"axes": "ZYX"})
     with pytest.raises(DataError, match="a stack of 3 pages; use --format tiff"):
         predict_files(tiny_run.best_checkpoint, [stack], tmp_path / "x", format="png", progress=False)
     with pytest.raises(ConfigError, match="overlap"):
