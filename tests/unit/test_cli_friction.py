@@ -41,3 +41,24 @@ def test_the_help_cites_only_flags_that_exist(command):
     assert cited <= every, sorted(
         cited - every
     )  # train's help cited --norm-low/--norm-high, which did not exist
+
+
+def test_evaluate_takes_a_prediction_file_and_its_truth_file(tmp_path, capsys):
+    """Issue 32 item 8: `evaluate PREDFILE GT` on two files said "not a model"."""
+    import numpy as np
+
+    from unetkit import read_image, synth_nuclei, write_image
+
+    truth = synth_nuclei((64, 64), 0)[1]
+    gt = write_image(tmp_path / "gt" / "a.png", ((truth > 0) * 255).astype(np.uint8))
+    pred_mask = read_image(gt).copy()
+    pred_mask[:, :8] = 0  # a prediction that misses a strip
+    pred = write_image(tmp_path / "pred" / "a.png", pred_mask)
+    assert main(["evaluate", str(pred), str(gt), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    row = next(line.split() for line in out.splitlines() if line.startswith("a "))
+    inter = ((pred_mask > 0) & (truth > 0)).sum()
+    dice = 2 * inter / ((pred_mask > 0).sum() + (truth > 0).sum())
+    assert float(row[1]) == pytest.approx(dice, abs=1e-3) and dice < 1  # this pair's Dice, not an error
+    assert main(["evaluate", str(pred), str(gt.parent), "--no-progress"]) == 2
+    assert "is one file: give GT as its ground-truth mask file" in capsys.readouterr().err

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     builtin = (args.pred.startswith(PREFIX) or not pred.exists()) and get_pretrained(args.pred) is not None
     is_model = (
         builtin
-        or pred.is_file()
+        or (pred.is_file() and pred.suffix.lower() not in IMAGE_SUFFIXES)  # an image file is a prediction
         or is_package(pred)
         or (pred.is_dir() and any((pred / n).is_file() for n in ("best.pt", "last.pt")))
     )

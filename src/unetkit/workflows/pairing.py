@@ -127,8 +127,20 @@ def pair_masks(pred: str | Path, truth: str | Path, data: DataConfig | None = No
 def find_pairs(
     pred: str | Path, truth: str | Path, data: DataConfig | None
 ) -> tuple[list[Pair], dict[str, Any]]:
-    """:func:`pair_masks`, and the truth layout's defaults."""
+    """:func:`pair_masks`, and the truth layout's defaults. One prediction file and one truth file pair with
+    each other (with the prediction's ``NAME_instances``/``NAME_probs`` beside it)."""
     pred = Path(pred)
+    if pred.is_file() and pred.suffix.lower() in IMAGE_SUFFIXES:
+        if not Path(truth).is_file():
+            raise DataError(
+                f"PRED {pred} is one file: give GT as its ground-truth mask file, or PRED as the folder of predictions"
+            )
+        truth = Path(truth)
+        _, extra = _prediction_files(pred.parent)
+        name = mask_stem(pred.stem)
+        pair = Pair(name, Sample(name, truth, truth), pred, None, extra.get(f"{pred.stem}_instances"),
+                    extra.get(f"{pred.stem}_probs"))  # fmt: skip
+        return [pair], {}
     if not pred.is_dir():
         raise DataError(f"PRED {pred}: no such folder")
     samples, defaults, with_images = truth_samples(truth, data)
