@@ -240,9 +240,17 @@ def test_journey(tmp_path, layout, enc, capsys):
     assert main(["evaluate", str(pred), str(data), *flags]) == 0
     out = capsys.readouterr().out
     assert f"truth read as '{want}'" in out
+    report = tmp_path / f"report-{enc}"
     assert (
-        main(["evaluate", str(run), str(data), "--out", str(tmp_path / "pred-model")]) == 0
+        main(
+            ["evaluate", str(run), str(data), "--out", str(tmp_path / "pred-model"), "--report", str(report)]
+        )
+        == 0
     )  # as in training
+    from unetkit.pretrained import file_sha256
+
+    page = (report / "index.html").read_text()  # provenance: the model that made the predictions, by content
+    assert file_sha256(run / "best.pt") in page and str((run / "best.pt").resolve()) in page
 
     assert checksums(data) == before  # every input byte-identical after the whole journey (plan.yaml aside)
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import tifffile
 from scipy import ndimage as ndi
 from skimage.metrics import adapted_rand_error, variation_of_information
 
@@ -247,3 +248,42 @@ def test_evaluate_instance_mode_csv_json_and_report(tmp_path):
     assert (tmp_path / "report" / "object_iou.png").stat().st_size > 1000
     semantic = evaluate(pred, gt, mode="semantic")
     assert semantic.mode == "semantic" and 0.5 < semantic.mean["dice"] < 1 and semantic.mean["hd95"] >= 0
+
+
+def test_the_report_is_one_offline_file_worst_first_with_where_its_numbers_came_from(tmp_path):
+    """Issue 35: rows were in file order with nothing marking the worst images, 96-px thumbnails linked to files
+    beside the page, no provenance, and mean counts such as 99.2500."""
+    import re
+    from html.parser import HTMLParser
+
+    from unetkit import __version__
+
+    gt, pred = instance_dataset_with_errors(tmp_path)
+    labels = tifffile.imread(pred / "im1_instances.tif")
+    labels[np.isin(labels, [2, 3, 4, 5, 6])] = 0  # im1 misses six objects: worse than im0, listed first
+    tifffile.imwrite(pred / "im1_instances.tif", labels)
+    ev = evaluate(pred, gt, mode="instance")
+    worst_first = [r.name for r in sorted(ev.images, key=lambda r: r.scores["f1"])]
+    assert worst_first != [r.name for r in ev.images]  # not file order (im0 has few objects: a lower F1)
+    text = write_report(ev, tmp_path / "report").read_text()
+
+    class Images(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.sources: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.sources.append(dict(attrs)["src"])
+
+    parser = Images()
+    parser.feed(text)
+    assert parser.sources and all(s.startswith("data:image/png;base64,") for s in parser.sources)  # offline
+    order = re.findall(r"<tr(?: class='worst')?><td><a href='#img\d'>(im\d)</a>", text)
+    assert order == worst_first  # worst (lowest F1) first
+    assert "The 2 worst images (lowest f1 first)" in text
+    for value in (__version__, str(pred.resolve()), str(gt.resolve()), "IoU &gt; 0.5", " UTC"):
+        assert value in text, value
+    total_fn = int(sum(r.scores["fn"] for r in ev.images))
+    assert f"<td><b>{total_fn}</b></td>" in text  # counts summed as integers, not a mean like 1.5000
+    assert "rgb(255,60,40)" in text  # the legend shows the colours used

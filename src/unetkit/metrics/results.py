@@ -87,6 +87,8 @@ class Evaluation:
     reading: Described | None = None  # how truth and predictions were read (workflows.evaluate.Reading)
     #: the arrays behind one image's scores, for pictures (set by :func:`evaluate`)
     arrays: Callable[[str], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    #: what was scored against what: predictions, ground truth, the model and its sha256 (set by the workflows)
+    provenance: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def notes(self) -> list[str]:

@@ -110,7 +110,8 @@ def evaluate(
                 f"{pr.mask}: prediction is {'x'.join(map(str, have))} but its truth {pr.truth.mask_label} is "
                 f"{'x'.join(map(str, want))}"
             )
-    result = Evaluation(mode, reading=reading)
+    result = Evaluation(mode, reading=reading, provenance={"predictions": str(Path(pred).resolve()),
+                                                          "ground truth": str(Path(truth).resolve())})  # fmt: skip
     how_pred: set[str] = set()
     for pr in pairs:
         classes, labels = truths[pr.name]
@@ -191,8 +192,10 @@ def evaluate_model(
     masks unless ``data_config`` or ``DATA/dataset.yaml`` say otherwise."""
     from ..checkpoint import load_checkpoint, resolve_model_path
     from ..inference.bioimageio import is_package
+    from ..pretrained import file_sha256, get_pretrained
     from ..safety import sample_files
 
+    given = str(model)
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
     model = resolve_model_path(model)
@@ -215,4 +218,10 @@ def evaluate_model(
         protect=[data, *sample_files(samples)],
         **predict_kwargs,
     )
-    return evaluate(out, data, mode=mode, data=data_config, model_encoding=model_encoding)
+    result = evaluate(out, data, mode=mode, data=data_config, model_encoding=model_encoding)
+    path = Path(model)
+    builtin = not Path(given).exists() and get_pretrained(given) is not None
+    result.provenance["model"] = f"{given} (built-in)" if builtin else str(path.resolve())
+    if path.is_file():
+        result.provenance["model sha256"] = file_sha256(path)
+    return result

@@ -1,15 +1,17 @@
-"""An HTML report people read: the score table, an error picture per image, and a histogram of object IoU.
+"""An HTML report people read: one self-contained file (every picture embedded) that works offline, worst
+images first, each with a full-size view of its errors, the score table, a histogram of object IoU, and where
+the numbers came from (model and its sha256, data, date, unetkit version, matching rule, how masks were read).
 
 Error pictures: the image (or the mask, when no image is found) in gray, with false-positive pixels red,
 false-negative pixels blue, and in instance mode the true objects that were split orange and the predicted
-objects that merge several true ones purple.
+objects that merge several true ones purple. Each picture is also written beside the report
+(``NAME_errors.png``) for other tools.
 """
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 
@@ -84,8 +86,84 @@ def is_report(folder: Path) -> bool:
     return not index.exists() or "<title>unetkit evaluation</title>" in head_text(index, 512)
 
 
+#: per mode, the score that ranks images (worst first) and whether lower is worse
+RANK = {"instance": ("f1", True), "semantic": ("dice", True), "isbi": ("pixel_error", False)}
+#: scores that count things: their summary is a total, an integer, not a mean
+COUNTS = {"tp", "fp", "fn", "splits", "merges", "mergers", "n_true", "n_pred"}
+#: pictures wider or taller than this are shown subsampled (the PNG beside the report is full size)
+VIEW_SIDE = 2048
+WORST = 5
+
+
+def _data_uri(picture: np.ndarray) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG", optimize=False)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _view(picture: np.ndarray) -> tuple[np.ndarray, str]:
+    """A picture at full size, or subsampled to VIEW_SIDE with a note saying by how much."""
+    stride = max(1, -(-max(picture.shape[:2]) // VIEW_SIDE))
+    if stride == 1:
+        return picture, ""
+    return picture[::stride, ::stride], f" (shown at 1/{stride}; the PNG beside the report is full size)"
+
+
+def _summary(evaluation: Evaluation, c: str) -> str:
+    if c in COUNTS:
+        return str(int(np.nansum([r.scores.get(c, np.nan) for r in evaluation.images])))
+    return fmt(evaluation.mean[c])
+
+
+def _ranked(evaluation: Evaluation) -> list:
+    key, low_is_worse = RANK[evaluation.mode]
+
+    def badness(r) -> float:
+        v = r.scores.get(key, np.nan)
+        if v is None or np.isnan(v):
+            return -np.inf  # unscored images (no objects at all) after the scored ones
+        return -v if low_is_worse else v
+
+    return sorted(evaluation.images, key=badness, reverse=True)
+
+
+def _legend(mode: str) -> str:
+    items = [(FP, "false positive pixels"), (FN, "missed pixels")]
+    if mode == "instance":
+        items += [(SPLIT, "true objects split"), (MERGE, "predictions merging true objects")]
+    swatch = "<span class='sw' style='background:rgb({})'></span>{}"
+    return " ".join(
+        swatch.format(",".join(str(int(v)) for v in colour), html.escape(text)) for colour, text in items
+    )
+
+
+def _provenance(evaluation: Evaluation) -> str:
+    import datetime
+
+    from ..version import __version__
+
+    rows = {
+        **evaluation.provenance,
+        "made": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "unetkit": __version__,
+        "mode": evaluation.mode,
+    }
+    if evaluation.mode == "instance":
+        rows["matching"] = "objects matched one-to-one at IoU > 0.5 (DSB score: mean over IoU 0.5-0.95)"
+    cells = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items()
+    )
+    reading = "".join(f"<li>{html.escape(n)}</li>" for n in evaluation.notes)
+    return f"<table class='prov'>{cells}</table><ul>{reading}</ul>"
+
+
 def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = False) -> Path:
-    """Write ``OUT/index.html`` (with its pictures next to it); returns the HTML file's path."""
+    """Write ``OUT/index.html``, self-contained (with each error picture also beside it); returns its path."""
     out = Path(out)
     index = out / "index.html"
     if index.exists() and not overwrite:
@@ -96,37 +174,55 @@ def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = Fals
     mode = evaluation.mode
     cols = [c for c in COLUMNS[mode] if c in evaluation.mean]
     head = "".join(f"<th title='{html.escape(DEFINITIONS.get(c, c))}'>{c}</th>" for c in cols)
-    rows = []
-    for r in evaluation.images:
-        picture = write_image(
-            out / f"{r.name}_errors.png", _errors_picture(evaluation, r, mode), overwrite=True
-        )
+    ranked = _ranked(evaluation)
+    key = RANK[mode][0]
+    rows, views = [], []
+    for rank, r in enumerate(ranked):
+        picture = _errors_picture(evaluation, r, mode)
+        file = write_image(out / f"{r.name}_errors.png", picture, overwrite=True)
+        shown, note = _view(picture)
+        uri, anchor, name = _data_uri(shown), f"img{rank}", html.escape(r.name)
+        thumb = _data_uri(picture[:: max(1, picture.shape[0] // 160), :: max(1, picture.shape[0] // 160)])
         cells = "".join(f"<td>{fmt(r.scores[c])}</td>" for c in cols)
-        rows.append(
-            f"<tr><td>{html.escape(r.name)}</td>{cells}"
-            f"<td><a href='{quote(picture.name)}'><img src='{quote(picture.name)}' height='96'></a></td></tr>"
-        )
-    mean = "".join(f"<td><b>{fmt(evaluation.mean[c])}</b></td>" for c in cols)
+        worst = " class='worst'" if rank < WORST and len(ranked) > 1 else ""
+        rows.append(f"<tr{worst}><td><a href='#{anchor}'>{name}</a></td>{cells}"
+                    f"<td><a href='#{anchor}'><img class='thumb' src='{thumb}' alt='{name}'></a></td></tr>")  # fmt: skip
+        views.append(f"<section id='{anchor}'><h3>{rank + 1}. {name}: {key} {fmt(r.scores.get(key))}</h3>"
+                     f"<img src='{uri}' alt='{name}'><p class='file'>{html.escape(file.name)}{note}</p></section>")  # fmt: skip
+    summary = "".join(f"<td><b>{_summary(evaluation, c)}</b></td>" for c in cols)
     histogram = ""
     if mode == "instance":
         ious = [v for r in evaluation.images for v in r.details.get("object_iou", [])]
         _histogram(ious, out / "object_iou.png")
-        histogram = "<h2>Object IoU</h2><img src='object_iou.png'>"
-    legend = "red: false positive pixels; blue: missed pixels" + (
-        "; orange: true objects split; purple: predictions merging objects" if mode == "instance" else ""
-    )
+        plot = read_image(out / "object_iou.png")[..., :3]
+        histogram = f"<h2>Object IoU</h2><img src='{_data_uri(plot)}' alt='object_iou.png'>"
     definitions = "".join(
         f"<li><b>{c}</b>: {html.escape(DEFINITIONS[c])}</li>" for c in cols if c in DEFINITIONS
     )
-    reading = "".join(f"<p class='reading'>{html.escape(n)}</p>" for n in evaluation.notes)
+    n_worst = min(WORST, len(ranked)) if len(ranked) > 1 else 0
+    worst = "".join(views[:n_worst])
     atomic_write_text(
         index,
         "<!doctype html><meta charset='utf-8'><title>unetkit evaluation</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:right}"
-        "td:first-child{text-align:left}tr:nth-child(even){background:#f4f4f4}</style>"
-        f"<h1>unetkit evaluation ({mode}, {len(evaluation.images)} images)</h1>{reading}"
-        f"<table><tr><th>image</th>{head}<th>errors</th></tr>{''.join(rows)}"
-        f"<tr><td><b>mean</b></td>{mean}<td></td></tr></table><p>{legend}</p>{histogram}"
-        f"<h2>Definitions</h2><ul>{definitions}</ul>",
+        "td:first-child{text-align:left}tr:nth-child(even){background:#f4f4f4}tr.worst td:first-child"
+        "{border-left:4px solid #d33}.thumb{height:160px;image-rendering:pixelated}section img{max-width:100%;"
+        "image-rendering:pixelated}.sw{display:inline-block;width:1em;height:1em;margin:0 .3em 0 1em;"
+        "vertical-align:middle}.prov th{text-align:left}</style>"
+        f"<h1>unetkit evaluation ({mode}, {len(evaluation.images)} images)</h1>{_provenance(evaluation)}"
+        f"<p>Legend:{_legend(mode)}</p>"
+        + (
+            f"<h2>The {n_worst} worst images ({'lowest' if RANK[mode][1] else 'highest'} {key} first)</h2>{worst}"
+            if n_worst
+            else ""
+        )
+        + f"<h2>Every image, worst first</h2><table><tr><th>image</th>{head}<th>errors</th></tr>{''.join(rows)}"
+        f"<tr><td><b>mean (counts: total)</b></td>{summary}<td></td></tr></table>{histogram}"
+        + (
+            f"<h2>{'The other images' if n_worst else 'Full-size view'}</h2>{''.join(views[n_worst:])}"
+            if views[n_worst:]
+            else ""
+        )
+        + f"<h2>Definitions</h2><ul>{definitions}</ul>",
     )
     return index
