@@ -12,10 +12,9 @@ from ..data.io import IMAGE_SUFFIXES
 from ..errors import DataError
 from ..inference.bioimageio import is_package
 from ..metrics.results import MODES, is_evaluation_csv, is_evaluation_json
-from ..pretrained import PREFIX, get_pretrained
 from ..safety import guard_file, guard_outputs
 from ..training.run_folder import RunFolder
-from ..workflows.evaluate import PRED_ENCODINGS, evaluate, evaluate_model
+from ..workflows.evaluate import PRED_ENCODINGS, evaluate, evaluate_model, model_or_predictions
 from .common import add_progress, add_reading_args, reading_config
 
 
@@ -67,15 +66,9 @@ def run(args: argparse.Namespace) -> int:
     data = reading_config(args, RunConfig()).data
     if args.num_classes and data.mask_encoding == "classes" and not data.class_values:
         data.class_values = list(range(args.num_classes))
-    pred = Path(args.pred)
-    builtin = (args.pred.startswith(PREFIX) or not pred.exists()) and get_pretrained(args.pred) is not None
-    is_model = (
-        builtin
-        or (pred.is_file() and pred.suffix.lower() not in IMAGE_SUFFIXES)  # an image file is a prediction
-        or is_package(pred)
-        or (pred.is_dir() and any((pred / n).is_file() for n in ("best.pt", "last.pt")))
-    )
-    _guard_writes(args, is_model and not builtin)
+    kind = model_or_predictions(args.pred)
+    is_model = kind != "predictions"
+    _guard_writes(args, kind == "model")
     if is_model:
         with tempfile.TemporaryDirectory() as tmp:
             result = evaluate_model(

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..config import DataConfig
-from ..data.io import read_image
+from ..data.io import IMAGE_SUFFIXES, read_image
 from ..data.masks import IGNORE, MaskEncoding
 from ..errors import ConfigError, DataError
 from ..metrics.isbi import isbi_scores
@@ -174,6 +174,23 @@ def _report_arrays(
         out["truth_labels"] = labels if labels is not None else ndi.label(classes == 1)[0]
         out["pred_labels"] = pred_labels(pr, pred_encoding, volumes)[0]
     return out
+
+
+def model_or_predictions(pred: str | Path) -> str:
+    """What the first argument of ``unetkit evaluate`` is: ``"builtin"`` (a built-in model's name),
+    ``"model"`` (a checkpoint, an ONNX file, a bioimage.io package or a run folder) or ``"predictions"`` (a folder
+    of masks, or one mask file: an image file is always a prediction)."""
+    from ..inference.bioimageio import is_package
+    from ..pretrained import PREFIX, get_pretrained
+
+    path = Path(pred)
+    if (str(pred).startswith(PREFIX) or not path.exists()) and get_pretrained(str(pred)) is not None:
+        return "builtin"
+    if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
+        return "model"
+    if is_package(path) or (path.is_dir() and any((path / n).is_file() for n in ("best.pt", "last.pt"))):
+        return "model"
+    return "predictions"
 
 
 def evaluate_model(
