@@ -405,3 +405,12 @@ def test_a_predict_result_opens_as_layers_through_the_reader(make_napari_viewer,
         get_reader(str(tmp_path / "other.zarr")) is None
         and get_reader(str(tmp_path / "in" / "cells.png")) is None
     )
+    # issue 35 item 4: dropped on the window, a result folder opens napari's "Choose reader" dialog, which
+    # preselects its first entry: that was napari's own reader, which fails on our stores with a bare ValueError
+    from napari._qt.dialogs.qt_reader_dialog import QtReaderDialog
+    from napari.plugins import _npe2
+
+    readers = _npe2.get_readers(str(result.mask))
+    assert "unetkit" in readers and len(readers) > 1  # napari's builtins offer themselves too
+    dialog = QtReaderDialog(pth=str(result.mask), readers=readers)
+    assert dialog._get_plugin_choice() == readers["unetkit"]
