@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import glob
 import math
 import os
 import shutil
@@ -192,8 +193,8 @@ def work_dir(out: Path, name: str) -> Path:
 
 @contextlib.contextmanager
 def work_folder(out: Path, name: str) -> Iterator[Path]:
-    """:func:`work_dir`, removed on leaving, however left: made inside the ``try``, so a signal that arrives
-    right after the folder exists still removes it."""
+    """:func:`work_dir`, removed on leaving, however left: made inside the ``try``, and on an interruption
+    found by its name if the signal came while it was being made."""
     work = None
     interrupted = True
     try:
@@ -201,11 +202,13 @@ def work_folder(out: Path, name: str) -> Iterator[Path]:
         yield work
         interrupted = False
     finally:
-        if work is not None:
-            remove_tree(work)
-            # an interrupted zarr write goes on in zarr's IO thread: let it end, then remove what it wrote
-            if interrupted and _drain_zarr_io():
-                remove_tree(work)
+        if interrupted:
+            # an interrupted zarr write goes on in zarr's IO thread: let it end before removing, or it recreates
+            # files in a folder already removed (CI found one left behind this way)
+            _drain_zarr_io()
+        made = [work] if work is not None else list(out.glob(f".{glob.escape(name)}{WORK}{os.getpid()}.*"))
+        for path in made:
+            remove_tree(path)
 
 
 def _drain_zarr_io(timeout: float = 10.0) -> bool:
