@@ -64,11 +64,11 @@ def main() -> None:
     predictor = Predictor.from_pretrained("nuclei")
     switch = next(s for s in range(256, 20000, 16) if streams(predictor, (s, s), instances))
     sides = [int(s) for s in args.sides.split(",")] if args.sides else [switch - 96, switch + 96, 8000, 8200]
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-         if ln.startswith("model name")), "unknown CPU",
-    )  # fmt: skip
-    print(f"CPU: {cpu}; the rule switches at {switch}² ({'with' if instances else 'without'} --instances)\n")
+    from unetkit.device import cpu_summary
+
+    print(
+        f"CPU: {cpu_summary()}; the rule switches at {switch}² ({'with' if instances else 'without'} --instances)\n"
+    )
     print("| image | path | mask | wall s | peak RSS MiB |")
     print("| --- | --- | --- | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:

@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from unetkit import Predictor, synth_nuclei
 from unetkit.data.normalize import Normalizer
-from unetkit.device import compile_cache_dir, cpu_has_native_bf16, tune_allocator
+from unetkit.device import compile_cache_dir, cpu_has_native_bf16, cpu_summary, tune_allocator
 from unetkit.models import create_model
 
 
@@ -510,6 +510,7 @@ def main() -> None:
                 f"{attained / peaks[prec]:.0%} of ceiling",
             )
         )
+    print(f"CPU: {cpu_summary()}")
     print(
         f"peers: torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; unetkit UNet "
         f"{n_ours:,} params, {flops_px / 1e3:.1f} kFLOP/pixel; MONAI BasicUNet {n_peer:,} params, "

@@ -97,20 +97,11 @@ def _minutes(text: str) -> list[float]:
 
 
 def _machine() -> None:
-    import platform
-
     import torch
 
-    from unetkit.device import cpu_has_native_bf16
+    from unetkit.device import cpu_summary
 
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    ) if Path("/proc/cpuinfo").is_file() else platform.processor()  # fmt: skip
-    print(
-        f"CPU: {cpu}; {torch.get_num_threads()} threads; native bfloat16: {cpu_has_native_bf16()}; "
-        f"torch {torch.__version__}"
-    )
+    print(f"CPU: {cpu_summary()}; torch {torch.__version__}")
 
 
 def _scores(ev: Any) -> dict[str, float]:

@@ -18,6 +18,7 @@ __all__ = [
     "autocast",
     "compile_cache_dir",
     "compile_model",
+    "cpu_summary",
     "process_started",
     "resolve_device",
     "tune_allocator",
@@ -147,3 +148,27 @@ def process_started() -> float:
     except (OSError, ValueError, IndexError):
         return now
     return now - age if age >= 0 else now
+
+
+def cpu_summary() -> str:
+    """This machine's CPU in one line, for benches and reports: model, threads torch uses, and the instruction
+    sets that decide CPU speed here (AVX2, AVX-512, AVX512-BF16, AMX) with whether bfloat16 is native."""
+    import platform
+
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("unknown CPU", platform.processor()):
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:  # not Linux: the model from platform, no flags
+        pass
+    sets = {"AVX2": "avx2", "AVX-512": "avx512f", "AVX512-BF16": "avx512_bf16", "AMX": "amx_tile"}
+    have = [name for name, flag in sets.items() if flag in flags] if flags else ["flags unknown"]
+    return (
+        f"{model}; {torch.get_num_threads()} threads; {', '.join(have) or 'no AVX2'}; native bfloat16: "
+        f"{'yes' if cpu_has_native_bf16() else 'no'}"
+    )

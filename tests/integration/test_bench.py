@@ -20,6 +20,10 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
         "peers.py",
         "dask_inference.py",
         "plan.py",
+        "memory_rule.py",
+        "newcomer.py",
+        "pretrained.py",
+        "generator_ablation.py",
     ],
 )
 def test_bench_script_imports(script):
