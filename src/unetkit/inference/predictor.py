@@ -152,6 +152,8 @@ class Predictor:
         self.diameter = parse_diameter(diameter)
         self.trained_diameter: float | None = self.preprocessing.get("object_diameter")
         self.trained_range: list[float] | None = self.preprocessing.get("object_diameter_range")
+        #: what ``--diameter auto`` found and did on the last image, in words (None: not used)
+        self.scaling: str | None = None
         #: the model was trained on images resampled by this factor (``--input-scale``): so are its inputs
         self.input_scale = float(self.preprocessing.get("input_scale") or 1.0)
         if self.diameter is not None and not self.trained_diameter:
@@ -383,28 +385,28 @@ class Predictor:
         if diameter == "auto":
             first, found = self._first_pass(x, stats, name, tta, progress)
             if found is None:
-                log.info("%s: --diameter auto found no objects; the image is kept at its scale", name)
+                self.scaling = "--diameter auto found no objects; the image was kept at its scale"
+                log.info("%s: %s", name, self.scaling)
                 return first
-            learnt = (
-                f"{self.trained_range[0]:g}-{self.trained_range[1]:g} px"
-                if self.trained_range
-                else f"{trained:.1f} px"
-            )
             factor = factor_for(found, target_diameter(found, trained, self.trained_range))
             kept = abs(factor / self.input_scale - 1) < NEGLIGIBLE
-            log.info(
-                "%s: objects about %.1f px across (estimated); the model learnt %s: %s",
-                name,
-                found,
-                learnt,
-                "kept at its scale" if kept else f"segmented zoomed x{factor:.3g} (then mapped back)",
+            self.scaling = (
+                f"objects about {found:.1f} px across (estimated); the model learnt {self.learnt_sizes()}: "
+                + ("kept at its scale" if kept else f"segmented zoomed x{factor:.3g} (then mapped back)")
             )
+            log.info("%s: %s", name, self.scaling)
             if kept:
                 return first
             return self._proba_at(x, factor, stats, name, tta, progress)
         assert isinstance(diameter, float)
         factor = factor_for(diameter, target_diameter(diameter, trained, self.trained_range))
         return self._proba_at(x, factor, stats, name, tta, progress)
+
+    def learnt_sizes(self) -> str:
+        """The object diameters the model learnt, in words ("7-57.7 px"; "unknown" for a model without them)."""
+        if self.trained_range:
+            return f"{self.trained_range[0]:g}-{self.trained_range[1]:g} px"
+        return f"{self.trained_diameter:.1f} px" if self.trained_diameter else "unknown sizes"
 
     def _first_pass(
         self, x: np.ndarray, stats: Any, name: str | Path, tta: bool | None, progress: bool
