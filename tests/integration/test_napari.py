@@ -87,6 +87,7 @@ def test_the_segment_widget_starts_from_unetkit_predicts_defaults(make_napari_vi
     assert widget.tile.value == 0 and "training patch" in widget.tile.tooltip  # 0: the model's, as the CLI
     assert widget.tta.value == defaults.tta and widget.threshold.value == defaults.threshold
     assert widget.diameter.value == 0 and defaults.diameter is None  # 0: as the model learnt
+    assert widget.min_size.value == defaults.min_size  # exposed, as StarDist and cellpose-napari do
     documented, why = SURFACE_DEFAULTS["napari"]["instances"]
     assert (
         widget.instances.value
@@ -167,6 +168,33 @@ def test_segment_estimates_the_diameter_and_warns_about_sizes_the_model_never_le
     assert "(estimated); the model learnt 7-57.7 px: segmented zoomed x1." in widget.status.value
     viewer.window.add_dock_widget(widget, name="Segment", area="right")
     _screenshot(viewer, "napari-segment-estimate.png", tmp_path)
+    widget.min_size.value = 10**6  # the min-size field reaches the work: no object is that large
+    widget.start()
+    _wait(qtbot, widget)
+    assert widget.status.value.startswith("small: 0 objects")
+
+
+def test_train_and_evaluate_choose_sensible_layers(make_napari_viewer):
+    """Issue 35: Evaluate preselected the same layer as prediction and truth; Train's labels defaulted to the first
+    Labels layer, not the painted one."""
+    from unetkit.napari._evaluate import EvaluateWidget
+    from unetkit.napari._train import TrainWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("unetkit", "nuclei")  # "nuclei" and "nuclei (true labels)"
+    shape = viewer.layers["nuclei"].data.shape
+    train, evaluate = TrainWidget(viewer), EvaluateWidget(viewer)
+    viewer.add_labels(np.zeros(shape, np.uint8), name="nuclei objects")  # what Segment adds
+    viewer.add_labels(np.zeros(shape, np.uint8), name="Labels")  # napari's name for a layer one paints
+    assert train.labels.value.name == "Labels"  # the painted layer, not a result
+    assert evaluate.prediction.value.name == "nuclei objects"
+    assert evaluate.truth.value.name == "nuclei (true labels)"  # named as truth, and not the prediction
+    evaluate.truth.value = viewer.layers["Labels"]  # a person's own choice stays when layers change
+    viewer.add_labels(np.zeros(shape, np.uint8), name="nuclei objects [1]")
+    assert evaluate.truth.value.name == "Labels" and evaluate.prediction.value.name == "nuclei objects [1]"
+    train.labels.value = viewer.layers["nuclei (true labels)"]  # chosen by hand: kept when a layer is painted
+    viewer.add_labels(np.zeros(shape, np.uint8), name="Labels 2")
+    assert train.labels.value.name == "nuclei (true labels)"
 
 
 def test_a_dask_backed_layer_is_read_window_by_window(make_napari_viewer, qtbot):

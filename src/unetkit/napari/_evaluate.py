@@ -12,6 +12,7 @@ from magicgui.widgets import Container, Label, PushButton, Table, create_widget
 from ..metrics.instance import match_instances
 from ..metrics.results import DEFINITIONS
 from ..metrics.scoring import score_instances
+from ._worker import is_result, painted_labels, result_labels
 
 __all__ = ["ROWS", "EvaluateWidget"]
 
@@ -37,6 +38,20 @@ class EvaluateWidget(Container):
         self.extend([self.prediction, self.truth, self.run_button, self.table, self.status])
         self.run_button.changed.connect(self.evaluate)
         self.scores: dict[str, float] = {}
+        self._choose_layers()
+        self.viewer.layers.events.inserted.connect(self._choose_layers)
+
+    def _choose_layers(self, *_: Any) -> None:
+        """Prediction: the newest Segment result; ground truth: a layer a person made, one named as truth first
+        (both defaulted to the first Labels layer, the same layer)."""
+        self.prediction.reset_choices()
+        self.truth.reset_choices()
+        made = result_labels(self.viewer)
+        if made is not None:  # a new result is what one evaluates next
+            self.prediction.value = made
+        truth, current = painted_labels(self.viewer, truth_first=True), self.truth.value
+        if truth is not None and (current is None or current is self.prediction.value or is_result(current)):
+            self.truth.value = truth  # a person's own choice of truth is kept
 
     def evaluate(self, *_: Any) -> dict[str, float]:
         pred, truth = self.prediction.value, self.truth.value

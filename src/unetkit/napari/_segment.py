@@ -111,6 +111,10 @@ class SegmentWidget(WorkerWidget):
         self.diameter = FloatSpinBox(
             label="object diameter", value=0.0, min=0.0, max=10000.0, tooltip="pixels; 0: as the model learnt"
         )
+        self.min_size = SpinBox(
+            label="min size (px)", value=PredictConfig().min_size, min=0, max=10**6,
+            tooltip="objects under this many pixels are dropped",
+        )  # fmt: skip
         self.estimate = CheckBox(
             text="estimate the diameter from the image",
             value=False,
@@ -127,6 +131,7 @@ class SegmentWidget(WorkerWidget):
                 self.tta,
                 self.threshold,
                 self.instances,
+                self.min_size,
                 self.diameter,
                 self.estimate,
                 self.probabilities,
@@ -184,6 +189,7 @@ class SegmentWidget(WorkerWidget):
             return None
         options: dict[str, Any] = {"tile": int(self.tile.value) or None, "tta": bool(self.tta.value)}
         options["threshold"] = float(self.threshold.value)
+        options["min_size"] = int(self.min_size.value)
         if self.estimate.value:
             options["diameter"] = "auto"
         elif self.diameter.value > 0:

@@ -39,7 +39,7 @@ from ..workflows.painted import UNPAINTED, write_painted_dataset
 from ..workflows.plan import configure_training
 from ..workflows.train import announce, new_folder, train
 from ._models import TRAINED
-from ._worker import WorkerWidget, full_resolution
+from ._worker import WorkerWidget, full_resolution, is_result, painted_labels
 
 __all__ = ["SCRATCH", "TrainWidget"]
 
@@ -152,6 +152,27 @@ class TrainWidget(WorkerWidget):
         self.source.changed.connect(self._show_fields)
         self.unpainted.changed.connect(self._show_fields)
         self._show_fields()
+        self._labels_by_hand = self._choosing = False
+        labels: Any = self.labels  # (magicgui's Container has a `labels` flag of its own: mypy sees that)
+        labels.changed.connect(self._labels_changed)
+        self._choose_labels()
+        self.viewer.layers.events.inserted.connect(self._choose_labels)
+
+    def _labels_changed(self, *_: Any) -> None:
+        if not self._choosing:
+            self._labels_by_hand = True
+
+    def _choose_labels(self, *_: Any) -> None:
+        """The labels to learn from default to the newest layer a person painted, never a Segment result (the
+        first Labels layer was chosen, often the objects Segment had just added); a layer chosen by hand stays."""
+        self._choosing = True
+        try:
+            self.labels.reset_choices()
+            current, painted = self.labels.value, painted_labels(self.viewer)
+            if painted is not None and (current is None or is_result(current) or not self._labels_by_hand):
+                self.labels.value = painted
+        finally:
+            self._choosing = False
 
     def _show_fields(self, *_: Any) -> None:
         layers = self.source.value == SOURCES[0]

@@ -4,6 +4,7 @@ in a napari worker thread whose mistakes arrive as one status line (never a trac
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,7 @@ from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
 from ..errors import UnetkitError
 
-__all__ = ["WorkerWidget", "full_resolution"]
+__all__ = ["WorkerWidget", "full_resolution", "is_result", "painted_labels", "result_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,39 @@ log = logging.getLogger(__name__)
 def full_resolution(layer: Any) -> Any:
     """A layer's data at full resolution (level 0 of a multiscale layer), as it is: not loaded."""
     return layer.data[0] if layer.multiscale else layer.data
+
+
+#: names the Segment widget gives its results ("NAME objects", "NAME classes"; napari numbers duplicates "[1]")
+_RESULT = re.compile(r" (objects|classes)( \[\d+\])?$")
+#: names that say a layer is the ground truth (the sample's "nuclei (true labels)", "gt", "truth" ...)
+_TRUTH = re.compile(r"true|truth|\bgt\b|ground", re.IGNORECASE)
+
+
+def _labels_layers(viewer: Any) -> list[Any]:
+    import napari.layers
+
+    return [layer for layer in viewer.layers if isinstance(layer, napari.layers.Labels)]
+
+
+def is_result(layer: Any) -> bool:
+    """Whether a layer is one a Segment widget made (by its name)."""
+    return bool(_RESULT.search(getattr(layer, "name", "")))
+
+
+def result_labels(viewer: Any) -> Any:
+    """The newest Labels layer a Segment made (a prediction), or None."""
+    made = [layer for layer in _labels_layers(viewer) if _RESULT.search(layer.name)]
+    return made[-1] if made else None
+
+
+def painted_labels(viewer: Any, truth_first: bool = False) -> Any:
+    """The newest Labels layer a person made (not a Segment result), or None; ``truth_first``: one named as
+    ground truth wins."""
+    own = [layer for layer in _labels_layers(viewer) if not _RESULT.search(layer.name)]
+    if truth_first:
+        named = [layer for layer in own if _TRUTH.search(layer.name)]
+        own = named or own
+    return own[-1] if own else None
 
 
 class WorkerWidget(Container):
