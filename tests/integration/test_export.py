@@ -36,9 +36,8 @@ def test_onnx_export_is_verified_and_self_describing(tiny_run, tmp_path):
             spec["hparams"]["depth"] = 1
             prop.value = json.dumps(spec)
     onnx.save(proto, str(tmp_path / "altered.onnx"))
-    predictor = Predictor.from_checkpoint(tmp_path / "altered.onnx", tile=66)
-    with pytest.raises(UnetkitError, match=r"altered\.onnx: ONNX Runtime failed on a tile of"):
-        predictor.predict_proba(np.zeros((66, 66), np.uint8))
+    with pytest.raises(UnetkitError, match=r"altered\.onnx: ONNX Runtime failed on a tile of 2x2"):
+        Predictor.from_checkpoint(tmp_path / "altered.onnx", tile=66)  # refused on loading, before any image
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")

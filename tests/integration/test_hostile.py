@@ -218,6 +218,27 @@ def test_garbage_and_altered_onnx_files_are_refused(tmp_path, tiny_run, capsys):
     bad.write_bytes(b"garbage" * 10)
     assert main(["predict", str(bad), str(tmp_path / "in"), "--out", str(tmp_path / "o")]) == 2
     assert "not a readable ONNX file" in capsys.readouterr().err
+    # issue 31: metadata that says the graph is shallower than it is was found only when a tile failed (or not at
+    # all): the graph now runs once on the smallest input its metadata allows, before any image is read
+    import json
+
+    import onnx
+
+    from unetkit.workflows.export import export_model
+
+    good = export_model(tiny_run.best_checkpoint, tmp_path / "good.onnx", "onnx").path
+    proto = onnx.load(str(good))
+    for prop in proto.metadata_props:
+        if prop.key == "unetkit.model":
+            spec = json.loads(prop.value)
+            assert spec["hparams"]["depth"] > 1
+            spec["hparams"]["depth"] = 1
+            prop.value = json.dumps(spec)
+    shallow = tmp_path / "shallow.onnx"
+    onnx.save(proto, str(shallow))
+    assert main(["predict", str(shallow), str(tmp_path / "in"), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "metadata" in err and "export it again" in err and not (tmp_path / "o2").exists(), err
 
 
 def test_an_output_folder_that_cannot_be_written_is_found_before_any_compute(tmp_path, tiny_run, capsys):

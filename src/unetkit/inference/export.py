@@ -251,6 +251,20 @@ class OnnxModel(nn.Module):
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         self.session = onnx_session(str(path), str(path), options, providers)
+        self._probe(int(self.preprocessing.get("in_channels") or hp.get("in_channels") or 1))
+
+    def _probe(self, channels: int) -> None:
+        """Run the graph once on the smallest input its metadata allows, before any image is read: a graph deeper
+        than its metadata says fails on such sizes, and an altered file is refused here, not at the first tile
+        (or, where it happened to run, with masks of the wrong shape)."""
+        x = torch.zeros((1, channels, *self.size_multiples))
+        out = self.forward(x)
+        if tuple(out.shape) != (1, self.num_classes, *self.size_multiples):
+            raise CheckpointError(
+                f"{self.path}: on a {'x'.join(map(str, self.size_multiples))} input the graph gives "
+                f"{tuple(out.shape)}, not (1, {self.num_classes}, ...) as its metadata says (depth {self.depth}): "
+                "the file was altered; export it again with `unetkit export`"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape[2:])
