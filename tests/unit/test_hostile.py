@@ -124,6 +124,26 @@ def test_package_archives_are_bounded_by_ratio_links_and_checksums(tmp_path):
     assert set(temp_root().glob("*")) == before  # nothing left behind
 
 
+def test_a_package_larger_than_the_free_disk_is_refused_before_unpacking(tmp_path, monkeypatch):
+    """Issue 31 leftover: an incompressible member within the 4 GiB bound was unpacked whatever the free space."""
+    import collections
+    import shutil
+
+    from unetkit import CheckpointError
+    from unetkit.inference.bioimageio import load_package
+    from unetkit.inference.writers import temp_root
+
+    package = _package_zip(tmp_path / "big.zip", [("weights.onnx", np.random.default_rng(0).bytes(2**20))])
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20)
+    )  # a nearly full disk
+    before = set(temp_root().glob("*"))
+    with pytest.raises(CheckpointError, match=r"big.zip: unpacks to 0.00 GiB, and .* has 0.00 GiB free"):
+        load_package(package)
+    assert set(temp_root().glob("*")) == before  # nothing unpacked, nothing left behind
+
+
 def test_a_package_unpacked_by_a_killed_process_is_swept_on_the_next_start(tmp_path, monkeypatch):
     from unetkit.inference import writers
     from unetkit.inference.bioimageio import _folder

@@ -14,6 +14,7 @@ package, no member or total larger than ``MAX_BYTES``.
 from __future__ import annotations
 
 import math
+import shutil
 import stat
 import zipfile
 from pathlib import Path
@@ -117,6 +118,15 @@ def _folder(path: Path) -> Path:
         if not any(Path(i.filename).name in DESCRIPTIONS and len(Path(i.filename).parts) == 1 for i in infos):
             raise CheckpointError(f"{path}: no rdf.yaml at the top of the archive: not a bioimage.io package")
         folder = process_temp("package")  # TMP/unetkit-UID: removed at exit, swept after a kill
+        free = shutil.disk_usage(folder).free
+        if (
+            total + 2**28 > free
+        ):  # unpacking would fill the disk (a large, incompressible member within bounds)
+            remove_tree(folder)
+            raise CheckpointError(
+                f"{path}: unpacks to {total / 2**30:.2f} GiB, and {folder.parent} has {free / 2**30:.2f} GiB free "
+                "(with 0.25 GiB to spare): free space there, or set TMPDIR to a larger disk"
+            )
         try:
             archive.extractall(folder)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:  # a bad CRC, a truncated member, a full disk
