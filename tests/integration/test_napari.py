@@ -197,6 +197,19 @@ def test_train_and_evaluate_choose_sensible_layers(make_napari_viewer):
     assert train.labels.value.name == "nuclei (true labels)"
 
 
+def test_train_errors_name_the_widgets_fields_not_the_command_lines_flags(make_napari_viewer):
+    """Issue 35: a refused budget said "give at least 4m21s" for "--time-budget", a flag the widget does not have."""
+    from unetkit.errors import ConfigError
+    from unetkit.napari._train import TrainWidget
+
+    widget = TrainWidget(make_napari_viewer())
+    widget._failed(ConfigError("--time-budget 6s: one epoch takes 30 s here; give at least 40s"))
+    assert (
+        widget.status.value
+        == "error: the time budget ('minutes') 6s: one epoch takes 30 s here; give at least 40s"
+    )
+
+
 def test_a_dask_backed_layer_is_read_window_by_window(make_napari_viewer, qtbot):
     da = pytest.importorskip("dask.array")
     from unetkit import synth_nuclei

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from magicgui.types import FileDialogMode
 from magicgui.widgets import (
@@ -70,6 +70,13 @@ class _Events(QObject):
 
 class TrainWidget(WorkerWidget):
     """Train a U-Net from painted layers or a dataset folder (see the module docstring)."""
+
+    FIELDS: ClassVar[dict[str, str]] = {
+        "--time-budget": "the time budget ('minutes')",
+        "--init": "'start from'",
+        "--config": "'settings'",
+        "--no-plan": "no plan",
+    }
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()

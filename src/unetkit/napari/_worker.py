@@ -7,7 +7,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
@@ -100,10 +100,16 @@ class WorkerWidget(Container):
         self.run_button.enabled, self.cancel_button.enabled = True, False
         self.busy = False
 
+    #: the command line's flags in a message, as this widget's fields (the library speaks the CLI's words)
+    FIELDS: ClassVar[dict[str, str]] = {}
+
     def _failed(self, exc: BaseException) -> None:
         from napari.utils.notifications import show_error
 
-        self.status.value = f"error: {exc}"
+        message = str(exc)
+        for flag, field in self.FIELDS.items():
+            message = re.sub(rf"{re.escape(flag)}(?![\w-])", field, message)
+        self.status.value = f"error: {message}"
         if not isinstance(exc, UnetkitError):  # not the user's mistake: keep the traceback for a report
             log.error("%s failed", type(self).__name__, exc_info=exc)
-        show_error(str(exc))
+        show_error(message)
