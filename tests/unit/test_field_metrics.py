@@ -286,4 +286,7 @@ def test_the_report_is_one_offline_file_worst_first_with_where_its_numbers_came_
         assert value in text, value
     total_fn = int(sum(r.scores["fn"] for r in ev.images))
     assert f"<td><b>{total_fn}</b></td>" in text  # counts summed as integers, not a mean like 1.5000
+    table = ev.table().splitlines()  # the CLI's table alike, with a line that says so
+    header, mean = table[0].split(), next(line for line in table if line.startswith("mean")).split()
+    assert mean[header.index("fn")] == str(total_fn) and "totals over the images" in table[-1]
     assert "rgb(255,60,40)" in text  # the legend shows the colours used

@@ -62,6 +62,10 @@ COLUMNS = {
 }
 
 
+#: scores that count things: summed over images (an integer), not averaged, where people read them
+COUNTS = frozenset({"tp", "fp", "fn", "splits", "merges", "mergers", "n_true", "n_pred"})
+
+
 @dataclass
 class ImageResult:
     """Scores of one image: ``scores`` (numbers, one column each), ``details`` (per class, IoU lists)."""
@@ -156,9 +160,17 @@ class Evaluation:
             )
         lines.append(
             f"{'mean':<{width}}  "
-            + "  ".join(f"{fmt(self.mean[c]):>{w}}" for c, w in zip(cols, widths, strict=True))
+            + "  ".join(f"{self.summary(c):>{w}}" for c, w in zip(cols, widths, strict=True))
         )
-        return "\n".join(lines)
+        counted = [c for c in cols if c in COUNTS]
+        note = f"\n({', '.join(counted)}: totals over the images; the rest: means)" if counted else ""
+        return "\n".join(lines) + note
+
+    def summary(self, column: str) -> str:
+        """A column's summary over images, as people read it: a count's total (an integer), else the mean."""
+        if column in COUNTS:
+            return str(int(np.nansum([s.scores.get(column, np.nan) for s in self.images])))
+        return fmt(self.mean[column])
 
 
 def _cell(text: str) -> str:

@@ -88,8 +88,6 @@ def is_report(folder: Path) -> bool:
 
 #: per mode, the score that ranks images (worst first) and whether lower is worse
 RANK = {"instance": ("f1", True), "semantic": ("dice", True), "isbi": ("pixel_error", False)}
-#: scores that count things: their summary is a total, an integer, not a mean
-COUNTS = {"tp", "fp", "fn", "splits", "merges", "mergers", "n_true", "n_pred"}
 #: pictures wider or taller than this are shown subsampled (the PNG beside the report is full size)
 VIEW_SIDE = 2048
 WORST = 5
@@ -112,12 +110,6 @@ def _view(picture: np.ndarray) -> tuple[np.ndarray, str]:
     if stride == 1:
         return picture, ""
     return picture[::stride, ::stride], f" (shown at 1/{stride}; the PNG beside the report is full size)"
-
-
-def _summary(evaluation: Evaluation, c: str) -> str:
-    if c in COUNTS:
-        return str(int(np.nansum([r.scores.get(c, np.nan) for r in evaluation.images])))
-    return fmt(evaluation.mean[c])
 
 
 def _ranked(evaluation: Evaluation) -> list:
@@ -189,7 +181,7 @@ def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = Fals
                     f"<td><a href='#{anchor}'><img class='thumb' src='{thumb}' alt='{name}'></a></td></tr>")  # fmt: skip
         views.append(f"<section id='{anchor}'><h3>{rank + 1}. {name}: {key} {fmt(r.scores.get(key))}</h3>"
                      f"<img src='{uri}' alt='{name}'><p class='file'>{html.escape(file.name)}{note}</p></section>")  # fmt: skip
-    summary = "".join(f"<td><b>{_summary(evaluation, c)}</b></td>" for c in cols)
+    summary = "".join(f"<td><b>{evaluation.summary(c)}</b></td>" for c in cols)
     histogram = ""
     if mode == "instance":
         ious = [v for r in evaluation.images for v in r.details.get("object_iou", [])]
