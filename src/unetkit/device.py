@@ -155,17 +155,15 @@ def cpu_summary() -> str:
     sets that decide CPU speed here (AVX2, AVX-512, AVX512-BF16, AMX) with whether bfloat16 is native."""
     import platform
 
-    model, flags = platform.processor() or "unknown CPU", set()
+    info: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():  # the first processor's entries
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("unknown CPU", platform.processor()):
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
+            info.setdefault(key.strip(), value.strip())
     except OSError:  # not Linux: the model from platform, no flags
         pass
+    model = info.get("model name") or platform.processor() or "unknown CPU"
+    flags = set(info.get("flags", "").split())
     sets = {"AVX2": "avx2", "AVX-512": "avx512f", "AVX512-BF16": "avx512_bf16", "AMX": "amx_tile"}
     have = [name for name, flag in sets.items() if flag in flags] if flags else ["flags unknown"]
     return (

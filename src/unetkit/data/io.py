@@ -25,6 +25,7 @@ __all__ = [
     "DECODE_ERRORS",
     "IMAGE_SUFFIXES",
     "UNLABELLED_AXES",
+    "channel_axes",
     "channel_indices",
     "check_pixel_values",
     "collapse_gray",
@@ -268,21 +269,31 @@ def _read_tiff(path: Path, page: int | None) -> np.ndarray:
 UNLABELLED_AXES = "QI"
 
 
+def channel_axes(axes: str, shape: tuple[int, ...], shaped: bool, channels: int | None) -> str | None:
+    """The axes to read a 3-D TIFF series with when its unlabelled pages are ``channels`` channels of one image:
+    ``"CYX"`` for a ``(C, H, W)`` array saved without axes, ``"YXC"`` for an ``(H, W, C)`` array tifffile stored
+    row by row (``shaped``: its own metadata kept the array's shape); None when they are not."""
+    if not channels or channels < 2 or len(axes) != 3 or axes[0] not in UNLABELLED_AXES:
+        return None
+    if shape[0] == channels:
+        return "CYX"
+    return "YXC" if shaped and shape[-1] == channels else None
+
+
 def pages_reading(path: str | Path, channels: int, images: bool = False) -> str:
     """How a 2-D model taking ``channels`` channels reads a multi-page TIFF: ``"images"`` (a stack, segmented
-    page by page) or ``"channels"`` (one image, its pages or its last axis the channels). The file's axes
-    metadata decides (``C``/``S``: channels; ``Z``, ``T`` and the like: images). Pages it does not label (a
-    NumPy array saved without axes) are channels when their count is the model's channel count (or, for an
-    ``(H, W, C)`` array tifffile stored row by row, when its last axis is), images when ``images`` (the ISBI
-    layout) or when the file is named as ISBI 2012 names its stacks (``test-volume.tif``); otherwise refused: 2 unlabelled pages may be 2 channels or 2 images, and reading the
-    wrong one gives a wrong result with no error."""
+    page by page) or ``"channels"`` (one image: :func:`channel_axes`). The file's axes metadata decides
+    (``C``/``S``: channels; ``Z``, ``T`` and the like: images). Pages it does not label (a NumPy array saved
+    without axes) are channels when :func:`channel_axes` says so, images when ``images`` (the ISBI layout) or
+    when the file is named as ISBI 2012 names its stacks (``test-volume.tif``); otherwise refused: 2 unlabelled
+    pages may be 2 channels or 2 images, and reading the wrong one gives a wrong result with no error."""
     path = Path(path)
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         axes, shape, shaped = series.axes, tuple(series.shape), tif.is_shaped
     if axes[0] not in UNLABELLED_AXES or images or path.stem.lower().split("-")[-1] == "volume":
         return "images"
-    if channels > 1 and (shape[0] == channels or (shaped and len(shape) == 3 and shape[-1] == channels)):
+    if channel_axes(axes, shape, shaped, channels):
         return "channels"
     raise DataError(
         f"{path}: {shape[0]} pages (shape {shape}) without axes metadata: channels of one image, or separate "

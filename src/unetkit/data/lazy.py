@@ -18,7 +18,7 @@ import tifffile
 
 from ..errors import DataError
 from .io import (
-    UNLABELLED_AXES,
+    channel_axes,
     channel_indices,
     decoding_error,
     read_image,
@@ -201,11 +201,8 @@ def _open_tiff(path: Path, volume: bool = False, channels: int | None = None) ->
     try:
         series = tif.series[0]
         axes = series.axes
-        if channels and channels > 1 and not volume and len(axes) == 3 and axes[0] in UNLABELLED_AXES:
-            if series.shape[0] == channels:  # (C, H, W) saved without axes: its pages are the channels
-                axes = "C" + axes[1:]
-            elif tif.is_shaped and series.shape[-1] == channels:  # (H, W, C) stored by tifffile row by row
-                axes = "YXC"
+        if not volume:  # unlabelled pages that are the channels the reader expects: one image
+            axes = channel_axes(axes, tuple(series.shape), tif.is_shaped, channels) or axes
         squeeze = [i for i, a in enumerate(axes) if a not in "YXSC" and series.shape[i] == 1]
         core = [a for i, a in enumerate(axes) if i not in squeeze]
         if volume:

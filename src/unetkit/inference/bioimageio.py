@@ -119,9 +119,8 @@ def _folder(path: Path) -> Path:
             raise CheckpointError(f"{path}: no rdf.yaml at the top of the archive: not a bioimage.io package")
         folder = process_temp("package")  # TMP/unetkit-UID: removed at exit, swept after a kill
         free = shutil.disk_usage(folder).free
-        if (
-            total + 2**28 > free
-        ):  # unpacking would fill the disk (a large, incompressible member within bounds)
+        # unpacking would fill the disk (a large, incompressible member within the bounds)
+        if total + 2**28 > free:
             remove_tree(folder)
             raise CheckpointError(
                 f"{path}: unpacks to {total / 2**30:.2f} GiB, and {folder.parent} has {free / 2**30:.2f} GiB free "

@@ -105,8 +105,9 @@ def streams(
     size: whole only while that needs at most :data:`IN_MEMORY_ALLOWANCE` more than streaming would, so a
     smaller image never needs more than that much more memory than a larger one (with a fixed 64-megapixel
     switch an 8000 x 8000 image with ``--instances`` peaked at 3.2 GB held whole, 8200 x 8200 at 1.3 GB
-    streamed). Holding whole is kept for the images it suits: exact normalisation statistics, no work folder. An image that must be rescaled
-    (``--diameter``, ``input_scale``) is held whole while that fits in half the available memory."""
+    streamed). Holding whole is kept for the images it suits: exact normalisation statistics, no work folder.
+    An image that must be rescaled (``--diameter``, ``input_scale``) is held whole while that fits in half the
+    available memory."""
     if max_pixels is not None:
         return shape[0] * shape[1] > max_pixels
     whole = whole_bytes(predictor, shape, instances)
@@ -126,7 +127,8 @@ def check_input(
     """Height, width and pages of a 2-D model's input, and whether it is streamed (:func:`streams`), after
     reading it as the prediction will (an image segmented whole is decoded whole now; a streamed one is opened
     and sampled). A multi-page TIFF is a stack of images or one image of several channels as
-    :func:`~unetkit.data.io.pages_reading` decides (``stack``: the ISBI layout says images). ``max_memory_gib``: GiB a streamed row of tiles may need (default: half the available memory)."""
+    :func:`~unetkit.data.io.pages_reading` decides (``stack``: the ISBI layout says images).
+    ``max_memory_gib``: GiB a streamed row of tiles may need (default: half the available memory)."""
     pages = count_planes(path) if path.suffix.lower() in (".tif", ".tiff") else 1
     if pages > 1 and pages_reading(path, predictor.in_channels, stack) == "channels":
         log.info("%s: its pages are read as the model's %d channels", path, predictor.in_channels)
@@ -138,9 +140,8 @@ def check_input(
         return first.shape[0], first.shape[1], pages, False
     with open_image(path, channels=predictor.in_channels) as source:
         h, w = source.spatial_shape
-        predictor.check_size(
-            (h, w), path, max_memory_gib
-        )  # declared sizes, before anything is read or allocated
+        # declared sizes, before anything is read or allocated
+        predictor.check_size((h, w), path, max_memory_gib)
         source.select(predictor.in_channels)
         large = streams(predictor, (h, w), instances, max_pixels)
         # a small image decodes whole now (a damaged file fails before any result); a large one is sampled

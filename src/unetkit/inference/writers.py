@@ -138,9 +138,7 @@ def _save_png_rows(path: Path, plane: Plane) -> Path:
                 read(slice(y, min(h, y + CHUNK)), slice(0, w)), dtype.newbyteorder(">")
             )
             rows = band.reshape(band.shape[0], -1).view(np.uint8)
-            up = np.diff(
-                np.concatenate([previous, rows]), axis=0
-            )  # uint8 arithmetic wraps, as PNG's filter does
+            up = np.diff(np.concatenate([previous, rows]), axis=0)  # uint8 wraps, as PNG's filter does
             previous = rows[-1:]
             filtered = np.concatenate([np.full((len(up), 1), 2, np.uint8), up], axis=1)
             if data := deflate.compress(filtered.tobytes()):

@@ -77,11 +77,9 @@ class Plan:
         if d.target == "border":
             return "border (interior, border, background)"
         if m.num_classes and m.num_classes > 1:
-            named = [
-                n for i, n in enumerate(d.class_names or []) if n != f"class_{i}"
-            ]  # not the placeholders
-            names = ", ".join(d.class_names or []) if named else ""
-            return f"the masks' {m.num_classes} classes" + (f" ({names})" if names else "")
+            names = d.class_names or []
+            named = any(n != f"class_{i}" for i, n in enumerate(names))  # not only the placeholders
+            return f"the masks' {m.num_classes} classes" + (f" ({', '.join(names)})" if named else "")
         return "foreground"
 
     def summary(self) -> str:

@@ -187,10 +187,10 @@ def predict_files(
     :data:`~unetkit.inference.outputs.PNG_MAX_PIXELS` pixels (the log says so). An image is segmented whole in
     memory, or streamed (read lazily, results held on disk, memory growing with its width only) when holding it
     whole would need more than 512 MiB beyond streaming (:func:`~unetkit.inference.pipeline.streams`);
-    ``max_pixels_in_memory`` replaces that rule by a pixel count. Instance IDs
-    are consistent across tiles and blocks for objects up to ``object_context`` pixels across. ``max_memory_gib``
-    (GiB, as ``--max-memory-gib``; default: half the memory available): an image whose row of tiles needs more is refused before
-    anything is allocated (memory grows with the width; ``--dask`` splits both ways).
+    ``max_pixels_in_memory`` replaces that rule by a pixel count. Instance IDs are consistent across tiles and
+    blocks for objects up to ``object_context`` pixels across. ``max_memory_gib`` (GiB, as
+    ``--max-memory-gib``; default: half the memory available): an image whose row of tiles needs more is refused
+    before anything is allocated (memory grows with the width; ``--dask`` splits both ways).
 
     ``dask``: run on a Dask cluster instead (``True``: a ``LocalCluster`` of ``dask_workers`` processes started
     here; a string: the scheduler's address), ``chunk`` x ``chunk`` pixels per task, results as zarr (see
@@ -298,9 +298,8 @@ def _predict_images(
             if pages > 1:
                 results.append(predict_stack(predictor, item, pages, paths, probs_dtype, instances, progress))
                 continue
-            with open_image(item.path, channels=predictor.in_channels).select(
-                predictor.in_channels
-            ) as source:
+            source = open_image(item.path, channels=predictor.in_channels).select(predictor.in_channels)
+            with source:
                 results.append(
                     predict_one(
                         predictor,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path, atomic_write_text
-from ..data.io import read_image, read_volume, write_image
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..data.io import read_image, read_volume
 from ..data.masks import IGNORE
 from ..metrics.results import COLUMNS, DEFINITIONS, Evaluation, fmt
 from ..safety import head_text
@@ -62,7 +62,10 @@ def _errors_picture(evaluation: Evaluation, result, mode: str) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _histogram(ious: list[float], path: Path) -> Path:
+def _histogram(ious: list[float]) -> bytes:
+    """The histogram of object IoU as PNG bytes."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,10 +77,10 @@ def _histogram(ious: list[float], path: Path) -> Path:
     ax.set_xlabel("best IoU of each true object (0 = missed)")
     ax.set_ylabel("objects")
     fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
-    return path
+    return buffer.getvalue()
 
 
 def is_report(folder: Path) -> bool:
@@ -93,15 +96,20 @@ VIEW_SIDE = 2048
 WORST = 5
 
 
-def _data_uri(picture: np.ndarray) -> str:
-    import base64
+def _png(picture: np.ndarray) -> bytes:
     import io
 
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, format="PNG", optimize=False)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    Image.fromarray(picture).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _data_uri(png: bytes) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _view(picture: np.ndarray) -> tuple[np.ndarray, str]:
@@ -171,10 +179,16 @@ def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = Fals
     rows, views = [], []
     for rank, r in enumerate(ranked):
         picture = _errors_picture(evaluation, r, mode)
-        file = write_image(out / f"{r.name}_errors.png", picture, overwrite=True)
+        png = _png(picture)  # encoded once: the file beside the report and, at full size, the page's view
+        file = atomic_write_bytes(out / f"{r.name}_errors.png", png)
         shown, note = _view(picture)
-        uri, anchor, name = _data_uri(shown), f"img{rank}", html.escape(r.name)
-        thumb = _data_uri(picture[:: max(1, picture.shape[0] // 160), :: max(1, picture.shape[0] // 160)])
+        uri, anchor, name = (
+            _data_uri(png if shown is picture else _png(shown)),
+            f"img{rank}",
+            html.escape(r.name),
+        )
+        step = max(1, picture.shape[0] // 160)
+        thumb = _data_uri(_png(picture[::step, ::step]))
         cells = "".join(f"<td>{fmt(r.scores[c])}</td>" for c in cols)
         worst = " class='worst'" if rank < WORST and len(ranked) > 1 else ""
         rows.append(f"<tr{worst}><td><a href='#{anchor}'>{name}</a></td>{cells}"
@@ -185,8 +199,8 @@ def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = Fals
     histogram = ""
     if mode == "instance":
         ious = [v for r in evaluation.images for v in r.details.get("object_iou", [])]
-        _histogram(ious, out / "object_iou.png")
-        plot = read_image(out / "object_iou.png")[..., :3]
+        plot = _histogram(ious)
+        atomic_write_bytes(out / "object_iou.png", plot)
         histogram = f"<h2>Object IoU</h2><img src='{_data_uri(plot)}' alt='object_iou.png'>"
     definitions = "".join(
         f"<li><b>{c}</b>: {html.escape(DEFINITIONS[c])}</li>" for c in cols if c in DEFINITIONS

@@ -106,9 +106,8 @@ def train(
             raise ConfigError("time_budget= extends a resumed run; a new run takes config.train.time_budget")
         cfg, epochs = _more_budget(cfg, payload, time_budget, epochs)
     if epochs is not None:
-        if (
-            resume and cfg.train.time_budget and time_budget is None
-        ):  # extending a run: the epochs asked for, not its spent budget
+        # extending a run: the epochs asked for, not its spent budget
+        if resume and cfg.train.time_budget and time_budget is None:
             log.info(
                 "--epochs %d: the run's time budget (%.0f s) no longer caps it; it trains to epoch %d",
                 epochs,
