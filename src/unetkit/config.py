@@ -420,7 +420,11 @@ class PredictConfig:
     tta: bool = option(
         False, "test-time augmentation: average over 8 flips/rotations of each tile (8x the time)"
     )
-    min_size: int = option(8, "drop objects under this many pixels")
+    min_size: int | None = option(
+        None,
+        "drop objects under this many pixels",
+        default_text="a tenth of the typical object's area in each image, at least 2 (8 when it finds none)",
+    )
     diameter: str | None = option(
         None,
         "the objects' diameter in pixels in these images, or auto (estimated by a first pass): the image is "

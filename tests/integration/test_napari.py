@@ -87,7 +87,9 @@ def test_the_segment_widget_starts_from_unetkit_predicts_defaults(make_napari_vi
     assert widget.tile.value == 0 and "training patch" in widget.tile.tooltip  # 0: the model's, as the CLI
     assert widget.tta.value == defaults.tta and widget.threshold.value == defaults.threshold
     assert widget.diameter.value == 0 and defaults.diameter is None  # 0: as the model learnt
-    assert widget.min_size.value == defaults.min_size  # exposed, as StarDist and cellpose-napari do
+    assert widget.min_size.value == (
+        defaults.min_size or 0
+    )  # exposed (0: auto), as StarDist and cellpose-napari do
     documented, why = SURFACE_DEFAULTS["napari"]["instances"]
     assert (
         widget.instances.value

@@ -68,3 +68,51 @@ def test_border_model_interiors_joined_by_a_thin_bridge_are_split():
     assert labels[20, 18] != labels[20, 40] and labels[20, 18] > 0 and labels[20, 40] > 0
     assert ((labels > 0) == (classes > 0)).mean() > 0.97  # grown back over the border, never into background
     assert len(np.unique(label_instances(classes, (1,)))) - 1 == 1  # plain components would merge them
+
+
+def _nuclei(centres, radius: float, interior: float, shape) -> np.ndarray:
+    """Classes of a border model: discs of ``radius`` (border class 2) with an ``interior`` disc (class 1)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    classes = np.zeros(shape, np.uint8)
+    for cy, cx in centres:
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        classes[(d2 <= radius**2) & (classes == 0)] = 2
+        classes[d2 <= interior**2] = 1
+    return classes
+
+
+def test_the_split_follows_the_objects_size_tiny_nuclei_are_kept():
+    from unetkit.inference.postprocess import measured_split
+
+    # 6-px nuclei, side by side in pairs; a map whose interiors are 5-pixel crosses (under the fixed 8 pixels)
+    centres = [(y, x + dx) for y in range(6, 64, 12) for x in range(6, 60, 16) for dx in (0, 6)]
+    classes = _nuclei(centres, 3.2, 1.2, (64, 64))
+    assert instances_from_classes(classes, "interior").max() == 0  # the fixed split drops every one
+    split = measured_split(lambda w: classes[w], classes.shape, "interior")
+    assert split.min_size <= 4 and split.min_distance <= 2
+    labels = instances_from_classes(classes, "interior", split=split)
+    assert labels.max() == len(centres) and len({labels[c] for c in centres}) == len(centres)
+
+
+def test_one_split_per_image_whichever_part_is_labelled():
+    from unetkit.inference.postprocess import (
+        first_pixel_order,
+        instances_blockwise,
+        measured_split,
+        size_windows,
+    )
+
+    # larger than one measuring window: the windows are spread over the image, the same for every path
+    assert len(size_windows((2500, 1100))) == 6 and len(size_windows((300, 200))) == 1
+    assert size_windows((300, 200))[0] == (slice(0, 300), slice(0, 200))
+    centres = [(y, x) for y in range(40, 1300, 90) for x in range(40, 1300, 90)]
+    classes = _nuclei(centres, 30, 27, (1300, 1300))
+    split = measured_split(lambda w: classes[w], classes.shape, "interior")
+    whole = first_pixel_order(instances_from_classes(classes, "interior", split=split))
+    assert whole.max() == len(centres)
+    out = np.zeros_like(whole)
+    instances_blockwise(
+        lambda w: classes[w], classes.shape, lambda w, v: out.__setitem__(w, v),
+        lambda c: instances_from_classes(c, "interior", split=split), block=512, context=96,
+    )  # fmt: skip
+    np.testing.assert_array_equal(out, whole)

@@ -17,7 +17,7 @@ from unetkit import (
 )
 from unetkit.data.lazy import open_image
 from unetkit.inference.blending import importance_map
-from unetkit.inference.postprocess import instances_from_classes, watershed_instances
+from unetkit.inference.postprocess import Split, instances_from_classes, watershed_instances
 from unetkit.inference.tiling import plan_blend_axis, plan_blend_tiles, read_window
 
 PREP = {"in_channels": 1, "normalization": {"method": "percentile", "low": 1.0, "high": 99.8}}
@@ -168,7 +168,7 @@ def test_watershed_splits_touching_disks_and_interior_components_regrow_their_bo
     classes[6:14, 6:14] = 1
     classes[5:15, 20:30] = 2
     classes[6:14, 21:29] = 1
-    objects = instances_from_classes(classes, "interior", min_size=4)
+    objects = instances_from_classes(classes, "interior", split=Split(min_size=4))
     assert objects.max() == 2 and (objects > 0).sum() == 200  # border pixels given back
 
 

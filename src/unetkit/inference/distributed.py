@@ -32,6 +32,7 @@ from .outputs import PredictedFile, existing, instance_dtype, prepare_out, publi
 from .pipeline import InputImage
 from .postprocess import (
     RegionObjects,
+    Split,
     block_regions,
     first_pixel_table,
     instances_from_classes,
@@ -120,7 +121,7 @@ def semantic_chunk(
 
 
 def _objects(
-    classes_path: str, region: tuple[tuple[int, int], ...], context: int, method: str, min_size: int
+    classes_path: str, region: tuple[tuple[int, int], ...], context: int, method: str, split: Split
 ) -> RegionObjects:
     """This chunk's objects, labelled with ``context`` around it from the zarr array of classes."""
     import zarr
@@ -128,7 +129,7 @@ def _objects(
     classes = zarr.open_array(classes_path, mode="r")
 
     def label(c: np.ndarray) -> np.ndarray:
-        return instances_from_classes(c, method, min_size=min_size)
+        return instances_from_classes(c, method, split=split)
 
     return region_objects(
         lambda where: np.asarray(classes[where]), tuple(classes.shape), region, context, label
@@ -136,11 +137,11 @@ def _objects(
 
 
 def instance_candidates(
-    classes_path: str, region: tuple[tuple[int, int], ...], context: int, method: str, min_size: int
+    classes_path: str, region: tuple[tuple[int, int], ...], context: int, method: str, split: Split
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Pass 1 of :func:`~unetkit.inference.postprocess.instances_blockwise`, as a task: this chunk's objects'
     first pixels, which of them it owns, and how many owned objects reach the context's edge."""
-    return _objects(classes_path, region, context, method, min_size).candidates()
+    return _objects(classes_path, region, context, method, split).candidates()
 
 
 def instance_chunk(
@@ -149,7 +150,7 @@ def instance_chunk(
     region: tuple[tuple[int, int], ...],
     context: int,
     method: str,
-    min_size: int,
+    split: Split,
     table: np.ndarray,
 ) -> None:
     """Pass 2, as a task: this chunk's objects written with their global IDs (the rank of their first pixel in
@@ -157,7 +158,7 @@ def instance_chunk(
     import zarr
 
     out = zarr.open_array(out_path, mode="r+")
-    ids = _objects(classes_path, region, context, method, min_size).global_ids(table)
+    ids = _objects(classes_path, region, context, method, split).global_ids(table)
     out[region_slices(region)] = ids.astype(out.dtype)
 
 
@@ -262,15 +263,16 @@ def predict_chunks(
         pass
     if not instances:
         return None
-    method, size = predictor.instance_method, predictor.min_size
-    calls = [(arrays["classes"], r, object_context, method, size) for r in regions]
+    classes = zarr.open_array(arrays["classes"], mode="r")  # one split for the image, as every path
+    method, split = predictor.instance_method, predictor.split(lambda w: np.asarray(classes[w]), shape)
+    calls = [(arrays["classes"], r, object_context, method, split) for r in regions]
     candidates = dask.run(instance_candidates, calls, desc="objects", progress=progress)
     table = first_pixel_table(candidates, object_context)
     dtype = instance_dtype(len(table))
     out.create_array("instances", shape=shape, dtype=dtype, chunks=chunks)
     table_future = dask.client.scatter(table, broadcast=True)
     calls = [
-        (arrays["classes"], str(group / "instances"), r, object_context, method, size, table_future)
+        (arrays["classes"], str(group / "instances"), r, object_context, method, split, table_future)
         for r in regions
     ]
     for _ in dask.run(instance_chunk, calls, desc="instances", progress=progress):

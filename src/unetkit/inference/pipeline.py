@@ -239,7 +239,7 @@ def segment_source(
                 lambda where: np.asarray(classes[where]),
                 (h, w),
                 lambda where, values: labels.__setitem__(where, values),
-                predictor.instances,
+                predictor.labeller(lambda where: np.asarray(classes[where]), (h, w)),
                 context=object_context,
                 out_read=lambda where: np.asarray(labels[where]),
                 progress=progress,

@@ -33,7 +33,7 @@ from ..models.blocks import fold_batch_norms
 from ..pretrained import pretrained_path
 from .bioimageio import is_package, load_package
 from .blending import BLEND_MODES, importance_map
-from .postprocess import first_pixel_order, instances_from_classes
+from .postprocess import Split, first_pixel_order, instances_from_classes, measured_split
 from .scale import (
     NEGLIGIBLE,
     estimate_diameter,
@@ -134,7 +134,7 @@ class Predictor:
         channels_last: bool = False,
         tta: bool = _DEFAULTS.tta,
         prefetch: int = 2,
-        min_size: int = _DEFAULTS.min_size,
+        min_size: int | None = _DEFAULTS.min_size,
         fuse: bool = False,
         compile: bool = _DEFAULTS.compile,
         diameter: float | str | None = _DEFAULTS.diameter,
@@ -196,7 +196,12 @@ class Predictor:
         if self.compiled:
             self.model = compile_model(self.model)
         self.prefetch = max(0, int(prefetch))
-        self.min_size = int(min_size)
+        if min_size is not None and not 0 <= min_size < 2**31:
+            raise ConfigError(
+                f"--min-size {min_size}: give a number of pixels (0 keeps every object), or leave it out"
+            )
+        #: objects under this many pixels are dropped (None: a tenth of the image's typical object)
+        self.min_size = None if min_size is None else int(min_size)
         self.overlap = float(overlap)
         self.num_classes: int = model.num_classes  # type: ignore[assignment]
         self.spatial_dims: int = getattr(model, "spatial_dims", 2)
@@ -445,11 +450,22 @@ class Predictor:
         return self.instances(self.predict(image, name))
 
     def instances(self, classes: np.ndarray) -> np.ndarray:
-        """Class indices → objects, by the model's target (:func:`~.postprocess.instances_from_classes`),
-        numbered in raster order of their first pixel, as block-wise and Dask labelling number them."""
-        return first_pixel_order(
-            instances_from_classes(classes, self.instance_method, min_size=self.min_size)
-        )
+        """Class indices → objects, by the model's target (:func:`~.postprocess.instances_from_classes`), split
+        by the size of this image's objects (:func:`~.postprocess.measured_split`), numbered in raster order of
+        their first pixel, as block-wise and Dask labelling number them."""
+        return self.labeller(lambda where: classes[where], classes.shape)(classes)
+
+    def split(self, read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[int, ...]) -> Split:
+        """The :class:`~.postprocess.Split` for the image whose classes ``read(slices)`` reads: measured once
+        per image, the same in every path."""
+        return measured_split(read, tuple(shape), self.instance_method, self.min_size)
+
+    def labeller(
+        self, read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[int, ...]
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """Classes of (any part of) the image ``read`` reads → its objects, with the image's one :meth:`split`."""
+        split, method = self.split(read, shape), self.instance_method
+        return lambda classes: first_pixel_order(instances_from_classes(classes, method, split=split))
 
     @property
     def instance_method(self) -> str:

@@ -112,9 +112,10 @@ class SegmentWidget(WorkerWidget):
             label="object diameter", value=0.0, min=0.0, max=10000.0, tooltip="pixels; 0: as the model learnt"
         )
         self.min_size = SpinBox(
-            label="min size (px)", value=PredictConfig().min_size, min=0, max=10**6,
-            tooltip="objects under this many pixels are dropped",
+            label="min size (px)", value=PredictConfig().min_size or 0, min=0, max=10**6,
+            tooltip="objects under this many pixels are dropped; auto (0): a tenth of the typical object's area",
         )  # fmt: skip
+        self.min_size.native.setSpecialValueText("auto")  # 0 shows as "auto"
         self.estimate = CheckBox(
             text="estimate the diameter from the image",
             value=False,
@@ -189,7 +190,7 @@ class SegmentWidget(WorkerWidget):
             return None
         options: dict[str, Any] = {"tile": int(self.tile.value) or None, "tta": bool(self.tta.value)}
         options["threshold"] = float(self.threshold.value)
-        options["min_size"] = int(self.min_size.value)
+        options["min_size"] = int(self.min_size.value) or None  # 0: auto
         if self.estimate.value:
             options["diameter"] = "auto"
         elif self.diameter.value > 0:

@@ -41,6 +41,7 @@ from ..data.synthetic import synth_nuclei
 from ..errors import ConfigError, UnetkitError
 from ..inference import Predictor
 from ..inference.export import write_exported
+from ..inference.postprocess import FIXED_SPLIT
 from ..inference.writers import temp_root, work_folder
 from ..models import blocks as blocks_module
 from ..models import instances as instances_module
@@ -172,7 +173,8 @@ def _instance_step(predictor: Predictor) -> dict[str, Any]:
     return {
         "method": predictor.instance_method,
         "threshold": float(predictor.threshold),
-        "min_size": int(predictor.min_size),
+        # the graph splits every tile alike: the fixed split, not one measured per image
+        "min_size": FIXED_SPLIT.min_size if predictor.min_size is None else int(predictor.min_size),
     }
 
 
