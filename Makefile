@@ -10,14 +10,14 @@ STAMP  := $(VENV)/.installed
 
 
 .PHONY: gui-deps
-.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-memory bench-pretrained bench-ablation pretrained lint clean
+.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-memory bench-pretrained bench-ablation pretrained lint docs docs-serve clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,onnx,dask,bioimageio,ome-zarr,napari]"
+	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,docs,onnx,dask,bioimageio,ome-zarr,napari]"
 	touch $(STAMP)
 
 demo: setup
@@ -58,7 +58,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 setup-bench: $(BENCH_STAMP)
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,onnx,dask,bioimageio,ome-zarr,napari,bench]"
+	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,docs,onnx,dask,bioimageio,ome-zarr,napari,bench]"
 	touch $(BENCH_STAMP)
 
 bench: setup
@@ -123,10 +123,19 @@ bench-precision: setup
 
 # Style (ruff), the house's layers (import-linter: pyproject's [tool.importlinter]) and types (mypy).
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench docs/hooks
+	$(VENV)/bin/ruff format --check src tests bench docs/hooks
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
+# The docs site (mkdocs-material; docs/, mkdocs.yml): strict (a broken link or reference fails), offline, into site/.
+# The CLI reference and the front page are generated from the code and README.md by docs/hooks/unetkit_docs.py.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	@echo "site/index.html"
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
 clean:
-	rm -rf $(VENV) demo-output build *.egg-info src/*.egg-info .pytest_cache
+	rm -rf $(VENV) demo-output build site *.egg-info src/*.egg-info .pytest_cache

@@ -4,7 +4,7 @@ Builds four folders from the built-in synthetic nuclei, as users bring them, eac
 another size: a Data Science Bowl 2018 folder (``ID/images/ID.png`` as RGBA, ``ID/masks/*.png`` one binary PNG
 per nucleus), a Cellpose folder (``img_001.tif`` + ``img_001_cp_masks.png``), 3-D z-stacks with label stacks
 saved by Fiji, and RGB class masks (a colour per class). Then it runs exactly what a newcomer types, with no
-flag beyond what README's "Bring your own data" asks for and check-data's refusals name (``--spatial-dims 3``
+flag beyond what docs/data.md asks for and check-data's refusals name (``--spatial-dims 3``
 and ``--mask-encoding instances`` for label stacks, ``--class-map`` for colours), through the installed ``unetkit`` command, timing each step:
 
     unetkit check-data DATA
@@ -95,7 +95,7 @@ def rgb_class_folder(root: Path, n: int, size, seed: int) -> Path:
 
 
 def folders(work: Path) -> list[tuple[str, Path, Path, list[str], list[str]]]:
-    """(name, training data, held-out data, flags README's "Bring your own data" asks for, predict flags)."""
+    """(name, training data, held-out data, flags docs/data.md asks for, predict flags)."""
     (work / "classes.yaml").write_text(CLASS_MAP)
     return [
         ("DSB 2018 (ID/images, ID/masks)", dsb_folder(work / "stage1_train", 30, 256, 0),
@@ -137,7 +137,7 @@ def main() -> None:
     exe = str(Path(sys.executable).with_name("unetkit"))
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="unetkit-journey-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"work folder: {work}; train flags beyond README's: {args.extra or 'none'}\n")
+    print(f"work folder: {work}; train flags beyond docs/data.md's: {args.extra or 'none'}\n")
     print("| folder | step | wall | what it said |\n| --- | --- | --- | --- |")
     scores = []
     for k, (title, data, test, flags, outputs) in enumerate(folders(work)):

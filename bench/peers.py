@@ -102,7 +102,7 @@ ENGINES = {  # label: (precision, compiled), at tile 256, batch 4 (MONAI's setti
     "unetkit fast path": ("auto", False),
     "unetkit fast path, compiled": ("auto", True),
 }
-#: larger tiles, one per pass: is the 256 x 4 default the right one? (it was, measured: README "Performance")
+#: larger tiles, one per pass: is the 256 x 4 default the right one? (it was, measured: docs/performance.md)
 DEFAULTS = "unetkit fast path, tile 512 x batch 1"
 DEFAULT_TILING = {"tile": 512, "batch_size": 1}
 PEER = "MONAI BasicUNet"
@@ -282,7 +282,9 @@ def training_rows(
     fmt = torch.channels_last if len(shape) == 4 else torch.contiguous_format
     native = cpu_has_native_bf16()
     engines = {label: (make_net, bf16 and native, cl) for label, (bf16, cl) in TRAIN_ENGINES.items()}
-    if len(shape) == 5:  # volumes train in float32 by default (README: bfloat16 Conv3d backward on CPUs)
+    if (
+        len(shape) == 5
+    ):  # volumes train in float32 by default (docs/performance.md: bfloat16 Conv3d backward on CPUs)
         engines = {
             k.replace("float32 (--no-amp)", "default for volumes (float32)").replace(
                 "default (amp: bfloat16)", "bfloat16 autocast (not used for volumes)"

@@ -41,7 +41,7 @@ def _wait(qtbot, widget, timeout=120_000):
 
 def _screenshot(viewer, name, tmp_path):
     """What the user sees (viewer and docked widgets), saved under the test's folder, and under docs/ when
-    UNETKIT_DOCS_SCREENSHOTS=1 (how the README's pictures are made)."""
+    UNETKIT_DOCS_SCREENSHOTS=1 (how the docs' pictures are made)."""
     from PIL import Image
 
     viewer.window._qt_window.resize(1400, 860)  # room for the canvas beside the docked widget

@@ -1,4 +1,4 @@
-"""The README's Python example runs verbatim, in an empty folder, through the installed package."""
+"""The docs' Python examples run verbatim, in an empty folder, through the installed package."""
 
 import re
 import subprocess
@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def python_example() -> str:
-    text = README.read_text()
-    section = text[text.index("\n## Python\n") :]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    text = (DOCS / "python.md").read_text()
+    return re.search(r"```python\n(.*?)```", text, re.S).group(1)
 
 
 @pytest.mark.slow
@@ -40,8 +39,8 @@ def test_readme_python_example_runs_verbatim(tmp_path):
 def test_readme_predict_block_runs_verbatim_as_a_script(tmp_path):
     """Issue 32 item 7: the predict section's block had no import and no image, wrote pred/big.zarr twice (the
     second call stopped) and used dask=True without the __main__ guard a script needs; run as a user would."""
-    text = README.read_text()
-    start = text.index("In Python the same is a `Predictor` on NumPy arrays")
+    text = (DOCS / "predict.md").read_text()
+    start = text.index("The same is a `Predictor` on NumPy arrays")
     code = re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
     assert "dask=True" in code and 'if __name__ == "__main__":' in code
     (tmp_path / "block.py").write_text(code)
@@ -57,8 +56,8 @@ def test_readme_predict_block_runs_verbatim_as_a_script(tmp_path):
 def test_readme_model_block_runs_verbatim_and_its_comments_are_true():
     """The third Python block (the paper's network) as pasted into a session: it runs, and the numbers its
     comments state are the network's (the 31M-parameter model is built: about a second)."""
-    text = README.read_text()
-    start = text.index("\n### The model\n")
+    text = (DOCS / "python.md").read_text()
+    start = text.index("\n## The model\n")
     code = re.search(r"```python\n(.*?)```", text[start:], re.S).group(1)
     namespace: dict = {}
     exec(compile(code, "README.md: The model", "exec"), namespace)

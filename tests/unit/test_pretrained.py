@@ -108,12 +108,13 @@ def test_a_second_model_is_a_data_only_addition(tmp_path):
 
 
 def test_the_readme_never_makes_a_folder_named_like_a_built_in_model():
-    """Issue 32 item 9: README's command-line block made `nuclei/` with `synth` and then ran the built-in model
+    """Issue 32 item 9: README's command-line block (now in the docs) made `nuclei/` with `synth` and then ran the built-in model
     `nuclei`, which a folder of that name makes ambiguous (refused)."""
     import re
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    made = re.findall(r"unetkit synth ([\w./-]+)", readme)
+    root = Path(__file__).resolve().parents[2]
+    text = "".join(p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
+    made = re.findall(r"unetkit synth ([\w./-]+)", text)
     assert made and not [name for name in made if get_pretrained(name) is not None]
 
 

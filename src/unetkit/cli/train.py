@@ -70,7 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o = p.add_argument_group("optimisation")
     add_options(o, "train", ("optimizer", "momentum", "schedule", "warmup", "weight_decay", "class_weights"))
     add_options(o, "train", ("compile",))
-    d = p.add_argument_group("distributed (torch.distributed; also under torchrun: see the README)")
+    d = p.add_argument_group("distributed (torch.distributed; also under torchrun: see docs/scale-out.md)")
     d.add_argument(
         "--nproc",
         type=int,
