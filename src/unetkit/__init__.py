@@ -17,7 +17,15 @@ from .version import __version__
 
 if TYPE_CHECKING:  # the names below are imported on first use (PEP 562): `unetkit --version` stays light
     from .checkpoint import load_checkpoint, save_checkpoint
-    from .config import DataConfig, ModelConfig, PredictConfig, RunConfig, TrainConfig, load_config
+    from .config import (
+        DataConfig,
+        ModelConfig,
+        OutputConfig,
+        PredictConfig,
+        RunConfig,
+        TrainConfig,
+        load_config,
+    )
     from .data import (
         check_dataset,
         read_image,
@@ -53,6 +61,7 @@ __all__ = [
     "DataError",
     "Evaluation",
     "ModelConfig",
+    "OutputConfig",
     "Plan",
     "PredictConfig",
     "Predictor",
@@ -94,6 +103,7 @@ _LAZY = {
     "save_checkpoint": "checkpoint",
     "DataConfig": "config",
     "ModelConfig": "config",
+    "OutputConfig": "config",
     "PredictConfig": "config",
     "RunConfig": "config",
     "TrainConfig": "config",

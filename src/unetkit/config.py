@@ -451,6 +451,95 @@ class PredictConfig:
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", default_text="auto: CUDA when present")
 
 
+#: which metrics ``evaluate`` computes (auto: instance for instance masks, else semantic)
+MODES = ("auto", "semantic", "instance", "isbi")
+#: how a prediction mask gives objects in instance mode
+PRED_ENCODINGS = ("auto", "instances", "binary")
+
+
+@dataclass
+class EvaluateConfig:
+    """How ``unetkit evaluate``, :func:`~unetkit.evaluate` and :func:`~unetkit.evaluate_model` score: the same
+    defaults for all three (and the napari Evaluate widget)."""
+
+    mode: str = option("auto", "which metrics", choices=MODES, default_text="auto: from the data")
+    pred_encoding: str = option(
+        "auto",
+        "instance mode: how a prediction mask gives objects: auto (NAME_instances files and label images by their "
+        "IDs, masks with one value besides 0 by connected components), instances, binary",
+        choices=PRED_ENCODINGS,
+    )
+
+
+#: result formats of ``unetkit predict`` and :func:`~unetkit.predict_files`
+FORMATS = ("png", "tiff", "zarr", "ome-zarr")
+#: how probabilities are stored (``--save-probs``)
+PROBS_DTYPES = ("float32", "float16", "uint8")
+
+
+@dataclass
+class OutputConfig:
+    """What ``unetkit predict`` and :func:`~unetkit.predict_files` write and how they go through the inputs: the
+    same defaults for both (the napari Segment widget's differ only where :data:`SURFACE_DEFAULTS` says why)."""
+
+    instances: bool = option(
+        False,
+        "also write NAME_instances.tif: one label per object (interior components for a 3-class border model, "
+        "distance-transform watershed for a binary one; the split follows the objects' measured size)",
+    )
+    overlay: bool = option(False, "also write NAME_overlay.png: contours on the image")
+    save_probs: str | None = option(
+        None,
+        "also write the probabilities (NAME_probs.tif): float16 (when given bare), float32, or uint8 (p x 255)",
+        choices=PROBS_DTYPES,
+        default_text="none",
+    )
+    format: str | None = option(
+        None,
+        "png, tiff (tiled, compressed), zarr (one NAME.zarr group with mask, probs and instances) or ome-zarr "
+        "(NAME.ome.zarr: the image as a multiscale OME-Zarr with mask and instances in its labels group; "
+        "napari-ome-zarr opens it)",
+        choices=FORMATS,
+        default_text="png; tiff for stacks of pages and masks over 64 megapixels",
+    )
+    level: int | None = option(
+        None,
+        "read OME-Zarr inputs at resolution level N of their pyramid (0 = full resolution; the results have that "
+        "level's size and pixel size)",
+        metavar="N",
+        default_text="0",
+    )
+    max_memory_gib: float | None = option(
+        None,
+        "refuse an image whose row of tiles needs more memory than this, in GiB, before anything is allocated",
+        metavar="GIB",
+        aliases=("--max-memory",),
+        default_text="half the memory available",
+    )
+    object_context: int = option(
+        128, "largest object size in pixels that keeps one ID when a large image is labelled in blocks"
+    )
+    dask_workers: int = option(2, "--dask without an address: worker processes of the local cluster")
+    chunk: int | None = option(
+        None, "--dask: pixels per chunk side, one task each", default_text="2048; 256 for volumes"
+    )
+    overwrite: bool = option(False, "replace existing results in OUT (never an input: refused)")
+    resume: bool = option(
+        False,
+        "keep the complete results already in OUT and segment the rest (after a kill or a --skip-bad run)",
+    )
+    skip_bad: bool = option(
+        False,
+        "go on past inputs that cannot be read or do not fit the model; they are listed at the end and the exit "
+        "code is 1",
+    )
+    fill_missing_chunks: bool = option(
+        False,
+        "read the missing chunks of a zarr input as its fill value (for stores that leave chunks equal to it "
+        "unwritten); without it such an input is refused as incomplete",
+    )
+
+
 @dataclass
 class RunConfig:
     """Every setting of one training run; written to ``RUN/config.yaml``."""
@@ -481,10 +570,6 @@ class RunConfig:
 
     def to_yaml(self, path: str | Path) -> None:
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> RunConfig:
-        return load_config(path)
 
 
 def load_config(path: str | Path) -> RunConfig:

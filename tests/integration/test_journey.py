@@ -280,7 +280,7 @@ def test_journey(tmp_path, layout, enc, capsys):
             labels = m if instances else None
             mask = encode(m, "binary") if instances and form == "png" else m
             write_forms(folder, name, mask, labels, form)
-        ev = evaluate(folder, data, data=data_cfg)
+        ev = evaluate(folder, data, data_config=data_cfg)
         keys = ("dice", "iou", "f1", "pq", "dsb_score") if ev.mode == "instance" else ("dice", "iou")
         assert ev.mode == ("instance" if instances else "semantic")
         for k in keys:
@@ -299,7 +299,7 @@ def test_journey(tmp_path, layout, enc, capsys):
             s[odd], s[even] = COLOURS[2], COLOURS[1]
         shifted[name] = s
         write_image(folder / f"{name}.png", s)
-    ev = evaluate(folder, data, data=data_cfg, pred_encoding="instances" if instances else "auto")
+    ev = evaluate(folder, data, data_config=data_cfg, pred_encoding="instances" if instances else "auto")
     for r in ev.images:
         t, p = truth[r.name], shifted[r.name]
         if instances:
@@ -327,7 +327,7 @@ def test_journey(tmp_path, layout, enc, capsys):
                 mm[mm == pairs[0][1]] = pairs[0][0]
                 found = True
             tifffile.imwrite(merged_dir / f"{name}.tif", mm)
-        ev = evaluate(merged_dir, data, data=data_cfg)
+        ev = evaluate(merged_dir, data, data_config=data_cfg)
         for r in ev.images:
             t = truth[r.name]
             mm = tifffile.imread(merged_dir / f"{r.name}.tif")

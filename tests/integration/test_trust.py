@@ -30,12 +30,12 @@ def test_class_masks_are_scored_per_class_with_names_and_unknown_values_refused(
     data = DataConfig(
         mask_encoding="classes", class_values=[0, 50, 100], class_names=["bg", "cell", "debris"]
     )
-    ev = evaluate(tmp_path / "pred", tmp_path / "gt", data=data)
+    ev = evaluate(tmp_path / "pred", tmp_path / "gt", data_config=data)
     assert ev.mean["dice"] == 0.0 and ev.mean["dice[cell]"] == 0.0 and ev.mean["dice[debris]"] == 0.0
     assert ev.images[0].details["per_class"]["cell"]["dice"] == 0.0
     write_image(tmp_path / "pred" / "a.png", np.where(truth == 50, 7, truth).astype(np.uint8), overwrite=True)
     with pytest.raises(DataError, match=r"prediction .*\[7\]"):
-        evaluate(tmp_path / "pred", tmp_path / "gt", data=data)
+        evaluate(tmp_path / "pred", tmp_path / "gt", data_config=data)
 
 
 def test_evaluate_cli_takes_the_dataset_flags(tmp_path, capsys):

@@ -23,7 +23,9 @@ def test_a_file_name_cannot_inject_script_into_the_report(tmp_path):
     write_image(tmp_path / "pred" / f"{name}.png", truth)
     from unetkit.workflows.report import write_report
 
-    index = write_report(evaluate(tmp_path / "pred", tmp_path / "gt", data=DataConfig()), tmp_path / "report")
+    index = write_report(
+        evaluate(tmp_path / "pred", tmp_path / "gt", data_config=DataConfig()), tmp_path / "report"
+    )
     html = index.read_text()
     assert "' onerror=" not in html and "onerror='alert" not in html
 

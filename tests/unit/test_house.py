@@ -19,7 +19,15 @@ import unetkit
 from unetkit import PredictConfig, Predictor, UNet, read_image, save_checkpoint, synth_nuclei, write_image
 from unetkit.atomic import atomic_folder, atomic_path, atomic_write_text, is_temporary, temporary_of
 from unetkit.cli.main import build_parser
-from unetkit.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config
+from unetkit.config import (
+    DataConfig,
+    EvaluateConfig,
+    ModelConfig,
+    OutputConfig,
+    RunConfig,
+    TrainConfig,
+    load_config,
+)
 from unetkit.data.masks import MaskEncoding
 from unetkit.inference.postprocess import (
     block_regions,
@@ -50,7 +58,11 @@ def _actions(command: str) -> dict[str, object]:
 
 @pytest.mark.parametrize(
     ("command", "sections"),
-    [("train", (ModelConfig, DataConfig, TrainConfig)), ("predict", (PredictConfig,))],
+    [
+        ("train", (ModelConfig, DataConfig, TrainConfig)),
+        ("predict", (PredictConfig, OutputConfig)),
+        ("evaluate", (EvaluateConfig,)),
+    ],
 )
 def test_every_flag_of_a_config_field_has_its_name_default_and_choices(command, sections):
     actions = _actions(command)
@@ -69,7 +81,7 @@ def test_every_flag_of_a_config_field_has_its_name_default_and_choices(command, 
             elif f.default is not None and f.default is not dataclasses.MISSING:
                 shown = f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
                 assert f"(default: {f.metadata.get('default_text', shown)})" in action.help, f.name
-    assert seen >= (30 if command == "train" else 10)
+    assert seen >= {"train": 30, "predict": 25, "evaluate": 2}[command]
 
 
 def test_flags_set_the_fields_of_the_same_name_and_old_spellings_still_work(tmp_path):
@@ -119,6 +131,19 @@ def test_python_and_cli_share_the_prediction_defaults():
     assert Predictor(net, prep).tile_in == DEFAULT_TILE  # no training patch recorded: 512
     assert defaults.tile is None  # None: the model's own (its training patch, at least 256; else 512)
     assert params["precision"].default == "auto"  # the CLI's default, no longer float32 in Python only
+    # what is written and how inputs are gone through: predict_files takes every OutputConfig field, same default
+    from unetkit.workflows.predict import predict_files
+
+    files = inspect.signature(predict_files).parameters
+    for f in dataclasses.fields(OutputConfig):
+        assert f.name in files and files[f.name].default == f.default, f.name
+    from unetkit.workflows.evaluate import evaluate, evaluate_model
+
+    for function, names in ((evaluate, ("mode", "pred_encoding")), (evaluate_model, ("mode",))):
+        params = inspect.signature(function).parameters
+        for f in dataclasses.fields(EvaluateConfig):
+            if f.name in names:
+                assert params[f.name].default == f.default, (function.__name__, f.name)
 
 
 # -- one atomic writer -----------------------------------------------------------------------------------

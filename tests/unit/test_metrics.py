@@ -61,10 +61,10 @@ def test_evaluate_colour_masks_need_their_colour_table_and_score_per_class(tmp_p
         class_colors=[[0, 0, 0], [255, 0, 0], [0, 0, 255]],
         class_names=["background", "tumour", "stroma"],
     )
-    result = evaluate(tmp_path / "pred", tmp_path / "gt", data=data).images[0]
+    result = evaluate(tmp_path / "pred", tmp_path / "gt", data_config=data).images[0]
     assert (
         result.dice == 0.0 and result.scores["dice[tumour]"] == 0.0 and result.scores["dice[stroma]"] == 0.0
     )
     write_image(tmp_path / "pred" / "a.png", truth, overwrite=True)
-    result = evaluate(tmp_path / "pred", tmp_path / "gt", data=data).images[0]
+    result = evaluate(tmp_path / "pred", tmp_path / "gt", data_config=data).images[0]
     assert result.dice == 1.0 and result.scores["dice[tumour]"] == 1.0

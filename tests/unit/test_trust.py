@@ -33,7 +33,7 @@ def test_instance_truth_with_few_objects_is_never_read_as_classes(tmp_path):
     pred = instance_folder(tmp_path / "pred", truth)
     with pytest.raises(DataError, match="--mask-encoding instances"):  # 3 labels: refused, not guessed
         evaluate(pred, gt)
-    ev = evaluate(pred, gt, data=DataConfig(mask_encoding="instances"))
+    ev = evaluate(pred, gt, data_config=DataConfig(mask_encoding="instances"))
     assert ev.mode == "instance"
     assert ev.mean["dice"] == 1.0 and ev.mean["f1"] == 1.0 and ev.mean["dsb_score"] == 1.0
     assert any("given" in n for n in ev.notes)

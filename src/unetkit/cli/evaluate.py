@@ -11,11 +11,12 @@ from ..config import RunConfig
 from ..data.io import IMAGE_SUFFIXES
 from ..errors import DataError
 from ..inference.bioimageio import is_package
-from ..metrics.results import MODES, is_evaluation_csv, is_evaluation_json
+from ..metrics.results import is_evaluation_csv, is_evaluation_json
 from ..safety import guard_file, guard_outputs
 from ..training.run_folder import RunFolder
-from ..workflows.evaluate import PRED_ENCODINGS, evaluate, evaluate_model, model_or_predictions
+from ..workflows.evaluate import evaluate, evaluate_model, model_or_predictions
 from .common import add_progress, add_reading_args, reading_config
+from .options import add_options, given_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="GT_OR_DATA",
         help="a dataset in any layout train takes, or a folder of ground-truth masks",
     )
-    p.add_argument("--mode", choices=MODES, default="auto", help="which metrics (default: from the data)")
+    add_options(p, "evaluate", ("mode",))
     p.add_argument("--json", metavar="FILE", help="also write every score and its definition as JSON")
     p.add_argument("--csv", metavar="FILE", help="also write one row per image (and the mean) as CSV")
     p.add_argument("--report", metavar="DIR", help="also write an HTML report with error pictures")
@@ -49,13 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--out", metavar="DIR", help="with a MODEL: keep its predictions here (default: discarded)"
     )
     p.add_argument("--device", default="auto", help="with a MODEL: auto, cpu, cuda, ... (default: auto)")
-    p.add_argument(
-        "--pred-encoding",
-        choices=PRED_ENCODINGS,
-        default="auto",
-        help="instance mode: how a prediction mask gives objects: auto (NAME_instances files and label images by "
-        "their IDs, masks with one value besides 0 by connected components), instances, binary",
-    )
+    add_options(p, "evaluate", ("pred_encoding",))
     p.add_argument("--overwrite", action="store_true", help="replace an existing report or predictions")
     add_progress(p)
     add_reading_args(p)
@@ -75,15 +70,15 @@ def run(args: argparse.Namespace) -> int:
                 args.pred,
                 args.gt,
                 args.out or Path(tmp) / "pred",
-                mode=args.mode,
                 device=args.device,
                 overwrite=args.overwrite,
                 progress=args.progress,
                 data_config=data,
+                **{k: v for k, v in given_options(args, "evaluate").items() if k != "pred_encoding"},
             )
             _write(result, args)
     else:
-        result = evaluate(args.pred, args.gt, mode=args.mode, data=data, pred_encoding=args.pred_encoding)
+        result = evaluate(args.pred, args.gt, data_config=data, **given_options(args, "evaluate"))
         _write(result, args)
     return 0
 

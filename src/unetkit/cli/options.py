@@ -16,15 +16,17 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from ..config import DataConfig, ModelConfig, PredictConfig, TrainConfig
+from ..config import DataConfig, EvaluateConfig, ModelConfig, OutputConfig, PredictConfig, TrainConfig
 
-__all__ = ["add_options", "apply_options", "field_of"]
+__all__ = ["add_options", "apply_options", "field_of", "given_options"]
 
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "data": DataConfig,
     "train": TrainConfig,
     "predict": PredictConfig,
+    "output": OutputConfig,
+    "evaluate": EvaluateConfig,
 }
 
 
@@ -86,8 +88,7 @@ def add_options(
             if meta.get("metavar"):
                 kw["metavar"] = meta["metavar"]
         kw.update(overrides.get(name, {}))
-        flags = [_flag(name), *meta.get("short", ())]
-        group.add_argument(*flags, **kw)
+        group.add_argument(_flag(name), **kw)
         for alias in meta.get("aliases", ()):  # earlier spellings still work; not shown in --help
             group.add_argument(alias, dest=name, type=kw.get("type", str), help=argparse.SUPPRESS)
 
@@ -101,5 +102,15 @@ def apply_options(args: argparse.Namespace, obj: Any, section: str, skip: Sequen
             continue
         value = getattr(args, f.name, None)
         if value is not None:
-            changes[f.name] = f.metadata.get("parse", lambda v: v)(value)
+            changes[f.name] = value
     return dataclasses.replace(obj, **changes)
+
+
+def given_options(args: argparse.Namespace, section: str) -> dict[str, Any]:
+    """The fields of ``section`` given on the command line, as keyword arguments: the rest are left to the
+    Python function's defaults, which are the section's (tests/unit/test_house.py checks every surface)."""
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(SECTIONS[section])
+        if getattr(args, f.name, None) is not None
+    }

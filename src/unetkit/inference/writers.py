@@ -25,12 +25,11 @@ import numpy as np
 import tifffile
 
 from ..atomic import atomic_path
+from ..config import FORMATS, PROBS_DTYPES
 from ..data.io import write_image
 
 __all__ = ["CHUNK", "FORMATS", "PROBS_DTYPES", "Plane", "RowSink", "encode_probs", "new_array", "save"]
 
-FORMATS = ("png", "tiff", "zarr", "ome-zarr")
-PROBS_DTYPES = ("float32", "float16", "uint8")
 CHUNK = 512  # zarr chunk / strip height (rows)
 TIFF_TILE = 256
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..atomic import atomic_path, atomic_write_text
+from ..config import MODES
 from ..safety import head_text
 
 __all__ = ["COLUMNS", "DEFINITIONS", "MODES", "Evaluation", "ImageResult", "fmt"]
@@ -22,9 +23,6 @@ class Described(Protocol):
     """Anything that says in lines how the data behind a result was read."""
 
     def describe(self) -> list[str]: ...
-
-
-MODES = ("auto", "semantic", "instance", "isbi")
 
 
 OUTPUT_SUFFIXES = ("_probs", "_instances", "_overlay", "_errors")

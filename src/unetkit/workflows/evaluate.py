@@ -15,6 +15,7 @@ Mode ``auto``: ``instance`` for instance masks, else ``semantic``.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,16 @@ def evaluate(
     truth: str | Path,
     mode: str = "auto",
     *,
-    data: DataConfig | None = None,
+    data_config: DataConfig | None = None,
     model_encoding: MaskEncoding | None = None,
     pred_encoding: str = "auto",
+    data: DataConfig | None = None,
 ) -> Evaluation:
     """Score every ground-truth sample of ``truth`` against its prediction in ``pred``.
 
-    ``truth``: a dataset in any layout (``data`` holds its reading flags: layout, folders, naming, mask
-    encoding, class map, ignore value) or a folder of masks. How the truth is read is decided once (see
+    ``truth``: a dataset in any layout (``data_config`` holds its reading flags: layout, folders, naming, mask
+    encoding, class map, ignore value; as :func:`evaluate_model`'s) or a folder of masks. ``data``: the earlier
+    name of ``data_config`` (deprecated: in :func:`evaluate_model` ``data`` is the dataset folder). How the truth is read is decided once (see
     :func:`truth_reading`) and reported in ``Evaluation.notes``; an undecidable encoding is refused.
     ``mode``: ``auto`` (instance for instance masks, else semantic), ``semantic``, ``instance`` or ``isbi``.
     ``pred_encoding``: how a prediction mask gives objects in instance mode: ``auto`` (a ``NAME_instances``
@@ -85,6 +88,16 @@ def evaluate(
         >>> ev = evaluate("pred/", "data/test/", mode="instance")
         >>> ev.mean["dsb_score"], ev.table()
     """
+    if data is not None:
+        if data_config is not None:
+            raise ConfigError("evaluate: give data_config only (data is its earlier name)")
+        warnings.warn(
+            "evaluate(data=...) is now evaluate(data_config=...), as in evaluate_model",
+            FutureWarning,
+            stacklevel=2,
+        )
+        data_config = data
+    data = data_config
     if mode not in MODES:
         raise ConfigError(f"--mode {mode!r} is unknown; choose one of {', '.join(MODES)}")
     if pred_encoding not in PRED_ENCODINGS:
@@ -235,7 +248,7 @@ def evaluate_model(
         protect=[data, *sample_files(samples)],
         **predict_kwargs,
     )
-    result = evaluate(out, data, mode=mode, data=data_config, model_encoding=model_encoding)
+    result = evaluate(out, data, mode=mode, data_config=data_config, model_encoding=model_encoding)
     path = Path(model)
     builtin = not Path(given).exists() and get_pretrained(given) is not None
     result.provenance["model"] = f"{given} (built-in)" if builtin else str(path.resolve())

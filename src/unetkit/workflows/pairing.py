@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..config import DataConfig
+from ..config import PRED_ENCODINGS, DataConfig
 from ..data.checks import naming_of, resolve_encoding
 from ..data.io import IMAGE_SUFFIXES, count_planes, read_image, read_volume
 from ..data.layouts import (
@@ -42,9 +42,6 @@ __all__ = [
     "truth_samples",
     "with_stored_naming",
 ]
-
-
-PRED_ENCODINGS = ("auto", "instances", "binary")
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..checkpoint import resolve_model_path
+from ..config import FORMATS, PROBS_DTYPES
 from ..data.io import IMAGE_SUFFIXES
 from ..data.layouts import Naming, detect_layout, find_images, load_layout
 from ..data.lazy import missing_chunks, ome_level, open_image
@@ -32,7 +33,6 @@ from ..inference.outputs import (
 )
 from ..inference.pipeline import InputImage, check_input, predict_one, predict_stack, predict_volumes
 from ..inference.predictor import Predictor
-from ..inference.writers import FORMATS, PROBS_DTYPES
 from ..safety import guard_outputs
 
 __all__ = [
@@ -134,7 +134,7 @@ def predict_files(
     out: str | Path,
     *,
     format: str | None = None,
-    save_probs: bool | str = False,
+    save_probs: bool | str | None = None,
     instances: bool = False,
     overlay: bool = False,
     overwrite: bool = False,
@@ -359,7 +359,7 @@ def _on_dask(
 
 def _check_options(
     format: str | None,
-    save_probs: bool | str,
+    save_probs: bool | str | None,
     overwrite: bool,
     resume: bool,
     dask: str | bool | None,
