@@ -68,3 +68,29 @@ def test_evaluate_colour_masks_need_their_colour_table_and_score_per_class(tmp_p
     write_image(tmp_path / "pred" / "a.png", truth, overwrite=True)
     result = evaluate(tmp_path / "pred", tmp_path / "gt", data_config=data).images[0]
     assert result.dice == 1.0 and result.scores["dice[tumour]"] == 1.0
+
+
+def test_compare_objects_gives_the_scores_and_the_objects_behind_each_error():
+    """napari's Evaluate widget shows these layers; the scores are evaluate's per image (one workflow)."""
+    from unetkit.metrics.scoring import score_instances
+    from unetkit.workflows.evaluate import compare_objects
+
+    truth = np.zeros((20, 40), np.int32)
+    truth[2:8, 2:8], truth[2:8, 12:18], truth[12:18, 2:8], truth[12:18, 24:30], truth[12:18, 30:36] = (
+        1,
+        2,
+        3,
+        4,
+        5,
+    )
+    pred = np.zeros_like(truth)
+    pred[2:8, 2:8] = 7  # object 1, found
+    pred[2:8, 12:15], pred[2:8, 15:18] = 8, 9  # object 2, split in two halves
+    pred[12:18, 24:36] = 6  # objects 4 and 5, merged
+    pred[0:2, 36:40] = 5  # nothing there: a false positive
+    found = compare_objects(pred, truth)  # object 3: missed
+    assert found.scores == {k: float(v) for k, v in score_instances(pred, truth)[0].items()}
+    ids = {name: sorted(set(np.unique(errors)) - {0}) for name, errors in found.errors.items()}
+    assert ids["misses"] == [2, 3, 4, 5] and ids["splits"] == [2] and ids["merges"] == [6]
+    assert 5 in ids["false positives"] and 7 not in ids["false positives"]
+    assert np.array_equal(found.errors["misses"] == 3, truth == 3)  # the object's own pixels and ID

@@ -6,15 +6,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from ..checkpoint import resolve_model_path
 from ..config import RunConfig
-from ..data.io import IMAGE_SUFFIXES
-from ..errors import DataError
-from ..inference.bioimageio import is_package
-from ..metrics.results import is_evaluation_csv, is_evaluation_json
-from ..safety import guard_file, guard_outputs
-from ..training.run_folder import RunFolder
-from ..workflows.evaluate import evaluate, evaluate_model, model_or_predictions
+from ..workflows.evaluate import evaluate, evaluate_model, guard_evaluation_outputs, model_or_predictions
 from .common import add_progress, add_reading_args, reading_config
 from .options import add_options, given_options
 
@@ -63,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
         data.class_values = list(range(args.num_classes))
     kind = model_or_predictions(args.pred)
     is_model = kind != "predictions"
-    _guard_writes(args, kind == "model")
+    guard_evaluation_outputs(
+        args.pred, args.gt, kind == "model", csv=args.csv, json=args.json, report=args.report,
+        overwrite=args.overwrite, config=getattr(args, "config", None),
+    )  # fmt: skip
     if is_model:
         with tempfile.TemporaryDirectory() as tmp:
             result = evaluate_model(
@@ -81,39 +77,6 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate(args.pred, args.gt, data_config=data, **given_options(args, "evaluate"))
         _write(result, args)
     return 0
-
-
-def _guard_writes(args: argparse.Namespace, model_file: bool) -> None:
-    """Before any compute: --csv, --json and --report never replace or join the inputs (PRED and GT are read
-    as data; a model's files are in use), and replace only what unetkit wrote, with --overwrite."""
-    pred, gt = Path(args.pred), Path(args.gt)
-    data = [gt] + ([pred] if pred.is_dir() and not model_file else [])
-    protect: list[Path] = [p for p in (pred, gt) if p.exists()]
-    if model_file:
-        protect += [resolve_model_path(pred)] if not is_package(pred) else []
-        protect += RunFolder(pred).files if pred.is_dir() else []  # the run's own files are in use
-    config = getattr(args, "config", None)
-    protect += [Path(config)] if config and Path(config).exists() else []
-    for flag, path, ours in (
-        ("--csv", args.csv, is_evaluation_csv),
-        ("--json", args.json, is_evaluation_json),
-    ):
-        if path:
-            guard_file(
-                path, flag, protect=protect, overwrite=args.overwrite, ours=ours, data_folders=data,
-                data_suffixes=IMAGE_SUFFIXES,
-            )  # fmt: skip
-    if args.report:
-        from ..workflows.report import is_report
-
-        report = Path(args.report)
-        guard_outputs([], report, [report / "index.html"], protect, flag="--report", data_folders=data)
-        if report.exists() and not is_report(report):
-            raise DataError(
-                f"--report {report}: holds an index.html unetkit did not write; choose another folder"
-            )
-        if (report / "index.html").exists() and not args.overwrite:
-            raise DataError(f"--report {report}: a report is there already; pass --overwrite to replace it")
 
 
 def _write(result, args: argparse.Namespace) -> None:

@@ -9,9 +9,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import Container, Label, PushButton, Table, create_widget
 
-from ..metrics.instance import match_instances
-from ..metrics.results import DEFINITIONS
-from ..metrics.scoring import score_instances
+from ..workflows.evaluate import DEFINITIONS, compare_objects
 from ._worker import is_result, painted_labels, result_labels
 
 __all__ = ["ROWS", "EvaluateWidget"]
@@ -62,31 +60,23 @@ class EvaluateWidget(Container):
         if p.shape != t.shape:
             self.status.value = f"the layers differ in shape: {p.shape} and {t.shape}"
             return {}
-        found = score_instances(p, t)[0]
-        self.scores = {k: float(found[k]) for k in ROWS}
+        found = compare_objects(p, t)
+        self.scores = {k: found.scores[k] for k in ROWS}
         self.table.value = {
             "data": [[f"{self.scores[k]:.4g}", DEFINITIONS.get(k, "")] for k in ROWS],
             "index": list(ROWS),
             "columns": ["value", "meaning"],
         }
-        s = match_instances(t, p)
-        missed, false = s.unmatched(0.5)
-        split, merged = s.split_merge(0.5)
         place = {"scale": truth.scale, "translate": truth.translate}
-        for name, labels, ids in (
-            ("misses", t, missed),
-            ("false positives", p, false),
-            ("splits", t, split),
-            ("merges", p, merged),
-        ):
+        for name, errors in found.errors.items():
             layer_name = f"{pred.name}: {name}"
-            errors = np.where(np.isin(labels, ids), labels, 0)
             if layer_name in self.viewer.layers:
                 self.viewer.layers[layer_name].data = errors
             else:
                 self.viewer.add_labels(errors, name=layer_name, **place)
+        count = {name: len(np.unique(errors)) - 1 for name, errors in found.errors.items()}
         self.status.value = (
-            f"F1@0.5 {self.scores['f1']:.3f}: {len(missed)} missed, {len(false)} false, {len(split)} split, "
-            f"{len(merged)} merged"
+            f"F1@0.5 {self.scores['f1']:.3f}: {count['misses']} missed, {count['false positives']} false, "
+            f"{count['splits']} split, {count['merges']} merged"
         )
         return self.scores

@@ -16,6 +16,7 @@ Mode ``auto``: ``instance`` for instance masks, else ``semantic``.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,9 @@ from ..config import DataConfig
 from ..data.io import IMAGE_SUFFIXES, read_image
 from ..data.masks import IGNORE, MaskEncoding
 from ..errors import ConfigError, DataError
+from ..metrics.instance import match_instances
 from ..metrics.isbi import isbi_scores
-from ..metrics.results import MODES, Evaluation, ImageResult
+from ..metrics.results import DEFINITIONS, MODES, Evaluation, ImageResult
 from ..metrics.scoring import score_instances, score_semantic
 from .pairing import (
     PRED_ENCODINGS,
@@ -47,13 +49,17 @@ from .pairing import (
 from .predict import predict_files, samples_as_inputs
 
 __all__ = [
+    "DEFINITIONS",
     "MODES",
     "PRED_ENCODINGS",
     "Evaluation",
     "ImageResult",
+    "ObjectComparison",
     "Reading",
+    "compare_objects",
     "evaluate",
     "evaluate_model",
+    "guard_evaluation_outputs",
     "pair_masks",
     "truth_reading",
     "truth_samples",
@@ -255,3 +261,79 @@ def evaluate_model(
     if path.is_file():
         result.provenance["model sha256"] = file_sha256(path)
     return result
+
+
+@dataclass
+class ObjectComparison:
+    """Predicted objects against true ones in one image (arrays in memory, e.g. napari layers): the scores
+    ``unetkit evaluate`` gives per image, and the objects behind each kind of error as label images (the
+    objects' own IDs, 0 elsewhere): ``misses`` and ``splits`` are true objects, ``false positives`` and
+    ``merges`` predicted ones."""
+
+    scores: dict[str, float]
+    errors: dict[str, np.ndarray]
+
+
+def compare_objects(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> ObjectComparison:
+    """Match the objects of ``pred`` and ``truth`` (label images of one shape) at IoU ``threshold``."""
+    if pred.shape != truth.shape:
+        raise DataError(f"the predicted and true labels differ in shape: {pred.shape} and {truth.shape}")
+    scores = {k: float(v) for k, v in score_instances(pred, truth)[0].items()}
+    s = match_instances(truth, pred)
+    missed, false = s.unmatched(threshold)
+    split, merged = s.split_merge(threshold)
+    errors = {
+        name: np.where(np.isin(labels, ids), labels, 0)
+        for name, labels, ids in (
+            ("misses", truth, missed),
+            ("false positives", pred, false),
+            ("splits", truth, split),
+            ("merges", pred, merged),
+        )
+    }
+    return ObjectComparison(scores, errors)
+
+
+def guard_evaluation_outputs(
+    pred: str | Path,
+    gt: str | Path,
+    model_file: bool,
+    *,
+    csv: str | Path | None = None,
+    json: str | Path | None = None,
+    report: str | Path | None = None,
+    overwrite: bool = False,
+    config: str | Path | None = None,
+) -> None:
+    """Before any compute: ``csv``, ``json`` and ``report`` (``unetkit evaluate``'s --csv, --json, --report)
+    never replace or join the inputs (PRED and GT are read as data; a model's files are in use; ``config``, a
+    settings file in use), and replace only what unetkit wrote, with ``overwrite``."""
+    from ..checkpoint import resolve_model_path
+    from ..inference.bioimageio import is_package
+    from ..metrics.results import is_evaluation_csv, is_evaluation_json
+    from ..safety import guard_file, guard_outputs
+    from ..training.run_folder import RunFolder
+    from .report import is_report
+
+    pred, gt = Path(pred), Path(gt)
+    data = [gt] + ([pred] if pred.is_dir() and not model_file else [])
+    protect: list[Path] = [p for p in (pred, gt) if p.exists()]
+    if model_file:
+        protect += [resolve_model_path(pred)] if not is_package(pred) else []
+        protect += RunFolder(pred).files if pred.is_dir() else []  # the run's own files are in use
+    protect += [Path(config)] if config and Path(config).exists() else []
+    for flag, path, ours in (("--csv", csv, is_evaluation_csv), ("--json", json, is_evaluation_json)):
+        if path:
+            guard_file(
+                path, flag, protect=protect, overwrite=overwrite, ours=ours, data_folders=data,
+                data_suffixes=IMAGE_SUFFIXES,
+            )  # fmt: skip
+    if report:
+        folder = Path(report)
+        guard_outputs([], folder, [folder / "index.html"], protect, flag="--report", data_folders=data)
+        if folder.exists() and not is_report(folder):
+            raise DataError(
+                f"--report {folder}: holds an index.html unetkit did not write; choose another folder"
+            )
+        if (folder / "index.html").exists() and not overwrite:
+            raise DataError(f"--report {folder}: a report is there already; pass --overwrite to replace it")
