@@ -322,6 +322,11 @@ def predict_dask_files(
     with DaskRun(address, workers) as cluster:
         spec = model_spec(model, cluster.threads_per_task(), settings)
         log.info("Dask: %d worker(s) at %s", cluster.n_workers, cluster.client.scheduler.address)
+        if instances:
+            log.warning(
+                "Dask: the objects are labelled, but their table with confidences (NAME_objects.csv) is written "
+                "only without --dask for now"
+            )
         for f, final in zip(files, finals, strict=True):
             with work_folder(out, final.stem) as work:  # where every worker can write
                 group = work / "result.zarr"

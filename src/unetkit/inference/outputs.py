@@ -22,6 +22,7 @@ from ..data.lazy import ImageSource
 from ..errors import DataError
 from ..safety import require_writable
 from ..viz import contour_overlay
+from .objects import write_objects_csv
 from .predictor import Predictor
 from .writers import Plane, remove_stale_work, save
 
@@ -53,6 +54,9 @@ class PredictedFile:
     instances: Path | None = None
     overlay: Path | None = None
     objects: int | None = None
+    #: ``NAME_objects.csv``: every object with its confidence (least confident first), area, centroid, box and
+    #: mean intensity (with ``instances``)
+    table: Path | None = None
 
 
 class PredictedFiles(list):
@@ -92,6 +96,10 @@ def output_paths(
             paths["probs"] = out / f"{stem}_probs.tif"
         if instances:
             paths["instances"] = out / f"{stem}_instances.tif"
+    if (
+        instances
+    ):  # every object with its confidence, area, centroid, box and intensity (beside zarr groups too)
+        paths["objects"] = out / f"{stem}_objects.csv"
     if overlay:
         paths["overlay"] = out / f"{stem}_overlay.png"
     return paths
@@ -139,13 +147,12 @@ def write_outputs(
     source: ImageSource,
     fmt: str,
     paths: dict[str, Path],
-    classes: Any,
-    probs: Any,
-    labels: Any,
-    objects: int | None,
+    done: Any,
     large: bool,
     work: Path | None,
 ) -> PredictedFile:
+    """The results of one 2-D image (``done``: :class:`~unetkit.inference.pipeline.Segmented`) in ``fmt``."""
+    classes, probs, labels, objects, table = done
     h, w = source.spatial_shape
     mask_sample = predictor.to_mask(np.zeros((1, 1), np.uint8))
     mask_plane: Plane = (
@@ -187,6 +194,8 @@ def write_outputs(
     if "overlay" in paths:
         view = labels if labels is not None else classes
         written["overlay"] = write_image(paths["overlay"], overlay_picture(source, view), overwrite=True)
+    if table is not None and "objects" in paths:
+        written["objects"] = write_objects_csv(paths["objects"], table)
     return PredictedFile(
         source=f,
         mask=written["mask"],
@@ -195,6 +204,7 @@ def write_outputs(
         instances=written.get("instances"),
         overlay=written.get("overlay"),
         objects=objects,
+        table=written.get("objects"),
     )
 
 

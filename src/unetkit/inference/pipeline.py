@@ -9,7 +9,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -26,6 +26,7 @@ from ..data.io import (
 from ..data.lazy import ImageSource, open_image
 from ..errors import ConfigError, DataError
 from ..viz import contour_overlay
+from .objects import ObjectSums, confidence_maps, object_table, write_objects_csv
 from .outputs import (
     PredictedFile,
     PredictedFiles,
@@ -36,7 +37,7 @@ from .outputs import (
     publish_group,
     write_outputs,
 )
-from .postprocess import instances_blockwise
+from .postprocess import block_regions, instances_blockwise, region_slices
 from .predictor import Predictor, available_memory
 from .writers import RowSink, encode_probs, new_array, work_folder
 
@@ -160,7 +161,7 @@ def predict_stack(
     progress: bool,
 ) -> PredictedFile:
     """A multi-page TIFF (one 2-D image per page, as ISBI stacks) → stacks of masks (and labels, probs)."""
-    masks, labels, probs = [], [], []
+    masks, labels, probs, tables = [], [], [], []
     for k in tqdm(range(pages), desc=item.name, unit="page", disable=not progress):
         image = read_image(item.path, k)
         p = predictor.predict_proba(image, f"{item.path} [page {k}]")
@@ -169,7 +170,9 @@ def predict_stack(
         if probs_dtype:
             probs.append(encode_probs(p[0] if len(p) == 1 else p, probs_dtype))
         if want_instances:
-            labels.append(predictor.instances(classes))
+            page_labels, table = objects_in_memory(predictor, predictor.channels_first(image), p, classes)
+            labels.append(page_labels)
+            tables.append({"page": np.full(len(table["label"]), k, np.int64), **table})
     written = {"mask": write_volume(paths["mask"], np.stack(masks), overwrite=True)}
     objects = None
     if want_instances:
@@ -178,6 +181,8 @@ def predict_stack(
         written["instances"] = write_volume(
             paths["instances"], stack.astype(instance_dtype(int(stack.max()))), overwrite=True
         )
+        joined = {key: np.concatenate([t[key] for t in tables]) for key in tables[0]}
+        written["objects"] = write_objects_csv(paths["objects"], joined)
     if probs_dtype:
         written["probs"] = write_volume(paths["probs"], np.stack(probs), overwrite=True)
     if "overlay" in paths:
@@ -192,7 +197,18 @@ def predict_stack(
         instances=written.get("instances"),
         overlay=written.get("overlay"),
         objects=objects,
+        table=written.get("objects"),
     )
+
+
+def objects_in_memory(
+    predictor: Predictor, image: np.ndarray, probs: np.ndarray, classes: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Objects of an image (or volume) held in memory, ``image`` channels first as the predictor reads it, and
+    their table (:mod:`~unetkit.inference.objects`)."""
+    split = predictor.split(classes.__getitem__, classes.shape)
+    labels = predictor.labeller(split)(classes)
+    return labels, predictor.object_table(labels, probs, image, split.diameter)
 
 
 def segment_source(
@@ -206,20 +222,27 @@ def segment_source(
     *,
     name: str | Path = "image",
     on_tiles: Any = None,
-) -> tuple[Any, Any, Any, int | None]:
+) -> Segmented:
     """One 2-D image (a lazy source: file, zarr, Dask or NumPy array) → class indices ``(H, W)``, encoded
-    probabilities ``(C, H, W)`` (with ``probs_dtype``) and instance labels ``(H, W)`` with their count (with
-    ``want_instances``), held in NumPy arrays or, with ``store`` (a zarr group), on disk, where a large image's
-    objects are labelled block by block. What ``predict`` runs per image and the napari plugin per layer;
-    ``on_tiles(done, total)``: see :meth:`Predictor.stream`."""
+    probabilities ``(C, H, W)`` (with ``probs_dtype``) and instance labels ``(H, W)`` with their count and the
+    objects table (:mod:`~unetkit.inference.objects`; with ``want_instances``), held in NumPy arrays or, with
+    ``store`` (a zarr group), on disk, where a large image's objects are labelled block by block. What
+    ``predict`` runs per image and the napari plugin per layer; ``on_tiles(done, total)``: see
+    :meth:`Predictor.stream`."""
     h, w = source.spatial_shape
     classes = new_array((h, w), np.uint8, store, "classes")
     probs = new_array((predictor.num_classes, h, w), probs_dtype, store, "probs") if probs_dtype else None
+    # for the objects table: the largest class and the foreground probability per pixel, as p x 255
+    sure = new_array((h, w), np.uint8, store, "sure") if want_instances else None
+    fg = new_array((h, w), np.uint8, store, "fg") if want_instances else None
 
     def write(y0: int, y1: int, rows: np.ndarray) -> None:
         classes[y0:y1] = predictor.to_labels(rows)
         if probs is not None:
             probs[:, y0:y1] = encode_probs(rows, probs_dtype)  # type: ignore[arg-type]
+        if sure is not None and fg is not None:
+            s, f = confidence_maps(rows)
+            sure[y0:y1], fg[y0:y1] = encode_probs(s[None], "uint8")[0], encode_probs(f[None], "uint8")[0]
 
     if predictor.rescales:  # rescaled whole, in memory (only images that fit get here)
         write(
@@ -231,23 +254,69 @@ def segment_source(
         predictor.stream(source, RowSink(write, h), progress=progress, name=name, on_tiles=on_tiles)
 
     labels: Any = None
-    objects = None
+    objects = table = None
     if want_instances:
+        split = predictor.split(lambda where: np.asarray(classes[where]), (h, w))
         if store is not None:
             labels = new_array((h, w), np.int32, store, "instances")
             objects = instances_blockwise(
                 lambda where: np.asarray(classes[where]),
                 (h, w),
                 lambda where, values: labels.__setitem__(where, values),
-                predictor.labeller(lambda where: np.asarray(classes[where]), (h, w)),
+                predictor.labeller(split),
                 context=object_context,
                 out_read=lambda where: np.asarray(labels[where]),
                 progress=progress,
             )
         else:
-            labels = predictor.instances(classes)
+            labels = predictor.labeller(split)(classes)
             objects = int(labels.max())
-    return classes, probs, labels, objects
+        table = objects_table(
+            source, labels, sure, fg, objects, split.diameter, block=None if store is None else 2048
+        )
+    return Segmented(classes, probs, labels, objects, table)
+
+
+class Segmented(NamedTuple):
+    """What :func:`segment_source` returns (arrays in memory, or zarr arrays on disk)."""
+
+    classes: Any
+    probs: Any
+    labels: Any
+    objects: int | None
+    table: dict[str, np.ndarray] | None
+
+
+def objects_table(
+    source: ImageSource,
+    labels: Any,
+    sure: Any,
+    fg: Any,
+    objects: int,
+    diameter: float | None,
+    block: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The objects table of one 2-D image (:func:`~unetkit.inference.objects.object_table`), from arrays in
+    memory or, with ``block``, block by block with one pixel of context (the outer ring of objects on a block's
+    edge), so memory stays bounded; the intensity is the mean over the image's channels as read."""
+    h, w = source.spatial_shape
+    total: ObjectSums | None = None
+    for region in block_regions((h, w), block or max(h, w)):
+        box = tuple((max(0, a - 1), min(n, b + 1)) for (a, b), n in zip(region, (h, w), strict=True))
+        where = region_slices(box)
+        core = tuple(slice(a - c, b - c) for (a, b), (c, _) in zip(region, box, strict=True))
+        pixels = np.asarray(source[(..., *where)], np.float32)
+        intensity = pixels.mean(axis=0) if pixels.ndim == 3 else pixels
+        part = ObjectSums.of(
+            np.asarray(labels[where]), np.asarray(sure[where]) / 255, np.asarray(fg[where]) / 255, intensity,
+            objects, offset=(box[0][0], box[1][0]), core=core,
+        )  # fmt: skip
+        if total is None:
+            total = part
+        else:
+            total.add(part)
+    assert total is not None
+    return object_table(total, diameter)
 
 
 def predict_one(
@@ -270,10 +339,10 @@ def predict_one(
         needs_work = large or fmt in ("zarr", "ome-zarr")
         work = stack.enter_context(work_folder(out, paths["mask"].stem)) if needs_work else None
         store = zarr.open_group(str(work / "arrays.zarr"), mode="w") if large and work else None
-        classes, probs, labels, objects = segment_source(
+        done = segment_source(
             predictor, source, store, probs_dtype, want_instances, object_context, progress, name=f
         )
-        return write_outputs(predictor, f, source, fmt, paths, classes, probs, labels, objects, large, work)
+        return write_outputs(predictor, f, source, fmt, paths, done, large, work)
 
 
 def predict_volumes(
@@ -322,7 +391,9 @@ def predict_volumes(
             continue
         probs = predictor.predict_proba(volume, f, progress=progress)
         classes = predictor.to_labels(probs)
-        labels = predictor.instances(classes) if instances else None
+        labels = table = None
+        if instances:
+            labels, table = objects_in_memory(predictor, predictor.channels_first(volume, f), probs, classes)
         arrays = {"mask": predictor.to_mask(classes)}
         if probs_dtype:
             arrays["probs"] = encode_probs(probs[0] if len(probs) == 1 else probs, probs_dtype)
@@ -341,6 +412,8 @@ def predict_volumes(
         else:
             for key, arr in arrays.items():
                 written[key] = write_volume(paths[key], arr, overwrite=True)
+        if table is not None:
+            written["objects"] = write_objects_csv(paths["objects"], table)
         if overlay:
             mid = volume.shape[0] // 2
             shown = labels if labels is not None else classes
@@ -356,6 +429,7 @@ def predict_volumes(
                 instances=written.get("instances"),
                 overlay=written.get("overlay"),
                 objects=int(labels.max()) if labels is not None else None,
+                table=written.get("objects"),
             )
         )
     return results

@@ -69,6 +69,8 @@ class Split:
     min_size: int = 8
     min_distance: int = 3
     sigma: float = 1.0
+    #: the typical object diameter it was measured for (px; None: unknown)
+    diameter: float | None = None
 
     @classmethod
     def for_diameter(cls, diameter: float | None, min_size: int | None = None, volume: bool = False) -> Split:
@@ -81,6 +83,7 @@ class Split:
             max(2, int(SIZE_SHARE * size)) if min_size is None else int(min_size),
             max(1, round(SEED_SPACING * diameter)),
             SMOOTHING * diameter,
+            float(diameter),
         )
 
 

@@ -33,6 +33,7 @@ from ..models.blocks import fold_batch_norms
 from ..pretrained import pretrained_path
 from .bioimageio import is_package, load_package
 from .blending import BLEND_MODES, importance_map
+from .objects import ObjectSums, confidence_maps, object_table
 from .postprocess import Split, first_pixel_order, instances_from_classes, measured_split
 from .scale import (
     NEGLIGIBLE,
@@ -445,26 +446,48 @@ class Predictor:
         """Class indices ``(H, W)`` uint8: 0/1 for a binary model (probability >= threshold), else argmax."""
         return self.to_labels(self.predict_proba(image, name))
 
-    def predict_instances(self, image: np.ndarray, name: str | Path = "image") -> np.ndarray:
-        """Instance labels ``(H, W)`` int32 (0 background, objects 1..N); see :meth:`instances`."""
-        return self.instances(self.predict(image, name))
+    def predict_instances(
+        self, image: np.ndarray, name: str | Path = "image", *, return_table: bool = False
+    ) -> Any:
+        """Instance labels ``(H, W)`` int32 (0 background, objects 1..N); see :meth:`instances`. With
+        ``return_table``: ``(labels, table)``, the table (:mod:`~unetkit.inference.objects`) holding every
+        object's confidence, area, centroid, bounding box and mean intensity, one array per column.
+
+        Example:
+            >>> labels, table = predictor.predict_instances(image, return_table=True)
+            >>> doubtful = table["label"][table["confidence"] < 0.5]  # the objects to check first
+        """
+        probs = self.predict_proba(image, name)
+        classes = self.to_labels(probs)
+        split = self.split(classes.__getitem__, classes.shape)
+        labels = self.labeller(split)(classes)
+        if not return_table:
+            return labels
+        return labels, self.object_table(labels, probs, self.channels_first(image, name), split.diameter)
+
+    def object_table(
+        self, labels: np.ndarray, probs: np.ndarray, image: np.ndarray, diameter: float | None
+    ) -> dict[str, np.ndarray]:
+        """The objects table of ``labels`` from the probabilities they came from and the image (channels first,
+        as :meth:`channels_first` gives it; the intensity is the mean over its channels)."""
+        sure, fg = confidence_maps(probs)
+        intensity = np.asarray(image, np.float32).mean(axis=0)
+        return object_table(ObjectSums.of(labels, sure, fg, intensity, int(labels.max())), diameter)
 
     def instances(self, classes: np.ndarray) -> np.ndarray:
         """Class indices → objects, by the model's target (:func:`~.postprocess.instances_from_classes`), split
         by the size of this image's objects (:func:`~.postprocess.measured_split`), numbered in raster order of
         their first pixel, as block-wise and Dask labelling number them."""
-        return self.labeller(lambda where: classes[where], classes.shape)(classes)
+        return self.labeller(self.split(classes.__getitem__, classes.shape))(classes)
 
     def split(self, read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[int, ...]) -> Split:
         """The :class:`~.postprocess.Split` for the image whose classes ``read(slices)`` reads: measured once
         per image, the same in every path."""
         return measured_split(read, tuple(shape), self.instance_method, self.min_size)
 
-    def labeller(
-        self, read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[int, ...]
-    ) -> Callable[[np.ndarray], np.ndarray]:
-        """Classes of (any part of) the image ``read`` reads → its objects, with the image's one :meth:`split`."""
-        split, method = self.split(read, shape), self.instance_method
+    def labeller(self, split: Split) -> Callable[[np.ndarray], np.ndarray]:
+        """Classes of (any part of) an image → its objects, with the image's one :meth:`split`."""
+        method = self.instance_method
         return lambda classes: first_pixel_order(instances_from_classes(classes, method, split=split))
 
     @property

@@ -268,7 +268,7 @@ def _segment(
             raise Cancelled
         report(done, total)
 
-    classes, probs, labels, objects = segment_source(
+    classes, probs, labels, objects, table = segment_source(
         predictor,
         source,
         store,
@@ -281,6 +281,7 @@ def _segment(
         "labels": labels if instances else classes,
         "probs": probs,
         "objects": objects,
+        "table": table,
         "keep": keep,
         "seconds": time.perf_counter() - start,
         "sizes": predictor.scaling or _outside_learnt_sizes(predictor, labels),

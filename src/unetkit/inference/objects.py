@@ -1,0 +1,191 @@
+"""Every predicted object with a confidence: the objects table written beside instance masks.
+
+A biologist who segments new images wants to know *which* objects to check. Each object gets a confidence in
+[0, 1] from the network's own outputs, a logistic function of four measurements:
+
+- how sure the network is inside the object: the mean of its largest class probability over the object;
+- how much it calls the object foreground: the mean foreground probability over the object;
+- how sharp its edge is: the mean foreground probability on the ring of background pixels just outside it
+  (high: the object may continue, or lost a piece);
+- how plausible its size is: its equivalent diameter against the typical one of the image (the diameter the
+  instance split measured, :class:`~unetkit.inference.postprocess.Split`), ``exp(-|log(d / typical)|)``.
+
+The weights were fitted (logistic regression) on 48 unseen images of the built-in model's training family
+(seed 5000, 4,936 objects; 88% of all objects match a true one at IoU 0.5) and checked on the seven held-out
+domains of the style-shift suite: see :data:`WEIGHTS` for the figures. They are the built-in model's; for a
+model of your own the confidence still orders objects from doubtful to sure, but 0.8 need not mean 80%.
+
+Sums per object are accumulated block by block (:class:`ObjectSums`), so the table of an image labelled on disk
+is the one of the same image labelled whole.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..atomic import atomic_path
+
+__all__ = ["COLUMNS", "WEIGHTS", "ObjectSums", "confidence_maps", "object_table", "write_objects_csv"]
+
+#: the table's columns (per object); centroid and bounding box in pixels of the image, the box half-open
+COLUMNS = (
+    "label",
+    "confidence",
+    "area",
+    "centroid_y",
+    "centroid_x",
+    "bbox_y0",
+    "bbox_x0",
+    "bbox_y1",
+    "bbox_x1",
+    "mean_intensity",
+)
+#: intercept, then the weights of logit(mean largest probability), logit(mean foreground probability),
+#: logit(mean foreground probability on the outer ring), log(size plausibility). Fitted on the built-in
+#: model's family (seed 5000): AUC 0.83, expected calibration error 0.019; on the style-shift suite's 8,658
+#: objects AUC 0.81, ECE 0.038 (per domain 0.003-0.05, `nucleoli` 0.13: over-confident on split textured nuclei)
+WEIGHTS = (1.10, 2.11, -0.80, -0.44, 3.69)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def confidence_maps(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities ``(C, *spatial)`` (one sigmoid channel, or softmax channels with background first) → the
+    largest class probability and the foreground probability per pixel (float32)."""
+    probs = np.asarray(probs, np.float32)
+    if probs.shape[0] == 1:
+        fg = probs[0]
+        return np.maximum(fg, 1 - fg), fg
+    return probs.max(axis=0), 1 - probs[0]
+
+
+@dataclass
+class ObjectSums:
+    """Per-object sums over (part of) an image, indexed by label (0: background, unused); :meth:`add` merges the
+    sums of another block."""
+
+    count: np.ndarray
+    sure: np.ndarray  # sum of the largest class probability
+    fg: np.ndarray  # sum of the foreground probability
+    ring: np.ndarray  # pixels of the outer ring
+    ring_fg: np.ndarray  # sum of the foreground probability on the ring
+    intensity: np.ndarray
+    coords: np.ndarray  # (ndim, n) sums of the coordinates
+    low: np.ndarray  # (ndim, n) smallest coordinate
+    high: np.ndarray  # (ndim, n) largest coordinate + 1
+
+    @classmethod
+    def of(
+        cls,
+        labels: np.ndarray,
+        sure: np.ndarray,
+        fg: np.ndarray,
+        intensity: np.ndarray | None,
+        n: int,
+        *,
+        offset: tuple[int, ...] | None = None,
+        core: tuple[slice, ...] | None = None,
+    ) -> ObjectSums:
+        """Sums of the objects ``1..n`` in ``labels`` (a block at ``offset`` in the image, read with context
+        around ``core``, the part this block owns: every pixel is counted by one block only)."""
+        labels = np.asarray(labels)
+        offset = offset or (0,) * labels.ndim
+        own = np.zeros(labels.shape, bool)
+        own[core or tuple(slice(None) for _ in labels.shape)] = True
+        size = n + 1
+        inside = own & (labels > 0)
+        ids = labels[inside].astype(np.int64)
+
+        def total(values: np.ndarray, where: np.ndarray, at: np.ndarray) -> np.ndarray:
+            return np.bincount(at, weights=values[where].astype(np.float64), minlength=size)[:size]
+
+        grown = ndi.grey_dilation(labels, size=(3,) * labels.ndim)
+        ring = own & (labels == 0) & (grown > 0)
+        ring_ids = grown[ring].astype(np.int64)
+        coords = np.zeros((labels.ndim, size))
+        low = np.full((labels.ndim, size), np.iinfo(np.int64).max, np.int64)
+        high = np.full((labels.ndim, size), -1, np.int64)
+        for axis, where in enumerate(np.nonzero(inside)):
+            at = where + offset[axis]
+            coords[axis] = np.bincount(ids, weights=at, minlength=size)[:size]
+            np.minimum.at(low[axis], ids, at)
+            np.maximum.at(high[axis], ids, at + 1)
+        return cls(
+            count=np.bincount(ids, minlength=size)[:size].astype(np.float64),
+            sure=total(sure, inside, ids),
+            fg=total(fg, inside, ids),
+            ring=np.bincount(ring_ids, minlength=size)[:size].astype(np.float64),
+            ring_fg=total(fg, ring, ring_ids),
+            intensity=total(intensity, inside, ids) if intensity is not None else np.zeros(size),
+            coords=coords,
+            low=low,
+            high=high,
+        )
+
+    def add(self, other: ObjectSums) -> None:
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "low":
+                np.minimum(mine, theirs, out=mine)
+            elif f.name == "high":
+                np.maximum(mine, theirs, out=mine)
+            else:
+                mine += theirs
+
+
+def object_table(sums: ObjectSums, diameter: float | None) -> dict[str, np.ndarray]:
+    """The objects table (:data:`COLUMNS`, one array each; 2-D images; volumes add ``centroid_z`` and the z
+    bounds) from the sums of every block; ``diameter``: the image's typical object diameter (None: unknown,
+    every size plausible)."""
+    present = np.nonzero(sums.count)[0]
+    present = present[present > 0]
+    n = sums.count[present]
+    sure, fg = sums.sure[present] / n, sums.fg[present] / n
+    ring = sums.ring[present]
+    ring_fg = np.where(ring > 0, sums.ring_fg[present] / np.maximum(ring, 1), 0.0)
+    ndim = sums.coords.shape[0]
+    equivalent = (6 * n / np.pi) ** (1 / 3) if ndim == 3 else 2 * np.sqrt(n / np.pi)
+    plausible = np.exp(-np.abs(np.log(equivalent / diameter))) if diameter else np.ones_like(n)
+    w = WEIGHTS
+    z = w[0] + w[1] * _logit(sure) + w[2] * _logit(fg) + w[3] * _logit(ring_fg)
+    z = z + w[4] * np.log(np.clip(plausible, 1e-3, 1))
+    axes = "zyx"[3 - ndim :]
+    table: dict[str, np.ndarray] = {
+        "label": present.astype(np.int64),
+        "confidence": 1 / (1 + np.exp(-z)),
+        "area": n.astype(np.int64),
+    }
+    for k, a in enumerate(axes):
+        table[f"centroid_{a}"] = sums.coords[k][present] / n
+    for k, a in enumerate(axes):
+        table[f"bbox_{a}0"] = sums.low[k][present]
+    for k, a in enumerate(axes):
+        table[f"bbox_{a}1"] = sums.high[k][present]
+    table["mean_intensity"] = sums.intensity[present] / n
+    return table
+
+
+def write_objects_csv(path: str | Path, table: dict[str, np.ndarray]) -> Path:
+    """The table as CSV (one row per object, least confident first: the ones to check), written atomically."""
+    path = Path(path)
+    order = np.argsort(table["confidence"], kind="stable")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(list(table))
+        for i in order:
+            out.writerow([_cell(table[k][i]) for k in table])
+    return path
+
+
+def _cell(value: np.generic) -> str:
+    if np.issubdtype(type(value), np.integer):
+        return str(int(value))
+    return f"{float(value):.4g}"
