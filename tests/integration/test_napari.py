@@ -68,9 +68,16 @@ def test_segment_widget_turns_an_image_layer_into_objects(make_napari_viewer, qt
     result = viewer.layers["nuclei objects"]
     image = viewer.layers["nuclei"].data
     assert result.data.shape == image.shape
-    expected = Predictor.from_checkpoint("nuclei", tile=256).predict_instances(image)
+    expected, table = Predictor.from_checkpoint("nuclei", tile=256).predict_instances(
+        image, return_table=True
+    )
     np.testing.assert_array_equal(np.asarray(result.data), expected)  # the same work as the API and the CLI
     assert widget.progress.value == widget.progress.max > 1 and "objects in" in widget.status.value
+    # every object's confidence rides on the layer (issue 34): napari shows it when hovering the object
+    features = result.features
+    np.testing.assert_array_equal(np.asarray(features["index"]), table["label"])
+    np.testing.assert_allclose(np.asarray(features["confidence"]), table["confidence"], rtol=1e-6)
+    assert "doubtful: confidence under 0.5" in widget.status.value
     _screenshot(viewer, "napari-segment.png", tmp_path)
 
 

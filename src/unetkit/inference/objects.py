@@ -59,12 +59,14 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 def confidence_maps(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities ``(C, *spatial)`` (one sigmoid channel, or softmax channels with background first) → the
-    largest class probability and the foreground probability per pixel (float32)."""
+    largest class probability and the foreground probability per pixel (float32), in steps of 1/255: what a
+    streamed image keeps of them on disk (uint8), so every path gives the same table."""
     probs = np.asarray(probs, np.float32)
     if probs.shape[0] == 1:
-        fg = probs[0]
-        return np.maximum(fg, 1 - fg), fg
-    return probs.max(axis=0), 1 - probs[0]
+        sure, fg = np.maximum(probs[0], 1 - probs[0]), probs[0]
+    else:
+        sure, fg = probs.max(axis=0), 1 - probs[0]
+    return np.rint(sure * 255) / np.float32(255), np.rint(fg * 255) / np.float32(255)
 
 
 @dataclass

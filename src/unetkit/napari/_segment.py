@@ -230,12 +230,20 @@ class SegmentWidget(WorkerWidget):
         if result.get("keep") is not None:
             self._keep.append(result["keep"])
         name = f"{layer.name} {'objects' if result['objects'] is not None else 'classes'}"
-        self.viewer.add_labels(result["labels"], name=name, **place)
+        labels = self.viewer.add_labels(result["labels"], name=name, **place)
+        table = result.get("table")
+        if (
+            table is not None
+        ):  # every object's confidence, area ... as the layer's features (hover shows them)
+            labels.features = {"index": table["label"], **{k: v for k, v in table.items() if k != "label"}}
         if result["probs"] is not None:
             self.viewer.add_image(result["probs"], name=f"{layer.name} probabilities", **place)
         found = f"{result['objects']} objects" if result["objects"] is not None else "classes"
+        doubt = ""
+        if table is not None and len(table["label"]):
+            doubt = f" ({int((table['confidence'] < 0.5).sum())} doubtful: confidence under 0.5)"
         said = f"; {result['sizes']}" if result.get("sizes") else ""
-        self.status.value = f"{layer.name}: {found} in {result['seconds']:.1f} s{said}"
+        self.status.value = f"{layer.name}: {found} in {result['seconds']:.1f} s{doubt}{said}"
 
 
 def _segment(
