@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 
 .PHONY: gui-deps
-.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-memory bench-pretrained bench-ablation pretrained lint docs docs-serve clean
+.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-memory bench-pretrained bench-ablation bench-confidence pretrained lint docs docs-serve clean
 
 setup: $(STAMP)
 
@@ -120,6 +120,10 @@ bench-borders: setup
 # bfloat16 mixed-precision training against float32: speed and accuracy on the demo and border-weights recipes
 bench-precision: setup
 	$(PY) bench/training_precision.py
+
+# How far the objects table's confidence can be trusted: calibration per style-shift domain (about a minute)
+bench-confidence: setup
+	$(PY) bench/confidence.py
 
 # Style (ruff), the house's layers (import-linter: pyproject's [tool.importlinter]) and types (mypy).
 lint: setup

@@ -11,7 +11,7 @@ A biologist who segments new images wants to know *which* objects to check. Each
   instance split measured, :class:`~unetkit.inference.postprocess.Split`), ``exp(-|log(d / typical)|)``.
 
 The weights were fitted (logistic regression) on 48 unseen images of the built-in model's training family
-(seed 5000, 4,936 objects; 88% of all objects match a true one at IoU 0.5) and checked on the seven held-out
+(seed 5000, 7,486 objects, 80% of which match a true one at IoU 0.5) and checked on the seven held-out
 domains of the style-shift suite: see :data:`WEIGHTS` for the figures. They are the built-in model's; for a
 model of your own the confidence still orders objects from doubtful to sure, but 0.8 need not mean 80%.
 
@@ -48,7 +48,8 @@ COLUMNS = (
 #: intercept, then the weights of logit(mean largest probability), logit(mean foreground probability),
 #: logit(mean foreground probability on the outer ring), log(size plausibility). Fitted on the built-in
 #: model's family (seed 5000): AUC 0.83, expected calibration error 0.019; on the style-shift suite's 8,658
-#: objects AUC 0.81, ECE 0.038 (per domain 0.003-0.05, `nucleoli` 0.13: over-confident on split textured nuclei)
+#: objects AUC 0.82, ECE 0.039 (per domain 0.003-0.05, `nucleoli` 0.13: over-confident on split textured nuclei);
+#: ``make bench-confidence`` measures them
 WEIGHTS = (1.10, 2.11, -0.80, -0.44, 3.69)
 
 
