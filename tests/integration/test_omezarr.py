@@ -57,6 +57,19 @@ def test_results_are_an_ome_zarr_image_with_multiscale_labels(tmp_path):
         assert placement[name][1] == [{"type": "scale", "scale": [2.0, 2.0]},
                                       {"type": "translation", "translation": [0.0, 0.0]}]  # fmt: skip
     assert set(np.unique(levels["mask"][0])) <= {0, 255}
+    # every object's row of the objects table rides on the label image (OME-NGFF image-label properties)
+    import csv
+
+    import zarr
+
+    attrs = zarr.open_group(str(tmp_path / "ome" / "cells.ome.zarr" / "labels" / "instances"), mode="r").attrs
+    node = attrs.asdict().get("ome", attrs.asdict())
+    props = {p["label-value"]: p for p in node["image-label"]["properties"]}
+    rows = list(csv.DictReader(open(tmp_path / "ome" / "cells_objects.csv", encoding="utf-8")))
+    assert set(props) == set(np.unique(levels["instances"][0])) - {0} == {int(r["label"]) for r in rows}
+    first = rows[0]  # the least confident object, the same in both
+    assert abs(props[int(first["label"])]["confidence"] - float(first["confidence"])) < 1e-3
+    assert props[int(first["label"])]["area"] == int(first["area"])
     # a result exists: refused without --overwrite, replaced whole with it
     assert main([*common, "--out", str(tmp_path / "ome"), "--format", "ome-zarr"]) != 0
     assert main([*common, "--out", str(tmp_path / "ome"), "--format", "ome-zarr", "--overwrite"]) == 0

@@ -12,6 +12,7 @@ pyramid is written without holding it in memory. Needs the ``[ome-zarr]`` extra.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from ..extras import require_extra
 from .writers import CHUNK, Plane
 
 __all__ = ["pyramid_factors", "write_ome_zarr"]
+
+log = logging.getLogger(__name__)
 
 #: the pyramid stops before a level's shorter side falls under this many pixels
 SMALLEST = 256
@@ -61,8 +64,20 @@ class _SourceArray:
         return block[0] if self.ndim == 2 else block[key[0]]
 
 
-def write_ome_zarr(dest: Path, source: ImageSource, labels: dict[str, Plane]) -> Path:
-    """Write the image ``source`` and its ``labels`` (name → plane) as one OME-Zarr group ``dest``."""
+#: the most objects whose properties go into a label image's metadata (JSON read whole by every viewer; the
+#: CSV beside holds every object anyway)
+PROPERTIES_MAX = 100_000
+
+
+def write_ome_zarr(
+    dest: Path,
+    source: ImageSource,
+    labels: dict[str, Plane],
+    properties: dict[str, dict[str, np.ndarray]] | None = None,
+) -> Path:
+    """Write the image ``source`` and its ``labels`` (name → plane) as one OME-Zarr group ``dest``;
+    ``properties``: per label image, a table whose ``label`` column names the objects (the objects table), kept
+    as the OME-NGFF ``image-label`` ``properties`` (one entry per object: ``label-value`` and the columns)."""
     require_extra(("ome_zarr", "dask"), "ome-zarr", "predict --format ome-zarr")
     import dask.array as da
     import zarr
@@ -107,7 +122,7 @@ def write_ome_zarr(dest: Path, source: ImageSource, labels: dict[str, Plane]) ->
             scale={"y": sy, "x": sx},
             axes_units=axis_units,
             storage_options={"chunks": (CHUNK, CHUNK)},
-            label_metadata={"source": {"image": "../../"}},
+            label_metadata={"source": {"image": "../../"}, **_properties((properties or {}).get(name))},
         )
         _place(zarr.open_group(str(dest / "labels" / name), mode="r+"), placed)
     return dest
@@ -123,3 +138,20 @@ def _place(group: Any, levels: list[tuple[list[float], list[float]]]) -> None:
             {"type": "translation", "translation": shift},
         ]
     group.attrs.update(attrs)
+
+
+def _properties(table: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    """The OME-NGFF ``properties`` of a label image from an objects table (none past :data:`PROPERTIES_MAX`)."""
+    if table is None:
+        return {}
+    if len(table["label"]) > PROPERTIES_MAX:
+        log.info("%d objects: their properties are in the CSV only (at most %d in the OME-Zarr metadata)",
+                 len(table["label"]), PROPERTIES_MAX)  # fmt: skip
+        return {}
+    columns = [k for k in table if k != "label"]
+    return {
+        "properties": [
+            {"label-value": int(value), **{k: table[k][i].item() for k in columns}}
+            for i, value in enumerate(table["label"])
+        ]
+    }

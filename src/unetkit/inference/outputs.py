@@ -178,7 +178,10 @@ def write_outputs(
 
         assert work is not None
         layers = {key: planes[0] for key, planes in outputs}
-        final = publish_group(write_ome_zarr(work / "result.ome.zarr", source, layers), paths["mask"])
+        properties = {"instances": table} if table is not None else None
+        final = publish_group(
+            write_ome_zarr(work / "result.ome.zarr", source, layers, properties), paths["mask"]
+        )
         written = {key: final for key in layers}
     elif fmt == "zarr":
         assert work is not None
