@@ -103,7 +103,7 @@ def test_one_split_per_image_whichever_part_is_labelled():
     )
 
     # larger than one measuring window: the windows are spread over the image, the same for every path
-    assert len(size_windows((2500, 1100))) == 6 and len(size_windows((300, 200))) == 1
+    assert len(size_windows((2500, 1100))) == 9 and len(size_windows((300, 200))) == 1
     assert size_windows((300, 200))[0] == (slice(0, 300), slice(0, 200))
     centres = [(y, x) for y in range(40, 1300, 90) for x in range(40, 1300, 90)]
     classes = _nuclei(centres, 30, 27, (1300, 1300))

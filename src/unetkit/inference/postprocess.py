@@ -96,8 +96,9 @@ MEASURING = Split(min_size=4)
 #: of its area dropped (chosen on unseen images of the built-in model's family; see the module docstring)
 SEED_SPACING, SMOOTHING, SIZE_SHARE = 0.25, 0.08, 0.1
 #: the object size is measured on up to this many windows per axis of this many pixels (the whole of a
-#: smaller image), spread evenly over the image
-SIZE_WINDOW, SIZE_WINDOWS_PER_AXIS = 1024, 3
+#: smaller image), spread evenly over the image: 2.4 megapixels at most (with windows of 1024 the measuring
+#: took longer than the labelling itself, 3.9 s against 2.5 s on a 3168² image)
+SIZE_WINDOW, SIZE_WINDOWS_PER_AXIS = 512, 3
 
 
 def size_windows(shape: tuple[int, ...]) -> list[tuple[slice, ...]]:
