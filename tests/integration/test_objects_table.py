@@ -62,3 +62,37 @@ def test_the_least_confident_objects_are_the_ones_most_often_wrong(tmp_path):
     low, high = conf <= np.quantile(conf, 0.25), conf >= np.quantile(conf, 0.75)
     assert good[low].mean() < good[high].mean() - 0.05, (good[low].mean(), good[high].mean())
     assert abs(conf.mean() - good.mean()) < 0.1, (conf.mean(), good.mean())
+
+
+def test_the_report_shows_how_far_the_confidences_held_on_the_users_own_truth(tmp_path, caplog):
+    """evaluate MODEL DATA --report: the objects' confidences (from predict's tables) against the truth:
+    histogram, reliability table and the least confident objects as crops; a table of other labels is refused,
+    never matched onto these."""
+    import re
+    import shutil
+
+    from unetkit.data.domains import synthesize_domain
+    from unetkit.workflows.evaluate import evaluate, evaluate_model
+    from unetkit.workflows.report import DOUBTFUL, write_report
+
+    data = synthesize_domain("nucleoli", tmp_path / "d", "test")
+    ev = evaluate_model("nuclei", data, tmp_path / "pred", progress=False)
+    tables = sorted((tmp_path / "pred").glob("*_objects.csv"))
+    assert len(tables) == len(ev.images) == 8
+    rows = sum(len(t.read_text().splitlines()) - 1 for t in tables)
+    objects = [o for r in ev.images for o in [r.details["objects"]]]
+    assert sum(len(o["confidence"]) for o in objects) == rows
+    matched = sum(sum(o["matched"]) for o in objects)
+    assert matched == sum(int(r.scores["tp"]) for r in ev.images)  # the same matching as the scores
+    page = write_report(ev, tmp_path / "report").read_text()
+    assert (
+        f"{rows} objects with a confidence" in page
+        and (tmp_path / "report" / "object_confidence.png").is_file()
+    )
+    assert len(re.findall(r"<figure><img src='data:image/png;base64,", page)) == min(DOUBTFUL, rows)
+    # a table that describes other objects (another prediction's) is left out with a warning
+    shutil.copy(tables[1], tables[0])
+    caplog.set_level("WARNING")
+    again = evaluate(tmp_path / "pred", data)
+    assert "objects" not in again.images[0].details and "objects" in again.images[2].details
+    assert "its objects are not those of" in caplog.text

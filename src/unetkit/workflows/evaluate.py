@@ -15,6 +15,7 @@ Mode ``auto``: ``instance`` for instance masks, else ``semantic``.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,8 @@ from .pairing import (
     with_stored_naming,
 )
 from .predict import predict_files, samples_as_inputs
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFINITIONS",
@@ -153,11 +156,15 @@ def evaluate(
                     f"{'x'.join(map(str, labels.shape))}: not the prediction of this image; predict it again"
                 )
             how_pred.add(how)
+            written = pl  # the labels as predict wrote them (its objects table describes these)
             ignored = classes == IGNORE
             if ignored.any():
                 pl = np.where(ignored, 0, pl)
             scores, details = score_instances(pl, labels)
             details["objects_from"] = how
+            confident = _confidences(pr, written, pl, labels) if how == "ids" else None
+            if confident is not None:
+                details["objects"] = confident
         else:
             prediction = read_image(pr.probs) if pr.probs else read_array(pr.mask, pr.mask_page)
             if prediction.ndim == 3:  # (C, H, W) class probabilities: foreground = 1 - background
@@ -173,6 +180,39 @@ def evaluate(
         )
     result.arrays = lambda name: _report_arrays(pairs, truths, name, mode, pred_encoding, enc, volumes)
     return result
+
+
+def _confidences(
+    pr: Pair, written: np.ndarray, pred: np.ndarray, truth: np.ndarray
+) -> dict[str, list] | None:
+    """The predicted objects' confidences (``NAME_objects.csv`` beside ``NAME_instances``, as predict wrote it
+    with the labels ``written``) and whether each matches a true object at IoU 0.5 (``pred``: the labels scored,
+    without pixels the truth leaves unlabelled); None without a table, or with one that describes other labels
+    (a table of another prediction is never guessed onto these)."""
+    import csv
+
+    if pr.instances is None:
+        return None
+    table = Path(pr.instances).with_name(f"{pr.name}_objects.csv")
+    if not table.is_file():
+        return None
+    try:
+        with open(table, encoding="utf-8", newline="") as f:
+            rows = [(int(r["label"]), float(r["confidence"])) for r in csv.DictReader(f)]
+    except (OSError, KeyError, ValueError, UnicodeDecodeError):
+        log.warning("%s: not an objects table unetkit wrote; its confidences are left out", table)
+        return None
+    present = set(np.unique(written).tolist()) - {0}
+    if {k for k, _ in rows} != present:
+        log.warning("%s: its objects are not those of %s; its confidences are left out", table, pr.instances)
+        return None
+    ov = match_instances(truth, pred).overlaps
+    matched = set(np.asarray(ov.pred_ids)[np.asarray(ov.pair_pred)[ov.iou > 0.5]].tolist())
+    return {
+        "label": [k for k, _ in rows],
+        "confidence": [c for _, c in rows],
+        "matched": [k in matched for k, _ in rows],
+    }
 
 
 def _report_arrays(

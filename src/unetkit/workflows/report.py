@@ -11,9 +11,11 @@ objects that merge several true ones purple. Each picture is also written beside
 from __future__ import annotations
 
 import html
+import itertools
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..data.io import read_image, read_volume
@@ -28,6 +30,7 @@ FP = np.array([255, 60, 40], np.float32)
 FN = np.array([50, 130, 255], np.float32)
 SPLIT = np.array([255, 165, 0], np.float32)
 MERGE = np.array([170, 60, 230], np.float32)
+DOUBT = np.array([255, 220, 0], np.float32)  # a doubtful object's outline
 
 
 def _errors_picture(evaluation: Evaluation, result, mode: str) -> np.ndarray:
@@ -81,6 +84,98 @@ def _histogram(ious: list[float]) -> bytes:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+#: confidence bins of the report's reliability table
+CONFIDENCE_BINS = (0.0, 0.5, 0.7, 0.8, 0.9, 1.0)
+#: the least confident objects shown as crops
+DOUBTFUL = 12
+
+
+def _confidence_plot(conf: np.ndarray, good: np.ndarray) -> bytes:
+    """Histogram of the predicted objects' confidence, matched and unmatched stacked, as PNG bytes."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    bins = np.linspace(0, 1, 21).tolist()
+    ax.hist([conf[good], conf[~good]], bins=bins, stacked=True, color=["#4a7fb0", "#d9534f"],
+            edgecolor="white", label=["matches a true object", "matches none (IoU 0.5)"])  # fmt: skip
+    ax.set_xlabel("confidence of each predicted object")
+    ax.set_ylabel("objects")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _crop(evaluation: Evaluation, name: str, label: int, side: int = 96) -> np.ndarray | None:
+    """The predicted object ``label`` of image ``name`` on its image, outlined, in a square crop (2-D only)."""
+    assert evaluation.arrays is not None
+    a = evaluation.arrays(name)
+    pred = a.get("pred_labels")
+    if pred is None or pred.ndim != 2 or a["image"] is None:
+        return None
+    ys, xs = np.nonzero(pred == label)
+    if not len(ys):
+        return None
+    half = max(side // 2, (max(ys.max() - ys.min(), xs.max() - xs.min()) + 1) // 2 + 8)
+    cy, cx = (ys.min() + ys.max()) // 2, (xs.min() + xs.max()) // 2
+    y0, x0 = max(0, cy - half), max(0, cx - half)
+    window = (slice(y0, cy + half), slice(x0, cx + half))
+    picture = gray_rgb(read_image(Path(a["image"]), a.get("image_page"))[window])
+    mine = pred[window] == label
+    picture[ndi.binary_dilation(outline(mine))] = DOUBT  # two pixels wide: seen at thumbnail size
+    return np.clip(picture, 0, 255).astype(np.uint8)
+
+
+def _confidence_section(evaluation: Evaluation, out: Path) -> str:
+    """The predicted objects' confidence against the truth: histogram, reliability table, the least confident
+    objects; empty when no image has an objects table (predictions made without ``--instances``)."""
+    found = [(r.name, o) for r in evaluation.images if (o := r.details.get("objects"))]
+    if not found:
+        return ""
+    conf = np.array([c for _, o in found for c in o["confidence"]], float)
+    good = np.array([m for _, o in found for m in o["matched"]], bool)
+    plot = _confidence_plot(conf, good)
+    atomic_write_bytes(out / "object_confidence.png", plot)
+    rows = []
+    ece = 0.0
+    for lo, hi in itertools.pairwise(CONFIDENCE_BINS):
+        m = (conf >= lo) & ((conf < hi) if hi < 1 else (conf <= hi))
+        if m.any():
+            ece += m.mean() * abs(conf[m].mean() - good[m].mean())
+            rows.append(f"<tr><td>{lo:.1f}-{hi:.1f}</td><td>{int(m.sum())}</td><td>{conf[m].mean():.3f}</td>"
+                        f"<td>{good[m].mean():.3f}</td></tr>")  # fmt: skip
+    objects = sorted(
+        (
+            (c, name, k, g)
+            for name, o in found
+            for k, c, g in zip(o["label"], o["confidence"], o["matched"], strict=True)
+        ),
+    )[:DOUBTFUL]
+    crops = []
+    for c, name, k, g in objects:
+        picture = _crop(evaluation, name, k)
+        if picture is not None:
+            caption = html.escape(f"{name} #{k}: {c:.2f}, {'matches' if g else 'no match'}")
+            crops.append(f"<figure><img src='{_data_uri(_png(picture))}' alt='{caption}'>"
+                         f"<figcaption>{caption}</figcaption></figure>")  # fmt: skip
+    return (
+        f"<h2>Confidence of the predicted objects</h2><p>{len(conf)} objects with a confidence "
+        f"(<code>NAME_objects.csv</code>), {good.mean():.1%} of them matching a true object at IoU 0.5; "
+        f"expected calibration error {ece:.3f} over the bins below (0: a confidence of 0.8 means 80% match).</p>"
+        f"<img src='{_data_uri(plot)}' alt='object_confidence.png'>"
+        "<table><tr><th>confidence</th><th>objects</th><th>mean confidence</th><th>matched</th></tr>"
+        f"{''.join(rows)}</table>"
+        f"<h3>The {len(crops)} least confident objects</h3><div class='crops'>{''.join(crops)}</div>"
+    )
 
 
 def is_report(folder: Path) -> bool:
@@ -202,6 +297,7 @@ def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = Fals
         plot = _histogram(ious)
         atomic_write_bytes(out / "object_iou.png", plot)
         histogram = f"<h2>Object IoU</h2><img src='{_data_uri(plot)}' alt='object_iou.png'>"
+        histogram += _confidence_section(evaluation, out)
     definitions = "".join(
         f"<li><b>{c}</b>: {html.escape(DEFINITIONS[c])}</li>" for c in cols if c in DEFINITIONS
     )
@@ -214,7 +310,8 @@ def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = Fals
         "td:first-child{text-align:left}tr:nth-child(even){background:#f4f4f4}tr.worst td:first-child"
         "{border-left:4px solid #d33}.thumb{height:160px;image-rendering:pixelated}section img{max-width:100%;"
         "image-rendering:pixelated}.sw{display:inline-block;width:1em;height:1em;margin:0 .3em 0 1em;"
-        "vertical-align:middle}.prov th{text-align:left}</style>"
+        "vertical-align:middle}.prov th{text-align:left}.crops{display:flex;flex-wrap:wrap}figure{margin:4px;"
+        "font-size:11px}figure img{width:128px;image-rendering:pixelated}</style>"
         f"<h1>unetkit evaluation ({mode}, {len(evaluation.images)} images)</h1>{_provenance(evaluation)}"
         f"<p>Legend:{_legend(mode)}</p>"
         + (
