@@ -39,13 +39,14 @@ def _wait(qtbot, widget, timeout=120_000):
     qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
 
 
-def _screenshot(viewer, name, tmp_path):
+def _screenshot(viewer, name, tmp_path, reset=True):
     """What the user sees (viewer and docked widgets), saved under the test's folder, and under docs/ when
     UNETKIT_DOCS_SCREENSHOTS=1 (how the docs' pictures are made)."""
     from PIL import Image
 
     viewer.window._qt_window.resize(1400, 860)  # room for the canvas beside the docked widget
-    viewer.reset_view()
+    if reset:
+        viewer.reset_view()
     picture = viewer.screenshot(canvas_only=False, flash=False)
     assert picture.ndim == 3 and picture.shape[0] > 200 and picture[..., :3].std() > 5  # not a blank window
     Image.fromarray(picture).save(tmp_path / name)
@@ -490,3 +491,38 @@ def test_a_predict_result_opens_as_layers_through_the_reader(make_napari_viewer,
     assert "unetkit" in readers and len(readers) > 1  # napari's builtins offer themselves too
     dialog = QtReaderDialog(pth=str(result.mask), readers=readers)
     assert dialog._get_plugin_choice() == readers["unetkit"]
+
+
+def test_review_steps_through_the_objects_least_confident_first(make_napari_viewer, qtbot, tmp_path):
+    """Issue 34: after Segment, Review centres the view on the most doubtful object and selects it; Delete
+    removes it from the layer, Keep keeps it; verdicts stay on the layer; the next is the next least confident."""
+    from unetkit.napari._review import ReviewWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("unetkit", "nuclei")
+    segment = SegmentWidget(viewer)
+    segment.image.value = viewer.layers["nuclei"]
+    segment.start()
+    _wait(qtbot, segment)
+    review = ReviewWidget(viewer)
+    viewer.window.add_dock_widget(review, name="Review", area="right")
+    layer = viewer.layers["nuclei objects"]
+    assert review.objects.value is layer  # the result that carries confidences, not the true labels
+    order = layer.features.sort_values("confidence", kind="stable")["index"].tolist()
+    first = review.next()
+    assert first == order[0] and layer.selected_label == first
+    row = layer.features[layer.features["index"] == first].iloc[0]
+    np.testing.assert_allclose(viewer.camera.center[-2:], [row["centroid_y"], row["centroid_x"]], atol=1e-6)
+    assert "confidence" in review.status.value and f"object {first}" in review.status.value
+    review.delete()  # removes it and moves on to the next least confident
+    assert not (np.asarray(layer.data) == first).any() and review.current == order[1]
+    review.keep()
+    verdicts = dict(zip(layer.features["index"], layer.features["reviewed"], strict=True))
+    assert verdicts[first] == "deleted" and verdicts[order[1]] == "kept" and review.current == order[2]
+    assert "1 kept, 1 deleted" in review.status.value
+    viewer.window._qt_window.resize(1400, 860)
+    viewer.reset_view()
+    viewer.camera.zoom *= 4  # as a reviewer works: close up, the view following each object
+    review.current = None
+    review.next()
+    _screenshot(viewer, "napari-review.png", tmp_path, reset=False)
