@@ -6,6 +6,12 @@ selects its label, and the object is kept (**Keep**, key ``k``) or removed (**De
 (key ``n``) moves on without a verdict. Verdicts stay on the layer as the feature ``reviewed`` (``kept``,
 ``deleted``, or empty), so a person can stop and come back; painting over an object with napari's own tools is
 the correction for an object that is wrong in shape.
+
+**Make training labels** turns the verdicts into labels the Train widget learns from, with unreviewed pixels
+ignored: kept objects are objects, deleted ones and a ring of :data:`RING` pixels around kept objects (off every
+other object) are painted background (label 1), the rest is unpainted. The layer says so in its metadata, and
+Train preselects it with "unpainted pixels: ignored", so fine-tuning the model that segmented learns from the
+corrections only.
 """
 
 from __future__ import annotations
@@ -14,8 +20,16 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import Container, Label, PushButton, create_widget
+from scipy import ndimage as ndi
 
-__all__ = ["ReviewWidget"]
+from ._worker import REVIEWED_KEY
+
+__all__ = ["RING", "ReviewWidget"]
+
+#: pixels around a kept object taken as background in the training labels (its accepted edge)
+RING = 3
+#: where a layer under review keeps the pixels of the objects deleted from it
+DELETED_KEY = "unetkit_deleted_pixels"
 
 
 class ReviewWidget(Container):
@@ -30,9 +44,20 @@ class ReviewWidget(Container):
         self.next_button = PushButton(text="Next doubtful (n)")
         self.keep_button = PushButton(text="Keep (k)")
         self.delete_button = PushButton(text="Delete (d)")
+        self.labels_button = PushButton(text="Make training labels")
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
-        self.extend([self.objects, self.next_button, self.keep_button, self.delete_button, self.status])
+        self.extend(
+            [
+                self.objects,
+                self.next_button,
+                self.keep_button,
+                self.delete_button,
+                self.labels_button,
+                self.status,
+            ]
+        )
+        self.labels_button.changed.connect(self.training_labels)
         self.next_button.changed.connect(self.next)
         self.keep_button.changed.connect(self.keep)
         self.delete_button.changed.connect(self.delete)
@@ -102,7 +127,10 @@ class ReviewWidget(Container):
         layer = self.objects.value
         if self.current is not None and layer is not None:
             data = np.asarray(layer.data)
-            data[data == self.current] = 0
+            gone = data == self.current
+            deleted = layer.metadata.get(DELETED_KEY)
+            layer.metadata[DELETED_KEY] = gone if deleted is None else deleted | gone
+            data[gone] = 0
             layer.data = data
         self._verdict("deleted")
 
@@ -116,6 +144,36 @@ class ReviewWidget(Container):
         features.loc[features["index"] == self.current, "reviewed"] = verdict
         self.objects.value.features = features
         self.next()
+
+    def training_labels(self, *_: Any) -> Any:
+        """A new Labels layer from the verdicts (see the module docstring); None when nothing is reviewed."""
+        features = self._table()
+        if features is None:
+            return None
+        layer = self.objects.value
+        data = np.asarray(layer.data)
+        kept = features.loc[features["reviewed"] == "kept", "index"].to_numpy()
+        deleted = layer.metadata.get(DELETED_KEY)
+        if not len(kept):
+            self.status.value = "keep at least one object first (k): training needs an object to learn from"
+            return None
+        objects = np.isin(data, kept)
+        labels = np.zeros(data.shape, np.int32)
+        labels[ndi.binary_dilation(objects, iterations=RING) & (data == 0)] = 1  # the accepted edges' outside
+        if deleted is not None:
+            labels[deleted & (data == 0)] = 1  # what was called an object and is not one
+        labels[objects] = data[objects].astype(np.int32) + 1  # objects: 2.. (1 is background)
+        name = f"{layer.name.removesuffix(' objects')} reviewed"
+        made = self.viewer.add_labels(
+            labels, name=name, scale=layer.scale, translate=layer.translate,
+            metadata={REVIEWED_KEY: {"unpainted": "ignored", "background_label": 1}},
+        )  # fmt: skip
+        n_deleted = int((features["reviewed"] == "deleted").sum())
+        self.status.value = (
+            f"{name}: {len(kept)} kept and {n_deleted} deleted objects as training labels, the rest ignored; "
+            "Train (preselected: unpainted pixels ignored, background 1), starting from the model you segmented with"
+        )
+        return made
 
 
 def _has_confidence(layer: Any) -> bool:

@@ -39,7 +39,7 @@ from ..workflows.painted import UNPAINTED, write_painted_dataset
 from ..workflows.plan import configure_training
 from ..workflows.train import announce, new_folder, train
 from ._models import TRAINED
-from ._worker import WorkerWidget, full_resolution, is_result, painted_labels
+from ._worker import REVIEWED_KEY, WorkerWidget, full_resolution, is_result, painted_labels
 
 __all__ = ["SCRATCH", "TrainWidget"]
 
@@ -178,6 +178,10 @@ class TrainWidget(WorkerWidget):
             current, painted = self.labels.value, painted_labels(self.viewer)
             if painted is not None and (current is None or is_result(current) or not self._labels_by_hand):
                 self.labels.value = painted
+                how = getattr(painted, "metadata", {}).get(REVIEWED_KEY)
+                if how:  # labels a Review made say how they are to be read
+                    self.unpainted.value = how["unpainted"]
+                    self.background_label.value = how["background_label"]
         finally:
             self._choosing = False
 

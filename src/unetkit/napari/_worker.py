@@ -35,6 +35,10 @@ def _labels_layers(viewer: Any) -> list[Any]:
     return [layer for layer in viewer.layers if isinstance(layer, napari.layers.Labels)]
 
 
+#: the metadata key of training labels a Review made: how Train reads them (unpainted pixels, background label)
+REVIEWED_KEY = "unetkit_training_labels"
+
+
 def is_result(layer: Any) -> bool:
     """Whether a layer is one a Segment widget made (by its name)."""
     return bool(_RESULT.search(getattr(layer, "name", "")))
