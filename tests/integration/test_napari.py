@@ -529,16 +529,26 @@ def test_review_steps_through_the_objects_least_confident_first(make_napari_view
     original = np.asarray(viewer.layers["nuclei objects"].data).copy()
     made = review.training_labels()
     labels = np.asarray(made.data)
-    assert made.name == "nuclei reviewed" and made.metadata["unetkit_training_labels"]["unpainted"] == "ignored"
+    assert (
+        made.name == "nuclei reviewed" and made.metadata["unetkit_training_labels"]["unpainted"] == "ignored"
+    )
     for k in order[1:4]:
         assert (labels[original == k] == k + 1).all()  # kept objects: objects (1 is background)
     assert (labels[np.asarray(layer.metadata["unetkit_deleted_pixels"])] == 1).all()  # deleted: background
     unreviewed = order[-1]
     assert (labels[original == unreviewed] == 0).all()  # not reviewed: ignored
-    assert (labels == 1).sum() > (labels[np.isin(original, order[1:4])] > 0).sum() // 4  # a ring of background
+    assert (labels == 1).sum() > (
+        labels[np.isin(original, order[1:4])] > 0
+    ).sum() // 4  # a ring of background
     train = TrainWidget(viewer)
-    assert train.labels.value is made and train.unpainted.value == "ignored" and train.background_label.value == 1
-    data = write_painted_dataset(viewer.layers["nuclei"].data, labels, tmp_path / "reviewed", unpainted="ignored")
+    assert (
+        train.labels.value is made
+        and train.unpainted.value == "ignored"
+        and train.background_label.value == 1
+    )
+    data = write_painted_dataset(
+        viewer.layers["nuclei"].data, labels, tmp_path / "reviewed", unpainted="ignored"
+    )
     assert (data / "dataset.yaml").is_file()
     viewer.window._qt_window.resize(1400, 860)
     viewer.reset_view()
