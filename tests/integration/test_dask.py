@@ -63,6 +63,24 @@ def test_dask_prediction_equals_the_single_process_one(tmp_path, unetkit_exe):
     assert int(labels.max()) == int(ref_labels.max()) == single.objects > 20
     assert f"{single.objects} object(s)" in done.stdout
     np.testing.assert_array_equal(labels, ref_labels)  # one algorithm: identical IDs with and without Dask
+    # the objects table too (summed chunk by chunk); probabilities agree to 1e-5, so confidences nearly exactly
+    import csv
+
+    def table(path):
+        return {int(r["label"]): r for r in csv.DictReader(open(path, encoding="utf-8"))}
+
+    mine, theirs = (
+        table(tmp_path / "dask" / "big_objects.csv"),
+        table(tmp_path / "single" / "big_objects.csv"),
+    )
+    assert set(mine) == set(theirs) and len(mine) == single.objects
+    for k, row in theirs.items():
+        assert (mine[k]["area"], mine[k]["bbox_y0"], mine[k]["bbox_x1"]) == (
+            row["area"],
+            row["bbox_y0"],
+            row["bbox_x1"],
+        )
+        assert abs(float(mine[k]["confidence"]) - float(row["confidence"])) < 2e-3, k
     crossing = [
         set(np.unique(labels[y - 1])) & set(np.unique(labels[y])) - {0} for y in range(chunk, 300, chunk)
     ]

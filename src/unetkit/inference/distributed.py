@@ -28,8 +28,9 @@ import numpy as np
 from ..checkpoint import resolve_model_path
 from ..data.lazy import open_image
 from ..errors import ConfigError
+from .objects import confidence_maps, write_objects_csv
 from .outputs import PredictedFile, existing, instance_dtype, prepare_out, publish_group
-from .pipeline import InputImage
+from .pipeline import InputImage, objects_table
 from .postprocess import (
     RegionObjects,
     Split,
@@ -111,6 +112,9 @@ def semantic_chunk(
     classes = predictor.to_labels(probs)
     zarr.open_array(arrays["classes"], mode="r+")[where] = classes
     zarr.open_array(arrays["mask"], mode="r+")[where] = predictor.to_mask(classes)
+    if "sure" in arrays:  # for the objects table: as every path keeps them (steps of 1/255)
+        for key, values in zip(("sure", "fg"), confidence_maps(probs), strict=True):
+            zarr.open_array(arrays[key], mode="r+")[where] = np.rint(values * 255).astype(np.uint8)
     if probs_dtype is not None:
         lead = (
             () if probs.shape[0] == 1 else (slice(None),)
@@ -245,6 +249,11 @@ def predict_chunks(
     mask_sample = predictor.to_mask(np.zeros((1,) * len(shape), np.uint8))
     arrays = {"classes": str(scratch / "classes.zarr"), "mask": str(group / "mask")}
     zarr.create_array(arrays["classes"], shape=shape, chunks=chunks, dtype=np.uint8)
+    tabled = instances and len(shape) == 2  # the objects table (2-D images)
+    if tabled:
+        for key in ("sure", "fg"):
+            arrays[key] = str(scratch / f"{key}.zarr")
+            zarr.create_array(arrays[key], shape=shape, chunks=chunks, dtype=np.uint8)
     out = zarr.open_group(str(group), mode="w")
     out.create_array(
         "mask",
@@ -277,6 +286,14 @@ def predict_chunks(
     ]
     for _ in dask.run(instance_chunk, calls, desc="instances", progress=progress):
         pass
+    if tabled:  # summed chunk by chunk here, reading what the workers wrote (bounded memory)
+        with open_image(image).select(predictor.in_channels) as source:
+            found = objects_table(
+                source, zarr.open_array(str(group / "instances"), mode="r"),
+                zarr.open_array(arrays["sure"], mode="r"), zarr.open_array(arrays["fg"], mode="r"),
+                len(table), split.diameter, block=max(chunks),
+            )  # fmt: skip
+        write_objects_csv(scratch / "objects.csv", found)
     return len(table)
 
 
@@ -315,18 +332,19 @@ def predict_dask_files(
     for f in files:  # headers only: every input is checked before the cluster starts
         with open_image(f, volume=volumes) as source:
             shapes[f] = tuple(source.spatial_shape)
-    todo, _ = existing(list(zip(files, finals, strict=True)), overwrite, resume, lambda job: {"mask": job[1]})
+    tabled = instances and not volumes
+
+    def paths(job: tuple[Path, Path]) -> dict[str, Path]:
+        final = job[1]
+        return {"mask": final, **({"objects": _table_path(final)} if tabled else {})}
+
+    todo, _ = existing(list(zip(files, finals, strict=True)), overwrite, resume, paths)
     files, finals = [f for f, _ in todo], [final for _, final in todo]
     prepare_out(out)
     results = []
     with DaskRun(address, workers) as cluster:
         spec = model_spec(model, cluster.threads_per_task(), settings)
         log.info("Dask: %d worker(s) at %s", cluster.n_workers, cluster.client.scheduler.address)
-        if instances:
-            log.warning(
-                "Dask: the objects are labelled, but their table with confidences (NAME_objects.csv) is written "
-                "only without --dask for now"
-            )
         for f, final in zip(files, finals, strict=True):
             with work_folder(out, final.stem) as work:  # where every worker can write
                 group = work / "result.zarr"
@@ -344,6 +362,8 @@ def predict_dask_files(
                     progress=progress,
                 )
                 publish_group(group, final)
+                if tabled:
+                    os.replace(work / "objects.csv", _table_path(final))
             results.append(
                 PredictedFile(
                     source=f,
@@ -352,6 +372,12 @@ def predict_dask_files(
                     shape=shapes[f],
                     instances=final if instances else None,
                     objects=objects,
+                    table=_table_path(final) if tabled else None,
                 )
             )
     return results
+
+
+def _table_path(final: Path) -> Path:
+    """``OUT/NAME_objects.csv`` beside ``OUT/NAME.zarr``."""
+    return final.with_name(f"{final.name.removesuffix('.zarr')}_objects.csv")

@@ -216,7 +216,8 @@ def predict_files(
             + ("drop one" if predictor.diameter is not None else "predict without --dask")
         )
     if dask:
-        guard_outputs(files, out, [out / f"{i.name}.zarr" for i in items], protect)
+        tables = [out / f"{i.name}_objects.csv" for i in items] if instances else []
+        guard_outputs(files, out, [*(out / f"{i.name}.zarr" for i in items), *tables], protect)
         items, _ = _complete(items, fill_missing_chunks, skip_bad)
         assert not isinstance(model, Predictor)
         options = {"probs_dtype": probs_dtype, "instances": instances, "object_context": object_context}
