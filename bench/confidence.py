@@ -30,10 +30,11 @@ def matched_objects(model: str, data: Path) -> tuple[np.ndarray, np.ndarray]:
     conf, good = [], []
     for path in sorted((data / "images").glob("*.png")):
         labels, table = predictor.predict_instances(read_image(path), return_table=True)
-        ov = match_instances(read_image(data / "masks" / path.name), labels).overlaps
-        matched = set(np.asarray(ov.pred_ids)[np.asarray(ov.pair_pred)[ov.iou > 0.5]].tolist())
+        false = set(
+            match_instances(read_image(data / "masks" / path.name), labels).unmatched(0.5)[1].tolist()
+        )
         conf += table["confidence"].tolist()
-        good += [int(k) in matched for k in table["label"]]
+        good += [int(k) not in false for k in table["label"]]
     return np.array(conf), np.array(good, bool)
 
 
@@ -68,9 +69,9 @@ def fit(model: str, n: int = 48, seed: int = 5000) -> np.ndarray:
             )
             rows.append(np.stack([np.ones(len(k)), _logit(sums.sure[k] / count), _logit(sums.fg[k] / count),
                                   _logit(ring_fg), np.log(np.clip(size, 1e-3, 1)) * np.ones(len(k))], 1))  # fmt: skip
-            ov = match_instances(read_image(data / "masks" / path.name), labels).overlaps
-            matched = set(np.asarray(ov.pred_ids)[np.asarray(ov.pair_pred)[ov.iou > 0.5]].tolist())
-            good += [int(label) in matched for label in k]
+            truth = read_image(data / "masks" / path.name)
+            false = set(match_instances(truth, labels).unmatched(0.5)[1].tolist())
+            good += [int(label) not in false for label in k]
     a, y = np.concatenate(rows), np.array(good, float)
 
     def loss(w: np.ndarray) -> float:

@@ -114,7 +114,7 @@ def semantic_chunk(
     zarr.open_array(arrays["mask"], mode="r+")[where] = predictor.to_mask(classes)
     if "sure" in arrays:  # for the objects table: as every path keeps them (steps of 1/255)
         for key, values in zip(("sure", "fg"), confidence_maps(probs), strict=True):
-            zarr.open_array(arrays[key], mode="r+")[where] = np.rint(values * 255).astype(np.uint8)
+            zarr.open_array(arrays[key], mode="r+")[where] = encode_probs(values, "uint8")
     if probs_dtype is not None:
         lead = (
             () if probs.shape[0] == 1 else (slice(None),)

@@ -170,7 +170,7 @@ def predict_stack(
         if probs_dtype:
             probs.append(encode_probs(p[0] if len(p) == 1 else p, probs_dtype))
         if want_instances:
-            page_labels, table = objects_in_memory(predictor, predictor.channels_first(image), p, classes)
+            page_labels, table = predictor.objects(classes, p, predictor.channels_first(image))
             labels.append(page_labels)
             tables.append({"page": np.full(len(table["label"]), k, np.int64), **table})
     written = {"mask": write_volume(paths["mask"], np.stack(masks), overwrite=True)}
@@ -199,16 +199,6 @@ def predict_stack(
         objects=objects,
         table=written.get("objects"),
     )
-
-
-def objects_in_memory(
-    predictor: Predictor, image: np.ndarray, probs: np.ndarray, classes: np.ndarray
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Objects of an image (or volume) held in memory, ``image`` channels first as the predictor reads it, and
-    their table (:mod:`~unetkit.inference.objects`)."""
-    split = predictor.split(classes.__getitem__, classes.shape)
-    labels = predictor.labeller(split)(classes)
-    return labels, predictor.object_table(labels, probs, image, split.diameter)
 
 
 def segment_source(
@@ -242,7 +232,7 @@ def segment_source(
             probs[:, y0:y1] = encode_probs(rows, probs_dtype)  # type: ignore[arg-type]
         if sure is not None and fg is not None:
             s, f = confidence_maps(rows)
-            sure[y0:y1], fg[y0:y1] = encode_probs(s[None], "uint8")[0], encode_probs(f[None], "uint8")[0]
+            sure[y0:y1], fg[y0:y1] = encode_probs(s, "uint8"), encode_probs(f, "uint8")
 
     if predictor.rescales:  # rescaled whole, in memory (only images that fit get here)
         write(
@@ -393,7 +383,7 @@ def predict_volumes(
         classes = predictor.to_labels(probs)
         labels = table = None
         if instances:
-            labels, table = objects_in_memory(predictor, predictor.channels_first(volume, f), probs, classes)
+            labels, table = predictor.objects(classes, probs, predictor.channels_first(volume, f))
         arrays = {"mask": predictor.to_mask(classes)}
         if probs_dtype:
             arrays["probs"] = encode_probs(probs[0] if len(probs) == 1 else probs, probs_dtype)

@@ -459,20 +459,22 @@ class Predictor:
         """
         probs = self.predict_proba(image, name)
         classes = self.to_labels(probs)
+        if not return_table:
+            return self.instances(classes)
+        return self.objects(classes, probs, self.channels_first(image, name))
+
+    def objects(
+        self, classes: np.ndarray, probs: np.ndarray, image: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The objects of an image (or volume) held in memory, from its classes and the probabilities they came
+        from, and their table; ``image`` channels first as :meth:`channels_first` gives it (the intensity is the
+        mean over its channels)."""
         split = self.split(classes.__getitem__, classes.shape)
         labels = self.labeller(split)(classes)
-        if not return_table:
-            return labels
-        return labels, self.object_table(labels, probs, self.channels_first(image, name), split.diameter)
-
-    def object_table(
-        self, labels: np.ndarray, probs: np.ndarray, image: np.ndarray, diameter: float | None
-    ) -> dict[str, np.ndarray]:
-        """The objects table of ``labels`` from the probabilities they came from and the image (channels first,
-        as :meth:`channels_first` gives it; the intensity is the mean over its channels)."""
         sure, fg = confidence_maps(probs)
         intensity = np.asarray(image, np.float32).mean(axis=0)
-        return object_table(ObjectSums.of(labels, sure, fg, intensity, int(labels.max())), diameter)
+        sums = ObjectSums.of(labels, sure, fg, intensity, int(labels.max()))
+        return labels, object_table(sums, split.diameter)
 
     def instances(self, classes: np.ndarray) -> np.ndarray:
         """Class indices → objects, by the model's target (:func:`~.postprocess.instances_from_classes`), split

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .boundary import boundary_scores
-from .instance import DSB_THRESHOLDS, match_instances
+from .instance import DSB_THRESHOLDS, InstanceScores, match_instances
 from .semantic import SemanticScores, confusion_matrix
 
 __all__ = ["score_instances", "score_semantic"]
@@ -41,10 +41,11 @@ def score_semantic(
 
 
 def score_instances(
-    pred_labels: np.ndarray, truth_labels: np.ndarray
+    pred_labels: np.ndarray, truth_labels: np.ndarray, matched: InstanceScores | None = None
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Object labels (0 = background) → matching scores at IoU 0.5, the DSB score, AJI, splits and merges."""
-    s = match_instances(truth_labels, pred_labels)
+    """Object labels (0 = background) → matching scores at IoU 0.5, the DSB score, AJI, splits and merges;
+    ``matched``: ``match_instances(truth_labels, pred_labels)`` when the caller has it already."""
+    s = matched if matched is not None else match_instances(truth_labels, pred_labels)
     tp, fp, fn = s.counts(0.5)
     split, merged = s.split_merge(0.5)
     out = {

@@ -28,7 +28,7 @@ from ..config import DataConfig
 from ..data.io import IMAGE_SUFFIXES, read_image
 from ..data.masks import IGNORE, MaskEncoding
 from ..errors import ConfigError, DataError
-from ..metrics.instance import match_instances
+from ..metrics.instance import InstanceScores, match_instances
 from ..metrics.isbi import isbi_scores
 from ..metrics.results import DEFINITIONS, MODES, Evaluation, ImageResult
 from ..metrics.scoring import score_instances, score_semantic
@@ -160,9 +160,10 @@ def evaluate(
             ignored = classes == IGNORE
             if ignored.any():
                 pl = np.where(ignored, 0, pl)
-            scores, details = score_instances(pl, labels)
+            matched = match_instances(labels, pl)
+            scores, details = score_instances(pl, labels, matched)
             details["objects_from"] = how
-            confident = _confidences(pr, written, pl, labels) if how == "ids" else None
+            confident = _confidences(pr, written, matched) if how == "ids" else None
             if confident is not None:
                 details["objects"] = confident
         else:
@@ -182,13 +183,11 @@ def evaluate(
     return result
 
 
-def _confidences(
-    pr: Pair, written: np.ndarray, pred: np.ndarray, truth: np.ndarray
-) -> dict[str, list] | None:
+def _confidences(pr: Pair, written: np.ndarray, matched: InstanceScores) -> dict[str, list] | None:
     """The predicted objects' confidences (``NAME_objects.csv`` beside ``NAME_instances``, as predict wrote it
-    with the labels ``written``) and whether each matches a true object at IoU 0.5 (``pred``: the labels scored,
-    without pixels the truth leaves unlabelled); None without a table, or with one that describes other labels
-    (a table of another prediction is never guessed onto these)."""
+    with the labels ``written``) and whether each matches a true object at IoU 0.5 (``matched``: the scores' own
+    matching); None without a table, or with one that describes other labels (a table of another prediction is
+    never guessed onto these)."""
     import csv
 
     if pr.instances is None:
@@ -206,12 +205,11 @@ def _confidences(
     if {k for k, _ in rows} != present:
         log.warning("%s: its objects are not those of %s; its confidences are left out", table, pr.instances)
         return None
-    ov = match_instances(truth, pred).overlaps
-    matched = set(np.asarray(ov.pred_ids)[np.asarray(ov.pair_pred)[ov.iou > 0.5]].tolist())
+    false = set(matched.unmatched(0.5)[1].tolist())
     return {
         "label": [k for k, _ in rows],
         "confidence": [c for _, c in rows],
-        "matched": [k in matched for k, _ in rows],
+        "matched": [k not in false for k, _ in rows],
     }
 
 
@@ -318,8 +316,8 @@ def compare_objects(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5)
     """Match the objects of ``pred`` and ``truth`` (label images of one shape) at IoU ``threshold``."""
     if pred.shape != truth.shape:
         raise DataError(f"the predicted and true labels differ in shape: {pred.shape} and {truth.shape}")
-    scores = {k: float(v) for k, v in score_instances(pred, truth)[0].items()}
     s = match_instances(truth, pred)
+    scores = {k: float(v) for k, v in score_instances(pred, truth, s)[0].items()}
     missed, false = s.unmatched(threshold)
     split, merged = s.split_merge(threshold)
     errors = {
