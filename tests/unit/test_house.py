@@ -29,6 +29,7 @@ from unetkit.config import (
     load_config,
 )
 from unetkit.data.masks import MaskEncoding
+from unetkit.inference.executor import _group_rows
 from unetkit.inference.postprocess import (
     block_regions,
     first_pixel_order,
@@ -38,7 +39,6 @@ from unetkit.inference.postprocess import (
     region_objects,
     region_slices,
 )
-from unetkit.inference.predictor import _group_rows
 from unetkit.inference.tiling import plan_tiles
 from unetkit.workflows.predict import predict_files
 

@@ -10,6 +10,7 @@ are brought to the nearest end of it."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -18,7 +19,12 @@ from ..data.checks import object_diameters, typical_diameter
 from ..data.resample import zoom_image
 from ..errors import ConfigError
 
-__all__ = ["estimate_diameter", "parse_diameter", "rescale", "resize_to", "target_diameter"]
+__all__ = ["Rescaling", "estimate_diameter", "parse_diameter", "rescale", "resize_to", "target_diameter"]
+
+#: channels-first pixels → their class probabilities, on their own grid
+Run = Callable[[np.ndarray], np.ndarray]
+#: probabilities → the typical object diameter in them (None: no objects)
+Find = Callable[[np.ndarray], "float | None"]
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +87,78 @@ def estimate_diameter(labels: np.ndarray, volume: bool = False) -> float | None:
     """The typical equivalent diameter of the objects in ``labels`` (:func:`~unetkit.data.checks.typical_diameter`:
     the median weighted by object area); None when there are no objects."""
     return typical_diameter(object_diameters(labels, volume), volume)
+
+
+class Rescaling:
+    """How one model's inputs are resampled (``--diameter``, or a model trained with ``--input-scale``) and its
+    probabilities mapped back: done whole, in memory. ``run(x)`` gives the probabilities of channels-first
+    pixels on their own grid; ``find(probs)`` the typical object diameter in them (None: no objects)."""
+
+    def __init__(self, diameter: float | str | None, preprocessing: dict) -> None:
+        self.diameter = parse_diameter(diameter)
+        self.trained_diameter: float | None = preprocessing.get("object_diameter")
+        self.trained_range: list[float] | None = preprocessing.get("object_diameter_range")
+        #: the model was trained on images resampled by this factor (``--input-scale``): so are its inputs
+        self.input_scale = float(preprocessing.get("input_scale") or 1.0)
+        #: what ``--diameter auto`` found and did on the last image, in words (None: not used)
+        self.scaling: str | None = None
+        if self.diameter is not None and not self.trained_diameter:
+            raise ConfigError(
+                "--diameter: this model does not record the size of the objects it learnt (it was trained before "
+                "unetkit recorded it); train it again, or drop --diameter"
+            )
+
+    @property
+    def rescales(self) -> bool:
+        """Whether images are resampled before the network and its output mapped back."""
+        return self.diameter is not None or self.input_scale != 1
+
+    @property
+    def rescaling(self) -> str:
+        """What resamples, in words, for messages."""
+        if self.diameter is not None:
+            return "--diameter"
+        return f"this model (trained at --input-scale {self.input_scale:g})"
+
+    def learnt_sizes(self) -> str:
+        """The object diameters the model learnt, in words ("7-57.7 px"; "unknown" for a model without them)."""
+        if self.trained_range:
+            return f"{self.trained_range[0]:g}-{self.trained_range[1]:g} px"
+        return f"{self.trained_diameter:.1f} px" if self.trained_diameter else "unknown sizes"
+
+    def proba(self, x: np.ndarray, run: Run, find: Find, name: object = "image") -> np.ndarray:
+        """Probabilities of ``x`` zoomed as the model needs (its ``input_scale``, or with ``--diameter`` so its
+        objects have the size the model learnt), mapped back onto ``x``'s grid."""
+        trained = float(self.trained_diameter or 0)
+        diameter = self.diameter
+        if diameter is None:  # a model trained on resampled images: its inputs are resampled alike
+            return self.at(x, self.input_scale, run)
+        if diameter == "auto":
+            first, found = self.first_pass(x, run, find)
+            if found is None:
+                self.scaling = "--diameter auto found no objects; the image was kept at its scale"
+                log.info("%s: %s", name, self.scaling)
+                return first
+            factor = factor_for(found, target_diameter(found, trained, self.trained_range))
+            kept = abs(factor / self.input_scale - 1) < NEGLIGIBLE
+            self.scaling = (
+                f"objects about {found:.1f} px across (estimated); the model learnt {self.learnt_sizes()}: "
+                + ("kept at its scale" if kept else f"segmented zoomed x{factor:.3g} (then mapped back)")
+            )
+            log.info("%s: %s", name, self.scaling)
+            return first if kept else self.at(x, factor, run)
+        assert isinstance(diameter, float)
+        return self.at(x, factor_for(diameter, target_diameter(diameter, trained, self.trained_range)), run)
+
+    def first_pass(self, x: np.ndarray, run: Run, find: Find) -> tuple[np.ndarray, float | None]:
+        """``--diameter auto``'s first pass (at the model's input scale): its probabilities, and the typical
+        diameter of the objects it finds on ``x``'s grid (None: no objects)."""
+        first = self.at(x, self.input_scale, run)
+        return first, find(first)
+
+    @staticmethod
+    def at(x: np.ndarray, factor: float, run: Run) -> np.ndarray:
+        """Probabilities of ``x`` zoomed by ``factor`` (not when it is within ``NEGLIGIBLE`` of 1), on ``x``'s grid."""
+        if abs(factor - 1) < NEGLIGIBLE:
+            return run(x)
+        return resize_to(run(rescale(x, factor)), tuple(x.shape[1:]))

@@ -233,7 +233,7 @@ def _test_tensors(
     with torch.no_grad():
         if net.padding == "valid":
             x = torch.from_numpy(predictor.prepare(pixels))[None]
-            probs = predictor._activate(net._forward(x))[0].numpy()
+            probs = predictor.executor.activate(net._forward(x))[0].numpy()
         else:
             probs = predictor.predict_proba(pixels)
     np.save(folder / "test_input.npy", raw[None])

@@ -1,0 +1,452 @@
+"""The stream executor: normalised windows in, blended class probabilities out, in bounded memory.
+
+A :class:`TileExecutor` owns the network as it runs (device, precision, memory layout, folded batch norms,
+compilation) and the tile geometry. Tiles are read lazily from the image (a NumPy array or an on-disk
+:class:`~unetkit.data.lazy.ImageSource`), normalised, batched by a prefetch thread while the model runs, and
+accumulated into a band of rows that holds one row of tiles; rows that no later tile touches are final and
+handed to a callback. Memory is therefore bounded by the tile batch and the image *width*, never by its height.
+It knows nothing of checkpoints, rescaling or what the probabilities mean (see :mod:`.predictor`).
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import BLENDS, DEFAULT_TILE, PRECISIONS
+from ..data.lazy import ImageSource
+from ..data.normalize import Normalizer
+from ..device import autocast, compile_model, cpu_has_native_bf16, resolve_device
+from ..errors import ConfigError, DataError
+from ..models.blocks import fold_batch_norms
+from .blending import BLEND_MODES, importance_map
+from .tiling import Tile, plan_blend_tiles, plan_tiles, read_window
+
+__all__ = ["MAX_TILES", "RowsCallback", "Stats", "TileExecutor", "available_memory", "resolve_precision"]
+
+assert BLENDS == (*BLEND_MODES, "crop"), "config.BLENDS lists the blending modes and crop"
+
+RowsCallback = Callable[[int, int, np.ndarray], None]
+#: per-channel normalisation ``(offset, scale)``
+Stats = tuple[np.ndarray, np.ndarray]
+
+MAX_TILES = 10_000_000  # tiles of one image in one process (the tile list is built before the first tile)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bfloat16 on CPUs with native bfloat16 arithmetic (AVX512-BF16 or AMX), where it runs a
+    U-Net about twice as fast as float32; float32 elsewhere (on CUDA, ``amp`` chooses mixed precision)."""
+    if precision != "auto":
+        return precision
+    if device.type == "cpu":
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
+    return "float32"
+
+
+def available_memory() -> float:
+    """Bytes of memory available now (MemAvailable), or 8 GiB when the system does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8.0 * 2**30
+
+
+class TileExecutor:
+    """Run ``model`` over an image tile by tile (see the module's docstring).
+
+    Padded (``"same"``) networks see overlapping ``tile`` x ``tile`` tiles (neighbours overlap by
+    ``overlap`` x ``tile`` pixels, and the image is mirror-extended by half that at its borders) whose
+    outputs are averaged with an importance map (``blend``: ``gaussian``, ``taper`` or ``constant``), or, with
+    ``blend="crop"``, cut at the middle of each overlap. Unpadded (``"valid"``) networks get each output
+    tile's exact context, mirrored outside the image; tiles start on the pooling grid, so their tiled output
+    equals a full-image pass exactly. ``channels_last``, ``fuse`` and ``compile`` change the model in place:
+    only for models the caller owns.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        in_channels: int,
+        device: str | torch.device,
+        tile: int | None,
+        overlap: float,
+        blend: str | None,
+        batch_size: int,
+        amp: bool,
+        precision: str,
+        channels_last: bool,
+        prefetch: int,
+        fuse: bool,
+        compile: bool,
+    ) -> None:
+        if not 0 <= overlap < 1:
+            raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
+        if blend is not None and blend not in BLENDS:
+            raise ConfigError(f"--blend {blend!r} is unknown; choose one of {', '.join(BLENDS)}")
+        tile = DEFAULT_TILE if tile is None else tile  # a bare network records no training patch
+        if tile < 1 or batch_size < 1:
+            raise ConfigError(f"--tile and --batch must be positive, got {tile} and {batch_size}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"--precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.in_channels = int(in_channels)
+        self.batch_size = int(batch_size)
+        self.amp = amp
+        self.precision = resolve_precision(precision, self.device)
+        owned = any(True for _ in self.model.parameters())
+        # channels-last is the layout oneDNN and cuDNN convolve fastest; it converts the model's weights in
+        # place, so only models the caller owns (from_checkpoint) are converted, never a training model
+        self.memory_format: torch.memory_format | None = None
+        if channels_last and owned:
+            fmt = torch.channels_last if getattr(model, "spatial_dims", 2) == 2 else torch.channels_last_3d
+            self.model = self.model.to(memory_format=fmt)  # type: ignore[call-overload]
+            self.memory_format = fmt
+        if fuse and owned:  # folding batch norms into the convolutions also changes the model in place
+            fold_batch_norms(self.model)
+        self.compiled = bool(compile)
+        if self.compiled:
+            self.model = compile_model(self.model)
+        self.prefetch = max(0, int(prefetch))
+        self.overlap = float(overlap)
+        self.num_classes: int = model.num_classes  # type: ignore[assignment]
+        self.spatial_dims: int = getattr(model, "spatial_dims", 2)
+        depth: int = model.depth  # type: ignore[assignment]
+        self.align = 2**depth
+        self.margin: int = model.margin  # type: ignore[assignment]
+        net: Any = model
+        if net.padding == "valid":
+            self.blend = "crop"
+            self.halo = 0
+            self.tile_in = net.geometry.fit(tile)
+            self.core = net.output_size(self.tile_in)
+        else:
+            self.blend = blend or "gaussian"
+            self.tile_in = max(self.align, tile // self.align * self.align)
+            # context mirrored at the image border: half an overlap, on the pooling grid
+            self.halo = -(-round(self.overlap * self.tile_in / 2) // self.align) * self.align
+            self.core = self.tile_in - 2 * self.halo
+            if self.blend == "crop" and self.core < self.align:
+                raise ConfigError(
+                    f"--tile {tile} with --overlap {overlap} leaves no tile core; use a larger --tile"
+                )
+
+    # -- sizes ------------------------------------------------------------------------------------------
+    def check_size(
+        self, shape: tuple[int, ...], name: str | Path, max_memory_gib: float | None = None
+    ) -> None:
+        """Refuse, before anything is allocated, an image whose streaming needs more than ``max_memory_gib``
+        GiB (default: half the memory available now) or more than :data:`MAX_TILES` tiles. Memory grows with
+        the image's width (one full-width row of tiles is held), not its height."""
+        if not shape or min(shape) < 1:
+            raise DataError(f"{name}: {'x'.join(map(str, shape))} pixels: an image without pixels")
+        step = max(1, self.core if self.blend == "crop" else round(self.tile_in * (1 - self.overlap)))
+        tiles = math.prod(max(1, -(-n // step)) for n in shape)
+        if tiles > MAX_TILES:
+            raise DataError(
+                f"{name}: {'x'.join(map(str, shape))} pixels make {tiles:,} tiles (at most {MAX_TILES:,} in one "
+                "process): use --dask to split it into chunks, or a larger --tile"
+            )
+        need = self.streamed_bytes(shape)
+        limit = max_memory_gib * 2**30 if max_memory_gib is not None else available_memory() / 2
+        if need > limit:
+            raise DataError(
+                f"{name}: {'x'.join(map(str, shape))} pixels: one row of tiles needs {need / 2**30:.1f} GiB, more "
+                f"than {limit / 2**30:.1f} GiB ({'--max-memory-gib' if max_memory_gib is not None else 'half the available memory'}); "
+                "use --dask (chunks in both directions), a smaller --tile, or raise --max-memory-gib"
+            )
+
+    def streamed_bytes(self, shape: tuple[int, ...]) -> int:
+        """Bytes that grow with an image of spatial ``shape`` when it is streamed: one full-width row of tiles
+        (input, probability sums and weights, classes). The network's own working memory comes on top."""
+        return self.tile_in * math.prod(shape[1:]) * 4 * (2 * (self.num_classes + 1) + self.in_channels + 1)
+
+    def plan(self, shape: tuple[int, ...]) -> list[Tile]:
+        """The tiles for an image of spatial ``shape`` (row-major order)."""
+        if self.blend == "crop":
+            return plan_tiles(shape, self._core_for(shape), self.halo, self.margin, self.align)
+        sizes = [min(self.tile_in, -(-(n + 2 * self.halo) // self.align) * self.align) for n in shape]
+        return plan_blend_tiles(shape, sizes, self.overlap, [self.halo] * len(shape), self.align)
+
+    def _core_for(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Crop plan: per-axis core, as few tiles as the configured core allows, each no larger than needed.
+
+        A 512-pixel axis with a 448-pixel core gets two 256-pixel cores rather than two 448-pixel ones.
+        Valid networks keep their configured core (it fixes a valid input size).
+        """
+        if self.margin > 0:
+            return (self.core,) * len(shape)
+        cores = []
+        for n in shape:
+            count = -(-n // self.core)
+            per_tile = -(-n // count)
+            cores.append(min(self.core, -(-per_tile // self.align) * self.align))
+        return tuple(cores)
+
+    # -- running ----------------------------------------------------------------------------------------
+    def stream(
+        self,
+        source: np.ndarray | ImageSource,
+        emit: RowsCallback,
+        stats: Stats,
+        *,
+        tta: bool = False,
+        progress: bool = False,
+        name: str | Path = "image",
+        on_tiles: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Predict a ``(C, H, W)`` image or ``(C, D, H, W)`` volume (array or lazy source, raw pixels, normalised
+        with ``stats``) and hand final probability rows (slices) to ``emit(y0, y1, probs)`` in order (``probs``:
+        ``(num_classes, y1 - y0, *rest)`` float32). ``on_tiles(done, total)`` after every batch of tiles (a
+        GUI's progress bar; an exception it raises, e.g. on Cancel, stops the run there)."""
+        spatial = tuple(source.shape[1:])
+        h, rest = spatial[0], spatial[1:]
+        tiles = self.plan(spatial)
+        rows = _group_rows(tiles)
+        height = max(t.axes[0].write_stop - t.axes[0].write_start for t in tiles)
+        band = _Band(self.num_classes, height, rest)
+        pending = {id(row[0].axes[0]): len(row) for row in rows}
+        next_start = {
+            id(r[0].axes[0]): (rows[i + 1][0].axes[0].write_start if i + 1 < len(rows) else h)
+            for i, r in enumerate(rows)
+        }
+        bar = tqdm(
+            total=len(tiles),
+            desc=f"predict {Path(str(name)).name}",
+            unit="tile",
+            disable=not progress,
+            leave=False,
+        )
+        done = 0
+        try:
+            for batch, inputs in self._batches(source, tiles, stats):
+                for t, p in zip(batch, self.forward(inputs, tta), strict=True):
+                    band.add(t, p, self._weights(p.shape[1:], t))
+                    key = id(t.axes[0])
+                    pending[key] -= 1
+                    if pending[key] == 0:  # this row of tiles is done: rows above the next row are final
+                        band.release(next_start[key], emit)
+                bar.update(len(batch))
+                done += len(batch)
+                if on_tiles is not None:
+                    on_tiles(done, len(tiles))
+        finally:
+            bar.close()
+        if band.top != h:  # pragma: no cover - the plan covers every row
+            raise RuntimeError(f"tiling left rows {band.top}..{h} unwritten")
+
+    def predict_region(
+        self,
+        source: np.ndarray | ImageSource,
+        region: tuple[tuple[int, int], ...],
+        stats: Stats,
+        *,
+        tta: bool = False,
+    ) -> np.ndarray:
+        """Probabilities ``(num_classes, *region sizes)`` of one region (``(start, stop)`` per spatial axis) of a
+        ``(C, ...)`` image, equal to the same pixels of :meth:`stream` over the whole image: the region's
+        share of the whole image's tiles is run and blended in the same order. The unit of work of distributed
+        inference (:mod:`unetkit.inference.distributed`); ``stats`` must be the whole image's."""
+        spatial = tuple(source.shape[1:])
+        tiles = [
+            t
+            for t in self.plan(spatial)
+            if all(
+                a.write_start < r1 and a.write_stop > r0 for a, (r0, r1) in zip(t.axes, region, strict=True)
+            )
+        ]
+        size = tuple(r1 - r0 for r0, r1 in region)
+        acc = np.zeros((self.num_classes, *size), np.float32)
+        wsum = np.zeros(size, np.float32)
+        for batch, inputs in self._batches(source, tiles, stats):
+            for t, p in zip(batch, self.forward(inputs, tta), strict=True):
+                weight = self._weights(p.shape[1:], t)
+                part = p[(slice(None), *t.crop)]
+                lo = [max(r0, a.write_start) for a, (r0, _) in zip(t.axes, region, strict=True)]
+                hi = [min(r1, a.write_stop) for a, (_, r1) in zip(t.axes, region, strict=True)]
+                src = tuple(
+                    slice(a - ax.write_start, b - ax.write_start)
+                    for a, b, ax in zip(lo, hi, t.axes, strict=True)
+                )
+                dst = tuple(slice(a - r0, b - r0) for a, b, (r0, _) in zip(lo, hi, region, strict=True))
+                if weight is None:
+                    acc[(slice(None), *dst)] += part[(slice(None), *src)]
+                    wsum[dst] += 1
+                else:
+                    acc[(slice(None), *dst)] += part[(slice(None), *src)] * weight[src]
+                    wsum[dst] += weight[src]
+        return acc / wsum
+
+    def _weights(self, out_shape: tuple[int, ...], tile: Tile) -> np.ndarray | None:
+        if self.blend == "crop":
+            return None
+        return importance_map(out_shape, self.blend)[tile.crop]
+
+    def _batches(
+        self, source: np.ndarray | ImageSource, tiles: list[Tile], stats: Stats
+    ) -> Iterator[tuple[list[Tile], np.ndarray]]:
+        rest = tuple(source.shape[2:])
+
+        def windows() -> Iterator[np.ndarray]:
+            # One read per row of tiles (as wide as the row's tiles reach, mirrored outside the image), then
+            # tiles are cut from it in memory: every stored chunk or strip is decoded once per row of tiles.
+            for row in _group_rows(tiles):
+                ay = row[0].axes[0]
+                lo = [min(t.axes[k].read_start for t in row) for k in range(1, len(rest) + 1)]
+                hi = [max(t.axes[k].read_stop for t in row) for k in range(1, len(rest) + 1)]
+                band = read_window(source, [(ay.read_start, ay.read_stop), *zip(lo, hi, strict=True)])
+                for t in row:
+                    cut = (
+                        slice(None),
+                        slice(None),
+                        *(
+                            slice(a.read_start - o, a.read_stop - o)
+                            for a, o in zip(t.axes[1:], lo, strict=True)
+                        ),
+                    )
+                    yield Normalizer.apply(band[cut], stats)
+
+        def produce() -> Iterator[tuple[list[Tile], np.ndarray]]:
+            it = windows()
+            for batch in _batched(tiles, self.batch_size):
+                yield batch, np.stack([next(it) for _ in batch])
+
+        return _prefetched(produce(), self.prefetch) if self.prefetch else produce()
+
+    @torch.inference_mode()
+    def forward(self, inputs: np.ndarray, tta: bool = False) -> np.ndarray:
+        """Class probabilities of a batch of normalised tiles; ``tta``: averaged over the 8 flips and
+        90-degree rotations."""
+        x = torch.from_numpy(inputs).to(self.device)
+        if not tta:
+            return self.activate(self._logits(x)).cpu().numpy()
+        total: Any = None
+        for k in range(4):
+            for flip in (False, True):
+                view = torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
+                p = torch.rot90(self.activate(self._logits(view.contiguous())), -k, dims=(-2, -1))
+                p = p.flip(-1) if flip else p
+                total = p if total is None else total + p
+        return (total / 8).cpu().numpy()
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
+        if self.precision == "bfloat16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self.model(x).float()
+        with autocast(self.device, self.amp):
+            return self.model(x).float()
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits → probabilities: sigmoid for one output channel, softmax over classes otherwise."""
+        return torch.sigmoid(logits) if self.num_classes == 1 else torch.softmax(logits, dim=1)
+
+
+class _Band:
+    """The rows of probability sums and weights that one row of tiles writes to: final rows are handed on
+    (``release``) and the band moves down the image."""
+
+    def __init__(self, num_classes: int, height: int, rest: tuple[int, ...]) -> None:
+        self.acc = np.zeros((num_classes, height, *rest), np.float32)
+        self.wsum = np.zeros((height, *rest), np.float32)
+        self.height = height
+        self.top = 0  # image row (volume slice) of acc[:, 0]
+
+    def add(self, t: Tile, p: np.ndarray, weight: np.ndarray | None) -> None:
+        ay = t.axes[0]
+        where = (
+            slice(ay.write_start - self.top, ay.write_stop - self.top),
+            *(slice(a.write_start, a.write_stop) for a in t.axes[1:]),
+        )
+        part = p[(slice(None), *t.crop)]
+        if weight is None:
+            self.acc[(slice(None), *where)] += part
+            self.wsum[where] += 1
+        else:
+            self.acc[(slice(None), *where)] += part * weight
+            self.wsum[where] += weight
+
+    def release(self, stop: int, emit: RowsCallback) -> None:
+        """Hand rows ``top..stop`` (final: no later tile reaches them) to ``emit`` and shift the band."""
+        if stop <= self.top:
+            return
+        n, height = stop - self.top, self.height
+        emit(self.top, stop, self.acc[:, :n] / self.wsum[:n])
+        self.acc[:, : height - n] = self.acc[:, n:].copy()
+        self.wsum[: height - n] = self.wsum[n:].copy()
+        self.acc[:, height - n :] = 0
+        self.wsum[height - n :] = 0
+        self.top = stop
+
+
+def _group_rows(tiles: list[Tile]) -> list[list[Tile]]:
+    rows: list[list[Tile]] = []
+    for t in tiles:
+        if rows and rows[-1][0].axes[0] == t.axes[0]:  # by position: tiles may be copies (pickled to workers)
+            rows[-1].append(t)
+        else:
+            rows.append([t])
+    return rows
+
+
+def _batched(items: Iterable[Tile], n: int) -> Iterator[list[Tile]]:
+    batch: list[Tile] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+_DONE = object()
+
+
+def _prefetched(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Run ``items`` in a background thread, ``depth`` items ahead; exceptions are re-raised here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=work, name="unetkit-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

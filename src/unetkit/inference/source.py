@@ -1,0 +1,104 @@
+"""Model sources: a checkpoint, an ONNX file, a bioimage.io package or a built-in name, opened as a network
+(an engine) with its preprocessing record and the predictor settings that follow from where it came from.
+
+Safe loading throughout (:func:`~unetkit.checkpoint.load_checkpoint`; packages: :mod:`.bioimageio`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..checkpoint import build_model, load_checkpoint, resolve_model_path
+from ..config import DEFAULT_TILE, ENGINES, MIN_DEFAULT_TILE, PredictConfig
+from ..errors import CheckpointError, ConfigError
+from .bioimageio import is_package, load_package
+from .writers import process_temp
+
+__all__ = ["MAX_TILE", "Opened", "default_tile", "open_model"]
+
+MAX_TILE = 16384  # the largest tile side a checkpoint may ask for
+
+#: a network, its preprocessing record and the predictor's keyword arguments
+Opened = tuple[nn.Module, dict[str, Any], dict[str, Any]]
+
+
+def default_tile(payload: dict[str, Any], minimum: int = MIN_DEFAULT_TILE) -> int:
+    """Tile size for a checkpoint: its training patch size, at least ``minimum`` (fewer, larger tiles are
+    cheaper; a fully convolutional net trained on 128-pixel patches segments 256-pixel tiles as well). Not more
+    by default: measured on CPUs (``bench/peers.py``), 512² tiles one per pass ran no faster per FLOP than four
+    of 256², and their coarser grid computes more overlap on most image sizes."""
+    cfg = (payload.get("training") or {}).get("config") or {}
+    patch = (cfg.get("data") or {}).get("patch_size") or DEFAULT_TILE
+    if not isinstance(patch, int) or not 1 <= patch <= MAX_TILE:
+        raise CheckpointError(
+            f"the checkpoint declares a training patch of {str(patch)[:40]} pixels (at most {MAX_TILE}): damaged "
+            "or not made by unetkit; pass --tile to choose the tile size"
+        )
+    return max(int(patch), minimum)
+
+
+def open_model(path: str | Path, kwargs: dict[str, Any]) -> Opened:
+    """Open the model at ``path`` for prediction with the predictor settings ``kwargs`` (None: the default):
+    the network, its preprocessing and the settings completed (``tile`` from the training patch; a model
+    the predictor owns is run channels-last with its batch norms folded)."""
+    path = resolve_model_path(path)
+    if is_package(path):
+        return _open_package(path, kwargs)
+    kwargs = dict(kwargs)
+    engine = kwargs.pop("engine", None) or "torch"
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if Path(path).suffix.lower() == ".onnx" or engine == "onnxruntime":
+        model, payload = _open_onnx(Path(path), kwargs)
+    else:
+        payload = load_checkpoint(path)
+        model = build_model(payload, path)
+        kwargs.setdefault("channels_last", True)  # the predictor owns this model
+        kwargs.setdefault("fuse", True)
+    if kwargs.get("tile") is None:
+        kwargs["tile"] = default_tile(payload)
+    return model, payload["preprocessing"], kwargs
+
+
+def _open_onnx(path: Path, kwargs: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """An ONNX file, or a checkpoint exported (verified) to a temporary one, run by ONNX Runtime."""
+    if kwargs.get("compile"):
+        raise ConfigError("--compile applies to the torch engine; ONNX Runtime optimises its own graph")
+    if kwargs.get("precision") == "bfloat16":
+        raise ConfigError(
+            "--precision bfloat16 applies to the torch engine; ONNX Runtime runs the float32 graph"
+        )
+    kwargs["precision"] = "float32"  # what ONNX Runtime computes in (no autocast around it)
+    from .export import OnnxModel, write_exported
+
+    if path.suffix.lower() != ".onnx":
+        payload = load_checkpoint(path)
+        path = write_exported(
+            build_model(payload, path).eval(), payload, process_temp("onnx") / "model.onnx", "onnx"
+        ).path
+    model = OnnxModel(path)
+    return model, {"training": model.training_info, "preprocessing": model.preprocessing}
+
+
+def _open_package(path: Path, kwargs: dict[str, Any]) -> Opened:
+    """A bioimage.io package (see :mod:`unetkit.inference.bioimageio`): tiles of at least its minimum size,
+    overlapping by at least twice its output halo, which is cropped (unetkit's own packages: blended as their
+    checkpoints are)."""
+    kwargs = dict(kwargs)
+    if (kwargs.pop("engine", None) or "torch") != "torch" or kwargs.get("compile"):
+        raise ConfigError("a bioimage.io package runs its own weights: drop --engine and --compile")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    model, preprocessing = load_package(path)
+    step = model.size_multiples[0]
+    tile = max(int(kwargs.get("tile") or DEFAULT_TILE), model.min_size)
+    kwargs["tile"] = -(-tile // step) * step
+    if model.halo and not model.ours:  # the spec's halo: output to discard at tile edges, not to blend
+        kwargs.setdefault("blend", "crop")
+    kwargs["overlap"] = max(
+        float(kwargs.get("overlap", PredictConfig().overlap)), min(0.9, 2 * model.halo / kwargs["tile"])
+    )
+    return model, preprocessing, kwargs
