@@ -2,7 +2,7 @@
 package) applied to an image layer, in a worker thread with a progress bar and Cancel; the result arrives as a
 Labels layer (objects, or classes) and, on request, the probabilities as an Image layer.
 
-The work is :func:`unetkit.inference.pipeline.segment_source`, what ``unetkit predict`` runs per image: the
+The work is :func:`unetkit.workflows.segment.segment_array`, what ``unetkit predict`` runs per image: the
 layer's data is read window by window (NumPy, Dask or zarr arrays alike), so a large layer is never loaded whole;
 when holding the results whole would need more memory than streaming (the rule of ``unetkit predict``,
 :func:`~unetkit.inference.pipeline.streams`) they are held in a zarr store on disk (objects labelled block by block) and
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,8 @@ from magicgui.widgets import (
 from qtpy.QtCore import QObject, Signal
 
 from ..config import SURFACE_DEFAULTS, PredictConfig
-from ..data.lazy import ImageSource
 from ..errors import UnetkitError
-from ..inference.pipeline import segment_source, streams
-from ..inference.predictor import Predictor
-from ..pretrained import list_pretrained
+from ..workflows.segment import builtin_models, declared_classes, segment_array
 from ._models import TRAINED
 from ._worker import WorkerWidget, full_resolution
 
@@ -46,20 +42,6 @@ log = logging.getLogger(__name__)
 _TILE_DEFAULT = next(
     f.metadata["default_text"] for f in dataclasses.fields(PredictConfig) if f.name == "tile"
 )
-
-
-def _classes_of(model: str) -> int | None:
-    """The output classes a unetkit checkpoint (or built-in model) declares; None when not known cheaply (an
-    ONNX file, a package, a file that does not load: Segment says what is wrong when it runs)."""
-    from ..checkpoint import load_checkpoint, resolve_model_path
-
-    try:
-        path = resolve_model_path(model)
-        if path.suffix.lower() not in (".pt", ".pth"):
-            return None
-        return int(load_checkpoint(path)["model"]["hparams"]["num_classes"])
-    except (UnetkitError, OSError, KeyError, TypeError, ValueError):
-        return None
 
 
 class Cancelled(Exception):
@@ -78,7 +60,7 @@ class SegmentWidget(WorkerWidget):
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.models: dict[str, str] = {m.name: m.name for m in list_pretrained() if m.path.is_file()}
+        self.models: dict[str, str] = {m: m for m in builtin_models()}
         self.models.update(TRAINED.models)  # trained in this session by the Train widget
         # choices from a callable: napari resets every widget's choices when layers change, and a static list
         # would drop the models trained since the widget was made (the next Segment then used `nuclei`)
@@ -152,7 +134,7 @@ class SegmentWidget(WorkerWidget):
         """The threshold acts on a binary model's one probability; a model of several classes takes each pixel's
         most probable class, so its threshold is disabled and says why (it changed nothing with `nuclei`)."""
         try:
-            classes = _classes_of(self.chosen_model())
+            classes = declared_classes(self.chosen_model())
         except UnetkitError:  # a file that is not a model: Segment says so when pressed
             classes = None
         binary = classes in (None, 1)
@@ -257,59 +239,20 @@ def _segment(
     cancel: threading.Event,
     report: Any,
 ) -> dict[str, Any]:
-    """The worker: load the model, segment the layer's data (see :func:`segment_source`)."""
-    import time
-
-    start = time.perf_counter()
-    predictor = Predictor.from_checkpoint(model, **options)
-    source = ImageSource(data, 2 if rgb else None, name).select(predictor.in_channels)
-    h, w = source.spatial_shape
-    keep, store = None, None
-    if streams(predictor, (h, w), instances):  # the same memory rule as unetkit predict
-        import zarr
-
-        keep = tempfile.TemporaryDirectory(prefix="unetkit-napari-")
-        store = zarr.open_group(str(Path(keep.name) / "result.zarr"), mode="w")
+    """The worker: :func:`~unetkit.workflows.segment.segment_array`, stopped between tiles on Cancel."""
 
     def on_tiles(done: int, total: int) -> None:
         if cancel.is_set():
             raise Cancelled
         report(done, total)
 
-    classes, probs, labels, objects, table = segment_source(
-        predictor,
-        source,
-        store,
-        "float16" if probabilities else None,
-        instances,
+    return segment_array(
+        model,
+        data,
+        rgb=rgb,
         name=name,
+        options=options,
+        instances=instances,
+        probabilities=probabilities,
         on_tiles=on_tiles,
-    )
-    return {
-        "labels": labels if instances else classes,
-        "probs": probs,
-        "objects": objects,
-        "table": table,
-        "keep": keep,
-        "seconds": time.perf_counter() - start,
-        "sizes": predictor.scaling or _outside_learnt_sizes(predictor, labels),
-    }
-
-
-def _outside_learnt_sizes(predictor: Predictor, labels: Any) -> str | None:
-    """A warning when the objects found are larger or smaller than any the model learnt (a model segments
-    objects of other sizes badly: nuclei three times the learnt size scored F1 0.445 against 0.878 rescaled)."""
-    import numpy as np
-
-    from ..inference.scale import estimate_diameter
-
-    if not isinstance(labels, np.ndarray) or not predictor.trained_range or not labels.any():
-        return None  # no objects, an on-disk result, or a model without learnt sizes
-    found = estimate_diameter(labels)
-    low, high = predictor.trained_range
-    if found is None or low <= found <= high:
-        return None
-    return (
-        f"objects about {found:.0f} px across, {'larger' if found > high else 'smaller'} than any the model "
-        f"learnt ({predictor.learnt_sizes()}): tick 'estimate the diameter from the image'"
     )

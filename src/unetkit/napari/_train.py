@@ -33,10 +33,10 @@ from qtpy.QtCore import QObject, Signal
 
 from ..config import RunConfig, load_config
 from ..errors import UnetkitError
-from ..pretrained import list_pretrained
 from ..training.loop import TrainHooks, TrainingInterrupted
 from ..workflows.painted import UNPAINTED, write_painted_dataset
 from ..workflows.plan import configure_training
+from ..workflows.segment import builtin_models
 from ..workflows.train import announce, new_folder, train
 from ._models import TRAINED
 from ._worker import REVIEWED_KEY, WorkerWidget, full_resolution, is_result, painted_labels
@@ -102,7 +102,7 @@ class TrainWidget(WorkerWidget):
             value=None,
             tooltip="any layout of check-data",
         )
-        builtins = [m.name for m in list_pretrained() if m.path.is_file()]
+        builtins = builtin_models()
         self.init = ComboBox(
             label="start from",
             choices=[*builtins, SCRATCH],
