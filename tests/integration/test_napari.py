@@ -133,22 +133,24 @@ def test_threshold_acts_on_a_binary_model_and_is_disabled_with_the_reason_otherw
 
 def test_the_train_widget_and_unetkit_train_make_the_same_configuration(tiny_data, tiny_run, tmp_path):
     """Issue 33 item 4: the widget chained plan, init and train itself and resolved the fine-tuning rate its own way
-    (a settings file's rate was kept); both now call workflows.plan.configure_training."""
+    (a settings file's rate was kept); both now start runs with workflows.plan.plan_and_train, configured by
+    what each makes of its settings."""
     import time
 
     from unetkit.cli.main import build_parser
-    from unetkit.napari._train import job_config
+    from unetkit.napari._train import job_settings
+    from unetkit.workflows.plan import configure_training
 
     settings = tmp_path / "settings.yaml"
     settings.write_text("model:\n  base_channels: 4\n  depth: 2\ntrain:\n  lr: 0.01\n  epochs: 3\n")
     started = time.perf_counter()
     job = {"settings": str(settings), "init": str(tiny_run.run_dir), "budget": 180.0, "started": started}
-    widget_cfg, _, widget_fill = job_config(job, tiny_data, tmp_path / "w")
+    widget_cfg, _, widget_fill = configure_training(tiny_data, tmp_path / "w", **job_settings(job))
     argv = ["train", str(tiny_data), "--config", str(settings), "--init", str(tiny_run.run_dir),
             "--time-budget", "3m", "--out", str(tmp_path / "c")]  # fmt: skip
     args = build_parser().parse_args(argv)
     args.started = started
-    cli_cfg, _, cli_fill = train_cli.configured(args, tmp_path / "c")
+    cli_cfg, _, cli_fill = configure_training(args.data, tmp_path / "c", **train_cli.configuring(args))
     assert widget_cfg.to_dict() == cli_cfg.to_dict() and widget_fill == cli_fill
     assert widget_cfg.train.lr != 0.01  # fine-tuning: the settings file's rate was its own training's
     assert widget_cfg.train.time_budget == 180.0

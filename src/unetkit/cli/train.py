@@ -16,8 +16,8 @@ from ..planning import (
     parse_duration,
 )
 from ..training.run_folder import RunFolder
-from ..workflows.plan import configure_training
-from ..workflows.train import announce, guard_run_folder, new_folder, train
+from ..workflows.plan import plan_and_train
+from ..workflows.train import guard_run_folder, new_folder, train
 from .common import add_data_args, add_progress, config_with_data_args, reading_config
 from .options import add_options, apply_options
 
@@ -138,30 +138,28 @@ def default_run_dir(data: str | Path) -> Path:
     return out
 
 
-def configured(args: argparse.Namespace, out: Path) -> tuple[RunConfig, dict, bool]:
-    """The run's configuration, the plan's measured times and whether to fill the budget: the plan (or
-    --config / --no-plan) with the flags on top, initialised from --init
-    (:func:`~unetkit.workflows.plan.configure_training`, as the napari Train widget)."""
+def configuring(args: argparse.Namespace) -> dict:
+    """How the run's configuration is made from the flags (:func:`~unetkit.workflows.plan.configure_training`,
+    as the napari Train widget makes it): the plan (or --config / --no-plan) with the flags on top, initialised
+    from --init."""
     settings = None
     if args.config or args.no_plan:
         if args.plan:
             raise ConfigError("--plan FILE is a starting point of its own: drop --config or --no-plan")
         settings = load_config(args.config) if args.config else RunConfig()
-    return configure_training(
-        args.data,
-        out,
-        settings=settings,
-        overrides=lambda cfg: config_from_args(args, cfg),
-        init=args.init,
-        lr_chosen=args.lr is not None,
-        time_budget=args.time_budget,
-        fixed_length=args.epochs is not None or args.steps_per_epoch is not None,
-        plan_file=args.plan,
-        reading=reading_config(args, RunConfig()),
-        device=args.device,
-        progress=args.progress,
-        started=args.started,
-    )
+    return {
+        "settings": settings,
+        "overrides": lambda cfg: config_from_args(args, cfg),
+        "init": args.init,
+        "lr_chosen": args.lr is not None,
+        "time_budget": args.time_budget,
+        "fixed_length": args.epochs is not None or args.steps_per_epoch is not None,
+        "plan_file": args.plan,
+        "reading": reading_config(args, RunConfig()),
+        "device": args.device,
+        "progress": args.progress,
+        "started": args.started,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,18 +187,14 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else default_run_dir(args.data)
         guard_run_folder(args.data, out, (args.init, args.config))  # before any planning: never among inputs
         RunFolder(out).existing(args.overwrite)  # refused before any planning: a run is there already
-        cfg, measured, fill = configured(args, out)
-        if int(os.environ.get("RANK", "0")) == 0:
-            log.info("%s", announce(cfg, measured, args.data, out))
-        result = train(
+        rank0 = int(os.environ.get("RANK", "0")) == 0
+        result = plan_and_train(
             args.data,
             out,
-            cfg,
+            say=log.info if rank0 else (lambda _: None),
             overwrite=args.overwrite,
-            progress=args.progress,
             nproc=args.nproc,
-            started=args.started,
-            fill_budget=fill,  # the plan's epochs are an estimate for the budget unless the flags fix the length
+            **configuring(args),
         )
     if int(os.environ.get("RANK", "0")):  # under torchrun: rank 0 reports
         return 0

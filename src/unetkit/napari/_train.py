@@ -33,11 +33,10 @@ from qtpy.QtCore import QObject, Signal
 
 from ..config import RunConfig, load_config
 from ..errors import UnetkitError
-from ..training.loop import TrainHooks, TrainingInterrupted
 from ..workflows.painted import UNPAINTED, write_painted_dataset
-from ..workflows.plan import configure_training
+from ..workflows.plan import plan_and_train
 from ..workflows.segment import builtin_models
-from ..workflows.train import announce, new_folder, train
+from ..workflows.train import TrainHooks, TrainingInterrupted, new_folder
 from ._models import TRAINED
 from ._worker import REVIEWED_KEY, WorkerWidget, full_resolution, is_result, painted_labels
 
@@ -319,23 +318,22 @@ def _safe(name: str) -> str:
     return keep or "layer"
 
 
-def job_config(job: dict[str, Any], data: str | Path, out: Path) -> tuple[RunConfig, dict[str, Any], bool]:
-    """The widget's settings as a run's configuration, made exactly as ``unetkit train`` makes it
-    (:func:`~unetkit.workflows.plan.configure_training`): the plan, or the settings file as ``--config``; the
+def job_settings(job: dict[str, Any]) -> dict[str, Any]:
+    """The widget's settings as ``unetkit train`` gives them to
+    :func:`~unetkit.workflows.plan.configure_training`: the plan, or the settings file as ``--config``; the
     model to fine-tune with the fine-tuning learning rate (the widget chooses none)."""
-    return configure_training(
-        data,
-        out,
-        settings=load_config(job["settings"]) if job["settings"] else None,
-        init=job["init"],
-        time_budget=job["budget"],
-        progress=False,
-        started=job["started"],
-    )
+    return {
+        "settings": load_config(job["settings"]) if job["settings"] else None,
+        "init": job["init"],
+        "time_budget": job["budget"],
+        "progress": False,
+        "started": job["started"],
+    }
 
 
 def _train_job(job: dict[str, Any], hooks: TrainHooks, events: _Events) -> Any:
-    """The worker: the dataset (painted layers written, or the folder), the plan or settings, then training."""
+    """The worker: the dataset (painted layers written, or the folder), then
+    :func:`~unetkit.workflows.plan.plan_and_train` as ``unetkit train`` runs it."""
     import numpy as np
 
     say = events.said.emit
@@ -356,13 +354,21 @@ def _train_job(job: dict[str, Any], hooks: TrainHooks, events: _Events) -> Any:
         data = job["data"]
     if not job["settings"]:
         say(f"planning for {job['budget'] / 60:g} min (counted in the budget) ...")
-    cfg, measured, fill = job_config(job, data, out)
-    if hooks.stop is not None and hooks.stop.is_set():
-        raise Cancelled
-    events.run.emit(str(out))
-    say(announce(cfg, measured, data, out).replace(" on ", "\non ", 1).replace("; ", "\n"))
-    events.planned.emit(cfg.train.epochs, cfg.train.steps_per_epoch)
-    return train(data, out, cfg, progress=False, hooks=hooks, started=job["started"], fill_budget=fill)
+
+    def planned(cfg: RunConfig) -> None:
+        if hooks.stop is not None and hooks.stop.is_set():
+            raise Cancelled
+        events.run.emit(str(out))
+        events.planned.emit(cfg.train.epochs, cfg.train.steps_per_epoch)
+
+    return plan_and_train(
+        data,
+        out,
+        say=lambda text: say(text.replace(" on ", "\non ", 1).replace("; ", "\n")),
+        planned=planned,
+        hooks=hooks,
+        **job_settings(job),
+    )
 
 
 class _Plot:

@@ -51,9 +51,10 @@ from ..pretrained import list_pretrained
 from ..safety import writable
 from ..training.distributed import DistContext
 from ..training.init import INIT_ARCH_FIELDS, init_config, init_evidence
-from ..training.loop import validate
+from ..training.loop import TrainHooks, validate
 from ..training.setup import build_training
-from .train import resolve_data, starting_from, train
+from ..training.state import TrainResult
+from .train import announce, resolve_data, starting_from, train
 
 __all__ = ["PROBE_BUDGET", "default_time_budget", "plan_for_training", "plan_path", "plan_training"]
 
@@ -198,6 +199,39 @@ def plan_path(data: str | Path, out: str | Path | None = None) -> Path:
 def default_time_budget(device: str | None) -> str:
     """The budget a bare `unetkit train DATA` plans for: short on a CPU (a newcomer's first run), longer on a GPU."""
     return CPU_TRAIN_BUDGET if resolve_device(device or "auto").type == "cpu" else DEFAULT_BUDGET
+
+
+def plan_and_train(
+    data: str | Path,
+    out: Path,
+    *,
+    say: Callable[[str], None] = log.info,
+    planned: Callable[[RunConfig], None] | None = None,
+    overwrite: bool = False,
+    nproc: int = 1,
+    hooks: TrainHooks | None = None,
+    **configure: Any,
+) -> TrainResult:
+    """A new run, start to end: plan if needed and initialise (:func:`configure_training`, which takes
+    ``configure``), say what will happen (``say``: the announcement), then train (with the plan's epochs re-fitted
+    to the budget unless the caller fixed the length). ``planned(cfg)`` is called between planning and
+    training (a GUI shows the epochs; an exception it raises, e.g. on Cancel, stops there). The one way
+    ``unetkit train`` and the napari Train widget start a run, so the same settings give the same run."""
+    cfg, measured, fill = configure_training(data, out, **configure)
+    if planned is not None:
+        planned(cfg)
+    say(announce(cfg, measured, data, out))
+    return train(
+        data,
+        out,
+        cfg,
+        overwrite=overwrite,
+        progress=configure.get("progress", True),
+        nproc=nproc,
+        hooks=hooks,
+        started=configure.get("started"),
+        fill_budget=fill,  # the plan's epochs are an estimate for the budget unless the caller fixed the length
+    )
 
 
 def configure_training(

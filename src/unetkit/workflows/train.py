@@ -27,13 +27,21 @@ from ..losses import get_loss
 from ..safety import guard_outputs, sample_files
 from ..training.distributed import init_distributed, spawn
 from ..training.init import init_config, init_evidence, input_scale_for, load_initial_weights
-from ..training.loop import TrainHooks
+from ..training.loop import TrainHooks, TrainingInterrupted
 from ..training.run_folder import RunFolder
 from ..training.setup import build_training, num_classes_for
 from ..training.state import BudgetClock, TrainResult, TrainState
 from ..training.trainer import fit
 
-__all__ = ["TrainHooks", "announce", "new_folder", "resolve_data", "starting_from", "train"]
+__all__ = [
+    "TrainHooks",
+    "TrainingInterrupted",
+    "announce",
+    "new_folder",
+    "resolve_data",
+    "starting_from",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
