@@ -196,11 +196,6 @@ class UNetBase(nn.Module):
         return ValidGeometry(self.depth)
 
     @property
-    def size_multiple(self) -> int:
-        """Inputs of a ``"same"`` network are padded internally to a multiple of this (in x and y)."""
-        return 2**self.depth
-
-    @property
     def size_multiples(self) -> tuple[int, ...]:
         """Per spatial axis: what the input is padded to a multiple of (z may pool fewer times)."""
         k = self.hparams.get("anisotropic_levels", 0)
