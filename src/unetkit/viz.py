@@ -10,12 +10,13 @@ from PIL import Image, ImageDraw
 
 from .atomic import atomic_path
 
-__all__ = ["contour_overlay", "heatmap", "overlay_panel", "save_curves"]
+__all__ = ["contour_overlay", "heatmap", "outlined_crop", "overlay_panel", "save_curves"]
 
 TRUTH = np.array([60, 220, 60], np.float32)  # green
 PRED = np.array([230, 60, 230], np.float32)  # magenta
 FP = np.array([255, 70, 50], np.float32)  # red: predicted, not true
 FN = np.array([60, 140, 255], np.float32)  # blue: true, missed
+DOUBT = np.array([255, 220, 0], np.float32)  # a doubtful object's outline
 
 
 def gray_rgb(image: np.ndarray) -> np.ndarray:
@@ -34,11 +35,38 @@ def tint(rgb: np.ndarray, mask: np.ndarray, colour: np.ndarray, alpha: float = 0
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask`` next to a pixel outside it (4-neighbours), on every side."""
     m = mask.astype(bool)
     edge = np.zeros_like(m)
     edge[:-1] |= m[:-1] != m[1:]
+    edge[1:] |= m[1:] != m[:-1]
     edge[:, :-1] |= m[:, :-1] != m[:, 1:]
+    edge[:, 1:] |= m[:, 1:] != m[:, :-1]
     return edge & m
+
+
+def outlined_crop(
+    image: np.ndarray, labels: np.ndarray, label: int, side: int = 96, neighbours: bool = False
+) -> np.ndarray | None:
+    """Object ``label`` of ``labels`` on its ``image`` (2-D, or colour), outlined two pixels wide in yellow (seen
+    at thumbnail size), in a square crop at least ``side`` pixels wide around it; ``neighbours``: the other
+    objects in the crop outlined thinly in grey. None when the label is absent."""
+    ys, xs = np.nonzero(labels == label)
+    if not len(ys):
+        return None
+    half = max(side // 2, (max(ys.max() - ys.min(), xs.max() - xs.min()) + 1) // 2 + 8)
+    cy, cx = (ys.min() + ys.max()) // 2, (xs.min() + xs.max()) // 2
+    window = (slice(max(0, cy - half), cy + half), slice(max(0, cx - half), cx + half))
+    picture = gray_rgb(np.asarray(image)[window])
+    around = np.asarray(labels)[window]
+    if neighbours:
+        from skimage.segmentation import find_boundaries
+
+        picture[find_boundaries(np.where(around == label, 0, around), mode="inner")] = 150
+    from scipy import ndimage as ndi
+
+    picture[ndi.binary_dilation(outline(around == label))] = DOUBT
+    return np.clip(picture, 0, 255).astype(np.uint8)
 
 
 def overlay_panel(

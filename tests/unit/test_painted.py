@@ -71,10 +71,24 @@ def test_labels_that_cannot_train_are_refused_with_the_fix(tmp_path, case, messa
         paint[paint == 1] = 0
     elif case == "nothing":
         paint[paint > 1] = 0
-    elif case == "top only":
-        paint, unpainted = np.where(np.arange(256)[:, None] < 128, truth, 0), "background"
+    elif (
+        case == "top only"
+    ):  # too few objects to hold some out whole: the bottom rows validate, and hold none
+        top = np.where(np.arange(256)[:, None] < 128, truth, 0)
+        few = np.unique(top[top > 0])[:3]
+        paint, unpainted = np.where(np.isin(top, few), top, 0), "background"
     elif case == "exists":
         (tmp_path / "data").mkdir()
     with pytest.raises(DataError, match=message):
         write_painted_dataset(image, paint, tmp_path / "data", unpainted=unpainted)
     assert not (tmp_path / "data" / "images").exists()  # refused before anything is written
+
+
+def test_enough_objects_anywhere_validate_on_objects_held_out(tmp_path):
+    """Objects painted only in the top half once had to be refused (the bottom rows validated); with enough of
+    them training holds whole objects out instead, so a review's few corrected regions can train."""
+    image, truth, _ = _painted()
+    top = np.where(np.arange(256)[:, None] < 128, truth, 0)
+    assert len(np.unique(top)) - 1 >= 5
+    out = write_painted_dataset(image, top, tmp_path / "data")
+    assert (out / "dataset.yaml").is_file()

@@ -27,6 +27,7 @@ COMMANDS = (
     "train",
     "predict",
     "evaluate",
+    "review",
     "models",
     "export",
 )

@@ -202,7 +202,10 @@ def _held_out_objects(store: SampleStore, index: int, share: float, seed: int) -
     boxes = ndi.find_objects(labels)
     rng = np.random.default_rng([seed, index])
     region = np.zeros(target.shape, bool)
-    goal = share * target.size
+    # a share of the *labelled* pixels: sparse labels (painted, or corrections around a few objects) keep most of
+    # their few objects for training (of a whole image's pixels, the held-out objects took nearly all of them)
+    labelled = int((target != IGNORE).sum())
+    goal = share * labelled
     for k in rng.permutation(count):
         box = boxes[k]
         if box is None:
@@ -214,7 +217,7 @@ def _held_out_objects(store: SampleStore, index: int, share: float, seed: int) -
             break
     touched = np.unique(labels[region])
     region |= np.isin(labels, touched[touched > 0])  # no object is cut by the region's edge
-    if region.all() or region.sum() > 0.5 * target.size:
+    if region.all() or (region & (target != IGNORE)).sum() > 0.5 * labelled:
         return None  # too few objects, too large: the rows are a better split
     return region
 

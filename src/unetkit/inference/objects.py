@@ -29,8 +29,17 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..atomic import atomic_path
+from ..errors import DataError
 
-__all__ = ["COLUMNS", "WEIGHTS", "ObjectSums", "confidence_maps", "object_table", "write_objects_csv"]
+__all__ = [
+    "COLUMNS",
+    "WEIGHTS",
+    "ObjectSums",
+    "confidence_maps",
+    "object_table",
+    "read_objects_csv",
+    "write_objects_csv",
+]
 
 #: the table's columns (per object); centroid and bounding box in pixels of the image, the box half-open
 COLUMNS = (
@@ -192,3 +201,46 @@ def _cell(value: np.generic) -> str:
     if np.issubdtype(type(value), np.integer):
         return str(int(value))
     return f"{float(value):.4g}"
+
+
+#: the largest objects table read back (a table of a gigapixel slide holds about a million objects)
+MAX_TABLE_BYTES = 512 * 2**20
+
+
+def read_objects_csv(path: str | Path) -> dict[str, np.ndarray]:
+    """An objects table as :func:`write_objects_csv` wrote it (one array per column, in the file's order), checked:
+    a ``label`` column of distinct positive integers, a ``confidence`` column in [0, 1], finite numbers. Raises
+    :class:`~unetkit.errors.DataError` (one line, the file and what is wrong) for anything else."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_TABLE_BYTES:
+            raise DataError(f"{path}: {size / 2**20:.0f} MiB, larger than any objects table unetkit writes")
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: cannot be read as an objects table ({str(exc)[:120]})") from None
+    if not rows or rows[0][:2] != ["label", "confidence"]:
+        raise DataError(
+            f"{path}: not an objects table unetkit wrote (its first columns are label, confidence)"
+        )
+    head, body = rows[0], rows[1:]
+    if any(len(r) != len(head) for r in body):
+        raise DataError(f"{path}: rows of different lengths: not an objects table unetkit wrote")
+    try:
+        cols = {k: np.array([float(r[i]) for r in body], np.float64) for i, k in enumerate(head)}
+    except ValueError as exc:
+        raise DataError(f"{path}: {str(exc)[:80]}: not an objects table unetkit wrote") from None
+    label, conf = cols["label"], cols["confidence"]
+    finite = all(np.isfinite(v).all() for v in cols.values())
+    if (
+        not finite
+        or (label < 1).any()
+        or (label != np.round(label)).any()
+        or len(np.unique(label)) != len(label)
+    ):
+        raise DataError(f"{path}: labels must be distinct positive integers and every number finite")
+    if ((conf < 0) | (conf > 1)).any():
+        raise DataError(f"{path}: confidences outside [0, 1]: not an objects table unetkit wrote")
+    integral = ("label", "area", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "bbox_z0", "bbox_z1")
+    return {k: v.astype(np.int64) if k in integral else v for k, v in cols.items()}

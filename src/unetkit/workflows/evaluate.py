@@ -28,6 +28,7 @@ from ..config import DataConfig
 from ..data.io import IMAGE_SUFFIXES, read_image
 from ..data.masks import IGNORE, MaskEncoding
 from ..errors import ConfigError, DataError
+from ..inference.objects import read_objects_csv
 from ..metrics.instance import InstanceScores, match_instances
 from ..metrics.isbi import isbi_scores
 from ..metrics.results import DEFINITIONS, MODES, Evaluation, ImageResult
@@ -188,19 +189,17 @@ def _confidences(pr: Pair, written: np.ndarray, matched: InstanceScores) -> dict
     with the labels ``written``) and whether each matches a true object at IoU 0.5 (``matched``: the scores' own
     matching); None without a table, or with one that describes other labels (a table of another prediction is
     never guessed onto these)."""
-    import csv
-
     if pr.instances is None:
         return None
     table = Path(pr.instances).with_name(f"{pr.name}_objects.csv")
     if not table.is_file():
         return None
     try:
-        with open(table, encoding="utf-8", newline="") as f:
-            rows = [(int(r["label"]), float(r["confidence"])) for r in csv.DictReader(f)]
-    except (OSError, KeyError, ValueError, UnicodeDecodeError):
-        log.warning("%s: not an objects table unetkit wrote; its confidences are left out", table)
+        read = read_objects_csv(table)
+    except DataError as exc:
+        log.warning("%s; its confidences are left out", exc)
         return None
+    rows = list(zip(read["label"].tolist(), read["confidence"].tolist(), strict=True))
     present = set(np.unique(written).tolist()) - {0}
     if {k for k, _ in rows} != present:
         log.warning("%s: its objects are not those of %s; its confidences are left out", table, pr.instances)

@@ -10,8 +10,9 @@ the *unpainted* pixels mean is the painter's to say:
   ``dataset.yaml``). The dataset is cropped to the painted area (plus context), so a few objects painted on a
   whole slide make a small dataset.
 
-Validation holds out the bottom rows of a single image (see :func:`unetkit.data.dataset.split_views`), so
-objects must be painted in both parts; this is checked here, before anything is written.
+Validation holds out whole objects of a single image (see :func:`unetkit.data.dataset.split_views`) when at
+least :data:`~unetkit.data.dataset.MIN_OBJECTS_TO_HOLD_OUT` are painted, else its bottom rows, so fewer objects
+must be painted in both parts; this is checked here, before anything is written.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from ..atomic import atomic_write_text
 from ..config import DataConfig
+from ..data.dataset import MIN_OBJECTS_TO_HOLD_OUT
 from ..data.io import write_image
 from ..data.layouts import DESCRIPTOR
 from ..errors import DataError
@@ -96,7 +99,10 @@ def write_painted_dataset(
     h = mask.shape[0]
     share = DataConfig().val_fraction if val_fraction is None else val_fraction
     cut = h - max(1, round(h * share))
-    if not objects[:cut].any() or not objects[cut:].any():
+    # enough objects: training validates on whole objects held out, wherever they are (data.dataset.split_views);
+    # fewer: on the bottom rows, which must then hold some
+    few = ndi.label(objects)[1] < MIN_OBJECTS_TO_HOLD_OUT
+    if few and (not objects[:cut].any() or not objects[cut:].any()):
         raise DataError(
             f"{name}: objects are painted only {'above' if objects[:cut].any() else 'below'} row {cut} of the "
             f"{'painted area' if unpainted == 'ignored' else 'image'} (rows {cut}-{h} validate the model): paint "

@@ -15,14 +15,13 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..data.io import read_image, read_volume
 from ..data.masks import IGNORE
 from ..metrics.results import COLUMNS, DEFINITIONS, Evaluation, fmt
 from ..safety import head_text
-from ..viz import gray_rgb, outline, tint
+from ..viz import gray_rgb, outline, outlined_crop, tint
 
 __all__ = ["write_report"]
 
@@ -30,7 +29,6 @@ FP = np.array([255, 60, 40], np.float32)
 FN = np.array([50, 130, 255], np.float32)
 SPLIT = np.array([255, 165, 0], np.float32)
 MERGE = np.array([170, 60, 230], np.float32)
-DOUBT = np.array([255, 220, 0], np.float32)  # a doubtful object's outline
 
 
 def _errors_picture(evaluation: Evaluation, result, mode: str) -> np.ndarray:
@@ -122,17 +120,7 @@ def _crop(evaluation: Evaluation, name: str, label: int, side: int = 96) -> np.n
     pred = a.get("pred_labels")
     if pred is None or pred.ndim != 2 or a["image"] is None:
         return None
-    ys, xs = np.nonzero(pred == label)
-    if not len(ys):
-        return None
-    half = max(side // 2, (max(ys.max() - ys.min(), xs.max() - xs.min()) + 1) // 2 + 8)
-    cy, cx = (ys.min() + ys.max()) // 2, (xs.min() + xs.max()) // 2
-    y0, x0 = max(0, cy - half), max(0, cx - half)
-    window = (slice(y0, cy + half), slice(x0, cx + half))
-    picture = gray_rgb(read_image(Path(a["image"]), a.get("image_page"))[window])
-    mine = pred[window] == label
-    picture[ndi.binary_dilation(outline(mine))] = DOUBT  # two pixels wide: seen at thumbnail size
-    return np.clip(picture, 0, 255).astype(np.uint8)
+    return outlined_crop(read_image(Path(a["image"]), a.get("image_page")), pred, label, side)
 
 
 def _confidence_section(evaluation: Evaluation, out: Path) -> str:
