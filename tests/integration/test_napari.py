@@ -39,6 +39,17 @@ def _wait(qtbot, widget, timeout=120_000):
     qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)
 
 
+def _segmented_sample(make_napari_viewer, qtbot):
+    """A viewer with the plugin's sample image segmented by the built-in model (``nuclei objects``)."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("unetkit", "nuclei")
+    segment = SegmentWidget(viewer)
+    segment.image.value = viewer.layers["nuclei"]
+    segment.start()
+    _wait(qtbot, segment)
+    return viewer
+
+
 def _screenshot(viewer, name, tmp_path, reset=True):
     """What the user sees (viewer and docked widgets), saved under the test's folder, and under docs/ when
     UNETKIT_DOCS_SCREENSHOTS=1 (how the docs' pictures are made)."""
@@ -500,12 +511,7 @@ def test_review_steps_through_the_objects_least_confident_first(make_napari_view
     removes it from the layer, Keep keeps it; verdicts stay on the layer; the next is the next least confident."""
     from unetkit.napari._review import ReviewWidget
 
-    viewer = make_napari_viewer()
-    viewer.open_sample("unetkit", "nuclei")
-    segment = SegmentWidget(viewer)
-    segment.image.value = viewer.layers["nuclei"]
-    segment.start()
-    _wait(qtbot, segment)
+    viewer = _segmented_sample(make_napari_viewer, qtbot)
     review = ReviewWidget(viewer)
     viewer.window.add_dock_widget(review, name="Review", area="right")
     layer = viewer.layers["nuclei objects"]
@@ -558,3 +564,47 @@ def test_review_steps_through_the_objects_least_confident_first(make_napari_view
     review.current = None
     review.next()
     _screenshot(viewer, "napari-review.png", tmp_path, reset=False)
+
+
+def test_retrain_learns_from_the_verdicts_and_segments_again_round_after_round(
+    make_napari_viewer, qtbot, tmp_path
+):
+    """Issue 34: one click fine-tunes the model that segmented on the verdicts (unreviewed pixels ignored), never
+    below its start, segments the image again as a numbered round whose model Segment offers; the next round starts
+    from that model and learns from both rounds' corrections."""
+    from unetkit.napari._models import TRAINED
+    from unetkit.napari._review import ReviewWidget
+
+    viewer = _segmented_sample(make_napari_viewer, qtbot)
+    review = ReviewWidget(viewer)
+    viewer.window.add_dock_widget(review, name="Review", area="right")
+    review.work.value = tmp_path
+    review.budget.value = 0.4
+    assert review.objects.value is viewer.layers["nuclei objects"]
+    for _ in range(8):
+        review.keep()
+    review.retrain()
+    _wait(qtbot, review, timeout=240_000)
+    assert "round 1:" in review.status.value and "offered in Segment" in review.status.value, (
+        review.status.value
+    )
+    first = viewer.layers["nuclei objects (round 1)"]
+    assert (
+        review.objects.value is first and "confidence" in first.features and np.asarray(first.data).max() > 10
+    )
+    folder = tmp_path / "nuclei-review"
+    metrics = (folder / "model-1" / "metrics.csv").read_text().splitlines()
+    assert metrics[1].startswith("0,")  # the model that segmented, validated before the first step
+    assert TRAINED.models["nuclei round 1"] == str(folder / "model-1" / "best.pt")
+    assert "nuclei round 1" in SegmentWidget(viewer).model.choices
+    for _ in range(8):  # the second round reviews the new layer
+        review.keep()
+    review.retrain()
+    _wait(qtbot, review, timeout=240_000)
+    assert "round 2:" in review.status.value, review.status.value
+    assert sorted(p.name for p in (folder / "train-2" / "images").iterdir()) == ["r1.tif", "r2.tif"]
+    second = viewer.layers["nuclei objects (round 2)"]
+    assert second.metadata["unetkit_segmented"]["model"] == str(folder / "model-2" / "best.pt")
+    config = (folder / "model-2" / "config.yaml").read_text()
+    assert str(folder / "model-1") in config  # round 2 started from round 1's model
+    _screenshot(viewer, "napari-retrain.png", tmp_path)

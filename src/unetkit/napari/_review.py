@@ -12,31 +12,45 @@ ignored: kept objects are objects, deleted ones and a ring of :data:`RING` pixel
 other object) are painted background (label 1), the rest is unpainted. The layer says so in its metadata, and
 Train preselects it with "unpainted pixels: ignored", so fine-tuning the model that segmented learns from the
 corrections only.
+
+**Retrain** does all of it in one click: the training labels, then a fine-tune of the model that segmented the
+layer on them and on every earlier round of the same image (:func:`~unetkit.workflows.review.retrain`: one minute
+by default, validated on corrected objects held out, never below its start), then Segment again with the new
+model: a numbered round (``NAME objects (round N)``), its model offered in Segment, its layer reviewed next.
 """
 
 from __future__ import annotations
 
+import re
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import Container, Label, PushButton, create_widget
+from magicgui.types import FileDialogMode
+from magicgui.widgets import FileEdit, FloatSpinBox, PushButton, create_widget
 from scipy import ndimage as ndi
 
-from ._worker import REVIEWED_KEY
+from ..workflows.review import retrain
+from ..workflows.segment import segment_array
+from ._models import TRAINED
+from ._worker import REVIEWED_KEY, SEGMENTED_KEY, WorkerWidget, full_resolution, safe_name
 
 __all__ = ["RING", "ReviewWidget"]
 
+#: a Segment result's name: the image's, " objects", a Retrain's round
+_RESULT_NAME = re.compile(r"(.*) objects(?: \(round (\d+)\))?")
 #: pixels around a kept object taken as background in the training labels (its accepted edge)
 RING = 3
 #: where a layer under review keeps the pixels of the objects deleted from it
 DELETED_KEY = "unetkit_deleted_pixels"
 
 
-class ReviewWidget(Container):
+class ReviewWidget(WorkerWidget):
     """Step through a result layer's objects, least confident first (see the module docstring)."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__(labels=True)
+        super().__init__()
         import napari.layers
 
         self.viewer = napari_viewer
@@ -45,8 +59,20 @@ class ReviewWidget(Container):
         self.keep_button = PushButton(text="Keep (k)")
         self.delete_button = PushButton(text="Delete (d)")
         self.labels_button = PushButton(text="Make training labels")
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
+        self.budget = FloatSpinBox(
+            label="minutes",
+            value=1.0,
+            min=0.1,
+            max=60.0,
+            step=0.5,
+            tooltip="Retrain's time budget, planning included",
+        )
+        self.work = FileEdit(
+            label="save to",
+            mode=FileDialogMode.EXISTING_DIRECTORY,
+            value=Path.home() / "unetkit-napari",
+            tooltip="a folder per reviewed image: IMAGE-review/round-N (corrections), model-N (models)",
+        )
         self.extend(
             [
                 self.objects,
@@ -54,7 +80,11 @@ class ReviewWidget(Container):
                 self.keep_button,
                 self.delete_button,
                 self.labels_button,
-                self.status,
+                self.budget,
+                self.work,
+                *self._controls(
+                    "Retrain from the verdicts", "Cancel (keeps the best model)", "", self.retrain
+                ),
             ]
         )
         self.labels_button.changed.connect(self.training_labels)
@@ -163,7 +193,7 @@ class ReviewWidget(Container):
         if deleted is not None:
             labels[deleted & (data == 0)] = 1  # what was called an object and is not one
         labels[objects] = data[objects].astype(np.int32) + 1  # objects: 2.. (1 is background)
-        name = f"{layer.name.removesuffix(' objects')} reviewed"
+        name = _reviewed_name(layer.name)
         made = self.viewer.add_labels(
             labels, name=name, scale=layer.scale, translate=layer.translate,
             metadata={REVIEWED_KEY: {"unpainted": "ignored", "background_label": 1}},
@@ -174,6 +204,99 @@ class ReviewWidget(Container):
             "Train (preselected: unpainted pixels ignored, background 1), starting from the model you segmented with"
         )
         return made
+
+    def retrain(self, *_: Any) -> Any:
+        """Training labels from the verdicts, a fine-tune of the model that segmented, Segment again (see the
+        module docstring), in a worker thread; returns the worker (None: nothing to learn from yet)."""
+        layer = self.objects.value
+        made = (layer.metadata.get(SEGMENTED_KEY) or {}) if layer is not None else {}
+        image = self.viewer.layers[made["image"]] if made.get("image") in self.viewer.layers else None
+        if image is None:
+            self.status.value = (
+                "Retrain learns from a layer Segment made here, with its image layer still open"
+            )
+            return None
+        labels = self.training_labels()
+        if labels is None:
+            return None
+        labels.visible = False  # learnt from, not looked at: the next round's result is
+        name = made["image"]
+        job = {
+            "image": full_resolution(image),
+            "rgb": bool(image.rgb),
+            "name": name,
+            "labels": np.asarray(labels.data),
+            "folder": Path(str(self.work.value)).expanduser() / f"{safe_name(name)}-review",
+            "model": made["model"],
+            "options": dict(made.get("options") or {}),
+            "budget": float(self.budget.value) * 60,
+            "started": time.perf_counter(),
+        }
+        minutes = float(self.budget.value)
+        self.status.value = (
+            f"round {int(made.get('round', 0)) + 1}: fine-tuning {Path(str(made['model'])).name} on the verdicts "
+            f"for {minutes:g} min (planning included), then segmenting {name} again ..."
+        )
+        worker = self._launch(
+            _retrain_job, job, self._cancel, returned=lambda result: self._retrained(layer, image, result)
+        )
+        self.progress.max = 0  # busy: the budget is the time it takes
+        return worker
+
+    def _retrained(self, layer: Any, image: Any, result: dict[str, Any]) -> None:
+        done, seg = result["round"], result["segmented"]
+        place = {"scale": image.scale[-2:], "translate": image.translate[-2:]}
+        name = f"{image.name} objects (round {done.number})"
+        new = self.viewer.add_labels(seg["labels"], name=name, **place)
+        table = seg["table"]
+        new.features = {"index": table["label"], **{k: v for k, v in table.items() if k != "label"}}
+        new.metadata[SEGMENTED_KEY] = {
+            "model": str(done.result.best_checkpoint), "image": image.name, "options": result["options"],
+            "round": done.number,
+        }  # fmt: skip
+        label = f"{image.name} round {done.number}"
+        TRAINED.add(label, done.result.best_checkpoint)
+        layer.visible = False
+        self.objects.value = new
+        self.progress.max, self.progress.value = 1, 1
+        start, best = done.start_score, done.result.best_score
+        kept = (
+            "the starting model (no epoch beat it)"
+            if done.result.best_epoch == 0
+            else f"epoch {done.result.best_epoch}"
+        )
+        self.status.value = (
+            f"round {done.number}: validation Dice on held-out corrections {start:.3f} at the start, {best:.3f} now "
+            f"({kept}); {seg['objects']} objects in {name!r}; the model is offered in Segment as {label!r}"
+        )
+
+    def _idle(self) -> None:
+        super()._idle()
+        if self.progress.max == 0:  # still busy-looking after a failure or Cancel
+            self.progress.max = 1
+
+
+def _retrain_job(job: dict[str, Any], cancel: Any) -> dict[str, Any]:
+    """The worker: one round of :func:`~unetkit.workflows.review.retrain`, then Segment with its model."""
+    from ..workflows.train import TrainHooks
+
+    done = retrain(
+        np.asarray(job["image"]), job["labels"], job["folder"], job["model"], budget=job["budget"],
+        started=job["started"], hooks=TrainHooks(stop=cancel),
+    )  # fmt: skip
+    segmented = segment_array(
+        str(done.result.best_checkpoint), job["image"], rgb=job["rgb"], name=job["name"], options=job["options"],
+        instances=True, probabilities=False,
+    )  # fmt: skip
+    return {"round": done, "segmented": segmented, "options": job["options"]}
+
+
+def _reviewed_name(result: str) -> str:
+    """ "nuclei objects" → "nuclei reviewed"; "nuclei objects (round 2)" → "nuclei round 2 reviewed"."""
+    m = _RESULT_NAME.fullmatch(result)
+    if m is None:
+        return f"{result} reviewed"
+    return f"{m[1]}{f' round {m[2]}' if m[2] else ''} reviewed"
 
 
 def _has_confidence(layer: Any) -> bool:

@@ -32,7 +32,7 @@ from ..config import SURFACE_DEFAULTS, PredictConfig
 from ..errors import UnetkitError
 from ..workflows.segment import builtin_models, declared_classes, segment_array
 from ._models import TRAINED
-from ._worker import WorkerWidget, full_resolution
+from ._worker import SEGMENTED_KEY, WorkerWidget, full_resolution
 
 __all__ = ["SegmentWidget"]
 
@@ -213,6 +213,12 @@ class SegmentWidget(WorkerWidget):
             self._keep.append(result["keep"])
         name = f"{layer.name} {'objects' if result['objects'] is not None else 'classes'}"
         labels = self.viewer.add_labels(result["labels"], name=name, **place)
+        # how it was made: a Review's Retrain fine-tunes this model on this image and segments it again
+        labels.metadata[SEGMENTED_KEY] = {
+            "model": result["model"],
+            "image": layer.name,
+            "options": result["options"],
+        }
         table = result.get("table")
         if (
             table is not None
@@ -246,7 +252,7 @@ def _segment(
             raise Cancelled
         report(done, total)
 
-    return segment_array(
+    result = segment_array(
         model,
         data,
         rgb=rgb,
@@ -256,3 +262,4 @@ def _segment(
         probabilities=probabilities,
         on_tiles=on_tiles,
     )
+    return {**result, "model": model, "options": options}

@@ -38,7 +38,7 @@ from ..workflows.plan import plan_and_train
 from ..workflows.segment import builtin_models
 from ..workflows.train import TrainHooks, TrainingInterrupted, new_folder
 from ._models import TRAINED
-from ._worker import REVIEWED_KEY, WorkerWidget, full_resolution, is_result, painted_labels
+from ._worker import REVIEWED_KEY, WorkerWidget, full_resolution, is_result, painted_labels, safe_name
 
 __all__ = ["SCRATCH", "TrainWidget"]
 
@@ -211,12 +211,12 @@ class TrainWidget(WorkerWidget):
                 "unpainted": self.unpainted.value,
                 "background_label": int(self.background_label.value),
             }
-            job["name"] = _safe(image.name)
+            job["name"] = safe_name(image.name)
         else:
             folder = str(self.folder.value or "")
             if folder in ("", "."):
                 raise UnetkitError("choose the dataset folder")
-            job["data"], job["name"] = Path(folder), _safe(Path(folder).name)
+            job["data"], job["name"] = Path(folder), safe_name(Path(folder).name)
         return job
 
     def start(self, *_: Any) -> Any:
@@ -310,12 +310,6 @@ class TrainWidget(WorkerWidget):
 
 def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
-
-
-def _safe(name: str) -> str:
-    """A layer or folder name as a file name."""
-    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
-    return keep or "layer"
 
 
 def job_settings(job: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,14 @@ def _labels_layers(viewer: Any) -> list[Any]:
 
 #: the metadata key of training labels a Review made: how Train reads them (unpainted pixels, background label)
 REVIEWED_KEY = "unetkit_training_labels"
+#: the metadata key of a Segment result: how it was made (model, image layer, options; a Retrain's round)
+SEGMENTED_KEY = "unetkit_segmented"
+
+
+def safe_name(name: str) -> str:
+    """A layer or folder name as a file name."""
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    return keep or "layer"
 
 
 def is_result(layer: Any) -> bool:
