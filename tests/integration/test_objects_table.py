@@ -96,3 +96,40 @@ def test_the_report_shows_how_far_the_confidences_held_on_the_users_own_truth(tm
     again = evaluate(tmp_path / "pred", data)
     assert "objects" not in again.images[0].details and "objects" in again.images[2].details
     assert "its objects are not those of" in caplog.text
+
+
+def test_every_output_format_has_one_row_per_object_and_no_other(tmp_path):
+    """Issue 34: the table and the labels agree (every label one row, no row without a label) in every format,
+    images and a multi-page stack alike."""
+    import zarr
+
+    image = synth_nuclei((200, 230), seed=8)[0]
+    write_image(tmp_path / "in" / "a.png", image)
+    (tmp_path / "stack").mkdir()
+    pages = np.stack([synth_nuclei((96, 120), seed=k)[0] for k in range(3)])
+    tifffile.imwrite(tmp_path / "stack" / "s.tif", pages, metadata={"axes": "ZYX"})  # pages: images
+    for fmt in ("png", "tiff", "zarr", "ome-zarr"):
+        (result,) = predict_files(
+            "nuclei", [tmp_path / "in" / "a.png"], tmp_path / fmt, format=fmt, instances=True, progress=False
+        )
+        if fmt in ("png", "tiff"):
+            labels = tifffile.imread(result.instances)
+        elif fmt == "zarr":
+            labels = np.asarray(zarr.open_group(str(result.mask), mode="r")["instances"])
+        else:
+            labels = np.asarray(zarr.open_group(str(result.mask), mode="r")["labels/instances/s0"])
+        rows = list(csv.DictReader(open(tmp_path / fmt / "a_objects.csv", encoding="utf-8")))
+        assert sorted(int(r["label"]) for r in rows) == sorted(set(np.unique(labels).tolist()) - {0}), fmt
+    (stack,) = predict_files(
+        "nuclei",
+        [tmp_path / "stack" / "s.tif"],
+        tmp_path / "pages",
+        instances=True,
+        progress=False,
+        layout="isbi",
+    )
+    pages = tifffile.imread(stack.instances)
+    rows = list(csv.DictReader(open(stack.table, encoding="utf-8")))
+    for k in range(3):  # per page: its own objects, numbered from 1
+        mine = sorted(int(r["label"]) for r in rows if int(r["page"]) == k)
+        assert mine == sorted(set(np.unique(pages[k]).tolist()) - {0}) and mine, k
