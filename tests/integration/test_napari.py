@@ -481,6 +481,10 @@ def test_a_predict_result_opens_as_layers_through_the_reader(make_napari_viewer,
     ]
     objects, mask = viewer.layers["cells objects"], viewer.layers["cells mask"]
     assert type(objects).__name__ == "Labels" and type(mask).__name__ == "Labels"
+    # issue 34: the objects table round-trips through the reader as the layer's features
+    table = objects.features
+    assert sorted(table["index"]) == sorted(set(np.unique(np.asarray(objects.data)).tolist()) - {0})
+    assert ((table["confidence"] >= 0) & (table["confidence"] <= 1)).all() and "area" in table
     expected = Predictor.from_checkpoint("nuclei").predict_instances(image)
     np.testing.assert_array_equal(np.asarray(objects.data), expected)
     assert not mask.visible and np.asarray(mask.data).shape == image.shape

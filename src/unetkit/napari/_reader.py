@@ -1,6 +1,7 @@
 """Reader contribution: a result folder ``NAME.zarr`` of ``unetkit predict --format zarr`` (arrays ``mask``,
 ``instances``, ``probs``) opens as layers: the objects and the mask as Labels layers, the probabilities as an Image
-layer per class, all read lazily from the store (never loaded whole). Other ``.zarr`` stores are left to other
+layer per class, all read lazily from the store (never loaded whole); the objects carry ``NAME_objects.csv``
+(beside the store) as their features, so Review steps through them least confident first. Other ``.zarr`` stores are left to other
 readers (``NAME.ome.zarr``: napari-ome-zarr)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from ..data.lazy import check_zarr_chunks, check_zarr_metadata
 from ..errors import DataError
+from ..workflows.review import features_beside
 
 __all__ = ["RESULT_ARRAYS", "get_reader"]
 
@@ -63,6 +65,8 @@ def _read(path: Path, names: list[str]) -> list[tuple[Any, dict[str, Any], str]]
             classes = range(data.shape[0])
             meta.update(channel_axis=0, contrast_limits=(0.0, 1.0), visible=False)
             meta["name"] = [f"{stem} probabilities (class {c})" for c in classes]
+        elif key == "instances" and (features := features_beside(path)) is not None:
+            meta["features"] = features  # every object's confidence, area ...: Review steps through them
         elif key == "mask" and "instances" in names:
             meta["visible"] = False  # the objects show; the mask is one click away
         layers.append((data, meta, kind))

@@ -45,6 +45,7 @@ __all__ = [
     "Round",
     "all_objects",
     "correction_region",
+    "features_beside",
     "retrain",
     "review",
     "unreviewed",
@@ -180,6 +181,25 @@ def review(
         result.files = _write_corrections(doubts, pixels, labels, folder, result.round)
         result.corrections = folder
     return result
+
+
+def features_beside(result: str | Path) -> dict[str, np.ndarray] | None:
+    """The objects table written beside a prediction result (``NAME_objects.csv`` beside ``NAME.zarr``,
+    ``NAME.ome.zarr`` or ``NAME_instances.tif``) as a viewer's layer features (``index``: the label, then every
+    other column); None without one, or with one that cannot be read (said in the log)."""
+    result = Path(result)
+    stem = result.name
+    for suffix in (".ome.zarr", ".zarr", "_instances.tif"):
+        stem = stem.removesuffix(suffix)
+    table = result.with_name(f"{stem}_objects.csv")
+    if not table.is_file():
+        return None
+    try:
+        read = read_objects_csv(table)
+    except DataError as exc:
+        log.warning("%s; the objects are shown without it", exc)
+        return None
+    return {"index": read["label"], **{k: v for k, v in read.items() if k != "label"}}
 
 
 def all_objects(pred: str | Path, tables: dict[str, Path] | None = None) -> list[Doubtful]:
