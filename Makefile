@@ -23,19 +23,21 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/unetkit demo --out demo-output --overwrite
 
-# The napari tests need an X server (Xvfb, started by pytest-xvfb) and the X libraries Qt's xcb platform loads:
-# installed from the OS packages when missing (Debian/Ubuntu, as root), so a fresh machine passes `make test`.
+# The napari tests need an X server (Xvfb, started by pytest-xvfb) and the X libraries Qt's xcb platform loads, the
+# report test a headless Chromium: installed from the OS packages when missing (Debian/Ubuntu, as root), so a fresh
+# machine passes `make test`.
 GUI_DEBS := xvfb libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 \
-	libxcb-xinerama0 libxcb-xkb1 libxcb-cursor0 libxkbcommon-x11-0 libgl1 libegl1 libfontconfig1 libdbus-1-3
+	libxcb-xinerama0 libxcb-xkb1 libxcb-cursor0 libxkbcommon-x11-0 libgl1 libegl1 libfontconfig1 libdbus-1-3 \
+	chromium-headless-shell
 
 gui-deps:
 	@missing=""; for p in $(GUI_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    echo "installing OS packages for the napari tests:$$missing"; \
+	    echo "installing OS packages for the napari and report tests:$$missing"; \
 	    apt-get install -y -q $$missing >/dev/null 2>&1 || \
 	      { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
-	  else echo "the napari tests need these OS packages:$$missing (e.g. sudo apt-get install$$missing)"; exit 1; fi; \
+	  else echo "the napari and report tests need these OS packages:$$missing (e.g. sudo apt-get install$$missing)"; exit 1; fi; \
 	fi
 
 # The three tiers, fastest first: unit (about a minute), integration (real CLI, DDP, Dask, kills), slow.

@@ -293,13 +293,13 @@ def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = Fals
     worst = "".join(views[:n_worst])
     atomic_write_text(
         index,
-        "<!doctype html><meta charset='utf-8'><title>unetkit evaluation</title>"
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>unetkit evaluation</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:right}"
         "td:first-child{text-align:left}tr:nth-child(even){background:#f4f4f4}tr.worst td:first-child"
         "{border-left:4px solid #d33}.thumb{height:160px;image-rendering:pixelated}section img{max-width:100%;"
         "image-rendering:pixelated}.sw{display:inline-block;width:1em;height:1em;margin:0 .3em 0 1em;"
         "vertical-align:middle}.prov th{text-align:left}.crops{display:flex;flex-wrap:wrap}figure{margin:4px;"
-        "font-size:11px}figure img{width:128px;image-rendering:pixelated}</style>"
+        "font-size:11px}figure img{width:128px;image-rendering:pixelated}</style></head><body>"
         f"<h1>unetkit evaluation ({mode}, {len(evaluation.images)} images)</h1>{_provenance(evaluation)}"
         f"<p>Legend:{_legend(mode)}</p>"
         + (
@@ -314,6 +314,6 @@ def write_report(evaluation: Evaluation, out: str | Path, overwrite: bool = Fals
             if views[n_worst:]
             else ""
         )
-        + f"<h2>Definitions</h2><ul>{definitions}</ul>",
+        + f"<h2>Definitions</h2><ul>{definitions}</ul></body></html>",
     )
     return index
