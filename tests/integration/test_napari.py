@@ -612,3 +612,26 @@ def test_retrain_learns_from_the_verdicts_and_segments_again_round_after_round(
     config = (folder / "model-2" / "config.yaml").read_text()
     assert str(folder / "model-1") in config  # round 2 started from round 1's model
     _screenshot(viewer, "napari-retrain.png", tmp_path)
+
+
+def test_segment_shows_the_models_card(make_napari_viewer, tiny_run, tmp_path):
+    """Issue 35: no view of the model's card and learnt size range (StarDist and cellpose-napari show neither
+    either; a biologist asks what a model learnt before trusting it)."""
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment", area="right")
+    assert widget.card.native.isHidden()  # one click away
+    widget.card_button.changed.emit(True)
+    card = widget.card.value
+    assert not widget.card.native.isHidden() and "built-in" in card and "synthetic" in card and "limit:" in card
+    assert "7 to 58 px" in card and "style-shift suite" in card  # its learnt sizes and its scores
+    _screenshot(viewer, "napari-card.png", tmp_path)
+    widget.model_file.value = tiny_run.best_checkpoint  # a run of one's own: what the checkpoint records
+    card = widget.card.value
+    assert (
+        "validation Dice" in card
+        and "learnt object size" in card
+        and str(tiny_run.best_checkpoint.parent.name) in card
+    )
+    widget.model_file.value = tmp_path / "missing.pt"
+    assert "no such model file" in widget.card.value

@@ -23,6 +23,8 @@ from magicgui.widgets import (
     ComboBox,
     FileEdit,
     FloatSpinBox,
+    Label,
+    PushButton,
     SpinBox,
     create_widget,
 )
@@ -30,7 +32,7 @@ from qtpy.QtCore import QObject, Signal
 
 from ..config import SURFACE_DEFAULTS, PredictConfig
 from ..errors import UnetkitError
-from ..workflows.segment import builtin_models, declared_classes, segment_array
+from ..workflows.segment import builtin_models, declared_classes, model_card, segment_array
 from ._models import TRAINED
 from ._worker import SEGMENTED_KEY, WorkerWidget, full_resolution
 
@@ -94,7 +96,7 @@ class SegmentWidget(WorkerWidget):
             label="object diameter", value=0.0, min=0.0, max=10000.0, tooltip="pixels; 0: as the model learnt"
         )
         self.min_size = SpinBox(
-            label="min size (px)", value=PredictConfig().min_size or 0, min=0, max=10**6,
+            label="min size (px; 0: auto)", value=PredictConfig().min_size or 0, min=0, max=10**6,
             tooltip="objects under this many pixels are dropped; auto (0): a tenth of the typical object's area",
         )  # fmt: skip
         self.min_size.native.setSpecialValueText("auto")  # 0 shows as "auto"
@@ -105,10 +107,18 @@ class SegmentWidget(WorkerWidget):
         )
         self.estimate.changed.connect(lambda on: setattr(self.diameter, "enabled", not on))
         self.probabilities = CheckBox(text="also the probabilities", value=False)
+        self.card = Label(
+            value="", tooltip="the model's card: what it learnt from, its sizes, scores and limits"
+        )
+        self.card.native.setWordWrap(True)
+        self.card_button = PushButton(text="About this model")
+        self.card_button.changed.connect(self._toggle_card)
         self.extend(
             [
                 self.model,
                 self.model_file,
+                self.card_button,
+                self.card,
                 self.image,
                 self.tile,
                 self.tta,
@@ -127,8 +137,23 @@ class SegmentWidget(WorkerWidget):
         self.model.changed.connect(self._sync_threshold)
         self.model_file.changed.connect(self._sync_threshold)
         self._sync_threshold()
+        self.card.visible = False  # one click away: the form stays short
+        for chooser in (self.model, self.model_file):
+            chooser.changed.connect(lambda *_: None if self.card.native.isHidden() else self._show_card())
         TRAINED.added.connect(self.add_model)  # a model trained from now on is offered (and chosen) ...
         self.native.destroyed.connect(lambda *_: TRAINED.added.disconnect(self.add_model))  # ... while shown
+
+    def _toggle_card(self, *_: Any) -> None:
+        """Show (or hide) the chosen model's card."""
+        self.card.visible = self.card.native.isHidden()  # (visible is False while the window is not shown)
+        if not self.card.native.isHidden():
+            self._show_card()
+
+    def _show_card(self, *_: Any) -> None:
+        try:
+            self.card.value = model_card(self.chosen_model())
+        except UnetkitError as exc:
+            self.card.value = str(exc)
 
     def _sync_threshold(self, *_: Any) -> None:
         """The threshold acts on a binary model's one probability; a model of several classes takes each pixel's

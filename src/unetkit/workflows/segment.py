@@ -23,9 +23,9 @@ from ..errors import UnetkitError
 from ..inference.pipeline import segment_source, streams
 from ..inference.predictor import Predictor
 from ..inference.scale import estimate_diameter
-from ..pretrained import list_pretrained
+from ..pretrained import get_pretrained, list_pretrained
 
-__all__ = ["builtin_models", "declared_classes", "outside_learnt_sizes", "segment_array"]
+__all__ = ["builtin_models", "declared_classes", "model_card", "outside_learnt_sizes", "segment_array"]
 
 
 def builtin_models() -> list[str]:
@@ -43,6 +43,55 @@ def declared_classes(model: str) -> int | None:
         return int(load_checkpoint(path)["model"]["hparams"]["num_classes"])
     except (UnetkitError, OSError, KeyError, TypeError, ValueError):
         return None
+
+
+def model_card(model: str) -> str:
+    """What a model is, in a few lines for a viewer: a built-in model's card (what it is for, what it was trained
+    on, the object sizes it learnt, its scores, its limits), or what a checkpoint records (its data, validation
+    Dice, learnt sizes and classes); a short line for files that do not say (ONNX, packages, unreadable)."""
+    entry = get_pretrained(model)
+    if entry is not None:
+        lines = [f"{entry.name} (built-in, version {entry.version}): {entry.summary}", f"data: {entry.modality}",
+                 f"trained on: {entry.trained_on}"]  # fmt: skip
+        valid = (entry.scores or {}).get("validation") or {}
+        if valid:
+            lines.append(
+                "scores on unseen images like its training: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in valid.items())
+            )
+        if entry.suite:
+            mean = sum(s["f1"] for s in entry.suite.values()) / len(entry.suite)
+            lines.append(f"F1@0.5 on the style-shift suite (styles it never saw): mean {mean:.2f}, lowest "
+                         f"{min(s['f1'] for s in entry.suite.values()):.2f}")  # fmt: skip
+        lines += [f"limit: {limit}" for limit in entry.limits]
+        return "\n".join(lines)
+    try:
+        path = resolve_model_path(model)
+        if path.suffix.lower() not in (".pt", ".pth"):
+            return f"{path.name}: an exported model ({path.suffix or 'package'}); its card is in the file it came from"
+        payload = load_checkpoint(path)
+    except (UnetkitError, OSError) as exc:
+        return str(exc)
+    pre, run = payload.get("preprocessing") or {}, payload.get("training") or {}
+    lines = [
+        f"{path.parent.name}/{path.name}: trained by unetkit {payload.get('unetkit_version', '?')} on {run.get('data', '?')}"
+    ]
+    if isinstance(run.get("val_dice"), float):
+        lines.append(
+            f"validation Dice {run['val_dice']:.3f} at epoch {run.get('epoch', '?')} ({run.get('split', '')})"
+        )
+    if pre.get("object_diameter_range"):
+        low, high = pre["object_diameter_range"]
+        lines.append(f"learnt object sizes: {low:g}-{high:g} px across")
+    elif pre.get("object_diameter"):
+        lines.append(
+            f"learnt object size: about {float(pre['object_diameter']):.0f} px across (typical diameter)"
+        )
+    if pre.get("class_names"):
+        lines.append("classes: " + ", ".join(map(str, pre["class_names"])))
+    if float(pre.get("input_scale") or 1) != 1:
+        lines.append(f"images are resampled by {float(pre['input_scale']):g} (trained at --input-scale)")
+    return "\n".join(lines)
 
 
 def segment_array(
