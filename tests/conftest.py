@@ -13,6 +13,16 @@ from unetkit import DataConfig, ModelConfig, RunConfig, TrainConfig, synthesize_
 
 torch.set_num_threads(2)
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory) -> None:
+    """The tests' engine measurements and ONNX exports (``--engine auto``/``onnxruntime``) in a folder of their
+    own, never the user's ``~/.cache/unetkit`` (the CLI's subprocesses inherit it)."""
+    import os
+
+    os.environ["UNETKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
 #: the tiers, by folder: unit (in-process, about a minute), integration (real CLI, DDP, Dask, kills), slow
 TIERS = ("unit", "integration", "slow")
 

@@ -623,7 +623,9 @@ def test_segment_shows_the_models_card(make_napari_viewer, tiny_run, tmp_path):
     assert widget.card.native.isHidden()  # one click away
     widget.card_button.changed.emit(True)
     card = widget.card.value
-    assert not widget.card.native.isHidden() and "built-in" in card and "synthetic" in card and "limit:" in card
+    assert (
+        not widget.card.native.isHidden() and "built-in" in card and "synthetic" in card and "limit:" in card
+    )
     assert "7 to 58 px" in card and "style-shift suite" in card  # its learnt sizes and its scores
     _screenshot(viewer, "napari-card.png", tmp_path)
     widget.model_file.value = tiny_run.best_checkpoint  # a run of one's own: what the checkpoint records

@@ -11,7 +11,10 @@ checkpoint) tiles, normalises and post-processes exactly as with PyTorch. Needs 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,15 +137,16 @@ def _export_onnx(
     for axis, (name, m) in enumerate(zip(axes, mult, strict=True), start=2):
         dims[axis] = m * torch.export.Dim(name, min=1, max=8192 // m)
     if len(names) == 1 and model.padding == "same":
-        torch.onnx.export(
-            core,
-            (example,),
-            path,
-            dynamo=True,
-            dynamic_shapes={"x": dims},
-            input_names=["x"],
-            output_names=names,
-        )
+        with _quiet_exporter():  # its progress lines and notes about torchvision are not the user's business
+            torch.onnx.export(
+                core,
+                (example,),
+                path,
+                dynamo=True,
+                dynamic_shapes={"x": dims},
+                input_names=["x"],
+                output_names=names,
+            )
     else:  # the in-graph instance step is ~2000 unrolled operations: the TorchScript-based exporter takes
         # seconds where the dynamo one (symbolic shapes on every node) takes minutes; valid networks' sizes
         # (16k + 124) are not a multiple the dynamo one is told
@@ -183,6 +187,20 @@ def _export_onnx(
     )  # the exporter's external weights, named after the temporary file
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"x": x})
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The dynamo exporter prints its steps on stdout and logs warnings about torchvision operators: silenced (a
+    failed export still raises, and the export is verified after)."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _scatter_max(g: Any, self: Any, dim: Any, index: Any, src: Any, reduce: Any, include_self: Any) -> Any:

@@ -6,6 +6,7 @@ Safe loading throughout (:func:`~unetkit.checkpoint.load_checkpoint`; packages: 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,12 @@ from ..checkpoint import build_model, load_checkpoint, resolve_model_path
 from ..config import DEFAULT_TILE, ENGINES, MIN_DEFAULT_TILE, PredictConfig
 from ..errors import CheckpointError, ConfigError
 from .bioimageio import is_package, load_package
+from .engines import cached_onnx, choose_engine
 from .writers import process_temp
 
 __all__ = ["MAX_TILE", "Opened", "default_tile", "open_model"]
+
+log = logging.getLogger(__name__)
 
 MAX_TILE = 16384  # the largest tile side a checkpoint may ask for
 
@@ -52,6 +56,8 @@ def open_model(path: str | Path, kwargs: dict[str, Any]) -> Opened:
     if engine not in ENGINES:
         raise ConfigError(f"--engine {engine!r} is unknown; choose one of {', '.join(ENGINES)}")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if engine == "auto":
+        engine = _auto_engine(Path(path), kwargs)
     if Path(path).suffix.lower() == ".onnx" or engine == "onnxruntime":
         model, payload = _open_onnx(Path(path), kwargs)
     else:
@@ -75,13 +81,52 @@ def _open_onnx(path: Path, kwargs: dict[str, Any]) -> tuple[nn.Module, dict[str,
     kwargs["precision"] = "float32"  # what ONNX Runtime computes in (no autocast around it)
     from .export import OnnxModel, write_exported
 
-    if path.suffix.lower() != ".onnx":
-        payload = load_checkpoint(path)
-        path = write_exported(
-            build_model(payload, path).eval(), payload, process_temp("onnx") / "model.onnx", "onnx"
-        ).path
+    if path.suffix.lower() != ".onnx":  # a checkpoint: its verified export, made once and kept by its sha256
+        exported = cached_onnx(path)
+        if not exported.is_file():
+            payload = load_checkpoint(path)
+            try:
+                exported.parent.mkdir(parents=True, exist_ok=True)
+                target = exported
+            except OSError:  # no cache to keep it in: this process's own temporary folder
+                target = process_temp("onnx") / "model.onnx"
+            exported = write_exported(build_model(payload, path).eval(), payload, target, "onnx").path
+        path = exported
     model = OnnxModel(path)
     return model, {"training": model.training_info, "preprocessing": model.preprocessing}
+
+
+def _auto_engine(path: Path, kwargs: dict[str, Any]) -> str:
+    """``--engine auto`` (:mod:`.engines`): the engine, and the precision in ``kwargs``, that run this model
+    fastest on this CPU; an ONNX file runs on ONNX Runtime whatever the choice."""
+    if path.suffix.lower() == ".onnx":
+        return "onnxruntime"
+    from ..device import resolve_device
+    from .executor import TileExecutor
+
+    payload = load_checkpoint(path)
+    defaults = PredictConfig()
+    tile = int(kwargs.get("tile") or default_tile(payload))
+    batch = int(kwargs.get("batch_size") or defaults.batch_size)
+    given = kwargs.get("precision")
+
+    def open_with(engine: str, precision: str) -> TileExecutor:
+        model, pre, settings = open_model(
+            path, {**kwargs, "engine": engine, "precision": precision, "tile": tile}
+        )
+        return TileExecutor(
+            model, in_channels=int(pre["in_channels"]), device=settings.get("device", defaults.device), tile=tile,
+            overlap=defaults.overlap, blend=None, batch_size=batch, amp=True, precision=settings["precision"],
+            channels_last=settings.get("channels_last", False), prefetch=0, fuse=settings.get("fuse", False),
+            compile=False,
+        )  # fmt: skip
+
+    choice = choose_engine(path, open_with, tile, batch, resolve_device(kwargs.get("device") or defaults.device),
+                           precision=None if given in (None, "auto") else given)  # fmt: skip
+    log.info("engine: %s", choice.why())
+    if choice.precision != "auto":
+        kwargs["precision"] = choice.precision
+    return choice.engine
 
 
 def _open_package(path: Path, kwargs: dict[str, Any]) -> Opened:
@@ -89,7 +134,7 @@ def _open_package(path: Path, kwargs: dict[str, Any]) -> Opened:
     overlapping by at least twice its output halo, which is cropped (unetkit's own packages: blended as their
     checkpoints are)."""
     kwargs = dict(kwargs)
-    if (kwargs.pop("engine", None) or "torch") != "torch" or kwargs.get("compile"):
+    if (kwargs.pop("engine", None) or "torch") not in ("torch", "auto") or kwargs.get("compile"):
         raise ConfigError("a bioimage.io package runs its own weights: drop --engine and --compile")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     model, preprocessing = load_package(path)

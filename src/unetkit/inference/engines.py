@@ -1,0 +1,193 @@
+"""``--engine auto``: the fastest engine for a model on this CPU, chosen by measurement and remembered.
+
+Which engine runs a U-Net fastest depends on the CPU: where bfloat16 is native (AVX512-BF16, AMX), PyTorch in
+bfloat16 ran the built-in model 2.1x faster than ONNX Runtime; on an AVX2-only CPU ONNX Runtime ran it 1.5x
+faster than PyTorch in float32. Guessing from flags gets such cases wrong, so on a model's first use on a CPU
+each available engine runs a few tiles of the size and batch prediction will use (PyTorch in float32, in
+bfloat16 where it is native, ONNX Runtime with the ``[onnx]`` extra), the fastest whose classes agree with
+PyTorch float32 on at least :data:`AGREEMENT` of the pixels wins, and the choice is kept in
+``CACHE/engines.json`` (``CACHE``: ``$UNETKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/unetkit``, else
+``~/.cache/unetkit``) per model file (sha256), CPU, library versions, tile and batch. The ONNX file exported
+for the measurement is kept there too (``CACHE/onnx/SHA.onnx``), so choosing ONNX Runtime costs its export
+once. GPUs run PyTorch (cuDNN with mixed precision), without a measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_write_text
+from ..pretrained import file_sha256
+from ..version import __version__
+
+__all__ = ["AGREEMENT", "Choice", "cache_dir", "cached_onnx", "choose_engine"]
+
+log = logging.getLogger(__name__)
+
+#: the share of pixels whose class must equal PyTorch float32's for an engine to be chosen
+AGREEMENT = 0.995
+#: forward passes timed per engine (the fastest counts), after one warm-up
+REPEATS = 3
+
+
+@dataclass
+class Choice:
+    """The engine and precision to run, and what was measured (tiles per second per candidate)."""
+
+    engine: str
+    precision: str
+    rates: dict[str, float] = field(default_factory=dict)
+    cached: bool = False
+
+    def why(self) -> str:
+        """The choice in words, for the log."""
+        if not self.rates:
+            return f"{self.engine} ({self.precision}): a GPU"
+        measured = ", ".join(f"{k} {v:.1f}" for k, v in sorted(self.rates.items(), key=lambda kv: -kv[1]))
+        how = "measured before on this CPU" if self.cached else "measured now on this CPU"
+        return f"{self.engine} ({self.precision}), the fastest: tiles/s {measured} ({how}; cached in {cache_dir()})"
+
+
+def cache_dir() -> Path:
+    """Where measurements and exported models are kept (see the module docstring)."""
+    if os.environ.get("UNETKIT_CACHE_DIR"):
+        return Path(os.environ["UNETKIT_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "unetkit"
+
+
+def cached_onnx(path: Path) -> Path:
+    """Where the ONNX export of checkpoint ``path`` is kept (it may not exist yet)."""
+    return cache_dir() / "onnx" / f"{file_sha256(path)}.onnx"
+
+
+def _key(path: Path, tile: int, batch: int) -> str:
+    import torch
+
+    from ..device import cpu_summary
+
+    try:
+        import onnxruntime as ort
+
+        ort_version = ort.__version__
+    except ImportError:
+        ort_version = "none"
+    return "|".join(
+        [
+            file_sha256(path),
+            cpu_summary(),
+            f"torch {torch.__version__}",
+            f"ort {ort_version}",
+            f"unetkit {__version__}",
+            f"tile {tile}",
+            f"batch {batch}",
+        ]
+    )
+
+
+def _read_cache() -> dict[str, Any]:
+    try:
+        data = json.loads((cache_dir() / "engines.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # none yet, or damaged: measured again
+    return data if isinstance(data, dict) else {}
+
+
+def _candidates(precision: str | None = None) -> list[tuple[str, str]]:
+    from ..device import cpu_has_native_bf16
+
+    if precision == "bfloat16":
+        return [("torch", "bfloat16")]
+    found = [("torch", "float32")]
+    if cpu_has_native_bf16():
+        found.append(("torch", "bfloat16"))
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+
+        found.append(("onnxruntime", "float32"))
+    except ImportError:
+        pass
+    return [c for c in found if precision is None or c[1] == precision]
+
+
+def choose_engine(
+    path: Path, open_with: Any, tile: int, batch: int, device: Any, precision: str | None = None
+) -> Choice:
+    """The engine for checkpoint ``path`` (see the module docstring). ``open_with(engine, precision)`` opens the
+    model as prediction will and returns its :class:`~.executor.TileExecutor`; ``tile`` and ``batch`` are
+    prediction's; ``precision``: only engines computing in it (the user chose one)."""
+    if device.type != "cpu":
+        return Choice("torch", "auto")
+    key = _key(path, tile, batch) + (f"|precision {precision}" if precision else "")
+    cache = _read_cache()
+    entry = cache.get(key)
+    if isinstance(entry, dict) and {"engine", "precision", "rates"} <= set(entry):
+        return Choice(str(entry["engine"]), str(entry["precision"]), dict(entry["rates"]), cached=True)
+    rates, outputs = {}, {}
+    candidates = _candidates(precision)
+    log.info(
+        "engine auto: first use of this model on this CPU: timing %s on %d tiles of %d px (seconds; the ONNX "
+        "export is kept for later runs) ...", ", ".join(f"{e} {p}" for e, p in candidates), batch, tile,
+    )  # fmt: skip
+    for engine, computes in candidates:
+        executor = open_with(engine, computes)
+        x = _tiles(executor, tile, batch)
+        executor.forward(x)  # warm-up: first-call allocations, kernel choice
+        best = np.inf
+        for _ in range(REPEATS):
+            t0 = time.perf_counter()
+            probs = executor.forward(x)
+            best = min(best, time.perf_counter() - t0)
+        name = f"{engine} {computes}"
+        rates[name] = batch / best
+        outputs[name] = probs
+    reference = outputs.get("torch float32", next(iter(outputs.values())))
+    agree = {k: _agreement(v, reference) for k, v in outputs.items()}
+    usable = [k for k in rates if agree[k] >= AGREEMENT]
+    for k in rates:
+        if k not in usable:
+            log.info(
+                "engine auto: %s left out: its classes agree with torch float32 on %.2f%% of pixels",
+                k,
+                100 * agree[k],
+            )
+    engine, precision = max(usable, key=lambda k: rates[k]).split(" ")
+    cache[key] = {"engine": engine, "precision": precision, "rates": rates, "agreement": agree,
+                  "measured": time.strftime("%Y-%m-%d")}  # fmt: skip
+    try:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cache_dir() / "engines.json", json.dumps(cache, indent=1))
+    except OSError as exc:  # a read-only home: measured again next time
+        log.info("engine auto: the choice is not kept (%s)", exc)
+    return Choice(engine, precision, rates)
+
+
+def _tiles(executor: Any, tile: int, batch: int) -> np.ndarray:
+    """A batch of normalised tiles like a nuclei image's: blobs on a dark background with noise (a model's
+    speed does not depend on content; the agreement check needs objects to classify)."""
+    from ..data.synthetic import synth_nuclei
+
+    image = synth_nuclei(tile, seed=7)[0].astype(np.float32)
+    image = (image - image.mean()) / (image.std() + 1e-6)
+    rng = np.random.default_rng(7)
+    tiles = [
+        np.roll(image, (int(rng.integers(tile)), int(rng.integers(tile))), axis=(0, 1)) for _ in range(batch)
+    ]
+    return np.repeat(np.stack(tiles)[:, None], executor.in_channels, axis=1).astype(np.float32)
+
+
+def _agreement(probs: np.ndarray, reference: np.ndarray) -> float:
+    """The share of pixels where two probability maps give the same class (threshold 0.5 for one channel)."""
+    if probs.shape[1] == 1:
+        return float(((probs >= 0.5) == (reference >= 0.5)).mean())
+    return float((probs.argmax(1) == reference.argmax(1)).mean())
