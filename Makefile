@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 
 .PHONY: gui-deps
-.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-memory bench-pretrained bench-ablation bench-confidence bench-review pretrained lint docs docs-serve clean
+.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-memory bench-pretrained bench-ablation bench-confidence bench-review bench-train-profile pretrained lint docs docs-serve clean
 
 setup: $(STAMP)
 
@@ -126,6 +126,10 @@ bench-precision: setup
 # How far the objects table's confidence can be trusted: calibration per style-shift domain (about a minute)
 bench-confidence: setup
 	$(PY) bench/confidence.py
+
+# where a training step's time goes: forward, backward, optimiser; operators by kind (about 30 s)
+bench-train-profile: setup
+	$(PY) bench/train_profile.py
 
 # the human-in-the-loop cycle with a simulated user: 3 rounds of 10 corrections, 1 minute each (about 25 minutes)
 bench-review: setup

@@ -19,6 +19,7 @@ from ..config import FORMATS, PROBS_DTYPES
 from ..data.io import IMAGE_SUFFIXES
 from ..data.layouts import Naming, detect_layout, find_images, load_layout
 from ..data.lazy import missing_chunks, ome_level, open_image
+from ..device import tune_allocator
 from ..errors import ConfigError, DataError
 from ..extras import require_extra
 from ..inference.outputs import (
@@ -196,6 +197,7 @@ def predict_files(
     here; a string: the scheduler's address), ``chunk`` x ``chunk`` pixels per task, results as zarr (see
     :mod:`unetkit.inference.distributed`). The semantic result equals the single-process one.
     """
+    tune_allocator()  # as the CLI: tiles' memory reused, not faulted in afresh (device.tune_allocator)
     probs_dtype = _check_options(format, save_probs, overwrite, resume, dask, overlay, chunk, model)
     if not isinstance(model, Predictor):
         resolve_model_path(model)  # a missing model is the first thing to say (cheap: the file is not read)

