@@ -637,3 +637,24 @@ def test_segment_shows_the_models_card(make_napari_viewer, tiny_run, tmp_path):
     )
     widget.model_file.value = tmp_path / "missing.pt"
     assert "no such model file" in widget.card.value
+
+
+def test_the_widgets_docked_together_fit_a_1080_pixel_screen(make_napari_viewer, tmp_path):
+    """Issue 35: with the widgets docked, the window needed 1277-1418 px of height (1,717 with Review too): each
+    form now scrolls inside its dock."""
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    from unetkit.napari._evaluate import EvaluateWidget
+    from unetkit.napari._review import ReviewWidget
+    from unetkit.napari._train import TrainWidget
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    for name, make in (("Segment", SegmentWidget), ("Train", TrainWidget), ("Evaluate", EvaluateWidget),
+                       ("Review", ReviewWidget)):  # fmt: skip
+        widget = make(viewer)
+        assert isinstance(widget.native, QScrollArea) and widget.inner.layout() is not None
+        viewer.window.add_dock_widget(widget, name=name, area="right")
+    window.resize(1920, 1080)
+    QApplication.processEvents()
+    assert window.minimumSizeHint().height() <= 1080 and window.height() <= 1080

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import Container, Label, PushButton, Table, create_widget
+from magicgui.widgets import Label, PushButton, Table, create_widget
 
 from ..workflows.evaluate import DEFINITIONS, compare_objects
-from ._worker import is_result, painted_labels, result_labels
+from ._worker import Scrolling, is_result, painted_labels, result_labels
 
 __all__ = ["ROWS", "EvaluateWidget"]
 
@@ -19,11 +19,11 @@ ROWS = ("n_true", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "pq",
         "merges", "dice")  # fmt: skip
 
 
-class EvaluateWidget(Container):
+class EvaluateWidget(Scrolling):
     """Score a prediction layer against a ground-truth layer (see the module docstring)."""
 
     def __init__(self, napari_viewer: Any) -> None:
-        super().__init__(labels=True)
+        super().__init__()
         import napari.layers
 
         self.viewer = napari_viewer

@@ -145,7 +145,7 @@ class TrainWidget(WorkerWidget):
             ]
         )
         self.plot = _Plot()
-        self.native.layout().addWidget(self.plot.canvas)
+        self.inner.layout().addWidget(self.plot.canvas)
         self._events = _Events()
         self._events.said.connect(self._say)
         self._events.run.connect(self._run)

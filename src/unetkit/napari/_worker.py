@@ -13,7 +13,7 @@ from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
 from ..errors import UnetkitError
 
-__all__ = ["WorkerWidget", "full_resolution", "is_result", "painted_labels", "result_labels"]
+__all__ = ["Scrolling", "WorkerWidget", "full_resolution", "is_result", "painted_labels", "result_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,51 @@ def painted_labels(viewer: Any, truth_first: bool = False) -> Any:
     return own[-1] if own else None
 
 
-class WorkerWidget(Container):
+class Scrolling(Container):
+    """A form that scrolls: napari docks a widget's ``native``, here the scroll area around the form, so the plugin's
+    widgets docked together fit a 1080-pixel-high screen (stacked, they needed 1,717 pixels). ``inner`` is the form
+    itself, whose layout holds the fields."""
+
+    def __init__(self) -> None:
+        super().__init__(labels=True, scrollable=True)
+        from qtpy.QtCore import QEvent, QObject
+
+        scroll, form = self.root_native_widget, self.inner
+
+        class _Width(QObject):
+            """The scroll area as wide as the form would like (it scrolls up and down; sideways only when the
+            window is too narrow for that)."""
+
+            def eventFilter(self, watched: Any, event: Any) -> bool:
+                if event.type() in (QEvent.Type.LayoutRequest, QEvent.Type.Show):
+                    need = max(form.minimumSizeHint().width(), form.sizeHint().width())
+                    scroll.setMinimumWidth(need + scroll.verticalScrollBar().sizeHint().width())
+                return False
+
+        self._width = _Width(scroll)
+        form.installEventFilter(self._width)
+        from qtpy.QtCore import Qt
+
+        scroll.setHorizontalScrollBarPolicy(
+            Qt.ScrollBarPolicy.ScrollBarAsNeeded
+        )  # never a field cut off unseen
+
+    @property
+    def native(self) -> Any:
+        return self.root_native_widget
+
+    @property
+    def inner(self) -> Any:
+        return self._widget._mgui_get_native_widget()
+
+
+class WorkerWidget(Scrolling):
     """A form whose work runs in a worker thread. Subclasses add their fields, then :meth:`_controls` with their
     ``start``, which calls :meth:`_launch`. ``busy`` is true from the launch until the worker has finished (set on the
     GUI thread: tests wait for it to fall)."""
 
     def __init__(self) -> None:
-        super().__init__(labels=True)
+        super().__init__()
         self._cancel = threading.Event()
         self.worker: Any = None
         self.busy = False
