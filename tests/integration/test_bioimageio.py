@@ -402,3 +402,24 @@ def test_a_package_whose_weights_write_into_the_input_image_is_refused_before_it
     assert code != 0 and "aten::from_file" in err and "Traceback" not in err
     assert hashlib.sha256(victim.read_bytes()).hexdigest() == before
     assert not (tmp_path / "pred").exists() or not any((tmp_path / "pred").iterdir())
+
+
+def test_an_unpacked_package_goes_with_its_model(tmp_path):
+    """Issue 33: the temporary folder a zip is unpacked into lived until the process ended; it now goes when the
+    model is released, and a package that fails to load leaves none behind."""
+    import gc
+
+    from unetkit import Predictor
+
+    package = export_bioimageio("nuclei", tmp_path / "nuclei.zip")
+    predictor = Predictor.from_checkpoint(package.path)
+    folder = predictor.model.folder
+    assert folder.is_dir() and (folder / "rdf.yaml").is_file() and folder != tmp_path
+    del predictor
+    gc.collect()
+    assert not folder.exists()
+    unpacked = tmp_path / "unpacked"
+    zipfile.ZipFile(package.path).extractall(unpacked)
+    Predictor.from_checkpoint(unpacked)  # a folder given as the package is the user's: kept when released
+    gc.collect()
+    assert (unpacked / "rdf.yaml").is_file()

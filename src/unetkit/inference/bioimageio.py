@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import shutil
 import stat
+import weakref
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,23 @@ def is_package(path: str | Path) -> bool:
 
 
 def load_package(path: str | Path) -> tuple[PackageModel, dict[str, Any]]:
-    """The network of a package and the preprocessing record a :class:`Predictor` takes."""
+    """The network of a package and the preprocessing record a :class:`Predictor` takes. A zip is unpacked into a
+    temporary folder that goes with the model: removed when the model is released (or at exit, or by the next
+    process after a kill), never left behind for a failed load."""
     folder = _folder(Path(path))
+    unpacked = folder != Path(path)
+    try:
+        model = _load(folder, path)
+    except BaseException:
+        if unpacked:
+            remove_tree(folder)
+        raise
+    if unpacked:
+        weakref.finalize(model, remove_tree, folder)
+    return model, model.preprocessing
+
+
+def _load(folder: Path, path: str | Path) -> PackageModel:
     description = next(folder / n for n in DESCRIPTIONS if (folder / n).is_file())
     try:  # bounded: no aliases, at most YAML_MAX_BYTES, nesting bounded
         rdf = read_yaml(description, f"{path}:", aliases=True)
@@ -85,7 +101,7 @@ def load_package(path: str | Path) -> tuple[PackageModel, dict[str, Any]]:
         raise CheckpointError(
             f"{path}: damaged model description ({type(exc).__name__}: {str(exc)[:200]})"
         ) from None
-    return model, model.preprocessing
+    return model
 
 
 def _folder(path: Path) -> Path:
@@ -147,7 +163,7 @@ class PackageModel(nn.Module):
 
     def __init__(self, folder: Path, rdf: dict[str, Any], source: str) -> None:
         super().__init__()
-        self.source, self.rdf = source, rdf
+        self.source, self.rdf, self.folder = source, rdf, folder
         inp, out = rdf["inputs"][0], rdf["outputs"][0]
         in_axes, out_axes = _axes(inp), _axes(out)
         kinds = [a.get("type") for a in in_axes]
