@@ -81,7 +81,7 @@ def median_time(fn, rounds: int) -> float:
 
 
 def phases(bf16: bool, rounds: int) -> dict[str, float]:
-    net, opt, forward, step = make_step(bf16)
+    _, opt, forward, step = make_step(bf16)
     total = median_time(step, rounds)
     fwd = median_time(lambda: forward(), rounds)
 
