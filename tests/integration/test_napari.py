@@ -583,7 +583,7 @@ def test_retrain_learns_from_the_verdicts_and_segments_again_round_after_round(
     review = ReviewWidget(viewer)
     viewer.window.add_dock_widget(review, name="Review", area="right")
     review.work.value = tmp_path
-    review.budget.value = 0.4
+    review.budget.value = 0.75  # one epoch and its validation must fit on a loaded CI machine
     assert review.objects.value is viewer.layers["nuclei objects"]
     for _ in range(8):
         review.keep()
@@ -658,3 +658,58 @@ def test_the_widgets_docked_together_fit_a_1080_pixel_screen(make_napari_viewer,
     window.resize(1920, 1080)
     QApplication.processEvents()
     assert window.minimumSizeHint().height() <= 1080 and window.height() <= 1080
+
+
+def test_stacks_segment_this_plane_or_every_plane(make_napari_viewer, qtbot, tmp_path):
+    """Issue 35: stacks were refused; StarDist segments per frame, cellpose-napari in 3-D. Now the plane shown, or
+    every plane of the first axis, one after another; Review goes to each object's plane."""
+    from unetkit import synth_nuclei
+    from unetkit.napari._review import ReviewWidget
+    from unetkit.workflows.segment import segment_array
+
+    stack = np.stack([synth_nuclei((160, 200), seed=k)[0] for k in range(3)])
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(stack, name="stack")
+    widget = SegmentWidget(viewer)
+    widget.image.value = layer
+    assert not widget.planes.native.isHidden() and widget.planes.value == "this plane"
+    viewer.dims.set_point(0, 1)
+    widget.start()
+    _wait(qtbot, widget)
+    one = viewer.layers["stack objects (plane 1)"]
+    assert np.asarray(one.data).shape == (1, 160, 200) and one.translate[0] == 1
+    assert tuple(layer.translate) == (0, 0, 0)  # the image stays where it was
+    alone = segment_array(
+        "nuclei", stack[1], rgb=False, name="p1", options={}, instances=True, probabilities=False
+    )
+    np.testing.assert_array_equal(np.asarray(one.data)[0], alone["labels"])  # what the plane gives alone
+    widget.planes.value = "every plane"
+    widget.start()
+    _wait(qtbot, widget)
+    every = viewer.layers["stack objects (every plane)"]
+    labels = np.asarray(every.data)
+    assert labels.shape == stack.shape and all(labels[k].max() > 0 for k in range(3))
+    for k in range(2):  # objects numbered across planes: one label, one object of one plane
+        assert not set(np.unique(labels[k])[1:]) & set(np.unique(labels[k + 1])[1:])
+    np.testing.assert_array_equal(labels[1] > 0, alone["labels"] > 0)
+    table = every.features
+    assert set(table["plane"]) == {0, 1, 2} and len(table) == len(np.unique(labels)) - 1
+    review = ReviewWidget(viewer)
+    assert review.objects.value is every
+    first = review.next()
+    plane = int(table.loc[table["index"] == first, "plane"].iloc[0])
+    assert viewer.dims.point[0] == plane and (labels[plane] == first).any()
+    assert review.retrain() is None and "one plane" in review.status.value
+    review.objects.value = one  # one plane's result: Retrain learns from it and segments that plane again
+    review.work.value, review.budget.value = tmp_path, 0.75
+    for _ in range(6):
+        review.keep()
+    review.retrain()
+    _wait(qtbot, review, timeout=240_000)
+    again = viewer.layers["stack objects (round 1)"]
+    assert "round 1:" in review.status.value, review.status.value
+    assert np.asarray(again.data).shape == (1, 160, 200) and again.translate[0] == 1
+    flat = viewer.add_image(stack[0], name="flat")
+    widget.image.reset_choices()
+    widget.image.value = flat
+    assert widget.planes.native.isHidden()  # a 2-D image has no planes to choose

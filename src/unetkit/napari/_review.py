@@ -139,8 +139,15 @@ class ReviewWidget(WorkerWidget):
             return None
         row = todo.sort_values("confidence", kind="stable").iloc[0]
         self.current = int(row["index"])
-        centre = [float(row["centroid_y"]), float(row["centroid_x"])]
-        self.viewer.camera.center = tuple(np.asarray(layer.data_to_world(centre), float))
+        lead = layer.ndim - 2  # a plane of a stack (its index in "plane" when every plane was segmented)
+        centre = [float(row["plane"]) if "plane" in row else 0.0] * min(lead, 1) + [0.0] * max(lead - 1, 0)
+        world = np.asarray(
+            layer.data_to_world([*centre, float(row["centroid_y"]), float(row["centroid_x"])]), float
+        )
+        if lead:  # go to the object's plane (the viewer's leading axes are the layer's)
+            for axis in range(lead):
+                self.viewer.dims.set_point(self.viewer.dims.ndim - layer.ndim + axis, world[axis])
+        self.viewer.camera.center = tuple(world[-2:])
         layer.selected_label = self.current
         layer.show_selected_label = True
         done = int((features["reviewed"] != "").sum())
@@ -216,16 +223,22 @@ class ReviewWidget(WorkerWidget):
                 "Retrain learns from a layer Segment made here, with its image layer still open"
             )
             return None
+        if made.get("every"):
+            self.status.value = "Retrain learns from one plane: segment 'this plane', review it, then Retrain"
+            return None
         labels = self.training_labels()
         if labels is None:
             return None
         labels.visible = False  # learnt from, not looked at: the next round's result is
         name = made["image"]
+        plane = tuple(made.get("plane") or ())
+        pixels = full_resolution(image)
         job = {
-            "image": full_resolution(image),
+            "image": pixels[plane] if plane else pixels,
+            "plane": plane,
             "rgb": bool(image.rgb),
             "name": name,
-            "labels": np.asarray(labels.data),
+            "labels": np.asarray(labels.data).reshape(np.asarray(labels.data).shape[len(plane) :]),
             "folder": Path(str(self.work.value)).expanduser() / f"{safe_name(name)}-review",
             "model": made["model"],
             "options": dict(made.get("options") or {}),
@@ -244,15 +257,20 @@ class ReviewWidget(WorkerWidget):
         return worker
 
     def _retrained(self, layer: Any, image: Any, result: dict[str, Any]) -> None:
-        done, seg = result["round"], result["segmented"]
+        done, seg, plane = result["round"], result["segmented"], tuple(result["plane"])
         place = {"scale": image.scale[-2:], "translate": image.translate[-2:]}
+        data = seg["labels"]
+        if plane:  # at the plane's place on the image's axes
+            scale, translate = np.array(image.scale, float), np.array(image.translate, float)  # copies
+            translate[: len(plane)] += np.asarray(plane) * scale[: len(plane)]
+            place, data = {"scale": scale, "translate": translate}, np.asarray(data)[(None,) * len(plane)]
         name = f"{image.name} objects (round {done.number})"
-        new = self.viewer.add_labels(seg["labels"], name=name, **place)
+        new = self.viewer.add_labels(data, name=name, **place)
         table = seg["table"]
         new.features = {"index": table["label"], **{k: v for k, v in table.items() if k != "label"}}
         new.metadata[SEGMENTED_KEY] = {
             "model": str(done.result.best_checkpoint), "image": image.name, "options": result["options"],
-            "round": done.number,
+            "round": done.number, "plane": list(plane), "every": False,
         }  # fmt: skip
         label = f"{image.name} round {done.number}"
         TRAINED.add(label, done.result.best_checkpoint)
@@ -288,7 +306,7 @@ def _retrain_job(job: dict[str, Any], cancel: Any) -> dict[str, Any]:
         str(done.result.best_checkpoint), job["image"], rgb=job["rgb"], name=job["name"], options=job["options"],
         instances=True, probabilities=False,
     )  # fmt: skip
-    return {"round": done, "segmented": segmented, "options": job["options"]}
+    return {"round": done, "segmented": segmented, "options": job["options"], "plane": job["plane"]}
 
 
 def _reviewed_name(result: str) -> str:

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
@@ -32,7 +33,7 @@ from qtpy.QtCore import QObject, Signal
 
 from ..config import SURFACE_DEFAULTS, PredictConfig
 from ..errors import UnetkitError
-from ..workflows.segment import builtin_models, declared_classes, model_card, segment_array
+from ..workflows.segment import builtin_models, declared_classes, model_card, segment_array, segment_planes
 from ._models import TRAINED
 from ._worker import SEGMENTED_KEY, WorkerWidget, full_resolution
 
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 _TILE_DEFAULT = next(
     f.metadata["default_text"] for f in dataclasses.fields(PredictConfig) if f.name == "tile"
 )
+
+
+#: what a stack's or time-lapse's Segment covers
+PLANES = ("this plane", "every plane")
 
 
 class Cancelled(Exception):
@@ -107,6 +112,10 @@ class SegmentWidget(WorkerWidget):
         )
         self.estimate.changed.connect(lambda on: setattr(self.diameter, "enabled", not on))
         self.probabilities = CheckBox(text="also the probabilities", value=False)
+        self.planes = ComboBox(
+            label="planes", choices=list(PLANES), value=PLANES[0],
+            tooltip="a stack or time-lapse: the plane shown, or every plane of its first axis, one after another",
+        )  # fmt: skip
         self.card = Label(
             value="", tooltip="the model's card: what it learnt from, its sizes, scores and limits"
         )
@@ -128,6 +137,7 @@ class SegmentWidget(WorkerWidget):
                 self.diameter,
                 self.estimate,
                 self.probabilities,
+                self.planes,
                 *self._controls("Segment", "Cancel", "tiles", self.start),
             ]
         )
@@ -137,6 +147,8 @@ class SegmentWidget(WorkerWidget):
         self.model.changed.connect(self._sync_threshold)
         self.model_file.changed.connect(self._sync_threshold)
         self._sync_threshold()
+        self.image.changed.connect(self._sync_planes)  # type: ignore[attr-defined]
+        self._sync_planes()
         self.card.visible = False  # one click away: the form stays short
         for chooser in (self.model, self.model_file):
             chooser.changed.connect(lambda *_: None if self.card.native.isHidden() else self._show_card())
@@ -154,6 +166,11 @@ class SegmentWidget(WorkerWidget):
             self.card.value = model_card(self.chosen_model())
         except UnetkitError as exc:
             self.card.value = str(exc)
+
+    def _sync_planes(self, *_: Any) -> None:
+        """The planes choice shows for images with more than two spatial axes (stacks, time-lapses)."""
+        layer = self.image.value
+        self.planes.visible = layer is not None and layer.ndim > 2
 
     def _sync_threshold(self, *_: Any) -> None:
         """The threshold acts on a binary model's one probability; a model of several classes takes each pixel's
@@ -203,19 +220,32 @@ class SegmentWidget(WorkerWidget):
         elif self.diameter.value > 0:
             options["diameter"] = float(self.diameter.value)
         data = full_resolution(layer)
-        self.status.value = f"segmenting {layer.name} with {Path(model).name} ..."
+        lead = layer.ndim - 2  # axes before the plane: a stack's, a time-lapse's
+        plane: tuple[int, ...] = ()
+        if lead and self.planes.value == PLANES[0]:  # the plane shown
+            where = np.asarray(layer.world_to_data(self.viewer.dims.point[-layer.ndim :]))[:lead]
+            plane = tuple(
+                int(np.clip(round(float(v)), 0, n - 1)) for v, n in zip(where, data.shape, strict=False)
+            )
+            data = data[plane]
+        elif lead > 1:
+            self.status.value = f"{layer.name}: every plane segments one axis of planes; choose 'this plane'"
+            return None
+        what = f" (plane {', '.join(map(str, plane))})" if plane else " (every plane)" if lead else ""
+        self.status.value = f"segmenting {layer.name}{what} with {Path(model).name} ..."
+        work = _segment_every_plane if lead and not plane else _segment
         return self._launch(
-            _segment,
+            work,
             model,
             data,
             bool(layer.rgb),
             layer.name,
             options,
             bool(self.instances.value),
-            bool(self.probabilities.value),
+            bool(self.probabilities.value) and not (lead and not plane),
             self._cancel,
             self._tiles.done.emit,
-            returned=lambda result: self._show(layer, result),
+            returned=lambda result: self._show(layer, result, plane, every=bool(lead and not plane)),
         )
 
     def stop(self, *_: Any) -> None:
@@ -232,17 +262,31 @@ class SegmentWidget(WorkerWidget):
             return
         super()._failed(exc)
 
-    def _show(self, layer: Any, result: dict[str, Any]) -> None:
+    def _show(
+        self, layer: Any, result: dict[str, Any], plane: tuple[int, ...] = (), every: bool = False
+    ) -> None:
         place = {"scale": layer.scale[-2:], "translate": layer.translate[-2:]}
+        data = result["labels"]
+        if plane or every:  # on the image's own axes: one plane at its place, or every plane
+            scale, translate = (
+                np.array(layer.scale, float),
+                np.array(layer.translate, float),
+            )  # copies: never the image layer's own
+            translate[: len(plane)] += np.asarray(plane) * scale[: len(plane)]
+            place = {"scale": scale, "translate": translate}
+            data = data[(None,) * len(plane)] if plane else data
         if result.get("keep") is not None:
             self._keep.append(result["keep"])
         name = f"{layer.name} {'objects' if result['objects'] is not None else 'classes'}"
-        labels = self.viewer.add_labels(result["labels"], name=name, **place)
-        # how it was made: a Review's Retrain fine-tunes this model on this image and segments it again
+        name += f" (plane {', '.join(map(str, plane))})" if plane else " (every plane)" if every else ""
+        labels = self.viewer.add_labels(data, name=name, **place)
+        # how it was made: a Review's Retrain fine-tunes this model on this image (plane) and segments it again
         labels.metadata[SEGMENTED_KEY] = {
             "model": result["model"],
             "image": layer.name,
             "options": result["options"],
+            "plane": list(plane),
+            "every": every,
         }
         table = result.get("table")
         if (
@@ -250,13 +294,42 @@ class SegmentWidget(WorkerWidget):
         ):  # every object's confidence, area ... as the layer's features (hover shows them)
             labels.features = {"index": table["label"], **{k: v for k, v in table.items() if k != "label"}}
         if result["probs"] is not None:
-            self.viewer.add_image(result["probs"], name=f"{layer.name} probabilities", **place)
+            probs = result["probs"]
+            if plane:  # (C, H, W) → C layers of one plane each, at the plane's place
+                probs = np.asarray(probs)[(slice(None), *((None,) * len(plane)))]
+                self.viewer.add_image(probs, name=f"{layer.name} probabilities", channel_axis=0, **place)
+            else:
+                self.viewer.add_image(probs, name=f"{layer.name} probabilities", **place)
         found = f"{result['objects']} objects" if result["objects"] is not None else "classes"
         doubt = ""
         if table is not None and len(table["label"]):
             doubt = f" ({int((table['confidence'] < 0.5).sum())} doubtful: confidence under 0.5)"
         said = f"; {result['sizes']}" if result.get("sizes") else ""
         self.status.value = f"{layer.name}: {found} in {result['seconds']:.1f} s{doubt}{said}"
+
+
+def _segment_every_plane(
+    model: str,
+    data: Any,
+    rgb: bool,
+    name: str,
+    options: dict[str, Any],
+    instances: bool,
+    probabilities: bool,
+    cancel: threading.Event,
+    report: Any,
+) -> dict[str, Any]:
+    """The worker for every plane: :func:`~unetkit.workflows.segment.segment_planes`, stopped on Cancel."""
+
+    def on_tiles(done: int, total: int) -> None:
+        if cancel.is_set():
+            raise Cancelled
+        report(done, total)
+
+    result = segment_planes(
+        model, data, rgb=rgb, name=name, options=options, instances=instances, on_tiles=on_tiles
+    )
+    return {**result, "model": model, "options": options}
 
 
 def _segment(

@@ -25,7 +25,14 @@ from ..inference.predictor import Predictor
 from ..inference.scale import estimate_diameter
 from ..pretrained import get_pretrained, list_pretrained
 
-__all__ = ["builtin_models", "declared_classes", "model_card", "outside_learnt_sizes", "segment_array"]
+__all__ = [
+    "builtin_models",
+    "declared_classes",
+    "model_card",
+    "outside_learnt_sizes",
+    "segment_array",
+    "segment_planes",
+]
 
 
 def builtin_models() -> list[str]:
@@ -113,6 +120,65 @@ def segment_array(
     ``on_tiles(done, total)`` after every batch of tiles; an exception it raises stops the run there."""
     start = time.perf_counter()
     predictor = Predictor.from_checkpoint(model, **options)
+    return {
+        **_segment_with(predictor, data, rgb, name, instances, probabilities, on_tiles),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def segment_planes(
+    model: str,
+    data: Any,
+    *,
+    rgb: bool,
+    name: str,
+    options: dict[str, Any],
+    instances: bool,
+    on_tiles: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Segment every plane of a stack or time-lapse ``data`` (``(N, H, W[, C])``: one leading axis, planes read one
+    at a time) with ``model``, loaded once, as :func:`segment_array` segments one image. Returns ``labels``
+    ``(N, H, W)`` (objects numbered across planes, so each label is one object of one plane; without
+    ``instances`` the classes), their ``table`` with a ``plane`` column, ``objects``, ``seconds`` and ``sizes``
+    (of the first plane where something was said). ``on_tiles(done, total)`` counts the tiles of every plane."""
+    start = time.perf_counter()
+    predictor = Predictor.from_checkpoint(model, **options)
+    planes, tables, said, offset = [], [], None, 0
+    count = int(data.shape[0])
+    for k in range(count):
+
+        def tiles(done: int, total: int, k: int = k) -> None:
+            if on_tiles is not None:
+                on_tiles(k * total + done, count * total)
+
+        got = _segment_with(predictor, data[k], rgb, f"{name} [plane {k}]", instances, False, tiles)
+        labels = np.asarray(got["labels"])
+        if instances:
+            labels = np.where(labels > 0, labels.astype(np.int64) + offset, 0)
+            table = dict(got["table"])
+            table["label"] = table["label"] + offset
+            table["plane"] = np.full(len(table["label"]), k)
+            tables.append(table)
+            offset += int(got["objects"] or 0)
+        planes.append(labels)
+        said = said or got["sizes"]
+    stacked = np.stack(planes)
+    joined = {key: np.concatenate([t[key] for t in tables]) for key in tables[0]} if tables else None
+    dtype = np.int32 if instances else stacked.dtype
+    return {"labels": stacked.astype(dtype), "table": joined, "objects": offset if instances else None,
+            "seconds": time.perf_counter() - start, "sizes": said, "probs": None, "keep": None}  # fmt: skip
+
+
+def _segment_with(
+    predictor: Predictor,
+    data: Any,
+    rgb: bool,
+    name: str,
+    instances: bool,
+    probabilities: bool,
+    on_tiles: Callable[[int, int], None] | None,
+) -> dict[str, Any]:
+    """One 2-D image with a loaded predictor (see :func:`segment_array`)."""
     source = ImageSource(data, 2 if rgb else None, name).select(predictor.in_channels)
     h, w = source.spatial_shape
     keep, store = None, None
@@ -136,7 +202,6 @@ def segment_array(
         "objects": objects,
         "table": table,
         "keep": keep,
-        "seconds": time.perf_counter() - start,
         "sizes": predictor.scaling or outside_learnt_sizes(predictor, labels),
     }
 
