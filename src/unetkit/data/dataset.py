@@ -204,7 +204,8 @@ def _held_out_objects(store: SampleStore, index: int, share: float, seed: int) -
     region = np.zeros(target.shape, bool)
     # a share of the *labelled* pixels: sparse labels (painted, or corrections around a few objects) keep most of
     # their few objects for training (of a whole image's pixels, the held-out objects took nearly all of them)
-    labelled = int((target != IGNORE).sum())
+    known = target != IGNORE
+    labelled = int(known.sum())
     goal = share * labelled
     for k in rng.permutation(count):
         box = boxes[k]
@@ -213,11 +214,11 @@ def _held_out_objects(store: SampleStore, index: int, share: float, seed: int) -
         margin = max(4, max(b.stop - b.start for b in box) // 2)
         grown = tuple(slice(max(0, b.start - margin), b.stop + margin) for b in box)
         region[grown] = True
-        if region.sum() >= goal:
+        if (region & known).sum() >= goal:
             break
     touched = np.unique(labels[region])
     region |= np.isin(labels, touched[touched > 0])  # no object is cut by the region's edge
-    if region.all() or (region & (target != IGNORE)).sum() > 0.5 * labelled:
+    if region.all() or (region & known).sum() > 0.5 * labelled:
         return None  # too few objects, too large: the rows are a better split
     return region
 

@@ -22,6 +22,7 @@ is the one of the same image labelled whole.
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from scipy import ndimage as ndi
 from ..atomic import atomic_path
 from ..errors import DataError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "COLUMNS",
     "WEIGHTS",
@@ -38,6 +41,7 @@ __all__ = [
     "confidence_maps",
     "object_table",
     "read_objects_csv",
+    "read_table_beside",
     "write_objects_csv",
 ]
 
@@ -244,3 +248,25 @@ def read_objects_csv(path: str | Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: confidences outside [0, 1]: not an objects table unetkit wrote")
     integral = ("label", "area", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "bbox_z0", "bbox_z1")
     return {k: v.astype(np.int64) if k in integral else v for k, v in cols.items()}
+
+
+def read_table_beside(
+    result: str | Path, stem: str | None = None, *, without: str
+) -> dict[str, np.ndarray] | None:
+    """The objects table ``predict --instances`` wrote beside ``result`` (``NAME_objects.csv`` beside
+    ``NAME_instances.tif``, ``NAME.zarr`` or ``NAME.ome.zarr``; ``stem``: ``NAME`` when the file's name does not say
+    it), read and checked; None when there is none, or when it cannot be read (logged: ``without`` says what goes
+    on without it)."""
+    result = Path(result)
+    if stem is None:
+        stem = result.name
+        for suffix in (".ome.zarr", ".zarr", "_instances.tif"):
+            stem = stem.removesuffix(suffix)
+    table = result.with_name(f"{stem}_objects.csv")
+    if not table.is_file():
+        return None
+    try:
+        return read_objects_csv(table)
+    except DataError as exc:
+        log.warning("%s; %s", exc, without)
+        return None

@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.types import FileDialogMode
-from magicgui.widgets import FileEdit, FloatSpinBox, PushButton, create_widget
+from magicgui.widgets import FloatSpinBox, PushButton, create_widget
 from scipy import ndimage as ndi
 
 from ..workflows.review import retrain
 from ..workflows.segment import segment_array
 from ._models import TRAINED
-from ._worker import REVIEWED_KEY, SEGMENTED_KEY, WorkerWidget, full_resolution, safe_name
+from ._worker import REVIEWED_KEY, SEGMENTED_KEY, WorkerWidget, full_resolution, placed, safe_name, save_to
 
 __all__ = ["RING", "ReviewWidget"]
 
@@ -67,11 +66,8 @@ class ReviewWidget(WorkerWidget):
             step=0.5,
             tooltip="Retrain's time budget, planning included",
         )
-        self.work = FileEdit(
-            label="save to",
-            mode=FileDialogMode.EXISTING_DIRECTORY,
-            value=Path.home() / "unetkit-napari",
-            tooltip="a folder per reviewed image: IMAGE-review/round-N (corrections), model-N (models)",
+        self.work = save_to(
+            "a folder per reviewed image: IMAGE-review/round-N (corrections), model-N (models)"
         )
         self.extend(
             [
@@ -238,7 +234,7 @@ class ReviewWidget(WorkerWidget):
             "plane": plane,
             "rgb": bool(image.rgb),
             "name": name,
-            "labels": np.asarray(labels.data).reshape(np.asarray(labels.data).shape[len(plane) :]),
+            "labels": np.asarray(labels.data)[(0,) * len(plane)],  # a plane's result: (1, H, W) → (H, W)
             "folder": Path(str(self.work.value)).expanduser() / f"{safe_name(name)}-review",
             "model": made["model"],
             "options": dict(made.get("options") or {}),
@@ -258,12 +254,7 @@ class ReviewWidget(WorkerWidget):
 
     def _retrained(self, layer: Any, image: Any, result: dict[str, Any]) -> None:
         done, seg, plane = result["round"], result["segmented"], tuple(result["plane"])
-        place = {"scale": image.scale[-2:], "translate": image.translate[-2:]}
-        data = seg["labels"]
-        if plane:  # at the plane's place on the image's axes
-            scale, translate = np.array(image.scale, float), np.array(image.translate, float)  # copies
-            translate[: len(plane)] += np.asarray(plane) * scale[: len(plane)]
-            place, data = {"scale": scale, "translate": translate}, np.asarray(data)[(None,) * len(plane)]
+        data, place = placed(image, seg["labels"], plane)
         name = f"{image.name} objects (round {done.number})"
         new = self.viewer.add_labels(data, name=name, **place)
         table = seg["table"]

@@ -35,7 +35,7 @@ from ..config import SURFACE_DEFAULTS, PredictConfig
 from ..errors import UnetkitError
 from ..workflows.segment import builtin_models, declared_classes, model_card, segment_array, segment_planes
 from ._models import TRAINED
-from ._worker import SEGMENTED_KEY, WorkerWidget, full_resolution
+from ._worker import SEGMENTED_KEY, WorkerWidget, full_resolution, placed
 
 __all__ = ["SegmentWidget"]
 
@@ -233,19 +233,20 @@ class SegmentWidget(WorkerWidget):
             return None
         what = f" (plane {', '.join(map(str, plane))})" if plane else " (every plane)" if lead else ""
         self.status.value = f"segmenting {layer.name}{what} with {Path(model).name} ..."
-        work = _segment_every_plane if lead and not plane else _segment
+        every = bool(lead and not plane)
         return self._launch(
-            work,
+            _segment,
             model,
             data,
             bool(layer.rgb),
             layer.name,
             options,
             bool(self.instances.value),
-            bool(self.probabilities.value) and not (lead and not plane),
+            bool(self.probabilities.value) and not every,
             self._cancel,
             self._tiles.done.emit,
-            returned=lambda result: self._show(layer, result, plane, every=bool(lead and not plane)),
+            every,
+            returned=lambda result: self._show(layer, result, plane, every=every),
         )
 
     def stop(self, *_: Any) -> None:
@@ -265,16 +266,7 @@ class SegmentWidget(WorkerWidget):
     def _show(
         self, layer: Any, result: dict[str, Any], plane: tuple[int, ...] = (), every: bool = False
     ) -> None:
-        place = {"scale": layer.scale[-2:], "translate": layer.translate[-2:]}
-        data = result["labels"]
-        if plane or every:  # on the image's own axes: one plane at its place, or every plane
-            scale, translate = (
-                np.array(layer.scale, float),
-                np.array(layer.translate, float),
-            )  # copies: never the image layer's own
-            translate[: len(plane)] += np.asarray(plane) * scale[: len(plane)]
-            place = {"scale": scale, "translate": translate}
-            data = data[(None,) * len(plane)] if plane else data
+        data, place = placed(layer, result["labels"], plane, every)
         if result.get("keep") is not None:
             self._keep.append(result["keep"])
         name = f"{layer.name} {'objects' if result['objects'] is not None else 'classes'}"
@@ -308,30 +300,6 @@ class SegmentWidget(WorkerWidget):
         self.status.value = f"{layer.name}: {found} in {result['seconds']:.1f} s{doubt}{said}"
 
 
-def _segment_every_plane(
-    model: str,
-    data: Any,
-    rgb: bool,
-    name: str,
-    options: dict[str, Any],
-    instances: bool,
-    probabilities: bool,
-    cancel: threading.Event,
-    report: Any,
-) -> dict[str, Any]:
-    """The worker for every plane: :func:`~unetkit.workflows.segment.segment_planes`, stopped on Cancel."""
-
-    def on_tiles(done: int, total: int) -> None:
-        if cancel.is_set():
-            raise Cancelled
-        report(done, total)
-
-    result = segment_planes(
-        model, data, rgb=rgb, name=name, options=options, instances=instances, on_tiles=on_tiles
-    )
-    return {**result, "model": model, "options": options}
-
-
 def _segment(
     model: str,
     data: Any,
@@ -342,22 +310,23 @@ def _segment(
     probabilities: bool,
     cancel: threading.Event,
     report: Any,
+    every: bool = False,
 ) -> dict[str, Any]:
-    """The worker: :func:`~unetkit.workflows.segment.segment_array`, stopped between tiles on Cancel."""
+    """The worker: :func:`~unetkit.workflows.segment.segment_array` (``every``: each plane of a stack,
+    :func:`~unetkit.workflows.segment.segment_planes`), stopped between tiles on Cancel."""
 
     def on_tiles(done: int, total: int) -> None:
         if cancel.is_set():
             raise Cancelled
         report(done, total)
 
-    result = segment_array(
-        model,
-        data,
-        rgb=rgb,
-        name=name,
-        options=options,
-        instances=instances,
-        probabilities=probabilities,
-        on_tiles=on_tiles,
-    )
+    if every:  # every plane of a stack, one model load
+        result = segment_planes(
+            model, data, rgb=rgb, name=name, options=options, instances=instances, on_tiles=on_tiles
+        )
+    else:
+        result = segment_array(
+            model, data, rgb=rgb, name=name, options=options, instances=instances, probabilities=probabilities,
+            on_tiles=on_tiles,
+        )  # fmt: skip
     return {**result, "model": model, "options": options}

@@ -38,7 +38,15 @@ from ..workflows.plan import plan_and_train
 from ..workflows.segment import builtin_models
 from ..workflows.train import TrainHooks, TrainingInterrupted, new_folder
 from ._models import TRAINED
-from ._worker import REVIEWED_KEY, WorkerWidget, full_resolution, is_result, painted_labels, safe_name
+from ._worker import (
+    REVIEWED_KEY,
+    WorkerWidget,
+    full_resolution,
+    is_result,
+    painted_labels,
+    safe_name,
+    save_to,
+)
 
 __all__ = ["SCRATCH", "TrainWidget"]
 
@@ -123,12 +131,7 @@ class TrainWidget(WorkerWidget):
             filter="*.yaml",
             tooltip="optional: a config YAML (as unetkit train --config) instead of the plan",
         )
-        self.work = FileEdit(
-            label="save to",
-            mode=FileDialogMode.EXISTING_DIRECTORY,
-            value=Path.home() / "unetkit-napari",
-            tooltip="a folder per training: NAME-N/data (painted layers) and NAME-N/run",
-        )
+        self.work = save_to("a folder per training: NAME-N/data (painted layers) and NAME-N/run")
         self.extend(
             [
                 self.source,

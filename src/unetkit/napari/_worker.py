@@ -7,8 +7,10 @@ import logging
 import re
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
 from ..errors import UnetkitError
@@ -39,6 +41,35 @@ def _labels_layers(viewer: Any) -> list[Any]:
 REVIEWED_KEY = "unetkit_training_labels"
 #: the metadata key of a Segment result: how it was made (model, image layer, options; a Retrain's round)
 SEGMENTED_KEY = "unetkit_segmented"
+
+
+def placed(
+    layer: Any, data: Any, plane: tuple[int, ...] = (), every: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """A 2-D result of ``layer`` (an image, or ``plane`` of a stack) and the ``scale``/``translate`` that put it over
+    the image: one plane at its index on the image's leading axes, every plane on all of them, a 2-D image on its
+    last two. The arrays are copies: the image layer's own are never changed."""
+    if not plane and not every:
+        return data, {"scale": layer.scale[-2:], "translate": layer.translate[-2:]}
+    scale, translate = np.array(layer.scale, float), np.array(layer.translate, float)
+    translate[: len(plane)] += np.asarray(plane) * scale[: len(plane)]
+    return (np.asarray(data)[(None,) * len(plane)] if plane else data), {
+        "scale": scale,
+        "translate": translate,
+    }
+
+
+def save_to(tooltip: str) -> Any:
+    """The folder a widget keeps its work in (``~/unetkit-napari`` by default)."""
+    from magicgui.types import FileDialogMode
+    from magicgui.widgets import FileEdit
+
+    return FileEdit(
+        label="save to",
+        mode=FileDialogMode.EXISTING_DIRECTORY,
+        value=Path.home() / "unetkit-napari",
+        tooltip=tooltip,
+    )
 
 
 def safe_name(name: str) -> str:

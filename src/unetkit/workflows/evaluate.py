@@ -28,7 +28,7 @@ from ..config import DataConfig
 from ..data.io import IMAGE_SUFFIXES, read_image
 from ..data.masks import IGNORE, MaskEncoding
 from ..errors import ConfigError, DataError
-from ..inference.objects import read_objects_csv
+from ..inference.objects import read_table_beside
 from ..metrics.instance import InstanceScores, match_instances
 from ..metrics.isbi import isbi_scores
 from ..metrics.results import DEFINITIONS, MODES, Evaluation, ImageResult
@@ -191,18 +191,17 @@ def _confidences(pr: Pair, written: np.ndarray, matched: InstanceScores) -> dict
     never guessed onto these)."""
     if pr.instances is None:
         return None
-    table = Path(pr.instances).with_name(f"{pr.name}_objects.csv")
-    if not table.is_file():
-        return None
-    try:
-        read = read_objects_csv(table)
-    except DataError as exc:
-        log.warning("%s; its confidences are left out", exc)
+    read = read_table_beside(pr.instances, pr.name, without="its confidences are left out")
+    if read is None:
         return None
     rows = list(zip(read["label"].tolist(), read["confidence"].tolist(), strict=True))
     present = set(np.unique(written).tolist()) - {0}
     if {k for k, _ in rows} != present:
-        log.warning("%s: its objects are not those of %s; its confidences are left out", table, pr.instances)
+        log.warning(
+            "%s: its objects are not those of %s; its confidences are left out",
+            Path(pr.instances).with_name(f"{pr.name}_objects.csv"),
+            pr.instances,
+        )
         return None
     false = set(matched.unmatched(0.5)[1].tolist())
     return {

@@ -34,7 +34,7 @@ from ..atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from ..data.io import IMAGE_SUFFIXES, read_image, write_image
 from ..data.layouts import DESCRIPTOR
 from ..errors import DataError
-from ..inference.objects import read_objects_csv
+from ..inference.objects import read_objects_csv, read_table_beside
 from ..safety import guard_outputs
 from ..viz import outlined_crop
 from .painted import CONTEXT, IGNORED
@@ -187,17 +187,8 @@ def features_beside(result: str | Path) -> dict[str, np.ndarray] | None:
     """The objects table written beside a prediction result (``NAME_objects.csv`` beside ``NAME.zarr``,
     ``NAME.ome.zarr`` or ``NAME_instances.tif``) as a viewer's layer features (``index``: the label, then every
     other column); None without one, or with one that cannot be read (said in the log)."""
-    result = Path(result)
-    stem = result.name
-    for suffix in (".ome.zarr", ".zarr", "_instances.tif"):
-        stem = stem.removesuffix(suffix)
-    table = result.with_name(f"{stem}_objects.csv")
-    if not table.is_file():
-        return None
-    try:
-        read = read_objects_csv(table)
-    except DataError as exc:
-        log.warning("%s; the objects are shown without it", exc)
+    read = read_table_beside(result, without="the objects are shown without it")
+    if read is None:
         return None
     return {"index": read["label"], **{k: v for k, v in read.items() if k != "label"}}
 
