@@ -300,8 +300,18 @@ def test_evaluate_widget_scores_as_unetkit_evaluate_and_shows_the_errors(make_na
     )
     for key in ROWS:
         assert scores[key] == pytest.approx(ev.mean[key]), key
-    assert tuple(widget.table.row_headers) == ROWS and widget.table.shape == (len(ROWS), 2)
+    assert tuple(widget.table.row_headers) == ROWS and widget.table.shape == (len(ROWS), 1)
     assert widget.table.data[ROWS.index("f1"), 0] == f"{scores['f1']:.4g}"
+    # every row shown (the table grows, the dock scrolls) and every score's definition on its name and value
+    from unetkit.workflows.evaluate import DEFINITIONS
+
+    table = widget.table.native
+    assert (
+        table.height()
+        >= sum(table.rowHeight(r) for r in range(len(ROWS))) + table.horizontalHeader().height()
+    )
+    for row, key in enumerate(ROWS):
+        assert DEFINITIONS[key] in table.verticalHeaderItem(row).toolTip() == table.item(row, 0).toolTip()
     # the errors as layers: every missed object is a true object no prediction matches, and so on
     missed = viewer.layers["prediction: misses"].data
     false = viewer.layers["prediction: false positives"].data
@@ -660,6 +670,50 @@ def test_the_widgets_docked_together_fit_a_1080_pixel_screen(make_napari_viewer,
     window.resize(1920, 1080)
     QApplication.processEvents()
     assert window.minimumSizeHint().height() <= 1080 and window.height() <= 1080
+
+
+def test_a_3d_model_segments_the_volume_shown(make_napari_viewer, qtbot, tmp_path):
+    """Issue 35: 3-D models on volumes (cellpose-napari's 3-D): a 3-D model segments a z-stack layer as one volume,
+    as the Python API (and `unetkit predict`) does; on a time-lapse of volumes, the volume shown; a 2-D layer is
+    refused in one line."""
+    from unetkit import DataConfig, ModelConfig, RunConfig, TrainConfig, synthesize_dataset, train
+    from unetkit.data.io import read_volume
+
+    data = synthesize_dataset(tmp_path / "vol", n=4, size=40, seed=3, depth=12)
+    cfg = RunConfig(
+        model=ModelConfig(base_channels=4, depth=2, spatial_dims=3),
+        data=DataConfig(patch_size=24, patch_depth=8),
+        train=TrainConfig(epochs=1, batch_size=2, steps_per_epoch=2),
+    )
+    run = train(data, tmp_path / "run", cfg, progress=False)
+    volume = read_volume(data / "images" / "synth_000.tif")
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(volume, name="vol", scale=(2.0, 1.0, 1.0))
+    widget = SegmentWidget(viewer)
+    widget.model_file.value = run.best_checkpoint
+    widget.image.value = layer
+    widget.start()
+    _wait(qtbot, widget)
+    shown = viewer.layers["vol objects"]
+    expected = Predictor.from_checkpoint(run.best_checkpoint).predict_instances(volume)
+    np.testing.assert_array_equal(np.asarray(shown.data), expected)  # one volume, not 12 planes
+    assert tuple(shown.scale) == (2.0, 1.0, 1.0)  # over the volume, its z spacing kept
+    series = viewer.add_image(np.stack([volume, volume[::-1]]), name="series")
+    widget.image.reset_choices()
+    widget.image.value = series
+    viewer.dims.set_point(0, 1)
+    widget.start()
+    _wait(qtbot, widget)
+    second = viewer.layers["series objects (plane 1)"]
+    assert np.asarray(second.data).shape == (1, *volume.shape) and second.translate[0] == 1
+    np.testing.assert_array_equal(
+        np.asarray(second.data)[0],
+        Predictor.from_checkpoint(run.best_checkpoint).predict_instances(volume[::-1]),
+    )
+    flat = viewer.add_image(volume[0], name="flat")
+    widget.image.reset_choices()
+    widget.image.value = flat
+    assert widget.start() is None and "3-D model" in widget.status.value
 
 
 def test_stacks_segment_this_plane_or_every_plane(make_napari_viewer, qtbot, tmp_path):

@@ -51,6 +51,24 @@ class EvaluateWidget(Scrolling):
         if truth is not None and (current is None or current is self.prediction.value or is_result(current)):
             self.truth.value = truth  # a person's own choice of truth is kept
 
+    def _show_scores(self) -> None:
+        """One row per score, every row shown (the table grows; the dock scrolls), each score's definition as
+        the tooltip of its name and value: a "meaning" column was clipped to a few letters in a docked widget."""
+        self.table.value = {
+            "data": [[f"{self.scores[k]:.4g}"] for k in ROWS],
+            "index": list(ROWS),
+            "columns": ["value"],
+        }
+        table = self.table.native
+        for row, key in enumerate(ROWS):
+            for item in (table.verticalHeaderItem(row), table.item(row, 0)):
+                if item is not None:
+                    item.setToolTip(f"{key}: {DEFINITIONS.get(key, '')}")
+        table.horizontalHeader().setStretchLastSection(True)
+        table.resizeRowsToContents()
+        rows = sum(table.rowHeight(r) for r in range(table.rowCount()))
+        table.setMinimumHeight(rows + table.horizontalHeader().height() + 2 * table.frameWidth())
+
     def evaluate(self, *_: Any) -> dict[str, float]:
         pred, truth = self.prediction.value, self.truth.value
         if pred is None or truth is None or pred is truth:
@@ -62,11 +80,7 @@ class EvaluateWidget(Scrolling):
             return {}
         found = compare_objects(p, t)
         self.scores = {k: found.scores[k] for k in ROWS}
-        self.table.value = {
-            "data": [[f"{self.scores[k]:.4g}", DEFINITIONS.get(k, "")] for k in ROWS],
-            "index": list(ROWS),
-            "columns": ["value", "meaning"],
-        }
+        self._show_scores()
         place = {"scale": truth.scale, "translate": truth.translate}
         for name, errors in found.errors.items():
             layer_name = f"{pred.name}: {name}"

@@ -33,7 +33,15 @@ from qtpy.QtCore import QObject, Signal
 
 from ..config import SURFACE_DEFAULTS, PredictConfig
 from ..errors import UnetkitError
-from ..workflows.segment import builtin_models, declared_classes, model_card, segment_array, segment_planes
+from ..workflows.segment import (
+    builtin_models,
+    declared_classes,
+    model_card,
+    segment_array,
+    segment_planes,
+    segment_volume,
+    spatial_dims,
+)
 from ._models import TRAINED
 from ._worker import SEGMENTED_KEY, WorkerWidget, full_resolution, placed
 
@@ -114,7 +122,7 @@ class SegmentWidget(WorkerWidget):
         self.probabilities = CheckBox(text="also the probabilities", value=False)
         self.planes = ComboBox(
             label="planes", choices=list(PLANES), value=PLANES[0],
-            tooltip="a stack or time-lapse: the plane shown, or every plane of its first axis, one after another",
+            tooltip="a stack or time-lapse: the plane shown, or every plane of its first axis, one after another (a 3-D model: the volume shown)",
         )  # fmt: skip
         self.card = Label(
             value="", tooltip="the model's card: what it learnt from, its sizes, scores and limits"
@@ -170,7 +178,7 @@ class SegmentWidget(WorkerWidget):
     def _sync_planes(self, *_: Any) -> None:
         """The planes choice shows for images with more than two spatial axes (stacks, time-lapses)."""
         layer = self.image.value
-        self.planes.visible = layer is not None and layer.ndim > 2
+        self.planes.visible = layer is not None and layer.ndim > 2  # (a 3-D model: the volume shown)
 
     def _sync_threshold(self, *_: Any) -> None:
         """The threshold acts on a binary model's one probability; a model of several classes takes each pixel's
@@ -220,9 +228,15 @@ class SegmentWidget(WorkerWidget):
         elif self.diameter.value > 0:
             options["diameter"] = float(self.diameter.value)
         data = full_resolution(layer)
-        lead = layer.ndim - 2  # axes before the plane: a stack's, a time-lapse's
+        dims = spatial_dims(model)  # a 3-D model segments the last three axes as one volume
+        if layer.ndim < dims:
+            self.status.value = (
+                f"{Path(model).name} is a 3-D model: choose an image layer of three axes or more"
+            )
+            return None
+        lead = layer.ndim - dims  # axes before the plane (volume): a stack's, a time-lapse's
         plane: tuple[int, ...] = ()
-        if lead and self.planes.value == PLANES[0]:  # the plane shown
+        if lead and (self.planes.value == PLANES[0] or dims == 3):  # the plane (volume) shown
             where = np.asarray(layer.world_to_data(self.viewer.dims.point[-layer.ndim :]))[:lead]
             plane = tuple(
                 int(np.clip(round(float(v)), 0, n - 1)) for v, n in zip(where, data.shape, strict=False)
@@ -232,6 +246,7 @@ class SegmentWidget(WorkerWidget):
             self.status.value = f"{layer.name}: every plane segments one axis of planes; choose 'this plane'"
             return None
         what = f" (plane {', '.join(map(str, plane))})" if plane else " (every plane)" if lead else ""
+        what += " as a volume" if dims == 3 else ""
         self.status.value = f"segmenting {layer.name}{what} with {Path(model).name} ..."
         every = bool(lead and not plane)
         return self._launch(
@@ -246,6 +261,7 @@ class SegmentWidget(WorkerWidget):
             self._cancel,
             self._tiles.done.emit,
             every,
+            dims == 3,
             returned=lambda result: self._show(layer, result, plane, every=every),
         )
 
@@ -290,6 +306,8 @@ class SegmentWidget(WorkerWidget):
             if plane:  # (C, H, W) → C layers of one plane each, at the plane's place
                 probs = np.asarray(probs)[(slice(None), *((None,) * len(plane)))]
                 self.viewer.add_image(probs, name=f"{layer.name} probabilities", channel_axis=0, **place)
+            elif np.ndim(probs) > len(place["scale"]):  # (C, D, H, W) of a volume: C layers
+                self.viewer.add_image(probs, name=f"{layer.name} probabilities", channel_axis=0, **place)
             else:
                 self.viewer.add_image(probs, name=f"{layer.name} probabilities", **place)
         found = f"{result['objects']} objects" if result["objects"] is not None else "classes"
@@ -311,16 +329,22 @@ def _segment(
     cancel: threading.Event,
     report: Any,
     every: bool = False,
+    volume: bool = False,
 ) -> dict[str, Any]:
     """The worker: :func:`~unetkit.workflows.segment.segment_array` (``every``: each plane of a stack,
-    :func:`~unetkit.workflows.segment.segment_planes`), stopped between tiles on Cancel."""
+    :func:`~unetkit.workflows.segment.segment_planes`; ``volume``: a 3-D model on a volume,
+    :func:`~unetkit.workflows.segment.segment_volume`), stopped between tiles on Cancel."""
 
     def on_tiles(done: int, total: int) -> None:
         if cancel.is_set():
             raise Cancelled
         report(done, total)
 
-    if every:  # every plane of a stack, one model load
+    if volume:  # one volume, in memory, as `unetkit predict` segments a z-stack with a 3-D model
+        result = segment_volume(
+            model, data, name=name, options=options, instances=instances, probabilities=probabilities
+        )
+    elif every:  # every plane of a stack, one model load
         result = segment_planes(
             model, data, rgb=rgb, name=name, options=options, instances=instances, on_tiles=on_tiles
         )

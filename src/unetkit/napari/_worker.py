@@ -46,11 +46,15 @@ SEGMENTED_KEY = "unetkit_segmented"
 def placed(
     layer: Any, data: Any, plane: tuple[int, ...] = (), every: bool = False
 ) -> tuple[Any, dict[str, Any]]:
-    """A 2-D result of ``layer`` (an image, or ``plane`` of a stack) and the ``scale``/``translate`` that put it over
-    the image: one plane at its index on the image's leading axes, every plane on all of them, a 2-D image on its
-    last two. The arrays are copies: the image layer's own are never changed."""
+    """A result of ``layer`` (an image or a volume, or ``plane`` of a stack) and the ``scale``/``translate`` that put
+    it over the image: one plane at its index on the image's leading axes, every plane on all of them, an image (a
+    volume) on its last two (three). The arrays are copies: the image layer's own are never changed."""
     if not plane and not every:
-        return data, {"scale": layer.scale[-2:], "translate": layer.translate[-2:]}
+        n = np.ndim(data)
+        return data, {
+            "scale": np.array(layer.scale[-n:], float),
+            "translate": np.array(layer.translate[-n:], float),
+        }
     scale, translate = np.array(layer.scale, float), np.array(layer.translate, float)
     translate[: len(plane)] += np.asarray(plane) * scale[: len(plane)]
     return (np.asarray(data)[(None,) * len(plane)] if plane else data), {

@@ -32,6 +32,8 @@ __all__ = [
     "outside_learnt_sizes",
     "segment_array",
     "segment_planes",
+    "segment_volume",
+    "spatial_dims",
 ]
 
 
@@ -50,6 +52,18 @@ def declared_classes(model: str) -> int | None:
         return int(load_checkpoint(path)["model"]["hparams"]["num_classes"])
     except (UnetkitError, OSError, KeyError, TypeError, ValueError):
         return None
+
+
+def spatial_dims(model: str) -> int:
+    """2 or 3: the image dimensions a model segments (a checkpoint says; built-ins, ONNX files and packages
+    here are 2-D, and so is a file that does not load: segmenting says what is wrong when it runs)."""
+    try:
+        path = resolve_model_path(model)
+        if path.suffix.lower() not in (".pt", ".pth"):
+            return 2
+        return 3 if load_checkpoint(path)["model"]["hparams"].get("spatial_dims") == 3 else 2
+    except (UnetkitError, OSError, KeyError, TypeError, ValueError):
+        return 2
 
 
 def model_card(model: str) -> str:
@@ -167,6 +181,43 @@ def segment_planes(
     dtype = np.int32 if instances else stacked.dtype
     return {"labels": stacked.astype(dtype), "table": joined, "objects": offset if instances else None,
             "seconds": time.perf_counter() - start, "sizes": said, "probs": None, "keep": None}  # fmt: skip
+
+
+def segment_volume(
+    model: str,
+    data: Any,
+    *,
+    name: str,
+    options: dict[str, Any],
+    instances: bool,
+    probabilities: bool,
+) -> dict[str, Any]:
+    """Segment a volume ``data`` (``(D, H, W[, C])``) with a 3-D ``model``, in memory, as ``unetkit predict``
+    segments a z-stack with it. Returns what :func:`segment_array` returns (``labels``, ``probs``, ``objects``,
+    ``table``, ``seconds``, ``sizes``; no on-disk result)."""
+    start = time.perf_counter()
+    predictor = Predictor.from_checkpoint(model, **options)
+    if predictor.spatial_dims != 3:
+        raise UnetkitError(
+            f"{Path(model).name}: a 2-D model; segment the volume's planes instead (every plane)"
+        )
+    volume = np.asarray(data)
+    probs = predictor.predict_proba(volume, name)
+    classes = predictor.to_labels(probs)
+    labels, table = (
+        predictor.objects(classes, probs, predictor.channels_first(volume, name))
+        if instances
+        else (None, None)
+    )
+    return {
+        "labels": labels if labels is not None else classes,
+        "probs": probs.astype(np.float16) if probabilities else None,
+        "objects": int(labels.max()) if labels is not None else None,
+        "table": table,
+        "keep": None,
+        "seconds": time.perf_counter() - start,
+        "sizes": predictor.scaling,
+    }
 
 
 def _segment_with(
