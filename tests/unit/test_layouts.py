@@ -174,6 +174,23 @@ def test_classes_need_a_count_and_train_softmax(tmp_path):
     assert ckpt["model"]["hparams"]["num_classes"] == 3
 
 
+def test_a_class_map_in_dataset_yaml_says_the_values_are_classes_and_255_is_named(tmp_path):
+    """DATA/dataset.yaml's `classes:` alone left the encoding undecided ("cannot tell what the values mean"),
+    while --class-map on the command line implied classes; both now read the values as the map says. Values
+    outside the map, or an undecided 0/1/255 mask, name 255's usual meaning (unlabelled: --ignore-index 255)."""
+    data = class_masks(tmp_path / "d", values=(0, 1, 255))
+    undecided = check_dataset(data)
+    assert not undecided.ok and "--ignore-index 255" in undecided.problems[0]
+    (data / "dataset.yaml").write_text("classes: {0: background, 1: nucleus}\n")
+    mapped = check_dataset(data)
+    assert mapped.encoding is not None and mapped.encoding.name == "classes"
+    assert any(
+        "[255] are outside the class map [0, 1]" in p and "--ignore-index 255" in p for p in mapped.problems
+    )
+    (data / "dataset.yaml").write_text("classes: {0: background, 1: nucleus}\nignore_index: 255\n")
+    assert check_dataset(data).ok
+
+
 def test_palette_png_with_named_class_map(tmp_path):
     data = class_masks(tmp_path / "d", palette=True)
     assert read_image(data / "masks" / "img0.png").max() == 2  # indices, not colours

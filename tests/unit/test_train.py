@@ -145,3 +145,18 @@ def test_resume_with_more_time_trains_that_much_longer(tiny_data, tmp_path):
     )  # and the clock kept (one epoch's slack)
     with pytest.raises(ConfigError, match="extends a resumed run"):
         train(tiny_data, tmp_path / "other", tiny_config(epochs=1), time_budget=10, progress=False)
+
+
+def test_two_classes_asked_of_border_targets_name_the_target_that_gives_them():
+    """The paper's recipe (`--num-classes 2`) on a dataset whose plan chose the border target (3 classes from
+    instance masks) was told only "use --num-classes 3", the opposite of what the user wanted."""
+    from unetkit.data.masks import MaskEncoding
+    from unetkit.errors import ConfigError
+    from unetkit.training.setup import num_classes_for
+
+    with pytest.raises(ConfigError, match="--num-classes 3, or --target foreground for 2"):
+        num_classes_for(2, MaskEncoding("instances", target="border"))
+    assert num_classes_for(2, MaskEncoding("instances")) == 2
+    with pytest.raises(ConfigError) as refused:  # other encodings: no target to name
+        num_classes_for(4, MaskEncoding("binary"))
+    assert "--target" not in str(refused.value)

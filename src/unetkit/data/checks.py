@@ -136,6 +136,8 @@ def resolve_encoding(
     if values is None and colors is None and descriptor.get("classes") is not None:
         values, colors, names = parse_class_map(descriptor["classes"], f"{root}/dataset.yaml: classes")
     ignore = cfg.ignore_index if cfg.ignore_index is not None else descriptor.get("ignore_index")
+    if name == "auto" and (values or colors):  # a class map says what the values are: classes, or colours
+        name = "rgb" if colors else "classes"
     if name == "auto":
         return None
     if name == "classes" and values is None and num_classes is not None:
@@ -392,6 +394,11 @@ def _binary_or_refuse(root: Path, cfg: DataConfig, report: DataReport, tally: _T
         f"{root}: cannot tell what the mask values {shown}{'…' if len(raw_values) > 10 else ''} mean "
         f"({len(raw_values - {0})}{'+' if len(raw_values) >= 1000 else ''} values besides 0); pass --mask-encoding "
         f"{suggest_encoding(raw_values, False, max(raw_values))}"
+        + (
+            "; 255 often marks unlabelled pixels: --ignore-index 255"
+            if 255 in raw_values and len(raw_values) <= 4
+            else ""
+        )
     )
     return None
 

@@ -98,9 +98,14 @@ def num_classes_for(requested: int | None, encoding: MaskEncoding) -> int:
         return 1 if classes == 2 else classes
     if requested == classes or (requested == 1 and classes == 2):
         return requested
+    # instance masks read with the border target (a plan's choice for touching objects) have 3 classes; the
+    # paper's 2-class recipe asks for the foreground target
+    border = encoding.name == "instances" and classes == 3 and requested in (1, 2)
     raise ConfigError(
         f"model.num_classes {requested} does not fit the '{encoding.name}' masks, which have {classes} classes "
-        f"{encoding.names}; use --num-classes {classes}" + (" or 1" if classes == 2 else "")
+        f"{encoding.names}; use --num-classes {classes}"
+        + (" or 1" if classes == 2 else "")
+        + (f", or --target foreground for {requested} (background, object)" if border else "")
     )
 
 
