@@ -692,12 +692,21 @@ def test_a_3d_model_segments_the_volume_shown(make_napari_viewer, qtbot, tmp_pat
     widget = SegmentWidget(viewer)
     widget.model_file.value = run.best_checkpoint
     widget.image.value = layer
+    widget.probabilities.value = True
     widget.start()
     _wait(qtbot, widget)
     shown = viewer.layers["vol objects"]
     expected = Predictor.from_checkpoint(run.best_checkpoint).predict_instances(volume)
     np.testing.assert_array_equal(np.asarray(shown.data), expected)  # one volume, not 12 planes
     assert tuple(shown.scale) == (2.0, 1.0, 1.0)  # over the volume, its z spacing kept
+    probs = viewer.layers["vol probabilities"]  # one layer, the classes on its first axis, as for an image
+    classes = Predictor.from_checkpoint(run.best_checkpoint).predict_proba(volume).shape[0]
+    assert np.asarray(probs.data).shape == (classes, *volume.shape) and tuple(probs.scale)[-3:] == (
+        2.0,
+        1.0,
+        1.0,
+    )
+    widget.probabilities.value = False
     series = viewer.add_image(np.stack([volume, volume[::-1]]), name="series")
     widget.image.reset_choices()
     widget.image.value = series

@@ -306,8 +306,6 @@ class SegmentWidget(WorkerWidget):
             if plane:  # (C, H, W) → C layers of one plane each, at the plane's place
                 probs = np.asarray(probs)[(slice(None), *((None,) * len(plane)))]
                 self.viewer.add_image(probs, name=f"{layer.name} probabilities", channel_axis=0, **place)
-            elif np.ndim(probs) > len(place["scale"]):  # (C, D, H, W) of a volume: C layers
-                self.viewer.add_image(probs, name=f"{layer.name} probabilities", channel_axis=0, **place)
             else:
                 self.viewer.add_image(probs, name=f"{layer.name} probabilities", **place)
         found = f"{result['objects']} objects" if result["objects"] is not None else "classes"
