@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import pickle
 import zipfile
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,15 @@ from .models import create_model
 from .pretrained import PREFIX, get_pretrained, pretrained_path
 from .version import __version__
 
-__all__ = ["FORMAT", "build_model", "load_checkpoint", "resolve_model_path", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "Preprocessing",
+    "build_model",
+    "load_checkpoint",
+    "preprocessing_of",
+    "resolve_model_path",
+    "save_checkpoint",
+]
 
 FORMAT = "unetkit.checkpoint"
 FORMAT_VERSION = 1
@@ -146,7 +155,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-#: the types of a checkpoint's preprocessing record (``in_channels`` is required)
+#: the fields of a checkpoint's preprocessing record, typed: (types, what a reader is told they should be)
 _PRE_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "in_channels": (int, "an integer"),
     "num_classes": (int, "an integer"),
@@ -154,44 +163,121 @@ _PRE_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "encoding": (dict, "a table"),
     "input_scale": ((int, float), "a number"),
     "object_diameter": ((int, float), "a number"),
+    "object_diameter_range": ((list, tuple), "a list"),
     "class_names": ((list, tuple), "a list"),
     "dataset": (dict, "a table"),
 }
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What surrounds a model's network (a checkpoint's ``preprocessing`` record; an ONNX file's metadata; a
+    bioimage.io package's description), read and checked in one place (:meth:`from_dict`): the input
+    channels, how images are normalised (:class:`~unetkit.data.normalize.Normalizer`'s record), how the
+    training masks were encoded (predicted classes are written back in it), the class names, the resampling
+    trained at (``--input-scale``), the object sizes learnt (median, or the range a built-in model segments
+    well), and the dataset description the truth was read with. Keys a newer unetkit wrote are kept
+    (``extra``) and written back."""
+
+    in_channels: int
+    num_classes: int | None = None
+    normalization: dict[str, Any] | None = None
+    encoding: dict[str, Any] | None = None
+    class_names: tuple[str, ...] | None = None
+    input_scale: float = 1.0
+    object_diameter: float | None = None
+    object_diameter_range: tuple[float, float] | None = None
+    dataset: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str | Path = "model") -> Preprocessing:
+        """The record ``raw`` (a mapping) checked field by field: a damaged or tampered one is refused in one
+        line naming the field (:class:`CheckpointError`), never met later as a KeyError."""
+        if isinstance(raw, Preprocessing):
+            return raw
+        if not isinstance(raw, dict):
+            raise _damaged(source, "preprocessing", raw, "a table")
+        if "in_channels" not in raw:
+            raise CheckpointError(
+                f"{source}: damaged unetkit checkpoint: preprocessing.in_channels is missing"
+            )
+        for key, (types, wanted) in _PRE_TYPES.items():
+            value = raw.get(key)
+            if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+                raise _damaged(source, f"preprocessing.{key}", value, wanted)
+        norm = raw.get("normalization")
+        if norm is not None and not isinstance(norm.get("method"), str):
+            raise _damaged(source, "preprocessing.normalization.method", norm.get("method"), "a method name")
+        sizes = raw.get("object_diameter_range")
+        if sizes is not None and (len(sizes) != 2 or not all(isinstance(v, int | float) for v in sizes)):
+            raise _damaged(source, "preprocessing.object_diameter_range", sizes, "two numbers")
+        names = raw.get("class_names")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(
+            in_channels=int(raw["in_channels"]),
+            num_classes=raw.get("num_classes"),
+            normalization=raw.get("normalization"),
+            encoding=raw.get("encoding") or None,
+            class_names=tuple(map(str, names)) if names is not None else None,
+            input_scale=float(raw.get("input_scale") or 1.0),
+            object_diameter=float(raw["object_diameter"]) if raw.get("object_diameter") is not None else None,
+            object_diameter_range=(float(sizes[0]), float(sizes[1])) if sizes is not None else None,
+            dataset=raw.get("dataset"),
+            extra={k: v for k, v in raw.items() if k not in known},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as files store it (plain types: checkpoints, ONNX metadata, bioimage.io configs)."""
+        out: dict[str, Any] = {
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "normalization": self.normalization,
+            "encoding": self.encoding,
+            "class_names": list(self.class_names) if self.class_names is not None else None,
+            "input_scale": self.input_scale,
+            "object_diameter": self.object_diameter,
+            "dataset": self.dataset,
+        }
+        if self.object_diameter_range is not None:
+            out["object_diameter_range"] = list(self.object_diameter_range)
+        return {**out, **self.extra}
+
+    @property
+    def mask_encoding(self) -> MaskEncoding:
+        """The training masks' encoding (binary when the record has none)."""
+        return MaskEncoding.from_dict(self.encoding or {"name": "binary"})
+
+
+def _damaged(source: str | Path, field: str, found: Any, wanted: str) -> CheckpointError:
+    return CheckpointError(
+        f"{source}: damaged unetkit checkpoint: {field} is {type(found).__name__} {str(found)[:40]!r}, not "
+        f"{wanted}; use the checkpoint as training wrote it"
+    )
+
+
+def preprocessing_of(payload: dict[str, Any], source: str | Path = "checkpoint") -> Preprocessing:
+    """A loaded checkpoint's preprocessing record, typed (:class:`Preprocessing`)."""
+    return Preprocessing.from_dict(payload.get("preprocessing"), source)
 
 
 def check_metadata(payload: dict[str, Any], path: str | Path) -> None:
     """Every metadata field a checkpoint is read by has its type, and its stored mask encoding fits its head:
     a tampered or damaged record is refused in one line naming the field, not met later as a KeyError."""
 
-    def bad(field: str, found: Any, wanted: str) -> CheckpointError:
-        return CheckpointError(
-            f"{path}: damaged unetkit checkpoint: {field} is {type(found).__name__} {str(found)[:40]!r}, not "
-            f"{wanted}; use the checkpoint as training wrote it"
-        )
-
-    spec, pre = payload["model"], payload["preprocessing"]
+    spec = payload["model"]
     if not isinstance(spec, dict):
-        raise bad("model", spec, "a table")
+        raise _damaged(path, "model", spec, "a table")
     if not isinstance(spec.get("name"), str):
-        raise bad("model.name", spec.get("name"), "a model name")
+        raise _damaged(path, "model.name", spec.get("name"), "a model name")
     if not isinstance(spec.get("hparams"), dict):
-        raise bad("model.hparams", spec.get("hparams"), "a table")
+        raise _damaged(path, "model.hparams", spec.get("hparams"), "a table")
     if not isinstance(payload["state_dict"], dict):
-        raise bad("state_dict", payload["state_dict"], "a table of tensors")
-    if not isinstance(pre, dict):
-        raise bad("preprocessing", pre, "a table")
-    if "in_channels" not in pre:
-        raise CheckpointError(f"{path}: damaged unetkit checkpoint: preprocessing.in_channels is missing")
-    for key, (types, wanted) in _PRE_TYPES.items():
-        value = pre.get(key)
-        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
-            raise bad(f"preprocessing.{key}", value, wanted)
-    norm = pre.get("normalization")
-    if norm is not None and not isinstance(norm.get("method"), str):
-        raise bad("preprocessing.normalization.method", norm.get("method"), "a method name")
-    if pre.get("encoding"):
+        raise _damaged(path, "state_dict", payload["state_dict"], "a table of tensors")
+    pre = preprocessing_of(payload, path)  # every field typed, or refused naming it
+    if pre.encoding:
         try:
-            encoding = MaskEncoding.from_dict(pre["encoding"])
+            encoding = pre.mask_encoding
             classes = encoding.num_classes
         except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
             raise CheckpointError(

@@ -74,3 +74,35 @@ def test_newer_format_asks_for_an_upgrade(tmp_path):
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="upgrade unetkit"):
         load_checkpoint(path)
+
+
+def test_the_preprocessing_record_is_read_typed_in_one_place_and_written_back_as_stored():
+    """Issue 33: checkpoint dictionaries were read by string key in a dozen modules; every reader now gets a
+    typed :class:`Preprocessing` (a checkpoint's, an ONNX file's, a package's), checked once. The built-in
+    models (written by earlier versions of this format) and a record a newer unetkit extended still load, and
+    what is written back is what was stored."""
+    from unetkit.checkpoint import Preprocessing, preprocessing_of
+    from unetkit.data.masks import MaskEncoding
+
+    for name in ("nuclei", "nuclei@1"):  # files written before the type existed
+        payload = load_checkpoint(name)
+        pre = preprocessing_of(payload, name)
+        assert pre.in_channels == 1 and pre.normalization["method"] == "percentile"
+        assert isinstance(pre.mask_encoding, MaskEncoding) and pre.object_diameter > 0
+        stored = payload["preprocessing"]
+        written = pre.to_dict()
+        assert {k: written[k] for k in stored} == {
+            k: list(v) if isinstance(v, tuple) else v for k, v in stored.items()
+        }
+    newer = {"in_channels": 2, "normalization": {"method": "zscore"}, "pixel_size_um": 0.65}
+    pre = Preprocessing.from_dict(newer, "m.pt")
+    assert (
+        pre.extra == {"pixel_size_um": 0.65} and pre.to_dict()["pixel_size_um"] == 0.65
+    )  # kept, written back
+    assert pre.input_scale == 1.0 and pre.mask_encoding.name == "binary" and pre.class_names is None
+    assert Preprocessing.from_dict(pre) is pre
+    for field, bad in (("object_diameter_range", [7.0]), ("in_channels", "1"), ("class_names", "ab")):
+        with pytest.raises(CheckpointError, match=f"m.pt: damaged unetkit checkpoint: preprocessing.{field}"):
+            Preprocessing.from_dict({**newer, field: bad}, "m.pt")
+    with pytest.raises(CheckpointError, match="preprocessing.in_channels is missing"):
+        Preprocessing.from_dict({"normalization": {"method": "zscore"}}, "m.pt")

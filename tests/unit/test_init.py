@@ -88,15 +88,22 @@ def test_a_rate_given_as_the_scratch_default_is_kept_and_a_second_application_ch
 def test_input_scale_brings_objects_into_the_initial_models_sizes():
     from unetkit.training.init import SIZE_TOLERANCE, input_scale_for
 
-    ranged = {"preprocessing": {"object_diameter": 8.0, "object_diameter_range": [6.0, 26.0]}}
+    ranged = {
+        "preprocessing": {"in_channels": 1, "object_diameter": 8.0, "object_diameter_range": [6.0, 26.0]}
+    }
     assert input_scale_for(ranged, 15.0, "m") == (1.0, None)  # inside: untouched
     factor, note = input_scale_for(ranged, 52.0, "m")
     assert factor == 0.5 and "resampled by 0.5" in note
     assert input_scale_for(ranged, 3.0, "m")[0] == 2.0  # small objects are enlarged to the range's start
-    plain = {"preprocessing": {"object_diameter": 16.0}}  # a run's model: its median within a tolerance
+    plain = {
+        "preprocessing": {"in_channels": 1, "object_diameter": 16.0}
+    }  # a run's model: its median within a tolerance
     assert input_scale_for(plain, 16.0 * SIZE_TOLERANCE, "m") == (1.0, None)
     assert input_scale_for(plain, 48.0, "m")[0] == pytest.approx(16.0 * SIZE_TOLERANCE / 48.0, abs=1e-3)
-    assert input_scale_for({"preprocessing": {}}, 48.0, "m") == (1.0, None)  # nothing known: nothing done
+    assert input_scale_for({"preprocessing": {"in_channels": 1}}, 48.0, "m") == (
+        1.0,
+        None,
+    )  # nothing known: nothing done
     assert input_scale_for(ranged, None, "m") == (1.0, None)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checkpoint import Preprocessing
 from ..config import read_yaml
 from ..errors import CheckpointError, ConfigError, UnetkitError
 from ..extras import require_extra
@@ -50,7 +51,7 @@ def is_package(path: str | Path) -> bool:
     return p.suffix.lower() == ".zip" and p.is_file()
 
 
-def load_package(path: str | Path) -> tuple[PackageModel, dict[str, Any]]:
+def load_package(path: str | Path) -> tuple[PackageModel, Preprocessing]:
     """The network of a package and the preprocessing record a :class:`Predictor` takes. A zip is unpacked into a
     temporary folder that goes with the model: removed when the model is released (or at exit, or by the next
     process after a kill), never left behind for a failed load."""
@@ -225,7 +226,7 @@ class PackageModel(nn.Module):
         out_channel = next((a for a in out_axes if a.get("type") == "channel"), None)
         self.num_classes = len(out_channel.get("channel_names") or []) if out_channel else 1
         self.activation = _activation(out.get("postprocessing") or [], source)
-        self.preprocessing = {
+        raw: dict[str, Any] = {
             "in_channels": self.in_channels,
             "num_classes": self.num_classes,
             "normalization": _normalization(inp.get("preprocessing") or [], source),
@@ -237,13 +238,14 @@ class PackageModel(nn.Module):
         if isinstance(ours.get("encoding"), dict) and ours.get("num_classes") == self.num_classes:
             # written by unetkit: how its masks were encoded (a border target gives instances), its object size
             keep = ("encoding", "class_names", "object_diameter", "object_diameter_range")
-            self.preprocessing.update({k: ours[k] for k in keep if k in ours})
+            raw.update({k: ours[k] for k in keep if k in ours})
         elif self.num_classes > 1:  # one class per output channel, written as its index
-            self.preprocessing["encoding"] = {
+            raw["encoding"] = {
                 "name": "classes",
                 "values": list(range(self.num_classes)),
                 "class_names": names or [f"class{i}" for i in range(self.num_classes)],
             }
+        self.preprocessing = Preprocessing.from_dict(raw, source)
         self._run = _runner(folder, rdf.get("weights") or {}, source)
 
     def output_size(self, size: int) -> int:

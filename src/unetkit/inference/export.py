@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_path
+from ..checkpoint import Preprocessing, preprocessing_of
 from ..errors import CheckpointError, ConfigError, UnetkitError
 from ..extras import require_extra
 from .foreign import check_onnx, onnx_session
@@ -88,7 +89,7 @@ def write_exported(
         )
     if format == "onnx":
         require_extra(("onnx", "onnxruntime", "onnxscript"), "onnx", "export --format onnx")
-    channels = int(payload["preprocessing"]["in_channels"])
+    channels = preprocessing_of(payload).in_channels
     inputs = _sample_inputs(model, channels)
     core = _Core(model).eval()
     two = core.labels
@@ -243,7 +244,7 @@ class OnnxModel(nn.Module):
             raise ConfigError(f"{path}: not an ONNX file written by 'unetkit export' (no unetkit metadata)")
         try:
             self.spec = json.loads(meta["unetkit.model"])
-            self.preprocessing = json.loads(meta["unetkit.preprocessing"])
+            raw = json.loads(meta["unetkit.preprocessing"])
             self.training_info = json.loads(meta.get("unetkit.training", "{}"))
             hp = self.spec["hparams"]
             self.num_classes, self.depth, self.padding = hp["num_classes"], hp["depth"], hp["padding"]
@@ -251,6 +252,7 @@ class OnnxModel(nn.Module):
             raise CheckpointError(
                 f"{path}: damaged unetkit metadata in this ONNX file ({exc!s:.200})"
             ) from None
+        self.preprocessing = Preprocessing.from_dict(raw, path)
         outputs = proto.graph.output[0].type.tensor_type.shape.dim if proto.graph.output else []
         channels = outputs[1].dim_value if len(outputs) > 1 else 0
         if channels and channels != self.num_classes:
@@ -269,7 +271,7 @@ class OnnxModel(nn.Module):
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         self.session = onnx_session(str(path), str(path), options, providers)
-        self._probe(int(self.preprocessing.get("in_channels") or hp.get("in_channels") or 1))
+        self._probe(self.preprocessing.in_channels)
 
     def _probe(self, channels: int) -> None:
         """Run the graph once on the smallest input its metadata allows, before any image is read: a graph deeper

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checkpoint import Preprocessing
 from ..config import BLENDS, ENGINES, PRECISIONS, PredictConfig
 from ..data.io import channel_indices, to_channels_first
 from ..data.lazy import ImageSource
@@ -73,7 +74,7 @@ class Predictor:
     def __init__(
         self,
         model: nn.Module,
-        preprocessing: dict[str, Any],
+        preprocessing: Preprocessing | dict[str, Any],
         *,
         device: str | torch.device = _DEFAULTS.device,
         tile: int | None = _DEFAULTS.tile,
@@ -91,16 +92,17 @@ class Predictor:
         compile: bool = _DEFAULTS.compile,
         diameter: float | str | None = _DEFAULTS.diameter,
     ) -> None:
-        self.preprocessing = dict(preprocessing)
+        #: the model's record of its inputs and outputs, typed (a checkpoint's, an ONNX file's, a package's)
+        self.preprocessing = Preprocessing.from_dict(preprocessing)
         #: resampling to the object size the model learnt (``--diameter``, ``--input-scale``)
         self.rescaler = Rescaling(diameter, self.preprocessing)
-        if not isinstance(self.preprocessing.get("normalization"), dict):
+        if not isinstance(self.preprocessing.normalization, dict):
             raise CheckpointError(
                 "the model has no record of how its images were normalised (preprocessing.normalization): "
                 "not a checkpoint of a training run; use RUN/best.pt"
             )
         try:
-            self.normalizer = Normalizer.from_dict(self.preprocessing["normalization"])
+            self.normalizer = Normalizer.from_dict(self.preprocessing.normalization)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(
                 f"the model's preprocessing.normalization is damaged ({str(exc)[:120]})"
@@ -199,12 +201,12 @@ class Predictor:
 
     @property
     def in_channels(self) -> int:
-        return int(self.preprocessing["in_channels"])
+        return self.preprocessing.in_channels
 
     @property
     def encoding(self) -> MaskEncoding:
         """The training masks' encoding: predicted class indices are written back in it."""
-        return MaskEncoding.from_dict(self.preprocessing.get("encoding") or {"name": "binary"})
+        return self.preprocessing.mask_encoding
 
     def prepare(self, image: np.ndarray, name: str | Path = "image") -> np.ndarray:
         """Raw ``(H, W[, C])`` image (``(D, H, W[, C])`` volume for a 3-D model) → normalised float32
@@ -276,7 +278,7 @@ class Predictor:
         return self.rescaler.diameter
 
     @property
-    def trained_range(self) -> list[float] | None:
+    def trained_range(self) -> tuple[float, float] | None:
         return self.rescaler.trained_range
 
     def learnt_sizes(self) -> str:

@@ -1,16 +1,17 @@
 """Object scale: a U-Net segments objects near the size it learnt. ``--diameter D`` rescales an image whose
-objects are about ``D`` pixels across to the model's training scale (``preprocessing["object_diameter"]``, the
+objects are about ``D`` pixels across to the model's training scale (``Preprocessing.object_diameter``, the
 median object diameter of its training masks), predicts, and maps the probabilities back to the image's own
 size; ``--diameter auto`` estimates ``D`` from a first pass (the median diameter of the objects it finds).
 
 A model trained on many scales (the built-in ones) records the range it segments well instead
-(``preprocessing["object_diameter_range"]``): images whose objects lie inside it are left as they are, others
+(``Preprocessing.object_diameter_range``): images whose objects lie inside it are left as they are, others
 are brought to the nearest end of it."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -18,6 +19,9 @@ from scipy import ndimage as ndi
 from ..data.checks import object_diameters, typical_diameter
 from ..data.resample import zoom_image
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..checkpoint import Preprocessing
 
 __all__ = ["Rescaling", "estimate_diameter", "parse_diameter", "rescale", "resize_to", "target_diameter"]
 
@@ -60,7 +64,9 @@ def factor_for(diameter: float, trained: float) -> float:
     return factor
 
 
-def target_diameter(diameter: float, trained: float, trained_range: list[float] | None = None) -> float:
+def target_diameter(
+    diameter: float, trained: float, trained_range: tuple[float, float] | list[float] | None = None
+) -> float:
     """The object size to bring ``diameter`` to: ``trained``, or with a recorded ``trained_range`` the nearest
     size inside it (``diameter`` itself when it lies inside)."""
     if not trained_range:
@@ -94,12 +100,12 @@ class Rescaling:
     probabilities mapped back: done whole, in memory. ``run(x)`` gives the probabilities of channels-first
     pixels on their own grid; ``find(probs)`` the typical object diameter in them (None: no objects)."""
 
-    def __init__(self, diameter: float | str | None, preprocessing: dict) -> None:
+    def __init__(self, diameter: float | str | None, preprocessing: Preprocessing) -> None:
         self.diameter = parse_diameter(diameter)
-        self.trained_diameter: float | None = preprocessing.get("object_diameter")
-        self.trained_range: list[float] | None = preprocessing.get("object_diameter_range")
+        self.trained_diameter = preprocessing.object_diameter
+        self.trained_range = preprocessing.object_diameter_range
         #: the model was trained on images resampled by this factor (``--input-scale``): so are its inputs
-        self.input_scale = float(preprocessing.get("input_scale") or 1.0)
+        self.input_scale = preprocessing.input_scale
         #: what ``--diameter auto`` found and did on the last image, in words (None: not used)
         self.scaling: str | None = None
         if self.diameter is not None and not self.trained_diameter:

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from ..checkpoint import build_model, load_checkpoint, resolve_model_path
+from ..checkpoint import Preprocessing, build_model, load_checkpoint, preprocessing_of, resolve_model_path
 from ..config import DEFAULT_TILE, ENGINES, MIN_DEFAULT_TILE, PredictConfig
 from ..errors import CheckpointError, ConfigError
 from .bioimageio import is_package, load_package
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 MAX_TILE = 16384  # the largest tile side a checkpoint may ask for
 
 #: a network, its preprocessing record and the predictor's keyword arguments
-Opened = tuple[nn.Module, dict[str, Any], dict[str, Any]]
+Opened = tuple[nn.Module, Preprocessing, dict[str, Any]]
 
 
 def default_tile(payload: dict[str, Any], minimum: int = MIN_DEFAULT_TILE) -> int:
@@ -67,7 +67,7 @@ def open_model(path: str | Path, kwargs: dict[str, Any]) -> Opened:
         kwargs.setdefault("fuse", True)
     if kwargs.get("tile") is None:
         kwargs["tile"] = default_tile(payload)
-    return model, payload["preprocessing"], kwargs
+    return model, preprocessing_of(payload, path), kwargs
 
 
 def _open_onnx(path: Path, kwargs: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
@@ -115,7 +115,7 @@ def _auto_engine(path: Path, kwargs: dict[str, Any]) -> str:
             path, {**kwargs, "engine": engine, "precision": precision, "tile": tile}
         )
         return TileExecutor(
-            model, in_channels=int(pre["in_channels"]), device=settings.get("device", defaults.device), tile=tile,
+            model, in_channels=pre.in_channels, device=settings.get("device", defaults.device), tile=tile,
             overlap=defaults.overlap, blend=None, batch_size=batch, amp=True, precision=settings["precision"],
             channels_last=settings.get("channels_last", False), prefetch=0, fuse=settings.get("fuse", False),
             compile=False,

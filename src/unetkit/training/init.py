@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_checkpoint, resolve_model_path
+from ..checkpoint import load_checkpoint, preprocessing_of, resolve_model_path
 from ..config import FINE_TUNE_LR, ModelConfig, RunConfig
 from ..errors import CheckpointError, ConfigError
 
@@ -54,7 +54,7 @@ def init_config(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any], list[str]]:
             + ")"
         )
     cfg.model = dataclasses.replace(cfg.model, **model_changes)
-    norm = (payload.get("preprocessing") or {}).get("normalization") or {}
+    norm = preprocessing_of(payload, path).normalization or {}
     if norm.get("method"):
         fields = {
             "normalization": norm["method"],
@@ -77,7 +77,7 @@ def init_evidence(init: str | None, payload: dict[str, Any] | None = None) -> st
     if not init:
         return None
     payload = payload if payload is not None else load_checkpoint(resolve_model_path(init))
-    encoding = (payload.get("preprocessing") or {}).get("encoding") or {}
+    encoding = preprocessing_of(payload, init).encoding or {}
     if encoding.get("name") != "instances":
         return None
     return f"--init {init} (it was trained on object labels, instances)"
@@ -148,11 +148,11 @@ def input_scale_for(
     """The ``--input-scale`` that brings a dataset's objects (median ``diameter`` px) into the sizes the initial
     model learnt (its ``object_diameter_range``, else its median object diameter within ``SIZE_TOLERANCE``),
     and a note saying so; ``(1.0, None)`` when they already fit or nothing is known."""
-    pre = payload.get("preprocessing") or {}
-    known = pre.get("object_diameter_range")
-    if not diameter or not (known or pre.get("object_diameter")):
+    pre = preprocessing_of(payload, source)
+    known, learnt = pre.object_diameter_range, pre.object_diameter
+    if not diameter or not (known or learnt):
         return 1.0, None
-    lo, hi = known or (pre["object_diameter"] / SIZE_TOLERANCE, pre["object_diameter"] * SIZE_TOLERANCE)
+    lo, hi = known or (learnt / SIZE_TOLERANCE, learnt * SIZE_TOLERANCE)  # type: ignore[operator]
     if lo <= diameter <= hi:
         return 1.0, None
     factor = round(min(max(diameter, lo), hi) / diameter, 3)

@@ -35,7 +35,7 @@ import yaml
 from PIL import Image
 
 from ..atomic import atomic_path
-from ..checkpoint import build_model, load_checkpoint, resolve_model_path
+from ..checkpoint import build_model, load_checkpoint, preprocessing_of, resolve_model_path
 from ..data.io import read_image
 from ..data.synthetic import synth_nuclei
 from ..errors import ConfigError, UnetkitError
@@ -127,15 +127,15 @@ def export_bioimageio(
     payload = load_checkpoint(path)
     network = build_model(payload, path).eval()
     hp = dict(payload["model"]["hparams"])
-    pre = payload["preprocessing"]
+    pre = preprocessing_of(payload, path)
     if payload["model"]["name"] != "unet" or hp.get("spatial_dims", 2) != 2:
         raise ConfigError(
             f"{path}: bioimage.io export supports 2-D U-Nets (arch unet); this is "
             f"{payload['model']['name']}, {hp.get('spatial_dims', 2)}-D"
         )
-    if float(pre.get("input_scale") or 1.0) != 1.0:
+    if pre.input_scale != 1.0:
         raise ConfigError(
-            f"{path}: the model resamples its inputs (--input-scale {pre['input_scale']:g}), which the bioimage.io "
+            f"{path}: the model resamples its inputs (--input-scale {pre.input_scale:g}), which the bioimage.io "
             "format cannot express; train without --input-scale to export it"
         )
     title = name or (payload.get("pretrained") or {}).get("name") or f"unetkit U-Net ({path.parent.name})"
@@ -222,7 +222,7 @@ def _test_tensors(
     """A synthetic nuclei image as the test input (its grey values in every channel) and the outputs PyTorch
     gives for it after the package's preprocessing and postprocessing (probabilities; with ``step``, the
     in-graph instance labels); also unetkit's own objects, for the cover."""
-    channels = int(payload["preprocessing"]["in_channels"])
+    channels = preprocessing_of(payload).in_channels
     image = synth_nuclei(TEST_SIZE, seed=2024)[0].astype(np.float32)
     net: Any = predictor.model
     if net.padding == "valid":  # a valid size; the output is the network's on it: smaller by the margins
@@ -276,7 +276,7 @@ def _cover(image: np.ndarray, labels: np.ndarray, dest: Path) -> None:
 
 
 def _preprocessing(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    norm = payload["preprocessing"]["normalization"]
+    norm = preprocessing_of(payload).normalization or {}
     method = norm.get("method")
     steps: list[dict[str, Any]] = [{"id": "ensure_dtype", "kwargs": {"dtype": "float32"}}]
     if method == "percentile":
@@ -322,15 +322,15 @@ def _rdf(
     instances: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     hp = dict(payload["model"]["hparams"])
-    pre = payload["preprocessing"]
+    pre = preprocessing_of(payload)
     step = int(network.size_multiples[0])
-    classes = list(pre.get("class_names") or [])
+    classes = list(pre.class_names or [])
     out_names = (
         ["foreground"]
         if int(hp["num_classes"]) == 1
         else (classes or [f"class{i}" for i in range(hp["num_classes"])])
     )
-    channels = int(pre["in_channels"])
+    channels = pre.in_channels
     who = [{"name": a} for a in (authors or ["unetkit user"])]
     if (
         network.padding == "valid"
@@ -364,7 +364,7 @@ def _rdf(
             "2d",
             "pytorch",
             "instance-segmentation"
-            if pre.get("encoding", {}).get("name") == "instances"
+            if (pre.encoding or {}).get("name") == "instances"
             else "semantic-segmentation",
         ],
         "timestamp": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
@@ -430,7 +430,7 @@ def _rdf(
             },
             "unetkit": {
                 "version": __version__,
-                "preprocessing": json.loads(json.dumps(pre, default=str)),
+                "preprocessing": json.loads(json.dumps(payload["preprocessing"], default=str)),  # as stored
                 "best_score": training.get("best_score"),
                 "instances": instances,
             },
@@ -469,7 +469,7 @@ def _model_card(
 ) -> str:
     training = payload.get("training") or {}
     config = training.get("config") or {}
-    pre = payload["preprocessing"]
+    pre = preprocessing_of(payload, path)
     pretrained = payload.get("pretrained") or {}
     lines = [
         f"# {title}",
@@ -492,8 +492,8 @@ def _model_card(
         "",
         "## Input and output",
         "",
-        f"- input: {pre['in_channels']} channel(s), normalised as `{json.dumps(pre['normalization'])}`",
-        f"- output `probabilities`: probabilities of {', '.join(pre.get('class_names') or ['foreground'])}",
+        f"- input: {pre.in_channels} channel(s), normalised as `{json.dumps(pre.normalization)}`",
+        f"- output `probabilities`: probabilities of {', '.join(pre.class_names or ['foreground'])}",
         *(
             [
                 "- output `instances`: instance labels computed inside the graph (int32; a distance-transform "
@@ -504,7 +504,7 @@ def _model_card(
             if instances
             else []
         ),
-        f"- objects it learnt: about {pre.get('object_diameter') or 'unknown'} px across (median diameter)",
+        f"- objects it learnt: about {pre.object_diameter or 'unknown'} px across (median diameter)",
         "",
         "## Scores",
         "",

@@ -262,7 +262,7 @@ def evaluate_model(
     """Predict the images of the dataset ``data`` (any layout) with ``model`` into ``out`` (label images and,
     for ``isbi``, probabilities), then :func:`evaluate` them, reading the truth as the model read its training
     masks unless ``data_config`` or ``DATA/dataset.yaml`` say otherwise."""
-    from ..checkpoint import load_checkpoint, resolve_model_path
+    from ..checkpoint import load_checkpoint, preprocessing_of, resolve_model_path
     from ..inference.bioimageio import is_package
     from ..pretrained import file_sha256, get_pretrained
     from ..safety import sample_files
@@ -274,9 +274,9 @@ def evaluate_model(
     model_encoding = None
     stored: dict[str, Any] = {}
     if Path(model).suffix.lower() != ".onnx" and not is_package(model):
-        pre = load_checkpoint(model)["preprocessing"]
-        model_encoding = MaskEncoding.from_dict(pre["encoding"]) if pre.get("encoding") else None
-        stored = pre.get("dataset") or {}
+        pre = preprocessing_of(load_checkpoint(model), model)
+        model_encoding = pre.mask_encoding if pre.encoding else None
+        stored = pre.dataset or {}
     data_config = with_stored_naming(data, data_config or DataConfig(), stored)
     samples, _, _ = truth_samples(data, data_config)
     predict_files(

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import preprocessing_of
 from ..config import FINE_TUNE_LR, RunConfig
 from ..data.checks import described_volumes, naming_of
 from ..data.layouts import DESCRIPTOR, load_layout
@@ -122,7 +123,7 @@ def plan_training(
         for key in INIT_ARCH_FIELDS:
             reasons[f"model.{key}"] = f"the starting model's (--init {init})"
         reasons["data.normalization"] = f"the starting model's (--init {init})"
-        learnt = ((payload.get("preprocessing") or {}).get("encoding") or {}).get("target")
+        learnt = (preprocessing_of(payload, init).encoding or {}).get("target")
         if learnt == "border" and fp.mask_encoding == "instances" and base.data.target == "foreground":
             dcfg.target, crowded = "border", True  # its output layer carries over instead of starting anew
             reasons["data.target"] = f"the starting model's (--init {init}): its output layer carries over"

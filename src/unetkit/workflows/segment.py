@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint, resolve_model_path
+from ..checkpoint import load_checkpoint, preprocessing_of, resolve_model_path
 from ..data.lazy import ImageSource
 from ..errors import UnetkitError
 from ..inference.pipeline import segment_source, streams
@@ -93,7 +93,7 @@ def model_card(model: str) -> str:
         payload = load_checkpoint(path)
     except (UnetkitError, OSError) as exc:
         return str(exc)
-    pre, run = payload.get("preprocessing") or {}, payload.get("training") or {}
+    pre, run = preprocessing_of(payload, path), payload.get("training") or {}
     lines = [
         f"{path.parent.name}/{path.name}: trained by unetkit {payload.get('unetkit_version', '?')} on {run.get('data', '?')}"
     ]
@@ -101,17 +101,15 @@ def model_card(model: str) -> str:
         lines.append(
             f"validation Dice {run['val_dice']:.3f} at epoch {run.get('epoch', '?')} ({run.get('split', '')})"
         )
-    if pre.get("object_diameter_range"):
-        low, high = pre["object_diameter_range"]
+    if pre.object_diameter_range:
+        low, high = pre.object_diameter_range
         lines.append(f"learnt object sizes: {low:g}-{high:g} px across")
-    elif pre.get("object_diameter"):
-        lines.append(
-            f"learnt object size: about {float(pre['object_diameter']):.0f} px across (typical diameter)"
-        )
-    if pre.get("class_names"):
-        lines.append("classes: " + ", ".join(map(str, pre["class_names"])))
-    if float(pre.get("input_scale") or 1) != 1:
-        lines.append(f"images are resampled by {float(pre['input_scale']):g} (trained at --input-scale)")
+    elif pre.object_diameter:
+        lines.append(f"learnt object size: about {pre.object_diameter:.0f} px across (typical diameter)")
+    if pre.class_names:
+        lines.append("classes: " + ", ".join(pre.class_names))
+    if pre.input_scale != 1:
+        lines.append(f"images are resampled by {pre.input_scale:g} (trained at --input-scale)")
     return "\n".join(lines)
 
 
