@@ -26,9 +26,11 @@ from .version import __version__
 __all__ = [
     "FORMAT",
     "Preprocessing",
+    "StoredModel",
     "build_model",
     "load_checkpoint",
     "preprocessing_of",
+    "read_model",
     "resolve_model_path",
     "save_checkpoint",
 ]
@@ -259,6 +261,55 @@ def _damaged(source: str | Path, field: str, found: Any, wanted: str) -> Checkpo
 def preprocessing_of(payload: dict[str, Any], source: str | Path = "checkpoint") -> Preprocessing:
     """A loaded checkpoint's preprocessing record, typed (:class:`Preprocessing`)."""
     return Preprocessing.from_dict(payload.get("preprocessing"), source)
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A loaded checkpoint's records, typed (its weights stay in the payload): the architecture and its
+    constructor arguments, the :class:`Preprocessing`, the training record (data, scores, epoch), the run's
+    configuration (``{}`` for none), the built-in model's card (``{}`` for a run's model), the loop state a resume
+    continues from, and the unetkit version that wrote it."""
+
+    arch: str
+    hparams: dict[str, Any]
+    preprocessing: Preprocessing
+    training: dict[str, Any]
+    config: dict[str, Any]
+    pretrained: dict[str, Any]
+    state: dict[str, Any]
+    version: str | None
+
+    @classmethod
+    def of(cls, payload: dict[str, Any], source: str | Path = "checkpoint") -> StoredModel:
+        """The records of a payload :func:`load_checkpoint` returned (it checked their types)."""
+        spec = payload["model"]
+        training = payload.get("training") or {}
+        config = training.get("config") or {}
+        return cls(
+            arch=str(spec["name"]),
+            hparams=dict(spec["hparams"]),
+            preprocessing=preprocessing_of(payload, source),
+            training=training if isinstance(training, dict) else {},
+            config=config if isinstance(config, dict) else {},
+            pretrained=payload.get("pretrained") or {},
+            state=payload.get("state") or {},
+            version=payload.get("unetkit_version"),
+        )
+
+    @property
+    def num_classes(self) -> int:
+        """The network's output channels."""
+        return int(self.hparams.get("num_classes") or 1)
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 or 3: the image dimensions the network segments."""
+        return 3 if self.hparams.get("spatial_dims") == 3 else 2
+
+
+def read_model(path: str | Path) -> StoredModel:
+    """The checkpoint at ``path`` (a file, run folder or built-in name), loaded, checked and typed."""
+    return StoredModel.of(load_checkpoint(path), path)
 
 
 def check_metadata(payload: dict[str, Any], path: str | Path) -> None:

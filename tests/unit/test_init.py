@@ -20,7 +20,8 @@ PREP = {"in_channels": 1, "num_classes": 1, "normalization": {"method": "fixed",
 def _payload(arch="unet", in_channels=1, num_classes=1, **kw):
     torch.manual_seed(0)
     net = create_model(arch, in_channels=in_channels, num_classes=num_classes, depth=2, base_channels=4, **kw)
-    return net, {"model": {"name": arch, "hparams": dict(net.hparams)}, "state_dict": net.state_dict()}
+    payload = {"model": {"name": arch, "hparams": dict(net.hparams)}, "state_dict": net.state_dict()}
+    return net, {**payload, "preprocessing": {**PREP, "in_channels": in_channels, "num_classes": num_classes}}
 
 
 @pytest.mark.parametrize("arch", ["unet", "residual-unet", "attention-unet", "unet++"])

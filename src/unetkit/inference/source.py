@@ -12,7 +12,14 @@ from typing import Any
 
 from torch import nn
 
-from ..checkpoint import Preprocessing, build_model, load_checkpoint, preprocessing_of, resolve_model_path
+from ..checkpoint import (
+    Preprocessing,
+    StoredModel,
+    build_model,
+    load_checkpoint,
+    preprocessing_of,
+    resolve_model_path,
+)
 from ..config import DEFAULT_TILE, ENGINES, MIN_DEFAULT_TILE, PredictConfig
 from ..errors import CheckpointError, ConfigError
 from .bioimageio import is_package, load_package
@@ -34,7 +41,7 @@ def default_tile(payload: dict[str, Any], minimum: int = MIN_DEFAULT_TILE) -> in
     cheaper; a fully convolutional net trained on 128-pixel patches segments 256-pixel tiles as well). Not more
     by default: measured on CPUs (``bench/peers.py``), 512² tiles one per pass ran no faster per FLOP than four
     of 256², and their coarser grid computes more overlap on most image sizes."""
-    cfg = (payload.get("training") or {}).get("config") or {}
+    cfg = StoredModel.of(payload).config
     patch = (cfg.get("data") or {}).get("patch_size") or DEFAULT_TILE
     if not isinstance(patch, int) or not 1 <= patch <= MAX_TILE:
         raise CheckpointError(

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_checkpoint, preprocessing_of, resolve_model_path
+from ..checkpoint import StoredModel, load_checkpoint, preprocessing_of, resolve_model_path
 from ..config import FINE_TUNE_LR, ModelConfig, RunConfig
 from ..errors import CheckpointError, ConfigError
 
@@ -42,9 +42,10 @@ def init_config(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any], list[str]]:
             "RUN/best.pt or a built-in model"
         )
     payload = load_checkpoint(path)
-    hparams = dict(payload["model"]["hparams"])
+    stored = StoredModel.of(payload, path)
+    hparams = stored.hparams
     notes = []
-    model_changes = {"arch": payload["model"]["name"]}
+    model_changes: dict[str, Any] = {"arch": stored.arch}
     model_changes.update({k: hparams[k] for k in INIT_ARCH_FIELDS if k in hparams})
     changed = {k: v for k, v in model_changes.items() if getattr(cfg.model, k) != v}
     if changed:
@@ -54,7 +55,7 @@ def init_config(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any], list[str]]:
             + ")"
         )
     cfg.model = dataclasses.replace(cfg.model, **model_changes)
-    norm = preprocessing_of(payload, path).normalization or {}
+    norm = stored.preprocessing.normalization or {}
     if norm.get("method"):
         fields = {
             "normalization": norm["method"],
@@ -87,7 +88,7 @@ def load_initial_weights(model: torch.nn.Module, payload: dict[str, Any], source
     """Copy the checkpoint's weights into ``model`` wherever shapes agree, adapting the input layer to other
     channel counts; returns notes on every layer that could not be copied as it was."""
     old = payload["state_dict"]
-    old_in = int(payload["model"]["hparams"].get("in_channels") or 1)
+    old_in = int(StoredModel.of(payload, source).hparams.get("in_channels") or 1)
     new_state = model.state_dict()
     new_in = int(getattr(model, "hparams", {}).get("in_channels") or 1)
     adapted, fresh, copied = [], [], 0

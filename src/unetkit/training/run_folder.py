@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_path, temporary_of
-from ..checkpoint import load_checkpoint
+from ..checkpoint import StoredModel, load_checkpoint
 from ..config import RunConfig
 from ..errors import DataError
 from ..viz import save_curves
@@ -94,7 +94,7 @@ class RunFolder:
                 f"--resume {self.path}: no {self.last.name} there; give the folder of an earlier `unetkit train` run"
             )
         payload = load_checkpoint(self.last)
-        if "torch_rng" not in payload.get("state", {}):
+        if "torch_rng" not in StoredModel.of(payload, self.last).state:
             raise DataError(f"--resume {self.last}: holds no training state to resume from")
         return payload
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import save_checkpoint
+from ..checkpoint import StoredModel, save_checkpoint
 from ..config import DATASET_KEYS, RunConfig
 from ..data.augment import Augmenter
 from ..data.checks import DataReport
@@ -57,7 +57,7 @@ class TrainingSetup:
         """Weights, optimiser, schedule, scaler and random streams from ``last.pt``: the exact position."""
         step = self.step
         step.model.load_state_dict(payload["state_dict"])
-        saved = payload["state"]
+        saved = StoredModel.of(payload).state
         step.optimizer.load_state_dict(saved["optimizer"])
         step.scheduler.load_state_dict(saved["scheduler"])
         step.scaler.load_state_dict(saved["scaler"])

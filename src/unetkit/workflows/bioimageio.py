@@ -35,7 +35,7 @@ import yaml
 from PIL import Image
 
 from ..atomic import atomic_path
-from ..checkpoint import build_model, load_checkpoint, preprocessing_of, resolve_model_path
+from ..checkpoint import StoredModel, build_model, load_checkpoint, preprocessing_of, resolve_model_path
 from ..data.io import read_image
 from ..data.synthetic import synth_nuclei
 from ..errors import ConfigError, UnetkitError
@@ -126,19 +126,19 @@ def export_bioimageio(
         raise ConfigError(f"--name {name!r}: bioimage.io asks for 5 to 128 characters")
     payload = load_checkpoint(path)
     network = build_model(payload, path).eval()
-    hp = dict(payload["model"]["hparams"])
-    pre = preprocessing_of(payload, path)
-    if payload["model"]["name"] != "unet" or hp.get("spatial_dims", 2) != 2:
+    stored = StoredModel.of(payload, path)
+    pre = stored.preprocessing
+    if stored.arch != "unet" or stored.spatial_dims != 2:
         raise ConfigError(
-            f"{path}: bioimage.io export supports 2-D U-Nets (arch unet); this is "
-            f"{payload['model']['name']}, {hp.get('spatial_dims', 2)}-D"
+            f"{path}: bioimage.io export supports 2-D U-Nets (arch unet); this is {stored.arch}, "
+            f"{stored.spatial_dims}-D"
         )
     if pre.input_scale != 1.0:
         raise ConfigError(
             f"{path}: the model resamples its inputs (--input-scale {pre.input_scale:g}), which the bioimage.io "
             "format cannot express; train without --input-scale to export it"
         )
-    title = name or (payload.get("pretrained") or {}).get("name") or f"unetkit U-Net ({path.parent.name})"
+    title = name or stored.pretrained.get("name") or f"unetkit U-Net ({path.parent.name})"
     predictor = Predictor.from_checkpoint(path, precision="float32", tile=TEST_SIZE, device="cpu")
     step = (
         _instance_step(predictor)
@@ -146,7 +146,7 @@ def export_bioimageio(
         else None
     )
     if step is not None:
-        with_instances = UNetInstances(**hp, instances=step).eval()
+        with_instances = UNetInstances(**stored.hparams, instances=step).eval()
         with_instances.load_state_dict(network.state_dict())
         network = with_instances
     with work_folder(temp_root(), "bioimageio") as tmp:  # TMP/unetkit-UID: swept after a kill
@@ -251,7 +251,7 @@ def _validation_cover(
 ) -> tuple[np.ndarray, np.ndarray, str] | None:
     """The model on one of its run's validation images (a crop of at most COVER pixels a side, as it
     predicts it): ``(picture, labels, what)``; None when the checkpoint records none or they are gone."""
-    for entry in (payload.get("training") or {}).get("validation") or []:
+    for entry in StoredModel.of(payload).training.get("validation") or []:
         file = Path(str(entry.get("image", "")))
         if not file.is_file():
             continue
@@ -321,8 +321,8 @@ def _rdf(
     files: dict[str, str],
     instances: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    hp = dict(payload["model"]["hparams"])
-    pre = preprocessing_of(payload)
+    stored = StoredModel.of(payload)
+    hp, pre = stored.hparams, stored.preprocessing
     step = int(network.size_multiples[0])
     classes = list(pre.class_names or [])
     out_names = (
@@ -344,7 +344,7 @@ def _rdf(
         if int(hp["num_classes"]) == 1
         else [{"id": "softmax", "kwargs": {"axis": "channel"}}]
     )
-    training = payload.get("training") or {}
+    training = stored.training
     return {
         "type": "model",
         "format_version": FORMAT_VERSION,
@@ -467,14 +467,17 @@ def _instances_output(halo: int, shrink: int, instances: dict[str, Any] | None) 
 def _model_card(
     title: str, payload: dict[str, Any], path: Path, instances: dict[str, Any] | None = None
 ) -> str:
-    training = payload.get("training") or {}
-    config = training.get("config") or {}
-    pre = preprocessing_of(payload, path)
-    pretrained = payload.get("pretrained") or {}
+    stored = StoredModel.of(payload, path)
+    training, config, pre, pretrained = (
+        stored.training,
+        stored.config,
+        stored.preprocessing,
+        stored.pretrained,
+    )
     lines = [
         f"# {title}",
         "",
-        f"A U-Net trained with unetkit {payload.get('unetkit_version', __version__)} and exported from `{path.name}`.",
+        f"A U-Net trained with unetkit {stored.version or __version__} and exported from `{path.name}`.",
         "",
         "## Data and recipe",
         "",

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint, preprocessing_of, resolve_model_path
+from ..checkpoint import read_model, resolve_model_path
 from ..data.lazy import ImageSource
 from ..errors import UnetkitError
 from ..inference.pipeline import segment_source, streams
@@ -49,7 +49,7 @@ def declared_classes(model: str) -> int | None:
         path = resolve_model_path(model)
         if path.suffix.lower() not in (".pt", ".pth"):
             return None
-        return int(load_checkpoint(path)["model"]["hparams"]["num_classes"])
+        return read_model(path).num_classes
     except (UnetkitError, OSError, KeyError, TypeError, ValueError):
         return None
 
@@ -61,7 +61,7 @@ def spatial_dims(model: str) -> int:
         path = resolve_model_path(model)
         if path.suffix.lower() not in (".pt", ".pth"):
             return 2
-        return 3 if load_checkpoint(path)["model"]["hparams"].get("spatial_dims") == 3 else 2
+        return read_model(path).spatial_dims
     except (UnetkitError, OSError, KeyError, TypeError, ValueError):
         return 2
 
@@ -90,12 +90,12 @@ def model_card(model: str) -> str:
         path = resolve_model_path(model)
         if path.suffix.lower() not in (".pt", ".pth"):
             return f"{path.name}: an exported model ({path.suffix or 'package'}); its card is in the file it came from"
-        payload = load_checkpoint(path)
+        stored = read_model(path)
     except (UnetkitError, OSError) as exc:
         return str(exc)
-    pre, run = preprocessing_of(payload, path), payload.get("training") or {}
+    pre, run = stored.preprocessing, stored.training
     lines = [
-        f"{path.parent.name}/{path.name}: trained by unetkit {payload.get('unetkit_version', '?')} on {run.get('data', '?')}"
+        f"{path.parent.name}/{path.name}: trained by unetkit {stored.version or '?'} on {run.get('data', '?')}"
     ]
     if isinstance(run.get("val_dice"), float):
         lines.append(

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import StoredModel
 from ..config import DEFAULT_LR, RunConfig, check_config, load_config
 from ..data.checks import DataReport, check_dataset, described_volumes
 from ..data.layouts import DESCRIPTOR, detect_layout
@@ -106,7 +107,7 @@ def train(
                 "--resume continues a run with its own settings: give no --config or --overwrite"
             )
         payload = folder.load_resume()
-        cfg = RunConfig.from_dict(payload["training"]["config"], source=f"{folder.last}")
+        cfg = RunConfig.from_dict(StoredModel.of(payload, folder.last).config, source=f"{folder.last}")
     else:
         cfg = config if isinstance(config, RunConfig) else (load_config(config) if config else RunConfig())
         cfg = dataclasses.replace(cfg)  # never mutate the caller's object
@@ -218,7 +219,7 @@ def _more_budget(
 ) -> tuple[RunConfig, int]:
     """A resumed run given ``seconds`` more: its budget ends that long after the time already on its clock, and
     its length grows by the epochs that fit at its measured pace (``epochs``, when given, instead)."""
-    st = TrainState.from_dict(payload["state"])
+    st = TrainState.from_dict(StoredModel.of(payload).state)
     spent = float(st.clock.get("elapsed", sum(h["seconds"] for h in st.history)))
     pace = st.epoch_seconds()
     if epochs is None:
