@@ -586,13 +586,22 @@ def test_retrain_learns_from_the_verdicts_and_segments_again_round_after_round(
     """Issue 34: one click fine-tunes the model that segmented on the verdicts (unreviewed pixels ignored), never
     below its start, segments the image again as a numbered round whose model Segment offers; the next round starts
     from that model and learns from both rounds' corrections."""
+    from unetkit import synth_nuclei, write_image
     from unetkit.napari._models import TRAINED
     from unetkit.napari._review import ReviewWidget
 
-    viewer = _segmented_sample(make_napari_viewer, qtbot)
+    images = tmp_path / "images"  # an image opened from its folder: the rest of the folder is segmented too
+    for name, seed in (("nuclei", 0), ("b", 1), ("c", 2)):
+        write_image(images / f"{name}.tif", synth_nuclei((256, 256), seed=seed)[0])
+    viewer = make_napari_viewer()
+    viewer.open(images / "nuclei.tif", plugin="napari")
+    segment = SegmentWidget(viewer)
+    segment.image.value = viewer.layers["nuclei"]
+    segment.start()
+    _wait(qtbot, segment)
     review = ReviewWidget(viewer)
     viewer.window.add_dock_widget(review, name="Review", area="right")
-    review.work.value = tmp_path
+    review.work.value = tmp_path / "work"
     # one epoch with its start-up took 16 s alone, 47 s under the whole suite's load: room for a loaded machine
     review.budget.value = 1.0
     assert review.objects.value is viewer.layers["nuclei objects"]
@@ -607,7 +616,17 @@ def test_retrain_learns_from_the_verdicts_and_segments_again_round_after_round(
     assert (
         review.objects.value is first and "confidence" in first.features and np.asarray(first.data).max() > 10
     )
-    folder = tmp_path / "nuclei-review"
+    folder = tmp_path / "work" / "nuclei-review"
+    assert "2 other image(s) of its folder segmented into" in review.status.value
+    assert sorted(p.name for p in (folder / "pred-1").glob("*_objects.csv")) == [
+        "b_objects.csv",
+        "c_objects.csv",
+    ]
+    assert sorted(p.name for p in images.iterdir()) == [
+        "b.tif",
+        "c.tif",
+        "nuclei.tif",
+    ]  # nothing written there
     metrics = (folder / "model-1" / "metrics.csv").read_text().splitlines()
     assert metrics[1].startswith("0,")  # the model that segmented, validated before the first step
     assert TRAINED.models["nuclei round 1"] == str(folder / "model-1" / "best.pt")
@@ -618,6 +637,7 @@ def test_retrain_learns_from_the_verdicts_and_segments_again_round_after_round(
     review.retrain()
     _wait(qtbot, review, timeout=240_000)
     assert "round 2:" in review.status.value, review.status.value
+    assert (folder / "pred-2" / "b_instances.tif").is_file()  # every round's model segments the folder again
     assert sorted(p.name for p in (folder / "train-2" / "images").iterdir()) == ["r1.tif", "r2.tif"]
     second = viewer.layers["nuclei objects (round 2)"]
     assert second.metadata["unetkit_segmented"]["model"] == str(folder / "model-2" / "best.pt")

@@ -16,7 +16,9 @@ corrections only.
 **Retrain** does all of it in one click: the training labels, then a fine-tune of the model that segmented the
 layer on them and on every earlier round of the same image (:func:`~unetkit.workflows.review.retrain`: one minute
 by default, validated on corrected objects held out, never below its start), then Segment again with the new
-model: a numbered round (``NAME objects (round N)``), its model offered in Segment, its layer reviewed next.
+model: a numbered round (``NAME objects (round N)``), its model offered in Segment, its layer reviewed next;
+an image opened from a file has the rest of its folder segmented with the new model too (``IMAGE-review/pred-N``:
+objects and their tables, :func:`~unetkit.workflows.review.segment_folder`).
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import FloatSpinBox, PushButton, create_widget
+from magicgui.widgets import CheckBox, FloatSpinBox, PushButton, create_widget
 from scipy import ndimage as ndi
 
-from ..workflows.review import retrain
+from ..workflows.review import retrain, segment_folder
 from ..workflows.segment import segment_array
 from ._models import TRAINED
 from ._worker import REVIEWED_KEY, SEGMENTED_KEY, WorkerWidget, full_resolution, placed, safe_name, save_to
@@ -67,7 +69,13 @@ class ReviewWidget(WorkerWidget):
             tooltip="Retrain's time budget, planning included",
         )
         self.work = save_to(
-            "a folder per reviewed image: IMAGE-review/round-N (corrections), model-N (models)"
+            "a folder per reviewed image: IMAGE-review/round-N (corrections), model-N (models), pred-N (its folder)"
+        )
+        self.folder_too = CheckBox(
+            text="then segment the rest of its folder",
+            value=True,
+            tooltip="an image opened from a file: the other images beside it, with the new model, into "
+            "IMAGE-review/pred-N (objects and their tables)",
         )
         self.extend(
             [
@@ -78,6 +86,7 @@ class ReviewWidget(WorkerWidget):
                 self.labels_button,
                 self.budget,
                 self.work,
+                self.folder_too,
                 *self._controls(
                     "Retrain from the verdicts", "Cancel (keeps the best model)", "", self.retrain
                 ),
@@ -240,6 +249,10 @@ class ReviewWidget(WorkerWidget):
             "options": dict(made.get("options") or {}),
             "budget": float(self.budget.value) * 60,
             "started": time.perf_counter(),
+            # the file the image came from: the rest of its folder is segmented with the new model too
+            "source": getattr(getattr(image, "source", None), "path", None)
+            if self.folder_too.value
+            else None,
         }
         minutes = float(self.budget.value)
         self.status.value = (
@@ -278,6 +291,9 @@ class ReviewWidget(WorkerWidget):
             f"round {done.number}: validation Dice on held-out corrections {start:.3f} at the start, {best:.3f} now "
             f"({kept}); {seg['objects']} objects in {name!r}; the model is offered in Segment as {label!r}"
         )
+        if result.get("folder"):
+            others, out = result["folder"]
+            self.status.value += f"; {len(others)} other image(s) of its folder segmented into {out}"
 
     def _idle(self) -> None:
         super()._idle()
@@ -293,11 +309,21 @@ def _retrain_job(job: dict[str, Any], cancel: Any) -> dict[str, Any]:
         np.asarray(job["image"]), job["labels"], job["folder"], job["model"], budget=job["budget"],
         started=job["started"], hooks=TrainHooks(stop=cancel),
     )  # fmt: skip
+    best = str(done.result.best_checkpoint)
     segmented = segment_array(
-        str(done.result.best_checkpoint), job["image"], rgb=job["rgb"], name=job["name"], options=job["options"],
-        instances=True, probabilities=False,
+        best, job["image"], rgb=job["rgb"], name=job["name"], options=job["options"], instances=True,
+        probabilities=False,
     )  # fmt: skip
-    return {"round": done, "segmented": segmented, "options": job["options"], "plane": job["plane"]}
+    folder = None
+    if job.get("source") and not job["plane"]:
+        folder = segment_folder(best, job["source"], job["folder"] / f"pred-{done.number}", job["options"])
+    return {
+        "round": done,
+        "segmented": segmented,
+        "options": job["options"],
+        "plane": job["plane"],
+        "folder": folder,
+    }
 
 
 def _reviewed_name(result: str) -> str:

@@ -32,7 +32,7 @@ from scipy import ndimage as ndi
 
 from ..atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from ..data.io import IMAGE_SUFFIXES, read_image, write_image
-from ..data.layouts import DESCRIPTOR
+from ..data.layouts import DESCRIPTOR, find_images
 from ..errors import DataError
 from ..inference.objects import read_objects_csv, read_table_beside
 from ..safety import guard_outputs
@@ -48,6 +48,7 @@ __all__ = [
     "features_beside",
     "retrain",
     "review",
+    "segment_folder",
     "unreviewed",
     "write_corrections",
 ]
@@ -476,3 +477,21 @@ def retrain(
         started=started, hooks=hooks,
     )  # fmt: skip
     return Round(number, data, result)
+
+
+def segment_folder(
+    model: str | Path, image: str | Path, out: str | Path, options: dict[str, Any]
+) -> tuple[list[Path], Path] | None:
+    """The rest of a reviewed image's folder segmented with a round's ``model`` (instances and their objects
+    tables, the predictor ``options`` Segment used) into ``out``: the images beside ``image`` (the file a viewer
+    layer came from), not ``image`` itself. Returns the images and ``out``; None when there are none."""
+    from .predict import predict_files
+
+    image = Path(image)
+    others = (
+        [p for p in find_images(image.parent) if p.resolve() != image.resolve()] if image.is_file() else []
+    )
+    if not others:
+        return None
+    predict_files(model, others, out, instances=True, progress=False, protect=[image.parent], **options)
+    return others, Path(out)
