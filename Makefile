@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 
 .PHONY: gui-deps
-.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-memory bench-pretrained bench-ablation bench-confidence bench-review bench-train-profile pretrained lint docs docs-serve clean
+.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-memory bench-pretrained bench-ablation bench-confidence bench-review bench-train-profile pretrained lint docs docs-pictures docs-serve clean
 
 setup: $(STAMP)
 
@@ -147,6 +147,10 @@ lint: setup
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 	@echo "site/index.html"
+
+# the docs' pictures, taken again by the tests that drive the napari widgets and the report's browser check
+docs-pictures: setup gui-deps
+	UNETKIT_DOCS_SCREENSHOTS=1 $(PY) -m pytest tests/integration/test_napari.py tests/integration/test_report_browser.py -q
 
 docs-serve: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
