@@ -735,10 +735,16 @@ def test_a_3d_model_segments_the_volume_shown(make_napari_viewer, qtbot, tmp_pat
     _wait(qtbot, widget)
     second = viewer.layers["series objects (plane 1)"]
     assert np.asarray(second.data).shape == (1, *volume.shape) and second.translate[0] == 1
-    np.testing.assert_array_equal(
-        np.asarray(second.data)[0],
-        Predictor.from_checkpoint(run.best_checkpoint).predict_instances(volume[::-1]),
-    )
+    reversed_objects = Predictor.from_checkpoint(run.best_checkpoint).predict_instances(volume[::-1])
+    np.testing.assert_array_equal(np.asarray(second.data)[0], reversed_objects)
+    widget.planes.value = "every plane"  # every volume of the series, one model load
+    widget.start()
+    _wait(qtbot, widget)
+    every = np.asarray(viewer.layers["series objects (every plane)"].data)
+    assert every.shape == (2, *volume.shape)
+    np.testing.assert_array_equal(every[0] > 0, expected > 0)
+    np.testing.assert_array_equal(every[1] > 0, reversed_objects > 0)
+    assert not set(np.unique(every[0])[1:]) & set(np.unique(every[1])[1:])  # numbered across volumes
     flat = viewer.add_image(volume[0], name="flat")
     widget.image.reset_choices()
     widget.image.value = flat

@@ -122,7 +122,7 @@ class SegmentWidget(WorkerWidget):
         self.probabilities = CheckBox(text="also the probabilities", value=False)
         self.planes = ComboBox(
             label="planes", choices=list(PLANES), value=PLANES[0],
-            tooltip="a stack or time-lapse: the plane shown, or every plane of its first axis, one after another (a 3-D model: the volume shown)",
+            tooltip="a stack or time-lapse: the plane shown, or every plane of its first axis, one after another (a 3-D model: the volume shown, or every volume of a series)",
         )  # fmt: skip
         self.card = Label(
             value="", tooltip="the model's card: what it learnt from, its sizes, scores and limits"
@@ -236,7 +236,7 @@ class SegmentWidget(WorkerWidget):
             return None
         lead = layer.ndim - dims  # axes before the plane (volume): a stack's, a time-lapse's
         plane: tuple[int, ...] = ()
-        if lead and (self.planes.value == PLANES[0] or dims == 3):  # the plane (volume) shown
+        if lead and self.planes.value == PLANES[0]:  # the plane (volume) shown
             where = np.asarray(layer.world_to_data(self.viewer.dims.point[-layer.ndim :]))[:lead]
             plane = tuple(
                 int(np.clip(round(float(v)), 0, n - 1)) for v, n in zip(where, data.shape, strict=False)
@@ -261,7 +261,7 @@ class SegmentWidget(WorkerWidget):
             self._cancel,
             self._tiles.done.emit,
             every,
-            dims == 3,
+            dims == 3 and not every,
             returned=lambda result: self._show(layer, result, plane, every=every),
         )
 

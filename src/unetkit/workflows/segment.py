@@ -149,10 +149,12 @@ def segment_planes(
     on_tiles: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Segment every plane of a stack or time-lapse ``data`` (``(N, H, W[, C])``: one leading axis, planes read one
-    at a time) with ``model``, loaded once, as :func:`segment_array` segments one image. Returns ``labels``
-    ``(N, H, W)`` (objects numbered across planes, so each label is one object of one plane; without
+    at a time) with ``model``, loaded once, as :func:`segment_array` segments one image; with a 3-D model every
+    volume of a series ``(N, D, H, W)``, as :func:`segment_volume` segments one. Returns ``labels`` (``(N, H, W)``
+    or ``(N, D, H, W)``: objects numbered across planes, so each label is one object of one plane; without
     ``instances`` the classes), their ``table`` with a ``plane`` column, ``objects``, ``seconds`` and ``sizes``
-    (of the first plane where something was said). ``on_tiles(done, total)`` counts the tiles of every plane."""
+    (of the first plane where something was said). ``on_tiles(done, total)`` counts the tiles of every plane (a
+    volume counts as one)."""
     start = time.perf_counter()
     predictor = Predictor.from_checkpoint(model, **options)
     planes, tables, said, offset = [], [], None, 0
@@ -163,7 +165,12 @@ def segment_planes(
             if on_tiles is not None:
                 on_tiles(k * total + done, count * total)
 
-        got = _segment_with(predictor, data[k], rgb, f"{name} [plane {k}]", instances, False, tiles)
+        label = f"{name} [plane {k}]"
+        if predictor.spatial_dims == 3:
+            got = _volume_with(predictor, data[k], label, instances, False)
+            tiles(1, 1)
+        else:
+            got = _segment_with(predictor, data[k], rgb, label, instances, False, tiles)
         labels = np.asarray(got["labels"])
         if instances:
             labels = np.where(labels > 0, labels.astype(np.int64) + offset, 0)
@@ -199,6 +206,16 @@ def segment_volume(
         raise UnetkitError(
             f"{Path(model).name}: a 2-D model; segment the volume's planes instead (every plane)"
         )
+    return {
+        **_volume_with(predictor, data, name, instances, probabilities),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _volume_with(
+    predictor: Predictor, data: Any, name: str, instances: bool, probabilities: bool
+) -> dict[str, Any]:
+    """One volume with a loaded 3-D predictor (see :func:`segment_volume`)."""
     volume = np.asarray(data)
     probs = predictor.predict_proba(volume, name)
     classes = predictor.to_labels(probs)
@@ -213,7 +230,6 @@ def segment_volume(
         "objects": int(labels.max()) if labels is not None else None,
         "table": table,
         "keep": None,
-        "seconds": time.perf_counter() - start,
         "sizes": predictor.scaling,
     }
 
