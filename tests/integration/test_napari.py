@@ -55,7 +55,10 @@ def _screenshot(viewer, name, tmp_path, reset=True):
     UNETKIT_DOCS_SCREENSHOTS=1 (how the docs' pictures are made)."""
     from PIL import Image
 
+    from qtpy.QtWidgets import QApplication
+
     viewer.window._qt_window.resize(1400, 860)  # room for the canvas beside the docked widget
+    QApplication.processEvents()  # laid out at that size before the grab (else forms are cut at the edge)
     if reset:
         viewer.reset_view()
     picture = viewer.screenshot(canvas_only=False, flash=False)
@@ -687,6 +690,12 @@ def test_the_widgets_docked_together_fit_a_1080_pixel_screen(make_napari_viewer,
         widget = make(viewer)
         assert isinstance(widget.native, QScrollArea) and widget.inner.layout() is not None
         viewer.window.add_dock_widget(widget, name=name, area="right")
+        # a status naming a long path (one unbreakable word) never widens the form: it wrapped at spaces only, and
+        # a Retrain status made the Review form 580 px wide in a 340-px dock, its buttons cut off
+        narrow = widget.inner.minimumSizeHint().width()
+        widget.status.value = "segmented into /" + "/".join(["a-rather-long-folder-name"] * 12)
+        QApplication.processEvents()
+        assert widget.inner.minimumSizeHint().width() <= narrow, name
     window.resize(1920, 1080)
     QApplication.processEvents()
     assert window.minimumSizeHint().height() <= 1080 and window.height() <= 1080

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import Label, PushButton, Table, create_widget
+from magicgui.widgets import PushButton, Table, create_widget
 
 from ..workflows.evaluate import DEFINITIONS, compare_objects
-from ._worker import Scrolling, is_result, painted_labels, result_labels
+from ._worker import Scrolling, is_result, message, painted_labels, result_labels
 
 __all__ = ["ROWS", "EvaluateWidget"]
 
@@ -31,8 +31,7 @@ class EvaluateWidget(Scrolling):
         self.truth: Any = create_widget(annotation=napari.layers.Labels, label="ground truth")
         self.run_button = PushButton(text="Evaluate")
         self.table = Table(value={"score": [], "value": []})
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)  # long messages wrap, never widen the dock
+        self.status = message()
         self.extend([self.prediction, self.truth, self.run_button, self.table, self.status])
         self.run_button.changed.connect(self.evaluate)
         self.scores: dict[str, float] = {}

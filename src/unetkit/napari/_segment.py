@@ -24,7 +24,6 @@ from magicgui.widgets import (
     ComboBox,
     FileEdit,
     FloatSpinBox,
-    Label,
     PushButton,
     SpinBox,
     create_widget,
@@ -43,7 +42,7 @@ from ..workflows.segment import (
     spatial_dims,
 )
 from ._models import TRAINED
-from ._worker import SEGMENTED_KEY, WorkerWidget, full_resolution, placed
+from ._worker import SEGMENTED_KEY, WorkerWidget, full_resolution, message, placed
 
 __all__ = ["SegmentWidget"]
 
@@ -124,10 +123,7 @@ class SegmentWidget(WorkerWidget):
             label="planes", choices=list(PLANES), value=PLANES[0],
             tooltip="a stack or time-lapse: the plane shown, or every plane of its first axis, one after another (a 3-D model: the volume shown, or every volume of a series)",
         )  # fmt: skip
-        self.card = Label(
-            value="", tooltip="the model's card: what it learnt from, its sizes, scores and limits"
-        )
-        self.card.native.setWordWrap(True)
+        self.card = message(tooltip="the model's card: what it learnt from, its sizes, scores and limits")
         self.card_button = PushButton(text="About this model")
         self.card_button.changed.connect(self._toggle_card)
         self.extend(

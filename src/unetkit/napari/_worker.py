@@ -63,6 +63,18 @@ def placed(
     }
 
 
+def message(value: str = "", **kw: Any) -> Any:
+    """A label for messages: long ones wrap, and a long unbreakable word (a path) never widens the dock: its
+    width is the form's (a status naming /tmp/pytest-of-…/pred-2 made the Review form 580 px wide in a 340-px
+    dock, its buttons cut off at the window's edge)."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    label = Label(value=value, **kw)
+    label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    return label
+
+
 def save_to(tooltip: str) -> Any:
     """The folder a widget keeps its work in (``~/unetkit-napari`` by default)."""
     from magicgui.types import FileDialogMode
@@ -156,8 +168,7 @@ class WorkerWidget(Scrolling):
         self.run_button = PushButton(text=run)
         self.cancel_button = PushButton(text=cancel, enabled=False)
         self.progress = ProgressBar(label=unit, value=0, min=0, max=1)
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)  # long messages wrap, never widen the dock
+        self.status = message()
         self.run_button.changed.connect(start)
         self.cancel_button.changed.connect(self.stop)
         return [self.run_button, self.cancel_button, self.progress, self.status]
