@@ -54,7 +54,6 @@ def _screenshot(viewer, name, tmp_path, reset=True):
     """What the user sees (viewer and docked widgets), saved under the test's folder, and under docs/ when
     UNETKIT_DOCS_SCREENSHOTS=1 (how the docs' pictures are made)."""
     from PIL import Image
-
     from qtpy.QtWidgets import QApplication
 
     viewer.window._qt_window.resize(1400, 860)  # room for the canvas beside the docked widget
