@@ -302,9 +302,8 @@ class OnnxModel(nn.Module):
             )
         try:
             out = self._infer(x.detach().cpu().float().numpy())
-        except (
-            Exception
-        ) as exc:  # the runtimes' own classes (Fail, InvalidArgument …, OpenVINO's RuntimeError)
+        # the runtimes' own classes (ONNX Runtime's Fail, InvalidArgument …; OpenVINO's RuntimeError)
+        except Exception as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(
                 f"{self.path}: {self.runtime} failed on a tile of {'x'.join(map(str, shape))} ({first}); the file's "

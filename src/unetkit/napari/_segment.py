@@ -34,12 +34,10 @@ from ..config import SURFACE_DEFAULTS, PredictConfig
 from ..errors import UnetkitError
 from ..workflows.segment import (
     builtin_models,
-    declared_classes,
+    declared,
     model_card,
     segment_array,
     segment_planes,
-    segment_volume,
-    spatial_dims,
 )
 from ._models import TRAINED
 from ._worker import SEGMENTED_KEY, WorkerWidget, full_resolution, message, placed
@@ -148,9 +146,9 @@ class SegmentWidget(WorkerWidget):
         self._tiles = _Tiles()
         self._tiles.done.connect(self._on_tiles)
         self._keep: list[Any] = []  # on-disk results shown lazily live as long as the widget
-        self.model.changed.connect(self._sync_threshold)
-        self.model_file.changed.connect(self._sync_threshold)
-        self._sync_threshold()
+        self.model.changed.connect(self._sync_model)
+        self.model_file.changed.connect(self._sync_model)
+        self._sync_model()
         self.image.changed.connect(self._sync_planes)  # type: ignore[attr-defined]
         self._sync_planes()
         self.card.visible = False  # one click away: the form stays short
@@ -176,13 +174,15 @@ class SegmentWidget(WorkerWidget):
         layer = self.image.value
         self.planes.visible = layer is not None and layer.ndim > 2  # (a 3-D model: the volume shown)
 
-    def _sync_threshold(self, *_: Any) -> None:
-        """The threshold acts on a binary model's one probability; a model of several classes takes each pixel's
-        most probable class, so its threshold is disabled and says why (it changed nothing with `nuclei`)."""
+    def _sync_model(self, *_: Any) -> None:
+        """What the chosen model declares, read once per choice: its image dimensions (a 3-D model segments
+        volumes) and its classes (the threshold acts on a binary model's one probability; a model of several
+        classes takes each pixel's most probable class, so its threshold is disabled and says why: it changed
+        nothing with `nuclei`)."""
         try:
-            classes = declared_classes(self.chosen_model())
+            classes, self._dims = declared(self.chosen_model())
         except UnetkitError:  # a file that is not a model: Segment says so when pressed
-            classes = None
+            classes, self._dims = None, 2
         binary = classes in (None, 1)
         self.threshold.enabled = binary
         self.threshold.tooltip = (
@@ -224,7 +224,7 @@ class SegmentWidget(WorkerWidget):
         elif self.diameter.value > 0:
             options["diameter"] = float(self.diameter.value)
         data = full_resolution(layer)
-        dims = spatial_dims(model)  # a 3-D model segments the last three axes as one volume
+        dims = self._dims  # a 3-D model segments the last three axes as one volume
         if layer.ndim < dims:
             self.status.value = (
                 f"{Path(model).name} is a 3-D model: choose an image layer of three axes or more"
@@ -257,7 +257,6 @@ class SegmentWidget(WorkerWidget):
             self._cancel,
             self._tiles.done.emit,
             every,
-            dims == 3 and not every,
             returned=lambda result: self._show(layer, result, plane, every=every),
         )
 
@@ -323,22 +322,17 @@ def _segment(
     cancel: threading.Event,
     report: Any,
     every: bool = False,
-    volume: bool = False,
 ) -> dict[str, Any]:
-    """The worker: :func:`~unetkit.workflows.segment.segment_array` (``every``: each plane of a stack,
-    :func:`~unetkit.workflows.segment.segment_planes`; ``volume``: a 3-D model on a volume,
-    :func:`~unetkit.workflows.segment.segment_volume`), stopped between tiles on Cancel."""
+    """The worker: :func:`~unetkit.workflows.segment.segment_array` (an image, or a 3-D model's volume;
+    ``every``: each plane or volume of a stack, :func:`~unetkit.workflows.segment.segment_planes`), stopped between
+    tiles on Cancel."""
 
     def on_tiles(done: int, total: int) -> None:
         if cancel.is_set():
             raise Cancelled
         report(done, total)
 
-    if volume:  # one volume, in memory, as `unetkit predict` segments a z-stack with a 3-D model
-        result = segment_volume(
-            model, data, name=name, options=options, instances=instances, probabilities=probabilities
-        )
-    elif every:  # every plane of a stack, one model load
+    if every:  # every plane of a stack, one model load
         result = segment_planes(
             model, data, rgb=rgb, name=name, options=options, instances=instances, on_tiles=on_tiles
         )

@@ -27,13 +27,11 @@ from ..pretrained import get_pretrained, list_pretrained
 
 __all__ = [
     "builtin_models",
-    "declared_classes",
+    "declared",
     "model_card",
     "outside_learnt_sizes",
     "segment_array",
     "segment_planes",
-    "segment_volume",
-    "spatial_dims",
 ]
 
 
@@ -42,28 +40,18 @@ def builtin_models() -> list[str]:
     return [m.name for m in list_pretrained() if m.path.is_file()]
 
 
-def declared_classes(model: str) -> int | None:
-    """The output classes a unetkit checkpoint (or built-in model) declares; None when not known cheaply (an
-    ONNX file, a package, a file that does not load: segmenting says what is wrong when it runs)."""
+def declared(model: str) -> tuple[int | None, int]:
+    """What a unetkit checkpoint (or built-in model) declares, from one read: its output classes and the image
+    dimensions it segments (2 or 3). ``(None, 2)`` when not known cheaply (an ONNX file, a package, a file that
+    does not load: segmenting says what is wrong when it runs)."""
     try:
         path = resolve_model_path(model)
         if path.suffix.lower() not in (".pt", ".pth"):
-            return None
-        return read_model(path).num_classes
+            return None, 2
+        stored = read_model(path)
     except (UnetkitError, OSError, KeyError, TypeError, ValueError):
-        return None
-
-
-def spatial_dims(model: str) -> int:
-    """2 or 3: the image dimensions a model segments (a checkpoint says; built-ins, ONNX files and packages
-    here are 2-D, and so is a file that does not load: segmenting says what is wrong when it runs)."""
-    try:
-        path = resolve_model_path(model)
-        if path.suffix.lower() not in (".pt", ".pth"):
-            return 2
-        return read_model(path).spatial_dims
-    except (UnetkitError, OSError, KeyError, TypeError, ValueError):
-        return 2
+        return None, 2
+    return stored.num_classes, stored.spatial_dims
 
 
 def model_card(model: str) -> str:
@@ -124,7 +112,8 @@ def segment_array(
     probabilities: bool,
     on_tiles: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Segment ``data`` (``(H, W[, C])``; ``rgb``: the last axis is colour) with ``model`` (a built-in name, a
+    """Segment ``data`` (``(H, W[, C])``; ``rgb``: the last axis is colour; a volume ``(D, H, W[, C])`` for a 3-D
+    model, segmented whole in memory as ``unetkit predict`` segments a z-stack) with ``model`` (a built-in name, a
     checkpoint, a run folder, an ONNX file or a bioimage.io package) and the predictor ``options``. Returns
     ``labels`` (objects with ``instances``, else classes), ``probs`` (float16, with ``probabilities``), the
     ``objects`` count and ``table``, ``keep`` (the temporary folder holding an on-disk result: keep it while
@@ -132,10 +121,11 @@ def segment_array(
     ``on_tiles(done, total)`` after every batch of tiles; an exception it raises stops the run there."""
     start = time.perf_counter()
     predictor = Predictor.from_checkpoint(model, **options)
-    return {
-        **_segment_with(predictor, data, rgb, name, instances, probabilities, on_tiles),
-        "seconds": time.perf_counter() - start,
-    }
+    if predictor.spatial_dims == 3:
+        got = _volume_with(predictor, data, name, instances, probabilities)
+    else:
+        got = _segment_with(predictor, data, rgb, name, instances, probabilities, on_tiles)
+    return {**got, "seconds": time.perf_counter() - start}
 
 
 def segment_planes(
@@ -150,7 +140,7 @@ def segment_planes(
 ) -> dict[str, Any]:
     """Segment every plane of a stack or time-lapse ``data`` (``(N, H, W[, C])``: one leading axis, planes read one
     at a time) with ``model``, loaded once, as :func:`segment_array` segments one image; with a 3-D model every
-    volume of a series ``(N, D, H, W)``, as :func:`segment_volume` segments one. Returns ``labels`` (``(N, H, W)``
+    volume of a series ``(N, D, H, W)``, as :func:`segment_array` segments one. Returns ``labels`` (``(N, H, W)``
     or ``(N, D, H, W)``: objects numbered across planes, so each label is one object of one plane; without
     ``instances`` the classes), their ``table`` with a ``plane`` column, ``objects``, ``seconds`` and ``sizes``
     (of the first plane where something was said). ``on_tiles(done, total)`` counts the tiles of every plane (a
@@ -188,34 +178,10 @@ def segment_planes(
             "seconds": time.perf_counter() - start, "sizes": said, "probs": None, "keep": None}  # fmt: skip
 
 
-def segment_volume(
-    model: str,
-    data: Any,
-    *,
-    name: str,
-    options: dict[str, Any],
-    instances: bool,
-    probabilities: bool,
-) -> dict[str, Any]:
-    """Segment a volume ``data`` (``(D, H, W[, C])``) with a 3-D ``model``, in memory, as ``unetkit predict``
-    segments a z-stack with it. Returns what :func:`segment_array` returns (``labels``, ``probs``, ``objects``,
-    ``table``, ``seconds``, ``sizes``; no on-disk result)."""
-    start = time.perf_counter()
-    predictor = Predictor.from_checkpoint(model, **options)
-    if predictor.spatial_dims != 3:
-        raise UnetkitError(
-            f"{Path(model).name}: a 2-D model; segment the volume's planes instead (every plane)"
-        )
-    return {
-        **_volume_with(predictor, data, name, instances, probabilities),
-        "seconds": time.perf_counter() - start,
-    }
-
-
 def _volume_with(
     predictor: Predictor, data: Any, name: str, instances: bool, probabilities: bool
 ) -> dict[str, Any]:
-    """One volume with a loaded 3-D predictor (see :func:`segment_volume`)."""
+    """One volume with a loaded 3-D predictor (see :func:`segment_array`)."""
     volume = np.asarray(data)
     probs = predictor.predict_proba(volume, name)
     classes = predictor.to_labels(probs)
