@@ -302,6 +302,8 @@ class OnnxModel(nn.Module):
             )
         try:
             out = self._infer(x.detach().cpu().float().numpy())
+        except MemoryError:  # out of memory is not a damaged file
+            raise
         # the runtimes' own classes (ONNX Runtime's Fail, InvalidArgument …; OpenVINO's RuntimeError)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
