@@ -89,8 +89,9 @@ bench-journey: setup
 
 # Retrain the built-in models by the recipes in src/unetkit/pretrained/registry.yaml (fixed seeds and steps);
 # rewrites their weight files, sha256, scores and run time there (nuclei: about 70 minutes on 2 CPU cores).
+# KEEP=DIR keeps each build's data and run in DIR: run it again with the same DIR to resume a stopped build.
 pretrained: setup
-	$(PY) -m unetkit.workflows.pretrain
+	$(PY) -m unetkit.workflows.pretrain $(if $(KEEP),--keep $(KEEP))
 
 # The built-in nuclei models on the style-shift suite (zero-shot, size estimate), then fine-tuning on 1, 2 and 5
 # images from --init nuclei for 1 and 2 minutes vs from scratch for 2 and 5 (about 3.5 hours on 2 cores;

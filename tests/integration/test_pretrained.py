@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import yaml
 from tests.conftest import TINY_CLI
 from unetkit import load_checkpoint, read_image, synth_nuclei, synthesize_dataset, write_image
 from unetkit.cli.main import main
+from unetkit.errors import ConfigError
 from unetkit.inference import Predictor
 from unetkit.inference.scale import estimate_diameter
 from unetkit.metrics.scoring import score_instances
@@ -173,23 +175,51 @@ def test_the_plan_proposes_the_built_in_model_for_nuclei(tmp_path, capsys):
     assert "# proposal: --init nuclei" in (data / "plan.yaml").read_text()
 
 
-def test_the_recipe_is_reproducible_bit_for_bit(tmp_path):
-    tiny = {
-        "data": {"n": 4, "size": 64},
-        "config": {"data": {"patch_size": 32}, "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2}},
-        "evaluation": {"validation": {"n": 1, "size": 64}, "suite": False},
-    }
+#: a recipe that trains in seconds (steps enough that a kill can land between epochs)
+TINY_RECIPE = {
+    "data": {"n": 4, "size": 64},
+    "config": {"data": {"patch_size": 32}, "train": {"epochs": 5, "steps_per_epoch": 12, "batch_size": 2}},
+    "evaluation": {"validation": {"n": 1, "size": 64}, "suite": False},
+}
+
+
+def test_the_recipe_is_reproducible_bit_for_bit_and_a_killed_kept_build_resumes_to_the_same_file(tmp_path):
     entries = []
     for i in range(2):
         (tmp_path / str(i)).mkdir()
         registry = shutil.copy(REGISTRY, tmp_path / str(i) / "registry.yaml")
-        entries.append(build_pretrained("nuclei", registry=registry, overrides=tiny, progress=False))
+        entries.append(build_pretrained("nuclei", registry=registry, overrides=TINY_RECIPE, progress=False))
         shipped = tmp_path / str(i) / "nuclei.pt"
         assert (
             entries[-1]["sha256"] == file_sha256(shipped) and entries[-1]["bytes"] == shipped.stat().st_size
         )
         assert get_pretrained("nuclei", registry).scores == entries[-1]["scores"]  # written back, readable
     assert entries[0]["sha256"] == entries[1]["sha256"]
+    # `make pretrained` with --keep, killed mid-training and run again, resumes and ships the same bytes
+    registry = tmp_path / "kept" / "registry.yaml"
+    registry.parent.mkdir()
+    book = yaml.safe_load(REGISTRY.read_text())
+    book["models"]["nuclei"] = entries[0]  # the tiny recipe, as build_pretrained recorded it
+    registry.write_text(yaml.safe_dump(book, sort_keys=False))
+    keep = tmp_path / "keep"
+    cmd = [sys.executable, "-m", "unetkit.workflows.pretrain", "nuclei", "--registry", str(registry)]
+    cmd += ["--keep", str(keep), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = keep / "nuclei" / "run" / "last.pt"
+    while not last.is_file() and proc.poll() is None:
+        time.sleep(0.02)
+    proc.kill()
+    proc.communicate()
+    killed_at = load_checkpoint(last)["training"]["epoch"]
+    assert 1 <= killed_at < 5, "the kill came too late to test anything"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming the build" in done.stderr and f"after epoch {killed_at}" in done.stderr
+    assert file_sha256(registry.parent / "nuclei.pt") == entries[0]["sha256"]
+    # the kept folder belongs to that recipe: another one is refused before anything is generated
+    other = {**TINY_RECIPE, "data": {"n": 5, "size": 64}}
+    with pytest.raises(ConfigError, match="another recipe of nuclei"):
+        build_pretrained("nuclei", registry=registry, keep=keep, overrides=other, progress=False)
 
 
 def test_evaluate_takes_the_built_in_model_by_name(tmp_path, capsys):

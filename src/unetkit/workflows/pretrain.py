@@ -13,11 +13,13 @@ Run: ``python -m unetkit.workflows.pretrain nuclei`` (``make pretrained``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import json
 import logging
 import sys
 import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from ..data.layouts import DESCRIPTOR
 from ..data.synthetic import STYLE_VERSION, synthesize_dataset
 from ..device import tune_allocator
 from ..errors import ConfigError
-from ..pretrained import PRETRAINED_DIR, REGISTRY, file_sha256, read_registry
+from ..pretrained import REGISTRY, file_sha256, read_registry
 from ..version import __version__
 from .evaluate import evaluate_model
 from .train import train
@@ -141,13 +143,16 @@ def build_pretrained(
     registry: str | Path = REGISTRY,
     out_dir: str | Path | None = None,
     work: str | Path | None = None,
+    keep: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Follow the recipe of the registry entry ``name``: generate its data, train, write the shipped file into
     ``out_dir`` (default: beside the registry), score it on the entry's evaluation sets and record sha256, bytes,
     scores and run time in the registry. ``overrides``: recipe values to replace (``{"data": {"n": 8}}``, for
-    tests). Returns the updated entry."""
+    tests). ``work``: where the temporary folder goes. ``keep``: a folder that keeps the generated data and the
+    run (``KEEP/NAME``) instead: a build that was stopped resumes there where it stopped, with the same result
+    as an uninterrupted build. Returns the updated entry."""
     registry = Path(registry)
     book = read_registry(registry)
     entry = (book.get("models") or {}).get(name)
@@ -158,23 +163,30 @@ def build_pretrained(
     recipe = _merged(entry["recipe"], overrides or {})
     out_dir = Path(out_dir) if out_dir is not None else registry.parent
     cfg = RunConfig.from_dict(recipe["config"], source=f"{registry}: {name}.recipe.config")
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f"unetkit-pretrain-{name}-", dir=work) as tmp:
+    with _build_folder(name, recipe, work, keep) as folder:
+        data, run = folder / "data", folder / "run"
         d = recipe["data"]
-        data = synthesize_dataset(
-            Path(tmp) / "data", n=int(d["n"]), size=int(d["size"]), seed=int(d["seed"]), style=str(d["style"])
-        )
-        log.info(
-            "%s: training by its recipe (%d epochs of %d steps)",
-            name,
-            cfg.train.epochs,
-            cfg.train.steps_per_epoch,
-        )
-        result = train(data, Path(tmp) / "run", cfg, progress=progress)
+        if not (folder / DATA_DONE).is_file():
+            synthesize_dataset(
+                data, n=int(d["n"]), size=int(d["size"]), seed=int(d["seed"]), style=str(d["style"]),
+                overwrite=True,
+            )  # fmt: skip
+            (folder / DATA_DONE).touch()
+        if (run / "last.pt").is_file():
+            log.info("%s: resuming the build in %s", name, folder)
+            result = train(data, run, progress=progress, resume=True)
+        else:
+            log.info(
+                "%s: training by its recipe (%d epochs of %d steps)",
+                name,
+                cfg.train.epochs,
+                cfg.train.steps_per_epoch,
+            )
+            result = train(data, run, cfg, progress=progress, overwrite=True)
         sizes = diameter_range(data)
         shipped = ship_checkpoint(result.best_checkpoint, out_dir / entry["file"], name, recipe, sizes)
-        minutes = (time.perf_counter() - started) / 60
-        entry.update(_scores(shipped, recipe, Path(tmp), progress))
+        minutes = max([row.get("elapsed", 0.0) for row in result.history] or [0.0]) / 60
+        entry.update(_scores(shipped, recipe, folder, progress))
     entry.update(
         sha256=file_sha256(shipped),
         bytes=shipped.stat().st_size,
@@ -186,6 +198,32 @@ def build_pretrained(
     _write_registry(registry, book)
     log.info("%s: %s (%d bytes), scores %s", name, shipped, entry["bytes"], entry["scores"])
     return dict(entry)
+
+
+#: marks a kept build's data as completely written
+DATA_DONE = "data.done"
+
+
+@contextlib.contextmanager
+def _build_folder(
+    name: str, recipe: dict[str, Any], work: str | Path | None, keep: str | Path | None
+) -> Iterator[Path]:
+    """Where a build generates its data and trains: a temporary folder under ``work``, or ``KEEP/NAME``,
+    stamped with the recipe (a kept build of another recipe is refused, never mixed in)."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix=f"unetkit-pretrain-{name}-", dir=work) as tmp:
+            yield Path(tmp)
+        return
+    folder = Path(keep) / name
+    stamp, text = folder / "recipe.json", json.dumps(recipe, sort_keys=True, indent=1)
+    if stamp.is_file() and stamp.read_text(encoding="utf-8") != text:
+        raise ConfigError(
+            f"{folder}: holds the build of another recipe of {name}; remove the folder or keep this "
+            "build somewhere else"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stamp, text)
+    yield folder
 
 
 def rescore_pretrained(
@@ -245,21 +283,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rescore", action="store_true", help="score the shipped files again and record it; no training"
     )
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="keep each build's data and run in DIR/NAME; run again with the same DIR to resume a build that "
+        "was stopped (the result is the same as an uninterrupted build's)",
+    )
+    parser.add_argument(
+        "--registry",
+        default=str(REGISTRY),
+        metavar="FILE",
+        help="the registry whose entries to build "
+        "(default: unetkit's own); the weight files are written beside it",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tune_allocator()  # as the CLI: freed activations stay in the heap (a step ~15% faster; results unchanged)
     # by default the current models; an older version (NAME@N) is kept as shipped unless named
-    names = args.names or [n for n in read_registry().get("models") or {} if "@" not in n]
+    registry = Path(args.registry)
+    names = args.names or [n for n in read_registry(registry).get("models") or {} if "@" not in n]
     if args.rescore:
         for name in names:
-            rescore_pretrained(name, progress=not args.no_progress)
+            rescore_pretrained(name, registry=registry, progress=not args.no_progress)
         return 0
     for name in names:
-        entry = build_pretrained(name, progress=not args.no_progress)
+        entry = build_pretrained(name, registry=registry, keep=args.keep, progress=not args.no_progress)
         log.info(
             "%s: %s sha256 %s scores %s",
             name,
-            PRETRAINED_DIR / entry["file"],
+            registry.parent / entry["file"],
             entry["sha256"],
             entry["scores"],
         )
