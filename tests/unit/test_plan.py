@@ -3,7 +3,7 @@
 import pytest
 
 from unetkit import plan_training, synthesize_dataset
-from unetkit.errors import ConfigError
+from unetkit.errors import ConfigError, DataError
 from unetkit.planning import parse_duration
 
 
@@ -27,7 +27,7 @@ def test_spacing_in_dataset_yaml_is_read(tmp_path):
     assert plan.fingerprint.spacing == [4.0, 1.0, 1.0] and plan.fingerprint.spacing_source == "dataset.yaml"
     assert plan.config.model.anisotropic_levels == 2  # 4 → 2 → 1: two in-plane-only poolings
     descriptor.write_text(descriptor.read_text().replace("[4.0, 1.0, 1.0]", "[4.0, 1.0]"))
-    with pytest.raises(Exception, match="spacing must be a list of 3 numbers"):
+    with pytest.raises(DataError, match=r"dataset.yaml: spacing: expected a list of 3 positive numbers"):
         quick_plan(data)
 
 

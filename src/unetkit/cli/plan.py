@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..config import ARCH_ONLY_FIELDS, RunConfig, check_config
-from ..data.io import IMAGE_SUFFIXES
-from ..data.layouts import DESCRIPTOR
 from ..models.registry import list_models
 from ..planning import DEFAULT_BUDGET, PLAN_FILE
-from ..planning.planfile import is_plan
-from ..safety import guard_file
-from ..workflows.plan import plan_path, plan_training
+from ..workflows.plan import guard_plan_file, plan_training
 from .common import add_progress, add_reading_args, reading_config
 from .options import add_options
 
@@ -62,20 +57,7 @@ def _reading_flags(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = plan_path(args.data, args.out)
-    data = Path(args.data)
-    config = getattr(args, "config", None)
-    protect = [p for p in (data / DESCRIPTOR, Path(config) if config else None) if p and p.is_file()]
-    guard_file(  # before any compute: never an input, never where the data is read, only a plan replaced
-        path,
-        "--out",
-        [data] if data.is_file() else [],  # a .csv/.json list of samples
-        protect,
-        overwrite=args.overwrite,
-        ours=is_plan,
-        data_folders=[data] if data.is_dir() else [],
-        data_suffixes=IMAGE_SUFFIXES,
-    )
+    path = guard_plan_file(args.data, args.out, getattr(args, "config", None), overwrite=args.overwrite)
     reading = reading_config(args, RunConfig())
     check_config(reading)  # the flags themselves, before anything is read
     plan = plan_training(

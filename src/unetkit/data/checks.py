@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from scipy import ndimage as ndi
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from .io import check_pixel_values, collapse_gray, has_alpha, to_channels_first
-from .layouts import Naming, Sample, load_layout, read_descriptor, read_sample_image, read_sample_mask
-from .masks import IGNORE, MaskEncoding, encode_mask, instance_evidence, parse_class_map, suggest_encoding
+from .layouts import Naming, Sample, load_layout, read_sample_image, read_sample_mask
+from .masks import IGNORE, MaskEncoding, encode_mask, instance_evidence, suggest_encoding
 from .normalize import Normalizer
+from .spec import DatasetSpec
 
 __all__ = ["DataReport", "check_dataset", "naming_of", "resolve_encoding"]
 
@@ -128,14 +130,16 @@ def resolve_encoding(
     cfg: DataConfig, root: Path, layout_defaults: dict, num_classes: int | None
 ) -> MaskEncoding | None:
     """The mask encoding from the config, else ``DATA/dataset.yaml``, else the layout; ``None``: decide from the data."""
-    descriptor = read_descriptor(root)
+    spec = DatasetSpec.read(root)
     name = cfg.mask_encoding
     if name == "auto":
-        name = descriptor.get("mask_encoding") or layout_defaults.get("mask_encoding") or "auto"
-    values, colors, names = cfg.class_values, cfg.class_colors, cfg.class_names
-    if values is None and colors is None and descriptor.get("classes") is not None:
-        values, colors, names = parse_class_map(descriptor["classes"], f"{root}/dataset.yaml: classes")
-    ignore = cfg.ignore_index if cfg.ignore_index is not None else descriptor.get("ignore_index")
+        name = spec.mask_encoding or layout_defaults.get("mask_encoding") or "auto"
+    values: Sequence[int] | None = cfg.class_values
+    colors: Sequence[Sequence[int]] | None = cfg.class_colors
+    names: Sequence[str] | None = cfg.class_names
+    if values is None and colors is None and spec.class_names is not None:
+        values, colors, names = spec.class_values, spec.class_colors, spec.class_names
+    ignore = cfg.ignore_index if cfg.ignore_index is not None else spec.ignore_index
     if name == "auto" and (values or colors):  # a class map says what the values are: classes, or colours
         name = "rgb" if colors else "classes"
     if name == "auto":
@@ -177,7 +181,7 @@ class _Tally:
 
 def described_volumes(root: str | Path) -> bool:
     """Whether the dataset description of ``root`` says its samples are volumes (``spatial_dims: 3``)."""
-    return Path(root).is_dir() and read_descriptor(root).get("spatial_dims") == 3
+    return DatasetSpec.read(root).volumes
 
 
 def check_dataset(
@@ -208,7 +212,7 @@ def check_dataset(
         return report
     if cfg.mask_encoding != "auto":
         report.encoding_source = "the settings given"
-    elif read_descriptor(root).get("mask_encoding"):
+    elif DatasetSpec.read(root).mask_encoding:
         report.encoding_source = f"{root / 'dataset.yaml'}"
     elif layout.defaults.get("mask_encoding"):
         report.encoding_source = f"the {layout.name} layout"

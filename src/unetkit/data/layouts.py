@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from ..config import LAYOUTS, read_yaml
+from ..config import LAYOUTS
 from ..errors import DataError
 from .io import IMAGE_SUFFIXES, count_planes, read_image, read_volume
+from .spec import DESCRIPTOR, DatasetSpec
 
 __all__ = [
     "DESCRIPTOR",
@@ -49,7 +50,6 @@ __all__ = [
     "load_layout",
     "mask_stem",
     "paired_folders",
-    "read_descriptor",
     "read_sample_image",
     "read_sample_mask",
 ]
@@ -60,20 +60,6 @@ MASK_PREFIXES = ("masks_", "mask_", "labels_", "label_", "seg_", "gt_")
 #: folder names recognised as the image and the mask half of a paired dataset
 IMAGE_DIRS = ("images", "image", "imgs", "img", "raw", "inputs", "input")
 MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "gt", "ground_truth", "groundtruth", "seg")
-DESCRIPTOR = "dataset.yaml"
-DESCRIPTOR_KEYS = (
-    "layout",
-    "images_dir",
-    "masks_dir",
-    "image_pattern",
-    "mask_pattern",
-    "mask_encoding",
-    "classes",
-    "ignore_index",
-    "target",
-    "spatial_dims",
-    "spacing",
-)
 
 
 @dataclass(frozen=True)
@@ -142,20 +128,6 @@ def mask_stem(stem: str) -> str:
     return stem
 
 
-def read_descriptor(root: str | Path) -> dict[str, Any]:
-    """``DATA/dataset.yaml`` as a dict (empty when absent); unknown keys are an error."""
-    path = Path(root) / DESCRIPTOR
-    if not Path(root).is_dir() or not path.is_file():
-        return {}
-    raw = read_yaml(path, "dataset description") or {}
-    if not isinstance(raw, dict) or set(raw) - set(DESCRIPTOR_KEYS):
-        found = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
-        raise DataError(
-            f"{path}: expected a mapping with keys among {list(DESCRIPTOR_KEYS)}, got {found}"[:600]
-        )
-    return raw
-
-
 def _listing(root: Path) -> list[str]:
     return sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir() if not p.name.startswith("."))[
         :10
@@ -216,10 +188,10 @@ def detect_layout(root: str | Path, naming: Naming = Naming()) -> str:
         raise DataError(f"{root}: a dataset is a folder, or a .csv/.json list of image,mask paths")
     if not root.is_dir():
         raise DataError(f"{root}: no such dataset folder")
-    descriptor = read_descriptor(root)
-    if descriptor.get("layout"):
-        return str(descriptor["layout"])
-    if naming.images_dir or naming.masks_dir or descriptor.get("images_dir"):
+    spec = DatasetSpec.read(root)
+    if spec.layout:
+        return spec.layout
+    if naming.images_dir or naming.masks_dir or spec.images_dir or spec.masks_dir:
         return "paired"
     if any((root / n).is_dir() for n in IMAGE_DIRS):
         return "paired"
@@ -273,10 +245,10 @@ def load_layout(
 
 
 def _with_descriptor(root: Path, naming: Naming) -> Naming:
-    d = read_descriptor(root) if root.is_dir() else {}
+    spec = DatasetSpec.read(root)
     return Naming(
         *(
-            getattr(naming, k) or d.get(k)
+            getattr(naming, k) or getattr(spec, k)
             for k in ("images_dir", "masks_dir", "image_pattern", "mask_pattern")
         )
     )

@@ -20,7 +20,7 @@ from scipy import ndimage as ndi
 from ..atomic import atomic_write_text
 from ..errors import DataError
 from .io import write_image, write_volume
-from .layouts import DESCRIPTOR
+from .spec import DESCRIPTOR
 from .weights import count_touching_pairs, touching_pairs
 
 __all__ = [

@@ -16,15 +16,13 @@ from scipy import ndimage as ndi
 from ..config import DATASET_KEYS, DataConfig
 from ..data.checks import check_dataset, object_diameters
 from ..data.io import collapse_gray, to_channels_first
-from ..data.layouts import read_descriptor, read_sample_image, read_sample_mask
+from ..data.layouts import read_sample_image, read_sample_mask
 from ..data.masks import IGNORE, compact_labels, encode_mask
+from ..data.spec import DESCRIPTOR, DatasetSpec
 from ..data.weights import touching_pairs
 from ..errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-_DESCRIPTOR_KEY = {"class_values": "classes", "class_colors": "classes", "class_names": "classes"}
 
 
 @dataclass
@@ -64,14 +62,14 @@ class Fingerprint:
 
 
 def _spacing(root: Path, sample_path: Path | None, dims: int) -> tuple[list[float] | None, str]:
-    descriptor = read_descriptor(root) if root.is_dir() else {}
-    if descriptor.get("spacing") is not None:
-        raw = descriptor["spacing"]
-        if not isinstance(raw, list) or len(raw) != dims or not all(isinstance(v, (int, float)) for v in raw):
+    spec = DatasetSpec.read(root)
+    if spec.spacing is not None:
+        if len(spec.spacing) != dims:
             raise DataError(
-                f"{root / 'dataset.yaml'}: spacing must be a list of {dims} numbers (one per axis, z first), got {raw!r}"
+                f"{spec.path}: spacing: expected {dims} numbers (one per axis, z first) for "
+                f"{'volumes' if dims == 3 else 'images'}, got {list(spec.spacing)}"
             )
-        return [float(v) for v in raw], "dataset.yaml"
+        return list(spec.spacing), DESCRIPTOR
     if sample_path is not None and sample_path.suffix.lower() in (".tif", ".tiff"):
         try:
             import tifffile
@@ -243,7 +241,7 @@ def describe_dataset(
 ) -> None:
     """Record the dataset description in the plan (so `train DATA` reads the data as planned), each value
     with where it came from: the command line, DATA/dataset.yaml, or detection."""
-    descriptor = read_descriptor(data) if Path(data).is_dir() else {}
+    spec = DatasetSpec.read(data)
     dcfg.layout = fp.layout
     if dcfg.mask_encoding == "auto":
         dcfg.mask_encoding = fp.mask_encoding
@@ -257,8 +255,8 @@ def describe_dataset(
             continue
         if getattr(given, key) not in (None, "auto"):
             reasons[f"data.{key}"] = "given on the command line"
-        elif _DESCRIPTOR_KEY.get(key, key) in descriptor:
-            reasons[f"data.{key}"] = f"from {Path(data) / 'dataset.yaml'}"
+        elif spec.gives(key):
+            reasons[f"data.{key}"] = f"from {spec.path}"
         else:
             reasons[f"data.{key}"] = f"detected in {data}"
     if derived:

@@ -26,7 +26,7 @@ from ..atomic import atomic_write_text
 from ..config import DataConfig
 from ..data.dataset import MIN_OBJECTS_TO_HOLD_OUT
 from ..data.io import write_image
-from ..data.layouts import DESCRIPTOR
+from ..data.spec import DESCRIPTOR
 from ..errors import DataError
 
 __all__ = ["CONTEXT", "UNPAINTED", "write_painted_dataset"]

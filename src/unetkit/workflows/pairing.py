@@ -21,10 +21,10 @@ from ..data.layouts import (
     find_images,
     load_layout,
     mask_stem,
-    read_descriptor,
     read_sample_mask,
 )
 from ..data.masks import IGNORE, MaskEncoding, encode_mask, instance_evidence
+from ..data.spec import DatasetSpec
 from ..errors import DataError
 from ..metrics.results import OUTPUT_SUFFIXES
 
@@ -230,11 +230,11 @@ def truth_reading(
     else is refused with the flag to pass: labels are never classified by counting them."""
     data = data or DataConfig()
     root = Path(truth)
-    descriptor = read_descriptor(root) if root.is_dir() else {}
+    spec = DatasetSpec.read(root)
     if data.mask_encoding != "auto" or data.class_values or data.class_colors:
         enc, source = resolve_encoding(data, root, {}, None), "given"
-    elif descriptor.get("mask_encoding"):
-        enc, source = resolve_encoding(data, root, {}, None), f"{root / 'dataset.yaml'}"
+    elif spec.mask_encoding:
+        enc, source = resolve_encoding(data, root, {}, None), f"{spec.path}"
     elif model_encoding is not None:
         enc, source = model_encoding, "the model's training masks"
         if data.ignore_index is not None:

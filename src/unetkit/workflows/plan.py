@@ -19,7 +19,9 @@ import torch
 from ..checkpoint import preprocessing_of
 from ..config import FINE_TUNE_LR, RunConfig
 from ..data.checks import described_volumes, naming_of
-from ..data.layouts import DESCRIPTOR, load_layout
+from ..data.io import IMAGE_SUFFIXES
+from ..data.layouts import load_layout
+from ..data.spec import DESCRIPTOR
 from ..device import resolve_device
 from ..errors import ConfigError, DataError
 from ..inference.writers import temp_root, work_folder
@@ -36,6 +38,7 @@ from ..planning import (
 )
 from ..planning.fingerprint import describe_dataset
 from ..planning.measure import PeakMemory, fit_batch
+from ..planning.planfile import is_plan
 from ..planning.rules import (
     augmentation_rules,
     geometry_rules,
@@ -49,7 +52,7 @@ from ..planning.rules import (
     width_rule,
 )
 from ..pretrained import list_pretrained
-from ..safety import writable
+from ..safety import guard_file, writable
 from ..training.distributed import DistContext
 from ..training.init import INIT_ARCH_FIELDS, init_config, init_evidence
 from ..training.loop import TrainHooks, validate
@@ -195,6 +198,28 @@ def plan_path(data: str | Path, out: str | Path | None = None) -> Path:
     if not data.is_dir():
         raise DataError(f"{data}: no such dataset folder")
     return data / PLAN_FILE
+
+
+def guard_plan_file(
+    data: str | Path, out: str | Path | None, config: str | Path | None, *, overwrite: bool
+) -> Path:
+    """Where ``unetkit plan`` writes (:func:`plan_path`), checked before any compute: never an input (the
+    dataset's description, the configuration file, a list of samples), never inside the data it reads, and only
+    a plan file replaced (with ``overwrite``)."""
+    path = plan_path(data, out)
+    data = Path(data)
+    protect = [p for p in (data / DESCRIPTOR, Path(config) if config else None) if p and p.is_file()]
+    guard_file(
+        path,
+        "--out",
+        [data] if data.is_file() else [],  # a .csv/.json list of samples
+        protect,
+        overwrite=overwrite,
+        ours=is_plan,
+        data_folders=[data] if data.is_dir() else [],
+        data_suffixes=IMAGE_SUFFIXES,
+    )
+    return path
 
 
 def default_time_budget(device: str | None) -> str:

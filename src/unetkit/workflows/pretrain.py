@@ -33,7 +33,7 @@ from ..config import RunConfig
 from ..data.checks import object_diameters, typical_diameter
 from ..data.domains import DOMAINS, synthesize_domain
 from ..data.io import read_image
-from ..data.layouts import DESCRIPTOR
+from ..data.spec import DESCRIPTOR
 from ..data.synthetic import STYLE_VERSION, synthesize_dataset
 from ..device import tune_allocator
 from ..errors import ConfigError

@@ -32,7 +32,8 @@ from scipy import ndimage as ndi
 
 from ..atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from ..data.io import IMAGE_SUFFIXES, read_image, write_image
-from ..data.layouts import DESCRIPTOR, find_images
+from ..data.layouts import find_images
+from ..data.spec import DESCRIPTOR
 from ..errors import DataError
 from ..inference.objects import read_objects_csv, read_table_beside
 from ..safety import guard_outputs

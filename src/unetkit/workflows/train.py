@@ -20,8 +20,9 @@ import torch
 from ..checkpoint import StoredModel
 from ..config import DEFAULT_LR, RunConfig, check_config, load_config
 from ..data.checks import DataReport, check_dataset, described_volumes
-from ..data.layouts import DESCRIPTOR, detect_layout
+from ..data.layouts import detect_layout
 from ..data.normalize import Normalizer
+from ..data.spec import DESCRIPTOR
 from ..device import resolve_device, tune_allocator
 from ..errors import ConfigError, DataError
 from ..losses import get_loss
