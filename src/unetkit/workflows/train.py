@@ -101,40 +101,7 @@ def train(
     clock = BudgetClock(started=entered if started is None else started)
     clock.add("planning", entered - clock.started)
     folder = RunFolder(out)
-    payload = None
-    if resume:
-        if config is not None or overwrite:
-            raise ConfigError(
-                "--resume continues a run with its own settings: give no --config or --overwrite"
-            )
-        payload = folder.load_resume()
-        cfg = RunConfig.from_dict(StoredModel.of(payload, folder.last).config, source=f"{folder.last}")
-    else:
-        cfg = config if isinstance(config, RunConfig) else (load_config(config) if config else RunConfig())
-        cfg = dataclasses.replace(cfg)  # never mutate the caller's object
-    if time_budget is not None:
-        if payload is None:
-            raise ConfigError("time_budget= extends a resumed run; a new run takes config.train.time_budget")
-        cfg, epochs = _more_budget(cfg, payload, time_budget, epochs)
-    if epochs is not None:
-        # extending a run: the epochs asked for, not its spent budget
-        if resume and cfg.train.time_budget and time_budget is None:
-            log.info(
-                "--epochs %d: the run's time budget (%.0f s) no longer caps it; it trains to epoch %d",
-                epochs,
-                cfg.train.time_budget,
-                epochs,
-            )
-            cfg.train = dataclasses.replace(cfg.train, time_budget=None)
-        cfg.train = dataclasses.replace(cfg.train, epochs=epochs)
-    init_notes: list[str] = []
-    init_payload = None
-    if cfg.train.init and payload is None:  # a resumed run restores its own weights
-        cfg, init_payload, init_notes = init_config(cfg)
-    if cfg.train.lr is None:  # from scratch, nothing chosen
-        cfg.train = dataclasses.replace(cfg.train, lr=DEFAULT_LR)
-    check_config(cfg)
-    _check_loss(cfg)
+    cfg, payload = _run_config(folder, config, resume, overwrite, epochs, time_budget)
     device = resolve_device(cfg.train.device)
     launch = nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1
     if hooks is not None and (nproc > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1):
@@ -142,19 +109,7 @@ def train(
             "training hooks (a GUI's progress and Cancel) follow one process: train with nproc=1"
         )
     _check_processes(cfg, nproc, launch, device)
-    # every file checked, before the run folder is made; the configuration file and the starting model in use
-    # are inputs too
-    used = [p for p in (config, cfg.train.init) if isinstance(p, (str, Path)) and p and Path(p).exists()]
-    evidence = init_evidence(cfg.train.init, init_payload) if init_payload is not None else None
-    report, normalizer = resolve_data(cfg, data, folder, protect=used, evidence=evidence)
-    if cfg.data.input_scale is None:  # auto: 1, or what brings the objects to the initial model's sizes
-        scale, note = (1.0, None)
-        if init_payload is not None and cfg.model.spatial_dims == 2:
-            scale, note = input_scale_for(init_payload, report.object_diameter, cfg.train.init or "")
-        cfg.data = dataclasses.replace(cfg.data, input_scale=scale)
-        init_notes += [note] if note else []
-    if cfg.data.input_scale != 1 and cfg.model.spatial_dims == 3:
-        raise ConfigError("--input-scale resamples 2-D images; volumes are trained at their own scale")
+    cfg, init_payload, init_notes, report, normalizer = _starting_point(cfg, payload, data, folder, config)
     if launch:  # everything is checked: start the processes, each of which runs this function
         if payload is None:
             folder.existing(overwrite)
@@ -213,6 +168,79 @@ def train(
     except BaseException:
         folder.close()  # fit() closes it too; this covers a failure before training starts
         raise
+
+
+def _run_config(
+    folder: RunFolder,
+    config: RunConfig | str | Path | None,
+    resume: bool,
+    overwrite: bool,
+    epochs: int | None,
+    time_budget: float | None,
+) -> tuple[RunConfig, dict[str, Any] | None]:
+    """The run's configuration (a copy of ``config``'s, or a resumed run's own, extended by ``epochs`` or
+    ``time_budget``) and, when resuming, the checkpoint it continues from."""
+    payload = None
+    if resume:
+        if config is not None or overwrite:
+            raise ConfigError(
+                "--resume continues a run with its own settings: give no --config or --overwrite"
+            )
+        payload = folder.load_resume()
+        cfg = RunConfig.from_dict(StoredModel.of(payload, folder.last).config, source=f"{folder.last}")
+    else:
+        cfg = config if isinstance(config, RunConfig) else (load_config(config) if config else RunConfig())
+        cfg = dataclasses.replace(cfg)  # never mutate the caller's object
+    if time_budget is not None:
+        if payload is None:
+            raise ConfigError("time_budget= extends a resumed run; a new run takes config.train.time_budget")
+        cfg, epochs = _more_budget(cfg, payload, time_budget, epochs)
+    if epochs is not None:
+        # extending a run: the epochs asked for, not its spent budget
+        if resume and cfg.train.time_budget and time_budget is None:
+            log.info(
+                "--epochs %d: the run's time budget (%.0f s) no longer caps it; it trains to epoch %d",
+                epochs,
+                cfg.train.time_budget,
+                epochs,
+            )
+            cfg.train = dataclasses.replace(cfg.train, time_budget=None)
+        cfg.train = dataclasses.replace(cfg.train, epochs=epochs)
+    return cfg, payload
+
+
+def _starting_point(
+    cfg: RunConfig,
+    payload: dict[str, Any] | None,
+    data: str | Path,
+    folder: RunFolder,
+    config: RunConfig | str | Path | None,
+) -> tuple[RunConfig, dict[str, Any] | None, list[str], DataReport, Normalizer]:
+    """What a new run starts from (its ``--init`` model, whose architecture, normalisation and object sizes it
+    takes) and every file of the dataset checked against the configuration, before any compute: the
+    configuration completed, the starting model's payload and notes, the data report and its normaliser."""
+    init_notes: list[str] = []
+    init_payload = None
+    if cfg.train.init and payload is None:  # a resumed run restores its own weights
+        cfg, init_payload, init_notes = init_config(cfg)
+    if cfg.train.lr is None:  # from scratch, nothing chosen
+        cfg.train = dataclasses.replace(cfg.train, lr=DEFAULT_LR)
+    check_config(cfg)
+    _check_loss(cfg)
+    # every file checked, before the run folder is made; the configuration file and the starting model in use
+    # are inputs too
+    used = [p for p in (config, cfg.train.init) if isinstance(p, (str, Path)) and p and Path(p).exists()]
+    evidence = init_evidence(cfg.train.init, init_payload) if init_payload is not None else None
+    report, normalizer = resolve_data(cfg, data, folder, protect=used, evidence=evidence)
+    if cfg.data.input_scale is None:  # auto: 1, or what brings the objects to the initial model's sizes
+        scale, note = (1.0, None)
+        if init_payload is not None and cfg.model.spatial_dims == 2:
+            scale, note = input_scale_for(init_payload, report.object_diameter, cfg.train.init or "")
+        cfg.data = dataclasses.replace(cfg.data, input_scale=scale)
+        init_notes += [note] if note else []
+    if cfg.data.input_scale != 1 and cfg.model.spatial_dims == 3:
+        raise ConfigError("--input-scale resamples 2-D images; volumes are trained at their own scale")
+    return cfg, init_payload, init_notes, report, normalizer
 
 
 def _more_budget(
