@@ -110,9 +110,40 @@ def test_one_split_per_image_whichever_part_is_labelled():
     split = measured_split(lambda w: classes[w], classes.shape, "interior")
     whole = first_pixel_order(instances_from_classes(classes, "interior", split=split))
     assert whole.max() == len(centres)
-    out = np.zeros_like(whole)
-    instances_blockwise(
-        lambda w: classes[w], classes.shape, lambda w, v: out.__setitem__(w, v),
-        lambda c: instances_from_classes(c, "interior", split=split), block=512, context=96,
-    )  # fmt: skip
-    np.testing.assert_array_equal(out, whole)
+    # labelled on two threads (regions and size windows): the same split and the same labels
+    assert measured_split(lambda w: classes[w], classes.shape, "interior", workers=2) == split
+    for workers, parked in ((1, False), (2, False), (2, True)):
+        out = np.zeros_like(whole)
+        instances_blockwise(
+            lambda w: classes[w], classes.shape, lambda w, v: out.__setitem__(w, v),  # noqa: B023
+            lambda c: instances_from_classes(c, "interior", split=split), block=512, context=96,
+            out_read=(lambda w: out[w].copy()) if parked else None, workers=workers,  # noqa: B023
+        )  # fmt: skip
+        np.testing.assert_array_equal(out, whole)
+
+
+def test_ordered_map_keeps_the_order_bounds_what_runs_and_raises_what_failed():
+    import threading
+    import time
+
+    from unetkit.inference.postprocess import ordered_map
+
+    running, most, lock = [0], [0], threading.Lock()
+
+    def slow(i: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01 * (i % 3))
+        with lock:
+            running[0] -= 1
+        if i == 7:
+            raise ValueError("seven")
+        return i * i
+
+    got = ordered_map(slow, list(range(10)), workers=3)
+    assert [next(got) for _ in range(7)] == [i * i for i in range(7)]
+    with pytest.raises(ValueError, match="seven"):
+        next(got)
+    assert 2 <= most[0] <= 3  # in parallel, never more than the workers
+    assert list(ordered_map(slow, [1, 2], workers=1)) == [1, 4]

@@ -27,12 +27,14 @@ class Labelling:
     ``num_classes``: the model's output channels (1: a binary model's foreground probability); ``encoding``:
     the training masks' encoding, which masks are written back in; ``threshold``: the foreground probability
     of a binary model's objects; ``min_size``: objects under this many pixels are dropped (None: a tenth of the
-    image's typical object)."""
+    image's typical object); ``workers``: threads labelling an image's parts (its size windows; blocks of an
+    image on disk); the labels do not depend on it."""
 
     num_classes: int
     encoding: MaskEncoding
     threshold: float = 0.5
     min_size: int | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:  # NaN too: every comparison with it is false (all background)
@@ -67,7 +69,7 @@ class Labelling:
     def split(self, read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[int, ...]) -> Split:
         """The :class:`~.postprocess.Split` for the image whose classes ``read(slices)`` reads: measured once
         per image, the same in every path."""
-        return measured_split(read, tuple(shape), self.instance_method, self.min_size)
+        return measured_split(read, tuple(shape), self.instance_method, self.min_size, self.workers)
 
     def labeller(self, split: Split) -> Callable[[np.ndarray], np.ndarray]:
         """Classes of (any part of) an image → its objects, with the image's one :meth:`split`."""

@@ -257,6 +257,7 @@ def segment_source(
                 context=object_context,
                 out_read=lambda where: np.asarray(labels[where]),
                 progress=progress,
+                workers=predictor.labelling.workers,
             )
         else:
             labels = predictor.labeller(split)(classes)

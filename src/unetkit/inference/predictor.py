@@ -114,6 +114,7 @@ class Predictor:
             self.encoding,
             float(threshold),
             None if min_size is None else int(min_size),
+            workers=torch.get_num_threads(),  # the labelling's parts release the GIL: one thread per core
         )
         #: tiles in, probabilities out
         self.executor = TileExecutor(
