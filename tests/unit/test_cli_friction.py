@@ -62,3 +62,11 @@ def test_evaluate_takes_a_prediction_file_and_its_truth_file(tmp_path, capsys):
     assert float(row[1]) == pytest.approx(dice, abs=1e-3) and dice < 1  # this pair's Dice, not an error
     assert main(["evaluate", str(pred), str(gt.parent), "--no-progress"]) == 2
     assert "is one file: give GT as its ground-truth mask file" in capsys.readouterr().err
+
+
+def test_out_of_memory_names_the_options_of_the_command_that_ran_out():
+    from unetkit.cli.main import describe_fault
+
+    assert "--patch-size, --batch-size" in describe_fault(MemoryError(), "train")
+    assert "--tile" not in describe_fault(MemoryError(), "train")  # prediction's options, not training's
+    assert "--tile, --batch" in describe_fault(MemoryError(), "predict")

@@ -160,3 +160,32 @@ def test_two_classes_asked_of_border_targets_name_the_target_that_gives_them():
     with pytest.raises(ConfigError) as refused:  # other encodings: no target to name
         num_classes_for(4, MaskEncoding("binary"))
     assert "--target" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "said"),
+    [
+        (
+            "model",
+            {"base_channels": 100_000},
+            r"model: unet with base_channels 100000 .* choose fewer --base-channels",
+        ),
+        (
+            "data",
+            {"patch_size": 100_000},
+            r"a batch of 2 patch\(es\) of 100000 px .* choose a smaller --patch-size",
+        ),
+    ],
+)
+def test_a_network_or_batch_larger_than_memory_is_refused_before_anything_is_allocated(
+    tiny_data, tmp_path, section, values, said
+):
+    """Before: base_channels 100000 met PyTorch's allocator (a 'bug in unetkit' with a 360 GB request) and a
+    100000-px patch ran out of memory mid-step, whose message named prediction's --tile."""
+    import dataclasses
+
+    cfg = tiny_config()
+    setattr(cfg, section, dataclasses.replace(getattr(cfg, section), **values))
+    with pytest.raises(ConfigError, match=said):
+        train(tiny_data, tmp_path / "run", cfg, progress=False)
+    assert not (tmp_path / "run").exists()  # refused before the run folder, or any weight, was made

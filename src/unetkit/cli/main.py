@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(
-            f"unetkit {args.command}: error: {describe_fault(exc)} (--debug shows the traceback)",
+            f"unetkit {args.command}: error: {describe_fault(exc, args.command)} (--debug shows the traceback)",
             file=sys.stderr,
         )
         return 2
@@ -168,8 +168,9 @@ def _keep_traceback(command: str) -> str:
         return "the traceback is above"
 
 
-def describe_fault(exc: BaseException) -> str:
-    """One line for a fault the user did not cause by a wrong option: what happened, where, and the fix."""
+def describe_fault(exc: BaseException, command: str | None = None) -> str:
+    """One line for a fault the user did not cause by a wrong option: what happened, where, and the fix (for
+    ``command``'s own options)."""
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
         fixes = {
@@ -183,6 +184,11 @@ def describe_fault(exc: BaseException) -> str:
         }
         return where + fixes.get(exc.errno or 0, exc.strerror or str(exc))
     if isinstance(exc, MemoryError):
+        if command == "train":
+            return (
+                "out of memory: train on smaller patches or batches (--patch-size, --batch-size), or a smaller "
+                "network (--base-channels, --depth), or on a machine with more memory"
+            )
         return "out of memory: use smaller tiles or batches (--tile, --batch), or a machine with more memory"
     if isinstance(exc, UnicodeError):
         return f"a text file is not UTF-8 ({exc}); save it as UTF-8"

@@ -22,13 +22,14 @@ from ..data.normalize import Normalizer
 from ..data.resample import scaled_shape
 from ..device import amp_dtype, compile_model
 from ..errors import ConfigError
+from ..inference.executor import available_memory
 from ..losses import get_loss
 from ..models import InvalidSizeError, create_model
 from .distributed import DistContext
 from .loop import Step, make_optimizer, make_schedule
 from .state import TrainState
 
-__all__ = ["TrainingSetup", "build_training", "num_classes_for", "patch_sizes"]
+__all__ = ["TrainingSetup", "build_training", "check_memory", "num_classes_for", "patch_sizes"]
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,49 @@ def _preprocessing(
         # the dataset description, whole: how this model's truth was found and read
         "dataset": {k: getattr(cfg.data, k) for k in DATASET_KEYS},
     }
+
+
+#: what training holds per weight: the weight, its gradient, and the optimiser's state (Adam: two moments;
+#: SGD: the momentum)
+_COPIES = {"adam": 4, "adamw": 4, "sgd": 3}
+
+
+def check_memory(cfg: RunConfig, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a network or a batch of patches that cannot fit the device's
+    memory (the memory available now on a CPU; the GPU's own): the network counted on PyTorch's ``meta``
+    device (no memory), held with its gradients and optimiser state, and the first level's two convolution
+    outputs for every patch of a batch, kept for the backward pass: a lower bound, so a run that could fit is
+    never refused."""
+    kw = cfg.model.kwargs()
+    kw.update(in_channels=kw.get("in_channels") or 1, num_classes=kw.get("num_classes") or 2)
+    try:
+        with torch.device("meta"):
+            weights = sum(p.numel() for p in create_model(cfg.model.arch, **kw).parameters())
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"model: {exc}") from None
+    d = cfg.data
+    pixels = d.patch_size**2 * ((d.patch_depth or d.patch_size) if cfg.model.spatial_dims == 3 else 1)
+    network = 4 * weights * _COPIES.get(cfg.train.optimizer, 4)
+    activations = 4 * 2 * cfg.train.batch_size * pixels * cfg.model.base_channels
+    if device.type == "cuda":
+        have, where = float(torch.cuda.get_device_properties(device).total_memory), f"the GPU ({device}) has"
+    else:
+        have, where = available_memory(), "this machine has"
+    if network + activations <= have:
+        return
+    gib = 2**30
+    if network >= activations:
+        raise ConfigError(
+            f"model: {cfg.model.arch} with base_channels {cfg.model.base_channels} and depth {cfg.model.depth} has "
+            f"{weights:,} weights; training holds them with their gradients and optimiser state, at least "
+            f"{network / gib:.1f} GiB, and {where} {have / gib:.1f} GiB available: choose fewer --base-channels or "
+            "a smaller --depth"
+        )
+    raise ConfigError(
+        f"data: a batch of {cfg.train.batch_size} patch(es) of {d.patch_size} px needs at least "
+        f"{activations / gib:.1f} GiB for its first level's activations alone, and {where} {have / gib:.1f} GiB "
+        "available: choose a smaller --patch-size or --batch-size"
+    )
 
 
 def build_training(

@@ -31,7 +31,7 @@ from ..training.distributed import init_distributed, spawn
 from ..training.init import init_config, init_evidence, input_scale_for, load_initial_weights
 from ..training.loop import TrainHooks, TrainingInterrupted
 from ..training.run_folder import RunFolder
-from ..training.setup import build_training, num_classes_for
+from ..training.setup import build_training, check_memory, num_classes_for
 from ..training.state import BudgetClock, TrainResult, TrainState
 from ..training.trainer import fit
 
@@ -109,7 +109,9 @@ def train(
             "training hooks (a GUI's progress and Cancel) follow one process: train with nproc=1"
         )
     _check_processes(cfg, nproc, launch, device)
-    cfg, init_payload, init_notes, report, normalizer = _starting_point(cfg, payload, data, folder, config)
+    cfg, init_payload, init_notes, report, normalizer = _starting_point(
+        cfg, payload, data, folder, config, device
+    )
     if launch:  # everything is checked: start the processes, each of which runs this function
         if payload is None:
             folder.existing(overwrite)
@@ -215,6 +217,7 @@ def _starting_point(
     data: str | Path,
     folder: RunFolder,
     config: RunConfig | str | Path | None,
+    device: torch.device,
 ) -> tuple[RunConfig, dict[str, Any] | None, list[str], DataReport, Normalizer]:
     """What a new run starts from (its ``--init`` model, whose architecture, normalisation and object sizes it
     takes) and every file of the dataset checked against the configuration, before any compute: the
@@ -227,6 +230,7 @@ def _starting_point(
         cfg.train = dataclasses.replace(cfg.train, lr=DEFAULT_LR)
     check_config(cfg)
     _check_loss(cfg)
+    check_memory(cfg, device)  # the network and a batch fit the device, before anything is built
     # every file checked, before the run folder is made; the configuration file and the starting model in use
     # are inputs too
     used = [p for p in (config, cfg.train.init) if isinstance(p, (str, Path)) and p and Path(p).exists()]
