@@ -383,6 +383,8 @@ class TrainConfig:
 #: a model that does tiles at its patch, at least :data:`MIN_DEFAULT_TILE` (see ``inference.predictor.default_tile``)
 DEFAULT_TILE = 512
 MIN_DEFAULT_TILE = 256
+#: the largest tile side: of --tile, and of the training patch a checkpoint may record
+MAX_TILE = 16384
 
 #: where a surface's default differs from the definition (a PredictConfig field, or a parameter of
 #: ``predict_files``) on purpose, and why: surface → option → (value, reason)

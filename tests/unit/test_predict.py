@@ -108,3 +108,28 @@ def test_tiff_pages_without_axes_are_channels_when_the_model_says_so_and_refused
     tifffile.imwrite(labelled, np.moveaxis(image, -1, 0), imagej=True, metadata={"axes": "ZYX"})
     (planes,) = predict_files(one, [labelled], tmp_path / "z", progress=False)  # the file's axes say so
     assert tifffile.imread(planes.mask).shape == (2, 48, 40)
+
+
+def test_a_tile_or_batch_too_large_for_memory_is_refused_before_anything_is_allocated(tmp_path):
+    """Before: --tile 100000 on a 64x64 image mirrored it out to a 25000-px tile and the kernel killed the
+    process (22 GB resident, exit 137, nothing said); the memory check counted only the row of results."""
+    from unetkit import ConfigError, predict_files, synthesize_dataset
+
+    with pytest.raises(ConfigError, match="--tile 100000: at most 16384 pixels"):
+        Predictor.from_pretrained("nuclei", tile=100_000)
+    huge = Predictor.from_pretrained("nuclei", tile=16384, batch_size=4)
+    huge.check_size((64, 64), "small")  # one tile, mirrored out: it fits
+    with pytest.raises(
+        DataError, match=r"tile\(s\) of 12288x12288 pixels needs at least .* --tile or --batch"
+    ):
+        huge.check_size((8192, 8192), "big", max_memory_gib=8)
+    Predictor.from_pretrained("nuclei").check_size((8192, 8192), "big", max_memory_gib=8)  # the defaults fit
+    data = synthesize_dataset(tmp_path / "d", n=1, size=32, seed=0)
+    for bad, said in (
+        ({"max_memory_gib": -1.0}, "--max-memory-gib -1.0: give the memory"),
+        ({"max_memory_gib": float("nan")}, "--max-memory-gib nan"),
+        ({"object_context": -3}, "--object-context -3: give a size in pixels"),
+    ):
+        with pytest.raises(ConfigError, match=said):
+            predict_files("nuclei", [data / "images"], tmp_path / "out", progress=False, **bad)
+    assert not (tmp_path / "out").exists()

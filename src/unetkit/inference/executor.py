@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import BLENDS, DEFAULT_TILE, PRECISIONS
+from ..config import BLENDS, DEFAULT_TILE, MAX_TILE, PRECISIONS
 from ..data.lazy import ImageSource
 from ..data.normalize import Normalizer
 from ..device import autocast, compile_model, cpu_has_native_bf16, resolve_device
@@ -99,6 +99,11 @@ class TileExecutor:
         tile = DEFAULT_TILE if tile is None else tile  # a bare network records no training patch
         if tile < 1 or batch_size < 1:
             raise ConfigError(f"--tile and --batch must be positive, got {tile} and {batch_size}")
+        if tile > MAX_TILE:
+            raise ConfigError(
+                f"--tile {tile}: at most {MAX_TILE} pixels (a tile is mirrored out to its size around a smaller "
+                "image); use the default, or a tile of a few hundred to a few thousand pixels"
+            )
         if precision not in PRECISIONS:
             raise ConfigError(f"--precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
         self.device = resolve_device(device)
@@ -153,15 +158,22 @@ class TileExecutor:
         the image's width (one full-width row of tiles is held), not its height."""
         if not shape or min(shape) < 1:
             raise DataError(f"{name}: {'x'.join(map(str, shape))} pixels: an image without pixels")
-        step = max(1, self.core if self.blend == "crop" else round(self.tile_in * (1 - self.overlap)))
-        tiles = math.prod(max(1, -(-n // step)) for n in shape)
+        tiles = self._tile_count(shape)
         if tiles > MAX_TILES:
             raise DataError(
                 f"{name}: {'x'.join(map(str, shape))} pixels make {tiles:,} tiles (at most {MAX_TILES:,} in one "
                 "process): use --dask to split it into chunks, or a larger --tile"
             )
-        need = self.streamed_bytes(shape)
+        network = self.network_bytes(shape)
+        need = self.streamed_bytes(shape) + network
         limit = max_memory_gib * 2**30 if max_memory_gib is not None else available_memory() / 2
+        if network > limit:
+            raise DataError(
+                f"{name}: a batch of {min(self.batch_size, tiles)} tile(s) of {'x'.join(map(str, self._tile_sides(shape)))} pixels needs at "
+                f"least {network / 2**30:.1f} GiB inside the network, more than {limit / 2**30:.1f} GiB "
+                f"({'--max-memory-gib' if max_memory_gib is not None else 'half the available memory'}); use a "
+                "smaller --tile or --batch"
+            )
         if need > limit:
             raise DataError(
                 f"{name}: {'x'.join(map(str, shape))} pixels: one row of tiles needs {need / 2**30:.1f} GiB, more "
@@ -174,12 +186,33 @@ class TileExecutor:
         (input, probability sums and weights, classes). The network's own working memory comes on top."""
         return self.tile_in * math.prod(shape[1:]) * 4 * (2 * (self.num_classes + 1) + self.in_channels + 1)
 
+    def network_bytes(self, shape: tuple[int, ...]) -> int:
+        """A lower bound of the network's own memory for one batch of the tiles an image of spatial ``shape``
+        gets: the first level's two feature maps of every tile in the batch, float32 (the input channels
+        alone for a model whose width is not recorded: an ONNX file)."""
+        width = int((getattr(self.model, "hparams", None) or {}).get("base_channels") or self.in_channels)
+        return (
+            2 * 4 * width * math.prod(self._tile_sides(shape)) * min(self.batch_size, self._tile_count(shape))
+        )
+
+    def _tile_count(self, shape: tuple[int, ...]) -> int:
+        """About how many tiles an image of spatial ``shape`` gets (without planning them)."""
+        step = max(1, self.core if self.blend == "crop" else round(self.tile_in * (1 - self.overlap)))
+        return math.prod(max(1, -(-n // step)) for n in shape)
+
+    def _tile_sides(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The largest tile the plan makes for an image of spatial ``shape``, per axis."""
+        if self.blend == "crop":
+            return (self.tile_in,) * len(shape)
+        return tuple(min(self.tile_in, -(-(n + 2 * self.halo) // self.align) * self.align) for n in shape)
+
     def plan(self, shape: tuple[int, ...]) -> list[Tile]:
         """The tiles for an image of spatial ``shape`` (row-major order)."""
         if self.blend == "crop":
             return plan_tiles(shape, self._core_for(shape), self.halo, self.margin, self.align)
-        sizes = [min(self.tile_in, -(-(n + 2 * self.halo) // self.align) * self.align) for n in shape]
-        return plan_blend_tiles(shape, sizes, self.overlap, [self.halo] * len(shape), self.align)
+        return plan_blend_tiles(
+            shape, list(self._tile_sides(shape)), self.overlap, [self.halo] * len(shape), self.align
+        )
 
     def _core_for(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """Crop plan: per-axis core, as few tiles as the configured core allows, each no larger than needed.

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import Preprocessing
-from ..config import BLENDS, ENGINES, PRECISIONS, PredictConfig
+from ..config import BLENDS, ENGINES, MAX_TILE, PRECISIONS, PredictConfig
 from ..data.io import channel_indices, to_channels_first
 from ..data.lazy import ImageSource
 from ..data.masks import MaskEncoding
@@ -30,7 +30,7 @@ from .executor import MAX_TILES, RowsCallback, Stats, TileExecutor, available_me
 from .labelling import Labelling
 from .postprocess import Split
 from .scale import Rescaling, estimate_diameter
-from .source import MAX_TILE, default_tile, open_model
+from .source import default_tile, open_model
 from .tiling import Tile
 
 __all__ = [

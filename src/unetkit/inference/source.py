@@ -20,7 +20,7 @@ from ..checkpoint import (
     preprocessing_of,
     resolve_model_path,
 )
-from ..config import DEFAULT_TILE, ENGINES, MIN_DEFAULT_TILE, PredictConfig
+from ..config import DEFAULT_TILE, ENGINES, MAX_TILE, MIN_DEFAULT_TILE, PredictConfig
 from ..errors import CheckpointError, ConfigError
 from .bioimageio import is_package, load_package
 from .engines import cached_onnx, choose_engine
@@ -30,7 +30,6 @@ __all__ = ["MAX_TILE", "Opened", "default_tile", "open_model"]
 
 log = logging.getLogger(__name__)
 
-MAX_TILE = 16384  # the largest tile side a checkpoint may ask for
 
 #: a network, its preprocessing record and the predictor's keyword arguments
 Opened = tuple[nn.Module, Preprocessing, dict[str, Any]]

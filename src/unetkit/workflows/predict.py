@@ -199,6 +199,12 @@ def predict_files(
     """
     tune_allocator()  # as the CLI: tiles' memory reused, not faulted in afresh (device.tune_allocator)
     probs_dtype = _check_options(format, save_probs, overwrite, resume, dask, overlay, chunk, model)
+    if max_memory_gib is not None and not max_memory_gib > 0:  # NaN too
+        raise ConfigError(f"--max-memory-gib {max_memory_gib}: give the memory to allow in GiB, e.g. 8")
+    if object_context < 0:
+        raise ConfigError(f"--object-context {object_context}: give a size in pixels, e.g. 128 (the default)")
+    if dask and dask_workers < 1:
+        raise ConfigError(f"--dask-workers {dask_workers}: at least 1")
     if not isinstance(model, Predictor):
         resolve_model_path(model)  # a missing model is the first thing to say (cheap: the file is not read)
     items = collect_inputs(inputs, layout, naming, level)
