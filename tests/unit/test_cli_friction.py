@@ -70,3 +70,4 @@ def test_out_of_memory_names_the_options_of_the_command_that_ran_out():
     assert "--patch-size, --batch-size" in describe_fault(MemoryError(), "train")
     assert "--tile" not in describe_fault(MemoryError(), "train")  # prediction's options, not training's
     assert "--tile, --batch" in describe_fault(MemoryError(), "predict")
+    assert "--size" in describe_fault(MemoryError(), "synth")

@@ -177,3 +177,28 @@ def test_mask_and_image_of_different_size_is_reported(tmp_path):
     report = check_dataset(tmp_path)
     assert not report.ok
     assert any("mask is 9x8 but its image" in p and "a.png" in p for p in report.problems)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "said"),
+    [
+        (
+            {"size": 100_000},
+            r"--size 100000x100000: generating one image of 10,000,000,000 pixels needs about",
+        ),
+        (
+            {"size": 256, "depth": 100_000},
+            r"--size 256x256 --depth 100000: .* choose a smaller --size \(or --depth\)",
+        ),
+        ({"depth": 0}, "--depth 0: a volume needs at least 2 slices"),
+        ({"seed": -1}, "--seed must be 0 or more, got -1"),
+    ],
+)
+def test_synth_refuses_what_it_cannot_make_before_allocating_it(tmp_path, kwargs, said):
+    """Before: --size 100000 ran out of memory (and was told to use smaller --tile), --depth 0 and --seed -1
+    were internal errors, --depth 100000 a uint16 overflow."""
+    from unetkit import DataError, synthesize_dataset
+
+    with pytest.raises(DataError, match=said):
+        synthesize_dataset(tmp_path / "s", n=1, **kwargs)
+    assert not (tmp_path / "s").exists()

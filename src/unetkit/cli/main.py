@@ -168,6 +168,15 @@ def _keep_traceback(command: str) -> str:
         return "the traceback is above"
 
 
+#: what to change when a command runs out of memory, in its own options
+_MEMORY_FIXES = {
+    "train": "train on smaller patches or batches (--patch-size, --batch-size), or a smaller network "
+    "(--base-channels, --depth), or on a machine with more memory",
+    "synth": "generate smaller images (--size, --depth), or on a machine with more memory",
+    "predict": "use smaller tiles or batches (--tile, --batch), or a machine with more memory",
+}
+
+
 def describe_fault(exc: BaseException, command: str | None = None) -> str:
     """One line for a fault the user did not cause by a wrong option: what happened, where, and the fix (for
     ``command``'s own options)."""
@@ -184,12 +193,7 @@ def describe_fault(exc: BaseException, command: str | None = None) -> str:
         }
         return where + fixes.get(exc.errno or 0, exc.strerror or str(exc))
     if isinstance(exc, MemoryError):
-        if command == "train":
-            return (
-                "out of memory: train on smaller patches or batches (--patch-size, --batch-size), or a smaller "
-                "network (--base-channels, --depth), or on a machine with more memory"
-            )
-        return "out of memory: use smaller tiles or batches (--tile, --batch), or a machine with more memory"
+        return "out of memory: " + _MEMORY_FIXES.get(command or "", _MEMORY_FIXES["predict"])
     if isinstance(exc, UnicodeError):
         return f"a text file is not UTF-8 ({exc}); save it as UTF-8"
     return f"numeric failure: {exc}"

@@ -27,6 +27,7 @@ from ..data.lazy import ImageSource
 from ..data.normalize import Normalizer
 from ..device import autocast, compile_model, cpu_has_native_bf16, resolve_device
 from ..errors import ConfigError, DataError
+from ..memory import available_memory
 from ..models.blocks import fold_batch_norms
 from .blending import BLEND_MODES, importance_map
 from .tiling import Tile, plan_blend_tiles, plan_tiles, read_window
@@ -50,17 +51,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cpu":
         return "bfloat16" if cpu_has_native_bf16() else "float32"
     return "float32"
-
-
-def available_memory() -> float:
-    """Bytes of memory available now (MemAvailable), or 8 GiB when the system does not say."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8.0 * 2**30
 
 
 class TileExecutor:

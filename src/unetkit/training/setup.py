@@ -22,8 +22,8 @@ from ..data.normalize import Normalizer
 from ..data.resample import scaled_shape
 from ..device import amp_dtype, compile_model
 from ..errors import ConfigError
-from ..inference.executor import available_memory
 from ..losses import get_loss
+from ..memory import available_memory
 from ..models import InvalidSizeError, create_model
 from .distributed import DistContext
 from .loop import Step, make_optimizer, make_schedule
