@@ -7,6 +7,7 @@ keys with the list of valid ones, so a typo never silently falls back to a defau
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -646,6 +647,12 @@ def replace(obj: Any, **changes: Any) -> Any:
 def check_config(cfg: RunConfig) -> None:
     """Reject bad settings by name (with the valid choices or range) before anything is read or computed."""
     t, d, m = cfg.train, cfg.data, cfg.model
+    for section, values in (("model", m), ("data", d), ("train", t)):
+        for f in fields(values):
+            value = getattr(values, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                flag = "--" + f.name.replace("_", "-")
+                raise ConfigError(f"{section}.{f.name} ({flag}) must be a finite number, got {value}")
     checks = [
         (t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}"),
         (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
@@ -685,9 +692,10 @@ def check_config(cfg: RunConfig) -> None:
             "data.weight_map weights the cross-entropy term; use a loss with one (ce, bce, ce_dice, bce_dice)",
         ),
         (
-            not d.weight_map or (d.w0 >= 0 and d.sigma > 0),
-            f"data.w0 must be >= 0 and data.sigma > 0, got w0={d.w0}, sigma={d.sigma}",
+            d.w0 >= 0 and d.sigma > 0,
+            f"data.w0 (--w0) must be >= 0 and data.sigma (--sigma) > 0 pixels, got w0={d.w0}, sigma={d.sigma}",
         ),
+        (t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}"),
     ]
     choices = [
         ("data.layout", d.layout, ("auto", *LAYOUTS)),

@@ -22,6 +22,7 @@ def test_public_api_is_curated_and_complete():
         "checkpoint",
         "atomic",
         "extras",
+        "memory",
         "planning",
         "pretrained",
         "safety",

@@ -62,3 +62,35 @@ def test_dense_unet_options_reach_only_dense_unet(tmp_path):
     plain.model.memory_efficient = True
     with pytest.raises(ConfigError, match="--memory-efficient\\) is a dense-unet option.*--arch dense-unet"):
         check_config(plain)
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "value", "said"),
+    [
+        ("data", "noise", float("nan"), r"data.noise \(--noise\) must be a finite number, got nan"),
+        ("train", "lr", float("inf"), r"train.lr \(--lr\) must be a finite number, got inf"),
+        ("data", "w0", float("nan"), r"data.w0 \(--w0\) must be a finite number"),
+        ("train", "weight_decay", -1.0, "train.weight_decay must be >= 0, got -1.0"),
+        ("data", "w0", -5.0, r"data.w0 \(--w0\) must be >= 0 and data.sigma \(--sigma\) > 0 pixels"),
+        ("data", "sigma", 0.0, r"data.sigma \(--sigma\) > 0 pixels, got w0=10.0, sigma=0.0"),
+    ],
+)
+def test_non_finite_and_out_of_range_numbers_are_refused_by_name(section, name, value, said):
+    """Before: --noise nan failed inside NumPy ('high - low range exceeds valid bounds'), --weight-decay -1 was
+    an internal error from the optimiser, --w0 -5 and --sigma 0 made weight maps without a word, and
+    `unetkit weights --w0 nan` crashed."""
+    import dataclasses
+
+    from unetkit.config import RunConfig, check_config
+
+    cfg = RunConfig()
+    setattr(cfg, section, dataclasses.replace(getattr(cfg, section), **{name: value}))
+    with pytest.raises(ConfigError, match=said):
+        check_config(cfg)
+
+
+def test_the_weights_command_checks_its_numbers_before_reading_a_mask(tmp_path, capsys):
+    from unetkit.cli.main import main
+
+    assert main(["weights", str(tmp_path / "no-such-data"), "--out", str(tmp_path / "w"), "--w0", "nan"]) == 2
+    assert "data.w0 (--w0) must be a finite number" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..config import check_config
 from ..data.checks import check_dataset
 from ..data.io import write_image
 from ..data.layouts import read_sample_mask
@@ -36,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_with_data_args(args)
+    check_config(cfg)  # --w0, --sigma: before any mask is read
     report = check_dataset(args.data, cfg.data, num_classes=cfg.model.num_classes)
     report.raise_if_problems()
     encoding, out = report.encoding, Path(args.out)
