@@ -94,3 +94,31 @@ def test_compare_objects_gives_the_scores_and_the_objects_behind_each_error():
     assert ids["misses"] == [2, 3, 4, 5] and ids["splits"] == [2] and ids["merges"] == [6]
     assert 5 in ids["false positives"] and 7 not in ids["false positives"]
     assert np.array_equal(found.errors["misses"] == 3, truth == 3)  # the object's own pixels and ID
+
+
+def test_every_score_of_every_mode_is_defined_and_reaches_every_output(tmp_path):
+    """A new metric (CONTRIBUTING: metrics/ computes it, DEFINITIONS says what it is) appears with its
+    definition in the JSON, as a CSV column, in the report's tables (their header tooltips and the legend read
+    DEFINITIONS) and the napari table; this walks every mode on real files. Before, isbi mode wrote ten scores
+    (mergers, holes, rand_error, best_threshold_* ...) without a definition."""
+    import json
+
+    from unetkit import read_image, synthesize_dataset, write_image
+    from unetkit.metrics.results import COLUMNS, DEFINITIONS
+    from unetkit.workflows.evaluate import evaluate
+
+    data = synthesize_dataset(tmp_path / "d", n=2, size=64, seed=3)
+    pred = tmp_path / "pred"
+    for mask in (data / "masks").iterdir():
+        labels = read_image(mask)
+        write_image(pred / mask.name, ((labels > 0) * 255).astype("uint8"))
+        write_image(pred / f"{mask.stem}_instances.tif", labels.astype("uint16"))
+    for mode in ("semantic", "instance", "isbi"):
+        ev = evaluate(pred, data, mode=mode)
+        scores = set(ev.mean)
+        assert scores - set(DEFINITIONS) == set(), mode
+        assert set(COLUMNS[mode]) <= scores, mode  # the table's columns are scores the mode computes
+        written = json.loads(ev.write_json(tmp_path / f"{mode}.json").read_text())
+        assert set(written["metric_definitions"]) == scores
+        header = ev.write_csv(tmp_path / f"{mode}.csv").read_text().splitlines()[0].split(",")
+        assert scores <= set(header)

@@ -55,6 +55,15 @@ DEFINITIONS = {
     "v_rand": "ISBI 2012 foreground-restricted Rand score, at its best threshold",
     "v_info": "ISBI 2012 foreground-restricted information-theoretic score, at its best threshold",
     "warping_error": "Jain et al. 2010: pixels still wrong after topology-preserving warping / all pixels",
+    "rand_error": "ISBI 2012: 1 - V_Rand (scikit-image's adapted_rand_error), at its best threshold",
+    "mergers": "merge errors of the warping error: groups of wrong pixels that join true objects (isbi mode)",
+    "added_objects": "warping-error groups that are objects the truth does not have (isbi mode)",
+    "missed_objects": "warping-error groups that are true objects the prediction does not have (isbi mode)",
+    "holes": "the other warping-error groups: holes in or between objects (isbi mode)",
+    **{
+        f"best_threshold_{key}": f"the probability threshold at which {key} is best (isbi mode; 0.5 for masks)"
+        for key in ("pixel_error", "rand_error", "warping_error", "v_rand", "v_info")
+    },
 }
 
 
