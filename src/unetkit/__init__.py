@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # the names below are imported on first use (PEP 562): `unetk
         run_demo,
         train,
         write_painted_dataset,
+        write_weight_maps,
     )
 
 __all__ = [
@@ -95,6 +96,7 @@ __all__ = [
     "train",
     "write_image",
     "write_painted_dataset",
+    "write_weight_maps",
 ]
 
 # where each public name lives; a name is imported, and kept, the first time it is asked for
@@ -138,6 +140,7 @@ _LAZY = {
     "run_demo": "workflows",
     "train": "workflows",
     "write_painted_dataset": "workflows",
+    "write_weight_maps": "workflows",
 }
 
 

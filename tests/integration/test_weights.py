@@ -3,7 +3,7 @@
 import numpy as np
 
 from tests.conftest import TINY_CLI
-from unetkit import read_image, synth_nuclei, write_image
+from unetkit import DataConfig, RunConfig, read_image, synth_nuclei, write_image, write_weight_maps
 from unetkit.cli.main import main
 
 
@@ -17,6 +17,12 @@ def test_weights_command_and_training_with_weight_maps(tmp_path, capsys):
     picture = read_image(tmp_path / "w" / "a0_weights.png")
     values = read_image(tmp_path / "w" / "a0_weights.tif")
     assert picture.shape == (64, 64, 3) and values.dtype == np.float32 and values.max() > 2
+    # the largest weight said is over every map (it was the last map's), as the Python API returns it
+    largest = max(float(read_image(tmp_path / "w" / f"a{i}_weights.tif").max()) for i in range(3))
+    assert f"max weight {largest:.2f}" in capsys.readouterr().out
+    cfg = RunConfig(data=DataConfig(border_gap=2, mask_encoding="instances"))
+    maps = write_weight_maps(tmp_path / "d", tmp_path / "w2", cfg, progress=False)
+    assert (maps.count, maps.max_weight) == (3, largest)
     rc = main(
         [
             "train",

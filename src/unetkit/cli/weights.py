@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import numpy as np
-from tqdm.auto import tqdm
-
-from ..config import check_config
-from ..data.checks import check_dataset
-from ..data.io import write_image
-from ..data.layouts import read_sample_mask
-from ..safety import guard_outputs, sample_files
-from ..viz import heatmap
+from ..workflows.weights import write_weight_maps
 from .common import add_data_args, add_progress, config_with_data_args
 
 
@@ -37,21 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_with_data_args(args)
-    check_config(cfg)  # --w0, --sigma: before any mask is read
-    report = check_dataset(args.data, cfg.data, num_classes=cfg.model.num_classes)
-    report.raise_if_problems()
-    encoding, out = report.encoding, Path(args.out)
-    assert encoding is not None
-    outputs = [out / f"{s.name}_weights.{ext}" for s in report.samples for ext in ("tif", "png")]
-    guard_outputs(sample_files(report.samples), out, outputs)
-    for s in tqdm(report.samples, desc="weights", unit="mask", disable=not args.progress):
-        mask = read_sample_mask(s)
-        target = encoding.encode(mask, s.mask_label)
-        w = encoding.weights(mask, target, cfg.data.w0, cfg.data.sigma, cfg.data.weight_balance)
-        write_image(out / f"{s.name}_weights.tif", w, overwrite=args.overwrite)
-        write_image(out / f"{s.name}_weights.png", heatmap(w), overwrite=args.overwrite)
+    maps = write_weight_maps(args.data, args.out, cfg, overwrite=args.overwrite, progress=args.progress)
+    d = cfg.data
     print(
-        f"wrote {len(report.samples)} weight maps to {out} (w0={cfg.data.w0}, sigma={cfg.data.sigma}, "
-        f"border gap {cfg.data.border_gap}); max weight {float(np.max(w)):.2f}"
+        f"wrote {maps.count} weight maps to {maps.out} (w0={d.w0}, sigma={d.sigma}, border gap {d.border_gap}); "
+        f"max weight {maps.max_weight:.2f}"
     )
     return 0

@@ -21,6 +21,7 @@ from .painted import write_painted_dataset
 from .plan import plan_training
 from .predict import collect_inputs, predict_files
 from .train import TrainHooks, train
+from .weights import write_weight_maps
 
 __all__ = [
     "TrainHooks",
@@ -34,4 +35,5 @@ __all__ = [
     "run_demo",
     "train",
     "write_painted_dataset",
+    "write_weight_maps",
 ]
