@@ -122,3 +122,24 @@ def test_every_score_of_every_mode_is_defined_and_reaches_every_output(tmp_path)
         assert set(written["metric_definitions"]) == scores
         header = ev.write_csv(tmp_path / f"{mode}.csv").read_text().splitlines()[0].split(",")
         assert scores <= set(header)
+
+
+def test_probability_maps_given_as_predictions_are_refused_except_by_isbi_mode(tmp_path):
+    """Before: semantic mode read a float probability map as "non-zero is foreground" and scored every pixel as
+    an object (recall 1, exit code 0)."""
+    import numpy as np
+
+    from unetkit import DataError, synthesize_dataset, write_image
+    from unetkit.workflows.evaluate import evaluate
+
+    data = synthesize_dataset(tmp_path / "d", n=2, size=64, seed=3)
+    pred = tmp_path / "pred"
+    rng = np.random.default_rng(0)
+    for mask in (data / "masks").iterdir():
+        write_image(pred / f"{mask.stem}.tif", rng.random((64, 64)).astype(np.float32))
+    for mode in ("semantic", "instance"):
+        with pytest.raises(DataError, match=r"non-integer values.*probability maps with --mode isbi"):
+            evaluate(pred, data, mode=mode)
+    assert (
+        0 <= evaluate(pred, data, mode="isbi").mean["pixel_error"] <= 1
+    )  # thresholds them, as the challenge

@@ -290,13 +290,30 @@ def pred_classes(pred: np.ndarray, enc: MaskEncoding, name: str, volumes: bool) 
     """A prediction mask in the truth's encoding → class indices (values outside the class map are refused)."""
     plain = dataclasses.replace(enc, ignore_value=None)
     if plain.name in ("binary", "instances"):
-        if pred.ndim == 3 and not volumes:
-            pred = plain.check_mask(pred, name)
-        return (pred != 0).astype(np.uint8)
+        return (_checked_prediction(pred, name, volumes, plain) != 0).astype(np.uint8)
     try:
         return encode_mask(plain, pred, name, volumes)
     except DataError as exc:
         raise DataError(f"prediction {exc}; predictions must use the truth's encoding") from None
+
+
+def _checked_prediction(pred: np.ndarray, name: str | Path, volumes: bool, enc: MaskEncoding) -> np.ndarray:
+    """A prediction mask read as ``enc`` reads a mask (grey stored as RGB collapsed; colours, fractions and
+    negative labels refused): a probability map scored as "non-zero is foreground" would score every pixel as
+    an object."""
+    try:
+        if not volumes:
+            return enc.check_mask(pred, name)
+        if np.issubdtype(pred.dtype, np.floating) and (
+            not np.isfinite(pred).all() or not np.array_equal(pred, np.round(pred))
+        ):
+            raise DataError(f"{name}: mask holds non-integer values; masks must hold integer labels")
+        return pred
+    except DataError as exc:
+        raise DataError(
+            f"prediction {exc}: evaluate masks (the NAME.png or NAME_instances.tif unetkit predict writes, or "
+            "your probabilities thresholded), or probability maps with --mode isbi"
+        ) from None
 
 
 def pred_labels(pair: Pair, pred_encoding: str, volumes: bool) -> tuple[np.ndarray, str]:
@@ -309,9 +326,10 @@ def pred_labels(pair: Pair, pred_encoding: str, volumes: bool) -> tuple[np.ndarr
             return read_array(pair.mask, key="instances"), "ids"
         except DataError:
             pass
-    arr = read_array(pair.mask, pair.mask_page)
-    if not volumes:  # grey stored as RGB collapsed; colours, fractions and negative labels refused
-        arr = MaskEncoding("instances").check_mask(arr, pair.mask)
+    # grey stored as RGB collapsed; colours, fractions (probabilities) and negative labels refused
+    arr = _checked_prediction(
+        read_array(pair.mask, pair.mask_page), pair.mask, volumes, MaskEncoding("instances")
+    )
     values = np.unique(arr)
     ids = pred_encoding == "instances" or (pred_encoding == "auto" and len(values[values != 0]) > 1)
     if ids:
