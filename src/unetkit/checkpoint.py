@@ -20,7 +20,7 @@ from .atomic import atomic_path
 from .data.masks import MaskEncoding
 from .errors import CheckpointError
 from .models import create_model
-from .pretrained import PREFIX, get_pretrained, pretrained_path
+from .pretrained import PREFIX, get_pretrained, list_pretrained, pretrained_path
 from .version import __version__
 
 __all__ = [
@@ -106,6 +106,12 @@ def resolve_model_path(model: str | Path) -> Path:
             "(RUN/best.pt) or an exported .onnx file"
         )
     if not path.exists():
+        base = text.partition("@")[0]
+        if name is not None and "@" in name and get_pretrained(base) is not None:  # nuclei@7
+            raise CheckpointError(
+                f"{name}: no such version of the built-in model {base} (built in: "
+                f"{', '.join(m.name for m in list_pretrained())}; `unetkit models`)"
+            )
         raise CheckpointError(f"{path}: no such model file or run folder (a training run writes RUN/best.pt)")
     with open(path, "rb") as fh:
         head = fh.read(4)

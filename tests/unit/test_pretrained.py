@@ -138,3 +138,15 @@ def test_diameter_auto_logs_the_factor_it_applies(caplog):
         predictor.predict(image[:256, :256], name="plain.png")
     (line,) = [r.getMessage() for r in caplog.records if "estimated" in r.getMessage()]
     assert line.endswith("kept at its scale")
+
+
+def test_an_unknown_version_of_a_built_in_model_lists_the_versions_there_are():
+    """Before: `unetkit predict nuclei@7` said "no such model file or run folder", as for a typo'd path."""
+    from unetkit.checkpoint import resolve_model_path
+    from unetkit.errors import CheckpointError
+
+    with pytest.raises(
+        CheckpointError,
+        match=r"nuclei@7: no such version of the built-in model nuclei \(built in: nuclei, nuclei@1",
+    ):
+        resolve_model_path("nuclei@7")
