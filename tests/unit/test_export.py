@@ -39,3 +39,16 @@ def test_folding_batch_norms_into_convolutions_keeps_the_outputs(name):
     assert folded == n_norms > 0
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+
+
+def test_an_export_is_named_by_its_format(tmp_path):
+    """Before: `unetkit export nuclei --out x.txt` wrote an ONNX file named x.txt, which unetkit itself then
+    refused to load as a model (it goes by the suffix)."""
+    from unetkit.errors import ConfigError
+    from unetkit.workflows.export import export_model
+
+    with pytest.raises(ConfigError, match=r"--out .*x.txt: onnx exports are named NAME.onnx"):
+        export_model("nuclei", tmp_path / "x.txt")
+    with pytest.raises(ConfigError, match="torchscript exports are named NAME.pt"):
+        export_model("nuclei", tmp_path / "m.onnx", "torchscript")
+    assert not list(tmp_path.iterdir())

@@ -5,10 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..checkpoint import build_model, load_checkpoint, resolve_model_path
+from ..errors import ConfigError
 from ..inference.export import EXPORT_FORMATS, ExportResult, write_exported
 from ..safety import guard_file
 
 __all__ = ["EXPORT_FORMATS", "ExportResult", "export_model"]
+
+
+#: the file suffixes of each export format (the first is the one unetkit gives)
+_SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth")}
 
 
 def export_model(
@@ -23,5 +28,11 @@ def export_model(
     out = Path(out)
     checkpoint = resolve_model_path(checkpoint)
     guard_file(out, "--out", protect=[checkpoint], overwrite=overwrite)  # the checkpoint in use is an input
+    wanted = _SUFFIXES.get(format)
+    if wanted and out.suffix.lower() not in wanted:
+        raise ConfigError(
+            f"--out {out}: {format} exports are named NAME{wanted[0]} (unetkit, ONNX Runtime and the other tools "
+            f"that load it go by the suffix); use {out.with_suffix(wanted[0])}"
+        )
     payload = load_checkpoint(checkpoint)
     return write_exported(build_model(payload, checkpoint).eval(), payload, out, format)
