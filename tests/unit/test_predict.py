@@ -133,3 +133,35 @@ def test_a_tile_or_batch_too_large_for_memory_is_refused_before_anything_is_allo
         with pytest.raises(ConfigError, match=said):
             predict_files("nuclei", [data / "images"], tmp_path / "out", progress=False, **bad)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("image", "said"),
+    [
+        (
+            np.zeros((2, 1, 64, 64)),
+            r"a 2-D model segments an image \(H, W\) or \(H, W, C\); got shape \(2, 1, 64, 64\)",
+        ),
+        (np.float32(3), r"got shape \(\)"),
+        (np.zeros((0, 64)), "0x64 pixels: an image without pixels"),
+        (np.full((64, 64), np.nan, np.float32), "4096 NaN or infinite pixel value"),
+        (np.zeros((8, 8), np.complex64), "complex-valued pixels"),
+    ],
+)
+def test_the_python_api_refuses_what_files_are_refused_for(image, said):
+    """Before: unetkit.predict on a batch (N, C, H, W) or a 0-d array was a RuntimeError/AxisError from deep
+    inside, an empty array an IndexError, and a NaN image was segmented (the CLI refused all of them)."""
+    from unetkit import predict
+
+    with pytest.raises(DataError, match=said):
+        predict(Predictor.from_pretrained("nuclei"), image)
+
+
+def test_the_python_api_reads_an_image_file_given_by_its_path(tmp_path):
+    from unetkit import predict, read_image, synthesize_dataset
+
+    data = synthesize_dataset(tmp_path / "d", n=1, size=64, seed=0)
+    path = data / "images" / "synth_000.png"
+    model = Predictor.from_pretrained("nuclei")
+    np.testing.assert_array_equal(predict(model, path), predict(model, read_image(path)))
+    np.testing.assert_array_equal(predict(model, str(path)), predict(model, read_image(path)))

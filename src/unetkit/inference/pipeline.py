@@ -67,12 +67,16 @@ class InputImage:
 
 
 def predict(
-    model: str | Path | Predictor, image: np.ndarray, *, return_probs: bool = False, **kwargs: object
+    model: str | Path | Predictor,
+    image: np.ndarray | str | Path,
+    *,
+    return_probs: bool = False,
+    **kwargs: object,
 ):
     """Segment one image array of any size.
 
     ``model`` is a checkpoint path or a :class:`Predictor`; ``image`` is ``(H, W)`` or ``(H, W, C)`` raw
-    (un-normalised) pixels. Returns the ``(H, W)`` uint8 label image (0/1 for a binary model), or
+    (un-normalised) pixels, or an image file's path. Returns the ``(H, W)`` uint8 label image (0/1 for a binary model), or
     ``(labels, probs)`` with ``return_probs=True``.
 
     Example:

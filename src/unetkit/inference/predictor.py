@@ -20,7 +20,7 @@ from torch import nn
 
 from ..checkpoint import Preprocessing
 from ..config import BLENDS, ENGINES, MAX_TILE, PRECISIONS, PredictConfig
-from ..data.io import channel_indices, to_channels_first
+from ..data.io import channel_indices, check_pixel_values, read_image, to_channels_first
 from ..data.lazy import ImageSource
 from ..data.masks import MaskEncoding
 from ..data.normalize import Normalizer
@@ -215,9 +215,19 @@ class Predictor:
         return self.normalizer(self.channels_first(image, name))
 
     def channels_first(self, image: np.ndarray, name: str | Path = "image") -> np.ndarray:
-        """Raw pixels, channels last (or none) → ``(C, *spatial)`` with the model's input channels."""
+        """Raw pixels, channels last (or none) → ``(C, *spatial)`` with the model's input channels; what no
+        segmentation can be right for (no pixels, NaN, infinity, complex values, a batch of images) is refused
+        in one line, as for files."""
         image = np.asarray(image)
+        if image.size == 0:
+            raise DataError(f"{name}: {'x'.join(map(str, image.shape))} pixels: an image without pixels")
+        check_pixel_values(image, name)
         if self.spatial_dims == 2:
+            if image.ndim not in (2, 3):
+                raise DataError(
+                    f"{name}: a 2-D model segments an image (H, W) or (H, W, C); got shape {image.shape}: give "
+                    "images one at a time (or files to predict_files)"
+                )
             return to_channels_first(image, self.in_channels, name)
         if image.ndim not in (3, 4):
             raise DataError(
@@ -230,7 +240,7 @@ class Predictor:
     # -- whole images in memory ------------------------------------------------------------------------
     def predict_proba(
         self,
-        image: np.ndarray,
+        image: np.ndarray | str | Path,
         name: str | Path = "image",
         *,
         prepared: bool = False,
@@ -239,9 +249,13 @@ class Predictor:
     ) -> np.ndarray:
         """Class probabilities ``(C, H, W)`` float32 (``C = 1``: foreground probability of a binary model).
 
-        ``image`` is raw ``(H, W[, C])`` pixels, or with ``prepared=True`` an already normalised ``(C, H, W)``
-        array. ``tta`` (default: the predictor's): average over the 8 flips/rotations of every tile.
+        ``image`` is raw ``(H, W[, C])`` pixels (or an image file's path), or with ``prepared=True`` an already
+        normalised ``(C, H, W)`` array. ``tta`` (default: the predictor's): average over the 8 flips/rotations
+        of every tile.
         """
+        if isinstance(image, (str, Path)):  # a file, as predict_files reads it
+            name = image
+            image = read_image(image)
         if prepared:
             x = np.asarray(image, np.float32)
             stats = (np.zeros(x.shape[0], np.float32), np.ones(x.shape[0], np.float32))
