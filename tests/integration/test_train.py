@@ -134,3 +134,20 @@ def test_early_stopping_when_validation_stops_improving(tiny_data, tmp_path):
     result = train(tiny_data, tmp_path / "run", cfg, progress=False)
     assert result.stopped_early and result.best_epoch == 1
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
+
+
+def test_training_with_worker_processes_leaves_the_signal_handlers_as_they_were(tiny_data, tmp_path):
+    """PyTorch's DataLoader takes over SIGCHLD for its workers and leaves its handler behind; in a long-lived
+    process, a child exiting after ONNX Runtime / OpenVINO had run there then crashed it (SIGSEGV; found when
+    the unit tier and the engine tests ran in one pytest process). Training restores it, and a later run's
+    workers still work."""
+    import signal
+
+    from tests.conftest import tiny_config
+    from unetkit import train
+
+    before = signal.getsignal(signal.SIGCHLD), signal.getsignal(signal.SIGINT)
+    for name in ("a", "b"):
+        train(tiny_data, tmp_path / name, tiny_config(num_workers=2), progress=False)
+        assert (signal.getsignal(signal.SIGCHLD), signal.getsignal(signal.SIGINT)) == before
+    assert (tmp_path / "b" / "best.pt").is_file()

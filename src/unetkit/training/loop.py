@@ -61,14 +61,21 @@ class TrainHooks:
 class StopRequest:
     """Ctrl-C during training is deferred to the end of the current step, so the saved position always
     matches the saved weights; a second Ctrl-C stops at once. ``event``: a stop asked for by the caller
-    (:class:`TrainHooks`), checked at the same points."""
+    (:class:`TrainHooks`), checked at the same points.
+
+    On :meth:`restore` the process's signal handlers are as before training: SIGINT, and SIGCHLD, which
+    PyTorch's DataLoader takes over for its worker processes (``--num-workers``) and leaves behind. Left in a
+    long-lived process (a notebook), it crashed the process (SIGSEGV) when a later child process exited after
+    ONNX Runtime / OpenVINO had run in it."""
 
     def __init__(self, event: threading.Event | None = None) -> None:
         self._signalled = False
         self._event = event
         self._previous: Any = None
+        self._child: Any = None
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._child = signal.getsignal(signal.SIGCHLD) if hasattr(signal, "SIGCHLD") else None
 
     @property
     def requested(self) -> bool:
@@ -83,6 +90,11 @@ class StopRequest:
     def restore(self) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+        if self._child is not None and signal.getsignal(signal.SIGCHLD) is not self._child:
+            from torch.utils.data._utils import signal_handling
+
+            signal.signal(signal.SIGCHLD, self._child)
+            signal_handling._SIGCHLD_handler_set = False  # the next DataLoader with workers installs it again
 
 
 @dataclass
