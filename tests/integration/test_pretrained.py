@@ -228,6 +228,10 @@ def test_the_recipe_is_reproducible_bit_for_bit_and_a_killed_kept_build_resumes_
     other = {**TINY_RECIPE, "data": {"n": 5, "size": 64}}
     with pytest.raises(ConfigError, match="another recipe of nuclei"):
         build_pretrained("nuclei", registry=registry, keep=keep, overrides=other, progress=False)
+    # and a folder unetkit did not keep is never built into (its files could be a user's)
+    (tmp_path / "mine" / "nuclei" / "data").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="is not a build unetkit kept"):
+        build_pretrained("nuclei", registry=registry, keep=tmp_path / "mine", progress=False)
 
 
 def test_evaluate_takes_the_built_in_model_by_name(tmp_path, capsys):

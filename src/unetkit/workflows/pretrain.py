@@ -216,6 +216,8 @@ def _build_folder(
         return
     folder = Path(keep) / name
     stamp, text = folder / "recipe.json", json.dumps(recipe, sort_keys=True, indent=1)
+    if folder.is_dir() and not stamp.is_file() and any(folder.iterdir()):
+        raise ConfigError(f"{folder}: exists and is not a build unetkit kept; choose another --keep folder")
     if stamp.is_file() and stamp.read_text(encoding="utf-8") != text:
         raise ConfigError(
             f"{folder}: holds the build of another recipe of {name}; remove the folder or keep this "
