@@ -189,3 +189,13 @@ def test_a_network_or_batch_larger_than_memory_is_refused_before_anything_is_all
     with pytest.raises(ConfigError, match=said):
         train(tiny_data, tmp_path / "run", cfg, progress=False)
     assert not (tmp_path / "run").exists()  # refused before the run folder, or any weight, was made
+
+
+def test_weight_map_settings_without_the_weight_map_are_said_to_do_nothing(tiny_data, tmp_path, caplog):
+    import dataclasses
+
+    cfg = tiny_config()
+    cfg.data = dataclasses.replace(cfg.data, w0=5.0, sigma=3.0)
+    with caplog.at_level("WARNING", logger="unetkit"):
+        train(tiny_data, tmp_path / "run", cfg, progress=False)
+    assert "--w0, --sigma set without --weight-map: the loss is not weighted" in caplog.text

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import StoredModel
-from ..config import DEFAULT_LR, RunConfig, check_config, load_config
+from ..config import DEFAULT_LR, DataConfig, RunConfig, check_config, load_config
 from ..data.checks import DataReport, check_dataset, described_volumes
 from ..data.layouts import detect_layout
 from ..data.normalize import Normalizer
@@ -314,11 +314,22 @@ def _minutes(seconds: float) -> str:
 
 
 def _check_loss(cfg: RunConfig) -> None:
-    """The loss fits the classes (when known) and the weight map."""
+    """The loss fits the classes (when known) and the weight map; weight-map settings without the weight map
+    are said to do nothing."""
     if cfg.model.num_classes is not None:
         get_loss(cfg.train.loss, cfg.model.num_classes)
     elif cfg.train.loss != "auto":
         get_loss(cfg.train.loss, 1)
+    plain = DataConfig()
+    unused = [
+        f"--{k.replace('_', '-')}"
+        for k in ("w0", "sigma", "weight_balance")
+        if getattr(cfg.data, k) != getattr(plain, k)
+    ]
+    if unused and not cfg.data.weight_map:
+        log.warning(
+            "%s set without --weight-map: the loss is not weighted, add --weight-map", ", ".join(unused)
+        )
 
 
 def _check_processes(cfg: RunConfig, nproc: int, launch: bool, device: torch.device) -> None:
