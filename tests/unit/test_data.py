@@ -202,3 +202,15 @@ def test_synth_refuses_what_it_cannot_make_before_allocating_it(tmp_path, kwargs
     with pytest.raises(DataError, match=said):
         synthesize_dataset(tmp_path / "s", n=1, **kwargs)
     assert not (tmp_path / "s").exists()
+
+
+def test_write_image_refuses_a_shape_png_cannot_hold(tmp_path):
+    import numpy as np
+
+    from unetkit import DataError, write_image
+
+    with pytest.raises(
+        DataError, match=r"PNG holds a grey \(H, W\) or colour \(H, W, 3\|4\) image, got shape \(2, 2, 2, 2\)"
+    ):
+        write_image(tmp_path / "x.png", np.zeros((2, 2, 2, 2), np.uint8))
+    assert not (tmp_path / "x.png").exists()

@@ -165,3 +165,15 @@ def test_the_python_api_reads_an_image_file_given_by_its_path(tmp_path):
     model = Predictor.from_pretrained("nuclei")
     np.testing.assert_array_equal(predict(model, path), predict(model, read_image(path)))
     np.testing.assert_array_equal(predict(model, str(path)), predict(model, read_image(path)))
+
+
+def test_predict_files_takes_one_path_as_one_input_never_its_characters(tmp_path):
+    """Before: predict_files(model, "data/images", out) iterated over the string's characters: it refused "/"
+    here, and `inputs="."` would have segmented the working folder."""
+    from unetkit import predict_files, synthesize_dataset
+
+    data = synthesize_dataset(tmp_path / "d", n=2, size=48, seed=0)
+    done = predict_files("nuclei", str(data / "images"), tmp_path / "out", progress=False)
+    assert sorted(p.source.name for p in done) == ["synth_000.png", "synth_001.png"]
+    again = predict_files("nuclei", data / "images", tmp_path / "out2", progress=False)  # a Path too
+    assert len(again) == 2

@@ -199,3 +199,13 @@ def test_weight_map_settings_without_the_weight_map_are_said_to_do_nothing(tiny_
     with caplog.at_level("WARNING", logger="unetkit"):
         train(tiny_data, tmp_path / "run", cfg, progress=False)
     assert "--w0, --sigma set without --weight-map: the loss is not weighted" in caplog.text
+
+
+def test_a_configuration_given_as_its_sections_trains_as_its_file_would(tiny_data, tmp_path):
+    """Before: train(data, out, {"train": {...}}) was a TypeError (a config.yaml's sections, as a dict)."""
+    sections = {"model": {"base_channels": 4, "depth": 2}, "data": {"patch_size": 48}, "train": {"epochs": 1}}
+    result = train(tiny_data, tmp_path / "run", sections, progress=False)
+    stored = load_checkpoint(result.best_checkpoint)["training"]["config"]
+    assert (stored["model"]["base_channels"], stored["train"]["epochs"]) == (4, 1)
+    with pytest.raises(ConfigError, match="unknown section"):
+        train(tiny_data, tmp_path / "bad", {"trian": {"epochs": 1}}, progress=False)

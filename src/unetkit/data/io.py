@@ -395,8 +395,13 @@ def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False)
     suffix = path.suffix.lower()
     if suffix not in (".tif", ".tiff", ".png", ".npy"):
         raise DataError(f"{path}: unsupported output format {suffix!r}; use .png, .tif or .npy")
+    array = np.asarray(array)
     if suffix == ".png" and array.dtype not in (np.uint8, np.uint16):
         raise DataError(f"{path}: PNG holds uint8 or uint16, got {array.dtype}; use .tif")
+    if suffix == ".png" and not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
+        raise DataError(
+            f"{path}: PNG holds a grey (H, W) or colour (H, W, 3|4) image, got shape {array.shape}; use .tif"
+        )
     with atomic_path(path, suffix) as tmp:
         if suffix in (".tif", ".tiff"):
             # explicit photometric: (H, W, 3|4) is a colour image, anything else grayscale planes

@@ -64,7 +64,7 @@ def samples_as_inputs(samples: Sequence[Any]) -> list[InputImage]:
 
 
 def collect_inputs(
-    inputs: Sequence[str | Path | InputImage],
+    inputs: Sequence[str | Path | InputImage] | str | Path,
     layout: str = "auto",
     naming: Any = None,
     level: int | None = None,
@@ -73,6 +73,8 @@ def collect_inputs(
     one (any layout ``train`` takes: its images, masks or not; ``layout`` and ``naming`` as for ``train``) and
     as a folder of images otherwise. ``level``: read OME-Zarr images at this resolution level (0: full; every
     input must then be an OME-Zarr image)."""
+    if isinstance(inputs, (str, Path)):  # one path, never its characters one by one
+        inputs = [inputs]
     naming = naming or Naming()
     forced = layout != "auto" or naming != Naming()
 
@@ -131,7 +133,7 @@ def collect_inputs(
 
 def predict_files(
     model: str | Path | Predictor,
-    inputs: Sequence[str | Path | InputImage],
+    inputs: Sequence[str | Path | InputImage] | str | Path,
     out: str | Path,
     *,
     format: str | None = None,
@@ -198,6 +200,8 @@ def predict_files(
     :mod:`unetkit.inference.distributed`). The semantic result equals the single-process one.
     """
     tune_allocator()  # as the CLI: tiles' memory reused, not faulted in afresh (device.tune_allocator)
+    if isinstance(inputs, (str, Path)):  # one path, never its characters one by one
+        inputs = [inputs]
     probs_dtype = _check_options(format, save_probs, overwrite, resume, dask, overlay, chunk, model)
     if max_memory_gib is not None and not max_memory_gib > 0:  # NaN too
         raise ConfigError(f"--max-memory-gib {max_memory_gib}: give the memory to allow in GiB, e.g. 8")

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 def train(
     data: str | Path,
     out: str | Path,
-    config: RunConfig | str | Path | None = None,
+    config: RunConfig | dict[str, Any] | str | Path | None = None,
     *,
     overwrite: bool = False,
     progress: bool = True,
@@ -69,7 +69,7 @@ def train(
         data: dataset folder, or a ``.csv``/``.json`` list.
         out: run directory to create (``best.pt``, ``last.pt``, ``config.yaml``, ``metrics.csv``, ``tb/``,
             ``curves.png``).
-        config: a :class:`RunConfig`, a YAML file, or ``None`` for the defaults.
+        config: a :class:`RunConfig`, a YAML file, its sections as a dict, or ``None`` for the defaults.
         overwrite: replace an existing run in ``out`` (its run files only).
         progress: show a progress bar.
         resume: continue the run in ``out`` from ``out/last.pt`` with its own settings (``config`` must be
@@ -174,7 +174,7 @@ def train(
 
 def _run_config(
     folder: RunFolder,
-    config: RunConfig | str | Path | None,
+    config: RunConfig | dict[str, Any] | str | Path | None,
     resume: bool,
     overwrite: bool,
     epochs: int | None,
@@ -191,6 +191,8 @@ def _run_config(
         payload = folder.load_resume()
         cfg = RunConfig.from_dict(StoredModel.of(payload, folder.last).config, source=f"{folder.last}")
     else:
+        if isinstance(config, dict):  # the sections of a config.yaml, e.g. {"train": {"epochs": 5}}
+            config = RunConfig.from_dict(config, source="config")
         cfg = config if isinstance(config, RunConfig) else (load_config(config) if config else RunConfig())
         cfg = dataclasses.replace(cfg)  # never mutate the caller's object
     if time_budget is not None:
@@ -216,7 +218,7 @@ def _starting_point(
     payload: dict[str, Any] | None,
     data: str | Path,
     folder: RunFolder,
-    config: RunConfig | str | Path | None,
+    config: RunConfig | dict[str, Any] | str | Path | None,
     device: torch.device,
 ) -> tuple[RunConfig, dict[str, Any] | None, list[str], DataReport, Normalizer]:
     """What a new run starts from (its ``--init`` model, whose architecture, normalisation and object sizes it
