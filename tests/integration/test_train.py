@@ -137,10 +137,9 @@ def test_early_stopping_when_validation_stops_improving(tiny_data, tmp_path):
 
 
 def test_training_with_worker_processes_leaves_the_signal_handlers_as_they_were(tiny_data, tmp_path):
-    """PyTorch's DataLoader takes over SIGCHLD for its workers and leaves its handler behind; in a long-lived
-    process, a child exiting after ONNX Runtime / OpenVINO had run there then crashed it (SIGSEGV; found when
-    the unit tier and the engine tests ran in one pytest process). Training restores it, and a later run's
-    workers still work."""
+    """PyTorch's DataLoader takes over SIGCHLD for its workers and leaves its handler behind; in a process where
+    ONNX Runtime / OpenVINO had run (this tier's engine tests come first), a child exiting under it crashed the
+    process (SIGSEGV). Training keeps the DataLoader from installing it; workers still work, twice."""
     import signal
 
     from tests.conftest import tiny_config

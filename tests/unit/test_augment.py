@@ -104,16 +104,10 @@ def test_dataloader_workers_give_the_same_batches(tmp_path):
     views, _, _ = split_views(store, [60, 60], 0.2, seed=0)
     ds = PatchDataset(store, views, [(60, 70)] * 2, 32, 32, length=8, augment=CONFIGS["all"], fg_fraction=0.5)
     ds.set_epoch(3)
-    import signal
+    from unetkit.training.loop import leave_sigchld_alone
 
-    from torch.utils.data._utils import signal_handling
-
-    child = signal.getsignal(signal.SIGCHLD)
-    try:
-        runs = [list(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=n)) for n in (0, 2)]
-    finally:  # as training does (StopRequest.restore): PyTorch's SIGCHLD handler left behind can crash a process
-        signal.signal(signal.SIGCHLD, child)
-        signal_handling._SIGCHLD_handler_set = False
+    leave_sigchld_alone()  # as training does: PyTorch's SIGCHLD handler can crash a process that ran ONNX Runtime
+    runs = [list(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=n)) for n in (0, 2)]
     for a, b in zip(*runs, strict=True):
         for x, y in zip(a, b, strict=True):
             assert torch.equal(x, y)

@@ -58,24 +58,28 @@ class TrainHooks:
     on_epoch: Callable[[dict[str, float]], None] | None = None
 
 
+def leave_sigchld_alone() -> None:
+    """Keep PyTorch's DataLoader from taking over SIGCHLD for its worker processes (it installs a Python handler
+    once per process and leaves it behind). With ONNX Runtime or OpenVINO loaded in the same process, a worker
+    or any other child process exiting under that handler crashed the process (SIGSEGV, reproducible in the
+    test suite's process). Without it a dead worker is still found: the DataLoader checks its workers whenever
+    it waits for a batch."""
+    from torch.utils.data._utils import signal_handling
+
+    signal_handling._SIGCHLD_handler_set = True  # as if installed: the DataLoader installs nothing
+
+
 class StopRequest:
     """Ctrl-C during training is deferred to the end of the current step, so the saved position always
     matches the saved weights; a second Ctrl-C stops at once. ``event``: a stop asked for by the caller
-    (:class:`TrainHooks`), checked at the same points.
-
-    On :meth:`restore` the process's signal handlers are as before training: SIGINT, and SIGCHLD, which
-    PyTorch's DataLoader takes over for its worker processes (``--num-workers``) and leaves behind. Left in a
-    long-lived process (a notebook), it crashed the process (SIGSEGV) when a later child process exited after
-    ONNX Runtime / OpenVINO had run in it."""
+    (:class:`TrainHooks`), checked at the same points."""
 
     def __init__(self, event: threading.Event | None = None) -> None:
         self._signalled = False
         self._event = event
         self._previous: Any = None
-        self._child: Any = None
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._child = signal.getsignal(signal.SIGCHLD) if hasattr(signal, "SIGCHLD") else None
 
     @property
     def requested(self) -> bool:
@@ -90,11 +94,6 @@ class StopRequest:
     def restore(self) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-        if self._child is not None and signal.getsignal(signal.SIGCHLD) is not self._child:
-            from torch.utils.data._utils import signal_handling
-
-            signal.signal(signal.SIGCHLD, self._child)
-            signal_handling._SIGCHLD_handler_set = False  # the next DataLoader with workers installs it again
 
 
 @dataclass
@@ -156,6 +155,8 @@ def train_epoch(
     batch = cfg.train.batch_size // ctx.world  # this rank's share of the global batch
     dataset.set_epoch(epoch)
     step.model.train()
+    if cfg.train.num_workers > 0:
+        leave_sigchld_alone()
     loader = DataLoader(
         dataset,
         batch_size=batch,
