@@ -140,8 +140,7 @@ def check_input(
         pages = 1
     if pages > 1:
         first = read_image(path, 0)
-        predictor.channels_first(first, f"{path} [page 0]")
-        check_pixel_values(first, path)
+        predictor.channels_first(first, f"{path} [page 0]")  # its channels, and NaN/complex pixels refused
         return first.shape[0], first.shape[1], pages, False
     with open_image(path, channels=predictor.in_channels) as source:
         h, w = source.spatial_shape

@@ -304,11 +304,7 @@ def _checked_prediction(pred: np.ndarray, name: str | Path, volumes: bool, enc: 
     try:
         if not volumes:
             return enc.check_mask(pred, name)
-        if np.issubdtype(pred.dtype, np.floating) and (
-            not np.isfinite(pred).all() or not np.array_equal(pred, np.round(pred))
-        ):
-            raise DataError(f"{name}: mask holds non-integer values; masks must hold integer labels")
-        return pred
+        return np.stack([enc.check_mask(plane, f"{name} (slice {z})") for z, plane in enumerate(pred)])
     except DataError as exc:
         raise DataError(
             f"prediction {exc}: evaluate masks (the NAME.png or NAME_instances.tif unetkit predict writes, or "
