@@ -182,9 +182,10 @@ class Preprocessing:
     """What surrounds a model's network (a checkpoint's ``preprocessing`` record; an ONNX file's metadata; a
     bioimage.io package's description), read and checked in one place (:meth:`from_dict`): the input
     channels, how images are normalised (:class:`~unetkit.data.normalize.Normalizer`'s record), how the
-    training masks were encoded (predicted classes are written back in it), the class names, the resampling
-    trained at (``--input-scale``), the object sizes learnt (median, or the range a built-in model segments
-    well), and the dataset description the truth was read with. Keys a newer unetkit wrote are kept
+    training masks were encoded (predicted classes are written back in it; the class names are stored there,
+    once), the resampling trained at (``--input-scale``), the object sizes learnt (median, or the range a
+    built-in model segments well), and how the dataset's files were found (``dataset``: the description's
+    :data:`~unetkit.config.FINDING_KEYS`; files before stored the whole description). Keys a newer unetkit wrote are kept
     (``extra``) and written back."""
 
     in_channels: int
@@ -221,12 +222,17 @@ class Preprocessing:
         if sizes is not None and (len(sizes) != 2 or not all(isinstance(v, int | float) for v in sizes)):
             raise _damaged(source, "preprocessing.object_diameter_range", sizes, "two numbers")
         names = raw.get("class_names")
+        encoding = raw.get("encoding") or None
+        if names is None and encoding is not None:  # stored once, in the encoding (files before: both)
+            names = encoding.get("class_names")
+            if names is not None and not isinstance(names, (list, tuple)):
+                raise _damaged(source, "preprocessing.encoding.class_names", names, "a list")
         known = {f.name for f in fields(cls)} - {"extra"}
         return cls(
             in_channels=int(raw["in_channels"]),
             num_classes=raw.get("num_classes"),
             normalization=raw.get("normalization"),
-            encoding=raw.get("encoding") or None,
+            encoding=encoding,
             class_names=tuple(map(str, names)) if names is not None else None,
             input_scale=float(raw.get("input_scale") or 1.0),
             object_diameter=float(raw["object_diameter"]) if raw.get("object_diameter") is not None else None,
@@ -242,13 +248,15 @@ class Preprocessing:
             "num_classes": self.num_classes,
             "normalization": self.normalization,
             "encoding": self.encoding,
-            "class_names": list(self.class_names) if self.class_names is not None else None,
             "input_scale": self.input_scale,
             "object_diameter": self.object_diameter,
             "dataset": self.dataset,
         }
         if self.object_diameter_range is not None:
             out["object_diameter_range"] = list(self.object_diameter_range)
+        names = list(self.class_names) if self.class_names is not None else None
+        if names != (self.encoding or {}).get("class_names"):  # not stored twice when the encoding holds them
+            out["class_names"] = names
         return {**out, **self.extra}
 
     @property

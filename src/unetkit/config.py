@@ -22,14 +22,13 @@ from .errors import ConfigError
 
 #: sections of a plan file (``unetkit plan``) that describe what the choices were based on; not settings
 INFO_SECTIONS = ("fingerprint", "measured")
+#: how a dataset's images and masks are found (fields of DataConfig): a checkpoint stores these beside its mask
+#: encoding (how the masks were read), so its description is stored once
+FINDING_KEYS = ("layout", "images_dir", "masks_dir", "image_pattern", "mask_pattern")
 #: the dataset description (fields of DataConfig): how the data is found and its masks read; stored whole in
-#: the plan and the checkpoint
+#: the plan
 DATASET_KEYS = (
-    "layout",
-    "images_dir",
-    "masks_dir",
-    "image_pattern",
-    "mask_pattern",
+    *FINDING_KEYS,
     "mask_encoding",
     "class_values",
     "class_colors",

@@ -91,9 +91,12 @@ def test_the_preprocessing_record_is_read_typed_in_one_place_and_written_back_as
         assert isinstance(pre.mask_encoding, MaskEncoding) and pre.object_diameter > 0
         stored = payload["preprocessing"]
         written = pre.to_dict()
-        assert {k: written[k] for k in stored} == {
-            k: list(v) if isinstance(v, tuple) else v for k, v in stored.items()
+        # the class names these files stored twice are written once, in the encoding; nothing else changes
+        assert "class_names" not in written and written["encoding"]["class_names"] == list(pre.class_names)
+        assert {k: written[k] for k in stored if k != "class_names"} == {
+            k: list(v) if isinstance(v, tuple) else v for k, v in stored.items() if k != "class_names"
         }
+        assert Preprocessing.from_dict(written, name) == pre
     newer = {"in_channels": 2, "normalization": {"method": "zscore"}, "pixel_size_um": 0.65}
     pre = Preprocessing.from_dict(newer, "m.pt")
     assert (
@@ -101,7 +104,12 @@ def test_the_preprocessing_record_is_read_typed_in_one_place_and_written_back_as
     )  # kept, written back
     assert pre.input_scale == 1.0 and pre.mask_encoding.name == "binary" and pre.class_names is None
     assert Preprocessing.from_dict(pre) is pre
-    for field, bad in (("object_diameter_range", [7.0]), ("in_channels", "1"), ("class_names", "ab")):
+    for field, bad in (
+        ("object_diameter_range", [7.0]),
+        ("in_channels", "1"),
+        ("class_names", "ab"),
+        ("encoding", {"name": "binary", "class_names": "ab"}),
+    ):
         with pytest.raises(CheckpointError, match=f"m.pt: damaged unetkit checkpoint: preprocessing.{field}"):
             Preprocessing.from_dict({**newer, field: bad}, "m.pt")
     with pytest.raises(CheckpointError, match="preprocessing.in_channels is missing"):

@@ -9,7 +9,9 @@ from PIL import Image
 
 from tests.conftest import TINY_CLI
 from unetkit import load_checkpoint, read_image, synth_nuclei, write_image
+from unetkit.checkpoint import preprocessing_of
 from unetkit.cli.main import main
+from unetkit.config import FINDING_KEYS
 from unetkit.data.checks import check_dataset
 from unetkit.data.layouts import detect_layout, load_layout, read_sample_mask
 
@@ -197,7 +199,13 @@ def test_palette_png_with_named_class_map(tmp_path):
     cmap = tmp_path / "classes.yaml"
     cmap.write_text("0: background\n1: nucleus\n2: mitotic\n")
     ckpt = train_one_step(data, tmp_path / "run", "--class-map", cmap)
-    assert ckpt["preprocessing"]["class_names"] == ["background", "nucleus", "mitotic"]
+    pre = ckpt["preprocessing"]
+    assert pre["encoding"]["class_names"] == ["background", "nucleus", "mitotic"]
+    # issue 33: the description is stored once: the class map in the encoding (not beside it, nor again in a
+    # copy of the whole description), and how the files were found
+    assert "class_names" not in pre and set(pre["dataset"]) == set(FINDING_KEYS)
+    assert preprocessing_of(ckpt).class_names == ("background", "nucleus", "mitotic")
+    assert pre["encoding"]["values"] == [0, 1, 2] and pre["dataset"]["layout"] == "paired"
 
 
 def test_class_values_are_mapped_and_predictions_written_back_in_them(tmp_path):
@@ -258,7 +266,7 @@ def test_instances_border_target(tmp_path):
     data = make_paired(tmp_path / "d", binary255=False)
     ckpt = train_one_step(data, tmp_path / "run", "--mask-encoding", "instances", "--target", "border")
     assert ckpt["model"]["hparams"]["num_classes"] == 3
-    assert ckpt["preprocessing"]["class_names"] == ["background", "interior", "border"]
+    assert preprocessing_of(ckpt).class_names == ("background", "interior", "border")
 
 
 def test_ignore_index_for_unlabelled_pixels(tmp_path):

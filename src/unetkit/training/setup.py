@@ -13,7 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import StoredModel, save_checkpoint
-from ..config import DATASET_KEYS, RunConfig
+from ..config import FINDING_KEYS, RunConfig
 from ..data.augment import Augmenter
 from ..data.checks import DataReport
 from ..data.dataset import PatchDataset, SampleStore, View, split_views
@@ -188,10 +188,10 @@ def _preprocessing(
         "in_channels": cfg.model.in_channels,
         "num_classes": cfg.model.num_classes,
         "normalization": normalizer.to_dict(),
+        # the dataset description, once: how the masks were read (with the class names) and how the data
+        # was found (evaluate finds a test set laid out the same way)
         "encoding": encoding.to_dict(),
-        "class_names": encoding.names,
-        # the dataset description, whole: how this model's truth was found and read
-        "dataset": {k: getattr(cfg.data, k) for k in DATASET_KEYS},
+        "dataset": {k: getattr(cfg.data, k) for k in FINDING_KEYS},
     }
 
 

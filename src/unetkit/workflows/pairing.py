@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..config import PRED_ENCODINGS, DataConfig
+from ..config import FINDING_KEYS, PRED_ENCODINGS, DataConfig
 from ..data.checks import naming_of, resolve_encoding
 from ..data.io import IMAGE_SUFFIXES, count_planes, read_image, read_volume
 from ..data.layouts import (
@@ -331,9 +331,6 @@ def pred_labels(pair: Pair, pred_encoding: str, volumes: bool) -> tuple[np.ndarr
     if ids:
         return arr, "ids"
     return ndi.label(arr != 0)[0], "components"
-
-
-FINDING_KEYS = ("layout", "images_dir", "masks_dir", "image_pattern", "mask_pattern")
 
 
 def with_stored_naming(data: str | Path, given: DataConfig, stored: dict[str, Any]) -> DataConfig:

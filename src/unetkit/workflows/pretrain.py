@@ -20,6 +20,7 @@ import logging
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ import torch
 import yaml
 
 from ..atomic import atomic_write_bytes, atomic_write_text
-from ..checkpoint import load_checkpoint
-from ..config import RunConfig
+from ..checkpoint import load_checkpoint, preprocessing_of
+from ..config import FINDING_KEYS, RunConfig
 from ..data.checks import object_diameters, typical_diameter
 from ..data.domains import DOMAINS, synthesize_domain
 from ..data.io import read_image
@@ -113,8 +114,10 @@ def ship_checkpoint(
     the generator's style version recorded under ``pretrained``, the range of object sizes it learnt (``sizes``,
     see :func:`diameter_range`) in its preprocessing; written atomically."""
     payload = load_checkpoint(best)
-    if sizes is not None:
-        payload["preprocessing"]["object_diameter_range"] = sizes
+    pre = preprocessing_of(payload, best)  # in its current form, whichever unetkit wrote the run
+    dataset = {k: v for k, v in (pre.dataset or {}).items() if k in FINDING_KEYS}
+    ranged = tuple(sizes) if sizes is not None else pre.object_diameter_range
+    payload["preprocessing"] = replace(pre, dataset=dataset, object_diameter_range=ranged).to_dict()
     payload["state_dict"] = {
         k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()
     }
