@@ -52,3 +52,26 @@ def test_an_export_is_named_by_its_format(tmp_path):
     with pytest.raises(ConfigError, match="torchscript exports are named NAME.pt"):
         export_model("nuclei", tmp_path / "m.onnx", "torchscript")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("model", "fmt", "written"),
+    [
+        ("runs/a/best.pt", "onnx", "runs/a/best.onnx"),
+        ("runs/a/best.pth", "torchscript", "runs/a/best.ts.pt"),
+        ("runs/a.v2", "onnx", "runs/a.v2.onnx"),  # a run folder: its whole name, not cut at a dot
+        ("runs/a.v2", "bioimageio", "runs/a.v2.bioimageio.zip"),
+        ("nuclei", "bioimageio", "nuclei.bioimageio.zip"),
+        ("pretrained:nuclei", "bioimageio", "nuclei.bioimageio.zip"),  # was 'pretrained:nuclei.bioimageio.zip'
+        ("pretrained:nuclei@1", "onnx", "nuclei@1.onnx"),
+    ],
+)
+def test_an_export_without_out_goes_beside_its_model_for_every_format(model, fmt, written):
+    """One rule for every format (the CLI had two: a package of a run folder named `a.v2` lost `.v2`, and one of
+    `pretrained:nuclei` got a colon in its file name)."""
+    from unetkit.errors import ConfigError
+    from unetkit.workflows.export import default_export_path
+
+    assert default_export_path(model, fmt).as_posix() == written
+    with pytest.raises(ConfigError, match="--format 'tflite' is unknown"):
+        default_export_path(model, "tflite")

@@ -209,3 +209,19 @@ def test_a_configuration_given_as_its_sections_trains_as_its_file_would(tiny_dat
     assert (stored["model"]["base_channels"], stored["train"]["epochs"]) == (4, 1)
     with pytest.raises(ConfigError, match="unknown section"):
         train(tiny_data, tmp_path / "bad", {"trian": {"epochs": 1}}, progress=False)
+
+
+def test_the_run_folder_is_refused_before_planning_when_it_holds_a_run(tmp_path):
+    """`unetkit train` checks --out from the paths alone before planning spends minutes: a run already there is
+    refused unless --overwrite (which then removes only the run's files)."""
+    from unetkit.errors import DataError
+    from unetkit.workflows.train import guard_run_folder
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "best.pt").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"--out .*run: already holds a run \(best.pt\); pass --overwrite"):
+        guard_run_folder(tmp_path / "data", out)
+    guard_run_folder(tmp_path / "data", out, overwrite=True)
+    guard_run_folder(tmp_path / "data", tmp_path / "new")
+    assert (out / "best.pt").read_bytes() == b"x"

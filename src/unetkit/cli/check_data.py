@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.checks import check_dataset
+from ..workflows.catalog import check_dataset
 from .common import add_data_args, add_progress, config_with_data_args
 from .options import add_options
 

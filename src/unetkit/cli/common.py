@@ -7,8 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import RunConfig, load_config
-from ..data.layouts import Naming
-from ..data.masks import load_class_map
+from ..workflows.catalog import Naming, load_class_map
 from .options import add_options, apply_options
 
 #: how a dataset's files are found (every command that reads a dataset, predict included)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..pretrained import PREFIX
 from ..workflows.bioimageio import export_bioimageio
-from ..workflows.export import EXPORT_FORMATS, export_model
+from ..workflows.export import EXPORT_FORMATS, default_export_path, export_model
 from .common import add_progress
 
 
@@ -52,13 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = Path(args.model)
+    out = Path(args.out) if args.out else default_export_path(args.model, args.format)
     if args.format == "bioimageio":
-        out = (
-            Path(args.out)
-            if args.out
-            else Path(f"{model.with_suffix('') if model.suffix else model}.bioimageio.zip")
-        )
         package = export_bioimageio(
             args.model,
             out,
@@ -77,10 +71,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {package.path} ({package.bytes / 1e6:.1f} MB, bioimage.io {package.rdf['format_version']}); "
               f"max |exported - PyTorch|: {diffs}")  # fmt: skip
         return 0
-    # a built-in name (nuclei, pretrained:nuclei) exports to NAME.onnx here, a file beside itself
-    stem = model.with_suffix("") if model.suffix in (".pt", ".pth") else model
-    stem = stem.with_name(stem.name.removeprefix(PREFIX))
-    out = Path(args.out) if args.out else Path(f"{stem}{'.onnx' if args.format == 'onnx' else '.ts.pt'}")
     result = export_model(args.model, out, args.format, overwrite=args.overwrite)
     print(f"wrote {result.path} ({result.format}); max |exported - PyTorch| = {result.max_abs_diff:.2e}")
     return 0

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from ..config import ModelConfig
-from ..models.registry import create_model, describe_model, list_models
-from ..pretrained import list_pretrained
+from ..workflows.catalog import architecture_sizes, list_pretrained
 from .common import add_progress
 
 DEFAULTS = ModelConfig()
@@ -50,13 +47,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {'':<14}F1@0.5 per suite domain: {f1}")
     print("\nArchitectures (--arch NAME):")
     print(f"{'name':<16}{'params 2-D':>18}{'params 3-D':>18}  description")
-    for name in list_models():
-        counts = []
-        for dims in (2, 3):
-            with torch.device("meta"):  # counted, never allocated (depth 8, base 1024 is ~7,600 GiB)
-                net = create_model(
-                    name, base_channels=args.base_channels, depth=args.depth, norm="batch", spatial_dims=dims
-                )
-            counts.append(sum(p.numel() for p in net.parameters()))
-        print(f"{name:<16}{counts[0]:>18,}{counts[1]:>18,}  {describe_model(name)}")
+    for name, two, three, description in architecture_sizes(args.base_channels, args.depth):
+        print(f"{name:<16}{two:>18,}{three:>18,}  {description}")
     return 0

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import ARCH_ONLY_FIELDS, RunConfig, check_config
-from ..models.registry import list_models
-from ..planning import DEFAULT_BUDGET, PLAN_FILE
+from ..workflows.catalog import DEFAULT_BUDGET, PLAN_FILE, list_models
 from ..workflows.plan import guard_plan_file, plan_training
 from .common import add_progress, add_reading_args, reading_config
 from .options import add_options

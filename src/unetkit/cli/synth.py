@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.domains import DOMAINS
-from ..data.synthetic import STYLES, synthesize_dataset
 from ..errors import ConfigError
+from ..workflows.catalog import DOMAINS, SYNTH_STYLES, synthesize_dataset
 from .common import add_progress
 
 
@@ -45,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--style",
-        choices=(*STYLES, *DOMAINS),
+        choices=SYNTH_STYLES,
         default="default",
         help="default: DSB-like fluorescence crops; random: each image drawn from the domain-randomised family "
         "(version 3: nuclei 5-80 px, single to confluent sheets, dim to saturated, few photons to clean, "

@@ -9,13 +9,7 @@ from pathlib import Path
 
 from ..config import ARCH_ONLY_FIELDS, RunConfig, check_config, load_config, replace
 from ..errors import ConfigError
-from ..models import list_models
-from ..planning import (
-    CPU_TRAIN_BUDGET,
-    DEFAULT_BUDGET,
-    parse_duration,
-)
-from ..training.run_folder import RunFolder
+from ..workflows.catalog import CPU_TRAIN_BUDGET, DEFAULT_BUDGET, list_models, parse_duration
 from ..workflows.plan import plan_and_train
 from ..workflows.train import guard_run_folder, new_folder, train
 from .common import add_data_args, add_progress, config_with_data_args, reading_config
@@ -185,8 +179,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_config(config_from_args(args, RunConfig()))  # the flags themselves, before any planning
         out = Path(args.out) if args.out else default_run_dir(args.data)
-        guard_run_folder(args.data, out, (args.init, args.config))  # before any planning: never among inputs
-        RunFolder(out).existing(args.overwrite)  # refused before any planning: a run is there already
+        # before any planning: never among the inputs, nor over a run unless --overwrite
+        guard_run_folder(args.data, out, (args.init, args.config), overwrite=args.overwrite)
         rank0 = int(os.environ.get("RANK", "0")) == 0
         result = plan_and_train(
             args.data,

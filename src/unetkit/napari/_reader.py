@@ -9,9 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..data.lazy import check_zarr_chunks, check_zarr_metadata
-from ..errors import DataError
-from ..workflows.review import features_beside
+from ..workflows.review import features_beside, result_arrays
 
 __all__ = ["RESULT_ARRAYS", "get_reader"]
 
@@ -26,29 +24,8 @@ RESULT_ARRAYS = {
 def get_reader(path: str | list[str]) -> Any:
     if not isinstance(path, str) or not path.rstrip("/").endswith(".zarr") or path.endswith(".ome.zarr"):
         return None
-    names = _result_arrays(Path(path))
+    names = result_arrays(Path(path), RESULT_ARRAYS)
     return (lambda p: _read(Path(p), names)) if names else None
-
-
-def _result_arrays(path: Path) -> list[str]:
-    """The result arrays in ``path``, or [] when it is not a unetkit result group."""
-    import zarr
-
-    try:
-        check_zarr_metadata(path)  # bounded before zarr parses it
-        group = zarr.open_group(str(path), mode="r")
-        keys = set(group.array_keys())
-    except Exception:  # not a zarr group at all (or a hostile one): another reader's
-        return []
-    if "mask" not in keys or not keys <= set(RESULT_ARRAYS) or list(group.group_keys()):
-        return []
-    try:
-        for k in keys:
-            check_zarr_metadata(path / k)
-            check_zarr_chunks(group[k], path / k)
-    except DataError:
-        return []
-    return [k for k in RESULT_ARRAYS if k in keys]
 
 
 def _read(path: Path, names: list[str]) -> list[tuple[Any, dict[str, Any], str]]:
@@ -59,7 +36,7 @@ def _read(path: Path, names: list[str]) -> list[tuple[Any, dict[str, Any], str]]
     layers = []
     for key in names:
         suffix, kind = RESULT_ARRAYS[key]
-        data: Any = group[key]  # an array: _result_arrays checked
+        data: Any = group[key]  # an array: result_arrays checked
         meta: dict[str, Any] = {"name": f"{stem} {suffix}"}
         if kind == "image":  # (C, H, W): one layer per class, 0..1
             classes = range(data.shape[0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..data.synthetic import synth_nuclei
+from ..workflows.catalog import synth_nuclei
 
 
 def sample_nuclei() -> list[tuple[Any, dict[str, Any], str]]:

@@ -7,13 +7,27 @@ from pathlib import Path
 from ..checkpoint import build_model, load_checkpoint, resolve_model_path
 from ..errors import ConfigError
 from ..inference.export import EXPORT_FORMATS, ExportResult, write_exported
+from ..pretrained import PREFIX
 from ..safety import guard_file
 
-__all__ = ["EXPORT_FORMATS", "ExportResult", "export_model"]
+__all__ = ["EXPORT_FORMATS", "ExportResult", "default_export_path", "export_model"]
 
 
 #: the file suffixes of each export format (the first is the one unetkit gives)
 _SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth")}
+#: the suffix of each format's file when no ``--out`` is given
+DEFAULT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".ts.pt", "bioimageio": ".bioimageio.zip"}
+
+
+def default_export_path(model: str | Path, format: str) -> Path:
+    """Where ``unetkit export MODEL`` writes without ``--out``: beside a checkpoint (``RUN/best.pt`` →
+    ``RUN/best.onnx``) or a run folder (``RUN`` → ``RUN.onnx``), and here for a built-in model (``nuclei``,
+    ``pretrained:nuclei`` → ``nuclei.onnx``)."""
+    if format not in DEFAULT_SUFFIXES:
+        raise ConfigError(f"--format {format!r} is unknown; choose one of {', '.join(DEFAULT_SUFFIXES)}")
+    path = Path(model)
+    stem = path.with_suffix("") if path.suffix in (".pt", ".pth") else path
+    return Path(f"{stem.with_name(stem.name.removeprefix(PREFIX))}{DEFAULT_SUFFIXES[format]}")
 
 
 def export_model(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from scipy import ndimage as ndi
 from ..atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from ..data.io import IMAGE_SUFFIXES, read_image, write_image
 from ..data.layouts import find_images
+from ..data.lazy import check_zarr_chunks, check_zarr_metadata
 from ..data.spec import DESCRIPTOR
 from ..errors import DataError
 from ..inference.objects import read_objects_csv, read_table_beside
@@ -47,6 +48,7 @@ __all__ = [
     "all_objects",
     "correction_region",
     "features_beside",
+    "result_arrays",
     "retrain",
     "review",
     "segment_folder",
@@ -193,6 +195,29 @@ def features_beside(result: str | Path) -> dict[str, np.ndarray] | None:
     if read is None:
         return None
     return {"index": read["label"], **{k: v for k, v in read.items() if k != "label"}}
+
+
+def result_arrays(path: Path, known: Collection[str]) -> list[str]:
+    """The arrays of the ``unetkit predict --format zarr`` result group ``path`` (of ``known``, in its order),
+    each checked (metadata bounded before zarr parses it, chunks sane), or [] when ``path`` is not such a group
+    (another reader's store, or a hostile one)."""
+    import zarr
+
+    try:
+        check_zarr_metadata(path)  # bounded before zarr parses it
+        group = zarr.open_group(str(path), mode="r")
+        keys = set(group.array_keys())
+    except Exception:  # not a zarr group at all (or a hostile one): another reader's
+        return []
+    if "mask" not in keys or not keys <= set(known) or list(group.group_keys()):
+        return []
+    try:
+        for k in keys:
+            check_zarr_metadata(path / k)
+            check_zarr_chunks(group[k], path / k)
+    except DataError:
+        return []
+    return [k for k in known if k in keys]
 
 
 def all_objects(pred: str | Path, tables: dict[str, Path] | None = None) -> list[Doubtful]:

@@ -353,10 +353,12 @@ def _check_processes(cfg: RunConfig, nproc: int, launch: bool, device: torch.dev
         )
 
 
-def guard_run_folder(data: str | Path, out: str | Path, protect: Sequence[str | Path | None] = ()) -> None:
+def guard_run_folder(
+    data: str | Path, out: str | Path, protect: Sequence[str | Path | None] = (), *, overwrite: bool = False
+) -> None:
     """The run folder ``out`` is not the dataset, inside it, nor any of ``protect`` (the starting model, the
-    configuration): checked from the paths alone, before planning reads the data (:func:`train` checks again
-    with every file of the dataset)."""
+    configuration), and holds no run unless ``overwrite``: checked from the paths alone, before planning reads
+    the data (:func:`train` checks again with every file of the dataset)."""
     used = [p for p in protect if isinstance(p, (str, Path)) and p and Path(p).exists()]
     try:
         detect_layout(data)  # not a dataset: that is the error to report first (planning says it)
@@ -364,6 +366,7 @@ def guard_run_folder(data: str | Path, out: str | Path, protect: Sequence[str | 
     except DataError:
         folders = []
     guard_outputs([], Path(out), [], used, data_folders=folders)
+    RunFolder(out).existing(overwrite)
 
 
 def resolve_data(
