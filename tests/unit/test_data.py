@@ -214,3 +214,43 @@ def test_write_image_refuses_a_shape_png_cannot_hold(tmp_path):
     ):
         write_image(tmp_path / "x.png", np.zeros((2, 2, 2, 2), np.uint8))
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_new_image_format_is_one_entry_in_the_format_table_multi_page_included(tmp_path, monkeypatch):
+    """CONTRIBUTING, "read a new image format": one entry in ``data/io.py`` ``FORMATS`` (its 2-D reader, its
+    volume reader, its page counter) and every reader takes it: here NumPy's ``.npz`` archive, one page per
+    array."""
+    import zipfile
+
+    from unetkit.data import io
+
+    frames = [np.full((12, 16), 1000 * (i + 1), np.uint16) for i in range(3)]
+    npz = tmp_path / "stack.npz"
+    np.savez(npz, *frames)
+    assert io.count_planes(npz) == 1 and ".npz" not in io.IMAGE_SUFFIXES  # not in the table
+    with pytest.raises(DataError, match=r"stack.npz: volumes are read from .tif, .tiff, .npy, .zarr files"):
+        io.read_volume(npz)
+
+    def npz_page(path, page):
+        with np.load(path, allow_pickle=False) as archive:
+            return archive[archive.files[page or 0]]
+
+    def npz_pages(path, stack):
+        with np.load(path, allow_pickle=False) as archive:
+            return len(archive.files)
+
+    def npz_volume(path):
+        return np.stack([npz_page(path, i) for i in range(npz_pages(path, True))])
+
+    # its decoder's own complaint about damaged bytes (anything else is a fault or a bug, and propagates)
+    entry = io.ImageFormat(npz_page, npz_volume, npz_pages, errors=(zipfile.BadZipFile,))
+    monkeypatch.setitem(io.FORMATS, ".npz", entry)
+    assert io.count_planes(npz) == 3
+    for i, frame in enumerate(frames):
+        np.testing.assert_array_equal(io.read_image(npz, page=i), frame)
+        assert io.read_image(npz, page=i).dtype == np.uint16
+    np.testing.assert_array_equal(io.read_volume(npz), np.stack(frames))
+    npz.write_bytes(npz.read_bytes()[:40])  # a damaged file of the new kind refuses in one line
+    for read in (io.count_planes, io.read_image, io.read_volume):
+        with pytest.raises(DataError, match="stack.npz: cannot be read as"):
+            read(npz)

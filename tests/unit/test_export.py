@@ -62,7 +62,11 @@ def test_an_export_is_named_by_its_format(tmp_path):
         ("runs/a.v2", "onnx", "runs/a.v2.onnx"),  # a run folder: its whole name, not cut at a dot
         ("runs/a.v2", "bioimageio", "runs/a.v2.bioimageio.zip"),
         ("nuclei", "bioimageio", "nuclei.bioimageio.zip"),
-        ("pretrained:nuclei", "bioimageio", "nuclei.bioimageio.zip"),  # was 'pretrained:nuclei.bioimageio.zip'
+        (
+            "pretrained:nuclei",
+            "bioimageio",
+            "nuclei.bioimageio.zip",
+        ),  # was 'pretrained:nuclei.bioimageio.zip'
         ("pretrained:nuclei@1", "onnx", "nuclei@1.onnx"),
     ],
 )

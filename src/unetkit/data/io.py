@@ -11,6 +11,8 @@ import logging
 import pickle
 import struct
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +25,11 @@ from ..errors import DataError
 __all__ = [
     "DECODER_PACKAGES",
     "DECODE_ERRORS",
+    "FORMATS",
     "IMAGE_SUFFIXES",
     "UNLABELLED_AXES",
+    "VOLUME_SUFFIXES",
+    "ImageFormat",
     "channel_axes",
     "channel_indices",
     "check_pixel_values",
@@ -42,8 +47,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".npy")
-
 
 def read_image(path: str | Path, page: int | None = None) -> np.ndarray:
     """Read one 2-D image (grayscale or multi-channel) without changing its values.
@@ -58,20 +61,9 @@ def read_image(path: str | Path, page: int | None = None) -> np.ndarray:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty (0 bytes); replace it or remove it from the dataset")
     suffix = path.suffix.lower()
+    fmt = FORMATS.get(suffix, _PIL)
     try:
-        if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-            if page is not None:
-                arr = arr[page]
-            elif stored_channels_first(arr.shape):
-                arr = np.moveaxis(arr, 0, -1)
-        elif suffix in (".tif", ".tiff"):
-            arr = _read_tiff(path, page)
-        else:
-            with Image.open(path) as im:
-                if page:
-                    im.seek(page)
-                arr = _pil_to_array(im)
+        arr = (fmt.read or _read_pil)(path, page)
     except DataError:
         raise
     except ValueError as exc:
@@ -82,7 +74,7 @@ def read_image(path: str | Path, page: int | None = None) -> np.ndarray:
             ) from None
         raise unreadable(path, exc) from None
     except Exception as exc:
-        if not decoding_error(exc):
+        if not (decoding_error(exc) or isinstance(exc, fmt.errors)):
             raise
         raise unreadable(path, exc) from None
     arr = np.asarray(arr)
@@ -159,32 +151,18 @@ def read_volume(path: str | Path) -> np.ndarray:
     suffix = path.suffix.lower()
     if suffix != ".zarr" and not path.is_file():
         raise DataError(f"{path}: no such file")
+    fmt = FORMATS.get(suffix, _PIL)
+    reader = fmt.volume
+    if reader is None:
+        raise DataError(
+            f"{path}: volumes are read from {', '.join(VOLUME_SUFFIXES)} files, not {suffix or path.name}"
+        )
     try:
-        if suffix in (".tif", ".tiff"):
-            with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                axes, arr = series.axes, series.asarray()
-            planes = [a for a in axes if a not in "YXSC"]
-            if not planes:
-                raise DataError(f"{path}: a single 2-D image (axes {axes}); a volume needs several planes")
-            arr = (
-                arr.reshape(-1, *arr.shape[len(planes) :]) if axes[: len(planes)] == "".join(planes) else arr
-            )
-            rest = axes[len(planes) :]
-            if arr.ndim == 4 and rest and rest[0] in "SC":
-                arr = np.moveaxis(arr, 1, -1)
-        elif suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        elif suffix == ".zarr":
-            import zarr
-
-            arr = np.asarray(zarr.open_array(str(path), mode="r")[...])
-        else:
-            raise DataError(f"{path}: volumes are read from .tif/.tiff stacks, .npy or .zarr, not {suffix}")
+        arr = reader(path)
     except DataError:
         raise
     except Exception as exc:
-        if not decoding_error(exc):
+        if not (decoding_error(exc) or isinstance(exc, fmt.errors)):
             raise
         raise unreadable(path, exc) from None
     arr = np.squeeze(arr) if arr.ndim > 4 else arr
@@ -309,20 +287,97 @@ def count_planes(path: str | Path, stack: bool = False) -> int:
     ``stack``: the file is known to hold grayscale planes (see :func:`_plane_axes`).
     """
     path = Path(path)
-    if path.suffix.lower() not in (".tif", ".tiff"):
+    fmt = FORMATS.get(path.suffix.lower(), _PIL)
+    counter = fmt.planes
+    if counter is None:
         return 1
     try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            _check_one_stack_axis(path, series.axes, tuple(series.shape))
-            planes = _plane_axes(series.axes, stack)
-            return int(np.prod([series.shape[series.axes.index(a)] for a in planes]))
+        return counter(path, stack)
     except DataError:
         raise
     except Exception as exc:
-        if not decoding_error(exc):
+        if not (decoding_error(exc) or isinstance(exc, fmt.errors)):
             raise
-        raise DataError(f"{path}: cannot be read as a TIFF ({exc})") from None
+        raise DataError(f"{path}: cannot be read as {path.suffix.lower()[1:].upper()} ({exc})") from None
+
+
+def _tiff_planes(path: Path, stack: bool) -> int:
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        _check_one_stack_axis(path, series.axes, tuple(series.shape))
+        planes = _plane_axes(series.axes, stack)
+        return int(np.prod([series.shape[series.axes.index(a)] for a in planes]))
+
+
+def _read_pil(path: Path, page: int | None) -> np.ndarray:
+    with Image.open(path) as im:
+        if page:
+            im.seek(page)
+        return _pil_to_array(im)
+
+
+def _read_npy(path: Path, page: int | None) -> np.ndarray:
+    arr = np.load(path, allow_pickle=False)
+    if page is not None:
+        return arr[page]
+    return np.moveaxis(arr, 0, -1) if stored_channels_first(arr.shape) else arr
+
+
+def _tiff_volume(path: Path) -> np.ndarray:
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        axes, arr = series.axes, series.asarray()
+    planes = [a for a in axes if a not in "YXSC"]
+    if not planes:
+        raise DataError(f"{path}: a single 2-D image (axes {axes}); a volume needs several planes")
+    arr = arr.reshape(-1, *arr.shape[len(planes) :]) if axes[: len(planes)] == "".join(planes) else arr
+    rest = axes[len(planes) :]
+    return np.moveaxis(arr, 1, -1) if arr.ndim == 4 and rest and rest[0] in "SC" else arr
+
+
+def _npy_volume(path: Path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+def _zarr_volume(path: Path) -> np.ndarray:
+    import zarr
+
+    return np.asarray(zarr.open_array(str(path), mode="r")[...])
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """How unetkit reads the files of one suffix (:data:`FORMATS`): ``read(path, page)``, a 2-D image as stored,
+    ``(H, W)`` or ``(H, W, C)`` (``page``: one plane of a multi-page file; None: a format of volumes only);
+    ``volume(path)``, the array of a 3-D file (None: no volumes); ``planes(path, stack)``, how many 2-D planes a
+    multi-page file holds (None: one). Readers raise their decoder's own errors (:func:`decoding_error` tells
+    damage from a fault; ``errors``: the exception types of a decoder that :data:`DECODE_ERRORS` does not name)
+    or :class:`DataError`; shapes are checked by their callers."""
+
+    read: Callable[[Path, int | None], np.ndarray] | None
+    volume: Callable[[Path], np.ndarray] | None = None
+    planes: Callable[[Path, bool], int] | None = None
+    errors: tuple[type[BaseException], ...] = ()
+
+
+_PIL = ImageFormat(_read_pil)
+_TIFF = ImageFormat(_read_tiff, _tiff_volume, _tiff_planes)
+#: the one suffix-to-reader table: every file format unetkit reads, images and volumes (a new format is one
+#: entry here; to be read window by window as well, a branch in :func:`unetkit.data.lazy.open_image`)
+FORMATS: dict[str, ImageFormat] = {
+    ".png": _PIL,
+    ".tif": _TIFF,
+    ".tiff": _TIFF,
+    ".jpg": _PIL,
+    ".jpeg": _PIL,
+    ".bmp": _PIL,
+    ".npy": ImageFormat(_read_npy, _npy_volume),
+    ".zarr": ImageFormat(None, _zarr_volume),
+}
+#: the suffixes of image files (found in dataset folders; read by :func:`read_image`)
+IMAGE_SUFFIXES = tuple(suffix for suffix, f in FORMATS.items() if f.read is not None)
+#: the suffixes :func:`read_volume` reads
+VOLUME_SUFFIXES = tuple(suffix for suffix, f in FORMATS.items() if f.volume is not None)
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:

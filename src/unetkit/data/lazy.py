@@ -18,6 +18,7 @@ import tifffile
 
 from ..errors import DataError
 from .io import (
+    VOLUME_SUFFIXES,
     channel_axes,
     channel_indices,
     decoding_error,
@@ -28,6 +29,8 @@ from .io import (
 
 __all__ = ["LAZY_SUFFIXES", "ImageSource", "image_size", "ome_level", "ome_placement", "open_image"]
 
+#: the files read window by window (a ``.zarr`` store too, opened by :func:`_open_zarr`); other formats are
+#: decoded whole (:data:`~unetkit.data.io.FORMATS`) when opened
 LAZY_SUFFIXES = (".tif", ".tiff", ".zarr", ".npy")
 
 
@@ -137,16 +140,10 @@ def open_image(path: str | Path, *, volume: bool = False, channels: int | None =
         return _open_zarr(path, volume)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    opener = _OPENERS.get(suffix)
     try:
-        if suffix in (".tif", ".tiff"):
-            return _open_tiff(path, volume, channels)
-        if suffix == ".npy":
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            if volume:
-                return _volume_source(arr, path)
-            if stored_channels_first(arr.shape):
-                return ImageSource(arr, 0, path)
-            return ImageSource(arr, 2 if arr.ndim == 3 else None, path)
+        if opener is not None:
+            return opener(path, volume, channels)
     except DataError:
         raise
     except Exception as exc:
@@ -154,8 +151,17 @@ def open_image(path: str | Path, *, volume: bool = False, channels: int | None =
             raise
         raise unreadable(path, exc) from None
     if volume:
-        raise DataError(f"{path}: volumes are read from TIFF z-stacks, .zarr or .npy, not {suffix}")
+        raise DataError(f"{path}: volumes are read from {', '.join(VOLUME_SUFFIXES)} files, not {suffix}")
     arr = read_image(path)
+    return ImageSource(arr, 2 if arr.ndim == 3 else None, path)
+
+
+def _open_npy(path: Path, volume: bool = False, channels: int | None = None) -> ImageSource:
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)  # mapped: windows read from the file
+    if volume:
+        return _volume_source(arr, path)
+    if stored_channels_first(arr.shape):
+        return ImageSource(arr, 0, path)
     return ImageSource(arr, 2 if arr.ndim == 3 else None, path)
 
 
@@ -432,3 +438,7 @@ class _Squeezed:
         for i in self.drop:
             full.insert(i, 0)
         return self.array[tuple(full)]
+
+
+#: how each windowed file format is opened (the windowed counterpart of :data:`~unetkit.data.io.FORMATS`)
+_OPENERS = {".tif": _open_tiff, ".tiff": _open_tiff, ".npy": _open_npy}
