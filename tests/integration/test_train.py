@@ -95,7 +95,7 @@ def test_existing_run_is_never_overwritten_silently(tiny_data, tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda c: setattr(c.train, "epochs", 0), "train.epochs must be >= 1"),
+        (lambda c: setattr(c.train, "epochs", 0), r"train.epochs \(--epochs\) must be >= 1"),
         (lambda c: setattr(c.train, "loss", "hinge"), "train.loss 'hinge' is unknown"),
         (lambda c: setattr(c.model, "norm", "layer"), "model: unknown norm 'layer'"),
         (lambda c: setattr(c.data, "normalization", "divide255"), "data.normalization 'divide255'"),

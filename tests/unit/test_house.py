@@ -80,7 +80,8 @@ def test_every_flag_of_a_config_field_has_its_name_default_and_choices(command, 
                 assert "--no-" + f.name.replace("_", "-") in action.option_strings, f.name
             elif f.default is not None and f.default is not dataclasses.MISSING:
                 shown = f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
-                assert f"(default: {f.metadata.get('default_text', shown)})" in action.help, f.name
+                valid = f"; {f.metadata['valid']}" if f.metadata.get("valid") else ""
+                assert f"(default: {f.metadata.get('default_text', shown)}{valid})" in action.help, f.name
     assert seen >= {"train": 30, "predict": 25, "evaluate": 2}[command]
 
 

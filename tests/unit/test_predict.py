@@ -115,7 +115,9 @@ def test_a_tile_or_batch_too_large_for_memory_is_refused_before_anything_is_allo
     process (22 GB resident, exit 137, nothing said); the memory check counted only the row of results."""
     from unetkit import ConfigError, predict_files, synthesize_dataset
 
-    with pytest.raises(ConfigError, match="--tile 100000: at most 16384 pixels"):
+    with pytest.raises(
+        ConfigError, match=r"\(--tile\) must be in \[1, 16384\], got 100000; a tile is mirrored"
+    ):
         Predictor.from_pretrained("nuclei", tile=100_000)
     huge = Predictor.from_pretrained("nuclei", tile=16384, batch_size=4)
     huge.check_size((64, 64), "small")  # one tile, mirrored out: it fits
@@ -126,9 +128,17 @@ def test_a_tile_or_batch_too_large_for_memory_is_refused_before_anything_is_allo
     Predictor.from_pretrained("nuclei").check_size((8192, 8192), "big", max_memory_gib=8)  # the defaults fit
     data = synthesize_dataset(tmp_path / "d", n=1, size=32, seed=0)
     for bad, said in (
-        ({"max_memory_gib": -1.0}, "--max-memory-gib -1.0: give the memory"),
-        ({"max_memory_gib": float("nan")}, "--max-memory-gib nan"),
-        ({"object_context": -3}, "--object-context -3: give a size in pixels"),
+        (
+            {"max_memory_gib": -1.0},
+            r"\(--max-memory-gib\) must be > 0, got -1.0; give the memory to allow in GiB",
+        ),
+        ({"max_memory_gib": float("nan")}, r"\(--max-memory-gib\) must be a finite number, got nan"),
+        ({"object_context": -3}, r"\(--object-context\) must be >= 0, got -3; give a size in pixels"),
+        (
+            {"tile": 100_000},
+            r"predict.tile \(--tile\) must be in \[1, 16384\], got 100000; a tile is mirrored",
+        ),
+        ({"threshold": 1.0}, r"predict.threshold \(--threshold\) must be in \(0, 1\), got 1.0"),
     ):
         with pytest.raises(ConfigError, match=said):
             predict_files("nuclei", [data / "images"], tmp_path / "out", progress=False, **bad)

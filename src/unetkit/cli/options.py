@@ -75,7 +75,10 @@ def add_options(
         base, is_list = _base_type(hints[name])
         default = _default_text(f)
         text = meta.get("help", "")
-        help_text = f"{text} (default: {default})" if default and text else text
+        said = [f"default: {default}"] if default else []
+        if meta.get("valid") is not None:  # the range, as check_values refuses outside it
+            said.append(str(meta["valid"]))
+        help_text = f"{text} ({'; '.join(said)})" if said and text else text
         kw: dict[str, Any] = {"dest": name, "default": None, "help": help_text.replace("%", "%%")}
         if base is bool:
             kw["action"] = argparse.BooleanOptionalAction

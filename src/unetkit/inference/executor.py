@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import BLENDS, DEFAULT_TILE, MAX_TILE, PRECISIONS
+from ..config import BLENDS, DEFAULT_TILE, PRECISIONS, PredictConfig, check_values
 from ..data.lazy import ImageSource
 from ..data.normalize import Normalizer
 from ..device import autocast, compile_model, cpu_has_native_bf16, resolve_device
@@ -82,18 +82,10 @@ class TileExecutor:
         fuse: bool,
         compile: bool,
     ) -> None:
-        if not 0 <= overlap < 1:
-            raise ConfigError(f"--overlap must be in [0, 1), got {overlap}")
+        check_values("predict", {"overlap": overlap, "tile": tile, "batch_size": batch_size}, PredictConfig)
         if blend is not None and blend not in BLENDS:
             raise ConfigError(f"--blend {blend!r} is unknown; choose one of {', '.join(BLENDS)}")
         tile = DEFAULT_TILE if tile is None else tile  # a bare network records no training patch
-        if tile < 1 or batch_size < 1:
-            raise ConfigError(f"--tile and --batch must be positive, got {tile} and {batch_size}")
-        if tile > MAX_TILE:
-            raise ConfigError(
-                f"--tile {tile}: at most {MAX_TILE} pixels (a tile is mirrored out to its size around a smaller "
-                "image); use the default, or a tile of a few hundred to a few thousand pixels"
-            )
         if precision not in PRECISIONS:
             raise ConfigError(f"--precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
         self.device = resolve_device(device)

@@ -46,10 +46,9 @@ __all__ = ["SegmentWidget"]
 
 log = logging.getLogger(__name__)
 
-#: what tile 0 means: the definition's words (config.PredictConfig.tile)
-_TILE_DEFAULT = next(
-    f.metadata["default_text"] for f in dataclasses.fields(PredictConfig) if f.name == "tile"
-)
+#: the definitions of the options the widget offers (config.PredictConfig): what tile 0 means, the ranges
+_PREDICT = {f.name: f.metadata for f in dataclasses.fields(PredictConfig)}
+_TILE_DEFAULT = _PREDICT["tile"]["default_text"]
 
 
 #: what a stack's or time-lapse's Segment covers
@@ -92,7 +91,7 @@ class SegmentWidget(WorkerWidget):
         self.image: Any = create_widget(annotation=napari.layers.Image, label="image")
         # the defaults are unetkit predict's (config.PredictConfig), except where SURFACE_DEFAULTS says why not
         self.tile = SpinBox(
-            label="tile (0: the model's)", value=0, min=0, max=8192, step=64,
+            label="tile (0: the model's)", value=0, min=0, max=int(_PREDICT["tile"]["valid"].high), step=64,
             tooltip=f"network input size per tile; 0: {_TILE_DEFAULT}",
         )  # fmt: skip
         self.tta = CheckBox(text="average over the 8 rotations and flips (TTA)", value=PredictConfig().tta)

@@ -15,7 +15,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..checkpoint import resolve_model_path
-from ..config import FORMATS, PROBS_DTYPES
+from ..config import FORMATS, PROBS_DTYPES, OutputConfig, PredictConfig, check_values
 from ..data.io import IMAGE_SUFFIXES
 from ..data.layouts import Naming, detect_layout, find_images, load_layout
 from ..data.lazy import missing_chunks, ome_level, open_image
@@ -203,12 +203,10 @@ def predict_files(
     if isinstance(inputs, (str, Path)):  # one path, never its characters one by one
         inputs = [inputs]
     probs_dtype = _check_options(format, save_probs, overwrite, resume, dask, overlay, chunk, model)
-    if max_memory_gib is not None and not max_memory_gib > 0:  # NaN too
-        raise ConfigError(f"--max-memory-gib {max_memory_gib}: give the memory to allow in GiB, e.g. 8")
-    if object_context < 0:
-        raise ConfigError(f"--object-context {object_context}: give a size in pixels, e.g. 128 (the default)")
-    if dask and dask_workers < 1:
-        raise ConfigError(f"--dask-workers {dask_workers}: at least 1")
+    # every number within its option's range (config: one definition), before anything is read
+    check_values("predict", kwargs, PredictConfig)
+    sizes = {"max_memory_gib": max_memory_gib, "object_context": object_context, "level": level}
+    check_values("output", {**sizes, **({"dask_workers": dask_workers} if dask else {})}, OutputConfig)
     if not isinstance(model, Predictor):
         resolve_model_path(model)  # a missing model is the first thing to say (cheap: the file is not read)
     items = collect_inputs(inputs, layout, naming, level)
