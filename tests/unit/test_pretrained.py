@@ -155,16 +155,18 @@ def test_an_unknown_version_of_a_built_in_model_lists_the_versions_there_are():
 
 def test_a_shipped_file_stores_the_dataset_description_once_whichever_unetkit_wrote_the_run(tmp_path):
     """Issue 33: the shipped form is canonical: a run whose checkpoint stored the description three times (the
-    built-in v2 file was written so) ships with the class names only in the encoding and only the keys that say
+    first built-in file, kept as shipped, was written so) ships with the class names only in the encoding and only the keys that say
     how the files were found, every other record as it was, and loads back to the same typed record."""
     from unetkit.checkpoint import preprocessing_of
     from unetkit.config import FINDING_KEYS
     from unetkit.workflows.pretrain import ship_checkpoint
 
-    old = load_checkpoint("nuclei")
+    old = load_checkpoint("nuclei@1")
     assert "class_names" in old["preprocessing"] and set(old["preprocessing"]["dataset"]) > set(FINDING_KEYS)
     recipe = old["pretrained"]["recipe"]
-    shipped = load_checkpoint(ship_checkpoint(get_pretrained("nuclei").path, tmp_path / "n.pt", "n", recipe))
+    shipped = load_checkpoint(
+        ship_checkpoint(get_pretrained("nuclei@1").path, tmp_path / "n.pt", "n", recipe)
+    )
     pre = shipped["preprocessing"]
     assert "class_names" not in pre and set(pre["dataset"]) == set(FINDING_KEYS)
     assert pre["dataset"] == {k: old["preprocessing"]["dataset"][k] for k in FINDING_KEYS}
