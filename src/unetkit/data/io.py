@@ -298,7 +298,7 @@ def count_planes(path: str | Path, stack: bool = False) -> int:
     except Exception as exc:
         if not (decoding_error(exc) or isinstance(exc, fmt.errors)):
             raise
-        raise DataError(f"{path}: cannot be read as {path.suffix.lower()[1:].upper()} ({exc})") from None
+        raise DataError(f"{path}: cannot be read as a {path.suffix.lower()} file ({exc})") from None
 
 
 def _tiff_planes(path: Path, stack: bool) -> int:
