@@ -28,7 +28,7 @@ def matched_objects(model: str, data: Path) -> tuple[np.ndarray, np.ndarray]:
     from unetkit import Predictor, read_image
     from unetkit.metrics.instance import match_instances
 
-    predictor = Predictor.from_pretrained(model)
+    predictor = Predictor.from_checkpoint(model)  # a built-in name or a model file
     conf, good = [], []
     for path in sorted((data / "images").glob("*.png")):
         labels, table = predictor.predict_instances(read_image(path), return_table=True)
@@ -49,7 +49,7 @@ def fit(model: str, n: int = 48, seed: int = 5000) -> np.ndarray:
     from unetkit.inference.objects import ObjectSums, _logit, confidence_maps
     from unetkit.metrics.instance import match_instances
 
-    predictor = Predictor.from_pretrained(model)
+    predictor = Predictor.from_checkpoint(model)  # a built-in name or a model file
     rows, good = [], []
     with tempfile.TemporaryDirectory() as tmp:
         data = synthesize_dataset(Path(tmp) / "fit", n=n, size=256, seed=seed, style="random")
@@ -117,6 +117,7 @@ def _row(name: str, conf: np.ndarray, good: np.ndarray) -> str:
 
 
 def main() -> None:
+    from unetkit.checkpoint import load_checkpoint
     from unetkit.data.domains import DOMAINS, synthesize_domain
     from unetkit.data.synthetic import synthesize_dataset
     from unetkit.device import cpu_summary
@@ -137,7 +138,9 @@ def main() -> None:
     pooled_c, pooled_g = [], []
     with tempfile.TemporaryDirectory() as tmp:
         sets = {name: synthesize_domain(name, Path(tmp) / name, "test") for name in DOMAINS}
-        family = get_pretrained(args.model).recipe["evaluation"]["validation"]
+        builtin = get_pretrained(args.model)  # else a model file: a built-in model's file records its recipe
+        recipe = builtin.recipe if builtin else load_checkpoint(args.model)["pretrained"]["recipe"]
+        family = recipe["evaluation"]["validation"]
         sets["its family"] = synthesize_dataset(
             Path(tmp) / "family", n=int(family["n"]), size=int(family["size"]), seed=int(family["seed"]),
             style=str(family.get("style", "default")),
