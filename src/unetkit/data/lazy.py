@@ -29,10 +29,6 @@ from .io import (
 
 __all__ = ["LAZY_SUFFIXES", "ImageSource", "image_size", "ome_level", "ome_placement", "open_image"]
 
-#: the files read window by window (a ``.zarr`` store too, opened by :func:`_open_zarr`); other formats are
-#: decoded whole (:data:`~unetkit.data.io.FORMATS`) when opened
-LAZY_SUFFIXES = (".tif", ".tiff", ".zarr", ".npy")
-
 
 class ImageSource:
     """A ``(C, H, W)`` view of a stored image (``(C, D, H, W)`` of a volume, ``spatial_dims=3``);
@@ -442,3 +438,6 @@ class _Squeezed:
 
 #: how each windowed file format is opened (the windowed counterpart of :data:`~unetkit.data.io.FORMATS`)
 _OPENERS = {".tif": _open_tiff, ".tiff": _open_tiff, ".npy": _open_npy}
+#: the files read window by window (a ``.zarr`` store too, opened by :func:`_open_zarr`); other formats are
+#: decoded whole (:data:`~unetkit.data.io.FORMATS`) when opened
+LAZY_SUFFIXES = (*_OPENERS, ".zarr")
