@@ -4,7 +4,7 @@ timed test.
 Every figure is measured on the suite (``unetkit.data.domains``): generated imaging domains held out from all
 training data, each with a pool of 5 annotated images and 8 test images. Per domain:
 
-1. zero-shot: each built-in version (``nuclei@1``, ``nuclei``) on the test images, plain and with
+1. zero-shot: each built-in version (``nuclei@1``, ``nuclei@2``, ``nuclei``) on the test images, plain and with
    ``--diameter auto``; and on unseen images of the training family; instance F1 at IoU 0.5, DSB 2018 score, AJI;
 2. size: the typical object diameter ``--diameter auto`` estimates from the model's first pass against the
    same estimate on the true masks (one estimate everywhere: ``data.checks.typical_diameter``);
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--images", default="1,2,5", help=f"training image counts, at most {POOL}")
     parser.add_argument("--fine-tune", default="1,2", help="fine-tuning budgets in minutes")
     parser.add_argument("--scratch", default="2,5", help="from-scratch budgets in minutes")
-    parser.add_argument("--models", default="nuclei@1,nuclei", help="built-in models scored zero-shot")
+    parser.add_argument("--models", default="nuclei@1,nuclei@2,nuclei", help="built-in models scored zero-shot")
     parser.add_argument("--variants", default="", help="NAME=FLAGS;...: extra flags for every training cell")
     parser.add_argument("--out", help="keep data, runs and results.jsonl here (default: a temporary folder)")
     args = parser.parse_args()

@@ -185,12 +185,13 @@ def test_segment_estimates_the_diameter_and_warns_about_sizes_the_model_never_le
     widget.image.value = viewer.layers["small"]
     widget.start()
     _wait(qtbot, widget)
-    assert "smaller than any the model learnt (7-57.7 px): tick 'estimate the diameter" in widget.status.value
+    lo, hi = Predictor.from_pretrained("nuclei").trained_range
+    assert f"smaller than any the model learnt ({lo:g}-{hi:g} px): tick 'estimate the diameter" in widget.status.value
     widget.estimate.value = True
     assert not widget.diameter.enabled  # one or the other
     widget.start()
     _wait(qtbot, widget)
-    assert "(estimated); the model learnt 7-57.7 px: segmented zoomed x1." in widget.status.value
+    assert f"(estimated); the model learnt {lo:g}-{hi:g} px: segmented zoomed x1." in widget.status.value
     viewer.window.add_dock_widget(widget, name="Segment", area="right")
     _screenshot(viewer, "napari-segment-estimate.png", tmp_path)
     widget.min_size.value = 10**6  # the min-size field reaches the work: no object is that large

@@ -84,7 +84,7 @@ def test_the_preprocessing_record_is_read_typed_in_one_place_and_written_back_as
     from unetkit.checkpoint import Preprocessing, preprocessing_of
     from unetkit.data.masks import MaskEncoding
 
-    for name in ("nuclei", "nuclei@1"):  # files written before the type existed
+    for name in ("nuclei", "nuclei@2", "nuclei@1"):  # files written before the type existed (and one after)
         payload = load_checkpoint(name)
         pre = preprocessing_of(payload, name)
         assert pre.in_channels == 1 and pre.normalization["method"] == "percentile"

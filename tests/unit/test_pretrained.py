@@ -17,7 +17,7 @@ from unetkit.inference import Predictor
 from unetkit.pretrained import REGISTRY, file_sha256, get_pretrained, list_pretrained, pretrained_path
 
 
-@pytest.mark.parametrize("name", ["nuclei", "nuclei@1"])
+@pytest.mark.parametrize("name", ["nuclei", "nuclei@2", "nuclei@1"])
 def test_each_shipped_nuclei_version_matches_its_registry_entry(name):
     model = get_pretrained(name)
     assert model is not None and model.path.is_file()
@@ -31,7 +31,7 @@ def _style_version(style: str) -> int:
     return int(style.rpartition("@")[2]) if "@" in style else STYLE_VERSION
 
 
-@pytest.mark.parametrize("name", ["nuclei", "nuclei@1"])
+@pytest.mark.parametrize("name", ["nuclei", "nuclei@2", "nuclei@1"])
 def test_each_shipped_file_loads_safely_with_half_precision_weights_and_its_recipe(name):
     path = pretrained_path(name)
     payload = load_checkpoint(path)  # weights_only: no code can run
@@ -50,10 +50,11 @@ def test_each_shipped_file_loads_safely_with_half_precision_weights_and_its_reci
 
 
 def test_versions_are_named_by_number_and_the_bare_name_is_the_newest():
-    newest, first = get_pretrained("nuclei"), get_pretrained("nuclei@1")
-    assert newest.version == 2 and first.version == 1 and newest.path != first.path
-    assert get_pretrained("nuclei@2") == newest and get_pretrained("pretrained:nuclei@1") == first
-    assert get_pretrained("nuclei@3") is None
+    newest, second, first = get_pretrained("nuclei"), get_pretrained("nuclei@2"), get_pretrained("nuclei@1")
+    assert (newest.version, second.version, first.version) == (3, 2, 1)
+    assert len({newest.path, second.path, first.path}) == 3
+    assert get_pretrained("nuclei@3") == newest and get_pretrained("pretrained:nuclei@1") == first
+    assert get_pretrained("nuclei@4") is None
     assert resolve_model_path("nuclei@1") == pretrained_path("nuclei@1") == first.path
 
 
@@ -98,13 +99,13 @@ def test_a_second_model_is_a_data_only_addition(tmp_path):
     registry = tmp_path / "registry.yaml"
     text = REGISTRY.read_text()
     entry = (
-        text[text.index("  nuclei:") : text.index("  nuclei@1:")]
+        text[text.index("  nuclei:") : text.index("  nuclei@2:")]
         .replace("  nuclei:", "  he-nuclei:", 1)
         .replace("file: nuclei.pt", "file: he.pt")
     )
     registry.write_text(text + entry)
     shutil.copy(pretrained_path("nuclei"), tmp_path / "he.pt")
-    assert [m.name for m in list_pretrained(registry)] == ["nuclei", "nuclei@1", "he-nuclei"]
+    assert [m.name for m in list_pretrained(registry)] == ["nuclei", "nuclei@2", "nuclei@1", "he-nuclei"]
     assert pretrained_path("he-nuclei", registry) == tmp_path / "he.pt"
 
 
@@ -148,7 +149,7 @@ def test_an_unknown_version_of_a_built_in_model_lists_the_versions_there_are():
 
     with pytest.raises(
         CheckpointError,
-        match=r"nuclei@7: no such version of the built-in model nuclei \(built in: nuclei, nuclei@1",
+        match=r"nuclei@7: no such version of the built-in model nuclei \(built in: nuclei, nuclei@2, nuclei@1",
     ):
         resolve_model_path("nuclei@7")
 
