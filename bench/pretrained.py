@@ -45,7 +45,9 @@ def main() -> None:
     parser.add_argument("--images", default="1,2,5", help=f"training image counts, at most {POOL}")
     parser.add_argument("--fine-tune", default="1,2", help="fine-tuning budgets in minutes")
     parser.add_argument("--scratch", default="2,5", help="from-scratch budgets in minutes")
-    parser.add_argument("--models", default="nuclei@1,nuclei@2,nuclei", help="built-in models scored zero-shot")
+    parser.add_argument(
+        "--models", default="nuclei@1,nuclei@2,nuclei", help="built-in models scored zero-shot"
+    )
     parser.add_argument("--variants", default="", help="NAME=FLAGS;...: extra flags for every training cell")
     parser.add_argument("--out", help="keep data, runs and results.jsonl here (default: a temporary folder)")
     args = parser.parse_args()

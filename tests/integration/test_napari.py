@@ -186,7 +186,10 @@ def test_segment_estimates_the_diameter_and_warns_about_sizes_the_model_never_le
     widget.start()
     _wait(qtbot, widget)
     lo, hi = Predictor.from_pretrained("nuclei").trained_range
-    assert f"smaller than any the model learnt ({lo:g}-{hi:g} px): tick 'estimate the diameter" in widget.status.value
+    assert (
+        f"smaller than any the model learnt ({lo:g}-{hi:g} px): tick 'estimate the diameter"
+        in widget.status.value
+    )
     widget.estimate.value = True
     assert not widget.diameter.enabled  # one or the other
     widget.start()

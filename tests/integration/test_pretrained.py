@@ -138,7 +138,12 @@ def test_models_lists_the_built_in_model_with_its_size_and_scores(capsys):
     assert main(["models"]) == 0
     text = capsys.readouterr().out
     entry = get_pretrained("nuclei")
-    assert "nuclei" in text and "nuclei@2" in text and "nuclei@1" in text and f"{entry.bytes / 1e6:.1f} MB" in text
+    assert (
+        "nuclei" in text
+        and "nuclei@2" in text
+        and "nuclei@1" in text
+        and f"{entry.bytes / 1e6:.1f} MB" in text
+    )
     assert f"f1 {entry.scores['suite']['f1']:.3f}" in text and "per suite domain" in text
 
 

@@ -122,7 +122,8 @@ def test_a_tile_or_batch_too_large_for_memory_is_refused_before_anything_is_allo
     huge = Predictor.from_pretrained("nuclei", tile=16384, batch_size=4)
     huge.check_size((64, 64), "small")  # one tile, mirrored out: it fits
     with pytest.raises(
-        DataError, match=r"tile\(s\) of 8320x8320 pixels needs at least .* --tile or --batch"  # the image and 64 px around
+        DataError,
+        match=r"tile\(s\) of 8320x8320 pixels needs at least .* --tile or --batch",  # the image and 64 px around
     ):
         huge.check_size((8192, 8192), "big", max_memory_gib=8)
     Predictor.from_pretrained("nuclei").check_size((8192, 8192), "big", max_memory_gib=8)  # the defaults fit

@@ -60,8 +60,9 @@ COLUMNS = (
 )
 #: intercept, then the weights of logit(mean largest probability), logit(mean foreground probability),
 #: logit(mean foreground probability on the outer ring), log(size plausibility). Fitted on the built-in
-#: model's family (seed 5000): AUC 0.83, expected calibration error 0.019; on the style-shift suite's 8,658
-#: objects AUC 0.82, ECE 0.038 (per domain 0.003-0.05, `nucleoli` 0.13: over-confident on split textured nuclei);
+#: model's family (seed 5000; version 2): AUC 0.83, expected calibration error 0.019; with version 3 on the
+#: style-shift suite's 8,675 objects AUC 0.84, ECE 0.026 (per domain 0.003-0.033, `nucleoli` 0.094: over-confident
+#: on split textured nuclei);
 #: ``make bench-confidence`` measures them, ``python bench/confidence.py --fit`` refits them
 WEIGHTS = (1.08, 2.09, -0.79, -0.46, 3.70)
 

@@ -230,12 +230,10 @@ def _test_tensors(
         image = image[:size, :size]
     raw = np.repeat(image[None], channels, axis=0)  # (C, H, W)
     pixels = np.moveaxis(raw, 0, -1) if channels > 1 else raw[0]
-    with torch.no_grad():
-        if net.padding == "valid":
-            x = torch.from_numpy(predictor.prepare(pixels))[None]
-            probs = predictor.executor.activate(net._forward(x))[0].numpy()
-        else:
-            probs = predictor.predict_proba(pixels)
+    with torch.no_grad():  # one pass of the network on the whole input, as the zoo's test runs the weights
+        # (not unetkit's tiling: it mirrors context around the image, which a consumer of the weights does not)
+        x = torch.from_numpy(predictor.prepare(pixels))[None]
+        probs = predictor.executor.activate(net._forward(x))[0].numpy()
     np.save(folder / "test_input.npy", raw[None])
     np.save(folder / "test_output.npy", probs[None].astype(np.float32))
     if step is not None:
