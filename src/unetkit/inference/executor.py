@@ -132,11 +132,12 @@ class TileExecutor:
                 raise ConfigError(
                     f"--tile {tile} with --overlap {overlap} leaves no tile core; use a larger --tile"
                 )
-        # mirrored context at the image border (blend plans): for 2-D networks BORDER_CELLS pooling cells
-        # whatever the tile, so an image one tile covers is segmented alike at every --tile. Measured with the built-in model on 256² images of the style-shift suite: without context
-        # (--tile 256, the size of a model fine-tuned on 128² patches) F1@0.5 0.904 on `uneven` and 0.954 on
-        # `dim16`, with 64 px (--tile 512) 0.924 and 0.959. Volumes keep half an overlap: each axis's context
-        # multiplies their compute, and it was not measured there.
+        # mirrored context at the image border (blend plans only): for 2-D networks BORDER_CELLS pooling cells
+        # whatever the tile, so an image one tile covers is segmented alike at every --tile. Measured with the
+        # built-in model on 256² images of the style-shift suite: without context (--tile 256, the tile of a
+        # model fine-tuned on 128² patches) F1@0.5 0.904 on `uneven` and 0.954 on `dim16`, with 64 px (--tile
+        # 512) 0.924 and 0.959. Volumes keep half an overlap: each axis's context multiplies their compute, and
+        # it was not measured there.
         self.context = self.halo if self.spatial_dims != 2 else BORDER_CELLS * self.align
 
     # -- sizes ------------------------------------------------------------------------------------------
