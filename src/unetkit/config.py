@@ -72,6 +72,8 @@ ARCH_ONLY_FIELDS = tuple(name for names in ARCH_ONLY.values() for name in names)
 BLENDS = ("gaussian", "taper", "constant", "crop")
 PRECISIONS = ("float32", "bfloat16", "auto")
 ENGINES = ("torch", "onnxruntime", "openvino", "auto")
+#: batch-norm statistics while training (TrainConfig.freeze_norm)
+FREEZE_NORM = ("auto", "on", "off")
 
 #: the learning rate of a run from scratch, and of a fine-tuning run (``--init``), unless one is given
 DEFAULT_LR = 1e-3
@@ -433,6 +435,13 @@ class TrainConfig:
     )
     compile: bool = option(False, "torch.compile the model (slower start)")
     sync_bn: bool = option(False, "distributed: synchronise batch-norm statistics across GPUs")
+    freeze_norm: str = option(
+        "auto",
+        "keep the batch-norm statistics of the starting model (its scale and shift still train): on a few "
+        "images, statistics of batches of their patches are not those of the images the model will see",
+        choices=FREEZE_NORM,
+        default_text="auto: on when fine-tuning (--init) on at most 5 training images",
+    )
     patience: int = option(10, "early stopping: epochs without a better validation Dice", valid=AT_LEAST_ONE)
     time_budget: float | None = option(
         None, "seconds: no epoch starts that would end past it", default_text="no limit", valid=POSITIVE
@@ -785,6 +794,7 @@ def check_config(cfg: RunConfig) -> None:
         ("data.val_split", d.val_split, VAL_SPLITS),
         ("train.optimizer", t.optimizer, OPTIMIZERS),
         ("train.schedule", t.schedule, SCHEDULES),
+        ("train.freeze_norm", t.freeze_norm, FREEZE_NORM),
         ("train.loss", t.loss, ("auto", *LOSS_NAMES)),
         ("model.padding", m.padding, PADDINGS),
     ]

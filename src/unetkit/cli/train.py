@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_data_args(p)
     g = p.add_argument_group("training")
     add_options(g, "train", ("epochs", "steps_per_epoch", "batch_size", "lr", "loss", "patience", "seed"))
-    add_options(g, "train", ("device", "num_workers", "amp", "init"))
+    add_options(g, "train", ("device", "num_workers", "amp", "init", "freeze_norm"))
     add_options(g, "data", ("val_fraction", "val_split", "augment", "input_scale"))
     a = p.add_argument_group("augmentation (image, mask and weight map alike; seeded)")
     add_options(a, "data", AUGMENTATION)

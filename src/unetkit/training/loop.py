@@ -114,6 +114,17 @@ class Step:
     #: bfloat16 autocast on CPUs with native bfloat16 (2-D only: torch 2.13's CPU bfloat16 Conv3d backward
     #: returned non-finite weight gradients, intermittently, on small volume patches)
     cpu_bf16: bool = False
+    #: batch-norm layers keep their running statistics and normalise with them (``train.freeze_norm``)
+    frozen_norm: bool = False
+
+    def train_mode(self) -> None:
+        """The model in training mode; with ``frozen_norm`` its batch-norm layers stay in evaluation mode (their
+        statistics neither change nor are replaced by each batch's; their scale and shift still learn)."""
+        self.model.train()
+        if self.frozen_norm:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
@@ -154,7 +165,7 @@ def train_epoch(
     t0 = time.perf_counter()
     batch = cfg.train.batch_size // ctx.world  # this rank's share of the global batch
     dataset.set_epoch(epoch)
-    step.model.train()
+    step.train_mode()
     if cfg.train.num_workers > 0:
         leave_sigchld_alone()
     loader = DataLoader(
