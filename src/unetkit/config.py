@@ -74,6 +74,8 @@ PRECISIONS = ("float32", "bfloat16", "auto")
 ENGINES = ("torch", "onnxruntime", "openvino", "auto")
 #: batch-norm statistics while training (TrainConfig.freeze_norm)
 FREEZE_NORM = ("auto", "on", "off")
+#: what best.pt and early stopping follow (TrainConfig.select_by): a metrics.csv column without its "val_"
+SELECT_BY = ("auto", "dice", "pq")
 
 #: the learning rate of a run from scratch, and of a fine-tuning run (``--init``), unless one is given
 DEFAULT_LR = 1e-3
@@ -442,7 +444,19 @@ class TrainConfig:
         choices=FREEZE_NORM,
         default_text="auto: on when fine-tuning (--init) on at most 5 training images",
     )
-    patience: int = option(10, "early stopping: epochs without a better validation Dice", valid=AT_LEAST_ONE)
+    select_by: str = option(
+        "auto",
+        "what best.pt and early stopping follow: validation Dice, or the panoptic quality of the held-out objects "
+        "(instance masks of images)",
+        choices=SELECT_BY,
+        default_text="auto: pq when fine-tuning (--init) on instance masks, else dice",
+    )
+    patience: int = option(
+        10,
+        "early stopping: epochs without a better validation score (Dice; the held-out objects' PQ when "
+        "fine-tuning on instance masks)",
+        valid=AT_LEAST_ONE,
+    )
     time_budget: float | None = option(
         None, "seconds: no epoch starts that would end past it", default_text="no limit", valid=POSITIVE
     )
@@ -795,6 +809,7 @@ def check_config(cfg: RunConfig) -> None:
         ("train.optimizer", t.optimizer, OPTIMIZERS),
         ("train.schedule", t.schedule, SCHEDULES),
         ("train.freeze_norm", t.freeze_norm, FREEZE_NORM),
+        ("train.select_by", t.select_by, SELECT_BY),
         ("train.loss", t.loss, ("auto", *LOSS_NAMES)),
         ("model.padding", m.padding, PADDINGS),
     ]

@@ -122,8 +122,9 @@ def contour_overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.25) 
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def save_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
-    """Loss and validation Dice/IoU per epoch as a PNG (matplotlib, no display needed)."""
+def save_curves(history: Sequence[dict[str, float]], path: str | Path, best: int | None = None) -> Path:
+    """Loss and validation Dice/IoU (and objects' PQ) per epoch as a PNG (matplotlib, no display needed);
+    ``best``: the epoch of best.pt (default: the best validation Dice)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -140,10 +141,13 @@ def save_curves(history: Sequence[dict[str, float]], path: str | Path) -> Path:
     ax1.grid(alpha=0.3)
     ax2.plot(epochs, [h["val_dice"] for h in history], "o-", label="validation Dice")
     ax2.plot(epochs, [h["val_iou"] for h in history], "o-", label="validation IoU")
-    best = int(np.argmax([h["val_dice"] for h in history]))
-    ax2.axvline(epochs[best], color="gray", ls="--", lw=1, label=f"best (epoch {epochs[best]})")
+    if any("val_pq" in h for h in history):
+        ax2.plot(epochs, [h.get("val_pq", np.nan) for h in history], "o-", label="validation PQ (objects)")
+    if best is None:
+        best = int(epochs[int(np.argmax([h["val_dice"] for h in history]))])
+    ax2.axvline(best, color="gray", ls="--", lw=1, label=f"best (epoch {best})")
     ax2.set_xlabel("epoch")
-    low = min(min(h["val_iou"] for h in history), min(h["val_dice"] for h in history))
+    low = min(h[k] for h in history for k in ("val_iou", "val_dice", "val_pq") if k in h)
     ax2.set_ylim(max(0.0, low - 0.05), 1.0)
     ax2.legend(loc="lower right")
     ax2.grid(alpha=0.3)

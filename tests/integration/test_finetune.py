@@ -55,7 +55,10 @@ def test_a_fine_tune_whose_every_epoch_is_worse_ends_with_the_starting_model(nuc
     assert [int(r["epoch"]) for r in table] == [0, 1, 2]
     assert math.isnan(float(table[0]["train_loss"]))  # epoch 0: validated, not trained
     assert all(float(r["val_dice"]) < float(table[0]["val_dice"]) for r in table[1:])
-    assert "no epoch clearly beat the starting model" in captured.err
+    # best.pt follows the held-out objects' panoptic quality (instance masks), worse too
+    assert all(float(r["val_pq"]) < float(table[0]["val_pq"]) for r in table[1:])
+    assert "no epoch clearly beat the starting model (validation PQ (objects)" in captured.err
+    assert "best validation PQ (objects)" in captured.out
     assert "at epoch 0 (the starting model)" in captured.out
     # best.pt holds the starting model's weights bitwise (float32, as loaded), with this run's preprocessing
     best = load_checkpoint(out / "best.pt")
@@ -69,6 +72,7 @@ def test_a_fine_tune_whose_every_epoch_is_worse_ends_with_the_starting_model(nuc
     acc = EventAccumulator(str(out / "tb"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("dice/val")] == [0, 1, 2]
+    assert [e.step for e in acc.Scalars("pq/val")] == [0, 1, 2]
     assert [e.step for e in acc.Scalars("loss/train")] == [1, 2]
     assert (out / "curves.png").stat().st_size > 0
 

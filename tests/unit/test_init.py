@@ -147,6 +147,10 @@ def test_a_fine_tune_on_a_few_images_keeps_the_starting_batch_norm_statistics(ti
     norm_scales = [k.replace("running_mean", "weight") for k in statistics if k.endswith("running_mean")]
     assert all(not torch.equal(last[k], start[k]) for k in norm_scales)  # scale and shift train
     assert "statistics are kept while fine-tuning on 2 image(s)" in caplog.text
+    # best.pt of a fine-tune on instance masks follows the held-out objects; from scratch, the pixels
+    assert kept.score == "val_pq" and all(0 <= row["val_pq"] <= 1 for row in kept.history)
+    assert "best.pt follows the objects" in caplog.text
+    assert tiny_run.score == "val_dice" and "val_pq" in tiny_run.history[-1]
 
     cfg.train.freeze_norm = "off"
     moved = load_checkpoint(train(few, tmp_path / "moved", cfg, progress=False).last_checkpoint)["state_dict"]

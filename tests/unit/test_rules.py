@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from unetkit.config import DataConfig, ModelConfig, TrainConfig
@@ -200,3 +201,49 @@ def test_a_fine_tuned_epoch_replaces_the_starting_model_only_by_a_clear_margin()
     assert st.end_epoch({"epoch": 3, "val_dice": 0.90 + 2.1 * START_MARGIN})  # later epochs: any gain
     scratch = TrainState()  # no starting model: the first epoch is the best so far
     assert scratch.end_epoch({"epoch": 1, "val_dice": 0.1})
+
+
+def test_a_fine_tune_on_instance_masks_is_chosen_by_its_objects_not_its_pixels():
+    """Issue 30: fine-tuned on one image, pixel Dice on the held-out objects fell while every epoch found the test
+    images' objects better; best.pt follows the held-out objects' panoptic quality instead."""
+    st = TrainState(score="val_pq")
+    assert st.end_epoch({"epoch": 0, "val_dice": 0.85, "val_pq": 0.74})
+    assert st.end_epoch({"epoch": 1, "val_dice": 0.80, "val_pq": 0.77})  # fewer pixels, better objects
+    assert not st.end_epoch({"epoch": 2, "val_dice": 0.90, "val_pq": 0.75})
+    assert (st.best_epoch, st.best_score) == (1, 0.77)
+    saved = TrainState.from_dict(st.to_dict())  # a resumed run goes on choosing as it chose
+    assert saved.score == "val_pq" and saved.best_score == 0.77
+
+
+def test_the_objects_score_counts_the_held_out_objects_only():
+    from unetkit.training.loop import object_sums
+
+    truth = np.zeros((40, 40), np.int32)
+    truth[2:10, 2:10] = 1  # found exactly
+    truth[2:10, 20:28] = 2  # found half: IoU 0.5 is not a match
+    truth[30:38, 30:38] = 7  # outside the held-out pixels: not counted
+    pred = np.zeros_like(truth)
+    pred[2:10, 2:10] = 5
+    pred[2:10, 24:32] = 6
+    pred[12:16, 2:6] = 8  # a false object inside
+    pred[18:30, 10:14] = 9  # mostly outside: not counted
+    counted = np.zeros(truth.shape, bool)
+    counted[:20, :] = True
+    iou, tp, fp, fn = object_sums(truth, pred, counted)
+    assert (tp, fp, fn) == (1, 2, 1) and iou == 1.0  # PQ = 1 / (1 + 1 + 0.5)
+    assert object_sums(truth, truth, np.ones_like(counted)).tolist() == [3.0, 3, 0, 0]
+
+
+def test_what_best_pt_follows_can_be_chosen_and_pq_needs_objects(tiny_data, tmp_path):
+    from tests.conftest import tiny_config
+    from unetkit import train
+
+    cfg = tiny_config(epochs=1, select_by="pq")  # from scratch, by the objects when asked
+    assert train(tiny_data, tmp_path / "pq", cfg, progress=False).score == "val_pq"
+    classes = tmp_path / "classes"
+    cfg = tiny_config(epochs=1, select_by="pq")
+    cfg.data.mask_encoding = "binary"
+    with pytest.raises(
+        ConfigError, match="--select-by pq: the panoptic quality of objects needs instance masks"
+    ):
+        train(tiny_data, classes, cfg, progress=False)

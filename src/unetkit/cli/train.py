@@ -56,7 +56,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_data_args(p)
     g = p.add_argument_group("training")
-    add_options(g, "train", ("epochs", "steps_per_epoch", "batch_size", "lr", "loss", "patience", "seed"))
+    add_options(
+        g, "train", ("epochs", "steps_per_epoch", "batch_size", "lr", "loss", "patience", "select_by")
+    )
+    add_options(g, "train", ("seed",))
     add_options(g, "train", ("device", "num_workers", "amp", "init", "freeze_norm"))
     add_options(g, "data", ("val_fraction", "val_split", "augment", "input_scale"))
     a = p.add_argument_group("augmentation (image, mask and weight map alike; seeded)")
@@ -195,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     stop = "stopped early" if result.stopped_early else "finished"
     at = "epoch 0 (the starting model)" if result.best_epoch == 0 else f"epoch {result.best_epoch}"
     print(
-        f"training {stop} after {result.trained_epochs} epoch(s); best validation Dice {result.best_score:.4f} at {at}\n"
+        f"training {stop} after {result.trained_epochs} epoch(s); best {result.score_name} {result.best_score:.4f} at {at}\n"
         f"  best checkpoint: {result.best_checkpoint}\n  curves: {result.run_dir / 'curves.png'}\n"
         f"  TensorBoard: tensorboard --logdir {result.run_dir / 'tb'}"
     )

@@ -55,6 +55,7 @@ class SampleStore:
         self._cache: OrderedDict[int, tuple[np.ndarray, ...]] = OrderedDict()
         self._bytes = 0
         self.reads = 0  # decodes from disk (for tests and diagnostics)
+        self._objects: dict[int, np.ndarray] = {}  # validation images' object labels (few, kept)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -92,9 +93,26 @@ class SampleStore:
             self._bytes += size
         return item
 
+    def objects(self, i: int) -> np.ndarray | None:
+        """Sample ``i``'s objects, its mask's instance labels on the network's grid (0: background and ignored
+        pixels), for validation by objects; None unless the masks hold instances of 2-D images."""
+        if self.encoding.name != "instances" or self.volumes:
+            return None
+        if i not in self._objects:
+            mask = np.asarray(read_sample_mask(self.samples[i], False))
+            if mask.ndim != 2:
+                return None
+            if self.encoding.ignore_value is not None:
+                mask = np.where(mask == self.encoding.ignore_value, 0, mask)
+            if self.input_scale != 1:
+                mask = zoom_labels(mask, self.input_scale)
+            self._objects[i] = mask
+        return self._objects[i]
+
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_cache"], state["_bytes"] = OrderedDict(), 0  # workers start with an empty cache
+        state["_objects"] = {}
         return state
 
 
@@ -117,6 +135,13 @@ class View:
             return held if self.validation else int(np.prod(shape)) - held
         rows = self.rows[1] - self.rows[0] if self.rows else shape[0]
         return int(rows * np.prod(shape[1:]))
+
+    def objects(self, store: SampleStore) -> np.ndarray | None:
+        """The view's object labels (:meth:`SampleStore.objects`; its rows when it has rows), or None."""
+        labels = store.objects(self.index)
+        if labels is None or self.rows is None:
+            return labels
+        return labels[self.rows[0] : self.rows[1]]
 
     def read(self, store: SampleStore) -> tuple[np.ndarray, ...]:
         item = store[self.index]

@@ -288,7 +288,8 @@ class ReviewWidget(WorkerWidget):
             else f"epoch {done.result.best_epoch}"
         )
         self.status.value = (
-            f"round {done.number}: validation Dice on held-out corrections {start:.3f} at the start, {best:.3f} now "
+            f"round {done.number}: {done.result.score_name} on held-out corrections {start:.3f} at the start, "
+            f"{best:.3f} now "
             f"({kept}); {seg['objects']} objects in {name!r}; the model is offered in Segment as {label!r}"
         )
         if result.get("folder"):

@@ -36,7 +36,7 @@ from ..errors import UnetkitError
 from ..workflows.painted import UNPAINTED, write_painted_dataset
 from ..workflows.plan import plan_and_train
 from ..workflows.segment import builtin_models
-from ..workflows.train import TrainHooks, TrainingInterrupted, new_folder
+from ..workflows.train import SCORES, TrainHooks, TrainingInterrupted, new_folder
 from ._models import TRAINED
 from ._worker import (
     REVIEWED_KEY,
@@ -157,7 +157,7 @@ class TrainWidget(WorkerWidget):
         self._events.epoch.connect(self._epoch)
         self._t0 = time.perf_counter()
         self.run_dir: Path | None = None
-        self.best: dict[str, float] | None = None
+        self.best: dict[str, Any] | None = None
         self.source.changed.connect(self._show_fields)
         self.unpainted.changed.connect(self._show_fields)
         self._show_fields()
@@ -263,16 +263,16 @@ class TrainWidget(WorkerWidget):
         left = (time.perf_counter() - self._t0) / done * (self.progress.max - done)  # validations included
         self.progress.native.setFormat(f"%p% · about {_duration(left)} left")
 
-    def _epoch(self, row: dict[str, float]) -> None:
-        self.best = {"epoch": row["best_epoch"], "dice": row["best_score"]}
+    def _epoch(self, row: dict[str, Any]) -> None:
+        score = row.get("score", "val_dice")
+        named = SCORES[score]
+        self.best = {"epoch": row["best_epoch"], "score": row["best_score"], "named": named}
         self.plot.add_epoch(row)
         if row["epoch"] == 0:
-            self.status.value = (
-                f"the starting model: validation Dice {row['val_dice']:.3f} (epoch 0, before any step)"
-            )
+            self.status.value = f"the starting model: {named} {row[score]:.3f} (epoch 0, before any step)"
             return
         self.status.value = (
-            f"epoch {int(row['epoch'])}: loss {row['train_loss']:.3f}, validation Dice {row['val_dice']:.3f} "
+            f"epoch {int(row['epoch'])}: loss {row['train_loss']:.3f}, {named} {row[score]:.3f} "
             f"(best {row['best_score']:.3f} at epoch {int(row['best_epoch'])})"
         )
 
@@ -292,7 +292,7 @@ class TrainWidget(WorkerWidget):
             if result.best_epoch == 0
             else f"epoch {result.best_epoch}"
         )
-        done = f"best validation Dice {result.best_score:.3f}: {at} of {result.trained_epochs}"
+        done = f"best {result.score_name} {result.best_score:.3f}: {at} of {result.trained_epochs}"
         self.status.value = self._offer(Path(result.best_checkpoint), done)
 
     def _failed(self, exc: BaseException) -> None:
@@ -303,7 +303,9 @@ class TrainWidget(WorkerWidget):
         best = self.run_dir / "best.pt" if self.run_dir is not None else None
         if isinstance(exc, TrainingInterrupted):
             if best is not None and best.is_file() and self.best is not None:
-                what = f"cancelled; kept the best model (validation Dice {self.best['dice']:.3f}, epoch "
+                what = (
+                    f"cancelled; kept the best model ({self.best['named']} {self.best['score']:.3f}, epoch "
+                )
                 self.status.value = self._offer(best, what + f"{int(self.best['epoch'])})")
             else:
                 self.status.value = "cancelled before the first validation: no model to keep"

@@ -37,6 +37,7 @@ __all__ = [
     "TrainingInterrupted",
     "make_optimizer",
     "make_schedule",
+    "object_sums",
     "rank_indices",
     "train_epoch",
     "validate",
@@ -55,7 +56,7 @@ class TrainHooks:
 
     stop: threading.Event | None = None
     on_step: Callable[[int, int, int, float], None] | None = None
-    on_epoch: Callable[[dict[str, float]], None] | None = None
+    on_epoch: Callable[[dict[str, Any]], None] | None = None
 
 
 def leave_sigchld_alone() -> None:
@@ -208,7 +209,8 @@ def validate(
     tile: int = 512,
     ctx: DistContext | None = None,
 ) -> dict[str, float]:
-    """Tiled prediction of each validation image; mean Dice, IoU and cross-entropy over images.
+    """Tiled prediction of each validation image; mean Dice, IoU and cross-entropy over images, and with
+    instance masks (2-D) the panoptic quality of the objects (``val_pq``, :func:`object_sums`).
 
     Unlabelled (ignored) pixels are left out; with several classes, Dice and IoU are averaged over the
     foreground classes. Distributed: each rank predicts its share of the images; the means are over all.
@@ -216,11 +218,17 @@ def validate(
     ctx = ctx or DistContext()
     predictor = Predictor(model, preprocessing, device=device, amp=amp, tile=tile, precision="float32")
     dices, ious, losses = [], [], []
+    objects = np.zeros(4)
+    by_objects = False
     for view in views[ctx.rank :: ctx.world]:
         image, target, *_ = view.read(store)
         probs = predictor.predict_proba(image, view.name, prepared=True)
         labels = predictor.to_labels(probs)
         valid = target != IGNORE
+        truth = view.objects(store)
+        if truth is not None and truth.shape == labels.shape:
+            by_objects = True
+            objects += object_sums(truth, predictor.instances(labels), valid)
         t = np.where(valid, target, 0)
         if probs.shape[0] == 1:
             p_true = np.where(t == 1, probs[0], 1 - probs[0])
@@ -233,8 +241,30 @@ def validate(
         dices.append(d)
         ious.append(i)
     model.train()
-    ce, dice, iou, n = ctx.sum([sum(losses), sum(dices), sum(ious), len(dices)])
-    return {"val_ce": ce / n, "val_dice": dice / n, "val_iou": iou / n}
+    ce, dice, iou, n, found, iou_sum, tp, fp, fn = ctx.sum(
+        [sum(losses), sum(dices), sum(ious), len(dices), float(by_objects), *objects.tolist()]
+    )
+    row = {"val_ce": ce / n, "val_dice": dice / n, "val_iou": iou / n}
+    if found:
+        row["val_pq"] = iou_sum / (tp + 0.5 * fp + 0.5 * fn) if tp + fp + fn else 1.0
+    return row
+
+
+def object_sums(truth: np.ndarray, pred: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    """``[sum of matched IoUs, TP, FP, FN]`` of the objects in the ``counted`` pixels (held-out objects with
+    their surroundings, or rows), matched one to one at IoU 0.5: true objects cut to those pixels, and predicted
+    objects with at least half of their pixels there, cut alike. Panoptic quality is ``IoUs / (TP + FP/2 +
+    FN/2)`` over every validation image's sums (Kirillov et al. 2019)."""
+    from ..metrics.instance import match_instances
+
+    pred = np.asarray(pred)
+    size = int(pred.max()) + 1
+    inside = np.bincount(pred[counted].ravel(), minlength=size)
+    kept = 2 * inside >= np.bincount(pred.ravel(), minlength=size)
+    kept[0] = False
+    scores = match_instances(np.where(counted, truth, 0), np.where(counted & kept[pred], pred, 0))
+    tp, fp, fn = scores.counts(0.5)
+    return np.array([float(scores.matched_ious(0.5).sum()), tp, fp, fn], float)
 
 
 def rank_indices(step: int, steps: int, batch: int, ctx: DistContext) -> list[int] | range:

@@ -27,6 +27,7 @@ CSV_FIELDS = (
     "val_ce",
     "val_dice",
     "val_iou",
+    "val_pq",
     "lr",
     "seconds",
     "val_seconds",
@@ -39,6 +40,7 @@ TB_TAGS = (
     ("val_ce", "loss/val_ce"),
     ("val_dice", "dice/val"),
     ("val_iou", "iou/val"),
+    ("val_pq", "pq/val"),
     ("lr", "lr"),
     ("data_wait", "time/data_wait_fraction"),
 )
@@ -108,16 +110,20 @@ class RunFolder:
 
         self._writer = SummaryWriter(log_dir=str(self.path / "tb"), purge_step=purge_after)
 
-    def log_epoch(self, history: list[dict[str, float]]) -> None:
-        """The last epoch's row to TensorBoard; metrics.csv and curves.png rewritten from the history."""
+    def log_epoch(self, history: list[dict[str, float]], best: int | None = None) -> None:
+        """The last epoch's row to TensorBoard; metrics.csv and curves.png (``best``: best.pt's epoch) rewritten
+        from the history."""
         self.write_csv(history)
         if self._writer is not None and history:
             row = history[-1]
-            for key, tag in TB_TAGS:
-                if not math.isnan(row[key]):  # epoch 0 (the starting model) has no training loss
+            for (
+                key,
+                tag,
+            ) in TB_TAGS:  # epoch 0 (the starting model) has no training loss; val_pq: objects only
+                if key in row and not math.isnan(row[key]):
                     self._writer.add_scalar(tag, row[key], int(row["epoch"]))
             self._writer.flush()
-        save_curves(history, self.path / "curves.png")
+        save_curves(history, self.path / "curves.png", best)
 
     def write_csv(self, history: list[dict[str, float]]) -> None:
         """metrics.csv rewritten whole from the history, atomically."""

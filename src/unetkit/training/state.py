@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PHASES", "BudgetClock", "TrainResult", "TrainState"]
+__all__ = ["PHASES", "SCORES", "BudgetClock", "TrainResult", "TrainState"]
 
 #: where a training command's time goes, in the order the log states it
 PHASES = ("planning", "preparation", "training", "validation", "saving")
@@ -48,6 +48,9 @@ class BudgetClock:
 #: came with F1@0.5 0.002 lower on its test images)
 START_MARGIN = 0.002
 
+#: what best.pt is chosen by (a metrics.csv column), in words
+SCORES = {"val_dice": "validation Dice", "val_pq": "validation PQ (objects)"}
+
 
 @dataclass
 class TrainState:
@@ -60,6 +63,8 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     best_score: float = -1.0
     best_epoch: int = 0
+    #: the metrics.csv column best.pt and early stopping follow (:data:`SCORES`)
+    score: str = "val_dice"
     #: seconds on the budget clock and per phase when the state was saved (``--resume`` continues them)
     clock: dict[str, float] = field(default_factory=dict)
 
@@ -94,8 +99,8 @@ class TrainState:
         self.epoch, self.step_in_epoch, self.epoch_losses = int(row["epoch"]), 0, []
         beating_start = self.best_epoch == 0 and self.history[0]["epoch"] == 0 and self.epoch > 0
         margin = START_MARGIN if beating_start else 0.0
-        if row["val_dice"] > self.best_score + margin:
-            self.best_score, self.best_epoch = row["val_dice"], self.epoch
+        if row[self.score] > self.best_score + margin:
+            self.best_score, self.best_epoch = row[self.score], self.epoch
         return self.best_epoch == self.epoch
 
 
@@ -106,10 +111,17 @@ class TrainResult:
     run_dir: Path
     best_checkpoint: Path
     last_checkpoint: Path
-    best_score: float  # best validation Dice
+    best_score: float  # the best validation score (``score``)
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
+    #: what ``best_score`` measures (a metrics.csv column, :data:`SCORES`)
+    score: str = "val_dice"
+
+    @property
+    def score_name(self) -> str:
+        """``best_score``'s measure in words ("validation Dice", "validation PQ (objects)")."""
+        return SCORES[self.score]
 
     @property
     def trained_epochs(self) -> int:

@@ -16,7 +16,7 @@ from .distributed import DistContext
 from .loop import StopRequest, TrainHooks, TrainingInterrupted, train_epoch, validate
 from .run_folder import RunFolder
 from .setup import TrainingSetup
-from .state import BudgetClock, TrainResult, TrainState
+from .state import SCORES, BudgetClock, TrainResult, TrainState
 
 __all__ = ["REFIT_SHARE", "fit"]
 
@@ -134,7 +134,10 @@ def fit(
         dynamic_ncols=True,
     )
     stopped_early = False
-    last_val = "-" if not st.history else f"{st.history[-1]['val_dice']:.3f}"
+    if not st.history and st.epoch == 0 and st.step_in_epoch == 0:
+        st.score = setup.score  # a resumed run keeps what it chose by
+    score, named = st.score, SCORES[st.score]
+    last_val = "-" if not st.history else f"{st.history[-1][score]:.3f}"
     stop = StopRequest(hooks.stop if hooks is not None else None)
     finished = False  # the loop ended the same way on every rank
     tile = max(setup.patch_in) if setup.volumes else DEFAULT_TILE
@@ -151,20 +154,24 @@ def fit(
             if best:
                 setup.save(folder.best, st, last=False)
             setup.save(folder.last, st, last=True)
-            folder.log_epoch(st.history)
+            folder.log_epoch(st.history, st.best_epoch)
             if hooks is not None and hooks.on_epoch is not None:
-                hooks.on_epoch(dict(row, best_epoch=st.best_epoch, best_score=st.best_score))
+                hooks.on_epoch(dict(row, best_epoch=st.best_epoch, best_score=st.best_score, score=st.score))
         return row
 
     try:
         if cfg.train.init and not st.history and st.epoch == 0 and st.step_in_epoch == 0:
             bar.set_description("epoch 0: the starting model")
             row = finish(0, time.perf_counter(), 0.0, 0.0)
-            last_val = f"{row['val_dice']:.3f} (start)"
+            last_val = f"{row[score]:.3f} (start)"
             log.info(
-                "epoch 0, the starting model %s before any step: validation Dice %.4f",
+                "epoch 0, the starting model %s before any step: %s %.4f%s",
                 cfg.train.init,
-                row["val_dice"],
+                named,
+                row[score],
+                f" (validation Dice {row['val_dice']:.4f}); best.pt follows the objects"
+                if score != "val_dice"
+                else "",
             )
         while st.epoch < cfg.train.epochs:  # cfg.train.epochs may follow the budget (fill_budget)
             epoch = st.epoch + 1
@@ -172,8 +179,8 @@ def fit(
             t0 = time.perf_counter()
             seconds, wait = train_epoch(step, setup.dataset, st, cfg, epoch, ctx, bar, stop, last_val, hooks)
             row = finish(epoch, t0, seconds, wait)
-            last_val = f"{row['val_dice']:.3f} (best {st.best_score:.3f} @ {st.best_epoch})"
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_dice=last_val)
+            last_val = f"{row[score]:.3f} (best {st.best_score:.3f} @ {st.best_epoch})"
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", **{score: last_val})
             log.debug("epoch %d: %s", epoch, row)
             if stop.requested:
                 raise KeyboardInterrupt
@@ -182,7 +189,7 @@ def fit(
                 _set_epochs(setup, int(ctx.sum([float(epochs)])[0]), bar)
             if epoch - st.best_epoch >= cfg.train.patience:
                 stopped_early = True
-                log.info("early stopping: no better validation Dice for %d epochs", cfg.train.patience)
+                log.info("early stopping: no better %s for %d epochs", named, cfg.train.patience)
                 break
             # every rank stops together: rank 0's clock decides
             spent = _budget_spent(st, clock, cfg.train.time_budget, cfg.train.epochs) and ctx.is_main
@@ -211,11 +218,12 @@ def fit(
     if ctx.is_main:
         if st.best_epoch == 0 and st.history and st.history[0]["epoch"] == 0:
             log.info(
-                "no epoch clearly beat the starting model (validation Dice %.4f): best.pt is the starting model, with this "
+                "no epoch clearly beat the starting model (%s %.4f): best.pt is the starting model, with this "
                 "run's preprocessing",
+                named,
                 st.best_score,
             )
         log.info("time: %s", clock.split())
     return TrainResult(
-        folder.path, folder.best, folder.last, st.best_score, st.best_epoch, st.history, stopped_early
+        folder.path, folder.best, folder.last, st.best_score, st.best_epoch, st.history, stopped_early, score
     )

@@ -48,6 +48,7 @@ from ..models import instances as instances_module
 from ..models import unet as unet_module
 from ..models.instances import UNetInstances, instance_labels
 from ..safety import guard_file
+from ..training.state import SCORES
 from ..version import __version__
 from ..viz import contour_overlay
 
@@ -509,7 +510,8 @@ def _model_card(
         "",
         "## Scores",
         "",
-        f"Best validation Dice: {training.get('best_score', 'not recorded')}.",
+        f"Best {SCORES.get(str(training.get('selected_by', 'val_dice')), 'validation score')}: "
+        f"{training.get('selected_score', training.get('best_score', training.get('val_dice', 'not recorded')))}.",
         "",
         "## Limits",
         "",

@@ -166,6 +166,11 @@ def build_pretrained(
     recipe = _merged(entry["recipe"], overrides or {})
     out_dir = Path(out_dir) if out_dir is not None else registry.parent
     cfg = RunConfig.from_dict(recipe["config"], source=f"{registry}: {name}.recipe.config")
+    if "select_by" not in recipe["config"].get("train", {}):
+        # a recipe chooses its best epoch by validation Dice unless it says otherwise: the shipped models were
+        # chosen so (version 3, a fine-tune on instance masks, before those followed the objects' PQ), and the
+        # recipe each file records stays the registry's, so `make pretrained` rebuilds them bit for bit
+        cfg.train = replace(cfg.train, select_by="dice")
     with _build_folder(name, recipe, work, keep) as folder:
         data, run = folder / "data", folder / "run"
         d = recipe["data"]

@@ -458,8 +458,10 @@ class Round:
 
     @property
     def start_score(self) -> float | None:
-        """The starting model's validation Dice on this round's held-out corrections (epoch 0)."""
-        return next((row["val_dice"] for row in self.result.history if row["epoch"] == 0), None)
+        """The starting model's validation score (``result.score``: the held-out objects' PQ for instance
+        masks) on this round's held-out corrections (epoch 0)."""
+        score = getattr(self.result, "score", "val_dice")
+        return next((row[score] for row in self.result.history if row["epoch"] == 0), None)
 
 
 def retrain(

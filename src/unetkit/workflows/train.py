@@ -32,10 +32,11 @@ from ..training.init import init_config, init_evidence, input_scale_for, load_in
 from ..training.loop import TrainHooks, TrainingInterrupted
 from ..training.run_folder import RunFolder
 from ..training.setup import build_training, check_memory, num_classes_for
-from ..training.state import BudgetClock, TrainResult, TrainState
+from ..training.state import SCORES, BudgetClock, TrainResult, TrainState
 from ..training.trainer import fit
 
 __all__ = [
+    "SCORES",
     "TrainHooks",
     "TrainingInterrupted",
     "announce",
@@ -308,7 +309,7 @@ def announce(cfg: RunConfig, measured: dict, data: str | Path, out: str | Path) 
         when = "time not measured (no plan measurement for these settings)"
     if t.time_budget:
         when += f"; stops before an epoch that would pass {_minutes(t.time_budget)}"
-    return f"training: {what}; {when}; early stopping after {t.patience} epoch(s) without a better Dice"
+    return f"training: {what}; {when}; early stopping after {t.patience} epoch(s) without a better validation score"
 
 
 def _minutes(seconds: float) -> str:
