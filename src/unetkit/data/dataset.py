@@ -55,7 +55,7 @@ class SampleStore:
         self._cache: OrderedDict[int, tuple[np.ndarray, ...]] = OrderedDict()
         self._bytes = 0
         self.reads = 0  # decodes from disk (for tests and diagnostics)
-        self._objects: dict[int, np.ndarray] = {}  # validation images' object labels (few, kept)
+        self._objects: dict[int, np.ndarray | None] = {}  # validation images' object labels (few, kept)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -100,13 +100,11 @@ class SampleStore:
             return None
         if i not in self._objects:
             mask = np.asarray(read_sample_mask(self.samples[i], False))
-            if mask.ndim != 2:
-                return None
-            if self.encoding.ignore_value is not None:
+            if mask.ndim == 2 and self.encoding.ignore_value is not None:
                 mask = np.where(mask == self.encoding.ignore_value, 0, mask)
-            if self.input_scale != 1:
+            if mask.ndim == 2 and self.input_scale != 1:
                 mask = zoom_labels(mask, self.input_scale)
-            self._objects[i] = mask
+            self._objects[i] = mask if mask.ndim == 2 else None
         return self._objects[i]
 
     def __getstate__(self) -> dict:

@@ -116,10 +116,8 @@ class RunFolder:
         self.write_csv(history)
         if self._writer is not None and history:
             row = history[-1]
-            for (
-                key,
-                tag,
-            ) in TB_TAGS:  # epoch 0 (the starting model) has no training loss; val_pq: objects only
+            # epoch 0 (the starting model) has no training loss; val_pq is there for instance masks only
+            for key, tag in TB_TAGS:
                 if key in row and not math.isnan(row[key]):
                     self._writer.add_scalar(tag, row[key], int(row["epoch"]))
             self._writer.flush()

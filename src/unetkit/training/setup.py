@@ -37,6 +37,7 @@ __all__ = [
     "frozen_norm",
     "num_classes_for",
     "patch_sizes",
+    "selection_score",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,30 +58,11 @@ class TrainingSetup:
     patch_in: Any
     volumes: bool
     shapes: list[tuple[int, ...]]  # every sample's spatial shape as the network sees it (after --input-scale)
+    score: str = "val_dice"  # what best.pt and early stopping follow (:func:`selection_score`)
 
     @property
     def model(self) -> torch.nn.Module:
         return self.step.model
-
-    @property
-    def score(self) -> str:
-        """What best.pt is chosen by (a metrics.csv column): a fine-tune on instance masks of images, by the
-        panoptic quality of the held-out objects (``val_pq``): on the few objects of one image, pixel Dice
-        followed the border class's pixels, not the objects. Fine-tuned from ``nuclei`` on one image of the
-        style-shift suite with its statistics kept (``--freeze-norm``), every epoch of 8 scored a higher F1@0.5 on
-        the test images than the start on ``nucleoli``, ``uneven``, ``defocus`` and ``few-photons`` (e.g.
-        ``nucleoli`` 0.871 → 0.873-0.895) while validation Dice stayed flat or fell (``uneven`` 0.848 → 0.81);
-        the held-out objects' PQ rose with it on three of the four. Otherwise (from scratch, where the first
-        epochs find no objects to score, and for other masks) by validation Dice."""
-        objects = self.store.encoding.name == "instances" and not self.volumes
-        if self.cfg.train.select_by == "pq" and not objects:
-            raise ConfigError(
-                "--select-by pq: the panoptic quality of objects needs instance masks of 2-D images; these are "
-                f"{self.store.encoding.name} masks{' of volumes' if self.volumes else ''}: use --select-by dice"
-            )
-        if self.cfg.train.select_by != "auto":
-            return f"val_{self.cfg.train.select_by}"
-        return "val_pq" if self.cfg.train.init and objects else "val_dice"
 
     def restore(self, payload: dict[str, Any]) -> TrainState:
         """Weights, optimiser, schedule, scaler and random streams from ``last.pt``: the exact position."""
@@ -213,6 +195,26 @@ def _step(model: torch.nn.Module, cfg: RunConfig, device: torch.device, ctx: Dis
     )
 
 
+def selection_score(cfg: RunConfig, encoding: MaskEncoding, volumes: bool) -> str:
+    """What best.pt and early stopping follow (a metrics.csv column): a fine-tune on instance masks of images, the
+    panoptic quality of the held-out objects (``val_pq``): on the few objects of one image, pixel Dice followed
+    the border class's pixels, not the objects. Fine-tuned from ``nuclei`` on one image of the style-shift suite
+    with its statistics kept (``--freeze-norm``), every epoch of 8 scored a higher F1@0.5 on the test images than
+    the start on ``nucleoli``, ``uneven``, ``defocus`` and ``few-photons`` (e.g. ``nucleoli`` 0.871 →
+    0.873-0.895) while validation Dice stayed flat or fell (``uneven`` 0.848 → 0.81); the held-out objects' PQ
+    rose with it on three of the four. Otherwise (from scratch, where the first epochs find no objects to score,
+    and for other masks) validation Dice; ``--select-by`` chooses, and ``pq`` without objects is refused."""
+    objects = encoding.name == "instances" and not volumes
+    if cfg.train.select_by == "pq" and not objects:
+        raise ConfigError(
+            "--select-by pq: the panoptic quality of objects needs instance masks of 2-D images; these are "
+            f"{encoding.name} masks{' of volumes' if volumes else ''}: use --select-by dice"
+        )
+    if cfg.train.select_by != "auto":
+        return f"val_{cfg.train.select_by}"
+    return "val_pq" if cfg.train.init and objects else "val_dice"
+
+
 #: ``train.freeze_norm auto`` keeps a starting model's batch-norm statistics on at most this many training images
 FREEZE_NORM_MAX_IMAGES = 5
 
@@ -319,6 +321,9 @@ def build_training(
     encoding = report.encoding
     assert encoding is not None and cfg.model.in_channels is not None and cfg.model.num_classes is not None
     volumes = cfg.model.spatial_dims == 3
+    score = selection_score(
+        cfg, encoding, volumes
+    )  # refuses --select-by pq without objects, before any reading
     scale = float(cfg.data.input_scale or 1.0)
     store = SampleStore(
         report.samples,
@@ -383,11 +388,20 @@ def build_training(
         "split": note,
         "validation": _validation_record(store, val_views),
     }
-    setup = TrainingSetup(
-        cfg, store, train_views, val_views, dataset, step, preprocessing, meta, patch_in, volumes, shapes
+    return TrainingSetup(
+        cfg,
+        store,
+        train_views,
+        val_views,
+        dataset,
+        step,
+        preprocessing,
+        meta,
+        patch_in,
+        volumes,
+        shapes,
+        score,
     )
-    log.debug("best.pt follows %s", setup.score)  # refuses --select-by pq without objects before a step
-    return setup
 
 
 def _validation_record(store: SampleStore, views: list[View], limit: int = 20) -> list[dict[str, Any]]:

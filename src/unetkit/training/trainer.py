@@ -134,7 +134,8 @@ def fit(
         dynamic_ncols=True,
     )
     stopped_early = False
-    if not st.history and st.epoch == 0 and st.step_in_epoch == 0:
+    fresh = not st.history and st.epoch == 0 and st.step_in_epoch == 0
+    if fresh:
         st.score = setup.score  # a resumed run keeps what it chose by
     score, named = st.score, SCORES[st.score]
     last_val = "-" if not st.history else f"{st.history[-1][score]:.3f}"
@@ -160,7 +161,7 @@ def fit(
         return row
 
     try:
-        if cfg.train.init and not st.history and st.epoch == 0 and st.step_in_epoch == 0:
+        if cfg.train.init and fresh:
             bar.set_description("epoch 0: the starting model")
             row = finish(0, time.perf_counter(), 0.0, 0.0)
             last_val = f"{row[score]:.3f} (start)"
