@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 
 .PHONY: gui-deps
-.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-memory bench-pretrained bench-ablation bench-confidence bench-review bench-train-profile pretrained lint docs docs-pictures docs-serve clean
+.PHONY: setup setup-bench demo test test-unit test-integration test-slow bench bench-tiled bench-arch bench-peers bench-dask bench-plan bench-borders bench-precision bench-journey bench-hostile bench-memory bench-pretrained bench-ablation bench-confidence bench-review bench-train-profile bench-tiling pretrained lint docs docs-pictures docs-serve clean
 
 setup: $(STAMP)
 
@@ -131,6 +131,11 @@ bench-confidence: setup
 # where a training step's time goes: forward, backward, optimiser; operators by kind (about 30 s)
 bench-train-profile: setup
 	$(PY) bench/train_profile.py
+
+# how predict tiles: the network's measured context, the default plan vs fixed 512 tiles overlapping by a quarter,
+# a 4096² image end to end (about 6 minutes)
+bench-tiling: setup
+	$(PY) bench/tiling.py
 
 # the human-in-the-loop cycle with a simulated user: 3 rounds of 10 corrections, 1 minute each (about 25 minutes)
 bench-review: setup

@@ -18,6 +18,10 @@ cores, so about 3.5 hours for the suite.
 
 ``--variants 'NAME=FLAGS;...'`` trains every cell once more per variant with those flags added to the command
 (``aug=--scale 0.2 --intensity 0.2``): how the plan's choices for tiny datasets were measured.
+
+``--seeds N`` trains every cell with ``--seed 0`` to ``N - 1`` (keys of seed S > 0 end in ``|sS``) and the tables
+give the mean over the seeds measured, each seed's F1 beside it: one held-out region of one image has a dozen
+objects, and a single run of a 1-image cell moves by several hundredths from seed to seed.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ def main() -> None:
         "--models", default="nuclei@1,nuclei@2,nuclei", help="built-in models scored zero-shot"
     )
     parser.add_argument("--variants", default="", help="NAME=FLAGS;...: extra flags for every training cell")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="train every cell with seeds 0..N-1 (default: 1)"
+    )
     parser.add_argument("--out", help="keep data, runs and results.jsonl here (default: a temporary folder)")
     args = parser.parse_args()
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="unetkit-bench-pretrained-"))
@@ -57,6 +64,8 @@ def main() -> None:
     domains = [d for d in args.domains.split(",") if d]
     images = [int(v) for v in args.images.split(",") if v]
     models = [m for m in args.models.split(",") if m]
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
     variants = {"": []} | {
         k.strip(): v.split() for k, _, v in (item.partition("=") for item in args.variants.split(";") if item)
     }
@@ -64,10 +73,12 @@ def main() -> None:
     print(f"work in {work}\n", flush=True)
     for name in domains:
         measure_domain(
-            name, work, book, models, images, _minutes(args.fine_tune), _minutes(args.scratch), variants
-        )
+            name, work, book, models, images, _minutes(args.fine_tune), _minutes(args.scratch), variants,
+            args.seeds,
+        )  # fmt: skip
     family(work, book, models)
-    report(book, domains, models, images, _minutes(args.fine_tune), _minutes(args.scratch), list(variants))
+    report(book, domains, models, images, _minutes(args.fine_tune), _minutes(args.scratch), list(variants),
+           args.seeds)  # fmt: skip
     if not args.out:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -85,6 +96,13 @@ class Results:
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.cells.get(key)
+
+    def seeded(self, key: str, seeds: int) -> dict[str, Any] | None:
+        """The cell ``key`` averaged over the seeds measured of ``seeds`` (``f1s``: each seed's F1, in order)."""
+        rows = [r for s in range(seeds) if (r := self.get(key + (f"|s{s}" if s else ""))) is not None]
+        if not rows:
+            return None
+        return {k: sum(r[k] for r in rows) / len(rows) for k in SCORES} | {"f1s": [r["f1"] for r in rows]}
 
     def put(self, key: str, row: dict[str, Any]) -> dict[str, Any]:
         row = {"key": key, **row}
@@ -119,6 +137,7 @@ def measure_domain(
     fine: list[float],
     scratch: list[float],
     variants: dict[str, list[str]],
+    seeds: int = 1,
 ) -> None:
     import numpy as np
 
@@ -159,8 +178,12 @@ def measure_domain(
             for b in budgets
             for v in variants
         ]
-        for arm, budget, variant in arms:
-            key = f"{name}|{arm}|{n}|{budget:g}" + (f"|{variant}" if variant else "")
+        for (arm, budget, variant), seed in ((a, s) for a in arms for s in range(seeds)):
+            key = (
+                f"{name}|{arm}|{n}|{budget:g}"
+                + (f"|{variant}" if variant else "")
+                + (f"|s{seed}" if seed else "")
+            )
             if book.get(key) is not None:
                 continue
             tag = key.split("|", 1)[1].replace("|", "-")
@@ -179,7 +202,7 @@ def measure_domain(
             ]
             cmd += ["--out", str(run), "--overwrite", "--no-progress"]
             cmd += ["--init", "nuclei"] if arm == "init" else []
-            cmd += variants[variant]
+            cmd += variants[variant] + (["--seed", str(seed)] if seed else [])
             t0 = time.perf_counter()
             done = subprocess.run(cmd, capture_output=True, text=True)
             wall = time.perf_counter() - t0
@@ -191,14 +214,20 @@ def measure_domain(
             metrics = (run / "metrics.csv").read_text().splitlines()
             book.put(key, {**_scores(ev), "wall": round(wall, 1), "split": split.split("time: ")[-1],
                            "epochs": len(metrics) - 1 - (arm == "init"),
-                           "best_epoch": _best_epoch(metrics)})  # fmt: skip
+                           "best_epoch": _best_epoch(metrics, done.stderr)})  # fmt: skip
         print(f"{name}: {n} image(s) done", flush=True)
 
 
-def _best_epoch(metrics: list[str]) -> int:
+def _best_epoch(metrics: list[str], log: str) -> int:
+    """The epoch best.pt holds: the best by the measure the run chose best.pt by (its log names it), the first
+    of equals (0: the starting model of a fine-tune)."""
+    from unetkit.training.state import SCORES, TrainState
+
     head = metrics[0].split(",")
-    rows = [dict(zip(head, line.split(","), strict=False)) for line in metrics[1:]]
-    return int(max(rows, key=lambda r: float(r["val_dice"]))["epoch"])
+    state = TrainState(score=next((k for k, v in SCORES.items() if v in log and k in head), "val_dice"))
+    for line in metrics[1:]:
+        state.end_epoch({k: float(v) for k, v in zip(head, line.split(","), strict=True)})
+    return state.best_epoch
 
 
 def _family_key(model: str, own: str) -> str:
@@ -228,6 +257,7 @@ def report(
     fine: list[float],
     scratch: list[float],
     variants: list[str],
+    seeds: int = 1,
 ) -> None:
     from unetkit.data.domains import DOMAINS
 
@@ -285,22 +315,23 @@ def report(
         for n in images:
             cells = []
             for arm, budget, _ in arms:
-                row = book.get(f"{name}|{arm}|{n}|{budget:g}")
+                row = book.seeded(f"{name}|{arm}|{n}|{budget:g}", seeds)
                 cells.append(
                     "—" if row is None else f"{row['f1']:.3f} ({row['dsb_score']:.3f}, {row['aji']:.3f})"
                 )
             print(f"| {name} | {n} | {zero['f1']:.3f} | " + " | ".join(cells) + " |" if zero else "")
     print("\n## Acceptance: 1 image, 2-minute fine-tune vs zero-shot and vs scratch 5 minutes\n")
+    if seeds > 1:
+        print(f"(mean F1 over seeds 0..{seeds - 1} where measured; each seed's in brackets)\n")
     print(
         "| domain | zero-shot | fine-tuned 1 image 2 min | scratch 1 image 5 min | >= zero-shot | > scratch |"
     )
     print("|---|---:|---:|---:|---|---|")
     for name in domains:
-        zero, ft, sc = (
-            book.get(k) for k in (f"{name}|zero|{models[-1]}|none", f"{name}|init|1|2", f"{name}|scratch|1|5")
-        )
+        zero = book.get(f"{name}|zero|{models[-1]}|none")
+        ft, sc = (book.seeded(f"{name}|{k}", seeds) for k in ("init|1|2", "scratch|1|5"))
         if zero and ft and sc:
-            print(f"| {name} | {zero['f1']:.3f} | {ft['f1']:.3f} | {sc['f1']:.3f} | "
+            print(f"| {name} | {zero['f1']:.3f} | {_f1s(ft)} | {_f1s(sc)} | "
                   f"{'yes' if ft['f1'] >= zero['f1'] else 'NO'} | {'yes' if ft['f1'] > sc['f1'] else 'NO'} |")  # fmt: skip
     if len(variants) > 1:
         print("\n## Variants: F1@0.5 (DSB score) of the same cells with extra flags (plan: as planned)\n")
@@ -322,6 +353,12 @@ def report(
                 if row is not None:
                     print(f"- {name}, {n} image(s), {label}: {row['split']}; {row['epochs']} epochs, best "
                           f"epoch {row['best_epoch']}; wall {row['wall']:.0f} s")  # fmt: skip
+
+
+def _f1s(row: dict[str, Any]) -> str:
+    """Mean F1, and each seed's when there are several."""
+    each = row["f1s"]
+    return f"{row['f1']:.3f}" + (f" ({', '.join(f'{v:.3f}' for v in each)})" if len(each) > 1 else "")
 
 
 if __name__ == "__main__":

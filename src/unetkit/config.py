@@ -513,8 +513,13 @@ class PredictConfig:
             hint="a tile is mirrored out to its size around a smaller image; use the default, or a tile of a few hundred to a few thousand pixels",
         ),
     )
-    overlap: float = option(
-        0.25, "fraction of a tile shared with each neighbour (padded networks)", valid=FRACTION
+    overlap: float | None = option(
+        None,
+        "fraction of a tile shared with each neighbour (padded networks); given, every tile is --tile pixels",
+        default_text="2-D: what the network needs, its context on each side of a seam (64 px at depth 4), "
+        "with each image's tiles as few and as small as cover it, up to the pixels of --batch-size tiles of "
+        "--tile; volumes: 0.25",
+        valid=FRACTION,
     )
     blend: str | None = option(
         None,

@@ -24,6 +24,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
         "newcomer.py",
         "pretrained.py",
         "generator_ablation.py",
+        "tiling.py",
     ],
 )
 def test_bench_script_imports(script):

@@ -12,7 +12,11 @@ from unetkit import ConfigError, predict_files, synth_nuclei
 
 pytest.importorskip("distributed", reason="the [dask] extra is not installed")
 
-SETTINGS = {"tile": 64, "device": "cpu", "precision": "float32"}
+SETTINGS = {
+    "tile": 128,
+    "device": "cpu",
+    "precision": "float32",
+}  # the default plan: tiles up to 256, seams of 128
 
 
 def test_dask_prediction_equals_the_single_process_one(tmp_path, unetkit_exe):
@@ -43,7 +47,7 @@ def test_dask_prediction_equals_the_single_process_one(tmp_path, unetkit_exe):
             "--save-probs",
             "float32",
             "--tile",
-            "64",
+            str(SETTINGS["tile"]),
             "--device",
             "cpu",
             "--precision",

@@ -78,7 +78,7 @@ class Predictor:
         *,
         device: str | torch.device = _DEFAULTS.device,
         tile: int | None = _DEFAULTS.tile,
-        overlap: float = _DEFAULTS.overlap,
+        overlap: float | None = _DEFAULTS.overlap,
         blend: str | None = _DEFAULTS.blend,
         batch_size: int = _DEFAULTS.batch_size,
         threshold: float = _DEFAULTS.threshold,
@@ -189,8 +189,10 @@ class Predictor:
         return self.executor.halo
 
     @property
-    def overlap(self) -> float:
-        return self.executor.overlap
+    def overlap(self) -> float | None:
+        """The overlap of neighbouring tiles as a share of a tile; None: the default plan's, twice the
+        network's context whatever the tile (:meth:`~.executor.TileExecutor.auto_sides`)."""
+        return None if self.executor.auto else self.executor.overlap
 
     @property
     def threshold(self) -> float:

@@ -160,7 +160,9 @@ def _open_package(path: Path, kwargs: dict[str, Any]) -> Opened:
     kwargs["tile"] = -(-tile // step) * step
     if model.halo and not model.ours:  # the spec's halo: output to discard at tile edges, not to blend
         kwargs.setdefault("blend", "crop")
-    kwargs["overlap"] = max(
-        float(kwargs.get("overlap", PredictConfig().overlap)), min(0.9, 2 * model.halo / kwargs["tile"])
+    from .executor import FIXED_OVERLAP
+
+    kwargs["overlap"] = max(  # a package's tiles: fixed, as its spec's sizes and halo say
+        float(kwargs.get("overlap") or FIXED_OVERLAP), min(0.9, 2 * model.halo / kwargs["tile"])
     )
     return model, preprocessing, kwargs

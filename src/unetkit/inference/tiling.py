@@ -108,7 +108,9 @@ def plan_blend_axis(
         )
     if context % align or size % align:
         raise ValueError(f"context {context} and size {size} must be multiples of align {align}")
-    step = max(1, int(size * (1 - overlap)) // align)  # in units of align
+    step = max(
+        1, int(round(size * (1 - overlap), 6)) // align
+    )  # in units of align (2 * 64 / 960: not 831.99)
 
     def last_start(c: int) -> int:  # (last tile start + c) in units of align
         return max(0, -(-(length + c - size) // align) + c // align)
@@ -137,10 +139,16 @@ def plan_tiles(
 
 
 def plan_blend_tiles(
-    shape: Sequence[int], size: Sequence[int], overlap: float, context: Sequence[int], align: int = 1
+    shape: Sequence[int],
+    size: Sequence[int],
+    overlap: float | Sequence[float],
+    context: Sequence[int],
+    align: int = 1,
 ) -> list[Tile]:
-    """All blend-plan tiles of an image of spatial ``shape`` (row-major order)."""
+    """All blend-plan tiles of an image of spatial ``shape`` (row-major order); ``overlap`` for every axis or
+    one per axis."""
+    overlaps = [overlap] * len(shape) if isinstance(overlap, (int, float)) else list(overlap)
     per_axis = [
-        plan_blend_axis(n, s, overlap, c, align) for n, s, c in zip(shape, size, context, strict=True)
+        plan_blend_axis(n, s, o, c, align) for n, s, o, c in zip(shape, size, overlaps, context, strict=True)
     ]
     return [Tile(axes) for axes in itertools.product(*per_axis)]
