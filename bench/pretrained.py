@@ -27,6 +27,7 @@ objects, and a single run of a 1-image cell moves by several hundredths from see
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import subprocess
@@ -102,7 +103,8 @@ class Results:
         rows = [r for s in range(seeds) if (r := self.get(key + (f"|s{s}" if s else ""))) is not None]
         if not rows:
             return None
-        return {k: sum(r[k] for r in rows) / len(rows) for k in SCORES} | {"f1s": [r["f1"] for r in rows]}
+        mean = {k: round(sum(r[k] for r in rows) / len(rows), 4) for k in SCORES}  # as each cell is recorded
+        return mean | {"f1s": [r["f1"] for r in rows]}
 
     def put(self, key: str, row: dict[str, Any]) -> dict[str, Any]:
         row = {"key": key, **row}
@@ -247,6 +249,77 @@ def family(work: Path, book: Results, models: list[str]) -> None:
             if book.get(key) is None and entry is not None:
                 spec = entry.recipe["evaluation"]["validation"]
                 book.put(key, {**score_pretrained(model, spec, work / "family" / own), "set": spec})
+    own = models[-1]
+    if book.get(f"family|{own}|visible") is None and (work / "family" / own / "pred").is_dir():
+        book.put(f"family|{own}|visible", visibility(work / "family" / own))
+
+
+#: contrast bins of :func:`visibility`, in standard deviations of the image's noise
+CONTRAST_BINS = (0.5, 1.0, 2.0, 4.0)
+
+
+def _contrasts(image: Any, truth: Any) -> dict[int, float]:
+    """Per true object with background around it (at least 5 pixels within 4 px), how much brighter its mean
+    is than that background's, in standard deviations of the image's noise (the median absolute deviation
+    of its background's high-pass residual, ``image - gaussian(image, 1)``, scaled to a deviation of the
+    image)."""
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    image = np.asarray(image, np.float64)
+    residual = image - ndi.gaussian_filter(image, 1.0)
+    background = ~ndi.binary_dilation(truth > 0, iterations=2)
+    pool = residual[background] if background.sum() > 100 else residual.ravel()
+    # 1.6: white noise keeps about 1/1.6 of its deviation in the residual of a sigma-1 Gaussian
+    sigma = max(1.4826 * float(np.median(np.abs(pool - np.median(pool)))) * 1.6, 1e-6)
+    out = {}
+    for label, box in enumerate(ndi.find_objects(truth), start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(0, a.start - 5), a.stop + 5) for a in box)
+        t, i = truth[box], image[box]
+        inside = t == label
+        ring = ndi.binary_dilation(inside, iterations=4) & ~inside & (t == 0)
+        if ring.sum() >= 5:
+            out[label] = float((i[inside].mean() - i[ring].mean()) / sigma)
+    return out
+
+
+def visibility(folder: Path) -> dict[str, Any]:
+    """What a model misses on its family (``folder``: ``data`` and the ``pred`` of ``score_pretrained``): recall
+    by the true objects' contrast (:func:`_contrasts`), and F1@0.5 on the objects at least 0.5 and 1 deviation
+    above their surroundings (the others left out, with the predictions lying mostly on them)."""
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    from unetkit import read_image
+    from unetkit.metrics.instance import match_instances
+
+    edges = [-np.inf, *CONTRAST_BINS, np.inf]
+    found, total = np.zeros(len(edges) - 1), np.zeros(len(edges) - 1)
+    f1: dict[float, list[float]] = {-np.inf: [], 0.5: [], 1.0: []}
+    for mask in sorted((folder / "data" / "masks").iterdir()):
+        truth = np.asarray(read_image(mask)).astype(np.int64)
+        pred = np.asarray(read_image(folder / "pred" / f"{mask.stem}_instances.tif")).astype(np.int64)
+        contrast = _contrasts(read_image(folder / "data" / "images" / mask.name), truth)
+        scores = match_instances(truth, pred)
+        hit = set(scores.overlaps.true_ids[scores._matched(0.5)[0]].tolist())
+        for label, c in contrast.items():
+            k = int(np.searchsorted(edges, c)) - 1
+            total[k] += 1
+            found[k] += label in hit
+        for least in f1:
+            faint = np.isin(truth, [k for k, c in contrast.items() if c < least])
+            labels = np.unique(pred[pred > 0])
+            on_faint = labels[np.asarray(ndi.mean(faint.astype(float), pred, index=labels)) > 0.5]
+            kept = np.where(np.isin(pred, on_faint), 0, pred)
+            f1[least].append(match_instances(np.where(faint, 0, truth), kept).f1())
+    return {
+        "bins": [f"{a:g}..{b:g}" for a, b in itertools.pairwise(edges)],
+        "objects": total.astype(int).tolist(),
+        "recall": (found / np.maximum(total, 1)).round(4).tolist(),
+        "f1": {"all" if k < 0 else f"{k:g}": round(float(np.mean(v)), 4) for k, v in f1.items()},
+    }
 
 
 def report(
@@ -290,6 +363,16 @@ def report(
                 print(f"{m} on unseen images of {own}'s training family ({row['set']['n']} x "
                       f"{row['set']['size']}², style {row['set']['style']}): F1@0.5 {row['f1']:.3f}, "
                       f"DSB {row['dsb_score']:.3f}, AJI {row['aji']:.3f}")  # fmt: skip
+    seen = book.get(f"family|{models[-1]}|visible")
+    if seen is not None:
+        print(f"\n{models[-1]} on its family by the true objects' contrast (mean above the background around them, in "
+              "noise deviations): objects and the share found at IoU 0.5\n")  # fmt: skip
+        print("| contrast | " + " | ".join(seen["bins"]) + " |")
+        print("|---|" + "---:|" * len(seen["bins"]))
+        print("| objects | " + " | ".join(str(v) for v in seen["objects"]) + " |")
+        print("| found | " + " | ".join(f"{v:.3f}" for v in seen["recall"]) + " |")
+        print(f"\nF1@0.5 on every object {seen['f1']['all']:.3f}; on those at least 0.5 deviation above their "
+              f"surroundings {seen['f1']['0.5']:.3f}, at least 1: {seen['f1']['1']:.3f}")  # fmt: skip
 
     print(
         "\n## Size: typical object diameter (px, area-weighted median), true masks vs --diameter auto's estimate\n"
