@@ -162,7 +162,10 @@ def _open_package(path: Path, kwargs: dict[str, Any]) -> Opened:
         kwargs.setdefault("blend", "crop")
     from .executor import FIXED_OVERLAP
 
-    kwargs["overlap"] = max(  # a package's tiles: fixed, as its spec's sizes and halo say
-        float(kwargs.get("overlap") or FIXED_OVERLAP), min(0.9, 2 * model.halo / kwargs["tile"])
-    )
+    # unetkit's own: the checkpoint's default plan (seams of two contexts, 4 pooling cells each, cover the halo
+    # of at most one cell its export declares); another's: fixed tiles overlapping by twice its halo at least
+    if not model.ours or kwargs.get("overlap") is not None:
+        kwargs["overlap"] = max(
+            float(kwargs.get("overlap") or FIXED_OVERLAP), min(0.9, 2 * model.halo / kwargs["tile"])
+        )
     return model, preprocessing, kwargs
