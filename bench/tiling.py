@@ -17,7 +17,6 @@ against tiles of a fixed size overlapping by a quarter; prints tables, never a t
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -87,7 +86,9 @@ def sizes(shapes: list[tuple[int, int]], rounds: int) -> None:
 
 
 def end_to_end(size: int, rounds: int, work: Path) -> None:
+    """Run first, while this process is small: a child's peak RSS starts at its parent's when it forks."""
     import tifffile
+    from hostile import run  # bench/hostile.py: a command's exit code, wall time and peak RSS
 
     from unetkit import synth_nuclei
     from unetkit.data.io import read_image
@@ -103,13 +104,14 @@ def end_to_end(size: int, rounds: int, work: Path) -> None:
         for _ in range(rounds):
             for plan in seen:
                 out = work / f"{plan}-{instances}"
-                cmd = ["/usr/bin/time", "-f", "%e %M", sys.executable, "-m", "unetkit", "predict", "nuclei", str(image), "--out", str(out), "--no-progress", "--overwrite"]  # fmt: skip
+                cmd = [sys.executable, "-m", "unetkit", "predict", "nuclei", str(image), "--out", str(out), "--no-progress", "--overwrite"]  # fmt: skip
                 cmd += (["--overlap", "0.25"] if plan == "0.25" else []) + (
                     ["--instances"] if instances else []
                 )
-                done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                wall, kib = done.stderr.strip().splitlines()[-1].split()
-                seen[plan].append((float(wall), float(kib) / 1024))
+                rc, wall, peak, err = run(cmd)  # the child's own wall time and peak RSS (wait4)
+                if rc:
+                    raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+                seen[plan].append((wall, peak))
         med = {k: (float(np.median([w for w, _ in v])), max(m for _, m in v)) for k, v in seen.items()}
         print(f"| {'--instances' if instances else 'mask'} | {med['default'][0]:.1f} s | {med['0.25'][0]:.1f} s | "
               f"{med['0.25'][0] / med['default'][0]:.2f}x | {med['default'][1]:.0f} / {med['0.25'][1]:.0f} MiB |")  # fmt: skip
@@ -131,12 +133,12 @@ def main() -> None:
     from unetkit.device import cpu_summary
 
     print(f"CPU: {cpu_summary()}")
-    if not args.no_context:
-        context_profile(list(range(0, 129, 8)))
-    sizes([(256, 256), (520, 696), (1024, 1024), (1500, 1500), (2048, 2048)], args.rounds)
     if args.size:
         with tempfile.TemporaryDirectory(prefix="unetkit-bench-tiling-") as tmp:
             end_to_end(args.size, args.rounds, Path(tmp))
+    if not args.no_context:
+        context_profile(list(range(0, 129, 8)))
+    sizes([(256, 256), (520, 696), (1024, 1024), (1500, 1500), (2048, 2048)], args.rounds)
 
 
 if __name__ == "__main__":

@@ -100,11 +100,12 @@ class SampleStore:
             return None
         if i not in self._objects:
             mask = np.asarray(read_sample_mask(self.samples[i], False))
-            if mask.ndim == 2 and self.encoding.ignore_value is not None:
-                mask = np.where(mask == self.encoding.ignore_value, 0, mask)
-            if mask.ndim == 2 and self.input_scale != 1:
-                mask = zoom_labels(mask, self.input_scale)
-            self._objects[i] = mask if mask.ndim == 2 else None
+            if mask.ndim == 2:
+                if self.encoding.ignore_value is not None:
+                    mask = np.where(mask == self.encoding.ignore_value, 0, mask)
+                if self.input_scale != 1:
+                    mask = zoom_labels(mask, self.input_scale)
+            self._objects[i] = mask if mask.ndim == 2 else None  # None remembered: not read again
         return self._objects[i]
 
     def __getstate__(self) -> dict:

@@ -124,8 +124,6 @@ class TileExecutor:
         self.num_classes: int = model.num_classes  # type: ignore[assignment]
         self.spatial_dims: int = getattr(model, "spatial_dims", 2)
         net: Any = model
-        #: tiles sized per image, overlapping by the network's context (``overlap=None``: 2-D blending)
-        self.auto = overlap is None and self.spatial_dims == 2 and net.padding != "valid" and blend != "crop"
         self.overlap = FIXED_OVERLAP if overlap is None else float(overlap)
         depth: int = model.depth  # type: ignore[assignment]
         self.align = 2**depth
@@ -155,8 +153,14 @@ class TileExecutor:
         #: pixels of one forward pass of ``batch_size`` tiles of ``tile``: the bound of an auto tile's size
         self.pass_pixels = self.tile_in**2 * self.batch_size
         self.max_side = max(self.align, math.isqrt(self.pass_pixels) // self.align * self.align)
-        if self.max_side < 4 * self.context:  # tiles too small to leave room beside the seams: fixed ones
-            self.auto = False
+        #: tiles sized per image, overlapping by the network's context (``overlap=None``, 2-D blending, and
+        #: tiles large enough to leave room beside the seams)
+        self.auto = (
+            overlap is None
+            and self.spatial_dims == 2
+            and self.blend != "crop"
+            and self.max_side >= 4 * self.context
+        )
 
     # -- sizes ------------------------------------------------------------------------------------------
     def check_size(
@@ -193,9 +197,10 @@ class TileExecutor:
     def streamed_bytes(self, shape: tuple[int, ...]) -> int:
         """Bytes that grow with an image of spatial ``shape`` when it is streamed: one full-width row of tiles
         (input, probability sums and weights, classes). The network's own working memory comes on top."""
-        rows = self._tile_sides(shape)[0]
         if self.auto:  # the bound of every image at least this tall: grows with the image, never falls
             rows = min(self.max_side, -(-(shape[0] + 2 * self.context) // self.align) * self.align)
+        else:
+            rows = self._tile_sides(shape)[0]
         return rows * math.prod(shape[1:]) * 4 * (2 * (self.num_classes + 1) + self.in_channels + 1)
 
     def network_bytes(self, shape: tuple[int, ...]) -> int:
@@ -395,10 +400,7 @@ class TileExecutor:
 
         def produce() -> Iterator[tuple[list[Tile], np.ndarray]]:
             it = windows()
-            size = max(tiles, key=lambda t: math.prod(a.read_stop - a.read_start for a in t.axes))
-            for batch in _batched(
-                tiles, self.batch_for(tuple(a.read_stop - a.read_start for a in size.axes))
-            ):
+            for batch in _batched(tiles, self.batch_for(self._tile_sides(tuple(source.shape[1:])))):
                 yield batch, np.stack([next(it) for _ in batch])
 
         return _prefetched(produce(), self.prefetch) if self.prefetch else produce()

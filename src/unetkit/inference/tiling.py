@@ -108,9 +108,8 @@ def plan_blend_axis(
         )
     if context % align or size % align:
         raise ValueError(f"context {context} and size {size} must be multiples of align {align}")
-    step = max(
-        1, int(round(size * (1 - overlap), 6)) // align
-    )  # in units of align (2 * 64 / 960: not 831.99)
+    # in units of align; rounded first, so an overlap of 128 / 960 steps 832 pixels, not int(831.99...)
+    step = max(1, int(round(size * (1 - overlap), 6)) // align)
 
     def last_start(c: int) -> int:  # (last tile start + c) in units of align
         return max(0, -(-(length + c - size) // align) + c // align)

@@ -321,9 +321,8 @@ def build_training(
     encoding = report.encoding
     assert encoding is not None and cfg.model.in_channels is not None and cfg.model.num_classes is not None
     volumes = cfg.model.spatial_dims == 3
-    score = selection_score(
-        cfg, encoding, volumes
-    )  # refuses --select-by pq without objects, before any reading
+    # refuses --select-by pq without objects, before any file is read
+    score = selection_score(cfg, encoding, volumes)
     scale = float(cfg.data.input_scale or 1.0)
     store = SampleStore(
         report.samples,
