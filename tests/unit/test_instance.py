@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
+from skimage.feature import peak_local_max
 
-from unetkit.inference.postprocess import expand_labels, instances_from_classes, label_instances
+from unetkit import synth_nuclei
+from unetkit.inference.postprocess import (
+    expand_labels,
+    instances_from_classes,
+    label_instances,
+    object_peaks,
+)
 from unetkit.metrics import iou_matrix, match_instances
 
 
@@ -51,6 +59,52 @@ def test_connected_components_and_growing_back_the_gap():
     assert labels.max() == 2 and labels[0, 11] == 0
     assert (labels[2:8, 5] == 1).all() and (labels[2:8, 6] == 2).all()  # each grew one pixel into the gap
     assert expand_labels(labels, 0) is labels
+
+
+def _smoothed_distance(foreground, sigma):
+    return ndi.gaussian_filter(ndi.distance_transform_edt(foreground).astype(np.float32), sigma) * foreground
+
+
+def test_object_peaks_are_scikit_images_peaks_per_object_in_the_same_order():
+    # the watershed's seeds: the same coordinates, in the same order (marker IDs), as peak_local_max(labels=)
+    rng = np.random.default_rng(0)
+    _, truth = synth_nuclei(192, 3)
+    cases = []
+    for sigma in (0.5, 1.5):  # touching nuclei: components meeting diagonally, neighbours within the window
+        foreground = ndi.binary_erosion(truth > 0) | (truth > 0) & (rng.random(truth.shape) < 0.02)
+        cases.append((_smoothed_distance(foreground, sigma), ndi.label(foreground)[0], 1.0))
+    for k in range(60):  # quantised heights: plateaus, objects of one value, volumes, threshold 0
+        shape = tuple(rng.integers(5, 30, 3 if k % 5 == 0 else 2))
+        foreground = ndi.binary_opening(rng.random(shape) < 0.6) if k % 2 else rng.random(shape) < 0.5
+        heights = np.round(ndi.gaussian_filter(rng.random(shape), 1) * rng.integers(1, 6))
+        cases.append(((heights * foreground).astype(np.float32), ndi.label(foreground)[0], float(k % 3) / 2))
+    one_valued = 0
+    for image, labels, threshold in cases:
+        one_valued += sum(np.ptp(image[labels == i]) == 0 for i in range(1, labels.max() + 1))
+        for spacing in (1, 2, 5):
+            expected = peak_local_max(
+                image, min_distance=spacing, threshold_abs=threshold, exclude_border=False, labels=labels
+            )
+            np.testing.assert_array_equal(object_peaks(image, labels, spacing, threshold), expected)
+    assert one_valued > 20  # the rule for objects of one value (isolated pixels only) was exercised
+
+
+def test_growth_joins_each_pixel_to_a_nearest_object_as_a_distance_transform_does():
+    _, truth = synth_nuclei(160, 4)
+    shrunk = np.where(ndi.binary_erosion(truth > 0, iterations=2), truth, 0).astype(np.int32)
+    within = ndi.binary_dilation(truth > 0, iterations=1)
+    for distance in (1, 1.5, 2, 3, 4.5):  # up to NEAR_GROWTH the neighbours, beyond a distance transform
+        for mask in (None, within):
+            grown = expand_labels(shrunk, distance, within=mask)
+            dist = ndi.distance_transform_edt(shrunk == 0)
+            reached = (shrunk == 0) & (dist <= distance) & (True if mask is None else mask)
+            assert np.array_equal(grown > 0, (shrunk > 0) | reached)
+            assert np.array_equal(grown[shrunk > 0], shrunk[shrunk > 0])
+            # every grown pixel joined an object at the nearest distance (ties may go either way)
+            ys, xs = np.nonzero(reached)
+            for y, x, label in zip(ys, xs, grown[ys, xs], strict=True):
+                oy, ox = np.nonzero(shrunk == label)
+                assert np.min(np.hypot(oy - y, ox - x)) == pytest.approx(dist[y, x])
 
 
 def test_border_model_interiors_joined_by_a_thin_bridge_are_split():

@@ -53,6 +53,7 @@ __all__ = [
     "instances_from_classes",
     "label_instances",
     "measured_split",
+    "object_peaks",
     "ordered_map",
     "region_objects",
     "region_slices",
@@ -69,8 +70,8 @@ _R = TypeVar("_R")
 def ordered_map(fn: Callable[[_T], _R], items: Sequence[_T], workers: int = 1) -> Iterator[_R]:
     """``fn`` over ``items``, results in order, on up to ``workers`` threads: at most ``workers`` calls run at
     once and as many finished results wait, so memory stays bounded however many items there are. The
-    labelling's heavy parts (distance transforms, filters, the watershed) release the GIL: two threads label
-    about 1.6-1.9x faster on two cores; the results are those of ``map``."""
+    labelling's heavy parts (distance transforms, the watershed, NumPy) mostly release the GIL: two threads
+    label four 2176² blocks 1.6x faster than one on two cores; the results are those of ``map``."""
     if workers <= 1 or len(items) <= 1:
         yield from map(fn, items)
         return
@@ -125,6 +126,9 @@ SEED_SPACING, SMOOTHING, SIZE_SHARE = 0.25, 0.08, 0.1
 #: smaller image), spread evenly over the image: 2.4 megapixels at most (with windows of 1024 the measuring
 #: took longer than the labelling itself, 3.9 s against 2.5 s on a 3168² image)
 SIZE_WINDOW, SIZE_WINDOWS_PER_AXIS = 512, 3
+#: growth up to this many pixels looks at each pixel's neighbours (:func:`expand_labels`), further a distance
+#: transform
+NEAR_GROWTH = 3
 
 
 def size_windows(shape: tuple[int, ...]) -> list[tuple[slice, ...]]:
@@ -173,15 +177,41 @@ def measured_split(
 def expand_labels(labels: np.ndarray, distance: float, within: np.ndarray | None = None) -> np.ndarray:
     """Grow every object into the background by up to ``distance`` pixels without merging objects (each
     background pixel joins its nearest object; as scikit-image's ``expand_labels``), only into ``within``
-    pixels when given."""
+    pixels when given. Up to :data:`NEAR_GROWTH` pixels each pixel in reach looks at the offsets of that
+    reach, nearest first (a tie between two objects goes to the first offset in raster order); further, one
+    distance transform of the whole background (3.5x slower for the 2 pixels the interior labelling grows)."""
     if distance <= 0:
         return labels
-    dist, nearest = ndi.distance_transform_edt(labels == 0, return_indices=True)
-    grown = labels[tuple(nearest)]
-    keep = (labels == 0) & (dist > distance)
+    if distance > NEAR_GROWTH:
+        dist, nearest = ndi.distance_transform_edt(labels == 0, return_indices=True)
+        grown = labels[tuple(nearest)]
+        keep = (labels == 0) & (dist > distance)
+        if within is not None:
+            keep |= (labels == 0) & ~within
+        return np.where(keep, 0, grown).astype(labels.dtype)
+    r = int(distance)
+    ball = [
+        o
+        for o in itertools.product(range(-r, r + 1), repeat=labels.ndim)
+        if 0 < sum(x * x for x in o) <= distance**2
+    ]
+    ball.sort(key=lambda o: sum(x * x for x in o))  # stable: raster order among equal distances
+    todo = (labels == 0) & ndi.maximum_filter(labels > 0, size=2 * r + 1)
     if within is not None:
-        keep |= (labels == 0) & ~within
-    return np.where(keep, 0, grown).astype(labels.dtype)
+        todo &= within
+    padded = np.pad(labels, r)
+    flat = padded.ravel()
+    at = np.ravel_multi_index(tuple(i + r for i in np.nonzero(todo)), padded.shape)
+    found = np.zeros(len(at), labels.dtype)
+    strides = np.array([int(np.prod(padded.shape[a + 1 :])) for a in range(labels.ndim)])
+    for o in ball:
+        empty = found == 0
+        if not empty.any():
+            break
+        found[empty] = flat[at[empty] + int(np.dot(strides, o))]
+    out = labels.copy()
+    out[todo] = found
+    return out
 
 
 def _drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -207,11 +237,78 @@ def label_instances(
     return expand_labels(_drop_small(labels, min_size), grow)
 
 
+def object_peaks(image: np.ndarray, labels: np.ndarray, min_distance: int, threshold: float) -> np.ndarray:
+    """The local maxima of each object: the coordinates, in the same order, that scikit-image's
+    ``peak_local_max(image, min_distance=min_distance, threshold_abs=threshold, exclude_border=False,
+    labels=labels)`` returns (tested equal), for ``labels`` the connected components of a foreground,
+    ``image`` zero outside it and ``threshold >= 0``. scikit-image loops over the objects in Python, holding
+    the GIL: on a 2176² block of 2,300 nuclei it took 0.31 s and ran 2.3x slower in two threads than in one;
+    this takes 0.09 s in whole-image filters and a look around the few pixels they leave in doubt.
+
+    A peak is a pixel above ``threshold`` that no pixel of its own object within ``min_distance`` (a square
+    window) exceeds; of an object's peaks nearer than ``min_distance`` to a higher (or equal, earlier in
+    raster order) one, only the first is kept; an object of one value (every pixel a peak) has none but its
+    isolated pixels."""
+    nd, size = image.ndim, 2 * min_distance + 1
+    flat_image, flat_labels = image.ravel(), labels.ravel()
+    # candidates: at least their 3^n neighbours, where no other object is one of those neighbours (objects
+    # are 4-connected components, so only diagonal contacts) and where another object touches diagonally
+    near = ndi.maximum_filter(image, size=3, mode="nearest") == image
+    touch = (ndi.maximum_filter(labels, size=3) != labels) | (
+        ndi.minimum_filter(np.where(labels > 0, labels, np.iinfo(labels.dtype).max), size=3) != labels
+    )
+    cand = np.flatnonzero((image > threshold) & (labels > 0) & (near | touch))
+    values = flat_image[cand]
+    # the highest of the whole window is a peak of its object; else look at its own object's pixels there
+    top = ndi.maximum_filter(image, size=size, mode="nearest").ravel()[cand] == values
+    doubt = np.flatnonzero(~top)
+    if len(doubt):
+        where = np.array(np.unravel_index(cand[doubt], image.shape))
+        own, height = flat_labels[cand[doubt]], values[doubt]
+        ok = np.ones(len(doubt), bool)
+        shape = np.array(image.shape)[:, None]
+        for offset in itertools.product(range(-min_distance, min_distance + 1), repeat=nd):
+            at = where + np.array(offset)[:, None]
+            inside = np.all((at >= 0) & (at < shape), axis=0)
+            f = np.ravel_multi_index(tuple(np.where(inside, at, 0)), image.shape)
+            ok &= ~(inside & (flat_labels[f] == own) & (flat_image[f] > height))
+        top[doubt] = ok
+    peaks, values = cand[top], values[top]
+    owner = flat_labels[peaks]
+    # an object all of whose pixels are peaks is of one value: scikit-image keeps its isolated pixels only
+    flat_objects = np.flatnonzero(
+        np.bincount(owner, minlength=1) == np.bincount(flat_labels)[: owner.max(initial=0) + 1]
+    )
+    flat_objects = flat_objects[flat_objects > 0]
+    if len(flat_objects):
+        lone = np.zeros(image.shape, bool)
+        boxes = ndi.find_objects(labels)
+        for obj in flat_objects:
+            mask = labels[boxes[obj - 1]] == obj
+            lone[boxes[obj - 1]] |= mask & ~ndi.binary_opening(mask)
+        others = peaks[~np.isin(owner, flat_objects)]
+        peaks = np.union1d(others, np.flatnonzero(lone & (image > threshold)))
+        values, owner = flat_image[peaks], flat_labels[peaks]
+    order = np.lexsort((peaks, -values, owner))  # by object, highest first, raster order among equals
+    peaks, owner = peaks[order], owner[order]
+    coords = np.array(np.unravel_index(peaks, image.shape)).T.reshape(-1, nd)
+    # plateaus: peaks of one object nearer than min_distance (Chebyshev) to one kept before them go
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]) if len(owner) else np.zeros(0, int)
+    counts = np.diff(np.r_[starts, len(owner)])
+    keep = np.ones(len(peaks), bool)
+    for s, n in zip(starts[counts > 1], counts[counts > 1], strict=True):
+        c = coords[s : s + n]
+        close = np.abs(c[:, None, :] - c[None, :, :]).max(-1) < min_distance
+        for i in range(n):
+            if keep[s + i]:
+                keep[s + i + 1 : s + n] &= ~close[i, i + 1 :]
+    return coords[keep]
+
+
 def watershed_instances(foreground: np.ndarray, split: Split = FIXED_SPLIT) -> np.ndarray:
     """Split a binary foreground into objects: watershed of the negated distance transform, smoothed by
     ``split.sigma``, seeded at its local maxima at least ``split.min_distance`` pixels apart. A component without
     a seed (thinner than 2 pixels) stays one object."""
-    from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
     fg = np.asarray(foreground, bool)
@@ -219,9 +316,7 @@ def watershed_instances(foreground: np.ndarray, split: Split = FIXED_SPLIT) -> n
         return np.zeros(fg.shape, np.int32)
     dist = ndi.gaussian_filter(ndi.distance_transform_edt(fg).astype(np.float32), split.sigma) * fg
     components, _ = ndi.label(fg)
-    peaks = peak_local_max(
-        dist, min_distance=split.min_distance, threshold_abs=1.0, exclude_border=False, labels=components
-    )
+    peaks = object_peaks(dist, components, split.min_distance, 1.0)
     markers = np.zeros(fg.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     labels = watershed(-dist, markers, mask=fg)
