@@ -216,20 +216,16 @@ def measure_domain(
             metrics = (run / "metrics.csv").read_text().splitlines()
             book.put(key, {**_scores(ev), "wall": round(wall, 1), "split": split.split("time: ")[-1],
                            "epochs": len(metrics) - 1 - (arm == "init"),
-                           "best_epoch": _best_epoch(metrics, done.stderr)})  # fmt: skip
+                           "best_epoch": _best_epoch(run)})  # fmt: skip
         print(f"{name}: {n} image(s) done", flush=True)
 
 
-def _best_epoch(metrics: list[str], log: str) -> int:
-    """The epoch best.pt holds: the best by the measure the run chose best.pt by (its log names it), the first
-    of equals (0: the starting model of a fine-tune)."""
-    from unetkit.training.state import SCORES, TrainState
+def _best_epoch(run: Path) -> int:
+    """The epoch best.pt holds, as best.pt records it (0: the starting model of a fine-tune). Replaying the
+    selection from metrics.csv and the log's words got the measure wrong where a log named both."""
+    from unetkit.checkpoint import load_checkpoint
 
-    head = metrics[0].split(",")
-    state = TrainState(score=next((k for k, v in SCORES.items() if v in log and k in head), "val_dice"))
-    for line in metrics[1:]:
-        state.end_epoch({k: float(v) for k, v in zip(head, line.split(","), strict=True)})
-    return state.best_epoch
+    return int(load_checkpoint(run / "best.pt")["training"]["epoch"])
 
 
 def _family_key(model: str, own: str) -> str:

@@ -291,7 +291,8 @@ def predict_chunks(
             found = objects_table(
                 source, zarr.open_array(str(group / "instances"), mode="r"),
                 zarr.open_array(arrays["sure"], mode="r"), zarr.open_array(arrays["fg"], mode="r"),
-                len(table), split.diameter, block=max(chunks),
+                len(table), split.diameter, block=max(chunks), classes=classes,
+                splittable=predictor.labelling.splittable,
             )  # fmt: skip
         write_objects_csv(scratch / "objects.csv", found)
     return len(table)

@@ -15,7 +15,13 @@ import numpy as np
 from ..data.masks import MaskEncoding
 from ..errors import ConfigError
 from .objects import ObjectSums, confidence_maps, object_table
-from .postprocess import Split, first_pixel_order, instances_from_classes, measured_split
+from .postprocess import (
+    Split,
+    first_pixel_order,
+    instances_from_classes,
+    measured_split,
+    split_by_labelling,
+)
 
 __all__ = ["Labelling"]
 
@@ -91,5 +97,11 @@ class Labelling:
         labels = self.labeller(split)(classes)
         sure, fg = confidence_maps(probs)
         intensity = np.asarray(image, np.float32).mean(axis=0)
-        sums = ObjectSums.of(labels, sure, fg, intensity, int(labels.max()))
+        sums = ObjectSums.of(
+            labels, sure, fg, intensity, int(labels.max()), splittable=self.splittable(classes)
+        )
         return labels, object_table(sums, split.diameter)
+
+    def splittable(self, classes: np.ndarray) -> np.ndarray | None:
+        """See :func:`~.postprocess.split_by_labelling` (what the objects table counts as a labelling's cut)."""
+        return split_by_labelling(classes, self.instance_method)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -266,8 +267,9 @@ def segment_source(
             labels = predictor.labeller(split)(classes)
             objects = int(labels.max())
         table = objects_table(
-            source, labels, sure, fg, objects, split.diameter, block=None if store is None else 2048
-        )
+            source, labels, sure, fg, objects, split.diameter, block=None if store is None else 2048,
+            classes=classes, splittable=predictor.labelling.splittable,
+        )  # fmt: skip
     return Segmented(classes, probs, labels, objects, table)
 
 
@@ -289,10 +291,14 @@ def objects_table(
     objects: int,
     diameter: float | None,
     block: int | None = None,
+    *,
+    classes: Any,
+    splittable: Callable[[np.ndarray], np.ndarray | None],
 ) -> dict[str, np.ndarray]:
     """The objects table of one 2-D image (:func:`~unetkit.inference.objects.object_table`), from arrays in
     memory or, with ``block``, block by block with one pixel of context (the outer ring of objects on a block's
-    edge), so memory stays bounded; the intensity is the mean over the image's channels as read."""
+    edge), so memory stays bounded; the intensity is the mean over the image's channels as read; ``classes``
+    and ``splittable`` (:meth:`.Labelling.splittable`): where the labelling, not the network, split objects."""
     h, w = source.spatial_shape
     total: ObjectSums | None = None
     for region in block_regions((h, w), block or max(h, w)):
@@ -303,7 +309,7 @@ def objects_table(
         intensity = pixels.mean(axis=0) if pixels.ndim == 3 else pixels
         part = ObjectSums.of(
             np.asarray(labels[where]), np.asarray(sure[where]) / 255, np.asarray(fg[where]) / 255, intensity,
-            objects, offset=(box[0][0], box[1][0]), core=core,
+            objects, offset=(box[0][0], box[1][0]), core=core, splittable=splittable(np.asarray(classes[where])),
         )  # fmt: skip
         if total is None:
             total = part

@@ -58,6 +58,7 @@ __all__ = [
     "region_objects",
     "region_slices",
     "size_windows",
+    "split_by_labelling",
     "watershed_instances",
 ]
 
@@ -343,6 +344,17 @@ def instances_from_classes(
             out = np.where(labels > 0, labels + out.max(), out)
         return out
     raise ValueError(f"instance method {method!r} is unknown; choose one of {', '.join(INSTANCE_METHODS)}")
+
+
+def split_by_labelling(classes: np.ndarray, method: str) -> np.ndarray | None:
+    """The pixels across which two touching objects were told apart by the labelling, not by the network: a
+    border model's interior (the network marked no border there: the watershed cut), a binary model's
+    foreground (every split is the watershed's); None for ``components``, whose objects the classes separate."""
+    if method == "interior":
+        return np.asarray(classes) == 1
+    if method == "watershed":
+        return np.asarray(classes) > 0
+    return None
 
 
 def first_pixel_order(labels: np.ndarray) -> np.ndarray:
