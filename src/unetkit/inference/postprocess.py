@@ -130,6 +130,8 @@ SIZE_WINDOW, SIZE_WINDOWS_PER_AXIS = 512, 3
 #: growth up to this many pixels looks at each pixel's neighbours (:func:`expand_labels`), further a distance
 #: transform
 NEAR_GROWTH = 3
+#: :func:`object_peaks` gathers the windows of its doubtful pixels this many elements at a time
+WINDOW_ELEMENTS = 2**22
 
 
 def size_windows(shape: tuple[int, ...]) -> list[tuple[slice, ...]]:
@@ -263,16 +265,20 @@ def object_peaks(image: np.ndarray, labels: np.ndarray, min_distance: int, thres
     # the highest of the whole window is a peak of its object; else look at its own object's pixels there
     top = ndi.maximum_filter(image, size=size, mode="nearest").ravel()[cand] == values
     doubt = np.flatnonzero(~top)
-    if len(doubt):
-        where = np.array(np.unravel_index(cand[doubt], image.shape))
-        own, height = flat_labels[cand[doubt]], values[doubt]
+    if len(doubt):  # each doubtful pixel's window, gathered (a chunk of windows at a time: bounded memory)
+        windows = [
+            np.lib.stride_tricks.sliding_window_view(np.pad(a, min_distance), (size,) * nd)
+            for a in (image, labels)  # padded with background (label 0: no object's own pixel)
+        ]
+        where = np.unravel_index(cand[doubt], image.shape)  # a window's corner in the padded arrays
         ok = np.ones(len(doubt), bool)
-        shape = np.array(image.shape)[:, None]
-        for offset in itertools.product(range(-min_distance, min_distance + 1), repeat=nd):
-            at = where + np.array(offset)[:, None]
-            inside = np.all((at >= 0) & (at < shape), axis=0)
-            f = np.ravel_multi_index(tuple(np.where(inside, at, 0)), image.shape)
-            ok &= ~(inside & (flat_labels[f] == own) & (flat_image[f] > height))
+        step = max(1, WINDOW_ELEMENTS // size**nd)
+        for i in range(0, len(doubt), step):
+            at = tuple(w[i : i + step] for w in where)
+            own = flat_labels[cand[doubt[i : i + step]]].reshape((-1,) + (1,) * nd)
+            height = values[doubt[i : i + step]].reshape((-1,) + (1,) * nd)
+            higher = (windows[1][at] == own) & (windows[0][at] > height)
+            ok[i : i + step] = ~higher.reshape(len(own), -1).any(axis=1)
         top[doubt] = ok
     peaks, values = cand[top], values[top]
     owner = flat_labels[peaks]
