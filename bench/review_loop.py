@@ -88,7 +88,8 @@ def arm(
                        "--corrections", str(folder)])  # fmt: skip
             assert f"round {r} of corrections" in out, out
         else:
-            fresh = unreviewed(all_objects(pred), folder)
+            # by image and label, so the random picks do not depend on the confidence's order
+            fresh = sorted(unreviewed(all_objects(pred), folder), key=lambda d: (d.image, d.label))
             chosen = random.Random(seed + r).sample(fresh, min(per_round, len(fresh)))
             assert write_corrections(chosen, pred, pool, folder)[0] == r
         painted = correct_like_a_user(folder, r, pool / "masks")
