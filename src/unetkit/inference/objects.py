@@ -147,14 +147,13 @@ class ObjectSums:
             np.maximum.at(high[axis], ids, at + 1)
         cut = np.zeros(size)
         if splittable is not None:
-            split = inside & splittable
-            for axis in range(
-                labels.ndim
-            ):  # each owned pixel and its neighbour on either side along the axis
+            owned = inside & splittable
+            # each owned pixel against its neighbour on either side along every axis
+            for axis in range(labels.ndim):
                 for mine, theirs in ((slice(None, -1), slice(1, None)), (slice(1, None), slice(None, -1))):
                     a = (slice(None),) * axis + (mine,)
                     b = (slice(None),) * axis + (theirs,)
-                    hit = split[a] & splittable[b] & (labels[b] > 0) & (labels[b] != labels[a])
+                    hit = owned[a] & splittable[b] & (labels[b] > 0) & (labels[b] != labels[a])
                     cut += np.bincount(labels[a][hit].astype(np.int64), minlength=size)[:size]
         return cls(
             count=np.bincount(ids, minlength=size)[:size].astype(np.float64),

@@ -206,12 +206,12 @@ def expand_labels(labels: np.ndarray, distance: float, within: np.ndarray | None
     flat = padded.ravel()
     at = np.ravel_multi_index(tuple(i + r for i in np.nonzero(todo)), padded.shape)
     found = np.zeros(len(at), labels.dtype)
-    strides = np.array([int(np.prod(padded.shape[a + 1 :])) for a in range(labels.ndim)])
+    steps = np.array(padded.strides) // padded.itemsize  # a flat index's step per axis
     for o in ball:
         empty = found == 0
         if not empty.any():
             break
-        found[empty] = flat[at[empty] + int(np.dot(strides, o))]
+        found[empty] = flat[at[empty] + int(np.dot(steps, o))]
     out = labels.copy()
     out[todo] = found
     return out
