@@ -12,6 +12,10 @@ against tiles of a fixed size overlapping by a quarter; prints tables, never a t
 3. **End to end**: ``unetkit predict nuclei`` on a 4096² image in a fresh process per run, alternated, with and
    without ``--instances``: wall time, peak RSS, the mask's differing pixels and the objects' agreement (F1 at
    IoU 0.5 between the two plans' instances).
+4. **Pass size by measurement** (``--passes``): ``unetkit predict nuclei --engine auto`` measures the engines and
+   the pass size on its first run (in a fresh cache: its measurement is printed); then, on the 4096² image,
+   fresh processes alternated, ``--engine auto`` (its engine and measured pass bound) against the same engine
+   and precision with the default bound (one batch of 4 × 512²): wall time and the mask's differing pixels.
 """
 
 from __future__ import annotations
@@ -122,6 +126,54 @@ def end_to_end(size: int, rounds: int, work: Path) -> None:
     print(f"objects: {s.n_true} (overlap 0.25) vs {s.n_pred} (default); F1@0.5 between them {s.f1():.4f}, F1@0.9 {s.f1(0.9):.4f}")  # fmt: skip
 
 
+def passes(size: int, rounds: int, work: Path) -> None:
+    """``--engine auto``'s measured pass bound against its engine with the default one (see the docstring)."""
+    import json
+    import os
+    import subprocess
+
+    import tifffile
+    from hostile import run
+
+    from unetkit import synth_nuclei
+    from unetkit.data.io import read_image
+
+    image = work / "big.tif"
+    if not image.is_file():
+        tifffile.imwrite(image, synth_nuclei(size, 0)[0])
+    os.environ["UNETKIT_CACHE_DIR"] = str(work / "cache")  # a fresh measurement, inherited by every child
+    small = work / "small.tif"
+    tifffile.imwrite(small, synth_nuclei(256, 1)[0])
+    first = [sys.executable, "-m", "unetkit", "predict", "nuclei", str(small), "--out", str(work / "first"), "--engine", "auto", "--no-progress"]  # fmt: skip
+    t0 = time.perf_counter()
+    said = subprocess.run(first, capture_output=True, text=True, check=True).stderr
+    print(
+        f"\n## Pass size by measurement: the first --engine auto run ({time.perf_counter() - t0:.1f} s, measuring)\n"
+    )
+    for line in said.splitlines():
+        if "engine:" in line or "tiles:" in line:
+            print(f"- {line.split(' - ')[-1].strip()}")
+    (entry,) = [
+        v for k, v in json.loads((work / "cache" / "engines.json").read_text()).items() if "|pass " not in k
+    ]
+    engine, precision = entry["engine"], entry["precision"]
+    arms = {"auto": ["--engine", "auto"], "default bound": ["--engine", engine, "--precision", precision]}
+    print(f"\n| {size}² image, fresh processes, {rounds} rounds | wall time | peak RSS |\n|---|---:|---:|")
+    seen: dict[str, list[tuple[float, float]]] = {k: [] for k in arms}
+    for _ in range(rounds):
+        for arm, flags in arms.items():
+            cmd = [sys.executable, "-m", "unetkit", "predict", "nuclei", str(image), "--out", str(work / arm), "--no-progress", "--overwrite", *flags]  # fmt: skip
+            rc, wall, peak, err = run(cmd)
+            if rc:
+                raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+            seen[arm].append((wall, peak))
+    for arm, runs in seen.items():
+        walls = ", ".join(f"{w:.1f}" for w, _ in runs)
+        print(f"| {arm} ({' '.join(arms[arm])}) | {float(np.median([w for w, _ in runs])):.1f} s ({walls}) | {max(m for _, m in runs):.0f} MiB |")  # fmt: skip
+    a, b = (read_image(work / k / "big.png") for k in arms)
+    print(f"\nmask pixels differing between the two bounds: {np.mean(a != b):.4%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,10 +181,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096, help="side of the end-to-end image (0: skip)")
     parser.add_argument("--rounds", type=int, default=3, help="alternated runs per setting")
     parser.add_argument("--no-context", action="store_true", help="skip the context profile")
+    parser.add_argument("--passes", action="store_true", help="only the pass size by measurement (4.)")
     args = parser.parse_args()
     from unetkit.device import cpu_summary
 
     print(f"CPU: {cpu_summary()}")
+    if args.passes:
+        with tempfile.TemporaryDirectory(prefix="unetkit-bench-passes-") as tmp:
+            passes(args.size or 4096, args.rounds, Path(tmp))
+        return
     if args.size:
         with tempfile.TemporaryDirectory(prefix="unetkit-bench-tiling-") as tmp:
             end_to_end(args.size, args.rounds, Path(tmp))

@@ -559,8 +559,9 @@ class PredictConfig:
         "torch",
         "torch, onnxruntime or openvino (the checkpoint is exported and verified first, once: kept in "
         "~/.cache/unetkit/onnx; a .onnx MODEL runs on onnxruntime unless openvino is asked for; openvino needs the "
-        "[openvino] extra and computes in --precision float32 or bfloat16), or auto: the fastest on this CPU, "
-        "measured on the model's first use and remembered",
+        "[openvino] extra and computes in --precision float32 or bfloat16), or auto: the fastest on this CPU, and "
+        "without --tile or --batch-size the largest pass that pays, measured on the model's first use and "
+        "remembered",
         choices=ENGINES,
     )
     compile: bool = option(

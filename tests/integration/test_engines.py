@@ -22,7 +22,7 @@ def test_engine_auto_measures_once_chooses_the_fastest_and_remembers(tiny_run, t
     said = "\n".join(r.getMessage() for r in caplog.records if "engine" in r.getMessage())
     assert "measured now on this CPU" in said and "tiles/s" in said and "torch float32" in said, said
     cache = json.loads((cache_dir() / "engines.json").read_text())
-    (entry,) = cache.values()
+    (entry,) = [v for k, v in cache.items() if "|pass " not in k]  # the engine's (beside the pass bound's)
     rates, agreement = entry["rates"], entry["agreement"]
     fastest = max((k for k in rates if agreement[k] >= AGREEMENT), key=rates.get)  # of those that agree
     assert f"{entry['engine']} {entry['precision']}" == fastest
@@ -89,3 +89,54 @@ def test_the_openvino_engine_gives_pytorchs_masks_and_says_what_it_needs(tmp_pat
     np.testing.assert_array_equal(from_file.predict(image), ov32.predict(image))
     with pytest.raises(ConfigError, match="--compile applies to the torch engine; OpenVINO"):
         Predictor.from_pretrained("nuclei", engine="openvino", compile=True)
+
+
+def test_engine_auto_sizes_the_passes_by_measurement_per_model_and_cpu(
+    tiny_run, tmp_path, monkeypatch, caplog
+):
+    """Issue 36: tile and batch chosen by measurement per machine. ``--engine auto`` also times one tile a pass
+    of several sides with the engine it chose and bounds the default plan's passes by the side that segments a
+    large image fastest; both measurements are made once per model file and CPU, reused, and made again for
+    another model or CPU; what it chose is a complete recipe (Dask workers run it without measuring); a bound
+    the user sets is kept."""
+    from unetkit.inference.engines import PASS_SIDES, large_image_rate
+
+    monkeypatch.setenv("UNETKIT_CACHE_DIR", str(tmp_path / "cache"))
+    best = tiny_run.best_checkpoint
+
+    def said(path=best, **kwargs):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="unetkit"):
+            predictor = Predictor.from_checkpoint(path, **{"engine": "auto", **kwargs})
+        return predictor, "\n".join(r.getMessage() for r in caplog.records)
+
+    auto, log = said()
+    assert "timing one tile a pass" in log and "tiles: up to" in log and "measured now" in log, log
+    cache = json.loads((cache_dir() / "engines.json").read_text())
+    (entry,) = [v for k, v in cache.items() if "|pass " in k]
+    rates = {int(side): rate for side, rate in entry["rates"].items()}
+    assert len(rates) >= 3 and set(rates) <= set(PASS_SIDES)
+    side = max(rates, key=lambda s: large_image_rate(s, rates[s], entry["context"]))
+    assert entry["side"] == side and auto.executor.pass_pixels == side**2 and auto.executor.max_side == side
+    assert auto.chosen["pass_pixels"] == side**2 and {"engine", "precision"} <= set(auto.chosen)
+    assert all(s <= side for s, _ in auto.executor.auto_sides((3000, 2500)))  # the plan keeps to the bound
+    again, log = said()  # reused: no second measurement
+    assert "timing" not in log and log.count("measured before") == 2 and again.executor.pass_pixels == side**2
+    mine, _ = said(batch_size=2)  # the user sized the passes: theirs is kept
+    assert mine.executor.pass_pixels == mine.executor.tile_in**2 * 2 and "pass_pixels" not in mine.chosen
+
+    image = synth_nuclei((700, 900), seed=3)[0]
+    (cache_dir() / "engines.json").unlink()  # no measurement to read: the recipe alone
+    worker, log = said(**auto.chosen)
+    assert "timing" not in log and not (cache_dir() / "engines.json").exists()
+    assert worker.executor.pass_pixels == side**2 and worker.precision == auto.precision
+    np.testing.assert_array_equal(auto.predict(image), worker.predict(image))
+
+    said()  # measured again: the cache was gone
+    _, log = said()
+    assert "timing" not in log
+    _, log = said(tiny_run.run_dir / "last.pt")  # another model file: measured for it
+    assert log.count("measured now") == 2, log
+    monkeypatch.setattr("unetkit.device.cpu_summary", lambda: "another CPU; 2 threads; AVX2")
+    _, log = said()  # another CPU: measured again
+    assert log.count("measured now") == 2, log

@@ -11,6 +11,11 @@ PyTorch float32 on at least :data:`AGREEMENT` of the pixels wins, and the choice
 ``~/.cache/unetkit``) per model file (sha256), CPU, library versions, tile and batch. The ONNX file exported
 for the measurement is kept there too (``CACHE/onnx/SHA.onnx``), so choosing ONNX Runtime costs its export
 once. GPUs run PyTorch (cuDNN with mixed precision), without a measurement.
+
+The same first use also sizes the tiles (:func:`choose_pass`): the chosen engine runs one tile of each side in
+:data:`PASS_SIDES`, and the side that segments a large image fastest, its rate times the share of a tile left
+beside the seams, bounds the pixels of one forward pass of the default plan (on one CPU the rate may hold up to
+several megapixels a pass, on another fall after a quarter of one: larger tiles mean fewer seams, computed twice).
 """
 
 from __future__ import annotations
@@ -29,7 +34,16 @@ from ..atomic import atomic_write_text
 from ..pretrained import file_sha256
 from ..version import __version__
 
-__all__ = ["AGREEMENT", "Choice", "cache_dir", "cached_onnx", "choose_engine"]
+__all__ = [
+    "AGREEMENT",
+    "PASS_SIDES",
+    "Choice",
+    "PassBound",
+    "cache_dir",
+    "cached_onnx",
+    "choose_engine",
+    "choose_pass",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +51,8 @@ log = logging.getLogger(__name__)
 AGREEMENT = 0.995
 #: forward passes timed per engine (the fastest counts), after one warm-up
 REPEATS = 3
+#: tile sides timed for the pass bound, one tile a pass
+PASS_SIDES = (384, 512, 768, 1024, 1280, 1536, 2048)
 
 
 @dataclass
@@ -70,7 +86,7 @@ def cached_onnx(path: Path) -> Path:
     return cache_dir() / "onnx" / f"{file_sha256(path)}.onnx"
 
 
-def _key(path: Path, tile: int, batch: int) -> str:
+def _key(path: Path, *what: str) -> str:
     import torch
 
     from ..device import cpu_summary
@@ -95,8 +111,7 @@ def _key(path: Path, tile: int, batch: int) -> str:
             f"ort {ort_version}",
             f"openvino {ov_version}",
             f"unetkit {__version__}",
-            f"tile {tile}",
-            f"batch {batch}",
+            *what,
         ]
     )
 
@@ -135,7 +150,7 @@ def choose_engine(
     prediction's; ``precision``: only engines computing in it (the user chose one)."""
     if device.type != "cpu":
         return Choice("torch", "auto")
-    key = _key(path, tile, batch) + (f"|precision {precision}" if precision else "")
+    key = _key(path, f"tile {tile}", f"batch {batch}") + (f"|precision {precision}" if precision else "")
     cache = _read_cache()
     entry = cache.get(key)
     if isinstance(entry, dict) and {"engine", "precision", "rates"} <= set(entry):
@@ -171,12 +186,87 @@ def choose_engine(
     engine, precision = max(usable, key=lambda k: rates[k]).split(" ")
     cache[key] = {"engine": engine, "precision": precision, "rates": rates, "agreement": agree,
                   "measured": time.strftime("%Y-%m-%d")}  # fmt: skip
+    _write_cache(cache)
+    return Choice(engine, precision, rates)
+
+
+def _write_cache(cache: dict[str, Any]) -> None:
     try:
         cache_dir().mkdir(parents=True, exist_ok=True)
         atomic_write_text(cache_dir() / "engines.json", json.dumps(cache, indent=1))
     except OSError as exc:  # a read-only home: measured again next time
-        log.info("engine auto: the choice is not kept (%s)", exc)
-    return Choice(engine, precision, rates)
+        log.info("engine auto: the measurement is not kept (%s)", exc)
+
+
+@dataclass
+class PassBound:
+    """The tile side whose pass segments a large image fastest, and what was measured: megapixels per second
+    of one tile a pass, by side (sides as text, as JSON keeps them)."""
+
+    side: int
+    rates: dict[str, float]
+    context: int
+    cached: bool = False
+
+    @property
+    def pixels(self) -> int:
+        """The bound of one forward pass's pixels."""
+        return self.side**2
+
+    def why(self) -> str:
+        """The choice in words, for the log."""
+        measured = ", ".join(f"{k}² {v:.2f}" for k, v in self.rates.items())
+        how = "measured before on this CPU" if self.cached else "measured now on this CPU"
+        return (
+            f"up to {self.side}² px a pass, the fastest on large images with seams of {2 * self.context} px: "
+            f"MP/s by tile {measured} ({how})"
+        )
+
+
+def large_image_rate(side: int, rate: float, context: int) -> float:
+    """Megapixels of a large image segmented per second with tiles of ``side`` computed at ``rate``: each
+    tile's share beside the seams (``2 * context`` pixels shared with each neighbour) is new."""
+    return rate * max(0, side - 2 * context) ** 2 / side**2
+
+
+def choose_pass(path: Path, engine: str, precision: str, width: int, open_executor: Any) -> PassBound:
+    """The pass bound of checkpoint ``path`` run by ``engine`` in ``precision`` on this CPU (see the module
+    docstring), measured on first use and kept beside the engine choice. ``open_executor()`` opens the model as
+    prediction will (its :class:`~.executor.TileExecutor`); sides whose working memory (the network's first
+    level ``width`` channels wide) would exceed an eighth of the memory available now are not tried."""
+    from ..memory import available_memory
+
+    key = _key(path, f"pass {engine} {precision}")
+    cache = _read_cache()
+    entry = cache.get(key)
+    if isinstance(entry, dict) and {"side", "rates", "context"} <= set(entry):
+        return PassBound(int(entry["side"]), dict(entry["rates"]), int(entry["context"]), cached=True)
+    executor = open_executor()
+    # a pass's peak memory, measured with the built-in model: about 6 float32 maps of the first level's width
+    sides = [
+        s for s in PASS_SIDES if s % executor.align == 0 and 8 * 4 * width * s * s < available_memory() / 8
+    ]
+    log.info(
+        "tiles: first use of this model on this CPU: timing one tile a pass of %s px with %s %s (seconds) ...",
+        ", ".join(map(str, sides)), engine, precision,
+    )  # fmt: skip
+    rates: dict[str, float] = {}
+    for side in sides:
+        x = np.resize(_tiles(executor, 256, 1), (1, executor.in_channels, side, side))  # content: any
+        executor.forward(x)  # warm-up: this shape's first allocations and kernel choice
+        best = min(_timed(executor.forward, x) for _ in range(REPEATS - 1))
+        rates[str(side)] = side * side / best / 1e6
+    context = int(executor.context)
+    side = max(sides, key=lambda s: large_image_rate(s, rates[str(s)], context))
+    cache[key] = {"side": side, "rates": rates, "context": context, "measured": time.strftime("%Y-%m-%d")}
+    _write_cache(cache)
+    return PassBound(side, rates, context)
+
+
+def _timed(run: Any, x: np.ndarray) -> float:
+    t0 = time.perf_counter()
+    run(x)
+    return time.perf_counter() - t0
 
 
 def _tiles(executor: Any, tile: int, batch: int) -> np.ndarray:

@@ -72,7 +72,8 @@ class TileExecutor:
     overlap is what the network needs, its context (:data:`BORDER_CELLS` pooling cells) on each side of a
     seam, whatever the tile, and each image gets the fewest tiles of at most the pixels of one batch of
     ``tile`` x ``tile`` (``batch_size`` of them), as small as cover it: on a 4096² image a quarter fewer
-    pixels computed than tiles of ``tile`` overlapping by a quarter (:meth:`auto_sides`). Unpadded
+    pixels computed than tiles of ``tile`` overlapping by a quarter (:meth:`auto_sides`); ``pass_pixels``, when given,
+    replaces that bound (``--engine auto`` measures it: :func:`~.engines.choose_pass`). Unpadded
     (``"valid"``) networks get each output tile's exact context, mirrored outside the image; tiles start on the pooling grid, so their tiled output
     equals a full-image pass exactly. ``channels_last``, ``fuse`` and ``compile`` change the model in place:
     only for models the caller owns.
@@ -94,6 +95,7 @@ class TileExecutor:
         prefetch: int,
         fuse: bool,
         compile: bool,
+        pass_pixels: int | None = None,
     ) -> None:
         check_values("predict", {"overlap": overlap, "tile": tile, "batch_size": batch_size}, PredictConfig)
         if blend is not None and blend not in BLENDS:
@@ -150,8 +152,9 @@ class TileExecutor:
         # 512) 0.924 and 0.959. Volumes keep half an overlap: each axis's context multiplies their compute, and
         # it was not measured there.
         self.context = self.halo if self.spatial_dims != 2 else BORDER_CELLS * self.align
-        #: pixels of one forward pass of ``batch_size`` tiles of ``tile``: the bound of an auto tile's size
-        self.pass_pixels = self.tile_in**2 * self.batch_size
+        #: the bound of one forward pass's pixels in the default plan: ``pass_pixels`` (``--engine auto``
+        #: measures it), else those of ``batch_size`` tiles of ``tile``
+        self.pass_pixels = int(pass_pixels) if pass_pixels else self.tile_in**2 * self.batch_size
         self.max_side = max(self.align, math.isqrt(self.pass_pixels) // self.align * self.align)
         #: tiles sized per image, overlapping by the network's context (``overlap=None``, 2-D blending, and
         #: tiles large enough to leave room beside the seams)

@@ -60,6 +60,8 @@ class Predictor:
     or, with ``blend="crop"``, cut at the middle of each overlap. Unpadded (``"valid"``) networks, the
     paper's, get each output tile's exact context, mirrored outside the image (paper Fig. 2); tiles start
     on the pooling grid, so their tiled output equals a full-image pass exactly (:class:`~.executor.TileExecutor`).
+    ``pass_pixels`` bounds the pixels of one forward pass of the default plan (``batch_size`` tiles of ``tile``
+    when None; ``engine="auto"`` measures it on the model's first use on a CPU when neither is given).
 
     ``tta`` averages class probabilities over the 8 flips and 90-degree rotations of every tile before
     thresholding. Tiles are read and normalised by a background thread while the model runs.
@@ -91,6 +93,7 @@ class Predictor:
         fuse: bool = False,
         compile: bool = _DEFAULTS.compile,
         diameter: float | str | None = _DEFAULTS.diameter,
+        pass_pixels: int | None = None,
     ) -> None:
         #: the model's record of its inputs and outputs, typed (a checkpoint's, an ONNX file's, a package's)
         self.preprocessing = Preprocessing.from_dict(preprocessing)
@@ -131,7 +134,10 @@ class Predictor:
             prefetch=prefetch,
             fuse=fuse,
             compile=compile,
+            pass_pixels=pass_pixels,
         )
+        #: what ``--engine auto`` chose (engine, precision, pass bound), for Dask workers to run the same
+        self.chosen: dict[str, Any] = {}
         if getattr(model, "padding", "same") == "valid" and blend not in (None, "crop"):
             log.info("a valid (unpadded) network is tiled exactly; --blend %s is not needed", blend)
 
@@ -142,7 +148,10 @@ class Predictor:
 
         ``tile`` defaults to the checkpoint's training patch size (at least 256; 512 when it records none)."""
         model, preprocessing, settings = open_model(path, kwargs)
-        return cls(model, preprocessing, **settings)
+        chosen = settings.pop("chosen", {})
+        predictor = cls(model, preprocessing, **settings)
+        predictor.chosen = chosen
+        return predictor
 
     @classmethod
     def from_pretrained(cls, name: str = "nuclei", **kwargs: Any) -> Predictor:

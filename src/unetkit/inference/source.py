@@ -23,7 +23,7 @@ from ..checkpoint import (
 from ..config import DEFAULT_TILE, ENGINES, MAX_TILE, MIN_DEFAULT_TILE, PredictConfig
 from ..errors import CheckpointError, ConfigError
 from .bioimageio import is_package, load_package
-from .engines import cached_onnx, choose_engine
+from .engines import cached_onnx, choose_engine, choose_pass
 from .writers import process_temp
 
 __all__ = ["MAX_TILE", "Opened", "default_tile", "open_model"]
@@ -138,11 +138,30 @@ def _auto_engine(path: Path, kwargs: dict[str, Any]) -> str:
             compile=False,
         )  # fmt: skip
 
-    choice = choose_engine(path, open_with, tile, batch, resolve_device(kwargs.get("device") or defaults.device),
+    device = resolve_device(kwargs.get("device") or defaults.device)
+    choice = choose_engine(path, open_with, tile, batch, device,
                            precision=None if given in (None, "auto") else given)  # fmt: skip
     log.info("engine: %s", choice.why())
+    chosen: dict[str, Any] = {"engine": choice.engine}
     if choice.precision != "auto":
-        kwargs["precision"] = choice.precision
+        kwargs["precision"] = chosen["precision"] = choice.precision
+    # the default plan's pass bound, measured, unless the user sized the passes or fixed the tiles
+    sized = (
+        any(kwargs.get(k) is not None for k in ("tile", "batch_size", "overlap"))
+        or kwargs.get("blend") == "crop"
+    )
+    stored = StoredModel.of(payload, path)
+    tiled = (
+        stored.spatial_dims == 2 and stored.hparams.get("padding", "same") != "valid"
+    )  # the default plan's
+    if device.type == "cpu" and tiled and not sized:
+        width = int(stored.hparams.get("base_channels") or 64)
+        bound = choose_pass(
+            path, choice.engine, choice.precision, width, lambda: open_with(choice.engine, choice.precision)
+        )
+        log.info("tiles: %s", bound.why())
+        kwargs["pass_pixels"] = chosen["pass_pixels"] = bound.pixels
+    kwargs["chosen"] = chosen
     return choice.engine
 
 

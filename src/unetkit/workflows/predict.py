@@ -236,7 +236,7 @@ def predict_files(
             predictor,
             items,
             out,
-            kwargs,
+            {**kwargs, **predictor.chosen},  # what --engine auto chose here, every worker runs
             dask,
             dask_workers,
             chunk,
