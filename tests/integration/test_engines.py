@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import sys
 
@@ -135,6 +136,10 @@ def test_engine_auto_sizes_the_passes_by_measurement_per_model_and_cpu(
     said()  # measured again: the cache was gone
     _, log = said()
     assert "timing" not in log
+    edited = {k: {**v, "engine": "os.system", "side": 10**9, "rates": "fast"} for k, v in json.loads((cache_dir() / "engines.json").read_text()).items()}  # fmt: skip
+    (cache_dir() / "engines.json").write_text(json.dumps(edited))
+    edited_run, log = said()  # entries no measurement writes: measured again, never run as they say
+    assert log.count("measured now") == 2 and math.isqrt(edited_run.executor.pass_pixels) in PASS_SIDES, log
     _, log = said(tiny_run.run_dir / "last.pt")  # another model file: measured for it
     assert log.count("measured now") == 2, log
     monkeypatch.setattr("unetkit.device.cpu_summary", lambda: "another CPU; 2 threads; AVX2")

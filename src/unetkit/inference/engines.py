@@ -153,8 +153,12 @@ def choose_engine(
     key = _key(path, f"tile {tile}", f"batch {batch}") + (f"|precision {precision}" if precision else "")
     cache = _read_cache()
     entry = cache.get(key)
-    if isinstance(entry, dict) and {"engine", "precision", "rates"} <= set(entry):
-        return Choice(str(entry["engine"]), str(entry["precision"]), dict(entry["rates"]), cached=True)
+    if isinstance(entry, dict) and (
+        f"{entry.get('engine')} {entry.get('precision')}" in _names(_candidates(precision))
+    ):
+        rates = _rates(entry.get("rates"))
+        if rates is not None:
+            return Choice(str(entry["engine"]), str(entry["precision"]), rates, cached=True)
     rates, outputs = {}, {}
     candidates = _candidates(precision)
     log.info(
@@ -239,8 +243,10 @@ def choose_pass(path: Path, engine: str, precision: str, width: int, open_execut
     key = _key(path, f"pass {engine} {precision}")
     cache = _read_cache()
     entry = cache.get(key)
-    if isinstance(entry, dict) and {"side", "rates", "context"} <= set(entry):
-        return PassBound(int(entry["side"]), dict(entry["rates"]), int(entry["context"]), cached=True)
+    if isinstance(entry, dict) and entry.get("side") in PASS_SIDES and isinstance(entry.get("context"), int):
+        rates = _rates(entry.get("rates"))
+        if rates is not None and str(entry["side"]) in rates:
+            return PassBound(int(entry["side"]), rates, int(entry["context"]), cached=True)
     executor = open_executor()
     # a pass's peak memory, measured with the built-in model: about 6 float32 maps of the first level's width
     sides = [
@@ -267,6 +273,20 @@ def _timed(run: Any, x: np.ndarray) -> float:
     t0 = time.perf_counter()
     run(x)
     return time.perf_counter() - t0
+
+
+def _names(candidates: list[tuple[str, str]]) -> set[str]:
+    return {f"{engine} {precision}" for engine, precision in candidates}
+
+
+def _rates(found: Any) -> dict[str, float] | None:
+    """A cached entry's rates, or None when they are not what a measurement writes (damaged or edited: the
+    measurement is made again)."""
+    if not isinstance(found, dict) or not found:
+        return None
+    if not all(isinstance(k, str) and isinstance(v, (int, float)) and v > 0 for k, v in found.items()):
+        return None
+    return {k: float(v) for k, v in found.items()}
 
 
 def _tiles(executor: Any, tile: int, batch: int) -> np.ndarray:
