@@ -156,9 +156,9 @@ def choose_engine(
     if isinstance(entry, dict) and (
         f"{entry.get('engine')} {entry.get('precision')}" in _names(_candidates(precision))
     ):
-        rates = _rates(entry.get("rates"))
-        if rates is not None:
-            return Choice(str(entry["engine"]), str(entry["precision"]), rates, cached=True)
+        kept = _rates(entry.get("rates"))
+        if kept is not None:
+            return Choice(str(entry["engine"]), str(entry["precision"]), kept, cached=True)
     rates, outputs = {}, {}
     candidates = _candidates(precision)
     log.info(
@@ -244,9 +244,9 @@ def choose_pass(path: Path, engine: str, precision: str, width: int, open_execut
     cache = _read_cache()
     entry = cache.get(key)
     if isinstance(entry, dict) and entry.get("side") in PASS_SIDES and isinstance(entry.get("context"), int):
-        rates = _rates(entry.get("rates"))
-        if rates is not None and str(entry["side"]) in rates:
-            return PassBound(int(entry["side"]), rates, int(entry["context"]), cached=True)
+        kept = _rates(entry.get("rates"))
+        if kept is not None and str(entry["side"]) in kept:
+            return PassBound(int(entry["side"]), kept, int(entry["context"]), cached=True)
     executor = open_executor()
     # a pass's peak memory, measured with the built-in model: about 6 float32 maps of the first level's width
     sides = [
