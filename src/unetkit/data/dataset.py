@@ -25,7 +25,7 @@ from .normalize import Normalizer
 from .resample import zoom_image, zoom_labels
 from .windows import read_window
 
-__all__ = ["PatchDataset", "SampleStore", "View", "split_views"]
+__all__ = ["MIN_OBJECTS_TO_HOLD_OUT", "PatchDataset", "SampleStore", "View", "held_out_region", "split_views"]
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,9 @@ class View:
         return (item[0][:, r0:r1], *(a[r0:r1] for a in item[1:]))
 
 
-#: object-wise validation needs at least this many objects in an image, else its bottom rows are held out
-MIN_OBJECTS_TO_HOLD_OUT = 5
+#: object-wise validation needs at least this many objects in an image (one validates, the others train), else
+#: its bottom rows are held out, which cut objects at the row and may hold none
+MIN_OBJECTS_TO_HOLD_OUT = 2
 
 
 def split_views(
@@ -214,35 +215,53 @@ def split_views(
 
 
 def _held_out_objects(store: SampleStore, index: int, share: float, seed: int) -> np.ndarray | None:
-    """The region of randomly chosen whole objects of sample ``index`` with a margin of background around each,
-    about ``share`` of its pixels; objects the region touches join it whole. None when the sample has too few
-    objects to hold some out."""
+    """:func:`held_out_region` of sample ``index`` (its labelled objects; IGNORE pixels are not labelled)."""
     target = store[index][1]
     if target.ndim != 2:
         return None
-    labels, count = ndi.label((target > 0) & (target != IGNORE))
+    known = target != IGNORE
+    return held_out_region(
+        ndi.label((target > 0) & known)[0], known, share, np.random.default_rng([seed, index])
+    )
+
+
+def held_out_region(
+    labels: np.ndarray, known: np.ndarray, share: float, rng: np.random.Generator
+) -> np.ndarray | None:
+    """The validation region of one 2-D image: randomly chosen whole objects (``labels``: connected objects
+    numbered from 1) with a margin of background around each, about ``share`` of the ``known`` (labelled)
+    pixels; objects the region touches join it whole. An object whose region alone would take half the labelled
+    pixels, or that would leave no object to train on, is passed over for the next (two objects, one large: the small
+    one validates). None when fewer than
+    :data:`MIN_OBJECTS_TO_HOLD_OUT` objects, or none can be held out without taking half the labelled pixels or
+    the whole image: the rows are the better split then."""
+    count = int(labels.max()) if labels.size else 0
     if count < MIN_OBJECTS_TO_HOLD_OUT:
         return None
     boxes = ndi.find_objects(labels)
-    rng = np.random.default_rng([seed, index])
-    region = np.zeros(target.shape, bool)
+    region = np.zeros(labels.shape, bool)
     # a share of the *labelled* pixels: sparse labels (painted, or corrections around a few objects) keep most of
     # their few objects for training (of a whole image's pixels, the held-out objects took nearly all of them)
-    known = target != IGNORE
     labelled = int(known.sum())
-    goal = share * labelled
+    goal, held = share * labelled, 0
+    covered: set[int] = set()  # the objects the region touches so far
     for k in rng.permutation(count):
         box = boxes[k]
         if box is None:
             continue
         margin = max(4, max(b.stop - b.start for b in box) // 2)
         grown = tuple(slice(max(0, b.start - margin), b.stop + margin) for b in box)
+        added = int((known[grown] & ~region[grown]).sum())
+        joined = covered | set(np.unique(labels[grown]).tolist()) - {0}
+        if held + added > 0.5 * labelled or len(joined) >= count:
+            continue  # too large for validation, or no object left to train on: another object
         region[grown] = True
-        if (region & known).sum() >= goal:
+        held, covered = held + added, joined
+        if held >= goal:
             break
     touched = np.unique(labels[region])
     region |= np.isin(labels, touched[touched > 0])  # no object is cut by the region's edge
-    if region.all() or (region & known).sum() > 0.5 * labelled:
+    if not region.any() or region.all() or (region & known).sum() > 0.5 * labelled:
         return None  # too few objects, too large: the rows are a better split
     return region
 

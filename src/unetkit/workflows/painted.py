@@ -10,9 +10,9 @@ the *unpainted* pixels mean is the painter's to say:
   ``dataset.yaml``). The dataset is cropped to the painted area (plus context), so a few objects painted on a
   whole slide make a small dataset.
 
-Validation holds out whole objects of a single image (see :func:`unetkit.data.dataset.split_views`) when at
-least :data:`~unetkit.data.dataset.MIN_OBJECTS_TO_HOLD_OUT` are painted, else its bottom rows, so fewer objects
-must be painted in both parts; this is checked here, before anything is written.
+Validation holds out whole objects of a single image (see :func:`unetkit.data.dataset.split_views`) when it
+can (two objects apart from each other are enough: one validates), else its bottom rows, which must then hold
+objects; this is checked here, before anything is written.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..atomic import atomic_write_text
-from ..config import DataConfig
-from ..data.dataset import MIN_OBJECTS_TO_HOLD_OUT
+from ..config import DataConfig, TrainConfig
+from ..data.dataset import MIN_OBJECTS_TO_HOLD_OUT, held_out_region
 from ..data.io import write_image
 from ..data.spec import DESCRIPTOR
 from ..errors import DataError
@@ -91,22 +91,28 @@ def write_painted_dataset(
         r0, r1 = max(0, rows.min() - CONTEXT), min(labels.shape[0], rows.max() + 1 + CONTEXT)
         c0, c1 = max(0, cols.min() - CONTEXT), min(labels.shape[1], cols.max() + 1 + CONTEXT)
         image, mask, objects = image[r0:r1, c0:c1], mask[r0:r1, c0:c1], objects[r0:r1, c0:c1]
+        known = painted[r0:r1, c0:c1]
     else:
         objects = painted
         mask = labels.astype(np.uint32)
+        known = np.ones(mask.shape, bool)
     if not objects.any():
         raise DataError(f"{name}: no object is painted: paint a few objects with labels 1, 2, 3 ...")
     h = mask.shape[0]
     share = DataConfig().val_fraction if val_fraction is None else val_fraction
     cut = h - max(1, round(h * share))
-    # enough objects: training validates on whole objects held out, wherever they are (data.dataset.split_views);
-    # fewer: on the bottom rows, which must then hold some
-    few = ndi.label(objects)[1] < MIN_OBJECTS_TO_HOLD_OUT
-    if few and (not objects[:cut].any() or not objects[cut:].any()):
+    # training validates on whole objects held out, wherever they are, when it can hold some out
+    # (data.dataset.split_views, with training's default seed); else on the bottom rows, which must hold some
+    rng = np.random.default_rng([TrainConfig().seed, 0])
+    on_rows = held_out_region(ndi.label(objects)[0], known, share, rng) is None
+    if on_rows and (not objects[:cut].any() or not objects[cut:].any()):
+        one = ndi.label(objects)[1] < MIN_OBJECTS_TO_HOLD_OUT
         raise DataError(
-            f"{name}: objects are painted only {'above' if objects[:cut].any() else 'below'} row {cut} of the "
-            f"{'painted area' if unpainted == 'ignored' else 'image'} (rows {cut}-{h} validate the model): paint "
-            "objects in both parts"
+            f"{name}: {'one object is' if one else 'objects are'} painted, only "
+            f"{'above' if objects[:cut].any() else 'below'} row {cut} of the "
+            f"{'painted area' if unpainted == 'ignored' else 'image'}, and validation needs objects the training "
+            f"does not see: paint {'another object apart from it' if one else 'objects apart from each other'} "
+            f"(one is held out whole), or objects below and above row {cut} (rows {cut}-{h} validate the model)"
         )
     if out.exists():
         raise DataError(f"{out} exists: choose a new folder (nothing is overwritten)")
