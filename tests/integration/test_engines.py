@@ -97,8 +97,8 @@ def test_engine_auto_sizes_the_passes_by_measurement_per_model_and_cpu(
 ):
     """Issue 36: tile and batch chosen by measurement per machine. ``--engine auto`` also times one tile a pass
     of several sides with the engine it chose and bounds the default plan's passes by the side that segments a
-    large image fastest; both measurements are made once per model file and CPU, reused, and made again for
-    another model or CPU; what it chose is a complete recipe (Dask workers run it without measuring); a bound
+    large image fastest; the engine is measured once per model file and CPU, the passes once per network shape
+    and CPU, reused, and measured again for another model (engine) or CPU (both); what it chose is a complete recipe (Dask workers run it without measuring); a bound
     the user sets is kept."""
     from unetkit.inference.engines import PASS_SIDES, large_image_rate
 
@@ -140,8 +140,11 @@ def test_engine_auto_sizes_the_passes_by_measurement_per_model_and_cpu(
     (cache_dir() / "engines.json").write_text(json.dumps(edited))
     edited_run, log = said()  # entries no measurement writes: measured again, never run as they say
     assert log.count("measured now") == 2 and math.isqrt(edited_run.executor.pass_pixels) in PASS_SIDES, log
-    _, log = said(tiny_run.run_dir / "last.pt")  # another model file: measured for it
-    assert log.count("measured now") == 2, log
+    _, log = said(
+        tiny_run.run_dir / "last.pt"
+    )  # another model file: its engine measured, its shape's passes not
+    assert "engine: " in log and log.count("measured now") == 1 and "tiles: up to" in log, log
+    assert "timing one tile a pass" not in log
     monkeypatch.setattr("unetkit.device.cpu_summary", lambda: "another CPU; 2 threads; AVX2")
     _, log = said()  # another CPU: measured again
     assert log.count("measured now") == 2, log

@@ -12,7 +12,7 @@ PyTorch float32 on at least :data:`AGREEMENT` of the pixels wins, and the choice
 for the measurement is kept there too (``CACHE/onnx/SHA.onnx``), so choosing ONNX Runtime costs its export
 once. GPUs run PyTorch (cuDNN with mixed precision), without a measurement.
 
-The same first use also sizes the tiles (:func:`choose_pass`): the chosen engine runs one tile of each side in
+The first use of a network shape (architecture and its arguments, whatever the weights) also sizes the tiles (:func:`choose_pass`): the chosen engine runs one tile of each side in
 :data:`PASS_SIDES`, and the side that segments a large image fastest, its rate times the share of a tile left
 beside the seams, bounds the pixels of one forward pass of the default plan (on one CPU the rate may hold up to
 several megapixels a pass, on another fall after a quarter of one: larger tiles mean fewer seams, computed twice).
@@ -86,7 +86,7 @@ def cached_onnx(path: Path) -> Path:
     return cache_dir() / "onnx" / f"{file_sha256(path)}.onnx"
 
 
-def _key(path: Path, *what: str) -> str:
+def _key(model: str, *what: str) -> str:
     import torch
 
     from ..device import cpu_summary
@@ -105,7 +105,7 @@ def _key(path: Path, *what: str) -> str:
         ov_version = "none"
     return "|".join(
         [
-            file_sha256(path),
+            model,
             cpu_summary(),
             f"torch {torch.__version__}",
             f"ort {ort_version}",
@@ -150,7 +150,9 @@ def choose_engine(
     prediction's; ``precision``: only engines computing in it (the user chose one)."""
     if device.type != "cpu":
         return Choice("torch", "auto")
-    key = _key(path, f"tile {tile}", f"batch {batch}") + (f"|precision {precision}" if precision else "")
+    key = _key(file_sha256(path), f"tile {tile}", f"batch {batch}") + (
+        f"|precision {precision}" if precision else ""
+    )
     cache = _read_cache()
     entry = cache.get(key)
     if isinstance(entry, dict) and (
@@ -233,14 +235,21 @@ def large_image_rate(side: int, rate: float, context: int) -> float:
     return rate * max(0, side - 2 * context) ** 2 / side**2
 
 
-def choose_pass(path: Path, engine: str, precision: str, width: int, open_executor: Any) -> PassBound:
-    """The pass bound of checkpoint ``path`` run by ``engine`` in ``precision`` on this CPU (see the module
-    docstring), measured on first use and kept beside the engine choice. ``open_executor()`` opens the model as
-    prediction will (its :class:`~.executor.TileExecutor`); sides whose working memory (the network's first
-    level ``width`` channels wide) would exceed an eighth of the memory available now are not tried."""
+def choose_pass(architecture: dict[str, Any], engine: str, precision: str, open_executor: Any) -> PassBound:
+    """The pass bound of a network (``architecture``: its name and constructor arguments, as a checkpoint
+    records them) run by ``engine`` in ``precision`` on this CPU (see the module docstring), measured on first
+    use and kept beside the engine choice: per architecture, not per file, since speed does not depend on the
+    weights (a user's tenth fine-tuned model of the same shape is not measured again). ``open_executor()`` opens
+    the model as prediction will (its :class:`~.executor.TileExecutor`); sides whose working memory (the
+    network's first level, ``base_channels`` wide) would exceed an eighth of the memory available now are not
+    tried."""
+    import hashlib
+
     from ..memory import available_memory
 
-    key = _key(path, f"pass {engine} {precision}")
+    shape = hashlib.sha256(json.dumps(architecture, sort_keys=True, default=str).encode()).hexdigest()
+    width = int((architecture.get("hparams") or {}).get("base_channels") or 64)
+    key = _key(f"architecture {shape}", f"pass {engine} {precision}")
     cache = _read_cache()
     entry = cache.get(key)
     if isinstance(entry, dict) and entry.get("side") in PASS_SIDES and isinstance(entry.get("context"), int):
@@ -253,7 +262,7 @@ def choose_pass(path: Path, engine: str, precision: str, width: int, open_execut
         s for s in PASS_SIDES if s % executor.align == 0 and 8 * 4 * width * s * s < available_memory() / 8
     ]
     log.info(
-        "tiles: first use of this model on this CPU: timing one tile a pass of %s px with %s %s (seconds) ...",
+        "tiles: first use of this network shape on this CPU: timing one tile a pass of %s px with %s %s (seconds) ...",
         ", ".join(map(str, sides)), engine, precision,
     )  # fmt: skip
     rates: dict[str, float] = {}

@@ -155,9 +155,9 @@ def _auto_engine(path: Path, kwargs: dict[str, Any]) -> str:
         stored.spatial_dims == 2 and stored.hparams.get("padding", "same") != "valid"
     )  # the default plan's
     if device.type == "cpu" and tiled and not sized:
-        width = int(stored.hparams.get("base_channels") or 64)
+        architecture = {"name": stored.arch, "hparams": stored.hparams}
         bound = choose_pass(
-            path, choice.engine, choice.precision, width, lambda: open_with(choice.engine, choice.precision)
+            architecture, choice.engine, choice.precision, lambda: open_with(choice.engine, choice.precision)
         )
         log.info("tiles: %s", bound.why())
         kwargs["pass_pixels"] = chosen["pass_pixels"] = bound.pixels
