@@ -131,13 +131,14 @@ def save_curves(history: Sequence[dict[str, float]], path: str | Path, best: int
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.6))
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="training loss (patches)")
     if any("val_ce" in h for h in history):
         ax1.plot(epochs, [h.get("val_ce", np.nan) for h in history], "o-", label="validation cross-entropy")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
-    ax1.legend()
+    # legends under the plots: inside them they covered a curve (three validation lines fill the right one)
+    ax1.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=9, frameon=False)
     ax1.grid(alpha=0.3)
     ax2.plot(epochs, [h["val_dice"] for h in history], "o-", label="validation Dice")
     ax2.plot(epochs, [h["val_iou"] for h in history], "o-", label="validation IoU")
@@ -149,7 +150,7 @@ def save_curves(history: Sequence[dict[str, float]], path: str | Path, best: int
     ax2.set_xlabel("epoch")
     low = min(h[k] for h in history for k in ("val_iou", "val_dice", "val_pq") if k in h)
     ax2.set_ylim(max(0.0, low - 0.05), 1.0)
-    ax2.legend(loc="lower right")
+    ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=9, frameon=False)
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
