@@ -86,6 +86,31 @@ def test_channels_first_conversions():
         to_channels_first(np.dstack([gray, gray + 1, gray]), 1, "x.png")
 
 
+def test_one_stain_exported_in_colour_feeds_a_one_channel_model(tmp_path):
+    """Real fluorescence often arrives as an RGB export of one stain (DAPI in blue, red and green empty): a
+    one-channel model reads the channel that varies, in memory and streamed from a file, and segments it as the
+    gray image; a merge of stains is refused with the fix; a three-channel model keeps all three."""
+    from unetkit import Predictor
+    from unetkit.data.lazy import open_image
+
+    image = synth_nuclei((96, 128), seed=2)[0]
+    gray = (image / image.max() * 250).astype(np.uint8)
+    blue = np.dstack(
+        [np.zeros_like(gray), np.full_like(gray, 3), gray]
+    )  # green: a constant offset, no signal
+    np.testing.assert_array_equal(to_channels_first(blue, 1)[0], gray)
+    assert to_channels_first(blue, 3).shape == (3, 96, 128)  # a colour model reads the colours
+    write_image(tmp_path / "blue.tif", blue)
+    with open_image(tmp_path / "blue.tif") as source:
+        np.testing.assert_array_equal(source.select(1).read()[0], gray)
+    predictor = Predictor.from_pretrained("nuclei", tile=128)
+    np.testing.assert_array_equal(predictor.predict(blue), predictor.predict(gray))
+    merge = blue.copy()
+    merge[..., 1] = gray[::-1]  # a second stain in green
+    with pytest.raises(DataError, match="green, blue vary: a merge of stains.*Split Channels"):
+        to_channels_first(merge, 1, "merge.png")
+
+
 def test_binary_mask_encoding_covers_0_1_0_255_and_instances():
     for mask in (np.array([[0, 1]]), np.array([[0, 255]]), np.array([[0, 4711]], np.uint16)):
         np.testing.assert_array_equal(MaskEncoding("binary").encode(mask), [[0, 1]])

@@ -432,11 +432,35 @@ def channel_indices(
         return index[:1]
     if len(index) == 1 and channels == 3:
         return index * 3  # a grayscale image among colour ones
-    raise DataError(
-        f"{name}: has {len(index)} channel(s) but the model takes {channels}; convert the image, or train a model on "
-        f"{len(index)}-channel images (`unetkit train` takes the channel count from the data; --init adapts a "
-        "model's first layer)"
+    # one stain exported as colour (DAPI in blue, the other channels empty): the one channel that varies is the
+    # image; a channel that holds one value says nothing, so nothing is guessed
+    varying = [i for i in index if chw[i].size and chw[i].min() != chw[i].max()]
+    if channels == 1 and len(varying) == 1:
+        said = f"{name}: only the {_channel_name(varying[0], len(index))} channel varies (the others hold one value each): the model reads it"  # fmt: skip
+        if said not in _TOLD:  # once per image (its header is checked, then it is read)
+            _TOLD.add(said)
+            log.info("%s", said)
+        return varying
+    stains = (
+        f" ({', '.join(_channel_name(i, len(index)) for i in varying)} vary: a merge of stains? save the channel "
+        "of the stain the model segments as its own image, e.g. Fiji: Image > Color > Split Channels)"
+        if channels == 1 and len(varying) > 1
+        else ""
     )
+    raise DataError(
+        f"{name}: has {len(index)} channel(s) but the model takes {channels}{stains}; convert the image, or train a "
+        f"model on {len(index)}-channel images (`unetkit train` takes the channel count from the data; --init "
+        "adapts a model's first layer)"
+    )
+
+
+#: what :func:`channel_indices` said about which channel a model reads, not said twice
+_TOLD: set[str] = set()
+
+
+def _channel_name(i: int, n: int) -> str:
+    """A stored channel in words: red, green, blue for colour images, else its number from 0."""
+    return ("red", "green", "blue")[i] if n in (3, 4) and i < 3 else f"number {i}"
 
 
 def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False) -> Path:
