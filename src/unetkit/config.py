@@ -550,6 +550,14 @@ class PredictConfig:
         metavar="D",
         default_text="none: the image as it is",
     )
+    channel: int | None = option(
+        None,
+        "the stored channel a one-channel model reads, from 0 (a colour image: 0 red, 1 green, 2 blue; a "
+        "multi-channel TIFF: its channel order), e.g. the nuclear stain of a multi-stain image",
+        metavar="N",
+        default_text="the image's one channel, a colour image's equal channels, or the one channel that varies",
+        valid=NON_NEGATIVE,
+    )
     precision: str = option(
         "auto",
         "auto: bfloat16 on CPUs with native bfloat16 (about 2x faster here), else float32",

@@ -278,3 +278,37 @@ def test_fine_tuning_on_objects_larger_than_the_model_learnt_resamples_them_for_
     args = ["train", str(data), "--out", str(again), *TINY_CLI, "--init", "nuclei", "--input-scale", "1"]
     assert main(args) == 0
     assert load_checkpoint(again / "best.pt")["preprocessing"]["input_scale"] == 1.0
+
+
+def test_the_stain_of_a_multi_channel_image_is_chosen_with_channel(tmp_path, capsys):
+    """Real microscopy arrives with several stains in one file (an ImageJ hyperstack: DAPI beside a marker):
+    ``--channel N`` picks the stain the one-channel built-in model reads, in predict and in evaluate with a
+    model; without it the image is refused before anything is computed, naming the option; on a folder of
+    predictions it means nothing and is refused."""
+    import tifffile
+
+    image, truth = synth_nuclei((160, 192), seed=11)
+    dapi = (image / image.max() * 40000).astype(np.uint16)
+    marker = np.random.default_rng(2).integers(0, 4000, dapi.shape).astype(np.uint16)
+    for folder in ("in", "data/images"):
+        (tmp_path / folder).mkdir(parents=True)
+        tifffile.imwrite(
+            tmp_path / folder / "a.tif", np.stack([marker, dapi]), imagej=True, metadata={"axes": "CYX"}
+        )
+    write_image(tmp_path / "data" / "masks" / "a.tif", truth.astype(np.uint16))
+    write_image(tmp_path / "gray" / "a.tif", dapi)
+
+    assert (
+        main(["predict", "nuclei", str(tmp_path / "in"), "--out", str(tmp_path / "none"), "--no-progress"])
+        == 2
+    )
+    assert "--channel N" in capsys.readouterr().err and not (tmp_path / "none" / "a.png").exists()
+    assert main(["predict", "nuclei", str(tmp_path / "in"), "--out", str(tmp_path / "p"), "--channel", "1",
+                 "--instances", "--no-progress"]) == 0  # fmt: skip
+    assert main(["predict", "nuclei", str(tmp_path / "gray"), "--out", str(tmp_path / "g"), "--instances",
+                 "--no-progress"]) == 0  # fmt: skip
+    np.testing.assert_array_equal(read_image(tmp_path / "p" / "a_instances.tif"), read_image(tmp_path / "g" / "a_instances.tif"))  # fmt: skip
+    assert main(["evaluate", "nuclei", str(tmp_path / "data"), "--channel", "1", "--json", str(tmp_path / "e.json")]) == 0  # fmt: skip
+    assert f1(read_image(tmp_path / "p" / "a_instances.tif"), truth) > 0.8
+    assert main(["evaluate", str(tmp_path / "p"), str(tmp_path / "data"), "--channel", "1"]) == 2
+    assert "holds predictions: drop it" in capsys.readouterr().err

@@ -82,8 +82,10 @@ def test_channels_first_conversions():
     rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
     assert to_channels_first(rgba, 3).shape == (3, 3, 4)
     np.testing.assert_array_equal(to_channels_first(rgba, 1)[0], gray)
-    with pytest.raises(DataError, match="convert the image"):
+    with pytest.raises(DataError, match="reads one .channels 0 .red., 1 .green., 2 .blue. vary.*--channel N"):
         to_channels_first(np.dstack([gray, gray + 1, gray]), 1, "x.png")
+    with pytest.raises(DataError, match="convert the image"):
+        to_channels_first(np.dstack([gray, gray + 1, gray]), 2, "x.png")
 
 
 def test_one_stain_exported_in_colour_feeds_a_one_channel_model(tmp_path):
@@ -107,8 +109,17 @@ def test_one_stain_exported_in_colour_feeds_a_one_channel_model(tmp_path):
     np.testing.assert_array_equal(predictor.predict(blue), predictor.predict(gray))
     merge = blue.copy()
     merge[..., 1] = gray[::-1]  # a second stain in green
-    with pytest.raises(DataError, match="green, blue vary: a merge of stains.*Split Channels"):
+    with pytest.raises(
+        DataError, match=r"channels 1 \(green\), 2 \(blue\) vary: a merge of stains\?\): pass --channel N"
+    ):
         to_channels_first(merge, 1, "merge.png")
+    np.testing.assert_array_equal(to_channels_first(merge, 1, pick=1)[0], gray[::-1])  # --channel 1: green
+    picked = Predictor.from_pretrained("nuclei", tile=128, channel=2)  # --channel 2: blue
+    np.testing.assert_array_equal(picked.predict(merge), predictor.predict(gray))
+    with open_image(tmp_path / "blue.tif") as source:
+        np.testing.assert_array_equal(picked.select(source).read()[0], gray)
+    with pytest.raises(DataError, match="--channel 3, but the image has 3 channel"):
+        to_channels_first(merge, 1, pick=3)
 
 
 def test_binary_mask_encoding_covers_0_1_0_255_and_instances():

@@ -42,7 +42,7 @@ def test_channel_mismatch_is_a_clear_error_and_gray_rgb_is_accepted():
     rgb_gray = np.repeat(gray[..., None], 3, axis=-1)
     np.testing.assert_array_equal(predictor.predict_proba(rgb_gray), predictor.predict_proba(gray))
     colour = np.random.default_rng(1).integers(0, 255, (20, 30, 3), dtype=np.uint8)
-    with pytest.raises(DataError, match="has 3 channel\\(s\\) but the model takes 1") as info:
+    with pytest.raises(DataError, match="has 3 channel\\(s\\) but the model reads one.*--channel N") as info:
         predictor.predict(colour, name="photo.png")
     assert "in_channels=" not in str(info.value)  # issue 32 item 4: no CLI flag of that name; say what to do
 

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ..config import RunConfig
+from ..errors import ConfigError
 from ..workflows.evaluate import evaluate, evaluate_model, guard_evaluation_outputs, model_or_predictions
 from .common import add_progress, add_reading_args, reading_config
 from .options import add_options, given_options
@@ -44,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="with a MODEL: auto, cpu, cuda, ... (default: auto)")
     add_options(p, "evaluate", ("pred_encoding",))
+    add_options(p, "predict", ("channel",))  # with a MODEL: the channel it reads
     p.add_argument("--overwrite", action="store_true", help="replace an existing report or predictions")
     add_progress(p)
     add_reading_args(p)
@@ -56,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
         data.class_values = list(range(args.num_classes))
     kind = model_or_predictions(args.pred)
     is_model = kind != "predictions"
+    if args.channel is not None and not is_model:
+        raise ConfigError(
+            f"--channel picks the channel a MODEL reads; {args.pred} holds predictions: drop it"
+        )
     guard_evaluation_outputs(
         args.pred, args.gt, kind == "model", csv=args.csv, json=args.json, report=args.report,
         overwrite=args.overwrite, config=getattr(args, "config", None),
@@ -71,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=args.progress,
                 data_config=data,
                 **{k: v for k, v in given_options(args, "evaluate").items() if k != "pred_encoding"},
+                **({"channel": args.channel} if args.channel is not None else {}),
             )
             _write(result, args)
     else:

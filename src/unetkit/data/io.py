@@ -20,7 +20,7 @@ import tifffile
 from PIL import Image
 
 from ..atomic import atomic_path
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 __all__ = [
     "DECODER_PACKAGES",
@@ -405,23 +405,44 @@ def collapse_gray(chw: np.ndarray) -> np.ndarray:
     return chw
 
 
-def to_channels_first(image: np.ndarray, channels: int | None, name: str | Path = "image") -> np.ndarray:
+def to_channels_first(
+    image: np.ndarray, channels: int | None, name: str | Path = "image", pick: int | None = None
+) -> np.ndarray:
     """``(H, W[, C])`` → ``(C, H, W)`` matching ``channels`` (``None``: keep what the image has).
 
     An alpha channel is dropped with a note; a colour image whose channels are all equal (common for
-    grayscale data saved as RGB) becomes one channel when one is wanted. Any other mismatch is an error.
+    grayscale data saved as RGB) becomes one channel when one is wanted, and so does one whose other channels
+    hold one value each (one stain exported in colour). ``pick``: the stored channel a one-channel model reads
+    (``--channel``). Any other mismatch is an error.
     """
     arr = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
-    index = channel_indices(arr, channels, name, alpha=has_alpha(image))
+    index = channel_indices(arr, channels, name, alpha=has_alpha(image), pick=pick)
     return arr if index == list(range(arr.shape[0])) else arr[index]
 
 
 def channel_indices(
-    chw: np.ndarray, channels: int | None, name: str | Path = "image", *, alpha: bool = False
+    chw: np.ndarray,
+    channels: int | None,
+    name: str | Path = "image",
+    *,
+    alpha: bool = False,
+    pick: int | None = None,
 ) -> list[int]:
     """Which stored channels of a ``(C, ...)`` image (or a subsample of it) feed a model with ``channels``
-    input channels, by the rules of :func:`to_channels_first` (``alpha``: the last channel is alpha)."""
+    input channels, by the rules of :func:`to_channels_first` (``alpha``: the last channel is alpha; ``pick``:
+    the channel chosen for a one-channel model)."""
     n = chw.shape[0]
+    if pick is not None:
+        if channels not in (None, 1):
+            raise ConfigError(
+                f"--channel {pick} picks the one channel a one-channel model reads; this model reads {channels}"
+            )
+        if not 0 <= pick < n:
+            raise DataError(
+                f"{name}: --channel {pick}, but the image has {n} channel(s) (0"
+                f"{f'-{n - 1}' if n > 1 else ''}): choose one of them"
+            )
+        return [pick]
     index = list(range(n))
     if alpha and channels != n:
         log.debug("%s: dropping the alpha channel", name)  # check-data notes it once for a dataset
@@ -436,19 +457,22 @@ def channel_indices(
     # image; a channel that holds one value says nothing, so nothing is guessed
     varying = [i for i in index if chw[i].size and chw[i].min() != chw[i].max()]
     if channels == 1 and len(varying) == 1:
-        said = f"{name}: only the {_channel_name(varying[0], len(index))} channel varies (the others hold one value each): the model reads it"  # fmt: skip
+        said = f"{name}: only channel {_channel_name(varying[0], len(index))} varies (the others hold one value each): the model reads it"  # fmt: skip
         if said not in _TOLD:  # once per image (its header is checked, then it is read)
             _TOLD.add(said)
             log.info("%s", said)
         return varying
-    stains = (
-        f" ({', '.join(_channel_name(i, len(index)) for i in varying)} vary: a merge of stains? save the channel "
-        "of the stain the model segments as its own image, e.g. Fiji: Image > Color > Split Channels)"
-        if channels == 1 and len(varying) > 1
-        else ""
-    )
+    if channels == 1:
+        names = ", ".join(_channel_name(i, len(index)) for i in varying)
+        vary = f" (channels {names} vary: a merge of stains?)" if varying else ""
+        colour = "; 0 red, 1 green, 2 blue" if len(index) in (3, 4) else ""
+        raise DataError(
+            f"{name}: has {len(index)} channel(s) but the model reads one{vary}: pass --channel N for the stain it "
+            f"segments (0-{len(index) - 1}{colour}), or train a model on {len(index)}-channel images (`unetkit "
+            "train` takes the channel count from the data)"
+        )
     raise DataError(
-        f"{name}: has {len(index)} channel(s) but the model takes {channels}{stains}; convert the image, or train a "
+        f"{name}: has {len(index)} channel(s) but the model takes {channels}; convert the image, or train a "
         f"model on {len(index)}-channel images (`unetkit train` takes the channel count from the data; --init "
         "adapts a model's first layer)"
     )
@@ -459,8 +483,8 @@ _TOLD: set[str] = set()
 
 
 def _channel_name(i: int, n: int) -> str:
-    """A stored channel in words: red, green, blue for colour images, else its number from 0."""
-    return ("red", "green", "blue")[i] if n in (3, 4) and i < 3 else f"number {i}"
+    """A stored channel by its number from 0, with its colour in a colour image: "2 (blue)"."""
+    return f"{i} ({('red', 'green', 'blue')[i]})" if n in (3, 4) and i < 3 else str(i)
 
 
 def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False) -> Path:

@@ -101,12 +101,16 @@ class ImageSource:
         """The whole image as a ``(C, H, W)`` (``(C, D, H, W)``) NumPy array."""
         return self[(Ellipsis, *(slice(None),) * self.spatial_dims)]
 
-    def select(self, channels: int | None) -> ImageSource:
+    def select(self, channels: int | None, pick: int | None = None) -> ImageSource:
         """Keep the stored channels a model with ``channels`` inputs needs (rules of ``to_channels_first``,
-        decided on a subsample: an RGB file holding gray data feeds a 1-channel model, alpha is dropped)."""
-        self.index = list(range(1 if self.channel_axis is None else self.array.shape[self.channel_axis]))
-        sample = self.subsample(1 << 16)
-        self.index = channel_indices(sample, channels, self.name, alpha=self.alpha)
+        decided on a subsample: an RGB file holding gray data feeds a 1-channel model, alpha is dropped;
+        ``pick``: the channel a one-channel model reads, ``--channel``)."""
+        stored = 1 if self.channel_axis is None else self.array.shape[self.channel_axis]
+        self.index = list(range(stored))
+        if pick is not None:  # the user's choice: no pixels needed
+            self.index = channel_indices(np.empty((stored, 0)), channels, self.name, pick=pick)
+        else:
+            self.index = channel_indices(self.subsample(1 << 16), channels, self.name, alpha=self.alpha)
         return self
 
     def close(self) -> None:

@@ -106,7 +106,7 @@ def semantic_chunk(
     import zarr
 
     predictor = worker_predictor(spec)
-    with open_image(image, volume=predictor.spatial_dims == 3).select(predictor.in_channels) as source:
+    with predictor.select(open_image(image, volume=predictor.spatial_dims == 3)) as source:
         probs = predictor.predict_region(source, region, stats)
     where = region_slices(region)
     classes = predictor.to_labels(probs)
@@ -242,7 +242,7 @@ def predict_chunks(
     with ``scratch`` (a folder every worker can write) for the classes. Returns the number of objects."""
     import zarr
 
-    with open_image(image, volume=predictor.spatial_dims == 3).select(predictor.in_channels) as source:
+    with predictor.select(open_image(image, volume=predictor.spatial_dims == 3)) as source:
         shape = tuple(source.spatial_shape)
         stats = predictor.normalizer.statistics(source.subsample())  # the whole image's, for every chunk
     chunks = tuple(min(chunk, n) for n in shape)
@@ -287,7 +287,7 @@ def predict_chunks(
     for _ in dask.run(instance_chunk, calls, desc="instances", progress=progress):
         pass
     if tabled:  # summed chunk by chunk here, reading what the workers wrote (bounded memory)
-        with open_image(image).select(predictor.in_channels) as source:
+        with predictor.select(open_image(image)) as source:
             found = objects_table(
                 source, zarr.open_array(str(group / "instances"), mode="r"),
                 zarr.open_array(arrays["sure"], mode="r"), zarr.open_array(arrays["fg"], mode="r"),

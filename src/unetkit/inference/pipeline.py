@@ -147,7 +147,7 @@ def check_input(
         h, w = source.spatial_shape
         # declared sizes, before anything is read or allocated
         predictor.check_size((h, w), path, max_memory_gib)
-        source.select(predictor.in_channels)
+        predictor.select(source)
         large = streams(predictor, (h, w), instances, max_pixels)
         # a small image decodes whole now (a damaged file fails before any result); a large one is sampled
         pixels = source.subsample(1 << 20) if large else source[..., 0:h, 0:w]
@@ -369,7 +369,7 @@ def predict_volumes(
     bad, failed = [], set()
     for item, _ in jobs:  # headers and channels of every input before the first result is written
         try:
-            with open_image(item.path, volume=True).select(predictor.in_channels):
+            with predictor.select(open_image(item.path, volume=True)):
                 pass
         except DataError as exc:
             bad.append(str(exc))

@@ -93,6 +93,7 @@ class Predictor:
         fuse: bool = False,
         compile: bool = _DEFAULTS.compile,
         diameter: float | str | None = _DEFAULTS.diameter,
+        channel: int | None = _DEFAULTS.channel,
         pass_pixels: int | None = None,
     ) -> None:
         #: the model's record of its inputs and outputs, typed (a checkpoint's, an ONNX file's, a package's)
@@ -111,6 +112,8 @@ class Predictor:
                 f"the model's preprocessing.normalization is damaged ({str(exc)[:120]})"
             ) from None
         self.tta = tta
+        #: the stored channel a one-channel model reads (``--channel``; None: by the image's own channels)
+        self.channel = None if channel is None else int(channel)
         #: probabilities to classes, masks and objects
         self.labelling = Labelling(
             model.num_classes,  # type: ignore[arg-type]
@@ -239,14 +242,18 @@ class Predictor:
                     f"{name}: a 2-D model segments an image (H, W) or (H, W, C); got shape {image.shape}: give "
                     "images one at a time (or files to predict_files)"
                 )
-            return to_channels_first(image, self.in_channels, name)
+            return to_channels_first(image, self.in_channels, name, pick=self.channel)
         if image.ndim not in (3, 4):
             raise DataError(
                 f"{name}: a 3-D model segments volumes (D, H, W) or (D, H, W, C); got shape {image.shape}"
             )
         arr = image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0)
-        index = channel_indices(arr, self.in_channels, name)
+        index = channel_indices(arr, self.in_channels, name, pick=self.channel)
         return arr if index == list(range(arr.shape[0])) else arr[index]
+
+    def select(self, source: ImageSource) -> ImageSource:
+        """``source`` reading the channels this model takes (see :meth:`channels_first`)."""
+        return source.select(self.in_channels, self.channel)
 
     # -- whole images in memory ------------------------------------------------------------------------
     def predict_proba(

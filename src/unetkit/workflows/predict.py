@@ -309,7 +309,7 @@ def _predict_images(
             if pages > 1:
                 results.append(predict_stack(predictor, item, pages, paths, probs_dtype, instances, progress))
                 continue
-            source = open_image(item.path, channels=predictor.in_channels).select(predictor.in_channels)
+            source = predictor.select(open_image(item.path, channels=predictor.in_channels))
             with source:
                 results.append(
                     predict_one(

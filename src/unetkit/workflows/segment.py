@@ -210,7 +210,7 @@ def _segment_with(
     on_tiles: Callable[[int, int], None] | None,
 ) -> dict[str, Any]:
     """One 2-D image with a loaded predictor (see :func:`segment_array`)."""
-    source = ImageSource(data, 2 if rgb else None, name).select(predictor.in_channels)
+    source = predictor.select(ImageSource(data, 2 if rgb else None, name))
     h, w = source.spatial_shape
     keep, store = None, None
     if streams(predictor, (h, w), instances):  # the same memory rule as unetkit predict
