@@ -80,8 +80,12 @@ def test_channels_first_conversions():
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
     assert to_channels_first(gray, 1).shape == (1, 3, 4)
     rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
-    assert to_channels_first(rgba, 3).shape == (3, 3, 4)
-    np.testing.assert_array_equal(to_channels_first(rgba, 1)[0], gray)
+    assert to_channels_first(rgba, 3, alpha=True).shape == (
+        3,
+        3,
+        4,
+    )  # a napari RGBA layer: the viewer says so
+    np.testing.assert_array_equal(to_channels_first(rgba, 1, alpha=True)[0], gray)
     with pytest.raises(DataError, match="reads one .channels 0 .red., 1 .green., 2 .blue. vary.*--channel N"):
         to_channels_first(np.dstack([gray, gray + 1, gray]), 1, "x.png")
     with pytest.raises(DataError, match="convert the image"):
@@ -290,3 +294,41 @@ def test_a_new_image_format_is_one_entry_in_the_format_table_multi_page_included
     for read in (io.count_planes, io.read_image, io.read_volume):
         with pytest.raises(DataError, match="stack.npz: cannot be read as"):
             read(npz)
+
+
+def test_alpha_is_what_the_file_says_never_a_channel_count(tmp_path):
+    """A TIFF of two or four stains once lost its last stain as "alpha" when read whole (training, check-data),
+    only because 2 and 4 are the channel counts of LA and RGBA: a second stain was silently dropped and the model
+    trained on the first. Alpha is now what the file declares (a PNG's LA/RGBA mode, a TIFF's alpha extra
+    samples), dropped when read, whole or in windows."""
+    import tifffile
+
+    from unetkit.data.io import declares_alpha
+    from unetkit.data.lazy import open_image
+
+    rng = np.random.default_rng(0)
+    stains = rng.integers(0, 4000, (4, 40, 50)).astype(np.uint16)
+    for n in (2, 4):
+        tifffile.imwrite(tmp_path / f"s{n}.tif", stains[:n], imagej=True, metadata={"axes": "CYX"})
+        assert not declares_alpha(tmp_path / f"s{n}.tif")
+        np.testing.assert_array_equal(to_channels_first(read_image(tmp_path / f"s{n}.tif"), None), stains[:n])
+        with open_image(tmp_path / f"s{n}.tif") as source:
+            np.testing.assert_array_equal(source.select(None).read(), stains[:n])
+    rgb = rng.integers(0, 255, (40, 50, 3)).astype(np.uint8)
+    rgba = np.dstack([rgb, np.full((40, 50), 255, np.uint8)])
+    from PIL import Image
+
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    for name in ("rgba.png", "rgba.tif"):
+        assert declares_alpha(tmp_path / name)
+        np.testing.assert_array_equal(read_image(tmp_path / name), rgb)
+        with open_image(tmp_path / name) as source:
+            np.testing.assert_array_equal(source.select(None).read(), np.moveaxis(rgb, -1, 0))
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    tifffile.imwrite(tmp_path / "d" / "images" / "a.tif", stains[:2], imagej=True, metadata={"axes": "CYX"})
+    mask = np.zeros((40, 50), np.uint8)
+    mask[10:20, 10:20] = 255
+    write_image(tmp_path / "d" / "masks" / "a.png", mask)
+    report = check_dataset(tmp_path / "d")
+    assert report.in_channels == 2 and not report.problems, report.problems  # both stains train

@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from .io import check_pixel_values, collapse_gray, has_alpha, to_channels_first
+from .io import check_pixel_values, collapse_gray, declares_alpha, to_channels_first
 from .layouts import Naming, Sample, load_layout, read_sample_image, read_sample_mask
 from .masks import IGNORE, MaskEncoding, encode_mask, instance_evidence, suggest_encoding
 from .normalize import Normalizer
@@ -272,13 +272,13 @@ def _check_sample(
     except DataError as exc:
         report.problems.append(str(exc))
         return False
-    if not volumes and has_alpha(image) and not tally.alpha_noted:
+    if not volumes and declares_alpha(s.image) and not tally.alpha_noted:
         report.notes.append(f"{s.image_label}: has an alpha channel, which is dropped")
         tally.alpha_noted = True
     if volumes:
         chw = collapse_gray(image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0))
     else:
-        chw = collapse_gray(to_channels_first(image, None))  # alpha dropped; grayscale stored as RGB → 1
+        chw = collapse_gray(to_channels_first(image, None))  # grayscale stored as RGB → 1
     tally.channel_of[s.image_label] = chw.shape[0]
     spatial = tuple(chw.shape[1:])
     if tuple(mask.shape[: len(spatial)]) != spatial:
@@ -343,7 +343,8 @@ def _check_mask(
 
 
 def _check_channels(report: DataReport, tally: _Tally, in_channels: int | None) -> None:
-    """One channel count (1 or 3; grey is read as RGB for a 3-channel model), and the model's if given."""
+    """One channel count (any: a TIFF of two stains trains a two-channel model; grey among colour images is read
+    as RGB), and the model's if given."""
     channel_of = tally.channel_of
     counts = set(channel_of.values())
     if in_channels is not None and counts - {in_channels} and not (in_channels == 3 and counts <= {1, 3}):
@@ -351,7 +352,9 @@ def _check_channels(report: DataReport, tally: _Tally, in_channels: int | None) 
         report.problems.append(
             f"{example}: has {channel_of[example]} channel(s) but the model expects {in_channels}"
         )
-    elif counts <= {1, 3} and counts:
+    elif (counts <= {1, 3} and counts) or len(
+        counts
+    ) == 1:  # grey among colour is read as colour; else one count
         report.in_channels = in_channels or max(counts)
     elif counts:
         examples = {v: k for k, v in channel_of.items()}

@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -35,11 +36,12 @@ __all__ = [
     "check_pixel_values",
     "collapse_gray",
     "count_planes",
+    "declares_alpha",
     "decoding_error",
-    "has_alpha",
     "pages_reading",
     "read_image",
     "read_volume",
+    "tiff_alpha_samples",
     "to_channels_first",
     "write_image",
     "write_volume",
@@ -234,12 +236,15 @@ def _read_tiff(path: Path, page: int | None) -> np.ndarray:
         if page is not None and not 0 <= page < n_planes:
             raise DataError(f"{path}: has {n_planes} plane(s); page {page} does not exist")
         arr = series.asarray()
+        alpha = tiff_alpha_samples(tif.pages[0])
     if planes:
         arr = arr.reshape(-1, *arr.shape[len(planes) :])[page or 0]
         axes = axes[len(planes) :]
     for ch in "SC":
         if ch in axes and arr.ndim == 3:
             arr = np.moveaxis(arr, axes.index(ch), -1)
+            if ch == "S" and alpha:  # the samples the file calls alpha (RGBA): not image data
+                arr = arr[..., :-alpha] if arr.shape[-1] - alpha > 1 else arr[..., 0]
     return arr
 
 
@@ -388,14 +393,36 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
     if im.mode == "I":
         arr = np.asarray(im)
         return arr.astype(np.uint16) if arr.min() >= 0 and arr.max() < 2**16 else arr
-    if im.mode in ("1", "L", "F", "RGB", "RGBA", "LA"):
+    if im.mode in ("1", "L", "F", "RGB"):
         return np.asarray(im)
+    if im.mode in ALPHA_MODES:  # the file says its last channel is alpha: not image data
+        return np.asarray(im)[..., :-1].squeeze(-1) if im.mode == "LA" else np.asarray(im)[..., :3]
     return np.asarray(im.convert("RGB"))
 
 
-def has_alpha(image: np.ndarray) -> bool:
-    """An ``(H, W, 2|4)`` image: gray or RGB plus an alpha channel."""
-    return image.ndim == 3 and image.shape[-1] in (2, 4)
+#: image modes whose last channel is alpha (transparency), dropped when read
+ALPHA_MODES = ("LA", "RGBA")
+
+
+def declares_alpha(path: str | Path) -> bool:
+    """Whether an image file says it has an alpha channel (a PNG in mode LA or RGBA, a TIFF whose extra samples
+    are alpha), which reading drops. A file's channels are never taken for alpha by their count: a TIFF of two
+    or four stains keeps them all."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            with tifffile.TiffFile(path) as tif:
+                return tiff_alpha_samples(tif.pages[0]) > 0
+        with Image.open(path) as im:
+            return im.mode in ALPHA_MODES
+    except Exception:  # unreadable: reading it says why
+        return False
+
+
+def tiff_alpha_samples(page: Any) -> int:
+    """How many of a TIFF page's last samples are alpha (ExtraSamples 1: associated, 2: unassociated)."""
+    extra = tuple(getattr(page, "extrasamples", ()) or ())
+    return sum(1 for e in extra if int(e) in (1, 2))
 
 
 def collapse_gray(chw: np.ndarray) -> np.ndarray:
@@ -406,17 +433,23 @@ def collapse_gray(chw: np.ndarray) -> np.ndarray:
 
 
 def to_channels_first(
-    image: np.ndarray, channels: int | None, name: str | Path = "image", pick: int | None = None
+    image: np.ndarray,
+    channels: int | None,
+    name: str | Path = "image",
+    pick: int | None = None,
+    *,
+    alpha: bool = False,
 ) -> np.ndarray:
     """``(H, W[, C])`` → ``(C, H, W)`` matching ``channels`` (``None``: keep what the image has).
 
-    An alpha channel is dropped with a note; a colour image whose channels are all equal (common for
+    ``alpha``: the last channel is alpha, dropped (a napari RGBA layer; files lose theirs when read, see
+    :func:`declares_alpha`); a colour image whose channels are all equal (common for
     grayscale data saved as RGB) becomes one channel when one is wanted, and so does one whose other channels
     hold one value each (one stain exported in colour). ``pick``: the stored channel a one-channel model reads
     (``--channel``). Any other mismatch is an error.
     """
     arr = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
-    index = channel_indices(arr, channels, name, alpha=has_alpha(image), pick=pick)
+    index = channel_indices(arr, channels, name, alpha=alpha and image.ndim == 3, pick=pick)
     return arr if index == list(range(arr.shape[0])) else arr[index]
 
 

@@ -24,6 +24,7 @@ from .io import (
     decoding_error,
     read_image,
     stored_channels_first,
+    tiff_alpha_samples,
     unreadable,
 )
 
@@ -45,6 +46,7 @@ class ImageSource:
         name: str | Path = "image",
         handle: Any = None,
         spatial_dims: int = 2,
+        alpha: bool = False,
     ):
         if len(array.shape) - (channel_axis is not None) != spatial_dims:
             what = "2-D image" if spatial_dims == 2 else "3-D volume"
@@ -56,7 +58,8 @@ class ImageSource:
         self._handle = handle
         stored = 1 if channel_axis is None else array.shape[channel_axis]
         self.index = list(range(stored))
-        self.alpha = channel_axis is not None and channel_axis == len(array.shape) - 1 and stored in (2, 4)
+        #: the last stored channel is alpha (the file or the viewer says so; never inferred from the count)
+        self.alpha = bool(alpha) and channel_axis is not None and stored > 1
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -241,7 +244,10 @@ def _open_tiff(path: Path, volume: bool = False, channels: int | None = None) ->
         if squeeze:
             arr = _Squeezed(arr, squeeze)
         channel_axis = next((i for i, a in enumerate(core) if a in "SC"), None)
-        return ImageSource(arr, channel_axis, path, handle=tif, spatial_dims=3 if volume else 2)
+        alpha = (
+            channel_axis is not None and core[channel_axis] == "S" and tiff_alpha_samples(tif.pages[0]) > 0
+        )
+        return ImageSource(arr, channel_axis, path, handle=tif, spatial_dims=3 if volume else 2, alpha=alpha)
     except Exception:
         tif.close()
         raise

@@ -210,7 +210,10 @@ def _segment_with(
     on_tiles: Callable[[int, int], None] | None,
 ) -> dict[str, Any]:
     """One 2-D image with a loaded predictor (see :func:`segment_array`)."""
-    source = predictor.select(ImageSource(data, 2 if rgb else None, name))
+    # a napari RGB layer of 4 channels is RGBA: the viewer says so
+    source = predictor.select(
+        ImageSource(data, 2 if rgb else None, name, alpha=rgb and np.shape(data)[-1] == 4)
+    )
     h, w = source.spatial_shape
     keep, store = None, None
     if streams(predictor, (h, w), instances):  # the same memory rule as unetkit predict
