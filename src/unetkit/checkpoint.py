@@ -174,6 +174,7 @@ _PRE_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "object_diameter_range": ((list, tuple), "a list"),
     "class_names": ((list, tuple), "a list"),
     "dataset": (dict, "a table"),
+    "channel": (int, "an integer"),
 }
 
 
@@ -197,6 +198,8 @@ class Preprocessing:
     object_diameter: float | None = None
     object_diameter_range: tuple[float, float] | None = None
     dataset: dict[str, Any] | None = None
+    #: the stored channel of multi-channel images the model reads (trained with ``--channel``; None: all)
+    channel: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -238,6 +241,7 @@ class Preprocessing:
             object_diameter=float(raw["object_diameter"]) if raw.get("object_diameter") is not None else None,
             object_diameter_range=(float(sizes[0]), float(sizes[1])) if sizes is not None else None,
             dataset=raw.get("dataset"),
+            channel=raw.get("channel"),
             extra={k: v for k, v in raw.items() if k not in known},
         )
 
@@ -254,6 +258,8 @@ class Preprocessing:
         }
         if self.object_diameter_range is not None:
             out["object_diameter_range"] = list(self.object_diameter_range)
+        if self.channel is not None:
+            out["channel"] = self.channel
         names = list(self.class_names) if self.class_names is not None else None
         if names != (self.encoding or {}).get("class_names"):  # not stored twice when the encoding holds them
             out["class_names"] = names

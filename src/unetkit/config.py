@@ -389,6 +389,14 @@ class DataConfig:
     patch_depth: int | None = option(
         None, "volumes: patch size along z", default_text="--patch-size", valid=AT_LEAST_ONE
     )
+    channel: int | None = option(
+        None,
+        "train a one-channel model on this stored channel of multi-channel images, from 0 (e.g. the nuclear "
+        "stain of DAPI + marker TIFFs); recorded in the checkpoint, so predict reads the same channel",
+        metavar="N",
+        default_text="every channel of the images",
+        valid=NON_NEGATIVE,
+    )
     augment: bool = option(True, "random flips and 90-degree rotations")
     elastic: bool = option(False, "the paper's elastic deformation (3x3 grid, --elastic-sigma px)")
     elastic_sigma: float = option(10.0, "elastic displacement std in pixels", valid=NON_NEGATIVE)

@@ -312,3 +312,34 @@ def test_the_stain_of_a_multi_channel_image_is_chosen_with_channel(tmp_path, cap
     assert f1(read_image(tmp_path / "p" / "a_instances.tif"), truth) > 0.8
     assert main(["evaluate", str(tmp_path / "p"), str(tmp_path / "data"), "--channel", "1"]) == 2
     assert "holds predictions: drop it" in capsys.readouterr().err
+
+
+def test_a_model_trained_on_one_stain_reads_that_stain_when_it_predicts(tmp_path, capsys):
+    """``unetkit train DATA --channel N`` trains a one-channel model on one stain of multi-channel images (here the
+    DAPI of DAPI + marker TIFFs), records it in the checkpoint, and predict reads the same stain without being
+    told (``--channel`` overrides it); a channel the images do not have is refused before training."""
+    import tifffile
+
+    data = tmp_path / "data"
+    for i in range(3):
+        image, truth = synth_nuclei((96, 112), seed=20 + i)
+        dapi = (image / image.max() * 30000).astype(np.uint16)
+        marker = np.random.default_rng(i).integers(0, 3000, dapi.shape).astype(np.uint16)
+        (data / "images").mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(data / "images" / f"a{i}.tif", np.stack([marker, dapi]), imagej=True, metadata={"axes": "CYX"})  # fmt: skip
+        write_image(data / "masks" / f"a{i}.png", ((truth > 0) * 255).astype(np.uint8))
+        write_image(tmp_path / "dapi" / f"a{i}.tif", dapi)
+    assert main(["train", str(data), "--out", str(tmp_path / "bad"), "--channel", "2", *TINY_CLI]) == 2
+    assert "--channel 2, but the image has 2 channel(s)" in capsys.readouterr().err
+    assert main(["train", str(data), "--out", str(tmp_path / "run"), "--channel", "1", *TINY_CLI]) == 0
+    pre = load_checkpoint(tmp_path / "run" / "best.pt")["preprocessing"]
+    assert pre["channel"] == 1 and pre["in_channels"] == 1
+    run = str(tmp_path / "run")
+    assert main(["predict", run, str(data / "images"), "--out", str(tmp_path / "p"), "--no-progress"]) == 0
+    assert main(["predict", run, str(tmp_path / "dapi"), "--out", str(tmp_path / "g"), "--no-progress"]) == 0
+    for i in range(3):
+        np.testing.assert_array_equal(read_image(tmp_path / "p" / f"a{i}.png"), read_image(tmp_path / "g" / f"a{i}.png"))  # fmt: skip
+    assert main(["predict", run, str(data / "images"), "--out", str(tmp_path / "m"), "--channel", "0", "--no-progress"]) == 0  # fmt: skip
+    assert not np.array_equal(
+        read_image(tmp_path / "m" / "a0.png"), read_image(tmp_path / "p" / "a0.png")
+    )  # the marker

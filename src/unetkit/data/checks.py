@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
-from .io import check_pixel_values, collapse_gray, declares_alpha, to_channels_first
+from .io import check_pixel_values, collapse_gray, declares_alpha, sample_channels
 from .layouts import Naming, Sample, load_layout, read_sample_image, read_sample_mask
 from .masks import IGNORE, MaskEncoding, encode_mask, instance_evidence, suggest_encoding
 from .normalize import Normalizer
@@ -275,10 +275,12 @@ def _check_sample(
     if not volumes and declares_alpha(s.image) and not tally.alpha_noted:
         report.notes.append(f"{s.image_label}: has an alpha channel, which is dropped")
         tally.alpha_noted = True
-    if volumes:
-        chw = collapse_gray(image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0))
-    else:
-        chw = collapse_gray(to_channels_first(image, None))  # grayscale stored as RGB → 1
+    try:  # grayscale stored as RGB → 1; --channel: the one picked
+        pick = cfg.channel
+        chw = collapse_gray(sample_channels(image, None if pick is None else 1, s.image_label, volumes=volumes, pick=pick))  # fmt: skip
+    except DataError as exc:
+        report.problems.append(str(exc))
+        return False
     tally.channel_of[s.image_label] = chw.shape[0]
     spatial = tuple(chw.shape[1:])
     if tuple(mask.shape[: len(spatial)]) != spatial:
@@ -351,6 +353,7 @@ def _check_channels(report: DataReport, tally: _Tally, in_channels: int | None) 
         example = next(k for k, v in channel_of.items() if v != in_channels)
         report.problems.append(
             f"{example}: has {channel_of[example]} channel(s) but the model expects {in_channels}"
+            + ("; --channel N trains it on one of them (from 0)" if in_channels == 1 else "")
         )
     elif (counts <= {1, 3} and counts) or len(
         counts

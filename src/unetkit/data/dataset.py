@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from .augment import Augmenter
-from .io import channel_indices, to_channels_first
+from .io import sample_channels
 from .layouts import Sample, read_sample_image, read_sample_mask
 from .masks import IGNORE, MaskEncoding, encode_mask, mask_weights
 from .normalize import Normalizer
@@ -43,8 +43,10 @@ class SampleStore:
         weights: tuple[float, float] | tuple[float, float, bool] | None = None,
         volumes: bool = False,
         input_scale: float = 1.0,
+        channel: int | None = None,
     ) -> None:
         self.samples = samples
+        self.channel = channel  # the stored channel a one-channel model reads (--channel)
         self.input_scale = float(input_scale)  # 2-D: images and masks resampled by it (--input-scale)
         self.volumes = volumes  # 3-D samples: (C, D, H, W) images, (D, H, W) targets
         self.weights = weights  # (w0, sigma[, balance]): also compute the paper's weight map per sample
@@ -67,11 +69,7 @@ class SampleStore:
             return self._cache[i]
         s = self.samples[i]
         raw = read_sample_image(s, self.volumes)
-        if self.volumes:
-            chw = raw[None] if raw.ndim == 3 else np.moveaxis(raw, -1, 0)
-            chw = chw[channel_indices(chw, self.in_channels, s.image_label)]
-        else:
-            chw = to_channels_first(raw, self.in_channels, s.image_label)
+        chw = sample_channels(raw, self.in_channels, s.image_label, volumes=self.volumes, pick=self.channel)
         image = self.normalizer(chw)
         mask = read_sample_mask(s, self.volumes)
         if self.input_scale != 1:

@@ -41,6 +41,7 @@ __all__ = [
     "pages_reading",
     "read_image",
     "read_volume",
+    "sample_channels",
     "tiff_alpha_samples",
     "to_channels_first",
     "write_image",
@@ -451,6 +452,23 @@ def to_channels_first(
     arr = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
     index = channel_indices(arr, channels, name, alpha=alpha and image.ndim == 3, pick=pick)
     return arr if index == list(range(arr.shape[0])) else arr[index]
+
+
+def sample_channels(
+    image: np.ndarray,
+    channels: int | None,
+    name: str | Path,
+    *,
+    volumes: bool = False,
+    pick: int | None = None,
+) -> np.ndarray:
+    """A file's raw pixels, ``(H, W[, C])`` or a volume ``(D, H, W[, C])``, as ``(C, ...)`` with the channels a
+    model of ``channels`` inputs reads (``pick``: the one stored channel, ``--channel``)."""
+    if not volumes:
+        return to_channels_first(image, channels, name, pick)
+    chw = image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0)
+    index = channel_indices(chw, channels, name, pick=pick)
+    return chw if index == list(range(chw.shape[0])) else chw[index]
 
 
 def channel_indices(

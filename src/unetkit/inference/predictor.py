@@ -112,7 +112,8 @@ class Predictor:
                 f"the model's preprocessing.normalization is damaged ({str(exc)[:120]})"
             ) from None
         self.tta = tta
-        #: the stored channel a one-channel model reads (``--channel``; None: by the image's own channels)
+        #: the stored channel a one-channel model reads (``--channel``; None: the one it was trained on, in
+        #: images of several channels, else by the image's own channels)
         self.channel = None if channel is None else int(channel)
         #: probabilities to classes, masks and objects
         self.labelling = Labelling(
@@ -242,18 +243,29 @@ class Predictor:
                     f"{name}: a 2-D model segments an image (H, W) or (H, W, C); got shape {image.shape}: give "
                     "images one at a time (or files to predict_files)"
                 )
-            return to_channels_first(image, self.in_channels, name, pick=self.channel)
+            return to_channels_first(image, self.in_channels, name, pick=self._pick(image.shape[2:]))
         if image.ndim not in (3, 4):
             raise DataError(
                 f"{name}: a 3-D model segments volumes (D, H, W) or (D, H, W, C); got shape {image.shape}"
             )
         arr = image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0)
-        index = channel_indices(arr, self.in_channels, name, pick=self.channel)
+        index = channel_indices(
+            arr, self.in_channels, name, pick=self._pick(arr.shape[:1] if image.ndim == 4 else ())
+        )
         return arr if index == list(range(arr.shape[0])) else arr[index]
 
     def select(self, source: ImageSource) -> ImageSource:
         """``source`` reading the channels this model takes (see :meth:`channels_first`)."""
-        return source.select(self.in_channels, self.channel)
+        stored = () if source.channel_axis is None else (source.array.shape[source.channel_axis],)
+        return source.select(self.in_channels, self._pick(stored))
+
+    def _pick(self, stored: tuple[int, ...]) -> int | None:
+        """The channel to read of an image with ``stored`` channels (``()``: none, one plane): the one asked
+        for, else the one the model was trained on when the image has several (``--channel`` at training)."""
+        if self.channel is not None:
+            return self.channel
+        several = bool(stored) and stored[0] > 1
+        return self.preprocessing.channel if several else None
 
     # -- whole images in memory ------------------------------------------------------------------------
     def predict_proba(

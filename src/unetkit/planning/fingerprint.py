@@ -15,7 +15,7 @@ from scipy import ndimage as ndi
 
 from ..config import DATASET_KEYS, DataConfig
 from ..data.checks import check_dataset, object_diameters
-from ..data.io import collapse_gray, to_channels_first
+from ..data.io import collapse_gray, sample_channels
 from ..data.layouts import read_sample_image, read_sample_mask
 from ..data.masks import IGNORE, compact_labels, encode_mask
 from ..data.spec import DESCRIPTOR, DatasetSpec
@@ -98,6 +98,7 @@ class _Measurements:
 
     def __init__(self, rng: np.random.Generator, volumes: bool) -> None:
         self.rng, self.volumes = rng, volumes
+        self.channel: int | None = None  # --channel: the stored channel measured
         self.pixels: list[np.ndarray] = []
         self.highs: list[float] = []
         self.diameters: list[float] = []
@@ -110,10 +111,8 @@ class _Measurements:
         image = read_sample_image(s, volumes)
         mask = read_sample_mask(s, volumes)
         self.dtype = str(image.dtype)
-        if volumes:
-            chw = collapse_gray(image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0))
-        else:
-            chw = collapse_gray(to_channels_first(image, None))
+        pick = self.channel
+        chw = collapse_gray(sample_channels(image, None if pick is None else 1, s.image_label, volumes=volumes, pick=pick))  # fmt: skip
         flat = chw.reshape(chw.shape[0], -1)
         take = self.rng.choice(flat.shape[1], min(flat.shape[1], 50_000), replace=False)
         self.pixels.append(flat[:, take].astype(np.float64))
@@ -184,6 +183,7 @@ def fingerprint(
     samples = report.samples
     pick = np.unique(np.linspace(0, len(samples) - 1, min(len(samples), max_samples)).round().astype(int))
     m = _Measurements(np.random.default_rng(seed), volumes)
+    m.channel = cfg.channel
     for i in pick:
         m.add(samples[i], encoding)
     intensity = _intensity(np.concatenate(m.pixels, axis=1))

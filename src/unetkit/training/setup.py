@@ -262,6 +262,8 @@ def _preprocessing(
         # was found (evaluate finds a test set laid out the same way)
         "encoding": encoding.to_dict(),
         "dataset": {k: getattr(cfg.data, k) for k in FINDING_KEYS},
+        # --channel: the stored channel it reads, which predict reads too (absent: every channel)
+        **({"channel": cfg.data.channel} if cfg.data.channel is not None else {}),
     }
 
 
@@ -333,6 +335,7 @@ def build_training(
         weights=(cfg.data.w0, cfg.data.sigma, cfg.data.weight_balance) if cfg.data.weight_map else None,
         volumes=volumes,
         input_scale=scale,
+        channel=cfg.data.channel,
     )
     shapes = [scaled_shape(tuple(s), scale) for s in report.shapes] if scale != 1 else list(report.shapes)
     train_views, val_views, note = split_views(
