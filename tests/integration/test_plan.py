@@ -214,3 +214,38 @@ def test_the_plan_measures_and_keeps_the_architecture_asked_for(tmp_path, unetki
     assert trained.returncode == 0, trained.stderr
     model = load_checkpoint(out / "best.pt")["model"]
     assert model["name"] == "dense-unet" and model["hparams"]["growth_rate"] == 8
+
+
+def test_a_dataset_plan_that_cannot_serve_a_run_stays_and_the_run_plans_its_own(tmp_path, caplog):
+    """A first run of fixed length (``--epochs``) writes ``DATA/plan.yaml`` without measured times; a later
+    ``--time-budget`` run was refused ("plan again", though the user never planned), and a fine-tune read the
+    plan of a network it does not train. Each now plans its own run, beside it in OUT, and says why; the
+    dataset's plan is left as it was."""
+    import logging
+
+    from unetkit.cli.main import main
+
+    data = synthesize_dataset(tmp_path / "d", n=4, size=64, seed=8)
+    tiny = ["--base-channels", "4", "--depth", "2", "--patch", "48", "--batch", "2", "--no-progress"]
+    assert main(["train", str(data), "--out", str(tmp_path / "fixed"), "--epochs", "1", "--steps-per-epoch", "2", *tiny]) == 0  # fmt: skip
+    written = (data / "plan.yaml").read_bytes()
+    with caplog.at_level(logging.INFO, logger="unetkit"):
+        assert (
+            main(["train", str(data), "--out", str(tmp_path / "budget"), "--time-budget", "25s", *tiny]) == 0
+        )
+    assert "has no measured epoch time" in caplog.text and "this run plans its own" in caplog.text
+    _, info = read_plan(tmp_path / "budget" / "plan.yaml")
+    assert info["measured"].get("epoch_seconds")  # measured for this run
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="unetkit"):
+        assert main(["train", str(data), "--out", str(tmp_path / "tuned"), "--init", "nuclei", "--epochs", "1", "--steps-per-epoch", "2", "--no-progress"]) == 0  # fmt: skip
+    assert "was made for training from scratch, not a fine-tune of nuclei" in caplog.text
+    cfg, _ = read_plan(tmp_path / "tuned" / "plan.yaml")  # planned for the network it fine-tunes
+    from unetkit import load_checkpoint
+    from unetkit.pretrained import pretrained_path
+
+    assert (
+        cfg.model.base_channels
+        == load_checkpoint(pretrained_path("nuclei"))["model"]["hparams"]["base_channels"]
+    )
+    assert (data / "plan.yaml").read_bytes() == written  # the dataset's plan untouched

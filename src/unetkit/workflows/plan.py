@@ -349,13 +349,18 @@ def plan_for_training(
     budget's clock; default: now)."""
     path = Path(plan_file) if plan_file else plan_path(data)
     budget = parse_duration(time_budget)
-    if path.is_file():
+    why_not = (
+        None if plan_file or out is None or not path.is_file() else _not_for_this_run(path, init, budget)
+    )
+    if why_not and out is not None:  # the dataset's plan stays; this run plans its own, which goes with it
+        log.info("%s %s: this run plans its own (%s)", path, why_not, out / "plan.yaml")
+    elif path.is_file():
         return _read_for_training(path, data, budget, time_budget)
     if plan_file:
         raise ConfigError(f"--plan {path}: no such file (make one with `unetkit plan DATA --out {path}`)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(f"{path} is missing: run `unetkit plan {data}` once before torchrun")
-    if out is not None and init:
+    if out is not None and (init or why_not):
         out.mkdir(parents=True, exist_ok=True)
         path = out / "plan.yaml"
     elif out is not None and not writable(path.parent):  # a read-only dataset: the plan goes with the run
@@ -400,6 +405,21 @@ def plan_for_training(
     plan.write(path, overwrite=out is not None and path.parent == out)  # a run's own plan goes with it
     log.info("wrote %s:\n%s", path, plan.summary())
     return plan.config, plan.measured
+
+
+def _not_for_this_run(path: Path, init: str | None, budget: float | None) -> str | None:
+    """Why the dataset's plan at ``path`` cannot serve this run (None: it can): a fine-tune from ``init`` needs
+    its starting model measured, and a ``budget`` needs measured epoch times, which a plan written by a run of
+    fixed length (``--epochs``) or by ``unetkit plan --no-measure`` lacks."""
+    try:
+        cfg, info = read_plan(path)
+    except (ConfigError, DataError):
+        return None  # read as before: the error says what is wrong with it
+    if init and cfg.train.init != init:
+        return f"was made for {'training from scratch' if not cfg.train.init else cfg.train.init}, not a fine-tune of {init}"  # fmt: skip
+    if budget is not None and not (info.get("measured") or {}).get("epoch_seconds"):
+        return "has no measured epoch time (written by a run of fixed length, or `unetkit plan --no-measure`) for --time-budget"  # fmt: skip
+    return None
 
 
 def _read_for_training(
