@@ -391,8 +391,9 @@ class DataConfig:
     )
     channel: int | None = option(
         None,
-        "train a one-channel model on this stored channel of multi-channel images, from 0 (e.g. the nuclear "
-        "stain of DAPI + marker TIFFs); recorded in the checkpoint, so predict reads the same channel",
+        "read only this stored channel of multi-channel images, from 0 (e.g. the nuclear stain of DAPI + "
+        "marker TIFFs): train trains a one-channel model on it and records it, so predict reads the same "
+        "channel; evaluate MODEL: the channel the model reads",
         metavar="N",
         default_text="every channel of the images",
         valid=NON_NEGATIVE,

@@ -12,8 +12,8 @@ from .options import add_options, apply_options
 
 #: how a dataset's files are found (every command that reads a dataset, predict included)
 FINDING = ("layout", "images_dir", "masks_dir", "mask_pattern", "image_pattern")
-#: how its masks are read
-READING = ("mask_encoding", "ignore_index")
+#: how its masks are read, and which stored channel of its images (``--channel``)
+READING = ("mask_encoding", "ignore_index", "channel")
 #: how masks become targets and images are normalised, with the patch size
 TARGETS = ("target", "normalization", "norm_low", "norm_high", "norm_scale", "patch_size")
 #: the paper's weight maps and separation borders

@@ -45,7 +45,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="with a MODEL: auto, cpu, cuda, ... (default: auto)")
     add_options(p, "evaluate", ("pred_encoding",))
-    add_options(p, "predict", ("channel",))  # with a MODEL: the channel it reads
     p.add_argument("--overwrite", action="store_true", help="replace an existing report or predictions")
     add_progress(p)
     add_reading_args(p)
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         data.class_values = list(range(args.num_classes))
     kind = model_or_predictions(args.pred)
     is_model = kind != "predictions"
-    if args.channel is not None and not is_model:
+    if data.channel is not None and not is_model:
         raise ConfigError(
             f"--channel picks the channel a MODEL reads; {args.pred} holds predictions: drop it"
         )
@@ -77,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
                 progress=args.progress,
                 data_config=data,
                 **{k: v for k, v in given_options(args, "evaluate").items() if k != "pred_encoding"},
-                **({"channel": args.channel} if args.channel is not None else {}),
             )
             _write(result, args)
     else:

@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_options(g, "train", ("epochs", "steps_per_epoch", "batch_size", "lr", "loss", "patience"))
     add_options(g, "train", ("select_by", "seed"))
     add_options(g, "train", ("device", "num_workers", "amp", "init", "freeze_norm"))
-    add_options(g, "data", ("val_fraction", "val_split", "augment", "input_scale", "channel"))
+    add_options(g, "data", ("val_fraction", "val_split", "augment", "input_scale"))
     a = p.add_argument_group("augmentation (image, mask and weight map alike; seeded)")
     add_options(a, "data", AUGMENTATION)
     o = p.add_argument_group("optimisation")

@@ -279,6 +279,8 @@ def evaluate_model(
         stored = pre.dataset or {}
     data_config = with_stored_naming(data, data_config or DataConfig(), stored)
     samples, _, _ = truth_samples(data, data_config)
+    if data_config.channel is not None:  # the stain of multi-channel images the model reads
+        predict_kwargs.setdefault("channel", data_config.channel)
     predict_files(
         model,
         samples_as_inputs(samples),
