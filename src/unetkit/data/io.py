@@ -560,7 +560,11 @@ def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False)
         if suffix in (".tif", ".tiff"):
             # explicit photometric: (H, W, 3|4) is a colour image, anything else grayscale planes
             rgb = array.ndim == 3 and array.shape[-1] in (3, 4)
-            tifffile.imwrite(tmp, array, compression="zlib", photometric="rgb" if rgb else "minisblack")
+            # a fourth channel is data, not alpha (tifffile would declare it alpha, and reading drops alpha)
+            extra = {"extrasamples": ["unspecified"]} if rgb and array.shape[-1] == 4 else {}
+            tifffile.imwrite(
+                tmp, array, compression="zlib", photometric="rgb" if rgb else "minisblack", **extra
+            )
         elif suffix == ".png":
             Image.fromarray(array).save(tmp, format="PNG")
         else:
