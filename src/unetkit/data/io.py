@@ -561,9 +561,9 @@ def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False)
             # explicit photometric: (H, W, 3|4) is a colour image, anything else grayscale planes
             rgb = array.ndim == 3 and array.shape[-1] in (3, 4)
             # a fourth channel is data, not alpha (tifffile would declare it alpha, and reading drops alpha)
-            extra = {"extrasamples": ["unspecified"]} if rgb and array.shape[-1] == 4 else {}
+            extra = ("unspecified",) if rgb and array.shape[-1] == 4 else None
             tifffile.imwrite(
-                tmp, array, compression="zlib", photometric="rgb" if rgb else "minisblack", **extra
+                tmp, array, compression="zlib", photometric="rgb" if rgb else "minisblack", extrasamples=extra
             )
         elif suffix == ".png":
             Image.fromarray(array).save(tmp, format="PNG")
