@@ -416,7 +416,7 @@ def declares_alpha(path: str | Path) -> bool:
                 return tiff_alpha_samples(tif.pages[0]) > 0
         with Image.open(path) as im:
             return im.mode in ALPHA_MODES
-    except Exception:  # unreadable: reading it says why
+    except DECODE_ERRORS:  # unreadable: reading it says why
         return False
 
 
@@ -522,8 +522,9 @@ def channel_indices(
             f"segments (0-{len(index) - 1}{colour}), or train a model on {len(index)}-channel images (`unetkit "
             "train` takes the channel count from the data)"
         )
+    rgba = " (an RGBA image? its colours: image[..., :3])" if n == 4 and channels == 3 else ""
     raise DataError(
-        f"{name}: has {len(index)} channel(s) but the model takes {channels}; convert the image, or train a "
+        f"{name}: has {len(index)} channel(s) but the model takes {channels}{rgba}; convert the image, or train a "
         f"model on {len(index)}-channel images (`unetkit train` takes the channel count from the data; --init "
         "adapts a model's first layer)"
     )

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..checkpoint import Preprocessing
 from ..config import BLENDS, ENGINES, MAX_TILE, PRECISIONS, PredictConfig
-from ..data.io import channel_indices, check_pixel_values, read_image, to_channels_first
+from ..data.io import check_pixel_values, read_image, sample_channels, to_channels_first
 from ..data.lazy import ImageSource
 from ..data.masks import MaskEncoding
 from ..data.normalize import Normalizer
@@ -248,11 +248,8 @@ class Predictor:
             raise DataError(
                 f"{name}: a 3-D model segments volumes (D, H, W) or (D, H, W, C); got shape {image.shape}"
             )
-        arr = image[None] if image.ndim == 3 else np.moveaxis(image, -1, 0)
-        index = channel_indices(
-            arr, self.in_channels, name, pick=self._pick(arr.shape[:1] if image.ndim == 4 else ())
-        )
-        return arr if index == list(range(arr.shape[0])) else arr[index]
+        pick = self._pick(image.shape[3:])
+        return sample_channels(image, self.in_channels, name, volumes=True, pick=pick)
 
     def select(self, source: ImageSource) -> ImageSource:
         """``source`` reading the channels this model takes (see :meth:`channels_first`)."""
