@@ -97,6 +97,7 @@ def inputs(tmp_path_factory) -> Path:
             write_image(home / name / f"img{i}.tif", synth_nuclei((256, 256), seed=10 + i)[0])
     write_image(home / "slide.tif", synth_nuclei((512, 512), seed=2)[0])
     write_image(home / "big.tif", synth_nuclei((512, 512), seed=3)[0])
+    _stains(home / "stains")
     large = synthesize_dataset(home / "large", n=1, size=512, seed=4, style="large")
     write_image(home / "big_nuclei.tif", read_image(large / "images" / "synth_000.png"))
     shutil.rmtree(large)
@@ -114,6 +115,19 @@ def inputs(tmp_path_factory) -> Path:
 
 def _exe() -> str:
     return str(Path(sys.executable).with_name("unetkit"))
+
+
+def _stains(folder: Path) -> None:
+    """Two-channel microscopy files as Fiji saves them (an ImageJ hyperstack, channels first): a marker, then DAPI."""
+    import tifffile
+
+    folder.mkdir()
+    for i in range(2):
+        dapi = synth_nuclei((256, 256), seed=30 + i)[0].astype(np.uint16) * 100
+        marker = np.random.default_rng(i).integers(0, 2000, dapi.shape).astype(np.uint16)
+        tifffile.imwrite(
+            folder / f"s{i}.tif", np.stack([marker, dapi]), imagej=True, metadata={"axes": "CYX"}
+        )
 
 
 def _slide_stores(home: Path, image: np.ndarray) -> None:
