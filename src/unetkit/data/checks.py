@@ -272,7 +272,7 @@ def _check_sample(
     except DataError as exc:
         report.problems.append(str(exc))
         return False
-    if not volumes and declares_alpha(s.image) and not tally.alpha_noted:
+    if not volumes and not tally.alpha_noted and declares_alpha(s.image):  # said once: no header read after
         report.notes.append(f"{s.image_label}: has an alpha channel, which is dropped")
         tally.alpha_noted = True
     try:  # grayscale stored as RGB → 1; --channel: the one picked
@@ -355,9 +355,7 @@ def _check_channels(report: DataReport, tally: _Tally, in_channels: int | None) 
             f"{example}: has {channel_of[example]} channel(s) but the model expects {in_channels}"
             + ("; --channel N trains it on one of them (from 0)" if in_channels == 1 else "")
         )
-    elif (counts <= {1, 3} and counts) or len(
-        counts
-    ) == 1:  # grey among colour is read as colour; else one count
+    elif len(counts) == 1 or counts == {1, 3}:  # one count, or grey among colour (read as colour)
         report.in_channels = in_channels or max(counts)
     elif counts:
         examples = {v: k for k, v in channel_of.items()}

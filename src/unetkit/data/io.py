@@ -504,16 +504,16 @@ def channel_indices(
         return index[:1]
     if len(index) == 1 and channels == 3:
         return index * 3  # a grayscale image among colour ones
-    # one stain exported as colour (DAPI in blue, the other channels empty): the one channel that varies is the
-    # image; a channel that holds one value says nothing, so nothing is guessed
-    varying = [i for i in index if chw[i].size and chw[i].min() != chw[i].max()]
-    if channels == 1 and len(varying) == 1:
-        said = f"{name}: only channel {_channel_name(varying[0], len(index))} varies (the others hold one value each): the model reads it"  # fmt: skip
-        if said not in _TOLD:  # once per image (its header is checked, then it is read)
-            _TOLD.add(said)
-            log.info("%s", said)
-        return varying
     if channels == 1:
+        # one stain exported as colour (DAPI in blue, the other channels empty): the one channel that varies is
+        # the image; a channel that holds one value says nothing, so nothing is guessed
+        varying = [i for i in index if chw[i].size and chw[i].min() != chw[i].max()]
+        if len(varying) == 1:
+            said = f"{name}: only channel {_channel_name(varying[0], len(index))} varies (the others hold one value each): the model reads it"  # fmt: skip
+            if said not in _TOLD:  # once per image (its header is checked, then it is read)
+                _TOLD.add(said)
+                log.info("%s", said)
+            return varying
         names = ", ".join(_channel_name(i, len(index)) for i in varying)
         vary = f" (channels {names} vary: a merge of stains?)" if varying else ""
         colour = "; 0 red, 1 green, 2 blue" if len(index) in (3, 4) else ""

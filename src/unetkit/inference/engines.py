@@ -258,9 +258,8 @@ def choose_pass(architecture: dict[str, Any], engine: str, precision: str, open_
             return PassBound(int(entry["side"]), kept, int(entry["context"]), cached=True)
     executor = open_executor()
     # a pass's peak memory, measured with the built-in model: about 6 float32 maps of the first level's width
-    sides = [
-        s for s in PASS_SIDES if s % executor.align == 0 and 8 * 4 * width * s * s < available_memory() / 8
-    ]
+    room = available_memory() / 8
+    sides = [s for s in PASS_SIDES if s % executor.align == 0 and 8 * 4 * width * s * s < room]
     log.info(
         "tiles: first use of this network shape on this CPU: timing one tile a pass of %s px with %s %s (seconds) ...",
         ", ".join(map(str, sides)), engine, precision,

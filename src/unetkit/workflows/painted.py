@@ -104,9 +104,10 @@ def write_painted_dataset(
     # training validates on whole objects held out, wherever they are, when it can hold some out
     # (data.dataset.split_views, with training's default seed); else on the bottom rows, which must hold some
     rng = np.random.default_rng([TrainConfig().seed, 0])
-    on_rows = held_out_region(ndi.label(objects)[0], known, share, rng) is None
+    components, count = ndi.label(objects)
+    on_rows = held_out_region(components, known, share, rng) is None
     if on_rows and (not objects[:cut].any() or not objects[cut:].any()):
-        one = ndi.label(objects)[1] < MIN_OBJECTS_TO_HOLD_OUT
+        one = count < MIN_OBJECTS_TO_HOLD_OUT
         raise DataError(
             f"{name}: {'one object is' if one else 'objects are'} painted, only "
             f"{'above' if objects[:cut].any() else 'below'} row {cut} of the "

@@ -349,13 +349,12 @@ def plan_for_training(
     budget's clock; default: now)."""
     path = Path(plan_file) if plan_file else plan_path(data)
     budget = parse_duration(time_budget)
-    why_not = (
-        None if plan_file or out is None or not path.is_file() else _not_for_this_run(path, init, budget)
-    )
+    existing = read_plan(path) if path.is_file() else None  # read once, whoever uses it
+    why_not = None if plan_file or existing is None else _not_for_this_run(existing, init, budget)
     if why_not and out is not None:  # the dataset's plan stays; this run plans its own, which goes with it
         log.info("%s %s: this run plans its own (%s)", path, why_not, out / "plan.yaml")
-    elif path.is_file():
-        return _read_for_training(path, data, budget, time_budget)
+    elif existing is not None:
+        return _read_for_training(path, existing, data, budget, time_budget)
     if plan_file:
         raise ConfigError(f"--plan {path}: no such file (make one with `unetkit plan DATA --out {path}`)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -407,14 +406,13 @@ def plan_for_training(
     return plan.config, plan.measured
 
 
-def _not_for_this_run(path: Path, init: str | None, budget: float | None) -> str | None:
-    """Why the dataset's plan at ``path`` cannot serve this run (None: it can): a fine-tune from ``init`` needs
-    its starting model measured, and a ``budget`` needs measured epoch times, which a plan written by a run of
-    fixed length (``--epochs``) or by ``unetkit plan --no-measure`` lacks."""
-    try:
-        cfg, info = read_plan(path)
-    except (ConfigError, DataError):
-        return None  # read as before: the error says what is wrong with it
+def _not_for_this_run(
+    existing: tuple[RunConfig, dict[str, Any]], init: str | None, budget: float | None
+) -> str | None:
+    """Why the dataset's plan (``existing``: :func:`read_plan`'s) cannot serve this run (None: it can): a
+    fine-tune from ``init`` needs its starting model measured, and a ``budget`` needs measured epoch times, which a
+    plan written by a run of fixed length (``--epochs``) or by ``unetkit plan --no-measure`` lacks."""
+    cfg, info = existing
     if init and cfg.train.init != init:
         return f"was made for {'training from scratch' if not cfg.train.init else cfg.train.init}, not a fine-tune of {init}"  # fmt: skip
     if budget is not None and not (info.get("measured") or {}).get("epoch_seconds"):
@@ -423,10 +421,15 @@ def _not_for_this_run(path: Path, init: str | None, budget: float | None) -> str
 
 
 def _read_for_training(
-    path: Path, data: str | Path, budget: float | None, given: str | float | None
+    path: Path,
+    existing: tuple[RunConfig, dict[str, Any]],
+    data: str | Path,
+    budget: float | None,
+    given: str | float | None,
 ) -> tuple[RunConfig, dict[str, Any]]:
-    """An existing plan, re-budgeted when asked, with a warning when the dataset changed since."""
-    cfg, info = read_plan(path)
+    """An existing plan (``path``, as :func:`read_plan` read it), re-budgeted when asked, with a warning when the
+    dataset changed since."""
+    cfg, info = existing
     counted = info["fingerprint"].get("samples")
     log.info("training with the plan %s", path)
     if budget is not None and budget != cfg.train.time_budget:
