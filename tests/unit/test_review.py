@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tifffile
 from scipy import ndimage as ndi
 
 from unetkit import read_image, synth_nuclei, write_image
@@ -111,6 +112,35 @@ def test_corrections_are_regions_of_labels_and_everything_else_is_ignored(tmp_pa
         assert image_crop.shape == mask.shape
     sheet = read_image(tmp_path / "sheet.png")
     assert sheet.shape[-1] == 3 and (np.abs(sheet.astype(int) - [255, 220, 0]).sum(-1) == 0).sum() > 50
+
+
+def test_corrections_of_images_of_two_stains_keep_both_stains(tmp_path):
+    """An (H, W, 2) crop was written as 2-row pages (a stack) that the correction's training then refused to
+    read: the crops keep the image's channels, read back as they were."""
+    pred, images = tmp_path / "pred", tmp_path / "images"
+    _prediction(pred, images, n=1)
+    stains = np.stack([read_image(images / "img0.png"), 255 - read_image(images / "img0.png")], -1)
+    (images / "img0.png").unlink()
+    tifffile.imwrite(images / "img0.tif", np.moveaxis(stains, -1, 0), metadata={"axes": "CYX"})  # a user's
+    folder = tmp_path / "corrected"
+    review(pred, below=None, most=2, images=images, corrections=folder)
+    listing = (folder / "review.csv").read_text().splitlines()[1:]
+    _, file, _, y0, x0, *_ = listing[0].split(",")
+    crop = read_image(folder / "images" / file)
+    mask = read_image(folder / "masks" / file)
+    y0, x0 = int(y0), int(x0)
+    assert crop.shape == (*mask.shape, 2)
+    np.testing.assert_array_equal(crop, stains[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]])
+
+
+def test_an_image_of_any_channel_count_reads_back_as_written(tmp_path):
+    rng = np.random.default_rng(0)
+    for count in (2, 3, 4, 5):
+        image = rng.integers(0, 4096, (24, 40, count)).astype(np.uint16)
+        write_image(tmp_path / f"c{count}.tif", image, axes="YXC")
+        np.testing.assert_array_equal(read_image(tmp_path / f"c{count}.tif"), image)
+    with pytest.raises(ValueError, match="axes"):
+        write_image(tmp_path / "x.tif", image, axes="CYX")
 
 
 def test_each_review_adds_a_round_and_skips_what_was_corrected(tmp_path):

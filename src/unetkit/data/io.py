@@ -539,12 +539,21 @@ def _channel_name(i: int, n: int) -> str:
     return f"{i} ({('red', 'green', 'blue')[i]})" if n in (3, 4) and i < 3 else str(i)
 
 
-def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False) -> Path:
+def write_image(
+    path: str | Path, array: np.ndarray, *, overwrite: bool = False, axes: str | None = None
+) -> Path:
     """Write an array as PNG (uint8/uint16, 2-D or RGB) or TIFF (any dtype), atomically.
 
-    Refuses to replace an existing file unless ``overwrite`` is true.
+    ``axes="YXC"``: the last axis holds the channels of one image, as :func:`read_image` returns them (any count:
+    a TIFF of other than 3 or 4 channels is written channels first with its axes, ``CYX``, which
+    :func:`read_image` reads back as it was; without ``axes`` such an array is written as pages, a stack). Refuses
+    to replace an existing file unless ``overwrite`` is true.
     """
     path = Path(path)
+    if axes not in (None, "YX", "YXC"):
+        raise ValueError(f"axes={axes!r}: write_image knows 'YX' and 'YXC'")
+    if axes is not None and len(axes) != np.ndim(array):
+        raise ValueError(f"axes={axes!r} for an array of shape {np.shape(array)}")
     if path.exists() and not overwrite:
         raise DataError(f"{path}: already exists; pass overwrite=True (CLI: --overwrite) to replace it")
     suffix = path.suffix.lower()
@@ -563,9 +572,19 @@ def write_image(path: str | Path, array: np.ndarray, *, overwrite: bool = False)
             rgb = array.ndim == 3 and array.shape[-1] in (3, 4)
             # a fourth channel is data, not alpha (tifffile would declare it alpha, and reading drops alpha)
             extra = ("unspecified",) if rgb and array.shape[-1] == 4 else None
-            tifffile.imwrite(
-                tmp, array, compression="zlib", photometric="rgb" if rgb else "minisblack", extrasamples=extra
-            )
+            if axes == "YXC" and not rgb:  # channels of one image, said so: pages would read as a stack
+                tifffile.imwrite(
+                    tmp, np.moveaxis(array, -1, 0), compression="zlib", photometric="minisblack",
+                    metadata={"axes": "CYX"},
+                )  # fmt: skip
+            else:
+                tifffile.imwrite(
+                    tmp,
+                    array,
+                    compression="zlib",
+                    photometric="rgb" if rgb else "minisblack",
+                    extrasamples=extra,
+                )
         elif suffix == ".png":
             Image.fromarray(array).save(tmp, format="PNG")
         else:

@@ -47,10 +47,12 @@ def write_painted_dataset(
     unpainted: str = "background",
     background_label: int = 1,
     val_fraction: float | None = None,
+    channels: bool = False,
 ) -> Path:
     """Write ``out/images/NAME.tif``, ``out/masks/NAME.tif`` and ``out/dataset.yaml`` (instance masks; the
-    ignore value in ``ignored`` mode) from ``image`` (``(H, W)``, or ``(H, W, 3|4)`` colour) and ``labels``
-    (``(H, W)`` integers). ``out`` must not exist yet (nothing is overwritten). Returns ``out``.
+    ignore value in ``ignored`` mode) from ``image`` (``(H, W)``, ``(H, W, 3|4)`` colour, or with ``channels``
+    ``(H, W, C)``: the channels of one image, any count) and ``labels`` (``(H, W)`` integers). ``out`` must not
+    exist yet (nothing is overwritten). Returns ``out``.
 
     Raises :class:`DataError` (one line, with the fix) for labels that cannot train a model: another shape,
     not integers, no object, no painted background in ``ignored`` mode, or objects only on one side of the
@@ -65,11 +67,16 @@ def write_painted_dataset(
             f"{name}: labels of shape {labels.shape}: paint a 2-D labels layer (stacks and volumes train from a "
             "dataset folder: unetkit train DATA)"
         )
-    colour = image.ndim == 3 and image.shape[-1] in (3, 4)
+    colour = image.ndim == 3 and (channels or image.shape[-1] in (3, 4))
     if image.shape[:2] != labels.shape or not (image.ndim == 2 or colour):
         raise DataError(
             f"{name}: the image is {image.shape} and the labels {labels.shape}: paint labels of the image's own "
             "size on a 2-D (or colour) image"
+            + (
+                "; if an axis holds its channels, say which (napari: the channel axis)"
+                if image.ndim > 2
+                else ""
+            )
         )
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool) or (labels < 0).any():
         raise DataError(
@@ -117,7 +124,7 @@ def write_painted_dataset(
         )
     if out.exists():
         raise DataError(f"{out} exists: choose a new folder (nothing is overwritten)")
-    write_image(out / "images" / f"{name}.tif", np.ascontiguousarray(image))
+    write_image(out / "images" / f"{name}.tif", np.ascontiguousarray(image), axes="YXC" if channels else None)
     write_image(out / "masks" / f"{name}.tif", np.ascontiguousarray(mask))
     ignore = f"ignore_index: {IGNORED}\n" if unpainted == "ignored" else ""
     atomic_write_text(

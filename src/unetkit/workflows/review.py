@@ -422,7 +422,8 @@ def _write_corrections(
         window = (slice(y0, y1), slice(x0, x1))
         mask = np.where(region, labels[name].astype(np.uint32), np.uint32(IGNORED))[window]
         stem = f"r{round_no}_{name}"
-        write_image(folder / "images" / f"{stem}.tif", np.ascontiguousarray(pixels[name][window]))
+        crop = np.ascontiguousarray(pixels[name][window])  # (H, W[, C]) as read: channels stay channels
+        write_image(folder / "images" / f"{stem}.tif", crop, axes="YXC" if crop.ndim == 3 else None)
         write_image(folder / "masks" / f"{stem}.tif", np.ascontiguousarray(mask))
         names.append(stem)
         for d in mine:
