@@ -820,3 +820,72 @@ def test_stacks_segment_this_plane_or_every_plane(make_napari_viewer, qtbot, tmp
     widget.image.reset_choices()
     widget.image.value = flat
     assert widget.planes.native.isHidden()  # a 2-D image has no planes to choose
+
+
+def test_a_layer_of_stains_segments_and_trains_with_its_channel_axis(make_napari_viewer, qtbot, tmp_path):
+    """A TIFF of two stains opens in napari as one layer (2, H, W), a stack to the viewer (which axis holds
+    channels is the user's to say: two planes and two stains look alike). The built-in model (one channel) reads
+    the stain shown; a model trained from scratch on the layer reads both; results lie over every channel."""
+    from unetkit import read_image, synth_nuclei
+    from unetkit.napari._train import SCRATCH, TrainWidget
+    from unetkit.napari._worker import SEGMENTED_KEY, channels_last
+    from unetkit.workflows.segment import declared
+
+    dapi, truth = synth_nuclei((160, 192), seed=5)
+    marker = (255 - dapi // 2).astype(np.uint8)  # another stain: the nuclei dark on a bright cytoplasm
+    stains = np.stack([marker, dapi])
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(stains, name="stains", scale=(1, 0.5, 0.5))
+    widget = SegmentWidget(viewer)
+    widget.image.value = layer
+    assert list(widget.channel_axis.choices) == ["none: planes", "axis 0 (2)"]
+    assert widget.channel_axis.value == "none: planes" and not _hidden(widget.planes)  # a stack until said
+    widget.channel_axis.value = "axis 0 (2)"
+    assert _hidden(widget.planes)  # one image of two stains
+    viewer.dims.set_point(0, 1)  # the nuclei's stain shown
+    widget.start()
+    _wait(qtbot, widget)
+    objects = viewer.layers["stains objects"]
+    np.testing.assert_array_equal(
+        np.asarray(objects.data), Predictor.from_checkpoint("nuclei").predict_instances(dapi)
+    )
+    assert tuple(objects.scale) == (0.5, 0.5)  # over the image, whichever channel is shown
+    assert objects.metadata[SEGMENTED_KEY]["options"]["channel"] == 1
+    assert objects.metadata[SEGMENTED_KEY]["channel_axis"] == 0
+
+    viewer.add_labels(truth, name="truth", scale=(0.5, 0.5))
+    train = TrainWidget(viewer)
+    train.image.value, train.labels.value = layer, viewer.layers["truth"]
+    assert not _hidden(train.channel_axis)
+    train.channel_axis.value = "axis 0 (2)"
+    train.settings.value = _tiny_settings(tmp_path, epochs=1, steps_per_epoch=2)
+    train.work.value = tmp_path / "work"
+    train.start()  # fine-tuning the built-in model (one channel): the stain shown
+    _wait(qtbot, train)
+    tuned = read_image(tmp_path / "work" / "stains" / "data" / "images" / "stains.tif")
+    np.testing.assert_array_equal(tuned, dapi)
+    train.init.value = SCRATCH  # from scratch: both stains, as channels
+    train.start()
+    _wait(qtbot, train)
+    both = read_image(tmp_path / "work" / "stains-2" / "data" / "images" / "stains.tif")
+    np.testing.assert_array_equal(both, np.moveaxis(stains, 0, -1))
+    run = tmp_path / "work" / "stains-2" / "run"
+    assert declared(str(run / "best.pt")).channels == 2, train.status.value
+
+    assert widget.chosen_model() == str(run / "best.pt")  # offered, and chosen, in Segment
+    widget.start()
+    _wait(qtbot, widget)
+    again = viewer.layers[-1]
+    expected = Predictor.from_checkpoint(run / "best.pt").predict_instances(np.moveaxis(stains, 0, -1))
+    np.testing.assert_array_equal(np.asarray(again.data), expected)
+    assert "channel" not in again.metadata[SEGMENTED_KEY]["options"]  # it reads both
+    # a zarr-backed layer's channels are read window by window, not loaded: the same windows as NumPy's
+    import zarr
+
+    store = zarr.create_array(store={}, shape=stains.shape, dtype=stains.dtype, chunks=(1, 64, 64))
+    store[:] = stains
+    lazy, eager = channels_last(store, 0), np.moveaxis(stains, 0, -1)
+    assert lazy.shape == eager.shape
+    for key in [(slice(10, 50), slice(3, 70)), (5,), (slice(None), 7, 1), (..., 0), (slice(2, 9), ...)]:
+        np.testing.assert_array_equal(lazy[key], eager[key])
+    np.testing.assert_array_equal(np.asarray(lazy), eager)

@@ -35,7 +35,16 @@ from scipy import ndimage as ndi
 from ..workflows.review import retrain, segment_folder
 from ..workflows.segment import segment_array
 from ._models import TRAINED
-from ._worker import REVIEWED_KEY, SEGMENTED_KEY, WorkerWidget, full_resolution, placed, safe_name, save_to
+from ._worker import (
+    REVIEWED_KEY,
+    SEGMENTED_KEY,
+    WorkerWidget,
+    channels_last,
+    full_resolution,
+    placed,
+    safe_name,
+    save_to,
+)
 
 __all__ = ["RING", "ReviewWidget"]
 
@@ -237,11 +246,13 @@ class ReviewWidget(WorkerWidget):
         labels.visible = False  # learnt from, not looked at: the next round's result is
         name = made["image"]
         plane = tuple(made.get("plane") or ())
-        pixels = full_resolution(image)
+        axis = made.get("channel_axis")  # Segment read this axis as the image's channels
+        pixels = full_resolution(image) if axis is None else channels_last(full_resolution(image), axis)
         job = {
             "image": pixels[plane] if plane else pixels,
             "plane": plane,
             "rgb": bool(image.rgb),
+            "channel_axis": axis,
             "name": name,
             "labels": np.asarray(labels.data)[(0,) * len(plane)],  # a plane's result: (1, H, W) → (H, W)
             "folder": Path(str(self.work.value)).expanduser() / f"{safe_name(name)}-review",
@@ -260,21 +271,24 @@ class ReviewWidget(WorkerWidget):
             f"for {minutes:g} min (planning included), then segmenting {name} again ..."
         )
         worker = self._launch(
-            _retrain_job, job, self._cancel, returned=lambda result: self._retrained(layer, image, result)
+            _retrain_job,
+            job,
+            self._cancel,
+            returned=lambda result: self._retrained(layer, image, result, axis),
         )
         self.progress.max = 0  # busy: the budget is the time it takes
         return worker
 
-    def _retrained(self, layer: Any, image: Any, result: dict[str, Any]) -> None:
+    def _retrained(self, layer: Any, image: Any, result: dict[str, Any], axis: int | None = None) -> None:
         done, seg, plane = result["round"], result["segmented"], tuple(result["plane"])
-        data, place = placed(image, seg["labels"], plane)
+        data, place = placed(image, seg["labels"], plane, channel_axis=axis)
         name = f"{image.name} objects (round {done.number})"
         new = self.viewer.add_labels(data, name=name, **place)
         table = seg["table"]
         new.features = {"index": table["label"], **{k: v for k, v in table.items() if k != "label"}}
         new.metadata[SEGMENTED_KEY] = {
             "model": str(done.result.best_checkpoint), "image": image.name, "options": result["options"],
-            "round": done.number, "plane": list(plane), "every": False,
+            "round": done.number, "plane": list(plane), "every": False, "channel_axis": axis,
         }  # fmt: skip
         label = f"{image.name} round {done.number}"
         TRAINED.add(label, done.result.best_checkpoint)
@@ -306,14 +320,19 @@ def _retrain_job(job: dict[str, Any], cancel: Any) -> dict[str, Any]:
     """The worker: one round of :func:`~unetkit.workflows.review.retrain`, then Segment with its model."""
     from ..workflows.train import TrainHooks
 
+    channels = job.get("channel_axis") is not None
+    image = np.asarray(job["image"])
+    picked = job["options"].get("channel")
+    if channels and picked is not None:  # a one-channel model read this stain: it learns from it alone
+        image, channels = image[..., picked], False
     done = retrain(
-        np.asarray(job["image"]), job["labels"], job["folder"], job["model"], budget=job["budget"],
-        started=job["started"], hooks=TrainHooks(stop=cancel),
+        image, job["labels"], job["folder"], job["model"], budget=job["budget"], started=job["started"],
+        hooks=TrainHooks(stop=cancel), channels=channels,
     )  # fmt: skip
     best = str(done.result.best_checkpoint)
     segmented = segment_array(
         best, job["image"], rgb=job["rgb"], name=job["name"], options=job["options"], instances=True,
-        probabilities=False,
+        probabilities=False, channels_last=job.get("channel_axis") is not None,
     )  # fmt: skip
     folder = None
     if job.get("source") and not job["plane"]:

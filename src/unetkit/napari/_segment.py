@@ -33,6 +33,7 @@ from qtpy.QtCore import QObject, Signal
 from ..config import SURFACE_DEFAULTS, PredictConfig
 from ..errors import UnetkitError
 from ..workflows.segment import (
+    Declared,
     builtin_models,
     declared,
     model_card,
@@ -40,7 +41,17 @@ from ..workflows.segment import (
     segment_planes,
 )
 from ._models import TRAINED
-from ._worker import SEGMENTED_KEY, WorkerWidget, full_resolution, message, placed
+from ._worker import (
+    SEGMENTED_KEY,
+    WorkerWidget,
+    channel_axis_choices,
+    channels_last,
+    chosen_axis,
+    full_resolution,
+    message,
+    placed,
+    shown_index,
+)
 
 __all__ = ["SegmentWidget"]
 
@@ -89,6 +100,13 @@ class SegmentWidget(WorkerWidget):
         import napari.layers
 
         self.image: Any = create_widget(annotation=napari.layers.Image, label="image")
+        # a layer of stains (C, H, W) opens as a stack: which axis holds channels is the user's to say, never
+        # guessed from its length (2 planes and 2 stains look alike)
+        self.channel_axis = ComboBox(
+            label="channel axis", choices=lambda _widget: channel_axis_choices(self.image.value),
+            tooltip="the axis of this layer that holds its channels (stains), if any: a model reading several "
+            "channels reads them all; a one-channel model reads the one it learnt, else the one shown",
+        )  # fmt: skip
         # the defaults are unetkit predict's (config.PredictConfig), except where SURFACE_DEFAULTS says why not
         self.tile = SpinBox(
             label="tile (0: the model's)", value=0, min=0, max=int(_PREDICT["tile"]["valid"].high), step=64,
@@ -130,6 +148,7 @@ class SegmentWidget(WorkerWidget):
                 self.card_button,
                 self.card,
                 self.image,
+                self.channel_axis,
                 self.tile,
                 self.tta,
                 self.threshold,
@@ -149,6 +168,7 @@ class SegmentWidget(WorkerWidget):
         self.model_file.changed.connect(self._sync_model)
         self._sync_model()
         self.image.changed.connect(self._sync_planes)  # type: ignore[attr-defined]
+        self.channel_axis.changed.connect(self._sync_planes)
         self._sync_planes()
         self.card.visible = False  # one click away: the form stays short
         for chooser in (self.model, self.model_file):
@@ -169,9 +189,13 @@ class SegmentWidget(WorkerWidget):
             self.card.value = str(exc)
 
     def _sync_planes(self, *_: Any) -> None:
-        """The planes choice shows for images with more than two spatial axes (stacks, time-lapses)."""
+        """The channel-axis choice shows for layers with axes before the image's two (not RGB), the planes choice
+        for images with more than two axes besides the channels (stacks, time-lapses)."""
         layer = self.image.value
-        self.planes.visible = layer is not None and layer.ndim > 2  # (a 3-D model: the volume shown)
+        self.channel_axis.reset_choices()
+        self.channel_axis.visible = len(self.channel_axis.choices) > 1
+        spatial = 0 if layer is None else layer.ndim - (chosen_axis(self.channel_axis.value) is not None)
+        self.planes.visible = spatial > 2  # (a 3-D model: the volume shown)
 
     def _sync_model(self, *_: Any) -> None:
         """What the chosen model declares, read once per choice: its image dimensions (a 3-D model segments
@@ -179,9 +203,10 @@ class SegmentWidget(WorkerWidget):
         classes takes each pixel's most probable class, so its threshold is disabled and says why: it changed
         nothing with `nuclei`)."""
         try:
-            classes, self._dims = declared(self.chosen_model())
+            self._declared = declared(self.chosen_model())
         except UnetkitError:  # a file that is not a model: Segment says so when pressed
-            classes, self._dims = None, 2
+            self._declared = Declared(None, 2)
+        classes, self._dims = self._declared.classes, self._declared.dims
         binary = classes in (None, 1)
         self.threshold.enabled = binary
         self.threshold.tooltip = (
@@ -223,16 +248,28 @@ class SegmentWidget(WorkerWidget):
         elif self.diameter.value > 0:
             options["diameter"] = float(self.diameter.value)
         data = full_resolution(layer)
+        ndim, axis = layer.ndim, chosen_axis(self.channel_axis.value)
+        what = ""
+        if axis is not None:  # the layer's stains, moved last (read lazily); the result has no such axis
+            picked = self._channel(layer, axis)
+            if isinstance(picked, str):
+                self.status.value = picked
+                return None
+            if picked is not None:
+                options["channel"] = picked
+                what = f" (channel {picked} of axis {axis})"
+            data, ndim = channels_last(data, axis), ndim - 1
         dims = self._dims  # a 3-D model segments the last three axes as one volume
-        if layer.ndim < dims:
+        if ndim < dims:
             self.status.value = (
                 f"{Path(model).name} is a 3-D model: choose an image layer of three axes or more"
             )
             return None
-        lead = layer.ndim - dims  # axes before the plane (volume): a stack's, a time-lapse's
+        lead = ndim - dims  # axes before the plane (volume): a stack's, a time-lapse's
         plane: tuple[int, ...] = ()
         if lead and self.planes.value == PLANES[0]:  # the plane (volume) shown
-            where = np.asarray(layer.world_to_data(self.viewer.dims.point[-layer.ndim :]))[:lead]
+            where = np.asarray(layer.world_to_data(self.viewer.dims.point[-layer.ndim :]))
+            where = (np.delete(where, axis) if axis is not None else where)[:lead]
             plane = tuple(
                 int(np.clip(round(float(v)), 0, n - 1)) for v, n in zip(where, data.shape, strict=False)
             )
@@ -240,7 +277,7 @@ class SegmentWidget(WorkerWidget):
         elif lead > 1:
             self.status.value = f"{layer.name}: every plane segments one axis of planes; choose 'this plane'"
             return None
-        what = f" (plane {', '.join(map(str, plane))})" if plane else " (every plane)" if lead else ""
+        what += f" (plane {', '.join(map(str, plane))})" if plane else " (every plane)" if lead else ""
         what += " as a volume" if dims == 3 else ""
         self.status.value = f"segmenting {layer.name}{what} with {Path(model).name} ..."
         every = bool(lead and not plane)
@@ -256,8 +293,32 @@ class SegmentWidget(WorkerWidget):
             self._cancel,
             self._tiles.done.emit,
             every,
-            returned=lambda result: self._show(layer, result, plane, every=every),
+            axis is not None,
+            returned=lambda result: self._show(layer, result, plane, every=every, channel_axis=axis),
         )
+
+    def _channel(self, layer: Any, axis: int) -> int | str | None:
+        """The channel a one-channel model reads of ``layer``'s channel ``axis`` (None: the model reads them
+        all), or what is wrong, in one line."""
+        count = int(full_resolution(layer).shape[axis])
+        reads, learnt = self._declared.channels, self._declared.channel
+        if reads not in (None, 1):
+            if reads != count:
+                return (
+                    f"the model reads {reads} channels and axis {axis} of {layer.name} holds {count}: choose the "
+                    "axis of its channels, or a model trained on such images"
+                )
+            return None
+        if reads is None:  # not known cheaply (ONNX, a package): the channels as they are
+            return None
+        if learnt is not None:  # trained with --channel: the stain it learnt
+            if learnt >= count:
+                return (
+                    f"the model learnt channel {learnt} and axis {axis} of {layer.name} holds {count}: choose the "
+                    "axis of its channels"
+                )
+            return learnt
+        return shown_index(self.viewer, layer, axis)
 
     def stop(self, *_: Any) -> None:
         super().stop()
@@ -274,9 +335,14 @@ class SegmentWidget(WorkerWidget):
         super()._failed(exc)
 
     def _show(
-        self, layer: Any, result: dict[str, Any], plane: tuple[int, ...] = (), every: bool = False
+        self,
+        layer: Any,
+        result: dict[str, Any],
+        plane: tuple[int, ...] = (),
+        every: bool = False,
+        channel_axis: int | None = None,
     ) -> None:
-        data, place = placed(layer, result["labels"], plane, every)
+        data, place = placed(layer, result["labels"], plane, every, channel_axis)
         if result.get("keep") is not None:
             self._keep.append(result["keep"])
         name = f"{layer.name} {'objects' if result['objects'] is not None else 'classes'}"
@@ -289,6 +355,7 @@ class SegmentWidget(WorkerWidget):
             "options": result["options"],
             "plane": list(plane),
             "every": every,
+            "channel_axis": channel_axis,
         }
         table = result.get("table")
         if (
@@ -321,6 +388,7 @@ def _segment(
     cancel: threading.Event,
     report: Any,
     every: bool = False,
+    channels: bool = False,
 ) -> dict[str, Any]:
     """The worker: :func:`~unetkit.workflows.segment.segment_array` (an image, or a 3-D model's volume;
     ``every``: each plane or volume of a stack, :func:`~unetkit.workflows.segment.segment_planes`), stopped between
@@ -333,11 +401,12 @@ def _segment(
 
     if every:  # every plane of a stack, one model load
         result = segment_planes(
-            model, data, rgb=rgb, name=name, options=options, instances=instances, on_tiles=on_tiles
-        )
+            model, data, rgb=rgb, name=name, options=options, instances=instances, on_tiles=on_tiles,
+            channels_last=channels,
+        )  # fmt: skip
     else:
         result = segment_array(
             model, data, rgb=rgb, name=name, options=options, instances=instances, probabilities=probabilities,
-            on_tiles=on_tiles,
+            on_tiles=on_tiles, channels_last=channels,
         )  # fmt: skip
     return {**result, "model": model, "options": options}

@@ -35,17 +35,21 @@ from ..config import RunConfig, load_config
 from ..errors import UnetkitError
 from ..workflows.painted import UNPAINTED, write_painted_dataset
 from ..workflows.plan import plan_and_train
-from ..workflows.segment import builtin_models
+from ..workflows.segment import builtin_models, declared
 from ..workflows.train import SCORES, TrainHooks, TrainingInterrupted, new_folder
 from ._models import TRAINED
 from ._worker import (
     REVIEWED_KEY,
     WorkerWidget,
+    channel_axis_choices,
+    channels_last,
+    chosen_axis,
     full_resolution,
     is_result,
     painted_labels,
     safe_name,
     save_to,
+    shown_index,
 )
 
 __all__ = ["SCRATCH", "TrainWidget"]
@@ -92,6 +96,11 @@ class TrainWidget(WorkerWidget):
         self.viewer = napari_viewer
         self.source = ComboBox(label="train from", choices=list(SOURCES), value=SOURCES[0])
         self.image: Any = create_widget(annotation=napari.layers.Image, label="image")
+        self.channel_axis = ComboBox(
+            label="channel axis", choices=lambda _widget: channel_axis_choices(self.image.value),
+            tooltip="the axis of the image layer that holds its channels (stains), if any: a model from scratch "
+            "learns from them all; a built-in model (one channel) from the one shown",
+        )  # fmt: skip
         self.labels: Any = create_widget(annotation=napari.layers.Labels, label="labels")
         self.unpainted = ComboBox(
             label="unpainted pixels",
@@ -136,6 +145,7 @@ class TrainWidget(WorkerWidget):
             [
                 self.source,
                 self.image,
+                self.channel_axis,
                 self.labels,
                 self.unpainted,
                 self.background_label,
@@ -160,6 +170,7 @@ class TrainWidget(WorkerWidget):
         self.best: dict[str, Any] | None = None
         self.source.changed.connect(self._show_fields)
         self.unpainted.changed.connect(self._show_fields)
+        self.image.changed.connect(self._show_fields)  # type: ignore[attr-defined]
         self._show_fields()
         self._labels_by_hand = self._choosing = False
         labels: Any = self.labels  # (magicgui's Container has a `labels` flag of its own: mypy sees that)
@@ -191,6 +202,8 @@ class TrainWidget(WorkerWidget):
         layers = self.source.value == SOURCES[0]
         for w in (self.image, self.labels, self.unpainted):
             w.visible = layers
+        self.channel_axis.reset_choices()
+        self.channel_axis.visible = layers and len(self.channel_axis.choices) > 1
         self.background_label.visible = layers and self.unpainted.value == "ignored"
         self.folder.visible = not layers
 
@@ -208,11 +221,20 @@ class TrainWidget(WorkerWidget):
             image, labels = self.image.value, self.labels.value
             if image is None or labels is None:
                 raise UnetkitError("choose the image layer and the labels layer painted on it")
+            pixels, channels = full_resolution(image), False
+            axis = chosen_axis(self.channel_axis.value)
+            if axis is not None:  # the layer's stains, moved last
+                pixels = channels_last(pixels, axis)
+                if job["init"] is not None and declared(job["init"]).channels == 1:
+                    pixels = pixels[..., shown_index(self.viewer, image, axis)]  # the stain it fine-tunes on
+                else:
+                    channels = True
             job["layers"] = {
-                "image": full_resolution(image),
+                "image": pixels,
                 "labels": full_resolution(labels),
                 "unpainted": self.unpainted.value,
                 "background_label": int(self.background_label.value),
+                "channels": channels,
             }
             job["name"] = safe_name(image.name)
         else:
@@ -348,6 +370,7 @@ def _train_job(job: dict[str, Any], hooks: TrainHooks, events: _Events) -> Any:
             name=job["name"],
             unpainted=layers["unpainted"],
             background_label=layers["background_label"],
+            channels=layers.get("channels", False),
         )
     else:
         data = job["data"]

@@ -15,7 +15,19 @@ from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
 from ..errors import UnetkitError
 
-__all__ = ["Scrolling", "WorkerWidget", "full_resolution", "is_result", "painted_labels", "result_labels"]
+__all__ = [
+    "NO_CHANNELS",
+    "Scrolling",
+    "WorkerWidget",
+    "channel_axis_choices",
+    "channels_last",
+    "chosen_axis",
+    "full_resolution",
+    "is_result",
+    "painted_labels",
+    "result_labels",
+    "shown_index",
+]
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +35,72 @@ log = logging.getLogger(__name__)
 def full_resolution(layer: Any) -> Any:
     """A layer's data at full resolution (level 0 of a multiscale layer), as it is: not loaded."""
     return layer.data[0] if layer.multiscale else layer.data
+
+
+#: the channel-axis choice that says the layer has none (its leading axes are planes)
+NO_CHANNELS = "none: planes"
+
+
+def channel_axis_choices(layer: Any) -> list[str]:
+    """What a channel-axis choice offers for an image layer: none, or one of its axes before the image's two
+    (``axis K (N)``: N channels). RGB layers have their colour axis already; 2-D layers have no other."""
+    if layer is None or getattr(layer, "rgb", False) or layer.ndim < 3:
+        return [NO_CHANNELS]
+    shape = full_resolution(layer).shape
+    return [NO_CHANNELS, *(f"axis {k} ({shape[k]})" for k in range(layer.ndim - 2))]
+
+
+def chosen_axis(value: Any) -> int | None:
+    """The axis of a channel-axis choice (None: no channels)."""
+    return None if value in (None, NO_CHANNELS) else int(str(value).split()[1])
+
+
+def shown_index(viewer: Any, layer: Any, axis: int) -> int:
+    """The index of ``layer``'s ``axis`` that the viewer shows (its slider)."""
+    where = np.asarray(layer.world_to_data(viewer.dims.point[-layer.ndim :]))
+    return int(np.clip(round(float(where[axis])), 0, full_resolution(layer).shape[axis] - 1))
+
+
+def channels_last(data: Any, axis: int) -> Any:
+    """``data`` with its channel ``axis`` moved last, without loading it: NumPy and Dask arrays move it as a view,
+    other arrays (zarr) are read window by window through :class:`_ChannelsLast`."""
+    if hasattr(data, "transpose"):
+        return np.moveaxis(data, axis, -1)
+    return _ChannelsLast(data, axis)
+
+
+class _ChannelsLast:
+    """A lazily read view of an array with one axis moved last (what :func:`channels_last` gives a zarr array):
+    ``shape``, ``dtype``, ``ndim`` and basic indexing (integers and slices)."""
+
+    def __init__(self, base: Any, axis: int) -> None:
+        self.base, self.axis = base, axis
+        shape = list(base.shape)
+        count = shape.pop(axis)
+        self.shape = (*shape, count)
+        self.dtype = base.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            at = next(i for i, k in enumerate(key) if k is Ellipsis)
+            key = (*key[:at], *(slice(None),) * (self.ndim - len(key) + 1), *key[at + 1 :])
+        key = (*key, *(slice(None),) * (self.ndim - len(key)))
+        order = list(key[:-1])
+        order.insert(self.axis, key[-1])
+        block = np.asarray(self.base[tuple(order)])
+        if isinstance(key[-1], (int, np.integer)):
+            return block
+        kept = [i for i, k in enumerate(order) if not isinstance(k, (int, np.integer))]
+        return np.moveaxis(block, kept.index(self.axis), -1)
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self[...]
+        return whole if dtype is None else whole.astype(dtype)
 
 
 #: names the Segment widget gives its results ("NAME objects", "NAME classes"; napari numbers duplicates "[1]")
@@ -44,18 +122,18 @@ SEGMENTED_KEY = "unetkit_segmented"
 
 
 def placed(
-    layer: Any, data: Any, plane: tuple[int, ...] = (), every: bool = False
+    layer: Any, data: Any, plane: tuple[int, ...] = (), every: bool = False, channel_axis: int | None = None
 ) -> tuple[Any, dict[str, Any]]:
     """A result of ``layer`` (an image or a volume, or ``plane`` of a stack) and the ``scale``/``translate`` that put
     it over the image: one plane at its index on the image's leading axes, every plane on all of them, an image (a
-    volume) on its last two (three). The arrays are copies: the image layer's own are never changed."""
+    volume) on its last two (three); the layer's ``channel_axis`` is not the result's (it shows over every
+    channel). The arrays are copies: the image layer's own are never changed."""
+    scale, translate = np.array(layer.scale, float), np.array(layer.translate, float)
+    if channel_axis is not None:
+        scale, translate = np.delete(scale, channel_axis), np.delete(translate, channel_axis)
     if not plane and not every:
         n = np.ndim(data)
-        return data, {
-            "scale": np.array(layer.scale[-n:], float),
-            "translate": np.array(layer.translate[-n:], float),
-        }
-    scale, translate = np.array(layer.scale, float), np.array(layer.translate, float)
+        return data, {"scale": scale[-n:], "translate": translate[-n:]}
     translate[: len(plane)] += np.asarray(plane) * scale[: len(plane)]
     return (np.asarray(data)[(None,) * len(plane)] if plane else data), {
         "scale": scale,

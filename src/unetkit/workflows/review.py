@@ -476,12 +476,14 @@ def retrain(
     say: Callable[[str], None] = log.info,
     hooks: Any = None,
     started: float | None = None,
+    channels: bool = False,
 ) -> Round:
     """Learn from one image's corrections: ``labels`` painted on ``image`` as a Review makes them (objects 2..,
     background ``background_label``, unreviewed pixels 0: ignored) become round N of the corrections ``folder``
     (``folder/round-N``), and ``model`` is fine-tuned for ``budget`` seconds (planning included, from ``started``)
     on every round of the folder so far (``folder/train-N``) into ``folder/model-N``: validated on corrected
-    objects held out, never below ``model``. The napari Review widget's **Retrain**."""
+    objects held out, never below ``model``. ``channels``: the image's last axis holds its channels (any count).
+    The napari Review widget's **Retrain**."""
     import shutil
 
     from .painted import write_painted_dataset
@@ -492,7 +494,7 @@ def retrain(
     number = (done[-1] if done else 0) + 1
     write_painted_dataset(
         image, labels, folder / f"round-{number}", name=f"r{number}", unpainted="ignored",
-        background_label=background_label,
+        background_label=background_label, channels=channels,
     )  # fmt: skip
     data = folder / f"train-{number}"
     for k in [*done, number]:  # every round so far, in one dataset

@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from ..inference.scale import estimate_diameter
 from ..pretrained import get_pretrained, list_pretrained
 
 __all__ = [
+    "Declared",
     "builtin_models",
     "declared",
     "model_card",
@@ -40,18 +41,29 @@ def builtin_models() -> list[str]:
     return [m.name for m in list_pretrained() if m.path.is_file()]
 
 
-def declared(model: str) -> tuple[int | None, int]:
-    """What a unetkit checkpoint (or built-in model) declares, from one read: its output classes and the image
-    dimensions it segments (2 or 3). ``(None, 2)`` when not known cheaply (an ONNX file, a package, a file that
-    does not load: segmenting says what is wrong when it runs)."""
+class Declared(NamedTuple):
+    """What a model declares: its output ``classes``, the image dimensions it segments (2 or 3), the ``channels``
+    it reads and the stored ``channel`` it was trained on (``--channel``); ``None`` where not known."""
+
+    classes: int | None
+    dims: int
+    channels: int | None = None
+    channel: int | None = None
+
+
+def declared(model: str) -> Declared:
+    """What a unetkit checkpoint (or built-in model) declares, from one read (:class:`Declared`). Nothing but
+    2-D when not known cheaply (an ONNX file, a package, a file that does not load: segmenting says what is wrong
+    when it runs)."""
     try:
         path = resolve_model_path(model)
         if path.suffix.lower() not in (".pt", ".pth"):
-            return None, 2
+            return Declared(None, 2)
         stored = read_model(path)
     except (UnetkitError, OSError, KeyError, TypeError, ValueError):
-        return None, 2
-    return stored.num_classes, stored.spatial_dims
+        return Declared(None, 2)
+    pre = stored.preprocessing
+    return Declared(stored.num_classes, stored.spatial_dims, pre.in_channels, pre.channel)
 
 
 def model_card(model: str) -> str:
@@ -111,9 +123,11 @@ def segment_array(
     instances: bool,
     probabilities: bool,
     on_tiles: Callable[[int, int], None] | None = None,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
-    """Segment ``data`` (``(H, W[, C])``; ``rgb``: the last axis is colour; a volume ``(D, H, W[, C])`` for a 3-D
-    model, segmented whole in memory as ``unetkit predict`` segments a z-stack) with ``model`` (a built-in name, a
+    """Segment ``data`` (``(H, W[, C])``; ``rgb``: the last axis is colour, RGB(A) as a viewer shows it;
+    ``channels_last``: the last axis holds channels, any count, none of them alpha; a volume ``(D, H, W[, C])`` for
+    a 3-D model, segmented whole in memory as ``unetkit predict`` segments a z-stack) with ``model`` (a built-in name, a
     checkpoint, a run folder, an ONNX file or a bioimage.io package) and the predictor ``options``. Returns
     ``labels`` (objects with ``instances``, else classes), ``probs`` (float16, with ``probabilities``), the
     ``objects`` count and ``table``, ``keep`` (the temporary folder holding an on-disk result: keep it while
@@ -124,7 +138,7 @@ def segment_array(
     if predictor.spatial_dims == 3:
         got = _volume_with(predictor, data, name, instances, probabilities)
     else:
-        got = _segment_with(predictor, data, rgb, name, instances, probabilities, on_tiles)
+        got = _segment_with(predictor, data, rgb, name, instances, probabilities, on_tiles, channels_last)
     return {**got, "seconds": time.perf_counter() - start}
 
 
@@ -137,6 +151,7 @@ def segment_planes(
     options: dict[str, Any],
     instances: bool,
     on_tiles: Callable[[int, int], None] | None = None,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Segment every plane of a stack or time-lapse ``data`` (``(N, H, W[, C])``: one leading axis, planes read one
     at a time) with ``model``, loaded once, as :func:`segment_array` segments one image; with a 3-D model every
@@ -160,7 +175,7 @@ def segment_planes(
             got = _volume_with(predictor, data[k], label, instances, False)
             tiles(1, 1)
         else:
-            got = _segment_with(predictor, data[k], rgb, label, instances, False, tiles)
+            got = _segment_with(predictor, data[k], rgb, label, instances, False, tiles, channels_last)
         labels = np.asarray(got["labels"])
         if instances:
             labels = np.where(labels > 0, labels.astype(np.int64) + offset, 0)
@@ -208,11 +223,12 @@ def _segment_with(
     instances: bool,
     probabilities: bool,
     on_tiles: Callable[[int, int], None] | None,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """One 2-D image with a loaded predictor (see :func:`segment_array`)."""
     # a napari RGB layer of 4 channels is RGBA: the viewer says so
     source = predictor.select(
-        ImageSource(data, 2 if rgb else None, name, alpha=rgb and np.shape(data)[-1] == 4)
+        ImageSource(data, 2 if rgb or channels_last else None, name, alpha=rgb and np.shape(data)[-1] == 4)
     )
     h, w = source.spatial_shape
     keep, store = None, None
