@@ -852,6 +852,9 @@ def test_a_layer_of_stains_segments_and_trains_with_its_channel_axis(make_napari
     assert tuple(objects.scale) == (0.5, 0.5)  # over the image, whichever channel is shown
     assert objects.metadata[SEGMENTED_KEY]["options"]["channel"] == 1
     assert objects.metadata[SEGMENTED_KEY]["channel_axis"] == 0
+    assert widget.status.value.startswith("stains (channel 1 of axis 0): ")  # what was read, said
+    viewer.window.add_dock_widget(widget, name="Segment", area="right")
+    _screenshot(viewer, "napari-stains.png", tmp_path)
 
     viewer.add_labels(truth, name="truth", scale=(0.5, 0.5))
     train = TrainWidget(viewer)

@@ -374,7 +374,9 @@ class SegmentWidget(WorkerWidget):
         if table is not None and len(table["label"]):
             doubt = f" ({int((table['confidence'] < 0.5).sum())} doubtful: confidence under 0.5)"
         said = f"; {result['sizes']}" if result.get("sizes") else ""
-        self.status.value = f"{layer.name}: {found} in {result['seconds']:.1f} s{doubt}{said}"
+        read = result["options"].get("channel") if channel_axis is not None else None
+        stain = f" (channel {read} of axis {channel_axis})" if read is not None else ""
+        self.status.value = f"{layer.name}{stain}: {found} in {result['seconds']:.1f} s{doubt}{said}"
 
 
 def _segment(
