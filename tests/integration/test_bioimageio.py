@@ -423,3 +423,21 @@ def test_an_unpacked_package_goes_with_its_model(tmp_path):
     Predictor.from_checkpoint(unpacked)  # a folder given as the package is the user's: kept when released
     gc.collect()
     assert (unpacked / "rdf.yaml").is_file()
+
+
+def test_a_model_trained_on_one_stain_says_which_in_its_package(tmp_path):
+    """A `train --channel 1` model reads one channel: the package's input names the stored channel it learnt
+    (another tool feeding it the first channel of a two-stain image would segment the wrong stain)."""
+    from unetkit.checkpoint import load_checkpoint
+
+    payload = load_checkpoint("nuclei")
+    payload["preprocessing"]["channel"] = 1  # as `unetkit train --channel 1` records it
+    torch.save(payload, tmp_path / "dapi.pt")
+    package = export_bioimageio(tmp_path / "dapi.pt", tmp_path / "dapi.zip", instances=False)
+    with zipfile.ZipFile(package.path) as archive:
+        rdf = yaml.safe_load(archive.read("rdf.yaml"))
+        card = archive.read("README.md").decode()
+    raw = rdf["inputs"][0]
+    assert raw["axes"][1]["channel_names"] == ["channel1"] and "channel 1 (0-based)" in raw["description"]
+    assert "channel 1 of multi-channel images" in rdf["description"]
+    assert "it reads channel 1 (0-based; trained with `--channel 1`)" in card

@@ -350,7 +350,8 @@ def _rdf(
         "name": title,
         "description": description
         or f"U-Net segmentation model trained with unetkit {payload.get('unetkit_version', __version__)}: "
-        f"{', '.join(out_names)} probabilities from {channels}-channel images.",
+        f"{', '.join(out_names)} probabilities from {channels}-channel images"
+        + (f" (channel {pre.channel} of multi-channel images, 0-based)." if pre.channel is not None else "."),
         "authors": who,
         "cite": CITATIONS,
         "license": license,
@@ -370,10 +371,20 @@ def _rdf(
         "inputs": [
             {
                 "id": "raw",
-                "description": "raw image, channels first",
+                "description": "raw image, channels first"
+                + (
+                    f": channel {pre.channel} (0-based) of images with several, the one it was trained on"
+                    if pre.channel is not None
+                    else ""
+                ),
                 "axes": [
                     {"type": "batch"},
-                    {"type": "channel", "channel_names": [f"channel{i}" for i in range(channels)]},
+                    {
+                        "type": "channel",
+                        "channel_names": [f"channel{i}" for i in range(channels)]
+                        if pre.channel is None
+                        else [f"channel{pre.channel}"],  # the stored channel it reads
+                    },
                     *space,
                 ],
                 "test_tensor": {"source": "test_input.npy"},
@@ -494,7 +505,13 @@ def _model_card(
         "",
         "## Input and output",
         "",
-        f"- input: {pre.in_channels} channel(s), normalised as `{json.dumps(pre.normalization)}`",
+        f"- input: {pre.in_channels} channel(s), normalised as `{json.dumps(pre.normalization)}`"
+        + (
+            f"; of images with several channels it reads channel {pre.channel} (0-based; trained with "
+            f"`--channel {pre.channel}`): give it that channel alone"
+            if pre.channel is not None
+            else ""
+        ),
         f"- output `probabilities`: probabilities of {', '.join(pre.class_names or ['foreground'])}",
         *(
             [
