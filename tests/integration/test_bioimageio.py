@@ -441,3 +441,7 @@ def test_a_model_trained_on_one_stain_says_which_in_its_package(tmp_path):
     assert raw["axes"][1]["channel_names"] == ["channel1"] and "channel 1 (0-based)" in raw["description"]
     assert "channel 1 of multi-channel images" in rdf["description"]
     assert "it reads channel 1 (0-based; trained with `--channel 1`)" in card
+    from bioimageio.spec import InvalidDescr, load_description
+
+    described = load_description(package.path)
+    assert not isinstance(described, InvalidDescr), described.validation_summary.format()
