@@ -343,3 +343,16 @@ def test_a_model_trained_on_one_stain_reads_that_stain_when_it_predicts(tmp_path
     assert not np.array_equal(
         read_image(tmp_path / "m" / "a0.png"), read_image(tmp_path / "p" / "a0.png")
     )  # the marker
+    # fine-tuned on the same images without --channel: the stain it learnt (it became a two-channel model)
+    assert main(["train", str(data), "--out", str(tmp_path / "tuned"), "--init", run, *TINY_CLI]) == 0
+    assert "reads channel 1 of images with several" in capsys.readouterr().err
+    pre = load_checkpoint(tmp_path / "tuned" / "best.pt")["preprocessing"]
+    assert pre["channel"] == 1 and pre["in_channels"] == 1
+    for i in range(3):  # on images of that stain alone: nothing to pick
+        write_image(tmp_path / "dapi-data" / "masks" / f"a{i}.png", read_image(data / "masks" / f"a{i}.png"))
+        write_image(
+            tmp_path / "dapi-data" / "images" / f"a{i}.tif", read_image(tmp_path / "dapi" / f"a{i}.tif")
+        )
+    assert main(["train", str(tmp_path / "dapi-data"), "--out", str(tmp_path / "alone"), "--init", run, *TINY_CLI]) == 0  # fmt: skip
+    assert "reads channel" not in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "alone" / "best.pt")["preprocessing"]["in_channels"] == 1

@@ -370,6 +370,17 @@ def guard_run_folder(
     RunFolder(out).existing(overwrite)
 
 
+def _learnt_channel(cfg: RunConfig) -> int | None:
+    """The stored channel the starting model (``--init``) learnt from multi-channel images (``--channel`` at its
+    training), when this run picks none and the model reads one channel; else None."""
+    if not cfg.train.init or cfg.data.channel is not None:
+        return None
+    from ..checkpoint import read_model
+
+    pre = read_model(cfg.train.init).preprocessing
+    return pre.channel if pre.in_channels == 1 else None
+
+
 def resolve_data(
     cfg: RunConfig,
     data: str | Path,
@@ -383,15 +394,29 @@ def resolve_data(
     if described_volumes(data) and cfg.model.spatial_dims == 2:
         log.info("%s/dataset.yaml says the samples are volumes: training a 3-D network", data)
         cfg.model = dataclasses.replace(cfg.model, spatial_dims=3)
-    report = check_dataset(
-        data,
-        cfg.data,
-        num_classes=cfg.model.num_classes,
-        in_channels=cfg.model.in_channels,
-        volumes=cfg.model.spatial_dims == 3,
-        evidence=evidence,
-    )
-    report.raise_if_problems()
+
+    def checked() -> DataReport:
+        found = check_dataset(
+            data,
+            cfg.data,
+            num_classes=cfg.model.num_classes,
+            in_channels=cfg.model.in_channels,
+            volumes=cfg.model.spatial_dims == 3,
+            evidence=evidence,
+        )
+        found.raise_if_problems()
+        return found
+
+    report = checked()
+    learnt = _learnt_channel(cfg)
+    if learnt is not None and (report.in_channels or 1) > 1:  # a stain model fine-tuned on images of several
+        log.info(
+            "--init %s reads channel %d of images with several (it was trained with --channel %d): so does this "
+            "run (--channel N to choose another)",
+            cfg.train.init, learnt, learnt,
+        )  # fmt: skip
+        cfg.data = dataclasses.replace(cfg.data, channel=learnt)
+        report = checked()
     if folder is not None:
         files = sample_files(report.samples)
         described = [Path(data) / DESCRIPTOR] if (Path(data) / DESCRIPTOR).is_file() else []
