@@ -511,6 +511,8 @@ def channel_indices(
         if len(varying) == 1:
             said = f"{name}: only channel {_channel_name(varying[0], len(index))} varies (the others hold one value each): the model reads it"  # fmt: skip
             if said not in _TOLD:  # once per image (its header is checked, then it is read)
+                if len(_TOLD) >= 4096:  # a long process (a server, a notebook) keeps the recent ones only
+                    _TOLD.clear()
                 _TOLD.add(said)
                 log.info("%s", said)
             return varying
