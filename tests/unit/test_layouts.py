@@ -295,3 +295,31 @@ def test_recorded_normalisation(tmp_path, method):
         assert norm["mean"][0] == pytest.approx(pixels.mean()) and norm["std"][0] == pytest.approx(
             pixels.std()
         )
+
+
+def test_image_files_unetkit_cannot_read_are_named_not_passed_over(tmp_path, caplog):
+    """A folder of a microscope's own files (.czi, .nd2) beside exported TIFFs: the TIFFs are used and the others
+    named once, with the fix; with nothing readable, the refusal names them; a notes file says nothing."""
+    import logging
+
+    from unetkit.data.layouts import find_images
+    from unetkit.errors import DataError
+    from unetkit.workflows.predict import collect_inputs
+
+    folder = tmp_path / "mixed"
+    write_image(folder / "a.tif", synth_nuclei(64, seed=1)[0])
+    for name in ("b.czi", "c.ND2", "notes.txt", ".hidden.czi"):
+        (folder / name).write_bytes(b"ZISRAWFILE")
+    with caplog.at_level(logging.WARNING, logger="unetkit"):
+        assert find_images(folder) == [folder / "a.tif"]
+        assert find_images(folder) == [folder / "a.tif"]
+    said = [r.getMessage() for r in caplog.records if "does not read" in r.getMessage()]
+    assert len(said) == 1 and "(b.czi, c.ND2)" in said[0] and "export them as TIFF" in said[0], said
+    assert "notes.txt" not in said[0] and ".hidden" not in said[0]
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "x.czi").write_bytes(b"ZISRAWFILE")
+    with pytest.raises(DataError, match=r"no image files .* \(x\.czi\): export them as TIFF"):
+        collect_inputs([only])
+    with pytest.raises(DataError, match="export it as TIFF"):
+        collect_inputs([only / "x.czi"])

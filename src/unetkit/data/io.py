@@ -384,6 +384,31 @@ FORMATS: dict[str, ImageFormat] = {
 IMAGE_SUFFIXES = tuple(suffix for suffix, f in FORMATS.items() if f.read is not None)
 #: the suffixes :func:`read_volume` reads
 VOLUME_SUFFIXES = tuple(suffix for suffix, f in FORMATS.items() if f.volume is not None)
+#: image formats unetkit does not read (microscopes' own, slide scanners', other pictures): a folder's files in
+#: them are named, never passed over in silence
+FOREIGN_IMAGE_SUFFIXES = (
+    ".czi", ".nd2", ".lif", ".lof", ".lsm", ".oib", ".oif", ".oir", ".ims", ".vsi", ".ets", ".zvi", ".dv",
+    ".r3d", ".stk", ".ics", ".ids", ".sld", ".lei", ".svs", ".ndpi", ".scn", ".mrxs", ".qptiff", ".dm3", ".dm4",
+    ".mrc", ".gif", ".webp", ".jp2", ".heic",
+)  # fmt: skip
+
+
+def foreign_images(folder: Path) -> list[Path]:
+    """The files directly inside ``folder`` in image formats unetkit does not read, sorted."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in FOREIGN_IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def not_read(files: list[Path]) -> str:
+    """What to say of image files in formats unetkit does not read, with the fix."""
+    shown = ", ".join(f.name for f in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    return (
+        f"{len(files)} file(s) in formats unetkit does not read ({shown}): export them as TIFF (Fiji: File > "
+        "Save As > Tiff; or bfconvert)"
+    )
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:

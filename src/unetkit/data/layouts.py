@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ import numpy as np
 
 from ..config import LAYOUTS
 from ..errors import DataError
-from .io import IMAGE_SUFFIXES, count_planes, read_image, read_volume
+from .io import IMAGE_SUFFIXES, count_planes, foreign_images, not_read, read_image, read_volume
 from .spec import DESCRIPTOR, DatasetSpec
 
 __all__ = [
@@ -53,6 +54,8 @@ __all__ = [
     "read_sample_image",
     "read_sample_mask",
 ]
+
+log = logging.getLogger(__name__)
 
 #: mask names = image name + one of these (longest first), or one of the prefixes + image name
 MASK_SUFFIXES = ("_cp_masks", "_masks", "_mask", "_labels", "_label", "_seg", "_gt")
@@ -108,12 +111,25 @@ class Naming:
 
 
 def find_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted (hidden files skipped)."""
-    return sorted(
+    """Image files directly inside ``folder``, sorted (hidden files skipped). Files beside them in image formats
+    unetkit does not read (a microscope's .czi, .nd2 ...) are said once per folder, with the fix, never passed
+    over in silence."""
+    found = sorted(
         p
         for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
+    foreign = foreign_images(folder)
+    said = f"{folder}: {not_read(foreign)}" if foreign else None
+    if said is not None and said not in _SAID:
+        if len(_SAID) >= 4096:  # a long process keeps the recent ones only
+            _SAID.clear()
+        _SAID.add(said)
+        log.warning("%s%s", said, f"; the {len(found)} image(s) it reads are used" if found else "")
+    return found
+
+
+_SAID: set[str] = set()
 
 
 def mask_stem(stem: str) -> str:

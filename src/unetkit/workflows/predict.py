@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import resolve_model_path
 from ..config import FORMATS, PROBS_DTYPES, OutputConfig, PredictConfig, check_values
-from ..data.io import IMAGE_SUFFIXES
+from ..data.io import FOREIGN_IMAGE_SUFFIXES, IMAGE_SUFFIXES, foreign_images, not_read
 from ..data.layouts import Naming, detect_layout, find_images, load_layout
 from ..data.lazy import missing_chunks, ome_level, open_image
 from ..device import tune_allocator
@@ -110,15 +110,21 @@ def collect_inputs(
                 items.extend(samples_as_inputs(found_layout.samples))
                 continue
             found = find_images(p) if p.is_dir() else []
+            foreign = foreign_images(p) if p.is_dir() else []
             if not found:
                 raise DataError(
                     f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) and no dataset layout (images/, "
                     "ID/images/, a stack, 01/ ...) in this folder"
+                    + (f"; {not_read(foreign)}" if foreign else "")
                 )
             items.extend(InputImage(f.stem, f) for f in found)
         elif p.is_file():
             if p.suffix.lower() not in IMAGE_SUFFIXES:
-                raise DataError(f"{p}: not an image file; supported: {', '.join(IMAGE_SUFFIXES)}")
+                hint = "; export it as TIFF (Fiji: File > Save As > Tiff; or bfconvert)"
+                raise DataError(
+                    f"{p}: not an image file unetkit reads; supported: {', '.join(IMAGE_SUFFIXES)}"
+                    + (hint if p.suffix.lower() in FOREIGN_IMAGE_SUFFIXES else "")
+                )
             items.append(InputImage(p.stem, p, stack=layout == "isbi"))  # --layout isbi: pages are images
         else:
             raise DataError(f"{p}: no such file or folder")
