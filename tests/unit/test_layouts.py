@@ -323,3 +323,25 @@ def test_image_files_unetkit_cannot_read_are_named_not_passed_over(tmp_path, cap
         collect_inputs([only])
     with pytest.raises(DataError, match="export it as TIFF"):
         collect_inputs([only / "x.czi"])
+
+
+def test_masks_saved_as_jpeg_are_refused_with_the_fix(tmp_path):
+    """A binary mask saved as JPEG gains dozens of values along its edges: check-data suggested reading them as
+    object labels (each artefact value an object); it is refused, in training and in evaluation alike."""
+    from unetkit.errors import DataError
+    from unetkit.workflows.pairing import read_array
+
+    data = tmp_path / "data"
+    for k in range(2):
+        image, labels = synth_nuclei((96, 96), seed=k)
+        write_image(data / "images" / f"s{k}.png", image)
+        (data / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(((labels > 0) * 255).astype(np.uint8)).save(data / "masks" / f"s{k}.jpg", quality=90)
+    assert len(np.unique(np.asarray(Image.open(data / "masks" / "s0.jpg")))) > 10  # what JPEG did to it
+    report = check_dataset(data)
+    assert len(report.problems) == 2 and all(
+        "saved as JPEG" in p and "PNG or TIFF" in p for p in report.problems
+    )
+    assert not any("--mask-encoding" in p for p in report.problems)
+    with pytest.raises(DataError, match="saved as JPEG"):
+        read_array(data / "masks" / "s0.jpg")

@@ -402,6 +402,16 @@ def foreign_images(folder: Path) -> list[Path]:
     )
 
 
+def refuse_lossy_mask(path: str | Path) -> None:
+    """A mask (labels, classes, a prediction) saved as JPEG is refused: lossy compression changed its values
+    along every edge (a binary mask gains dozens of values), so no reading of it is exact."""
+    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
+        raise DataError(
+            f"{path}: a mask saved as JPEG, whose lossy compression changes the values along every edge (a binary "
+            "mask gains dozens of values): save masks as PNG or TIFF (lossless)"
+        )
+
+
 def not_read(files: list[Path]) -> str:
     """What to say of image files in formats unetkit does not read, with the fix."""
     shown = ", ".join(f.name for f in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")

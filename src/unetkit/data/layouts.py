@@ -34,7 +34,15 @@ import numpy as np
 
 from ..config import LAYOUTS
 from ..errors import DataError
-from .io import IMAGE_SUFFIXES, count_planes, foreign_images, not_read, read_image, read_volume
+from .io import (
+    IMAGE_SUFFIXES,
+    count_planes,
+    foreign_images,
+    not_read,
+    read_image,
+    read_volume,
+    refuse_lossy_mask,
+)
 from .spec import DESCRIPTOR, DatasetSpec
 
 __all__ = [
@@ -494,6 +502,8 @@ def read_sample_mask(sample: Sample, volume: bool = False) -> np.ndarray:
 
     Where object masks overlap, a pixel keeps the object whose file comes first in sorted name order.
     """
+    for path in sample.mask if isinstance(sample.mask, tuple) else [sample.mask] if sample.mask else []:
+        refuse_lossy_mask(path)
     if volume:
         if sample.mask is None:
             raise DataError(f"{sample.image_label}: no mask for this volume")

@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 
 from ..config import FINDING_KEYS, PRED_ENCODINGS, DataConfig
 from ..data.checks import naming_of, resolve_encoding
-from ..data.io import IMAGE_SUFFIXES, count_planes, read_image, read_volume
+from ..data.io import IMAGE_SUFFIXES, count_planes, read_image, read_volume, refuse_lossy_mask
 from ..data.layouts import (
     MASK_DIRS,
     Sample,
@@ -184,7 +184,9 @@ def is_volume(path: Path) -> bool:
 
 def read_array(path: Path, page: int | None = None, key: str = "mask") -> np.ndarray:
     """A prediction or mask file as stored: a label image (``(H, W)``, or ``(H, W, 3)`` colours), page ``page``
-    of a stack, array ``key`` of a ``predict`` zarr group, or a volume (TIFF z-stack, zarr array)."""
+    of a stack, array ``key`` of a ``predict`` zarr group, or a volume (TIFF z-stack, zarr array). JPEG is
+    refused (lossy: its labels are not exact)."""
+    refuse_lossy_mask(path)
     if path.suffix.lower() == ".zarr" and path.is_dir():
         import zarr
 
