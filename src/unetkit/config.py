@@ -546,6 +546,12 @@ class PredictConfig:
     tta: bool = option(
         False, "test-time augmentation: average over 8 flips/rotations of each tile (8x the time)"
     )
+    invert: bool = option(
+        False,
+        "the objects are dark on a bright background (bright-field, stained sections) and the model learnt "
+        "bright ones on dark (the built-in nuclei model: fluorescence): read the images with their intensities "
+        "reversed",
+    )
     min_size: int | None = option(
         None,
         "drop objects under this many pixels",

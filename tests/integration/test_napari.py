@@ -107,6 +107,7 @@ def test_the_segment_widget_starts_from_unetkit_predicts_defaults(make_napari_vi
     defaults = PredictConfig()
     assert widget.tile.value == 0 and "training patch" in widget.tile.tooltip  # 0: the model's, as the CLI
     assert widget.tta.value == defaults.tta and widget.threshold.value == defaults.threshold
+    assert widget.invert.value == defaults.invert  # dark objects (bright-field): off, as --invert
     assert widget.diameter.value == 0 and defaults.diameter is None  # 0: as the model learnt
     assert widget.min_size.value == (
         defaults.min_size or 0
@@ -892,3 +893,23 @@ def test_a_layer_of_stains_segments_and_trains_with_its_channel_axis(make_napari
     for key in [(slice(10, 50), slice(3, 70)), (5,), (slice(None), 7, 1), (..., 0), (slice(2, 9), ...)]:
         np.testing.assert_array_equal(lazy[key], eager[key])
     np.testing.assert_array_equal(np.asarray(lazy), eager)
+
+
+def test_a_bright_field_layer_is_said_and_segmented_with_invert(make_napari_viewer, qtbot):
+    """Dark nuclei on a bright background: the status says so with the fix; ticked, the objects are found."""
+    from unetkit import synth_nuclei
+
+    image, _ = synth_nuclei((160, 160), seed=2)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image((image.max() - image).astype(image.dtype), name="bright-field")
+    widget = SegmentWidget(viewer)
+    widget.image.value = layer
+    widget.start()
+    _wait(qtbot, widget)
+    assert "background looks bright" in widget.status.value and "tick 'invert'" in widget.status.value
+    widget.invert.value = True
+    widget.start()
+    _wait(qtbot, widget)
+    found = np.asarray(viewer.layers[-1].data)
+    np.testing.assert_array_equal(found, Predictor.from_checkpoint("nuclei").predict_instances(image))
+    assert "background looks bright" not in widget.status.value

@@ -188,3 +188,40 @@ def test_predict_files_takes_one_path_as_one_input_never_its_characters(tmp_path
     assert sorted(p.source.name for p in done) == ["synth_000.png", "synth_001.png"]
     again = predict_files("nuclei", data / "images", tmp_path / "out2", progress=False)  # a Path too
     assert len(again) == 2
+
+
+def test_dark_objects_on_a_bright_background_are_said_and_read_with_invert(tmp_path, caplog):
+    """A bright-field image (dark nuclei, bright background) given to the built-in fluorescence model: it found
+    the background as objects (F1 0) and said nothing. Now it says so, naming the image and --invert, and
+    --invert reads it as the model expects; a fluorescence image says nothing."""
+    import logging
+
+    from unetkit import synth_nuclei
+    from unetkit.cli.main import main
+    from unetkit.data.normalize import Normalizer
+    from unetkit.metrics.instance import match_instances
+
+    image, truth = synth_nuclei((192, 192), seed=4)
+    dark = (image.max() - image).astype(image.dtype)
+    plain, inverted = Predictor.from_pretrained("nuclei"), Predictor.from_pretrained("nuclei", invert=True)
+    with caplog.at_level(logging.WARNING, logger="unetkit"):
+        missed = plain.predict_instances(dark, "bright-field.png")
+        found = inverted.predict_instances(dark, "bright-field.png")
+        plain.predict_instances(image, "fluorescence.png")
+    said = [r.getMessage() for r in caplog.records if "background looks bright" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("bright-field.png:") and "--invert" in said[0], said
+    assert match_instances(truth, missed).f1() < 0.3 < 0.9 < match_instances(truth, found).f1()
+    np.testing.assert_array_equal(
+        found, plain.predict_instances(image)
+    )  # the image it mirrors, exactly as read
+    # each normalisation reversed within its own statistics; never recorded in a checkpoint
+    x = np.random.default_rng(0).random((2, 16, 16)).astype(np.float32) * 200
+    for method in ("percentile", "minmax", "zscore"):
+        np.testing.assert_allclose(Normalizer(method, invert=True)(x), Normalizer(method)(-x), atol=1e-5)
+    np.testing.assert_allclose(Normalizer("fixed", invert=True)(x), (255 - x) / 255, atol=1e-6)
+    assert "invert" not in Normalizer(invert=True).to_dict()
+    write_image_dir = tmp_path / "pred"
+    write_image_dir.mkdir()
+    assert (
+        main(["evaluate", str(write_image_dir), str(tmp_path), "--invert"]) == 2
+    )  # predictions: nothing to read

@@ -45,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="with a MODEL: auto, cpu, cuda, ... (default: auto)")
     add_options(p, "evaluate", ("pred_encoding",))
+    add_options(p, "predict", ("invert",))  # with a MODEL: how it reads the images
     p.add_argument("--overwrite", action="store_true", help="replace an existing report or predictions")
     add_progress(p)
     add_reading_args(p)
@@ -57,10 +58,12 @@ def run(args: argparse.Namespace) -> int:
         data.class_values = list(range(args.num_classes))
     kind = model_or_predictions(args.pred)
     is_model = kind != "predictions"
-    if data.channel is not None and not is_model:
-        raise ConfigError(
-            f"--channel picks the channel a MODEL reads; {args.pred} holds predictions: drop it"
-        )
+    reading = {k: v for k, v in given_options(args, "predict").items() if k == "invert"}  # how a MODEL reads
+    for flag, given in (("--channel", data.channel is not None), ("--invert", bool(reading))):
+        if given and not is_model:
+            raise ConfigError(
+                f"{flag} says how a MODEL reads the images; {args.pred} holds predictions: drop it"
+            )
     guard_evaluation_outputs(
         args.pred, args.gt, kind == "model", csv=args.csv, json=args.json, report=args.report,
         overwrite=args.overwrite, config=getattr(args, "config", None),
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=args.progress,
                 data_config=data,
                 **{k: v for k, v in given_options(args, "evaluate").items() if k != "pred_encoding"},
+                **reading,
             )
             _write(result, args)
     else:

@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", required=True, help="folder for the results")
     add_options(p, "predict", ("tile", "overlap", "blend", "batch_size", "threshold", "tta"))
     add_options(p, "output", ("instances", "max_memory_gib"))
-    add_options(p, "predict", ("min_size", "diameter", "channel"))
+    add_options(p, "predict", ("min_size", "diameter", "channel", "invert"))
     add_options(p, "output", ("object_context", "format", "level", "overlay", "save_probs"),
                 save_probs={"nargs": "?", "const": "float16"})  # fmt: skip
     add_options(p, "predict", ("engine", "precision", "compile", "device"))

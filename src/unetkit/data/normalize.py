@@ -8,10 +8,15 @@ Never "divide by 255 if the maximum exceeds 1": each scheme is chosen by name an
   measured by the data check and stored).
 - ``minmax``: per image minimum → 0, maximum → 1. ``zscore``: per image zero mean, unit variance.
 - ``none``: values as stored.
+
+``invert`` (prediction's ``--invert``, never recorded): dark objects on a bright background are read as a model of
+bright objects expects them: each scheme's mapping negated about its own statistics (``percentile``: the high
+percentile of the negated image maps to 1, so a bright-field background falls where a fluorescence one lies).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,6 +38,8 @@ class Normalizer:
     scale: float = 255.0
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    #: read the image with its intensities reversed (see the module docstring); not part of the record
+    invert: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -55,6 +62,17 @@ class Normalizer:
         :meth:`unetkit.data.lazy.ImageSource.subsample` reads): per-image statistics are then estimated from
         it and applied to every tile, so tiles share one normalisation.
         """
+        c = image.shape[0]
+        if self.invert:  # (x - offset) / scale of the negated image, as (x - offset') / scale' of the image
+            offset, scale = dataclasses.replace(self, invert=False)._of(-np.asarray(image, np.float32))
+            if self.method == "fixed":  # 0..scale reversed within itself, not below 0
+                return np.full(c, self.scale, np.float32), np.full(c, -self.scale, np.float32)
+            if self.method == "dataset":  # reflected about the training set's mean
+                return np.asarray(self.mean, np.float32), -scale
+            return -offset, -scale
+        return self._of(image)
+
+    def _of(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         c = image.shape[0]
         if self.method == "none":
             return np.zeros(c, np.float32), np.ones(c, np.float32)
@@ -89,6 +107,7 @@ class Normalizer:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("invert")  # how one prediction reads its images, not how the model was trained
         d["mean"] = list(self.mean) if self.mean is not None else None
         d["std"] = list(self.std) if self.std is not None else None
         return d

@@ -244,7 +244,7 @@ def predict_chunks(
 
     with predictor.select(open_image(image, volume=predictor.spatial_dims == 3)) as source:
         shape = tuple(source.spatial_shape)
-        stats = predictor.normalizer.statistics(source.subsample())  # the whole image's, for every chunk
+        stats = predictor.statistics(source.subsample(), image)  # the whole image's, for every chunk
     chunks = tuple(min(chunk, n) for n in shape)
     mask_sample = predictor.to_mask(np.zeros((1,) * len(shape), np.uint8))
     arrays = {"classes": str(scratch / "classes.zarr"), "mask": str(group / "mask")}

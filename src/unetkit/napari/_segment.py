@@ -113,6 +113,12 @@ class SegmentWidget(WorkerWidget):
             tooltip=f"network input size per tile; 0: {_TILE_DEFAULT}",
         )  # fmt: skip
         self.tta = CheckBox(text="average over the 8 rotations and flips (TTA)", value=PredictConfig().tta)
+        self.invert = CheckBox(
+            text="dark objects on a bright background (invert)",
+            value=PredictConfig().invert,
+            tooltip="bright-field or a stained section, for a model of bright objects on dark (the built-in "
+            "nuclei model: fluorescence): the image is read with its intensities reversed",
+        )
         self.threshold = FloatSpinBox(
             label="threshold", value=PredictConfig().threshold, min=0.01, max=0.99, step=0.05
         )
@@ -151,6 +157,7 @@ class SegmentWidget(WorkerWidget):
                 self.channel_axis,
                 self.tile,
                 self.tta,
+                self.invert,
                 self.threshold,
                 self.instances,
                 self.min_size,
@@ -241,6 +248,8 @@ class SegmentWidget(WorkerWidget):
             self.status.value = str(exc)
             return None
         options: dict[str, Any] = {"tile": int(self.tile.value) or None, "tta": bool(self.tta.value)}
+        if self.invert.value:
+            options["invert"] = True
         options["threshold"] = float(self.threshold.value)
         options["min_size"] = int(self.min_size.value) or None  # 0: auto
         if self.estimate.value:
@@ -374,6 +383,7 @@ class SegmentWidget(WorkerWidget):
         if table is not None and len(table["label"]):
             doubt = f" ({int((table['confidence'] < 0.5).sum())} doubtful: confidence under 0.5)"
         said = f"; {result['sizes']}" if result.get("sizes") else ""
+        said = said.replace("pass --invert", "tick 'invert' above")  # the widget's field, not the flag
         read = result["options"].get("channel") if channel_axis is not None else None
         stain = f" (channel {read} of axis {channel_axis})" if read is not None else ""
         self.status.value = f"{layer.name}{stain}: {found} in {result['seconds']:.1f} s{doubt}{said}"

@@ -252,7 +252,7 @@ def _segment_with(
         "objects": objects,
         "table": table,
         "keep": keep,
-        "sizes": predictor.scaling or outside_learnt_sizes(predictor, labels),
+        "sizes": predictor.polarity.get(name) or predictor.scaling or outside_learnt_sizes(predictor, labels),
     }
 
 
