@@ -175,6 +175,7 @@ _PRE_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "class_names": ((list, tuple), "a list"),
     "dataset": (dict, "a table"),
     "channel": (int, "an integer"),
+    "background": (str, "dark or bright"),
 }
 
 
@@ -200,6 +201,8 @@ class Preprocessing:
     dataset: dict[str, Any] | None = None
     #: the stored channel of multi-channel images the model reads (trained with ``--channel``; None: all)
     channel: int | None = None
+    #: the backgrounds of its training images: "dark" (fluorescence) or "bright" (bright-field); None: not recorded
+    background: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -221,6 +224,8 @@ class Preprocessing:
         norm = raw.get("normalization")
         if norm is not None and not isinstance(norm.get("method"), str):
             raise _damaged(source, "preprocessing.normalization.method", norm.get("method"), "a method name")
+        if raw.get("background") not in (None, "dark", "bright"):
+            raise _damaged(source, "preprocessing.background", raw.get("background"), "dark or bright")
         sizes = raw.get("object_diameter_range")
         if sizes is not None and (len(sizes) != 2 or not all(isinstance(v, int | float) for v in sizes)):
             raise _damaged(source, "preprocessing.object_diameter_range", sizes, "two numbers")
@@ -242,6 +247,7 @@ class Preprocessing:
             object_diameter_range=(float(sizes[0]), float(sizes[1])) if sizes is not None else None,
             dataset=raw.get("dataset"),
             channel=raw.get("channel"),
+            background=raw.get("background"),
             extra={k: v for k, v in raw.items() if k not in known},
         )
 
@@ -260,6 +266,8 @@ class Preprocessing:
             out["object_diameter_range"] = list(self.object_diameter_range)
         if self.channel is not None:
             out["channel"] = self.channel
+        if self.background is not None:
+            out["background"] = self.background
         names = list(self.class_names) if self.class_names is not None else None
         if names != (self.encoding or {}).get("class_names"):  # not stored twice when the encoding holds them
             out["class_names"] = names

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from tests.conftest import tiny_config
@@ -226,3 +227,37 @@ def test_the_run_folder_is_refused_before_planning_when_it_holds_a_run(tmp_path)
     guard_run_folder(tmp_path / "data", out, overwrite=True)
     guard_run_folder(tmp_path / "data", tmp_path / "new")
     assert (out / "best.pt").read_bytes() == b"x"
+
+
+def test_a_model_records_the_backgrounds_it_learnt_and_says_when_an_image_differs(
+    tiny_data, tmp_path, caplog
+):
+    """A model trained on bright-field images (dark nuclei, bright background) records it; given a fluorescence
+    image it says so with the fix (--invert), once; given its own kind, nothing. Fluorescence data record dark."""
+    import logging
+
+    from unetkit import Predictor, read_image, write_image
+    from unetkit.checkpoint import read_model
+    from unetkit.data.checks import check_dataset
+
+    bright = tmp_path / "bright"
+    for part in ("images", "masks"):
+        for f in sorted((tiny_data / part).iterdir()):
+            pixels = read_image(f)
+            write_image(
+                bright / part / f.name, (255 - pixels).astype(np.uint8) if part == "images" else pixels
+            )
+    (bright / "dataset.yaml").write_text((tiny_data / "dataset.yaml").read_text())  # how its masks are read
+    assert check_dataset(tiny_data).background == "dark" and check_dataset(bright).background == "bright"
+    run = train(bright, tmp_path / "run", tiny_config(epochs=1, steps_per_epoch=1), progress=False)
+    assert read_model(run.best_checkpoint).preprocessing.background == "bright"
+    predictor = Predictor.from_checkpoint(run.best_checkpoint)
+    fluorescence = read_image(next((tiny_data / "images").iterdir()))
+    with caplog.at_level(logging.WARNING, logger="unetkit"):
+        predictor.predict(fluorescence, "fluo.png")
+        predictor.predict(fluorescence, "fluo.png")
+        predictor.predict(255 - fluorescence, "bf.png")
+        Predictor.from_checkpoint(run.best_checkpoint, invert=True).predict(fluorescence, "asked.png")
+    said = [r.getMessage() for r in caplog.records if "background looks" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("fluo.png: its background looks dark"), said
+    assert "bright on a dark background (fluorescence), pass --invert" in said[0]

@@ -21,7 +21,7 @@ from ..errors import ConfigError, DataError
 from .io import check_pixel_values, collapse_gray, declares_alpha, sample_channels
 from .layouts import Naming, Sample, load_layout, read_sample_image, read_sample_mask
 from .masks import IGNORE, MaskEncoding, encode_mask, instance_evidence, suggest_encoding
-from .normalize import Normalizer
+from .normalize import Normalizer, background, background_position
 from .spec import DatasetSpec
 
 __all__ = ["DataReport", "check_dataset", "naming_of", "resolve_encoding"]
@@ -51,6 +51,9 @@ class DataReport:
     std: tuple[float, ...] | None = None
     object_diameter: float | None = None  # median equivalent diameter of the masks' objects, in pixels
     volumes: bool = False  # the samples were read as 3-D volumes
+    #: the images' backgrounds, "dark" (fluorescence) or "bright" (bright-field), by the median image's
+    #: :func:`~unetkit.data.normalize.background_position` of the channel the model reads first
+    background: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -174,6 +177,7 @@ class _Tally:
     small_noted: bool = False
     usable: list[Sample] = field(default_factory=list)
     diameters: list[np.ndarray] = field(default_factory=list)  # equivalent diameters of the masks' objects
+    positions: list[float] = field(default_factory=list)  # each image's background position (normalize.py)
 
     def __post_init__(self) -> None:
         self.class_pixels = np.zeros(self.n_classes, np.int64)
@@ -242,6 +246,7 @@ def check_dataset(
     found = np.concatenate(tally.diameters) if tally.diameters else np.zeros(0)
     typical = typical_diameter(found, volumes)
     report.object_diameter = round(typical, 2) if typical is not None else None
+    report.background = background(float(np.median(tally.positions))) if tally.positions else None
     report.samples = tally.usable if not report.problems else layout.samples
     return report
 
@@ -282,6 +287,7 @@ def _check_sample(
         report.problems.append(str(exc))
         return False
     tally.channel_of[s.image_label] = chw.shape[0]
+    tally.positions.append(background_position(chw[0]))
     spatial = tuple(chw.shape[1:])
     if tuple(mask.shape[: len(spatial)]) != spatial:
         have, want = "x".join(map(str, mask.shape[: len(spatial)])), "x".join(map(str, spatial))

@@ -25,7 +25,28 @@ import numpy as np
 from ..config import NORMALIZATIONS
 from ..errors import ConfigError
 
-__all__ = ["METHODS", "Normalizer", "normalize"]
+__all__ = ["BRIGHT_BACKGROUND", "METHODS", "Normalizer", "background", "background_position", "normalize"]
+
+#: where an image's median pixel lies in its 1-99.8 percentile range above which its background looks bright:
+#: measured on 104 generated fluorescence images (the built-in model's family, the style-shift suite) and the
+#: same images inverted, the median passed it on 1 of the first and 103 of the second
+BRIGHT_BACKGROUND = 0.5
+
+
+def background_position(plane: np.ndarray, max_pixels: int = 1 << 20) -> float:
+    """Where the median pixel of ``plane`` (one channel, any dimensions) lies in its 1-99.8 percentile range, 0 to 1,
+    on a regular subsample of at most about ``max_pixels``: low where the background is dark (fluorescence), high
+    where it is bright (bright-field)."""
+    values = np.asarray(plane, np.float32).ravel()
+    values = values[:: max(1, values.size // max_pixels)]
+    lo, mid, hi = np.percentile(values, [1.0, 50.0, 99.8])
+    return float((mid - lo) / (hi - lo)) if hi > lo else 0.0
+
+
+def background(position: float) -> str:
+    """ "bright" or "dark", by :func:`background_position`."""
+    return "bright" if position > BRIGHT_BACKGROUND else "dark"
+
 
 METHODS = NORMALIZATIONS
 

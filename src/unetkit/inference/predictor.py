@@ -24,7 +24,7 @@ from ..config import BLENDS, ENGINES, MAX_TILE, PRECISIONS, PredictConfig
 from ..data.io import check_pixel_values, read_image, sample_channels, to_channels_first
 from ..data.lazy import ImageSource
 from ..data.masks import MaskEncoding
-from ..data.normalize import Normalizer
+from ..data.normalize import Normalizer, background, background_position
 from ..errors import CheckpointError, DataError
 from ..pretrained import pretrained_path
 from .executor import MAX_TILES, RowsCallback, Stats, TileExecutor, available_memory, resolve_precision
@@ -51,15 +51,10 @@ log = logging.getLogger(__name__)
 #: the defaults of every Predictor setting: the CLI's (`unetkit predict`), one source
 _DEFAULTS = PredictConfig()
 
-#: where an image's median pixel lies in its 1-99.8 percentile range above which its background looks bright:
-#: measured on 104 generated fluorescence images (the built-in model's family, the style-shift suite) and the
-#: same images inverted, the median passed it on 1 of the first and 103 of the second
-BRIGHT_BACKGROUND = 0.5
-
 
 def learnt_background(path: str | Path) -> str | None:
-    """The backgrounds a model learnt, where its card says: "dark" for a built-in fluorescence model; None
-    (not known) for other models."""
+    """The backgrounds a built-in model learnt, as its card says: "dark" for a fluorescence model; None for
+    other models (a run's checkpoint records its own: ``preprocessing.background``)."""
     from ..checkpoint import resolve_model_path
     from ..pretrained import list_pretrained
 
@@ -136,8 +131,9 @@ class Predictor:
         self.invert = bool(invert)
         if self.invert:
             self.normalizer = dataclasses.replace(self.normalizer, invert=True)
-        #: the backgrounds the model learnt ("dark": fluorescence), when known (a built-in model's card says)
-        self.learnt_background: str | None = None
+        #: the backgrounds the model learnt ("dark": fluorescence; "bright": bright-field), when known (recorded by
+        #: its training, or a built-in model's card)
+        self.learnt_background: str | None = self.preprocessing.background
         #: per image, what :meth:`statistics` said of its background (see :meth:`statistics`)
         self.polarity: dict[str, str] = {}
         self.tta = tta
@@ -184,7 +180,7 @@ class Predictor:
         chosen = settings.pop("chosen", {})
         predictor = cls(model, preprocessing, **settings)
         predictor.chosen = chosen
-        predictor.learnt_background = learnt_background(path)
+        predictor.learnt_background = predictor.learnt_background or learnt_background(path)
         return predictor
 
     @classmethod
@@ -284,18 +280,21 @@ class Predictor:
     def statistics(self, x: np.ndarray, name: str | Path = "image") -> Stats:
         """The normalisation's per-channel ``(offset, scale)`` of raw ``(C, *spatial)`` pixels (or a subsample of
         them). A model that learnt dark backgrounds (fluorescence), given an image whose background looks bright
-        (half its pixels in the top half of its range, as in bright-field), says so once per image with the fix
-        (``--invert``), and keeps it in :attr:`polarity`: it would find the background as objects."""
+        (half its pixels in the top half of its range, as in bright-field), or the other way round, says so once
+        per image with the fix (``--invert``), and keeps it in :attr:`polarity`: it would find the background as
+        objects."""
         stats = self.normalizer.statistics(x)
-        if self.learnt_background == "dark" and not self.invert and str(name) not in self.polarity:
-            first = np.asarray(x[0], np.float32)
-            lo, hi = np.percentile(first, [1.0, 99.8])
-            where = float((np.median(first) - lo) / (hi - lo)) if hi > lo else 0.0
-            if where > BRIGHT_BACKGROUND:
+        if self.learnt_background is not None and not self.invert and str(name) not in self.polarity:
+            where = background_position(x[0])
+            if background(where) != self.learnt_background:
+                looks, learnt, objects = (
+                    ("bright", "dark ones (fluorescence)", "dark on a bright background (bright-field, a stained section)")
+                    if self.learnt_background == "dark"
+                    else ("dark", "bright ones (bright-field)", "bright on a dark background (fluorescence)")
+                )  # fmt: skip
                 said = (
-                    f"{name}: its background looks bright (half its pixels above {where:.0%} of its range) "
-                    "and this model learnt dark ones (fluorescence): if its objects are dark on a bright "
-                    "background (bright-field, a stained section), pass --invert"
+                    f"{name}: its background looks {looks} (its median pixel at {where:.0%} of its range) and this "
+                    f"model learnt {learnt}: if its objects are {objects}, pass --invert"
                 )
                 self.polarity[str(name)] = said
                 log.warning("%s", said)

@@ -248,7 +248,11 @@ def frozen_norm(cfg: RunConfig, images: int, model: torch.nn.Module) -> tuple[bo
 
 
 def _preprocessing(
-    cfg: RunConfig, encoding: MaskEncoding, normalizer: Normalizer, object_diameter: float | None
+    cfg: RunConfig,
+    encoding: MaskEncoding,
+    normalizer: Normalizer,
+    object_diameter: float | None,
+    background: str | None = None,
 ) -> dict[str, Any]:
     """What a checkpoint needs to rebuild the model's input and output, how its truth was read, and the scale
     of the objects it learnt (``predict --diameter`` rescales other images to it)."""
@@ -264,6 +268,8 @@ def _preprocessing(
         "dataset": {k: getattr(cfg.data, k) for k in FINDING_KEYS},
         # --channel: the stored channel it reads, which predict reads too (absent: every channel)
         **({"channel": cfg.data.channel} if cfg.data.channel is not None else {}),
+        # the backgrounds it learnt (dark: fluorescence; bright: bright-field): predict says when an image differs
+        **({"background": background} if background is not None else {}),
     }
 
 
@@ -382,7 +388,7 @@ def build_training(
     if why:
         log.info("%s", why)
     diameter = report.object_diameter * scale if report.object_diameter else report.object_diameter
-    preprocessing = _preprocessing(cfg, encoding, normalizer, diameter)
+    preprocessing = _preprocessing(cfg, encoding, normalizer, diameter, report.background)
     meta = {
         "patch_in": patch_in,
         "patch_out": patch_out,

@@ -117,7 +117,11 @@ def ship_checkpoint(
     pre = preprocessing_of(payload, best)  # in its current form, whichever unetkit wrote the run
     dataset = {k: v for k, v in (pre.dataset or {}).items() if k in FINDING_KEYS}
     ranged = (float(sizes[0]), float(sizes[1])) if sizes is not None else pre.object_diameter_range
-    payload["preprocessing"] = replace(pre, dataset=dataset, object_diameter_range=ranged).to_dict()
+    # its backgrounds are its card's (modality: fluorescence): not recorded, so the recipe still makes the
+    # shipped files bit for bit
+    payload["preprocessing"] = replace(
+        pre, dataset=dataset, object_diameter_range=ranged, background=None
+    ).to_dict()
     payload["state_dict"] = {
         k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()
     }
