@@ -175,7 +175,7 @@ _PRE_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "class_names": ((list, tuple), "a list"),
     "dataset": (dict, "a table"),
     "channel": (int, "an integer"),
-    "background": (str, "dark or bright"),
+    "background": ((int, float), "a number"),
 }
 
 
@@ -201,8 +201,9 @@ class Preprocessing:
     dataset: dict[str, Any] | None = None
     #: the stored channel of multi-channel images the model reads (trained with ``--channel``; None: all)
     channel: int | None = None
-    #: the backgrounds of its training images: "dark" (fluorescence) or "bright" (bright-field); None: not recorded
-    background: str | None = None
+    #: where its training images' backgrounds lie, 0 (dark: fluorescence) to 1 (bright: bright-field): the median
+    #: image's :func:`~unetkit.data.normalize.background_position`; None: not recorded
+    background: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -224,8 +225,8 @@ class Preprocessing:
         norm = raw.get("normalization")
         if norm is not None and not isinstance(norm.get("method"), str):
             raise _damaged(source, "preprocessing.normalization.method", norm.get("method"), "a method name")
-        if raw.get("background") not in (None, "dark", "bright"):
-            raise _damaged(source, "preprocessing.background", raw.get("background"), "dark or bright")
+        if raw.get("background") is not None and not 0 <= raw["background"] <= 1:
+            raise _damaged(source, "preprocessing.background", raw["background"], "a number from 0 to 1")
         sizes = raw.get("object_diameter_range")
         if sizes is not None and (len(sizes) != 2 or not all(isinstance(v, int | float) for v in sizes)):
             raise _damaged(source, "preprocessing.object_diameter_range", sizes, "two numbers")
@@ -247,7 +248,7 @@ class Preprocessing:
             object_diameter_range=(float(sizes[0]), float(sizes[1])) if sizes is not None else None,
             dataset=raw.get("dataset"),
             channel=raw.get("channel"),
-            background=raw.get("background"),
+            background=float(raw["background"]) if raw.get("background") is not None else None,
             extra={k: v for k, v in raw.items() if k not in known},
         )
 

@@ -248,9 +248,10 @@ def test_a_model_records_the_backgrounds_it_learnt_and_says_when_an_image_differ
                 bright / part / f.name, (255 - pixels).astype(np.uint8) if part == "images" else pixels
             )
     (bright / "dataset.yaml").write_text((tiny_data / "dataset.yaml").read_text())  # how its masks are read
-    assert check_dataset(tiny_data).background == "dark" and check_dataset(bright).background == "bright"
+    dark, light = check_dataset(tiny_data).background, check_dataset(bright).background
+    assert dark is not None and light is not None and dark < 0.5 < light
     run = train(bright, tmp_path / "run", tiny_config(epochs=1, steps_per_epoch=1), progress=False)
-    assert read_model(run.best_checkpoint).preprocessing.background == "bright"
+    assert read_model(run.best_checkpoint).preprocessing.background == light
     predictor = Predictor.from_checkpoint(run.best_checkpoint)
     fluorescence = read_image(next((tiny_data / "images").iterdir()))
     with caplog.at_level(logging.WARNING, logger="unetkit"):
@@ -261,3 +262,9 @@ def test_a_model_records_the_backgrounds_it_learnt_and_says_when_an_image_differ
     said = [r.getMessage() for r in caplog.records if "background looks" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith("fluo.png: its background looks dark"), said
     assert "bright on a dark background (fluorescence), pass --invert" in said[0]
+    from unetkit.data.normalize import other_way_round
+
+    assert other_way_round(0.9, 0.1) and other_way_round(0.1, 0.9)
+    assert not other_way_round(
+        0.55, 0.45
+    )  # one kind near the middle (phase contrast): not the other way round

@@ -21,7 +21,7 @@ from ..errors import ConfigError, DataError
 from .io import check_pixel_values, collapse_gray, declares_alpha, sample_channels
 from .layouts import Naming, Sample, load_layout, read_sample_image, read_sample_mask
 from .masks import IGNORE, MaskEncoding, encode_mask, instance_evidence, suggest_encoding
-from .normalize import Normalizer, background, background_position
+from .normalize import Normalizer, background_position
 from .spec import DatasetSpec
 
 __all__ = ["DataReport", "check_dataset", "naming_of", "resolve_encoding"]
@@ -51,9 +51,9 @@ class DataReport:
     std: tuple[float, ...] | None = None
     object_diameter: float | None = None  # median equivalent diameter of the masks' objects, in pixels
     volumes: bool = False  # the samples were read as 3-D volumes
-    #: the images' backgrounds, "dark" (fluorescence) or "bright" (bright-field), by the median image's
-    #: :func:`~unetkit.data.normalize.background_position` of the channel the model reads first
-    background: str | None = None
+    #: where the images' backgrounds lie, 0 (dark: fluorescence) to 1 (bright: bright-field): the median image's
+    #: :func:`~unetkit.data.normalize.background_position`, in the first channel the model reads
+    background: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -246,7 +246,7 @@ def check_dataset(
     found = np.concatenate(tally.diameters) if tally.diameters else np.zeros(0)
     typical = typical_diameter(found, volumes)
     report.object_diameter = round(typical, 2) if typical is not None else None
-    report.background = background(float(np.median(tally.positions))) if tally.positions else None
+    report.background = round(float(np.median(tally.positions)), 4) if tally.positions else None
     report.samples = tally.usable if not report.problems else layout.samples
     return report
 

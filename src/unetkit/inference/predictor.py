@@ -24,7 +24,13 @@ from ..config import BLENDS, ENGINES, MAX_TILE, PRECISIONS, PredictConfig
 from ..data.io import check_pixel_values, read_image, sample_channels, to_channels_first
 from ..data.lazy import ImageSource
 from ..data.masks import MaskEncoding
-from ..data.normalize import Normalizer, background, background_position
+from ..data.normalize import (
+    BRIGHT_BACKGROUND,
+    FLUORESCENCE_BACKGROUND,
+    Normalizer,
+    background_position,
+    other_way_round,
+)
 from ..errors import CheckpointError, DataError
 from ..pretrained import pretrained_path
 from .executor import MAX_TILES, RowsCallback, Stats, TileExecutor, available_memory, resolve_precision
@@ -52,8 +58,8 @@ log = logging.getLogger(__name__)
 _DEFAULTS = PredictConfig()
 
 
-def learnt_background(path: str | Path) -> str | None:
-    """The backgrounds a built-in model learnt, as its card says: "dark" for a fluorescence model; None for
+def learnt_background(path: str | Path) -> float | None:
+    """Where a built-in model's training backgrounds lie, as its card says: a fluorescence model's (dark); None for
     other models (a run's checkpoint records its own: ``preprocessing.background``)."""
     from ..checkpoint import resolve_model_path
     from ..pretrained import list_pretrained
@@ -63,7 +69,7 @@ def learnt_background(path: str | Path) -> str | None:
         entry = next((m for m in list_pretrained() if m.path.resolve() == where), None)
     except (OSError, ValueError, CheckpointError):
         return None
-    return "dark" if entry is not None and "fluorescence" in entry.modality else None
+    return FLUORESCENCE_BACKGROUND if entry is not None and "fluorescence" in entry.modality else None
 
 
 class Predictor:
@@ -131,9 +137,9 @@ class Predictor:
         self.invert = bool(invert)
         if self.invert:
             self.normalizer = dataclasses.replace(self.normalizer, invert=True)
-        #: the backgrounds the model learnt ("dark": fluorescence; "bright": bright-field), when known (recorded by
-        #: its training, or a built-in model's card)
-        self.learnt_background: str | None = self.preprocessing.background
+        #: where the model's training backgrounds lie (0 dark: fluorescence; 1 bright: bright-field), when known
+        #: (recorded by its training, or a built-in model's card)
+        self.learnt_background: float | None = self.preprocessing.background
         #: per image, what :meth:`statistics` said of its background (see :meth:`statistics`)
         self.polarity: dict[str, str] = {}
         self.tta = tta
@@ -180,7 +186,8 @@ class Predictor:
         chosen = settings.pop("chosen", {})
         predictor = cls(model, preprocessing, **settings)
         predictor.chosen = chosen
-        predictor.learnt_background = predictor.learnt_background or learnt_background(path)
+        if predictor.learnt_background is None:
+            predictor.learnt_background = learnt_background(path)
         return predictor
 
     @classmethod
@@ -286,10 +293,10 @@ class Predictor:
         stats = self.normalizer.statistics(x)
         if self.learnt_background is not None and not self.invert and str(name) not in self.polarity:
             where = background_position(x[0])
-            if background(where) != self.learnt_background:
+            if other_way_round(where, self.learnt_background):
                 looks, learnt, objects = (
                     ("bright", "dark ones (fluorescence)", "dark on a bright background (bright-field, a stained section)")
-                    if self.learnt_background == "dark"
+                    if where > BRIGHT_BACKGROUND
                     else ("dark", "bright ones (bright-field)", "bright on a dark background (fluorescence)")
                 )  # fmt: skip
                 said = (

@@ -252,7 +252,7 @@ def _preprocessing(
     encoding: MaskEncoding,
     normalizer: Normalizer,
     object_diameter: float | None,
-    background: str | None = None,
+    background: float | None = None,
 ) -> dict[str, Any]:
     """What a checkpoint needs to rebuild the model's input and output, how its truth was read, and the scale
     of the objects it learnt (``predict --diameter`` rescales other images to it)."""
@@ -268,7 +268,8 @@ def _preprocessing(
         "dataset": {k: getattr(cfg.data, k) for k in FINDING_KEYS},
         # --channel: the stored channel it reads, which predict reads too (absent: every channel)
         **({"channel": cfg.data.channel} if cfg.data.channel is not None else {}),
-        # the backgrounds it learnt (dark: fluorescence; bright: bright-field): predict says when an image differs
+        # where its images' backgrounds lie (0 dark: fluorescence; 1 bright: bright-field): predict says when an
+        # image is the other way round
         **({"background": background} if background is not None else {}),
     }
 
