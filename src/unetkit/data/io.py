@@ -393,12 +393,13 @@ FOREIGN_IMAGE_SUFFIXES = (
 )  # fmt: skip
 
 
-def foreign_images(folder: Path) -> list[Path]:
-    """The files directly inside ``folder`` in image formats unetkit does not read, sorted."""
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in FOREIGN_IMAGE_SUFFIXES and not p.name.startswith(".")
+def listed_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The files directly inside ``folder`` (hidden ones skipped), sorted, from one listing: those in image formats
+    unetkit reads, and those in formats it does not (:data:`FOREIGN_IMAGE_SUFFIXES`)."""
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file())
+    return (
+        [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES],
+        [p for p in files if p.suffix.lower() in FOREIGN_IMAGE_SUFFIXES],
     )
 
 
@@ -545,10 +546,7 @@ def channel_indices(
         varying = [i for i in index if chw[i].size and chw[i].min() != chw[i].max()]
         if len(varying) == 1:
             said = f"{name}: only channel {_channel_name(varying[0], len(index))} varies (the others hold one value each): the model reads it"  # fmt: skip
-            if said not in _TOLD:  # once per image (its header is checked, then it is read)
-                if len(_TOLD) >= 4096:  # a long process (a server, a notebook) keeps the recent ones only
-                    _TOLD.clear()
-                _TOLD.add(said)
+            if first_time(_TOLD, said):  # once per image (its header is checked, then it is read)
                 log.info("%s", said)
             return varying
         names = ", ".join(_channel_name(i, len(index)) for i in varying)
@@ -569,6 +567,17 @@ def channel_indices(
 
 #: what :func:`channel_indices` said about which channel a model reads, not said twice
 _TOLD: set[str] = set()
+
+
+def first_time(said: set[str], text: str, keep: int = 4096) -> bool:
+    """Whether ``text`` is new to ``said`` (a process's record of what it said once), adding it: a long process (a
+    server, a notebook) keeps the last ``keep`` only."""
+    if text in said:
+        return False
+    if len(said) >= keep:
+        said.clear()
+    said.add(text)
+    return True
 
 
 def _channel_name(i: int, n: int) -> str:

@@ -37,7 +37,8 @@ from ..errors import DataError
 from .io import (
     IMAGE_SUFFIXES,
     count_planes,
-    foreign_images,
+    first_time,
+    listed_images,
     not_read,
     read_image,
     read_volume,
@@ -122,17 +123,8 @@ def find_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted (hidden files skipped). Files beside them in image formats
     unetkit does not read (a microscope's .czi, .nd2 ...) are said once per folder, with the fix, never passed
     over in silence."""
-    found = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
-    foreign = foreign_images(folder)
-    said = f"{folder}: {not_read(foreign)}" if foreign else None
-    if said is not None and said not in _SAID:
-        if len(_SAID) >= 4096:  # a long process keeps the recent ones only
-            _SAID.clear()
-        _SAID.add(said)
+    found, foreign = listed_images(folder)
+    if foreign and first_time(_SAID, said := f"{folder}: {not_read(foreign)}"):
         log.warning("%s%s", said, f"; the {len(found)} image(s) it reads are used" if found else "")
     return found
 

@@ -16,7 +16,6 @@ percentile of the negated image maps to 1, so a bright-field background falls wh
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -100,15 +99,14 @@ class Normalizer:
         :meth:`unetkit.data.lazy.ImageSource.subsample` reads): per-image statistics are then estimated from
         it and applied to every tile, so tiles share one normalisation.
         """
-        c = image.shape[0]
-        if self.invert:  # (x - offset) / scale of the negated image, as (x - offset') / scale' of the image
-            offset, scale = dataclasses.replace(self, invert=False)._of(-np.asarray(image, np.float32))
-            if self.method == "fixed":  # 0..scale reversed within itself, not below 0
-                return np.full(c, self.scale, np.float32), np.full(c, -self.scale, np.float32)
-            if self.method == "dataset":  # reflected about the training set's mean
-                return np.asarray(self.mean, np.float32), -scale
-            return -offset, -scale
-        return self._of(image)
+        if not self.invert:
+            return self._of(image)
+        if self.method in ("fixed", "dataset"):  # 0..scale reversed within itself; reflected about the mean
+            offset, scale = self._of(image)
+            return (scale if self.method == "fixed" else offset), -scale
+        # (x - offset) / scale of the negated image, as (x - offset') / scale' of the image
+        offset, scale = self._of(-np.asarray(image, np.float32))
+        return -offset, -scale
 
     def _of(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         c = image.shape[0]

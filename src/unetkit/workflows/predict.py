@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import resolve_model_path
 from ..config import FORMATS, PROBS_DTYPES, OutputConfig, PredictConfig, check_values
-from ..data.io import FOREIGN_IMAGE_SUFFIXES, IMAGE_SUFFIXES, foreign_images, not_read
+from ..data.io import FOREIGN_IMAGE_SUFFIXES, IMAGE_SUFFIXES, listed_images, not_read
 from ..data.layouts import Naming, detect_layout, find_images, load_layout
 from ..data.lazy import missing_chunks, ome_level, open_image
 from ..device import tune_allocator
@@ -110,7 +110,7 @@ def collect_inputs(
                 items.extend(samples_as_inputs(found_layout.samples))
                 continue
             found = find_images(p) if p.is_dir() else []
-            foreign = foreign_images(p) if p.is_dir() else []
+            foreign = listed_images(p)[1] if p.is_dir() and not found else []
             if not found:
                 raise DataError(
                     f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) and no dataset layout (images/, "
